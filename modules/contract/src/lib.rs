@@ -1,0 +1,62 @@
+//! The contract between graft and its product modules.
+//!
+//! A product module takes a read-only [`RequestView`] and its own typed,
+//! validated configuration, and returns a [`Decision`]. Nothing here knows
+//! about nginx or Lua: the shim implements [`RequestView`] over nginx's own
+//! request structure, tests implement it over [`OwnedRequest`].
+//!
+//! The Lua legacy modules under `lua/graft/legacy/` follow the same contract
+//! field for field (see `lua/graft/contract.lua`), so that the two can be
+//! compared decision by decision.
+#![forbid(unsafe_code)]
+
+mod decision;
+mod error;
+mod header;
+mod request;
+
+pub use decision::{Changes, Decision, HeaderAction, HeaderOp, Response};
+pub use error::{ConfigError, ModuleError};
+pub use header::{HeaderName, HeaderValue, InvalidHeader};
+pub use request::{OwnedRequest, RequestView};
+
+/// A product module, in the shape of a proxy's phase trait: every phase has
+/// a default, a module overrides the phases it acts in.
+pub trait Module: Send + Sync {
+    /// The name the configuration uses for this module (`"redirects"`).
+    fn name(&self) -> &'static str;
+
+    /// Runs before the content phase, once per request, in the zone's
+    /// module order. The default lets the request continue unchanged.
+    ///
+    /// Return [`Decision::Decline`] for a request this implementation does
+    /// not handle: graft then serves it through the Lua implementation.
+    fn on_request(&self, _req: &dyn RequestView) -> Result<Decision, ModuleError> {
+        Ok(Decision::Continue(Changes::default()))
+    }
+}
+
+/// Builds a module from its configuration. Registered once per module name;
+/// called at configuration load, never per request.
+pub trait ModuleFactory: Send + Sync {
+    /// The name the configuration uses for the module.
+    fn name(&self) -> &'static str;
+
+    /// Parses and validates the module's configuration. An error names the
+    /// field (`rules[3].status`) and says what is wrong with it.
+    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError>;
+}
+
+/// Deserializes a module configuration, naming the field that failed.
+///
+/// Modules use it in [`ModuleFactory::build`] so that every configuration
+/// error carries the path to the offending field.
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    config: &serde_json::Value,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(config).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        ConfigError::new(field, e.into_inner().to_string())
+    })
+}

@@ -1,0 +1,67 @@
+//! `probe`: a module for graft's own tests of modes and fallback, with a Lua
+//! twin in `lua/graft/legacy/probe.lua`.
+//!
+//! It answers 200 with the body `rust <path>` and the header
+//! `X-Graft-Impl: rust` (the Lua twin says `lua`), except on paths that
+//! start with one of its configured prefixes: there it declines, returns an
+//! error, or panics. Shadow mode always sees a difference between the two.
+#![forbid(unsafe_code)]
+
+use graft_contract::{
+    parse_config, ConfigError, Decision, HeaderName, HeaderValue, Module, ModuleError,
+    ModuleFactory, RequestView, Response,
+};
+use serde::Deserialize;
+
+pub const NAME: &str = "probe";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    #[serde(default)]
+    decline_on: Option<String>,
+    #[serde(default)]
+    error_on: Option<String>,
+    #[serde(default)]
+    panic_on: Option<String>,
+}
+
+fn starts_with(path: &[u8], prefix: &Option<String>) -> bool {
+    prefix.as_deref().is_some_and(|p| path.starts_with(p.as_bytes()))
+}
+
+impl Module for Probe {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn on_request(&self, req: &dyn RequestView) -> Result<Decision, ModuleError> {
+        let path = req.path();
+        if starts_with(path, &self.panic_on) {
+            panic!("probe panics on {}", String::from_utf8_lossy(path));
+        }
+        if starts_with(path, &self.error_on) {
+            return Err(ModuleError::new("probe fails on this path"));
+        }
+        if starts_with(path, &self.decline_on) {
+            return Ok(Decision::Decline);
+        }
+        Ok(Decision::Respond(Response {
+            status: 200,
+            headers: vec![(HeaderName::new("X-Graft-Impl")?, HeaderValue::new("rust")?)],
+            body: [b"rust ".as_slice(), path, b"\n"].concat(),
+        }))
+    }
+}
+
+pub struct Factory;
+
+impl ModuleFactory for Factory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
+        Ok(Box::new(parse_config::<Probe>(config)?))
+    }
+}

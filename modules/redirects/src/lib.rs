@@ -1,0 +1,233 @@
+//! Redirects: per zone, exact-path and prefix rules answered with
+//! 301/302/307/308 and a `Location`.
+//!
+//! - An exact rule wins over any prefix rule; among prefix rules the longest
+//!   prefix wins.
+//! - A prefix rule carries the rest of the path over: with `/blog/` to
+//!   `/news/`, `/blog/a/b` goes to `/news/a/b`.
+//! - `query: "keep"` (the default) carries the query string over, joined
+//!   with `&` when the target has one already; `"drop"` leaves it out.
+//! - The path is nginx's decoded path, so the part carried over is encoded
+//!   again: bytes that may not stand in a URI (controls, space, non-ASCII,
+//!   `"#%<>?[\]^`{|}`) become `%XX`. The query is carried as sent, with the
+//!   same bytes encoded but `%`, `?` and `#` kept. A `Location` can never
+//!   hold a CR, LF or NUL.
+//!
+//! The Lua legacy implementation is `lua/graft/legacy/redirects.lua`.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+
+use graft_contract::{
+    parse_config, ConfigError, Decision, HeaderName, HeaderValue, Module, ModuleError,
+    ModuleFactory, RequestView, Response,
+};
+use serde::Deserialize;
+
+pub const NAME: &str = "redirects";
+
+/// Limits checked at load: a configuration over them is refused.
+pub const MAX_RULES: usize = 100_000;
+pub const MAX_TARGET_LEN: usize = 4096;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleConfig {
+    from: String,
+    to: String,
+    #[serde(default, rename = "match")]
+    kind: MatchKind,
+    #[serde(default = "default_status")]
+    status: u16,
+    #[serde(default)]
+    query: QueryMode,
+}
+
+fn default_status() -> u16 {
+    301
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum MatchKind {
+    #[default]
+    Exact,
+    Prefix,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum QueryMode {
+    #[default]
+    Keep,
+    Drop,
+}
+
+#[derive(Debug)]
+struct Rule {
+    to: Vec<u8>,
+    status: u16,
+    query: QueryMode,
+    target_has_query: bool,
+}
+
+/// The redirects of one zone, indexed for lookup.
+#[derive(Debug)]
+pub struct Redirects {
+    exact: HashMap<Vec<u8>, Rule>,
+    prefix: HashMap<Vec<u8>, Rule>,
+    /// Distinct prefix lengths, longest first: a lookup tries each once.
+    prefix_lengths: Vec<usize>,
+}
+
+impl Redirects {
+    pub fn from_config(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        let config: Config = parse_config(config)?;
+        if config.rules.len() > MAX_RULES {
+            return Err(ConfigError::new(
+                "rules",
+                format!(
+                    "{} rules, over the limit of {MAX_RULES}",
+                    config.rules.len()
+                ),
+            ));
+        }
+        let mut exact = HashMap::new();
+        let mut prefix = HashMap::new();
+        for (i, rc) in config.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let (from, kind) = (rc.from.clone(), rc.kind);
+            let rule = validate(rc).map_err(|e| e.within(&at))?;
+            let table = match kind {
+                MatchKind::Exact => &mut exact,
+                MatchKind::Prefix => &mut prefix,
+            };
+            if table.insert(from.clone().into_bytes(), rule).is_some() {
+                return Err(ConfigError::new(
+                    format!("{at}.from"),
+                    format!("\"{from}\" has a rule of the same match kind already"),
+                ));
+            }
+        }
+        let mut prefix_lengths: Vec<usize> = prefix.keys().map(Vec::len).collect();
+        prefix_lengths.sort_unstable_by(|a, b| b.cmp(a));
+        prefix_lengths.dedup();
+        Ok(Redirects {
+            exact,
+            prefix,
+            prefix_lengths,
+        })
+    }
+
+    fn find<'a>(&'a self, path: &'a [u8]) -> Option<(&'a Rule, &'a [u8])> {
+        if let Some(rule) = self.exact.get(path) {
+            return Some((rule, &[]));
+        }
+        self.prefix_lengths
+            .iter()
+            .filter(|&&len| len <= path.len())
+            .find_map(|&len| self.prefix.get(&path[..len]).map(|r| (r, &path[len..])))
+    }
+}
+
+fn validate(rc: RuleConfig) -> Result<Rule, ConfigError> {
+    if !rc.from.starts_with('/') {
+        return Err(ConfigError::new("from", "must start with \"/\""));
+    }
+    if rc.from.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(ConfigError::new("from", "has a control character"));
+    }
+    if rc.to.is_empty() {
+        return Err(ConfigError::new("to", "is empty"));
+    }
+    if rc.to.len() > MAX_TARGET_LEN {
+        return Err(ConfigError::new(
+            "to",
+            format!("longer than {MAX_TARGET_LEN} bytes"),
+        ));
+    }
+    HeaderValue::new(rc.to.as_bytes()).map_err(|e| ConfigError::new("to", e.to_string()))?;
+    if !matches!(rc.status, 301 | 302 | 307 | 308) {
+        return Err(ConfigError::new(
+            "status",
+            format!("{} is not one of 301, 302, 307, 308", rc.status),
+        ));
+    }
+    Ok(Rule {
+        target_has_query: rc.to.contains('?'),
+        to: rc.to.into_bytes(),
+        status: rc.status,
+        query: rc.query,
+    })
+}
+
+/// Bytes that may not stand in a `Location` as they are.
+fn needs_escape(b: u8, in_query: bool) -> bool {
+    match b {
+        0..=0x20 | 0x7f..=0xff => true,
+        b'%' | b'?' | b'#' => !in_query,
+        b'"' | b'<' | b'>' | b'[' | b'\\' | b']' | b'^' | b'`' | b'{' | b'|' | b'}' => true,
+        _ => false,
+    }
+}
+
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8], in_query: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if needs_escape(b, in_query) {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+impl Module for Redirects {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn on_request(&self, req: &dyn RequestView) -> Result<Decision, ModuleError> {
+        let Some((rule, rest)) = self.find(req.path()) else {
+            return Ok(Decision::Continue(Default::default()));
+        };
+        let query = match rule.query {
+            QueryMode::Keep => req.query(),
+            QueryMode::Drop => None,
+        };
+        let mut location = Vec::with_capacity(rule.to.len() + rest.len() + 64);
+        location.extend_from_slice(&rule.to);
+        push_escaped(&mut location, rest, false);
+        if let Some(q) = query {
+            location.push(if rule.target_has_query { b'&' } else { b'?' });
+            push_escaped(&mut location, q, true);
+        }
+        Ok(Decision::Respond(Response {
+            status: rule.status,
+            headers: vec![(HeaderName::new("Location")?, HeaderValue::new(location)?)],
+            body: Vec::new(),
+        }))
+    }
+}
+
+/// Registers the module under [`NAME`].
+pub struct Factory;
+
+impl ModuleFactory for Factory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
+        Ok(Box::new(Redirects::from_config(config)?))
+    }
+}
+
+#[cfg(test)]
+mod tests;
