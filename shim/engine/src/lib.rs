@@ -1,0 +1,20 @@
+//! graft's engine: everything the nginx module does that does not need nginx.
+//!
+//! - [`config`]: the JSON configuration, parsed and validated once, whole or
+//!   not at all;
+//! - [`registry`]: the Rust product modules graft knows, in a fixed order;
+//! - [`dispatch`]: runs one module for one request under `catch_unwind`;
+//! - [`counters`]: what happened, per zone, module and path.
+//!
+//! The nginx shim (`shim/nginx`) owns a [`Config`] per nginx cycle and calls
+//! in here; tests call in here directly.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod counters;
+pub mod dispatch;
+pub mod registry;
+
+pub use config::{Config, LoadError, Mode, Step, Zone};
+pub use counters::{Count, Counters};
+pub use dispatch::{run_request_phase, Outcome};

@@ -1,0 +1,281 @@
+//! graft's configuration: zones (hosts), each with an ordered list of
+//! modules, each in a mode with its own configuration.
+//!
+//! ```json
+//! { "zones": {
+//!     "example.com": { "modules": [
+//!         { "module": "redirects", "mode": "shadow",
+//!           "config": { "rules": [ { "from": "/old", "to": "/new" } ] } } ] },
+//!     "*": { "modules": [] } } }
+//! ```
+//!
+//! The zone `"*"` serves hosts no other zone names. A file is parsed and
+//! validated whole before anything uses it: an error names the file, zone,
+//! module and field, and nothing of the file is applied.
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use graft_contract::{parse_config, ConfigError, Module};
+use serde::Deserialize;
+
+use crate::{registry, Counters};
+
+/// Limits checked at load; a file over one is refused with the limit named.
+pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_ZONES: usize = 100_000;
+pub const MAX_MODULES_PER_ZONE: usize = 64;
+pub const DEFAULT_ZONE: &str = "*";
+
+/// How a step serves requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The legacy Lua implementation only.
+    Lua,
+    /// The Rust implementation; Lua serves a request Rust declines, fails or panics on.
+    Rust,
+    /// Both run; Lua's decision is served and the two are compared.
+    Shadow,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Lua => "lua",
+            Mode::Rust => "rust",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// One module of a zone, in its mode.
+pub struct Step {
+    pub module_name: &'static str,
+    pub mode: Mode,
+    pub module: Box<dyn Module>,
+    pub counters: Counters,
+}
+
+pub struct Zone {
+    pub name: String,
+    pub steps: Vec<Step>,
+    /// What the Lua side needs to build its legacy modules for this zone,
+    /// serialized once at load.
+    pub plan_json: String,
+}
+
+pub struct Config {
+    pub source: PathBuf,
+    /// Distinguishes one loaded configuration from the next in this process.
+    pub generation: u64,
+    pub zones: Vec<Zone>,
+    by_host: HashMap<Vec<u8>, usize>,
+    default_zone: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    zones: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneConfig {
+    modules: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepConfig {
+    module: String,
+    mode: Mode,
+    #[serde(default = "empty_object")]
+    config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// A refused configuration: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub zone: Option<String>,
+    /// The module's position in its zone (from 0) and its name, when known.
+    pub module: Option<(usize, String)>,
+    pub error: ConfigError,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(zone) = &self.zone {
+            write!(f, ": zone \"{zone}\"")?;
+        }
+        if let Some((i, name)) = &self.module {
+            write!(f, ": module #{i} \"{name}\"")?;
+        }
+        write!(f, ": {}", self.error)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn valid_host(host: &str) -> bool {
+    host == DEFAULT_ZONE
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._:[]".contains(&b)))
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let err = |e: ConfigError| LoadError {
+            file: path.to_path_buf(),
+            zone: None,
+            module: None,
+            error: e,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err(ConfigError::new("", e.to_string())))?;
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(err(ConfigError::new(
+                "",
+                format!("file is {} bytes, over the limit of {MAX_FILE_BYTES}", meta.len()),
+            )));
+        }
+        let text = std::fs::read(path).map_err(|e| err(ConfigError::new("", e.to_string())))?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates a configuration held in memory; `source` names it in errors.
+    pub fn parse(source: &Path, text: &[u8]) -> Result<Config, LoadError> {
+        let at = |zone: Option<&str>, module: Option<(usize, &str)>, e: ConfigError| LoadError {
+            file: source.to_path_buf(),
+            zone: zone.map(str::to_string),
+            module: module.map(|(i, n)| (i, n.to_string())),
+            error: e,
+        };
+        let value: serde_json::Value = serde_json::from_slice(text)
+            .map_err(|e| at(None, None, ConfigError::new("", format!("invalid JSON: {e}"))))?;
+        let file: FileConfig = parse_config(&value).map_err(|e| at(None, None, e))?;
+        if file.zones.len() > MAX_ZONES {
+            return Err(at(
+                None,
+                None,
+                ConfigError::new(
+                    "zones",
+                    format!("{} zones, over the limit of {MAX_ZONES}", file.zones.len()),
+                ),
+            ));
+        }
+
+        let mut zones = Vec::with_capacity(file.zones.len());
+        let mut by_host = HashMap::with_capacity(file.zones.len());
+        let mut default_zone = None;
+        for (host, zone_value) in &file.zones {
+            let zone_err = |e| at(Some(host), None, e);
+            if !valid_host(host) {
+                return Err(zone_err(ConfigError::new(
+                    "",
+                    "a zone is a lower-case host name (letters, digits, \"-\", \".\") or \"*\"",
+                )));
+            }
+            let zc: ZoneConfig = parse_config(zone_value).map_err(zone_err)?;
+            if zc.modules.len() > MAX_MODULES_PER_ZONE {
+                return Err(zone_err(ConfigError::new(
+                    "modules",
+                    format!(
+                        "{} modules, over the limit of {MAX_MODULES_PER_ZONE}",
+                        zc.modules.len()
+                    ),
+                )));
+            }
+            let mut steps = Vec::with_capacity(zc.modules.len());
+            let mut plan = Vec::with_capacity(zc.modules.len());
+            for (i, step_value) in zc.modules.iter().enumerate() {
+                let named = step_value
+                    .get("module")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                let step_err = |e| at(Some(host), Some((i, named)), e);
+                let sc: StepConfig = parse_config(step_value).map_err(step_err)?;
+                let factory = registry::factory(&sc.module).ok_or_else(|| {
+                    let known: Vec<_> = registry::names().collect();
+                    step_err(ConfigError::new(
+                        "module",
+                        format!("unknown module; known: {}", known.join(", ")),
+                    ))
+                })?;
+                let module = factory
+                    .build(&sc.config)
+                    .map_err(|e| step_err(e.within("config")))?;
+                plan.push(serde_json::json!({
+                    "module": factory.name(), "mode": sc.mode.name(), "config": sc.config,
+                }));
+                steps.push(Step {
+                    module_name: factory.name(),
+                    mode: sc.mode,
+                    module,
+                    counters: Counters::default(),
+                });
+            }
+            let index = zones.len();
+            if host == DEFAULT_ZONE {
+                default_zone = Some(index);
+            } else {
+                by_host.insert(host.as_bytes().to_vec(), index);
+            }
+            zones.push(Zone {
+                name: host.clone(),
+                plan_json: serde_json::json!({ "zone": host, "steps": plan }).to_string(),
+                steps,
+            });
+        }
+        Ok(Config {
+            source: source.to_path_buf(),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            zones,
+            by_host,
+            default_zone,
+        })
+    }
+
+    /// The zone serving `host`, if any (the `"*"` zone when no other names it).
+    pub fn zone_index(&self, host: &[u8]) -> Option<usize> {
+        self.by_host.get(host).copied().or(self.default_zone)
+    }
+
+    /// The counters of every step, as JSON.
+    pub fn counters_json(&self) -> String {
+        let zones: serde_json::Map<_, _> = self
+            .zones
+            .iter()
+            .map(|z| {
+                let steps: Vec<_> = z
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        let mut m = s.counters.to_json();
+                        m.insert("module".into(), s.module_name.into());
+                        m.insert("mode".into(), s.mode.name().into());
+                        serde_json::Value::Object(m)
+                    })
+                    .collect();
+                (z.name.clone(), steps.into())
+            })
+            .collect();
+        serde_json::json!({ "generation": self.generation, "zones": zones }).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+use super::*;
+use crate::{run_request_phase, Count, Outcome};
+use graft_contract::{Decision, OwnedRequest};
+
+fn parse(text: &str) -> Result<Config, LoadError> {
+    Config::parse(Path::new("/etc/graft/graft.json"), text.as_bytes())
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const GOOD: &str = r#"{ "zones": {
+    "example.com": { "modules": [
+        { "module": "redirects", "mode": "rust",
+          "config": { "rules": [ { "from": "/old", "to": "/new" } ] } },
+        { "module": "probe", "mode": "shadow", "config": { "panic_on": "/boom" } } ] },
+    "*": { "modules": [ { "module": "probe", "mode": "lua" } ] } } }"#;
+
+#[test]
+fn loads_zones_in_order_and_finds_them_by_host() {
+    let c = parse(GOOD).unwrap();
+    let z = &c.zones[c.zone_index(b"example.com").unwrap()];
+    assert_eq!(z.name, "example.com");
+    let names: Vec<_> = z.steps.iter().map(|s| (s.module_name, s.mode)).collect();
+    assert_eq!(names, [("redirects", Mode::Rust), ("probe", Mode::Shadow)]);
+    let other = &c.zones[c.zone_index(b"other.org").unwrap()];
+    assert_eq!(other.name, "*");
+    let plan: serde_json::Value = serde_json::from_str(&z.plan_json).unwrap();
+    assert_eq!(plan["steps"][1]["config"]["panic_on"], "/boom");
+    assert_eq!(plan["steps"][0]["mode"], "rust");
+}
+
+#[test]
+fn no_default_zone_means_no_zone() {
+    let c = parse(r#"{ "zones": { "a.example": { "modules": [] } } }"#).unwrap();
+    assert_eq!(c.zone_index(b"b.example"), None);
+}
+
+#[test]
+fn each_load_is_a_new_generation() {
+    let (a, b) = (parse(GOOD).unwrap(), parse(GOOD).unwrap());
+    assert_ne!(a.generation, b.generation);
+}
+
+#[test]
+fn errors_name_file_zone_module_and_field() {
+    let cases = [
+        (
+            r#"{ "zones": { "a.com": { "modules": [ { "module": "redirectz", "mode": "rust" } ] } } }"#,
+            r#"/etc/graft/graft.json: zone "a.com": module #0 "redirectz": field "module": unknown module; known: redirects, probe"#,
+        ),
+        (
+            r#"{ "zones": { "a.com": { "modules": [ { "module": "redirects", "mode": "fast", "config": { "rules": [] } } ] } } }"#,
+            r#"/etc/graft/graft.json: zone "a.com": module #0 "redirects": field "mode": unknown variant `fast`, expected one of `lua`, `rust`, `shadow`"#,
+        ),
+        (
+            r#"{ "zones": { "a.com": { "modules": [ { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": "/b\r\nSet-Cookie: x" } ] } } ] } } }"#,
+            r#"/etc/graft/graft.json: zone "a.com": module #0 "redirects": field "config.rules[0].to": header value has a CR, LF, NUL or other control character"#,
+        ),
+        (
+            r#"{ "zones": { "A.com": { "modules": [] } } }"#,
+            r#"/etc/graft/graft.json: zone "A.com": a zone is a lower-case host name (letters, digits, "-", ".") or "*""#,
+        ),
+        (
+            r#"{ "zones": { "a.com": { "module": [] } } }"#,
+            r#"/etc/graft/graft.json: zone "a.com": field "module": unknown field `module`, expected `modules`"#,
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(error(text), want);
+    }
+}
+
+#[test]
+fn malformed_json_names_line_and_column() {
+    let e = error("{ \"zones\": {\n  \"a.com\": { \"modules\": [ }\n} }");
+    assert!(e.starts_with("/etc/graft/graft.json: invalid JSON: "), "{e}");
+    assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn limits_are_checked_and_named() {
+    let steps = vec![r#"{ "module": "probe", "mode": "lua" }"#; MAX_MODULES_PER_ZONE + 1].join(",");
+    let e = error(&format!(r#"{{ "zones": {{ "a.com": {{ "modules": [ {steps} ] }} }} }}"#));
+    assert!(e.contains("over the limit of 64"), "{e}");
+}
+
+#[test]
+fn a_panic_in_a_module_is_an_outcome_and_is_counted() {
+    crate::dispatch::install_panic_hook();
+    let c = parse(GOOD).unwrap();
+    let z = &c.zones[c.zone_index(b"example.com").unwrap()];
+    let probe = &z.steps[1];
+    let out = run_request_phase(probe, &OwnedRequest::get("example.com", "/boom/x"));
+    assert_eq!(out, Outcome::Panicked("probe panics on /boom/x".into()));
+    assert_eq!(probe.counters.get(Count::Panic), 1);
+    match run_request_phase(probe, &OwnedRequest::get("example.com", "/fine")) {
+        Outcome::Decided(Decision::Respond(r)) => assert_eq!(r.body, b"rust /fine\n"),
+        other => panic!("{other:?}"),
+    }
+    let counters: serde_json::Value = serde_json::from_str(&c.counters_json()).unwrap();
+    assert_eq!(counters["zones"]["example.com"][1]["panic"], 1);
+    assert_eq!(counters["zones"]["example.com"][1]["module"], "probe");
+}

@@ -1,0 +1,73 @@
+//! Runs a Rust module for one request, so that nothing it does can take
+//! the worker down: a panic is caught, counted and reported as an outcome.
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use graft_contract::{Decision, RequestView};
+
+use crate::{Count, Step};
+
+/// What the Rust side of one step did with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A decision to serve: continue (with changes) or respond.
+    Decided(Decision),
+    /// The module said "not mine".
+    Declined,
+    /// The module returned an error.
+    Failed(String),
+    /// The module panicked; the message is the panic's.
+    Panicked(String),
+}
+
+thread_local! {
+    static IN_MODULE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keeps the default panic hook quiet for panics inside a module: they are
+/// caught and logged through the server's log instead of stderr. Panics
+/// elsewhere still reach the previous hook.
+pub fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !IN_MODULE.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// Runs the request phase of `step`'s module and counts a decline, error or
+/// panic on the step. Serving counts (lua, rust, fallback, shadow) are the
+/// caller's, who knows which decision was served.
+pub fn run_request_phase(step: &Step, req: &dyn RequestView) -> Outcome {
+    IN_MODULE.with(|f| f.set(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| step.module.on_request(req)));
+    IN_MODULE.with(|f| f.set(false));
+    let outcome = match result {
+        Ok(Ok(Decision::Decline)) => Outcome::Declined,
+        Ok(Ok(decision)) => Outcome::Decided(decision),
+        Ok(Err(e)) => Outcome::Failed(e.message),
+        Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+    };
+    match outcome {
+        Outcome::Declined => step.counters.add(Count::Decline),
+        Outcome::Failed(_) => step.counters.add(Count::Error),
+        Outcome::Panicked(_) => step.counters.add(Count::Panic),
+        Outcome::Decided(_) => {}
+    }
+    outcome
+}
