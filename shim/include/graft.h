@@ -1,0 +1,76 @@
+/*
+ * graft.h: the ABI between graft's nginx module (ngx_http_graft_module.so)
+ * and its Lua bridge (lua/graft.lua), called through LuaJIT's FFI.
+ *
+ * lua/graft.lua repeats the block between the abi markers in its ffi.cdef
+ * and the #define values as locals; tests/tests/abi.rs fails when the three
+ * (this header, the Lua cdef, the Rust exports) disagree.
+ *
+ * Conventions, as lua-resty-core's:
+ * - functions are named graft_ffi_<thing> and return an int status;
+ * - the caller passes buffers with a size_t * in-out length;
+ * - pointers in a graft_decision_t point into the module's memory and stay
+ *   valid until the next graft_ffi_run call in the same worker.
+ */
+#ifndef GRAFT_H
+#define GRAFT_H
+
+#include <stddef.h>
+
+#define GRAFT_ABI_VERSION 1
+
+#define GRAFT_OK          0
+#define GRAFT_ERROR      -1
+#define GRAFT_AGAIN      -2
+#define GRAFT_DECLINED   -5
+#define GRAFT_PANIC      -6
+#define GRAFT_NO_CONFIG  -7
+
+#define GRAFT_CONTINUE    0
+#define GRAFT_RESPOND     1
+
+#define GRAFT_HEADER_SET     0
+#define GRAFT_HEADER_ADD     1
+#define GRAFT_HEADER_REMOVE  2
+
+#define GRAFT_TARGET_REQUEST   0
+#define GRAFT_TARGET_RESPONSE  1
+
+#define GRAFT_COUNT_LUA           0
+#define GRAFT_COUNT_RUST          1
+#define GRAFT_COUNT_FALLBACK      2
+#define GRAFT_COUNT_SHADOW_MATCH  3
+#define GRAFT_COUNT_SHADOW_DIFF   4
+
+/* graft:abi:begin */
+typedef struct {
+    int action;
+    int target;
+    const unsigned char *name;
+    size_t name_len;
+    const unsigned char *value;
+    size_t value_len;
+} graft_header_t;
+
+typedef struct {
+    int kind;
+    int status;
+    const unsigned char *body;
+    size_t body_len;
+    const unsigned char *uri;
+    size_t uri_len;
+    const graft_header_t *headers;
+    size_t nheaders;
+    const unsigned char *err;
+    size_t err_len;
+} graft_decision_t;
+
+int graft_ffi_abi_version(size_t decision_size, size_t header_size);
+int graft_ffi_zone(void *r, unsigned long long *generation);
+int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
+int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
+int graft_ffi_count(void *r, int zone, int step, int what);
+int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
+/* graft:abi:end */
+
+#endif /* GRAFT_H */

@@ -1,0 +1,364 @@
+//! The functions the Lua bridge (`lua/graft.lua`) calls through LuaJIT's
+//! FFI, declared in `shim/include/graft.h`.
+//!
+//! The per-request calls take the `ngx_http_request_t *` that
+//! `resty.core.base.get_request()` gives and read the request where nginx
+//! keeps it. Return codes follow lua-resty-core's conventions.
+use std::cell::RefCell;
+use std::ffi::{c_int, c_uchar, c_ulonglong, c_void};
+use std::mem::size_of;
+use std::ptr::null;
+
+use graft_contract::{Decision, HeaderAction};
+use graft_engine::{run_request_phase, Config, Count, Outcome, Step};
+use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::ngx_log_error;
+
+use crate::guard::guarded;
+use crate::module::config_of;
+use crate::request::NgxRequest;
+
+pub const GRAFT_ABI_VERSION: c_int = 1;
+
+pub const GRAFT_OK: c_int = 0;
+pub const GRAFT_ERROR: c_int = -1;
+pub const GRAFT_AGAIN: c_int = -2;
+pub const GRAFT_DECLINED: c_int = -5;
+pub const GRAFT_PANIC: c_int = -6;
+pub const GRAFT_NO_CONFIG: c_int = -7;
+
+const GRAFT_CONTINUE: c_int = 0;
+const GRAFT_RESPOND: c_int = 1;
+const GRAFT_TARGET_REQUEST: c_int = 0;
+const GRAFT_TARGET_RESPONSE: c_int = 1;
+
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct graft_header_t {
+    action: c_int,
+    target: c_int,
+    name: *const c_uchar,
+    name_len: usize,
+    value: *const c_uchar,
+    value_len: usize,
+}
+
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct graft_decision_t {
+    kind: c_int,
+    status: c_int,
+    body: *const c_uchar,
+    body_len: usize,
+    uri: *const c_uchar,
+    uri_len: usize,
+    headers: *const graft_header_t,
+    nheaders: usize,
+    err: *const c_uchar,
+    err_len: usize,
+}
+
+/// The last decision handed to Lua, kept alive until the next run: the
+/// pointers in a `graft_decision_t` point into it. An nginx worker is one
+/// thread and Lua reads the decision before it can yield, so one slot per
+/// thread suffices.
+#[derive(Default)]
+struct Slot {
+    decision: Option<Decision>,
+    headers: Vec<graft_header_t>,
+    message: String,
+}
+
+thread_local! {
+    static SLOT: RefCell<Slot> = RefCell::default();
+}
+
+fn action_code(a: HeaderAction) -> c_int {
+    match a {
+        HeaderAction::Set => 0,
+        HeaderAction::Add => 1,
+        HeaderAction::Remove => 2,
+    }
+}
+
+fn header(action: c_int, target: c_int, name: &str, value: &[u8]) -> graft_header_t {
+    graft_header_t {
+        action,
+        target,
+        name: name.as_ptr(),
+        name_len: name.len(),
+        value: value.as_ptr(),
+        value_len: value.len(),
+    }
+}
+
+impl Slot {
+    /// Keeps `decision` and describes it in `out`.
+    fn fill(&mut self, decision: Decision, out: &mut graft_decision_t) {
+        self.headers.clear();
+        self.message.clear();
+        let d = self.decision.insert(decision);
+        *out = empty_decision();
+        match d {
+            Decision::Respond(resp) => {
+                out.kind = GRAFT_RESPOND;
+                out.status = c_int::from(resp.status);
+                out.body = resp.body.as_ptr();
+                out.body_len = resp.body.len();
+                self.headers.extend(resp.headers.iter().map(|(n, v)| {
+                    header(0, GRAFT_TARGET_RESPONSE, n.as_str(), v.as_bytes())
+                }));
+            }
+            Decision::Continue(changes) => {
+                out.kind = GRAFT_CONTINUE;
+                if let Some(uri) = &changes.uri {
+                    out.uri = uri.as_ptr();
+                    out.uri_len = uri.len();
+                }
+                let ops = changes
+                    .request_headers
+                    .iter()
+                    .map(|op| (GRAFT_TARGET_REQUEST, op))
+                    .chain(changes.response_headers.iter().map(|op| (GRAFT_TARGET_RESPONSE, op)));
+                self.headers.extend(ops.map(|(target, op)| {
+                    header(action_code(op.action), target, op.name.as_str(), op.value.as_bytes())
+                }));
+            }
+            Decision::Decline => {}
+        }
+        out.headers = self.headers.as_ptr();
+        out.nheaders = self.headers.len();
+    }
+
+    fn fail(&mut self, message: String, out: &mut graft_decision_t) {
+        self.decision = None;
+        self.headers.clear();
+        self.message = message;
+        *out = empty_decision();
+        out.err = self.message.as_ptr();
+        out.err_len = self.message.len();
+    }
+}
+
+fn empty_decision() -> graft_decision_t {
+    graft_decision_t {
+        kind: GRAFT_CONTINUE,
+        status: 0,
+        body: null(),
+        body_len: 0,
+        uri: null(),
+        uri_len: 0,
+        headers: null(),
+        nheaders: 0,
+        err: null(),
+        err_len: 0,
+    }
+}
+
+/// # Safety
+/// `r` must be null or the live request `get_request()` gave.
+unsafe fn request<'r>(r: *mut c_void) -> Option<&'r ngx_http_request_t> {
+    // SAFETY: the caller's contract.
+    unsafe { (r as *const ngx_http_request_t).as_ref() }
+}
+
+fn step(config: &Config, zone: c_int, step: c_int) -> Option<(&str, &Step)> {
+    let zone = config.zones.get(usize::try_from(zone).ok()?)?;
+    Some((&zone.name, zone.steps.get(usize::try_from(step).ok()?)?))
+}
+
+/// Copies `src` into the caller's buffer; when it is too small, says how
+/// large it must be and returns `GRAFT_AGAIN`.
+///
+/// # Safety
+/// `buf` must be writable for `*len` bytes and `len` valid.
+unsafe fn copy_out(src: &[u8], buf: *mut c_uchar, len: *mut usize) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if buf.is_null() || *len < src.len() {
+            *len = src.len();
+            return GRAFT_AGAIN;
+        }
+        std::ptr::copy_nonoverlapping(src.as_ptr(), buf, src.len());
+        *len = src.len();
+    }
+    GRAFT_OK
+}
+
+/// Returns the ABI version when the caller's structure sizes match ours,
+/// `GRAFT_ERROR` when they do not.
+#[no_mangle]
+pub extern "C" fn graft_ffi_abi_version(decision_size: usize, header_size: usize) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        if decision_size == size_of::<graft_decision_t>()
+            && header_size == size_of::<graft_header_t>()
+        {
+            GRAFT_ABI_VERSION
+        } else {
+            GRAFT_ERROR
+        }
+    })
+}
+
+/// The index of the zone serving the request (from 0), `GRAFT_DECLINED`
+/// when no zone does, `GRAFT_NO_CONFIG` when there is no `graft_config`.
+///
+/// # Safety
+/// `r` is the current request; `generation` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_zone(r: *mut c_void, generation: *mut c_ulonglong) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let Some(config) = config_of(r) else {
+            return GRAFT_NO_CONFIG;
+        };
+        // SAFETY: the caller's contract.
+        unsafe { *generation = config.generation };
+        use graft_contract::RequestView;
+        match config.zone_index(NgxRequest::new(r).host()) {
+            Some(i) => c_int::try_from(i).unwrap_or(GRAFT_ERROR),
+            None => GRAFT_DECLINED,
+        }
+    })
+}
+
+/// The zone's plan for the Lua side (modules, modes, configurations) as JSON.
+///
+/// # Safety
+/// `r` is the current request; `buf` is writable for `*len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_plan(
+    r: *mut c_void,
+    zone: c_int,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(config) = (unsafe { request(r) }).and_then(config_of) else {
+            return GRAFT_NO_CONFIG;
+        };
+        let Some(zone) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
+            return GRAFT_ERROR;
+        };
+        // SAFETY: the caller's contract.
+        unsafe { copy_out(zone.plan_json.as_bytes(), buf, len) }
+    })
+}
+
+/// Runs the Rust implementation of one step for the request.
+///
+/// `GRAFT_OK`: `out` holds the decision. `GRAFT_DECLINED`: the module
+/// declined. `GRAFT_ERROR` or `GRAFT_PANIC`: it failed; `out->err` says why,
+/// and the error log has a line. Declines, errors and panics are counted here.
+///
+/// # Safety
+/// `r` is the current request; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_run(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+    out: *mut graft_decision_t,
+) -> c_int {
+    guarded(GRAFT_PANIC, || {
+        // SAFETY: the caller's contract.
+        let (Some(r), Some(out)) = (unsafe { request(r) }, unsafe { out.as_mut() }) else {
+            return GRAFT_ERROR;
+        };
+        let Some(config) = config_of(r) else {
+            return GRAFT_NO_CONFIG;
+        };
+        let Some((zone_name, step)) = step(config, zone, step_index) else {
+            return GRAFT_ERROR;
+        };
+        // SAFETY: a live request's connection and its log are valid.
+        let log = unsafe { (*r.connection).log };
+        let outcome = run_request_phase(step, &NgxRequest::new(r));
+        SLOT.with_borrow_mut(|slot| match outcome {
+            Outcome::Decided(d) => {
+                slot.fill(d, out);
+                GRAFT_OK
+            }
+            Outcome::Declined => {
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    log,
+                    "graft: zone \"{zone_name}\" module \"{}\" declined",
+                    step.module_name
+                );
+                slot.fail("declined".into(), out);
+                GRAFT_DECLINED
+            }
+            Outcome::Failed(e) => {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "graft: zone \"{zone_name}\" module \"{}\" failed: {e}",
+                    step.module_name
+                );
+                slot.fail(e, out);
+                GRAFT_ERROR
+            }
+            Outcome::Panicked(e) => {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "graft: zone \"{zone_name}\" module \"{}\" panicked: {e}",
+                    step.module_name
+                );
+                slot.fail(e, out);
+                GRAFT_PANIC
+            }
+        })
+    })
+}
+
+/// Counts what the Lua side served for one step (`GRAFT_COUNT_*`).
+///
+/// # Safety
+/// `r` is the current request.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_count(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+    what: c_int,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(config) = (unsafe { request(r) }).and_then(config_of) else {
+            return GRAFT_NO_CONFIG;
+        };
+        match (step(config, zone, step_index), Count::from_code(what)) {
+            (Some((_, step)), Some(what)) => {
+                step.counters.add(what);
+                GRAFT_OK
+            }
+            _ => GRAFT_ERROR,
+        }
+    })
+}
+
+/// The counters of every zone and step, as JSON.
+///
+/// # Safety
+/// `r` is the current request; `buf` is writable for `*len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_counters(
+    r: *mut c_void,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(config) = (unsafe { request(r) }).and_then(config_of) else {
+            return GRAFT_NO_CONFIG;
+        };
+        // SAFETY: the caller's contract.
+        unsafe { copy_out(config.counters_json().as_bytes(), buf, len) }
+    })
+}

@@ -1,0 +1,21 @@
+//! `ngx_http_graft_module`: graft inside nginx.
+//!
+//! This crate is graft's foreign boundary: every `extern "C"` function, raw
+//! pointer and nginx structure of graft lives here, and nowhere else. The
+//! logic it calls (configuration, modules, modes, counters) is plain Rust in
+//! `graft-engine` and `modules/*`.
+//!
+//! - [`module`]: the nginx module, its directives and configuration;
+//! - [`request`]: the read-only request view over `ngx_http_request_t`;
+//! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
+//! - [`guard`]: `catch_unwind` around every entry point, so that no panic
+//!   unwinds into nginx.
+
+mod bridge;
+mod guard;
+mod module;
+mod request;
+
+pub use module::ngx_http_graft_module;
+
+ngx::ngx_modules!(ngx_http_graft_module);

@@ -1,0 +1,137 @@
+//! The nginx module: `graft_config` and the per-cycle configuration.
+//!
+//! The parsed configuration lives in the module's main conf, allocated from
+//! the cycle's pool and dropped with it: each nginx cycle (start, each
+//! reload) owns its own, and a reload whose file is refused leaves the old
+//! cycle, and its configuration, serving.
+use std::ffi::{c_char, c_void};
+use std::path::Path;
+use std::ptr::{addr_of, addr_of_mut, null_mut};
+use std::sync::Arc;
+
+use graft_engine::Config;
+use ngx::core::Pool;
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_http_module_t,
+    ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_str_t, ngx_uint_t, NGX_CONF_TAKE1,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+};
+use ngx::{ngx_conf_log_error, ngx_string};
+
+use crate::guard::guarded;
+
+/// The module's main (http-level) configuration.
+#[derive(Default)]
+pub struct MainConf {
+    pub config: Option<Arc<Config>>,
+}
+
+const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
+
+static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: None,
+    postconfiguration: None,
+    create_main_conf: Some(create_main_conf),
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: None,
+    merge_loc_conf: None,
+};
+
+static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 2] = [
+    ngx_command_t {
+        name: ngx_string!("graft_config"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_config),
+        conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
+        offset: 0,
+        post: null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_graft_module: ngx_module_t = ngx_module_t {
+    ctx: addr_of!(NGX_HTTP_GRAFT_MODULE_CTX) as *mut c_void,
+    // SAFETY: only the address is taken; nginx reads the array, never graft.
+    commands: unsafe { addr_of_mut!(NGX_HTTP_GRAFT_COMMANDS[0]) },
+    type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_process: Some(init_process),
+    ..ngx_module_t::default()
+};
+
+unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    guarded(null_mut(), || {
+        // SAFETY: nginx passes a valid conf whose pool lives as long as the
+        // cycle; `allocate` registers a cleanup that drops the value with it.
+        let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+        pool.allocate(MainConf::default()) as *mut c_void
+    })
+}
+
+/// `graft_config <file>;` loads and validates the file now, so that
+/// `nginx -t`, start-up and reload refuse a bad one.
+unsafe extern "C" fn set_config(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guarded(NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes the main conf create_main_conf made for this
+        // cycle, and `cf->args` holds the directive and its one argument.
+        let (mcf, mut name) = unsafe {
+            let args = (*(*cf).args).elts as *const ngx_str_t;
+            (&mut *(conf as *mut MainConf), *args.add(1))
+        };
+        if mcf.config.is_some() {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        // SAFETY: resolves `name` against the configuration prefix into
+        // memory from the cycle's pool.
+        if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
+            return NGX_CONF_ERROR;
+        }
+        let Ok(path) = name.to_str() else {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: the file name is not UTF-8");
+            return NGX_CONF_ERROR;
+        };
+        match Config::load(Path::new(path)) {
+            Ok(config) => {
+                mcf.config = Some(Arc::new(config));
+                null_mut()
+            }
+            Err(e) => {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: {e}");
+                NGX_CONF_ERROR
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    guarded(NGX_OK as ngx_int_t, || {
+        graft_engine::dispatch::install_panic_hook();
+        NGX_OK as ngx_int_t
+    })
+}
+
+/// The configuration of the cycle that is serving `r`.
+///
+/// The main conf array is indexed by the module's `ctx_index`, set by nginx
+/// when it loaded the module, and lives as long as the cycle, which outlives
+/// the request.
+pub fn config_of(r: &ngx_http_request_t) -> Option<&Arc<Config>> {
+    // SAFETY: a live request's main_conf points at its http block's array
+    // of main confs, one per http module, ours made by create_main_conf.
+    unsafe {
+        let main_conf = r.main_conf;
+        if main_conf.is_null() {
+            return None;
+        }
+        let index = (*addr_of!(ngx_http_graft_module)).ctx_index;
+        let mcf = *main_conf.add(index) as *const MainConf;
+        mcf.as_ref()?.config.as_ref()
+    }
+}

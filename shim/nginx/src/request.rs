@@ -1,0 +1,124 @@
+//! The request view modules read, over nginx's own `ngx_http_request_t`:
+//! nothing is copied, every slice points into the request's memory.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::ControlFlow;
+
+use graft_contract::RequestView;
+use ngx::ffi::{
+    ngx_http_core_module, ngx_http_core_srv_conf_t, ngx_http_request_t, ngx_list_part_t,
+    ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+};
+
+pub struct NgxRequest<'r> {
+    r: &'r ngx_http_request_t,
+}
+
+impl<'r> NgxRequest<'r> {
+    pub fn new(r: &'r ngx_http_request_t) -> Self {
+        NgxRequest { r }
+    }
+}
+
+fn bytes(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 || s.data.is_null() {
+        &[]
+    } else {
+        // SAFETY: a non-empty ngx_str_t of a live request points at `len`
+        // bytes that live at least as long as the request.
+        unsafe { std::slice::from_raw_parts(s.data, s.len) }
+    }
+}
+
+impl RequestView for NgxRequest<'_> {
+    fn method(&self) -> &[u8] {
+        bytes(&self.r.method_name)
+    }
+
+    fn path(&self) -> &[u8] {
+        bytes(&self.r.uri)
+    }
+
+    fn raw_uri(&self) -> &[u8] {
+        bytes(&self.r.unparsed_uri)
+    }
+
+    fn query(&self) -> Option<&[u8]> {
+        Some(bytes(&self.r.args)).filter(|q| !q.is_empty())
+    }
+
+    /// As nginx's `$host`: the validated, lower-cased Host, else the
+    /// server's name.
+    fn host(&self) -> &[u8] {
+        let server = bytes(&self.r.headers_in.server);
+        if !server.is_empty() {
+            return server;
+        }
+        // SAFETY: srv_conf is the request's server's array of server confs,
+        // indexed by ctx_index; the core module's entry always exists.
+        unsafe {
+            let cscf = *self.r.srv_conf.add(ngx_http_core_module.ctx_index)
+                as *const ngx_http_core_srv_conf_t;
+            cscf.as_ref().map_or(&[], |c| bytes(&c.server_name))
+        }
+    }
+
+    fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        let mut found = None;
+        self.for_each_table_elt(&mut |h| {
+            if bytes(&h.key).eq_ignore_ascii_case(name) {
+                found = Some(bytes(&h.value));
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        found
+    }
+
+    fn for_each_header(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) {
+        self.for_each_table_elt(&mut |h| f(bytes(&h.key), bytes(&h.value)));
+    }
+
+    fn client_addr(&self) -> Option<IpAddr> {
+        // SAFETY: a live request's connection and its sockaddr are valid;
+        // sa_family says which sockaddr structure it is.
+        unsafe {
+            let sa = self.r.connection.as_ref()?.sockaddr;
+            match u32::from(sa.as_ref()?.sa_family) {
+                AF_INET => {
+                    let sin = &*(sa as *const sockaddr_in);
+                    Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
+                }
+                AF_INET6 => {
+                    let sin6 = &*(sa as *const sockaddr_in6);
+                    Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.__in6_u.__u6_addr8)))
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+impl<'r> NgxRequest<'r> {
+    /// Walks the request's header list, part by part, in the order received.
+    fn for_each_table_elt(&self, f: &mut dyn FnMut(&'r ngx_table_elt_t) -> ControlFlow<()>) {
+        let mut part: *const ngx_list_part_t = &self.r.headers_in.headers.part;
+        // SAFETY: an ngx_list_t of a live request: each part holds `nelts`
+        // ngx_table_elt_t and links to the next, the last one to null.
+        unsafe {
+            while let Some(p) = part.as_ref() {
+                let elts = p.elts as *const ngx_table_elt_t;
+                for i in 0..p.nelts {
+                    let h = &*elts.add(i);
+                    if h.hash == 0 {
+                        continue; // removed header
+                    }
+                    if f(h).is_break() {
+                        return;
+                    }
+                }
+                part = p.next;
+            }
+        }
+    }
+}
