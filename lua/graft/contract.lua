@@ -1,0 +1,120 @@
+-- graft.contract: the product-module contract on the Lua side, field for
+-- field the Rust one (modules/contract):
+--
+--   local mod = require "graft.legacy.<name>"
+--   local inst, err = mod.new(config)     -- config: the module's JSON config
+--   local decision = inst:on_request(req)
+--
+-- req: method, path (decoded, as $uri), raw_uri ($request_uri), query (nil
+-- when empty), host (as $host), client (address string), req:header(name).
+--
+-- A decision is one of
+--   { kind = "continue", uri = <string|nil>,
+--     request_headers = { {action=, name=, value=}, ... },
+--     response_headers = { ... } }          -- action: "set"|"add"|"remove"
+--   { kind = "respond", status = <int>, headers = { {name, value}, ... },
+--     body = <string> }
+--   { kind = "decline" }                    -- Rust side only: not mine
+--
+-- This file has no ngx dependency, so graft's parity tests load it, and
+-- the legacy modules, in a plain LuaJIT.
+
+local type = type
+local tostring = tostring
+local concat = table.concat
+
+local _M = { version = "0.1.0" }
+
+_M.CONTINUE = { kind = "continue" }
+
+function _M.respond(status, headers, body)
+    return { kind = "respond", status = status, headers = headers or {}, body = body or "" }
+end
+
+local function same_list(a, b, same_item)
+    a, b = a or {}, b or {}
+    if #a ~= #b then
+        return false
+    end
+    for i = 1, #a do
+        if not same_item(a[i], b[i]) then
+            return false
+        end
+    end
+    return true
+end
+
+local function same_pair(x, y)
+    return x[1] == y[1] and x[2] == y[2]
+end
+
+local function same_op(x, y)
+    return x.action == y.action and x.name == y.name and (x.value or "") == (y.value or "")
+end
+
+-- Lua legacy modules never decline: a "decline" from them means "nothing
+-- to do", the same as continuing unchanged.
+local function kind_of(d)
+    if d.kind == "decline" and not d.rust then
+        return "continue"
+    end
+    return d.kind
+end
+
+function _M.equal(a, b)
+    local kind = kind_of(a)
+    if kind ~= kind_of(b) then
+        return false
+    end
+    if kind == "respond" then
+        return a.status == b.status and (a.body or "") == (b.body or "")
+            and same_list(a.headers, b.headers, same_pair)
+    end
+    if kind == "continue" then
+        return a.uri == b.uri
+            and same_list(a.request_headers, b.request_headers, same_op)
+            and same_list(a.response_headers, b.response_headers, same_op)
+    end
+    return false
+end
+
+local function describe_ops(out, label, ops)
+    if ops and #ops > 0 then
+        out[#out + 1] = label
+        for i = 1, #ops do
+            local op = ops[i]
+            out[#out + 1] = op.action .. " " .. op.name .. ": " .. (op.value or "")
+        end
+    end
+end
+
+-- A one-line description for logs and diff reports.
+function _M.describe(d)
+    local kind = d.kind
+    if kind == "respond" then
+        local out = { "respond " .. tostring(d.status) }
+        local headers = d.headers or {}
+        for i = 1, #headers do
+            out[#out + 1] = headers[i][1] .. ": " .. headers[i][2]
+        end
+        if d.body and #d.body > 0 then
+            out[#out + 1] = "body " .. #d.body .. " bytes"
+        end
+        return concat(out, "; ")
+    end
+    if kind == "continue" then
+        local out = { "continue" }
+        if d.uri then
+            out[#out + 1] = "uri " .. d.uri
+        end
+        describe_ops(out, "request headers", d.request_headers)
+        describe_ops(out, "response headers", d.response_headers)
+        return concat(out, "; ")
+    end
+    if d.err then
+        return kind .. " (" .. d.err .. ")"
+    end
+    return type(kind) == "string" and kind or "?"
+end
+
+return _M
