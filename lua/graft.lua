@@ -323,7 +323,7 @@ local function decide(r, zone, index, step, req)
     else
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_DIFF)
         ngx_log(WARN, "graft: shadow diff: zone \"", step.zone, "\" module \"",
-                step.module, "\" request \"", ngx_var.request_line, "\": lua: ",
+                step.module, "\" request \"", ngx_var.request, "\": lua: ",
                 describe(served), " | rust: ", describe(rust))
     end
     return served

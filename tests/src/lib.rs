@@ -1,0 +1,313 @@
+//! A harness that runs the real nginx, with the real Lua module and graft's
+//! module, on a loopback port in a prefix of its own, and stops it by its pid.
+//!
+//! The nginx configuration is graft's own `nginx/graft.conf.in`, filled in
+//! here. `GRAFT_MODULE` names the module to load (the Makefile sets it);
+//! without it, the release build under `target/` is used.
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn module_path() -> PathBuf {
+    match std::env::var_os("GRAFT_MODULE") {
+        Some(p) => PathBuf::from(p),
+        None => root().join("target/release/libngx_http_graft_module.so"),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Nginx {
+    pub prefix: PathBuf,
+    pub port: u16,
+}
+
+/// A response as read off the wire.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl Nginx {
+    /// A prefix with `config` as graft's configuration, not yet started.
+    pub fn prepare(config: &str) -> Nginx {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = root().join("target/graft-tests");
+        let prefix = base.join(format!("nginx-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&prefix);
+        std::fs::create_dir_all(prefix.join("tmp")).unwrap();
+        // Workers run as nobody: everything they read must be readable by all.
+        for dir in [root().join("target"), base.clone(), prefix.clone()] {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+        }
+        let nginx = Nginx {
+            port: free_port(),
+            prefix,
+        };
+        nginx.write_config(config);
+        let template = std::fs::read_to_string(root().join("nginx/graft.conf.in")).unwrap();
+        let conf = template
+            .replace("@GRAFT_MODULE@", module_path().to_str().unwrap())
+            .replace("@PREFIX@", nginx.prefix.to_str().unwrap())
+            .replace("@GRAFT_ROOT@", root().to_str().unwrap())
+            .replace("@GRAFT_CONFIG@", nginx.config_path().to_str().unwrap())
+            .replace("@PORT@", &nginx.port.to_string());
+        std::fs::write(nginx.prefix.join("nginx.conf"), conf).unwrap();
+        nginx
+    }
+
+    /// Starts nginx with `config` and waits until it accepts connections.
+    pub fn start(config: &str) -> Nginx {
+        let nginx = Nginx::prepare(config);
+        let out = nginx.run(&[]);
+        assert!(
+            out.status.success(),
+            "nginx did not start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            nginx.error_log()
+        );
+        nginx.wait_ready();
+        nginx
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.prefix.join("graft.json")
+    }
+
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.config_path(), config).unwrap();
+    }
+
+    /// Runs the nginx binary on this prefix with extra arguments.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let prefix = self.prefix.to_str().unwrap();
+        let conf = self.prefix.join("nginx.conf");
+        let log = self.prefix.join("error.log");
+        Command::new("nginx")
+            .args(["-p", prefix, "-c", conf.to_str().unwrap(), "-e"])
+            .arg(log)
+            .args(args)
+            .output()
+            .expect("nginx is installed (make deps)")
+    }
+
+    /// `nginx -t`: what it printed, and whether it passed.
+    pub fn test_config(&self) -> (bool, String) {
+        let out = self.run(&["-t"]);
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&self.error_log());
+        (out.status.success(), text)
+    }
+
+    /// `nginx -s reload`, then waits until a new generation of workers serves.
+    pub fn reload(&self) {
+        let before = self.worker_pids();
+        let out = self.run(&["-s", "reload"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let now = self.worker_pids();
+            if !now.is_empty() && now.iter().all(|p| !before.contains(p)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no new workers after reload\n{}", self.error_log());
+    }
+
+    /// Sends a reload signal for a configuration the master will refuse, and
+    /// waits for the master to log that it refused it.
+    ///
+    /// The signal goes to the master directly, as a service manager sends
+    /// it: `nginx -s reload` would parse the file itself and refuse to signal.
+    pub fn reload_refused(&self) {
+        let before = self.error_log().matches("[emerg]").count();
+        let pid = self.master_pid().expect("nginx runs").to_string();
+        let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.error_log().matches("[emerg]").count() == before {
+            assert!(Instant::now() < deadline, "reload was not refused\n{}", self.error_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn master_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.prefix.join("nginx.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The pids of the master's worker processes.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        let Some(master) = self.master_pid() else {
+            return vec![];
+        };
+        let mut pids = vec![];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...
+            let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+            let ppid = after.split(' ').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let worker = String::from_utf8_lossy(&cmdline).contains("worker process");
+            if ppid == Some(master) && worker && !String::from_utf8_lossy(&cmdline).contains("shutting") {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() || self.worker_pids().is_empty() {
+            assert!(Instant::now() < deadline, "nginx never listened\n{}", self.error_log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default()
+    }
+
+    /// Fails on any `[alert]`, `[crit]` or `[emerg]` line, and on any
+    /// `[error]` line that does not contain one of `expected`.
+    pub fn assert_clean_log(&self, expected: &[&str]) {
+        let log = self.error_log();
+        for line in log.lines() {
+            let bad = ["[alert]", "[crit]", "[emerg]"].iter().any(|l| line.contains(l))
+                || (line.contains("[error]") && !expected.iter().any(|e| line.contains(e)));
+            assert!(!bad, "unexpected line in the error log: {line}\n--- whole log:\n{log}");
+        }
+    }
+
+    /// Sends raw bytes as a request and reads the response (the connection is closed after it).
+    pub fn raw(&self, request: &[u8]) -> Response {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        parse_response(&buf).unwrap_or_else(|| {
+            panic!(
+                "no HTTP response to {:?}: {:?}\n{}",
+                String::from_utf8_lossy(&request[..request.len().min(200)]),
+                String::from_utf8_lossy(&buf),
+                self.error_log()
+            )
+        })
+    }
+
+    /// `GET target` with the given Host header.
+    pub fn get(&self, host: &str, target: &str) -> Response {
+        self.raw(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+    }
+
+    /// The counters JSON of the (single) worker.
+    pub fn counters(&self) -> serde_json::Value {
+        let r = self.get("localhost", "/graft/counters");
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// One counter of one zone's step.
+    pub fn counter(&self, zone: &str, step: usize, what: &str) -> u64 {
+        self.counters()["zones"][zone][step][what].as_u64().unwrap_or_else(|| {
+            panic!("no counter {what} for zone {zone} step {step}: {}", self.counters())
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(pid) = self.master_pid() {
+            let _ = Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn parse_response(buf: &[u8]) -> Option<Response> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// A configuration with one zone (and the `*` zone) running `modules`.
+pub fn one_zone(zone: &str, modules: serde_json::Value) -> String {
+    serde_json::json!({ "zones": { zone: { "modules": modules } } }).to_string()
+}

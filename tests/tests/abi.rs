@@ -1,0 +1,105 @@
+//! The ABI is written three times: shim/include/graft.h, the ffi.cdef in
+//! lua/graft.lua, and the Rust exports. These tests fail when they disagree.
+//! (Structure layouts are checked again at run time: graft.lua passes its
+//! sizes to graft_ffi_abi_version when nginx loads it.)
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use graft_tests::{module_path, root};
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap()
+}
+
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text.find(start).unwrap_or_else(|| panic!("no {start:?}")) + start.len();
+    let to = from + text[from..].find(end).unwrap_or_else(|| panic!("no {end:?}"));
+    &text[from..to]
+}
+
+fn header_functions(header: &str) -> Vec<String> {
+    between(header, "/* graft:abi:begin */", "/* graft:abi:end */")
+        .lines()
+        .filter(|l| l.starts_with("int "))
+        .map(|l| l[4..l.find('(').unwrap()].to_string())
+        .collect()
+}
+
+#[test]
+fn lua_cdef_is_the_header_block() {
+    let header = read("shim/include/graft.h");
+    let lua = read("lua/graft.lua");
+    assert_eq!(
+        squash(between(&header, "/* graft:abi:begin */", "/* graft:abi:end */")),
+        squash(between(&lua, "ffi.cdef[[", "]]")),
+    );
+}
+
+#[test]
+fn constants_agree_in_header_lua_and_rust() {
+    let header = read("shim/include/graft.h");
+    let defines: BTreeMap<String, i64> = header
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define GRAFT_"))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((format!("GRAFT_{}", parts.next()?), parts.next()?.parse().ok()?))
+        })
+        .collect();
+    assert!(defines.len() > 15, "{defines:?}");
+    let lua = read("lua/graft.lua");
+    let rust = read("shim/nginx/src/bridge.rs");
+    let engine = read("shim/engine/src/counters.rs");
+    for (name, value) in &defines {
+        assert!(
+            lua.contains(&format!("local {name} = {value}\n")),
+            "lua/graft.lua lacks `local {name} = {value}`"
+        );
+        if let Some(i) = rust.find(&format!("{name}: c_int = ")) {
+            let rest = &rust[i + name.len() + 10..];
+            let got: i64 = rest[..rest.find(';').unwrap()].parse().unwrap();
+            assert_eq!(got, *value, "{name} in bridge.rs");
+        }
+    }
+    // Count codes are the engine's Count discriminants.
+    for (name, value) in defines.iter().filter(|(n, _)| n.starts_with("GRAFT_COUNT_")) {
+        let variant: String = name["GRAFT_COUNT_".len()..]
+            .split('_')
+            .map(|w| w[..1].to_string() + &w[1..].to_lowercase())
+            .collect();
+        assert!(
+            engine.contains(&format!("    {variant} = {value},")),
+            "Count::{variant} is not {value}"
+        );
+    }
+}
+
+#[test]
+fn the_module_exports_every_declared_function_and_no_other() {
+    let header = read("shim/include/graft.h");
+    let declared = header_functions(&header);
+    assert_eq!(declared.len(), 6, "{declared:?}");
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(module_path())
+        .output()
+        .expect("nm (binutils)");
+    assert!(out.status.success(), "nm failed on {}", module_path().display());
+    let symbols = String::from_utf8(out.stdout).unwrap();
+    let exported: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("graft_ffi_"))
+        .collect();
+    let mut want: Vec<&str> = declared.iter().map(String::as_str).collect();
+    let mut got = exported.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(symbols.contains(" ngx_http_graft_module\n"));
+    assert!(symbols.contains(" ngx_modules\n"));
+}
