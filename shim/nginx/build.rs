@@ -1,7 +1,10 @@
 //! Passes nginx-sys's view of the nginx build (version, features, OS) on to
 //! this crate as cfgs, as the `ngx` crate's own build script does.
 fn main() {
-    for (var, cfg) in [("DEP_NGINX_FEATURES", "ngx_feature"), ("DEP_NGINX_OS", "ngx_os")] {
+    for (var, cfg) in [
+        ("DEP_NGINX_FEATURES", "ngx_feature"),
+        ("DEP_NGINX_OS", "ngx_os"),
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
         println!("cargo::rerun-if-env-changed={var}_CHECK");
         let values = std::env::var(format!("{var}_CHECK")).unwrap_or_else(|_| "any()".into());

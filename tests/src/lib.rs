@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn module_path() -> PathBuf {
@@ -134,7 +137,11 @@ impl Nginx {
     pub fn reload(&self) {
         let before = self.worker_pids();
         let out = self.run(&["-s", "reload"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let now = self.worker_pids();
@@ -158,7 +165,11 @@ impl Nginx {
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.error_log().matches("[emerg]").count() == before {
-            assert!(Instant::now() < deadline, "reload was not refused\n{}", self.error_log());
+            assert!(
+                Instant::now() < deadline,
+                "reload was not refused\n{}",
+                self.error_log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -189,7 +200,10 @@ impl Nginx {
             let ppid = after.split(' ').nth(1).and_then(|p| p.parse::<i32>().ok());
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let worker = String::from_utf8_lossy(&cmdline).contains("worker process");
-            if ppid == Some(master) && worker && !String::from_utf8_lossy(&cmdline).contains("shutting") {
+            if ppid == Some(master)
+                && worker
+                && !String::from_utf8_lossy(&cmdline).contains("shutting")
+            {
                 pids.push(pid);
             }
         }
@@ -198,8 +212,13 @@ impl Nginx {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() || self.worker_pids().is_empty() {
-            assert!(Instant::now() < deadline, "nginx never listened\n{}", self.error_log());
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() || self.worker_pids().is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nginx never listened\n{}",
+                self.error_log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -213,9 +232,14 @@ impl Nginx {
     pub fn assert_clean_log(&self, expected: &[&str]) {
         let log = self.error_log();
         for line in log.lines() {
-            let bad = ["[alert]", "[crit]", "[emerg]"].iter().any(|l| line.contains(l))
+            let bad = ["[alert]", "[crit]", "[emerg]"]
+                .iter()
+                .any(|l| line.contains(l))
                 || (line.contains("[error]") && !expected.iter().any(|e| line.contains(e)));
-            assert!(!bad, "unexpected line in the error log: {line}\n--- whole log:\n{log}");
+            assert!(
+                !bad,
+                "unexpected line in the error log: {line}\n--- whole log:\n{log}"
+            );
         }
     }
 
@@ -238,7 +262,10 @@ impl Nginx {
 
     /// `GET target` with the given Host header.
     pub fn get(&self, host: &str, target: &str) -> Response {
-        self.raw(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        self.raw(
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
     }
 
     /// The counters JSON of the (single) worker.
@@ -250,21 +277,30 @@ impl Nginx {
 
     /// One counter of one zone's step.
     pub fn counter(&self, zone: &str, step: usize, what: &str) -> u64 {
-        self.counters()["zones"][zone][step][what].as_u64().unwrap_or_else(|| {
-            panic!("no counter {what} for zone {zone} step {step}: {}", self.counters())
-        })
+        self.counters()["zones"][zone][step][what]
+            .as_u64()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no counter {what} for zone {zone} step {step}: {}",
+                    self.counters()
+                )
+            })
     }
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
         if let Some(pid) = self.master_pid() {
-            let _ = Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-QUIT", &pid.to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }

@@ -17,7 +17,10 @@ fn squash(s: &str) -> String {
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     let from = text.find(start).unwrap_or_else(|| panic!("no {start:?}")) + start.len();
-    let to = from + text[from..].find(end).unwrap_or_else(|| panic!("no {end:?}"));
+    let to = from
+        + text[from..]
+            .find(end)
+            .unwrap_or_else(|| panic!("no {end:?}"));
     &text[from..to]
 }
 
@@ -34,7 +37,11 @@ fn lua_cdef_is_the_header_block() {
     let header = read("shim/include/graft.h");
     let lua = read("lua/graft.lua");
     assert_eq!(
-        squash(between(&header, "/* graft:abi:begin */", "/* graft:abi:end */")),
+        squash(between(
+            &header,
+            "/* graft:abi:begin */",
+            "/* graft:abi:end */"
+        )),
         squash(between(&lua, "ffi.cdef[[", "]]")),
     );
 }
@@ -47,7 +54,10 @@ fn constants_agree_in_header_lua_and_rust() {
         .filter_map(|l| l.strip_prefix("#define GRAFT_"))
         .filter_map(|l| {
             let mut parts = l.split_whitespace();
-            Some((format!("GRAFT_{}", parts.next()?), parts.next()?.parse().ok()?))
+            Some((
+                format!("GRAFT_{}", parts.next()?),
+                parts.next()?.parse().ok()?,
+            ))
         })
         .collect();
     assert!(defines.len() > 15, "{defines:?}");
@@ -66,7 +76,10 @@ fn constants_agree_in_header_lua_and_rust() {
         }
     }
     // Count codes are the engine's Count discriminants.
-    for (name, value) in defines.iter().filter(|(n, _)| n.starts_with("GRAFT_COUNT_")) {
+    for (name, value) in defines
+        .iter()
+        .filter(|(n, _)| n.starts_with("GRAFT_COUNT_"))
+    {
         let variant: String = name["GRAFT_COUNT_".len()..]
             .split('_')
             .map(|w| w[..1].to_string() + &w[1..].to_lowercase())
@@ -88,7 +101,11 @@ fn the_module_exports_every_declared_function_and_no_other() {
         .arg(module_path())
         .output()
         .expect("nm (binutils)");
-    assert!(out.status.success(), "nm failed on {}", module_path().display());
+    assert!(
+        out.status.success(),
+        "nm failed on {}",
+        module_path().display()
+    );
     let symbols = String::from_utf8(out.stdout).unwrap();
     let exported: Vec<&str> = symbols
         .lines()

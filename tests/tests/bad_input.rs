@@ -17,7 +17,10 @@ fn nginx_t_refuses_bad_files_naming_what_is_wrong() {
             r#"zone "a.test": module #0 "rewritez": field "module": unknown module; known: redirects, probe"#,
         ),
         (
-            one_zone("a.test", json!([{ "module": "redirects", "mode": "fastest", "config": { "rules": [] } }])),
+            one_zone(
+                "a.test",
+                json!([{ "module": "redirects", "mode": "fastest", "config": { "rules": [] } }]),
+            ),
             r#"zone "a.test": module #0 "redirects": field "mode": unknown variant `fastest`"#,
         ),
         (
@@ -25,13 +28,19 @@ fn nginx_t_refuses_bad_files_naming_what_is_wrong() {
             "graft.json: invalid JSON: ",
         ),
         (
-            one_zone("a.test", json!([{ "module": "redirects", "mode": "rust", "config": { "rules": [
-                { "from": "/a", "to": "/b\r\nSet-Cookie: s=1" } ] } }])),
+            one_zone(
+                "a.test",
+                json!([{ "module": "redirects", "mode": "rust", "config": { "rules": [
+                { "from": "/a", "to": "/b\r\nSet-Cookie: s=1" } ] } }]),
+            ),
             r#"zone "a.test": module #0 "redirects": field "config.rules[0].to": header value has a CR, LF, NUL or other control character"#,
         ),
         (
-            one_zone("a.test", json!([{ "module": "redirects", "mode": "rust", "config": { "rules": [
-                { "from": "/a", "to": "/b", "status": 200 } ] } }])),
+            one_zone(
+                "a.test",
+                json!([{ "module": "redirects", "mode": "rust", "config": { "rules": [
+                { "from": "/a", "to": "/b", "status": 200 } ] } }]),
+            ),
             r#"field "config.rules[0].status": 200 is not one of 301, 302, 307, 308"#,
         ),
     ];
@@ -40,7 +49,10 @@ fn nginx_t_refuses_bad_files_naming_what_is_wrong() {
         let (ok, text) = nginx.test_config();
         assert!(!ok, "nginx -t accepted {config}");
         assert!(text.contains("[emerg]"), "{text}");
-        assert!(text.contains(nginx.config_path().to_str().unwrap()), "file not named: {text}");
+        assert!(
+            text.contains(nginx.config_path().to_str().unwrap()),
+            "file not named: {text}"
+        );
         assert!(text.contains(want), "want {want:?} in:\n{text}");
     }
 }
@@ -51,16 +63,24 @@ fn a_refused_reload_leaves_the_running_configuration_serving() {
     let generation = nginx.counters()["generation"].clone();
     assert_eq!(nginx.get("localhost", "/old").status, 301);
 
-    nginx.write_config(&one_zone("localhost", json!([{ "module": "redirects", "mode": "sideways" }])));
+    nginx.write_config(&one_zone(
+        "localhost",
+        json!([{ "module": "redirects", "mode": "sideways" }]),
+    ));
     nginx.reload_refused();
-    assert!(nginx.error_log().contains(r#"field "mode": unknown variant `sideways`"#));
+    assert!(nginx
+        .error_log()
+        .contains(r#"field "mode": unknown variant `sideways`"#));
     let r = nginx.get("localhost", "/old");
     assert_eq!(r.status, 301, "the old configuration stopped serving");
     assert_eq!(nginx.counters()["generation"], generation);
 
     // A good file is then taken, whole.
-    nginx.write_config(&one_zone("localhost", json!([{ "module": "redirects", "mode": "lua", "config": {
-        "rules": [ { "from": "/fresh", "to": "/new", "status": 302 } ] } }])));
+    nginx.write_config(&one_zone(
+        "localhost",
+        json!([{ "module": "redirects", "mode": "lua", "config": {
+        "rules": [ { "from": "/fresh", "to": "/new", "status": 302 } ] } }]),
+    ));
     nginx.reload();
     assert_eq!(nginx.get("localhost", "/fresh").status, 302);
     assert_eq!(nginx.get("localhost", "/old").status, 200);
@@ -72,10 +92,13 @@ fn a_refused_reload_leaves_the_running_configuration_serving() {
 
 #[test]
 fn hostile_requests_get_normal_answers() {
-    let nginx = Nginx::start(&json!({ "zones": {
-        "rust.test": { "modules": redirects("rust") },
-        "shadow.test": { "modules": redirects("shadow") },
-    }}).to_string());
+    let nginx = Nginx::start(
+        &json!({ "zones": {
+            "rust.test": { "modules": redirects("rust") },
+            "shadow.test": { "modules": redirects("shadow") },
+        }})
+        .to_string(),
+    );
     let workers = nginx.worker_pids();
 
     for zone in ["rust.test", "shadow.test"] {
@@ -101,7 +124,10 @@ fn hostile_requests_get_normal_answers() {
         let r = nginx.get(zone, "/p/%0d%0aSet-Cookie:%20evil=1");
         assert_eq!(r.status, 301);
         assert_eq!(r.header("Set-Cookie"), None);
-        assert!(r.header("Location").unwrap().ends_with("/q/%0D%0ASet-Cookie:%20evil=1"));
+        assert!(r
+            .header("Location")
+            .unwrap()
+            .ends_with("/q/%0D%0ASet-Cookie:%20evil=1"));
 
         // Bytes that are not UTF-8.
         let r = nginx.get(zone, "/p/%ff%fe?%c3%28");
@@ -109,13 +135,23 @@ fn hostile_requests_get_normal_answers() {
         assert!(r.header("Location").unwrap().ends_with("/q/%FF%FE?%c3%28"));
 
         // Raw non-UTF-8 bytes in the request line, and garbage.
-        let req = [b"GET /p/\xff\xfe HTTP/1.1\r\nHost: ".as_slice(), zone.as_bytes(), b"\r\nConnection: close\r\n\r\n"].concat();
+        let req = [
+            b"GET /p/\xff\xfe HTTP/1.1\r\nHost: ".as_slice(),
+            zone.as_bytes(),
+            b"\r\nConnection: close\r\n\r\n",
+        ]
+        .concat();
         let r = nginx.raw(&req);
         assert!(r.status < 500, "{}", r.status);
         let r = nginx.raw(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n");
         assert_eq!(r.status, 400);
     }
-    assert_eq!(nginx.counter("shadow.test", 0, "shadow_diff"), 0, "{}", nginx.error_log());
+    assert_eq!(
+        nginx.counter("shadow.test", 0, "shadow_diff"),
+        0,
+        "{}",
+        nginx.error_log()
+    );
     assert_eq!(nginx.worker_pids(), workers);
     nginx.assert_clean_log(&[]);
 }

@@ -13,9 +13,12 @@ type Seen = (String, u16, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
 fn lua_env() -> Lua {
     let lua = Lua::new();
     let path = root().join("lua/?.lua");
-    lua.load(format!("package.path = {:?} .. ';' .. package.path", path.to_str().unwrap()))
-        .exec()
-        .unwrap();
+    lua.load(format!(
+        "package.path = {:?} .. ';' .. package.path",
+        path.to_str().unwrap()
+    ))
+    .exec()
+    .unwrap();
     lua
 }
 
@@ -28,13 +31,17 @@ fn lua_module(lua: &Lua, name: &str, config: &serde_json::Value) -> Table {
 
 fn lua_request(lua: &Lua, req: &OwnedRequest) -> Table {
     let t = lua.create_table().unwrap();
-    t.set("method", lua.create_string(&req.method).unwrap()).unwrap();
-    t.set("path", lua.create_string(&req.path).unwrap()).unwrap();
-    t.set("raw_uri", lua.create_string(&req.raw_uri).unwrap()).unwrap();
+    t.set("method", lua.create_string(&req.method).unwrap())
+        .unwrap();
+    t.set("path", lua.create_string(&req.path).unwrap())
+        .unwrap();
+    t.set("raw_uri", lua.create_string(&req.raw_uri).unwrap())
+        .unwrap();
     if let Some(q) = &req.query {
         t.set("query", lua.create_string(q).unwrap()).unwrap();
     }
-    t.set("host", lua.create_string(&req.host).unwrap()).unwrap();
+    t.set("host", lua.create_string(&req.host).unwrap())
+        .unwrap();
     t
 }
 
@@ -48,7 +55,9 @@ fn bytes(v: Value) -> Vec<u8> {
 
 fn lua_decide(lua: &Lua, inst: &Table, req: &OwnedRequest) -> Seen {
     let on_request: Function = inst.get("on_request").unwrap();
-    let d: Table = on_request.call((inst.clone(), lua_request(lua, req))).unwrap();
+    let d: Table = on_request
+        .call((inst.clone(), lua_request(lua, req)))
+        .unwrap();
     let kind: String = d.get("kind").unwrap();
     if kind != "respond" {
         return (kind, 0, vec![], vec![]);
@@ -61,7 +70,12 @@ fn lua_decide(lua: &Lua, inst: &Table, req: &OwnedRequest) -> Seen {
             (bytes(h.get(1).unwrap()), bytes(h.get(2).unwrap()))
         })
         .collect();
-    (kind, d.get("status").unwrap(), headers, bytes(d.get("body").unwrap()))
+    (
+        kind,
+        d.get("status").unwrap(),
+        headers,
+        bytes(d.get("body").unwrap()),
+    )
 }
 
 fn rust_decide(module: &dyn Module, req: &OwnedRequest) -> Seen {
@@ -104,8 +118,11 @@ fn path() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn ascii_path() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(vec!["a", "b", "docs", "v1", "blog", "old"]), 0..3)
-        .prop_map(|s| format!("/{}", s.join("/")))
+    prop::collection::vec(
+        prop::sample::select(vec!["a", "b", "docs", "v1", "blog", "old"]),
+        0..3,
+    )
+    .prop_map(|s| format!("/{}", s.join("/")))
 }
 
 fn rule() -> impl Strategy<Value = serde_json::Value> {
@@ -141,16 +158,18 @@ fn rules() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn request() -> impl Strategy<Value = OwnedRequest> {
-    (path(), prop::option::of(prop::collection::vec(any::<u8>(), 1..12))).prop_map(|(path, query)| {
-        OwnedRequest {
+    (
+        path(),
+        prop::option::of(prop::collection::vec(any::<u8>(), 1..12)),
+    )
+        .prop_map(|(path, query)| OwnedRequest {
             method: b"GET".to_vec(),
             raw_uri: path.clone(),
             path,
             query,
             host: b"example.com".to_vec(),
             ..Default::default()
-        }
-    })
+        })
 }
 
 proptest! {
@@ -185,8 +204,19 @@ fn a_fixed_corpus_decides_alike() {
     let rust = graft_redirects::Redirects::from_config(&config).unwrap();
     let mut redirected = 0;
     let targets = [
-        "/", "/old", "/old/", "/old?x=1", "/blog/", "/blog/a b", "/blog/2019/x?y=2", "/blog/2019",
-        "/promo?a=%0d%0a", "/promo?", "/nothing", "/blog/%", "/blog/?#[]",
+        "/",
+        "/old",
+        "/old/",
+        "/old?x=1",
+        "/blog/",
+        "/blog/a b",
+        "/blog/2019/x?y=2",
+        "/blog/2019",
+        "/promo?a=%0d%0a",
+        "/promo?",
+        "/nothing",
+        "/blog/%",
+        "/blog/?#[]",
     ];
     for target in targets {
         let mut req = OwnedRequest::get("example.com", target);
@@ -194,7 +224,14 @@ fn a_fixed_corpus_decides_alike() {
         assert_eq!(l, r, "{target}");
         redirected += usize::from(l.0 == "respond");
         req.path.extend_from_slice(b"\r\n\x00\xff");
-        assert_eq!(lua_decide(&lua, &legacy, &req), rust_decide(&rust, &req), "{target} + bytes");
+        assert_eq!(
+            lua_decide(&lua, &legacy, &req),
+            rust_decide(&rust, &req),
+            "{target} + bytes"
+        );
     }
-    assert!(redirected >= 10, "the corpus barely exercises the rules: {redirected}");
+    assert!(
+        redirected >= 10,
+        "the corpus barely exercises the rules: {redirected}"
+    );
 }

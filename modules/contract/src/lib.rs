@@ -18,7 +18,7 @@ mod request;
 pub use decision::{Changes, Decision, HeaderAction, HeaderOp, Response};
 pub use error::{ConfigError, ModuleError};
 pub use header::{HeaderName, HeaderValue, InvalidHeader};
-pub use request::{OwnedRequest, RequestView};
+pub use request::{HeaderVisitor, OwnedRequest, RequestView};
 
 /// A product module, in the shape of a proxy's phase trait: every phase has
 /// a default, a module overrides the phases it acts in.

@@ -1,6 +1,9 @@
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 
+/// Called with each header's name and value; break to stop the walk.
+pub type HeaderVisitor<'v> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'v;
+
 /// A read-only view of a request, read where the server keeps it.
 ///
 /// Byte strings are the server's own bytes: they need not be UTF-8.
@@ -19,7 +22,7 @@ pub trait RequestView {
     /// The first header of that name, compared without regard to case.
     fn header(&self, name: &[u8]) -> Option<&[u8]>;
     /// Calls `f` with every request header in the order received, until it breaks.
-    fn for_each_header(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>);
+    fn for_each_header(&self, f: &mut HeaderVisitor<'_>);
     /// The client's address, when the connection has one.
     fn client_addr(&self) -> Option<IpAddr>;
 }
@@ -77,7 +80,7 @@ impl RequestView for OwnedRequest {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_slice())
     }
-    fn for_each_header(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) {
+    fn for_each_header(&self, f: &mut HeaderVisitor<'_>) {
         for (n, v) in &self.headers {
             if f(n, v).is_break() {
                 break;

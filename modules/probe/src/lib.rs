@@ -27,7 +27,9 @@ pub struct Probe {
 }
 
 fn starts_with(path: &[u8], prefix: &Option<String>) -> bool {
-    prefix.as_deref().is_some_and(|p| path.starts_with(p.as_bytes()))
+    prefix
+        .as_deref()
+        .is_some_and(|p| path.starts_with(p.as_bytes()))
 }
 
 impl Module for Probe {

@@ -8,7 +8,10 @@ fn build(rules: serde_json::Value) -> Redirects {
 }
 
 fn location(r: &Redirects, target: &str) -> Option<(u16, String)> {
-    match r.on_request(&OwnedRequest::get("example.com", target)).unwrap() {
+    match r
+        .on_request(&OwnedRequest::get("example.com", target))
+        .unwrap()
+    {
         Decision::Respond(resp) => {
             assert_eq!(resp.headers.len(), 1);
             assert_eq!(resp.headers[0].0.as_str(), "Location");
@@ -27,7 +30,10 @@ fn location(r: &Redirects, target: &str) -> Option<(u16, String)> {
 fn exact_rule_keeps_query_by_default() {
     let r = build(json!([{ "from": "/old", "to": "/new" }]));
     assert_eq!(location(&r, "/old"), Some((301, "/new".into())));
-    assert_eq!(location(&r, "/old?a=1&b=2"), Some((301, "/new?a=1&b=2".into())));
+    assert_eq!(
+        location(&r, "/old?a=1&b=2"),
+        Some((301, "/new?a=1&b=2".into()))
+    );
     assert_eq!(location(&r, "/old/"), None);
     assert_eq!(location(&r, "/older"), None);
 }
@@ -80,13 +86,28 @@ fn carried_path_is_escaped_so_no_header_injection() {
 #[test]
 fn refuses_bad_rules_naming_the_field() {
     let cases = [
-        (json!([{ "from": "/a", "to": "/b", "status": 303 }]), "rules[0].status"),
+        (
+            json!([{ "from": "/a", "to": "/b", "status": 303 }]),
+            "rules[0].status",
+        ),
         (json!([{ "from": "a", "to": "/b" }]), "rules[0].from"),
-        (json!([{ "from": "/a", "to": "/b" }, { "from": "/c", "to": "/d\r\nX: y" }]), "rules[1].to"),
+        (
+            json!([{ "from": "/a", "to": "/b" }, { "from": "/c", "to": "/d\r\nX: y" }]),
+            "rules[1].to",
+        ),
         (json!([{ "from": "/a", "to": "" }]), "rules[0].to"),
-        (json!([{ "from": "/a", "to": "/b", "colour": 1 }]), "rules[0].colour"),
-        (json!([{ "from": "/a", "to": "/b", "match": "regex" }]), "rules[0].match"),
-        (json!([{ "from": "/a", "to": "/b" }, { "from": "/a", "to": "/c" }]), "rules[1].from"),
+        (
+            json!([{ "from": "/a", "to": "/b", "colour": 1 }]),
+            "rules[0].colour",
+        ),
+        (
+            json!([{ "from": "/a", "to": "/b", "match": "regex" }]),
+            "rules[0].match",
+        ),
+        (
+            json!([{ "from": "/a", "to": "/b" }, { "from": "/a", "to": "/c" }]),
+            "rules[1].from",
+        ),
     ];
     for (rules, field) in cases {
         let err = Redirects::from_config(&json!({ "rules": rules })).unwrap_err();

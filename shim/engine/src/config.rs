@@ -138,18 +138,23 @@ fn valid_host(host: &str) -> bool {
 
 impl Config {
     /// Reads, parses and validates a configuration file.
-    pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let err = |e: ConfigError| LoadError {
-            file: path.to_path_buf(),
-            zone: None,
-            module: None,
-            error: e,
+    pub fn load(path: &Path) -> Result<Config, Box<LoadError>> {
+        let err = |e: ConfigError| {
+            Box::new(LoadError {
+                file: path.to_path_buf(),
+                zone: None,
+                module: None,
+                error: e,
+            })
         };
         let meta = std::fs::metadata(path).map_err(|e| err(ConfigError::new("", e.to_string())))?;
         if meta.len() > MAX_FILE_BYTES {
             return Err(err(ConfigError::new(
                 "",
-                format!("file is {} bytes, over the limit of {MAX_FILE_BYTES}", meta.len()),
+                format!(
+                    "file is {} bytes, over the limit of {MAX_FILE_BYTES}",
+                    meta.len()
+                ),
             )));
         }
         let text = std::fs::read(path).map_err(|e| err(ConfigError::new("", e.to_string())))?;
@@ -157,15 +162,22 @@ impl Config {
     }
 
     /// Parses and validates a configuration held in memory; `source` names it in errors.
-    pub fn parse(source: &Path, text: &[u8]) -> Result<Config, LoadError> {
-        let at = |zone: Option<&str>, module: Option<(usize, &str)>, e: ConfigError| LoadError {
-            file: source.to_path_buf(),
-            zone: zone.map(str::to_string),
-            module: module.map(|(i, n)| (i, n.to_string())),
-            error: e,
+    pub fn parse(source: &Path, text: &[u8]) -> Result<Config, Box<LoadError>> {
+        let at = |zone: Option<&str>, module: Option<(usize, &str)>, e: ConfigError| {
+            Box::new(LoadError {
+                file: source.to_path_buf(),
+                zone: zone.map(str::to_string),
+                module: module.map(|(i, n)| (i, n.to_string())),
+                error: e,
+            })
         };
-        let value: serde_json::Value = serde_json::from_slice(text)
-            .map_err(|e| at(None, None, ConfigError::new("", format!("invalid JSON: {e}"))))?;
+        let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+            at(
+                None,
+                None,
+                ConfigError::new("", format!("invalid JSON: {e}")),
+            )
+        })?;
         let file: FileConfig = parse_config(&value).map_err(|e| at(None, None, e))?;
         if file.zones.len() > MAX_ZONES {
             return Err(at(

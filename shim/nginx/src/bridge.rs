@@ -105,9 +105,11 @@ impl Slot {
                 out.status = c_int::from(resp.status);
                 out.body = resp.body.as_ptr();
                 out.body_len = resp.body.len();
-                self.headers.extend(resp.headers.iter().map(|(n, v)| {
-                    header(0, GRAFT_TARGET_RESPONSE, n.as_str(), v.as_bytes())
-                }));
+                self.headers.extend(
+                    resp.headers
+                        .iter()
+                        .map(|(n, v)| header(0, GRAFT_TARGET_RESPONSE, n.as_str(), v.as_bytes())),
+                );
             }
             Decision::Continue(changes) => {
                 out.kind = GRAFT_CONTINUE;
@@ -119,9 +121,19 @@ impl Slot {
                     .request_headers
                     .iter()
                     .map(|op| (GRAFT_TARGET_REQUEST, op))
-                    .chain(changes.response_headers.iter().map(|op| (GRAFT_TARGET_RESPONSE, op)));
+                    .chain(
+                        changes
+                            .response_headers
+                            .iter()
+                            .map(|op| (GRAFT_TARGET_RESPONSE, op)),
+                    );
                 self.headers.extend(ops.map(|(target, op)| {
-                    header(action_code(op.action), target, op.name.as_str(), op.value.as_bytes())
+                    header(
+                        action_code(op.action),
+                        target,
+                        op.name.as_str(),
+                        op.value.as_bytes(),
+                    )
                 }));
             }
             Decision::Decline => {}

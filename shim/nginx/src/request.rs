@@ -3,10 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::ControlFlow;
 
-use graft_contract::RequestView;
+use graft_contract::{HeaderVisitor, RequestView};
 use ngx::ffi::{
-    ngx_http_core_module, ngx_http_core_srv_conf_t, ngx_http_request_t, ngx_list_part_t,
-    ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+    ngx_http_core_module, ngx_http_core_srv_conf_t, ngx_http_request_t, ngx_list_part_t, ngx_str_t,
+    ngx_table_elt_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
 };
 
 pub struct NgxRequest<'r> {
@@ -75,7 +75,7 @@ impl RequestView for NgxRequest<'_> {
         found
     }
 
-    fn for_each_header(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> ControlFlow<()>) {
+    fn for_each_header(&self, f: &mut HeaderVisitor<'_>) {
         self.for_each_table_elt(&mut |h| f(bytes(&h.key), bytes(&h.value)));
     }
 
@@ -87,11 +87,15 @@ impl RequestView for NgxRequest<'_> {
             match u32::from(sa.as_ref()?.sa_family) {
                 AF_INET => {
                     let sin = &*(sa as *const sockaddr_in);
-                    Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
+                    Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))))
                 }
                 AF_INET6 => {
                     let sin6 = &*(sa as *const sockaddr_in6);
-                    Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.__in6_u.__u6_addr8)))
+                    Some(IpAddr::V6(Ipv6Addr::from(
+                        sin6.sin6_addr.__in6_u.__u6_addr8,
+                    )))
                 }
                 _ => None,
             }

@@ -2,7 +2,7 @@ use super::*;
 use crate::{run_request_phase, Count, Outcome};
 use graft_contract::{Decision, OwnedRequest};
 
-fn parse(text: &str) -> Result<Config, LoadError> {
+fn parse(text: &str) -> Result<Config, Box<LoadError>> {
     Config::parse(Path::new("/etc/graft/graft.json"), text.as_bytes())
 }
 
@@ -78,14 +78,19 @@ fn errors_name_file_zone_module_and_field() {
 #[test]
 fn malformed_json_names_line_and_column() {
     let e = error("{ \"zones\": {\n  \"a.com\": { \"modules\": [ }\n} }");
-    assert!(e.starts_with("/etc/graft/graft.json: invalid JSON: "), "{e}");
+    assert!(
+        e.starts_with("/etc/graft/graft.json: invalid JSON: "),
+        "{e}"
+    );
     assert!(e.contains("line 2"), "{e}");
 }
 
 #[test]
 fn limits_are_checked_and_named() {
     let steps = vec![r#"{ "module": "probe", "mode": "lua" }"#; MAX_MODULES_PER_ZONE + 1].join(",");
-    let e = error(&format!(r#"{{ "zones": {{ "a.com": {{ "modules": [ {steps} ] }} }} }}"#));
+    let e = error(&format!(
+        r#"{{ "zones": {{ "a.com": {{ "modules": [ {steps} ] }} }} }}"#
+    ));
     assert!(e.contains("over the limit of 64"), "{e}");
 }
 

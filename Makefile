@@ -1,0 +1,79 @@
+# graft: `make run` and `make test` are all a newcomer needs; `make help` lists the rest.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Debian 12's packages: the distribution's nginx and Lua module, and what
+# building against them needs.
+DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
+	lua-resty-core lua-cjson luajit2 libluajit2-5.1-dev libclang-dev \
+	binutils wrk
+NGINX_SRC := /usr/share/nginx/src
+NGINX_BUILD := build/nginx
+MODULE := target/release/libngx_http_graft_module.so
+RUN_PREFIX := $(CURDIR)/run
+RUN_PORT ?= 8080
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+export GRAFT_MODULE := $(CURDIR)/$(MODULE)
+
+.PHONY: help deps build run stop test lint fmt clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## Install the Debian packages graft builds and runs with (when missing)
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -q; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+	@command -v cargo >/dev/null || { echo "graft needs a Rust toolchain (rustup.rs)"; exit 1; }
+
+# nginx-sys needs the headers of the nginx graft is loaded into, and the
+# files `configure` writes for it: run Debian's configure with Debian's own
+# flags (--with-compat among them, which makes the module signature match).
+$(NGINX_BUILD)/ngx_auto_config.h: | deps
+	mkdir -p $(NGINX_BUILD)
+	cd $(NGINX_SRC) && source ./conf_flags && \
+		./configure "$${NGX_CONF_FLAGS[@]}" --builddir=$(CURDIR)/$(NGINX_BUILD) > $(CURDIR)/$(NGINX_BUILD).log
+
+build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against the distribution's nginx
+	cargo build --release -p graft-nginx
+	chmod -R a+rX target/release lua nginx
+
+run: build ## Start nginx with graft and the example configuration on 127.0.0.1:8080 (RUN_PORT=...)
+	@if [ -f $(RUN_PREFIX)/nginx.pid ] && kill -0 $$(cat $(RUN_PREFIX)/nginx.pid) 2>/dev/null; then \
+		echo "already running (make stop first)"; exit 1; fi
+	mkdir -p $(RUN_PREFIX)/tmp && chmod 755 $(RUN_PREFIX)
+	sed -e 's#@GRAFT_MODULE@#$(GRAFT_MODULE)#' -e 's#@PREFIX@#$(RUN_PREFIX)#g' \
+		-e 's#@GRAFT_ROOT@#$(CURDIR)#' -e 's#@GRAFT_CONFIG@#$(CURDIR)/nginx/graft.json#' \
+		-e 's#@PORT@#$(RUN_PORT)#' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
+	nginx -p $(RUN_PREFIX) -c $(RUN_PREFIX)/nginx.conf -e $(RUN_PREFIX)/error.log
+	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); counters: /graft/counters"
+	@echo "log: $(RUN_PREFIX)/error.log; stop: make stop"
+
+stop: ## Stop the nginx that `make run` started
+	@if [ -f $(RUN_PREFIX)/nginx.pid ]; then kill -QUIT $$(cat $(RUN_PREFIX)/nginx.pid) && echo stopped; \
+	else echo "not running"; fi
+
+# Every test: unit and property tests, parity, ABI, and the integration tests
+# against a real nginx. A run in which no test ran is a failure.
+test: build ## Run every test
+	mkdir -p build
+	cargo test --release --workspace 2>&1 | tee build/test.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
+		END { printf "%d passed, %d failed\n", passed, failed; exit (passed == 0 || failed > 0) }' build/test.log
+
+lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+clean: ## Remove build output and the run prefix
+	cargo clean
+	rm -rf build run
