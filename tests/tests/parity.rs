@@ -1,7 +1,7 @@
 //! Parity: the same generated configurations and requests through the Lua
 //! legacy module (in LuaJIT, through mlua) and the Rust module; every
 //! decision must be the same. A difference fails and prints the shrunk case.
-use graft_contract::{Decision, Module, OwnedRequest};
+use graft_contract::{Context, Decision, LocalCounters, Module, OwnedRequest};
 use graft_tests::root;
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use proptest::prelude::*;
@@ -79,7 +79,10 @@ fn lua_decide(lua: &Lua, inst: &Table, req: &OwnedRequest) -> Seen {
 }
 
 fn rust_decide(module: &dyn Module, req: &OwnedRequest) -> Seen {
-    match module.on_request(req).expect("redirects never fails") {
+    match module
+        .on_request(req, &Context::local(0, &LocalCounters::default()))
+        .expect("redirects never fails")
+    {
         Decision::Respond(r) => (
             "respond".into(),
             r.status,

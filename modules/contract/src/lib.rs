@@ -10,11 +10,14 @@
 //! compared decision by decision.
 #![forbid(unsafe_code)]
 
+pub mod args;
+mod context;
 mod decision;
 mod error;
 mod header;
 mod request;
 
+pub use context::{Context, LocalCounters, SharedCounters};
 pub use decision::{Changes, Decision, HeaderAction, HeaderOp, Response};
 pub use error::{ConfigError, ModuleError};
 pub use header::{HeaderName, HeaderValue, InvalidHeader};
@@ -31,7 +34,7 @@ pub trait Module: Send + Sync {
     ///
     /// Return [`Decision::Decline`] for a request this implementation does
     /// not handle: graft then serves it through the Lua implementation.
-    fn on_request(&self, _req: &dyn RequestView) -> Result<Decision, ModuleError> {
+    fn on_request(&self, _req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         Ok(Decision::Continue(Changes::default()))
     }
 }

@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use graft_contract::{
-    parse_config, ConfigError, Decision, HeaderName, HeaderValue, Module, ModuleError,
+    parse_config, ConfigError, Context, Decision, HeaderName, HeaderValue, Module, ModuleError,
     ModuleFactory, RequestView, Response,
 };
 use serde::Deserialize;
@@ -37,7 +37,7 @@ impl Module for Probe {
         NAME
     }
 
-    fn on_request(&self, req: &dyn RequestView) -> Result<Decision, ModuleError> {
+    fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let path = req.path();
         if starts_with(path, &self.panic_on) {
             panic!("probe panics on {}", String::from_utf8_lossy(path));

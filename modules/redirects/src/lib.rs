@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use graft_contract::{
-    parse_config, ConfigError, Decision, HeaderName, HeaderValue, Module, ModuleError,
+    parse_config, ConfigError, Context, Decision, HeaderName, HeaderValue, Module, ModuleError,
     ModuleFactory, RequestView, Response,
 };
 use serde::Deserialize;
@@ -193,7 +193,7 @@ impl Module for Redirects {
         NAME
     }
 
-    fn on_request(&self, req: &dyn RequestView) -> Result<Decision, ModuleError> {
+    fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let Some((rule, rest)) = self.find(req.path()) else {
             return Ok(Decision::Continue(Default::default()));
         };

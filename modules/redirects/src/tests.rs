@@ -1,7 +1,12 @@
 use super::*;
-use graft_contract::OwnedRequest;
+use graft_contract::{LocalCounters, OwnedRequest};
 use proptest::prelude::*;
 use serde_json::json;
+
+fn ctx() -> Context<'static> {
+    static COUNTERS: std::sync::OnceLock<LocalCounters> = std::sync::OnceLock::new();
+    Context::local(0, COUNTERS.get_or_init(LocalCounters::default))
+}
 
 fn build(rules: serde_json::Value) -> Redirects {
     Redirects::from_config(&json!({ "rules": rules })).expect("valid config")
@@ -74,7 +79,7 @@ fn carried_path_is_escaped_so_no_header_injection() {
     let mut req = OwnedRequest::get("example.com", "/p/x");
     req.path = b"/p/a\r\nSet-Cookie: x=1 \xff?#".to_vec();
     req.query = Some(b"k=%0d%0a v\"".to_vec());
-    let Decision::Respond(resp) = r.on_request(&req).unwrap() else {
+    let Decision::Respond(resp) = r.on_request(&req, &ctx()).unwrap() else {
         panic!("expected a redirect")
     };
     assert_eq!(
@@ -190,7 +195,7 @@ proptest! {
         let mut req = OwnedRequest::get("example.com", "/");
         req.path = [b"/".as_slice(), &path_bytes].concat();
         req.query = query;
-        let Decision::Respond(resp) = r.on_request(&req).unwrap() else { panic!("no redirect") };
+        let Decision::Respond(resp) = r.on_request(&req, &ctx()).unwrap() else { panic!("no redirect") };
         prop_assert!(resp.headers[0].1.as_bytes().iter().all(|&b| b > 0x20 && b < 0x7f));
     }
 }

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
-use graft_contract::{Decision, RequestView};
+use graft_contract::{Context, Decision, RequestView};
 
 use crate::{Count, Step};
 
@@ -53,9 +53,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Runs the request phase of `step`'s module and counts a decline, error or
 /// panic on the step. Serving counts (lua, rust, fallback, shadow) are the
 /// caller's, who knows which decision was served.
-pub fn run_request_phase(step: &Step, req: &dyn RequestView) -> Outcome {
+pub fn run_request_phase(step: &Step, req: &dyn RequestView, ctx: &Context) -> Outcome {
     IN_MODULE.with(|f| f.set(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(|| step.module.on_request(req)));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| step.module.on_request(req, ctx)));
     IN_MODULE.with(|f| f.set(false));
     let outcome = match result {
         Ok(Ok(Decision::Decline)) => Outcome::Declined,

@@ -4,7 +4,8 @@
 //!   not at all;
 //! - [`registry`]: the Rust product modules graft knows, in a fixed order;
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
-//! - [`counters`]: what happened, per zone, module and path.
+//! - [`counters`]: what happened, per zone, module and path;
+//! - [`shared`]: windowed counters over a table that every worker maps.
 //!
 //! The nginx shim (`shim/nginx`) owns a [`Config`] per nginx cycle and calls
 //! in here; tests call in here directly.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod counters;
 pub mod dispatch;
 pub mod registry;
+pub mod shared;
 
 pub use config::{Config, LoadError, Mode, Step, Zone};
 pub use counters::{Count, Counters};

@@ -9,13 +9,13 @@ use std::ffi::{c_int, c_uchar, c_ulonglong, c_void};
 use std::mem::size_of;
 use std::ptr::null;
 
-use graft_contract::{Decision, HeaderAction};
+use graft_contract::{Context, Decision, HeaderAction};
 use graft_engine::{run_request_phase, Config, Count, Outcome, Step};
-use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::ngx_log_error;
 
 use crate::guard::guarded;
-use crate::module::config_of;
+use crate::module::{config_of, shared_counters};
 use crate::request::NgxRequest;
 
 pub const GRAFT_ABI_VERSION: c_int = 1;
@@ -289,7 +289,14 @@ pub unsafe extern "C" fn graft_ffi_run(
         };
         // SAFETY: a live request's connection and its log are valid.
         let log = unsafe { (*r.connection).log };
-        let outcome = run_request_phase(step, &NgxRequest::new(r));
+        let Some(counters) = shared_counters() else {
+            return GRAFT_ERROR;
+        };
+        let ctx = Context {
+            now_secs: u64::try_from(ngx_time()).unwrap_or(0),
+            counters: &counters,
+        };
+        let outcome = run_request_phase(step, &NgxRequest::new(r), &ctx);
         SLOT.with_borrow_mut(|slot| match outcome {
             Outcome::Decided(d) => {
                 slot.fill(d, out);

@@ -5,16 +5,19 @@
 //! reload) owns its own, and a reload whose file is refused leaves the old
 //! cycle, and its configuration, serving.
 use std::ffi::{c_char, c_void};
+use std::mem::size_of;
 use std::path::Path;
 use std::ptr::{addr_of, addr_of_mut, null_mut};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
+use graft_engine::shared::SlotTable;
 use graft_engine::Config;
 use ngx::core::Pool;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_http_module_t,
-    ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_str_t, ngx_uint_t, NGX_CONF_TAKE1,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+    ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_uint_t,
+    NGX_CONF_TAKE1, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
@@ -93,6 +96,10 @@ unsafe extern "C" fn set_config(
         if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
             return NGX_CONF_ERROR;
         }
+        if shared_slots(cf).is_none() {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: cannot map the shared counters");
+            return NGX_CONF_ERROR;
+        }
         let Ok(path) = name.to_str() else {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: the file name is not UTF-8");
             return NGX_CONF_ERROR;
@@ -134,4 +141,42 @@ pub fn config_of(r: &ngx_http_request_t) -> Option<&Arc<Config>> {
         let mcf = *main_conf.add(index) as *const MainConf;
         mcf.as_ref()?.config.as_ref()
     }
+}
+
+/// Slots of the counters every worker shares (rate limits): 512 KiB.
+const SHARED_SLOTS: usize = 64 * 1024;
+
+static SHARED: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
+
+/// Maps the shared counter table, once per master process: the mapping is
+/// made before the workers fork, so every worker of every later cycle sees
+/// the same memory, and counts survive reloads.
+fn shared_slots(cf: *mut ngx_conf_t) -> Option<&'static [AtomicU64]> {
+    *SHARED.get_or_init(|| {
+        let mut shm = ngx_shm_t {
+            addr: null_mut(),
+            size: SHARED_SLOTS * size_of::<AtomicU64>(),
+            name: ngx_string!("graft_shared_counters"),
+            // SAFETY: nginx passes a valid conf with its cycle's log.
+            log: unsafe { (*cf).log },
+            exists: 0,
+        };
+        // SAFETY: ngx_shm_alloc maps `size` bytes of zeroed, shared,
+        // page-aligned anonymous memory, never unmapped by graft; zero is a
+        // valid AtomicU64, and the alignment suits it.
+        unsafe {
+            if ngx_shm_alloc(&mut shm) != NGX_OK as ngx_int_t {
+                return None;
+            }
+            Some(std::slice::from_raw_parts(
+                shm.addr as *const AtomicU64,
+                SHARED_SLOTS,
+            ))
+        }
+    })
+}
+
+/// The counters every worker shares, for the modules' context.
+pub fn shared_counters() -> Option<SlotTable<'static>> {
+    SHARED.get().copied().flatten().map(SlotTable::new)
 }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::{run_request_phase, Count, Outcome};
-use graft_contract::{Decision, OwnedRequest};
+use graft_contract::{Context, Decision, LocalCounters, OwnedRequest};
 
 fn parse(text: &str) -> Result<Config, Box<LoadError>> {
     Config::parse(Path::new("/etc/graft/graft.json"), text.as_bytes())
@@ -100,10 +100,12 @@ fn a_panic_in_a_module_is_an_outcome_and_is_counted() {
     let c = parse(GOOD).unwrap();
     let z = &c.zones[c.zone_index(b"example.com").unwrap()];
     let probe = &z.steps[1];
-    let out = run_request_phase(probe, &OwnedRequest::get("example.com", "/boom/x"));
+    let counters = LocalCounters::default();
+    let ctx = Context::local(0, &counters);
+    let out = run_request_phase(probe, &OwnedRequest::get("example.com", "/boom/x"), &ctx);
     assert_eq!(out, Outcome::Panicked("probe panics on /boom/x".into()));
     assert_eq!(probe.counters.get(Count::Panic), 1);
-    match run_request_phase(probe, &OwnedRequest::get("example.com", "/fine")) {
+    match run_request_phase(probe, &OwnedRequest::get("example.com", "/fine"), &ctx) {
         Outcome::Decided(Decision::Respond(r)) => assert_eq!(r.body, b"rust /fine\n"),
         other => panic!("{other:?}"),
     }

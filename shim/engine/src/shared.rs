@@ -1,0 +1,145 @@
+//! Counters in fixed windows over a table of atomic words that every worker
+//! process maps (the nginx shim puts the table in shared memory made before
+//! the workers fork).
+//!
+//! One `u64` a slot, updated by compare-and-swap so that no count is lost
+//! between processes: 24 bits of the key's hash, 20 bits of the window
+//! index, 20 bits of count (saturating). A key looks at up to
+//! [`PROBES`] slots from its hash; a slot from another window is taken
+//! over; when every slot it may use is live, the oldest-looking one is.
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use graft_contract::SharedCounters;
+
+pub const PROBES: usize = 8;
+const COUNT_BITS: u32 = 20;
+const WINDOW_BITS: u32 = 20;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const WINDOW_MASK: u64 = (1 << WINDOW_BITS) - 1;
+
+pub struct SlotTable<'a> {
+    slots: &'a [AtomicU64],
+}
+
+impl<'a> SlotTable<'a> {
+    pub fn new(slots: &'a [AtomicU64]) -> Self {
+        assert!(!slots.is_empty(), "a slot table needs slots");
+        SlotTable { slots }
+    }
+}
+
+fn pack(fingerprint: u64, window: u64, count: u64) -> u64 {
+    (fingerprint << (WINDOW_BITS + COUNT_BITS)) | ((window & WINDOW_MASK) << COUNT_BITS) | count
+}
+
+impl SharedCounters for SlotTable<'_> {
+    fn incr(&self, key: &[u8], window_secs: u32, now_secs: u64) -> u64 {
+        // DefaultHasher::new() has fixed keys: every process hashes alike.
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        window_secs.hash(&mut h);
+        let hash = h.finish();
+        // Never 0, so an empty slot (0) matches no key.
+        let fingerprint = (hash >> 40).max(1);
+        let window = now_secs / u64::from(window_secs.max(1));
+        let this = pack(fingerprint, window, 0);
+        let n = self.slots.len();
+        let start = (hash as usize) % n;
+
+        for _ in 0..64 {
+            let mut victim = None;
+            for i in 0..PROBES.min(n) {
+                let slot = &self.slots[(start + i) % n];
+                let cur = slot.load(Ordering::Acquire);
+                if cur & !COUNT_MAX == this {
+                    let mut cur = cur;
+                    loop {
+                        let count = (cur & COUNT_MAX) + 1;
+                        if count > COUNT_MAX {
+                            return COUNT_MAX;
+                        }
+                        match slot.compare_exchange(
+                            cur,
+                            cur + 1,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        ) {
+                            Ok(_) => return count,
+                            Err(now) if now & !COUNT_MAX == this => cur = now,
+                            // Taken over by another key meanwhile: start again.
+                            Err(_) => break,
+                        }
+                    }
+                    continue;
+                }
+                let stale = cur == 0 || (cur >> COUNT_BITS) & WINDOW_MASK != window & WINDOW_MASK;
+                if stale && victim.is_none() {
+                    victim = Some((slot, cur));
+                }
+            }
+            let (slot, cur) = victim.unwrap_or_else(|| {
+                let slot = &self.slots[start];
+                (slot, slot.load(Ordering::Acquire))
+            });
+            if slot
+                .compare_exchange(cur, this | 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return 1;
+            }
+        }
+        // Lost every race: count this request as the first, never block on it.
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(n: usize) -> Vec<AtomicU64> {
+        (0..n).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn counts_per_key_and_window() {
+        let slots = table(1024);
+        let t = SlotTable::new(&slots);
+        assert_eq!(t.incr(b"a", 10, 100), 1);
+        assert_eq!(t.incr(b"a", 10, 105), 2);
+        assert_eq!(t.incr(b"b", 10, 105), 1);
+        assert_eq!(t.incr(b"a", 10, 110), 1, "a new window starts again");
+        assert_eq!(
+            t.incr(b"a", 60, 110),
+            1,
+            "another window length is another counter"
+        );
+    }
+
+    #[test]
+    fn threads_lose_no_count() {
+        let slots = table(64);
+        let t = SlotTable::new(&slots);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        t.incr(b"shared", 60, 7);
+                    }
+                });
+            }
+        });
+        assert_eq!(t.incr(b"shared", 60, 7), 40_001);
+    }
+
+    #[test]
+    fn a_full_table_still_counts() {
+        let slots = table(4);
+        let t = SlotTable::new(&slots);
+        for i in 0..100u32 {
+            assert!(t.incr(&i.to_le_bytes(), 60, 0) >= 1);
+        }
+    }
+}
