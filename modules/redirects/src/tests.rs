@@ -14,7 +14,7 @@ fn build(rules: serde_json::Value) -> Redirects {
 
 fn location(r: &Redirects, target: &str) -> Option<(u16, String)> {
     match r
-        .on_request(&OwnedRequest::get("example.com", target))
+        .on_request(&OwnedRequest::get("example.com", target), &ctx())
         .unwrap()
     {
         Decision::Respond(resp) => {
