@@ -65,6 +65,7 @@ local GRAFT_HEADER_REMOVE = 2
 
 local GRAFT_TARGET_REQUEST = 0
 local GRAFT_TARGET_RESPONSE = 1
+local GRAFT_TARGET_LOG = 2
 
 local GRAFT_COUNT_LUA = 0
 local GRAFT_COUNT_RUST = 1
@@ -147,8 +148,10 @@ local request_fields = {
     end,
     host = function() return ngx_var.host end,
     client = function() return ngx_var.remote_addr end,
-    -- 0: every header, however many (no default limit a payload hides behind).
+    -- 0: every header and argument, however many (no default limit for a
+    -- payload to hide behind).
     headers = function() return ngx_req.get_headers(0) end,
+    args = function() return ngx_req.get_uri_args(0) end,
 }
 
 local request_methods = {}
@@ -243,24 +246,33 @@ local function plan_for(r, zone, generation)
     return plan
 end
 
-local function header_list(o, n)
+-- The response headers and log lines of a respond decision.
+local function respond_lists(o, n)
     local headers = new_tab(n, 0)
+    local log
     for i = 0, n - 1 do
         local h = o.headers[i]
-        headers[i + 1] = { ffi_string(h.name, h.name_len), ffi_string(h.value, h.value_len) }
+        if h.target == GRAFT_TARGET_LOG then
+            log = log or {}
+            log[#log + 1] = ffi_string(h.value, h.value_len)
+        else
+            headers[#headers + 1] = { ffi_string(h.name, h.name_len), ffi_string(h.value, h.value_len) }
+        end
     end
-    return headers
+    return headers, log
 end
 
 -- The Rust decision in `out`, as a contract table.
 local function rust_decision(o)
     local n = tonumber(o.nheaders)
     if o.kind == GRAFT_RESPOND then
+        local headers, log = respond_lists(o, n)
         return {
             kind = "respond",
             status = o.status,
-            headers = header_list(o, n),
+            headers = headers,
             body = o.body_len > 0 and ffi_string(o.body, o.body_len) or "",
+            log = log,
         }
     end
     local d = { kind = "continue" }
@@ -269,14 +281,21 @@ local function rust_decision(o)
     end
     for i = 0, n - 1 do
         local h = o.headers[i]
-        local list_name = h.target == GRAFT_TARGET_REQUEST and "request_headers" or "response_headers"
-        local list = d[list_name] or {}
-        d[list_name] = list
-        list[#list + 1] = {
-            action = ACTIONS[h.action],
-            name = ffi_string(h.name, h.name_len),
-            value = ffi_string(h.value, h.value_len),
-        }
+        local target = h.target
+        if target == GRAFT_TARGET_LOG then
+            local log = d.log or {}
+            d.log = log
+            log[#log + 1] = ffi_string(h.value, h.value_len)
+        else
+            local list_name = target == GRAFT_TARGET_REQUEST and "request_headers" or "response_headers"
+            local list = d[list_name] or {}
+            d[list_name] = list
+            list[#list + 1] = {
+                action = ACTIONS[h.action],
+                name = ffi_string(h.name, h.name_len),
+                value = ffi_string(h.value, h.value_len),
+            }
+        end
     end
     return d
 end
@@ -409,7 +428,14 @@ function _M.access()
     end
     local req = new_request()
     for i = 1, #plan do
-        local d = decide(r, zone, i - 1, plan[i], req)
+        local step = plan[i]
+        local d = decide(r, zone, i - 1, step, req)
+        local log = d.log
+        if log then
+            for j = 1, #log do
+                ngx_log(WARN, "graft: zone \"", step.zone, "\" module \"", step.module, "\": ", log[j])
+            end
+        end
         local kind = d.kind
         if kind == "respond" then
             return respond(d)

@@ -9,11 +9,11 @@
 -- when empty), host (as $host), client (address string), req:header(name).
 --
 -- A decision is one of
---   { kind = "continue", uri = <string|nil>,
+--   { kind = "continue", uri = <string|nil>, log = { "line", ... },
 --     request_headers = { {action=, name=, value=}, ... },
 --     response_headers = { ... } }          -- action: "set"|"add"|"remove"
 --   { kind = "respond", status = <int>, headers = { {name, value}, ... },
---     body = <string> }
+--     body = <string>, log = { "line", ... } }
 --   { kind = "decline" }                    -- Rust side only: not mine
 --
 -- This file has no ngx dependency, so graft's parity tests load it, and
@@ -48,6 +48,10 @@ local function same_pair(x, y)
     return x[1] == y[1] and x[2] == y[2]
 end
 
+local function same_string(x, y)
+    return x == y
+end
+
 local function same_op(x, y)
     return x.action == y.action and x.name == y.name and (x.value or "") == (y.value or "")
 end
@@ -69,9 +73,11 @@ function _M.equal(a, b)
     if kind == "respond" then
         return a.status == b.status and (a.body or "") == (b.body or "")
             and same_list(a.headers, b.headers, same_pair)
+            and same_list(a.log, b.log, same_string)
     end
     if kind == "continue" then
         return a.uri == b.uri
+            and same_list(a.log, b.log, same_string)
             and same_list(a.request_headers, b.request_headers, same_op)
             and same_list(a.response_headers, b.response_headers, same_op)
     end
@@ -88,6 +94,14 @@ local function describe_ops(out, label, ops)
     end
 end
 
+local function describe_log(out, log)
+    if log then
+        for i = 1, #log do
+            out[#out + 1] = "log \"" .. log[i] .. "\""
+        end
+    end
+end
+
 -- A one-line description for logs and diff reports.
 function _M.describe(d)
     local kind = d.kind
@@ -100,6 +114,7 @@ function _M.describe(d)
         if d.body and #d.body > 0 then
             out[#out + 1] = "body " .. #d.body .. " bytes"
         end
+        describe_log(out, d.log)
         return concat(out, "; ")
     end
     if kind == "continue" then
@@ -109,6 +124,7 @@ function _M.describe(d)
         end
         describe_ops(out, "request headers", d.request_headers)
         describe_ops(out, "response headers", d.response_headers)
+        describe_log(out, d.log)
         return concat(out, "; ")
     end
     if d.err then

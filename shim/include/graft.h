@@ -35,6 +35,7 @@
 
 #define GRAFT_TARGET_REQUEST   0
 #define GRAFT_TARGET_RESPONSE  1
+#define GRAFT_TARGET_LOG       2   /* value: a line for the error log */
 
 #define GRAFT_COUNT_LUA           0
 #define GRAFT_COUNT_RUST          1

@@ -14,7 +14,7 @@ fn nginx_t_refuses_bad_files_naming_what_is_wrong() {
     let cases = [
         (
             one_zone("a.test", json!([{ "module": "rewritez", "mode": "rust" }])),
-            r#"zone "a.test": module #0 "rewritez": field "module": unknown module; known: redirects, probe"#,
+            r#"zone "a.test": module #0 "rewritez": field "module": unknown module; known: redirects, "#,
         ),
         (
             one_zone(

@@ -21,11 +21,16 @@ pub struct Changes {
     pub request_headers: Vec<HeaderOp>,
     /// Changes to the response headers, applied when the response is sent.
     pub response_headers: Vec<HeaderOp>,
+    /// Lines for the server's error log (at warn level), e.g. a rule that matched.
+    pub log: Vec<String>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.uri.is_none() && self.request_headers.is_empty() && self.response_headers.is_empty()
+        self.uri.is_none()
+            && self.request_headers.is_empty()
+            && self.response_headers.is_empty()
+            && self.log.is_empty()
     }
 }
 
@@ -37,6 +42,8 @@ pub struct Response {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Empty: nginx sends its own page for the status.
     pub body: Vec<u8>,
+    /// Lines for the server's error log (at warn level), e.g. why it answered.
+    pub log: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -48,6 +48,12 @@ pub trait ModuleFactory: Send + Sync {
     /// Parses and validates the module's configuration. An error names the
     /// field (`rules[3].status`) and says what is wrong with it.
     fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError>;
+
+    /// The configuration the Lua twin receives, from a configuration that
+    /// `build` accepted. The default hands it over as it is.
+    fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
+        config.clone()
+    }
 }
 
 /// Deserializes a module configuration, naming the field that failed.

@@ -52,6 +52,7 @@ impl Module for Probe {
             status: 200,
             headers: vec![(HeaderName::new("X-Graft-Impl")?, HeaderValue::new("rust")?)],
             body: [b"rust ".as_slice(), path, b"\n"].concat(),
+            log: Vec::new(),
         }))
     }
 }

@@ -212,6 +212,7 @@ impl Module for Redirects {
             status: rule.status,
             headers: vec![(HeaderName::new("Location")?, HeaderValue::new(location)?)],
             body: Vec::new(),
+            log: Vec::new(),
         }))
     }
 }

@@ -231,7 +231,7 @@ impl Config {
                     .build(&sc.config)
                     .map_err(|e| step_err(e.within("config")))?;
                 plan.push(serde_json::json!({
-                    "module": factory.name(), "mode": sc.mode.name(), "config": sc.config,
+                    "module": factory.name(), "mode": sc.mode.name(), "config": factory.lua_config(&sc.config),
                 }));
                 steps.push(Step {
                     module_name: factory.name(),

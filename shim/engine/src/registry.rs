@@ -3,7 +3,11 @@ use graft_contract::ModuleFactory;
 
 /// Every module, in a fixed order. `probe` exists for graft's own tests of
 /// modes and fallback.
-static FACTORIES: &[&dyn ModuleFactory] = &[&graft_redirects::Factory, &graft_probe::Factory];
+static FACTORIES: &[&dyn ModuleFactory] = &[
+    &graft_redirects::Factory,
+    &graft_waf::Factory,
+    &graft_probe::Factory,
+];
 
 pub fn factory(name: &str) -> Option<&'static dyn ModuleFactory> {
     FACTORIES.iter().copied().find(|f| f.name() == name)

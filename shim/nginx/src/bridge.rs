@@ -31,6 +31,7 @@ const GRAFT_CONTINUE: c_int = 0;
 const GRAFT_RESPOND: c_int = 1;
 const GRAFT_TARGET_REQUEST: c_int = 0;
 const GRAFT_TARGET_RESPONSE: c_int = 1;
+const GRAFT_TARGET_LOG: c_int = 2;
 
 #[repr(C)]
 #[allow(non_camel_case_types)]
@@ -92,6 +93,14 @@ fn header(action: c_int, target: c_int, name: &str, value: &[u8]) -> graft_heade
     }
 }
 
+fn push_log(headers: &mut Vec<graft_header_t>, lines: &[String]) {
+    headers.extend(
+        lines
+            .iter()
+            .map(|line| header(0, GRAFT_TARGET_LOG, "log", line.as_bytes())),
+    );
+}
+
 impl Slot {
     /// Keeps `decision` and describes it in `out`.
     fn fill(&mut self, decision: Decision, out: &mut graft_decision_t) {
@@ -110,6 +119,7 @@ impl Slot {
                         .iter()
                         .map(|(n, v)| header(0, GRAFT_TARGET_RESPONSE, n.as_str(), v.as_bytes())),
                 );
+                push_log(&mut self.headers, &resp.log);
             }
             Decision::Continue(changes) => {
                 out.kind = GRAFT_CONTINUE;
@@ -135,6 +145,7 @@ impl Slot {
                         op.value.as_bytes(),
                     )
                 }));
+                push_log(&mut self.headers, &changes.log);
             }
             Decision::Decline => {}
         }

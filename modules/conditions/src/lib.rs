@@ -1,0 +1,346 @@
+//! Conditions over request fields, compiled once at load.
+//!
+//! ```json
+//! { "all": [ C, ... ] }   { "any": [ C, ... ] }   { "not": C }
+//! { "field": F, "op": O, "value": "..." }  or  "values": [ "...", ... ]
+//! ```
+//!
+//! Fields: `method`, `path` (decoded, nginx's `$uri`), `host`, `query`
+//! (raw), `client` (address), `arg:<name>` and `header:<name>` (any value
+//! of that argument or header), `args` and `headers` (any value of any
+//! argument or header; an argument's name counts as one of its values).
+//! An argument without `=` has the empty value.
+//!
+//! Operators: `equals`, `prefix`, `contains`, `regex` (a linear-time
+//! engine, byte semantics, at most [`MAX_REGEX_LEN`] bytes), `in` (a set of
+//! strings), `in_prefix` (IPv4/IPv6 prefixes; the field's value is read as
+//! an address).
+//!
+//! The Lua twin is `lua/graft/conditions.lua`.
+#![forbid(unsafe_code)]
+
+use std::cell::OnceCell;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+
+use graft_contract::{args::for_each_arg, ConfigError, RequestView};
+use ipnet::IpNet;
+use prefix_trie::joint::set::JointPrefixSet;
+use regex::bytes::{Regex, RegexBuilder};
+use serde_json::Value;
+
+pub const MAX_REGEX_LEN: usize = 4096;
+pub const MAX_DEPTH: usize = 16;
+pub const MAX_LIST: usize = 100_000;
+/// Compiled size limit of one regular expression.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+#[derive(Debug)]
+enum Field {
+    Method,
+    Path,
+    Host,
+    Query,
+    Client,
+    Arg(Vec<u8>),
+    Args,
+    Header(Vec<u8>),
+    Headers,
+}
+
+#[derive(Debug)]
+enum Op {
+    Equals(Vec<u8>),
+    Prefix(Vec<u8>),
+    Contains(Vec<u8>),
+    Regex(Regex),
+    In(HashSet<Vec<u8>>),
+    InPrefix(Box<JointPrefixSet<IpNet>>),
+}
+
+#[derive(Debug)]
+pub enum Condition {
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    Not(Box<Condition>),
+    Test { field: Field, op: Op },
+}
+
+/// Compiles a regular expression the way every graft module does: byte
+/// semantics (as PCRE without UTF mode), size-limited.
+pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    if pattern.len() > MAX_REGEX_LEN {
+        return Err(format!("regex longer than {MAX_REGEX_LEN} bytes"));
+    }
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("bad regex: {e}"))
+}
+
+/// Parses an address prefix (`10.0.0.0/8`, `2001:db8::/32`, or a bare address).
+pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("\"{s}\" is not an IP prefix"))
+}
+
+fn strings(v: &Value, at: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| ConfigError::new(at, "must be a list of strings"))?;
+    if list.len() > MAX_LIST {
+        return Err(ConfigError::new(
+            at,
+            format!("more than {MAX_LIST} entries"),
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.as_str()
+                .map(|s| s.as_bytes().to_vec())
+                .ok_or_else(|| ConfigError::new(format!("{at}[{i}]"), "must be a string"))
+        })
+        .collect()
+}
+
+fn parse_field(name: &str) -> Result<Field, String> {
+    Ok(match name {
+        "method" => Field::Method,
+        "path" => Field::Path,
+        "host" => Field::Host,
+        "query" => Field::Query,
+        "client" => Field::Client,
+        "args" => Field::Args,
+        "headers" => Field::Headers,
+        _ => match name.split_once(':') {
+            Some(("arg", a)) if !a.is_empty() => Field::Arg(a.as_bytes().to_vec()),
+            Some(("header", h)) if !h.is_empty() => Field::Header(h.to_ascii_lowercase().into_bytes()),
+            _ => {
+                return Err(format!(
+                    "unknown field \"{name}\"; known: method, path, host, query, client, args, headers, arg:<name>, header:<name>"
+                ))
+            }
+        },
+    })
+}
+
+impl Condition {
+    /// Compiles a condition; errors name the path inside it (`any[1].op`).
+    pub fn parse(v: &Value) -> Result<Condition, ConfigError> {
+        Condition::parse_at(v, 0)
+    }
+
+    fn parse_at(v: &Value, depth: usize) -> Result<Condition, ConfigError> {
+        if depth > MAX_DEPTH {
+            return Err(ConfigError::new(
+                "",
+                format!("nested deeper than {MAX_DEPTH}"),
+            ));
+        }
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ConfigError::new("", "a condition is an object"))?;
+        for (key, list) in [("all", true), ("any", false)] {
+            if let Some(items) = obj.get(key) {
+                if obj.len() != 1 {
+                    return Err(ConfigError::new(
+                        "",
+                        format!("\"{key}\" stands alone in its object"),
+                    ));
+                }
+                let items = items
+                    .as_array()
+                    .ok_or_else(|| ConfigError::new(key, "must be a list of conditions"))?;
+                let parsed = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        Condition::parse_at(c, depth + 1)
+                            .map_err(|e| e.within(&format!("{key}[{i}]")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Ok(if list {
+                    Condition::All(parsed)
+                } else {
+                    Condition::Any(parsed)
+                });
+            }
+        }
+        if let Some(inner) = obj.get("not") {
+            if obj.len() != 1 {
+                return Err(ConfigError::new("", "\"not\" stands alone in its object"));
+            }
+            let inner = Condition::parse_at(inner, depth + 1).map_err(|e| e.within("not"))?;
+            return Ok(Condition::Not(Box::new(inner)));
+        }
+        for key in obj.keys() {
+            if !["field", "op", "value", "values"].contains(&key.as_str()) {
+                return Err(ConfigError::new(
+                    key.as_str(),
+                    "unknown key; a condition has all, any, not, or field, op and value(s)",
+                ));
+            }
+        }
+        let field_name = obj
+            .get("field")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConfigError::new("field", "missing, or not a string"))?;
+        let field = parse_field(field_name).map_err(|e| ConfigError::new("field", e))?;
+        let op_name = obj
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConfigError::new("op", "missing, or not a string"))?;
+        let value = || {
+            obj.get("value").and_then(Value::as_str).ok_or_else(|| {
+                ConfigError::new("value", format!("\"{op_name}\" needs a string \"value\""))
+            })
+        };
+        let values = || {
+            obj.get("values")
+                .ok_or_else(|| {
+                    ConfigError::new("values", format!("\"{op_name}\" needs a list \"values\""))
+                })
+                .and_then(|v| strings(v, "values"))
+        };
+        let op = match op_name {
+            "equals" => Op::Equals(value()?.as_bytes().to_vec()),
+            "prefix" => Op::Prefix(value()?.as_bytes().to_vec()),
+            "contains" => Op::Contains(value()?.as_bytes().to_vec()),
+            "regex" => Op::Regex(compile_regex(value()?).map_err(|e| ConfigError::new("value", e))?),
+            "in" => Op::In(values()?.into_iter().collect()),
+            "in_prefix" => {
+                let mut set = JointPrefixSet::new();
+                for (i, p) in values()?.iter().enumerate() {
+                    let p = String::from_utf8_lossy(p);
+                    let net = parse_prefix(&p).map_err(|e| ConfigError::new(format!("values[{i}]"), e))?;
+                    set.insert(net);
+                }
+                Op::InPrefix(Box::new(set))
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "op",
+                    format!("unknown operator \"{other}\"; known: equals, prefix, contains, regex, in, in_prefix"),
+                ))
+            }
+        };
+        Ok(Condition::Test { field, op })
+    }
+
+    /// Whether any part of the condition reads query arguments.
+    pub fn reads_args(&self) -> bool {
+        match self {
+            Condition::All(c) | Condition::Any(c) => c.iter().any(Condition::reads_args),
+            Condition::Not(c) => c.reads_args(),
+            Condition::Test { field, .. } => matches!(field, Field::Arg(_) | Field::Args),
+        }
+    }
+
+    pub fn eval(&self, subject: &Subject) -> bool {
+        match self {
+            Condition::All(c) => c.iter().all(|c| c.eval(subject)),
+            Condition::Any(c) => c.iter().any(|c| c.eval(subject)),
+            Condition::Not(c) => !c.eval(subject),
+            Condition::Test { field, op } => test(field, op, subject),
+        }
+    }
+}
+
+fn op_matches(op: &Op, v: &[u8]) -> bool {
+    match op {
+        Op::Equals(x) => v == x.as_slice(),
+        Op::Prefix(x) => v.starts_with(x),
+        Op::Contains(x) => x.is_empty() || v.windows(x.len()).any(|w| w == x.as_slice()),
+        Op::Regex(re) => re.is_match(v),
+        Op::In(set) => set.contains(v),
+        Op::InPrefix(set) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+            .is_some_and(|ip| in_prefix(set, ip)),
+    }
+}
+
+fn in_prefix(set: &JointPrefixSet<IpNet>, ip: IpAddr) -> bool {
+    set.get_lpm(&IpNet::from(ip)).is_some()
+}
+
+fn test(field: &Field, op: &Op, s: &Subject) -> bool {
+    let req = s.req;
+    match field {
+        Field::Method => op_matches(op, req.method()),
+        Field::Path => op_matches(op, req.path()),
+        Field::Host => op_matches(op, req.host()),
+        Field::Query => op_matches(op, req.query().unwrap_or_default()),
+        Field::Client => match (op, req.client_addr()) {
+            (Op::InPrefix(set), Some(ip)) => in_prefix(set, ip),
+            (_, Some(ip)) => op_matches(op, ip.to_string().as_bytes()),
+            (_, None) => false,
+        },
+        Field::Arg(name) => s.args().iter().any(|(n, v)| n == name && op_matches(op, v)),
+        Field::Args => s
+            .args()
+            .iter()
+            .any(|(n, v)| op_matches(op, n) || op_matches(op, v)),
+        Field::Header(name) => {
+            let mut hit = false;
+            req.for_each_header(&mut |n, v| {
+                if n.eq_ignore_ascii_case(name) && op_matches(op, v) {
+                    hit = true;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+            hit
+        }
+        Field::Headers => {
+            let mut hit = false;
+            req.for_each_header(&mut |_, v| {
+                if op_matches(op, v) {
+                    hit = true;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+            hit
+        }
+    }
+}
+
+/// A request as conditions see it: the view, and its query arguments
+/// decoded on first use, once.
+pub struct Subject<'a> {
+    pub req: &'a dyn RequestView,
+    args: OnceCell<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl<'a> Subject<'a> {
+    pub fn new(req: &'a dyn RequestView) -> Self {
+        Subject {
+            req,
+            args: OnceCell::new(),
+        }
+    }
+
+    /// Every query argument, decoded (no value: empty).
+    pub fn args(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        self.args.get_or_init(|| {
+            let mut out = Vec::new();
+            if let Some(q) = self.req.query() {
+                for_each_arg(q, |n, v| {
+                    out.push((n.to_vec(), v.unwrap_or_default().to_vec()))
+                });
+            }
+            out
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! WAF: per-zone custom rules, then signature lists.
+//!
+//! ```json
+//! { "rules": [ { "id": "no-admin", "when": <condition>, "action": "block", "status": 403 },
+//!              { "id": "office", "when": <condition>, "action": "allow" },
+//!              { "id": "curl", "when": <condition>, "action": "log" } ],
+//!   "signatures": [ "sql_injection", "path_traversal", "script_injection" ],
+//!   "signature_action": "block", "signature_status": 403 }
+//! ```
+//!
+//! Rules run in order: `block` answers with its status, `allow` lets the
+//! request through and skips the rest (signatures included), `log` writes a
+//! line and goes on. Then each signature list, in order, is matched against
+//! the decoded path and the name and value of every query argument, however
+//! many there are. Conditions are `graft-conditions`; the lists are
+//! `signatures.json`, regular expressions in the subset PCRE and Rust's
+//! linear-time engine read alike, compiled once at load.
+//!
+//! The Lua legacy implementation is `lua/graft/legacy/waf.lua`.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use graft_conditions::{compile_regex, Condition, Subject, REGEX_SIZE_LIMIT};
+use graft_contract::{
+    parse_config, Changes, ConfigError, Context, Decision, Module, ModuleError, ModuleFactory,
+    RequestView, Response,
+};
+use regex::bytes::{RegexSet, RegexSetBuilder};
+use serde::Deserialize;
+
+pub const NAME: &str = "waf";
+pub const MAX_RULES: usize = 10_000;
+const SIGNATURES_JSON: &str = include_str!("../signatures.json");
+
+/// The built-in signature lists, by name.
+pub fn signature_lists() -> &'static HashMap<String, Vec<String>> {
+    static LISTS: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
+    LISTS.get_or_init(|| serde_json::from_str(SIGNATURES_JSON).expect("signatures.json is valid"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    rules: Vec<RuleConfig>,
+    #[serde(default)]
+    signatures: Vec<String>,
+    #[serde(default = "block")]
+    signature_action: Action,
+    #[serde(default = "forbidden")]
+    signature_status: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleConfig {
+    id: String,
+    when: serde_json::Value,
+    action: Action,
+    #[serde(default = "forbidden")]
+    status: u16,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum Action {
+    Block,
+    Allow,
+    Log,
+}
+
+fn block() -> Action {
+    Action::Block
+}
+
+fn forbidden() -> u16 {
+    403
+}
+
+struct Rule {
+    id: String,
+    when: Condition,
+    action: Action,
+    status: u16,
+}
+
+pub struct Waf {
+    rules: Vec<Rule>,
+    /// Every pattern of every enabled list, and the list each belongs to.
+    signatures: Option<RegexSet>,
+    pattern_list: Vec<usize>,
+    list_names: Vec<String>,
+    signature_action: Action,
+    signature_status: u16,
+}
+
+fn check_status(status: u16, field: &str) -> Result<(), ConfigError> {
+    if (400..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{status} is not a 4xx or 5xx status"),
+        ))
+    }
+}
+
+impl Waf {
+    pub fn from_config(config: &serde_json::Value) -> Result<Waf, ConfigError> {
+        let config: Config = parse_config(config)?;
+        if config.rules.len() > MAX_RULES {
+            return Err(ConfigError::new(
+                "rules",
+                format!(
+                    "{} rules, over the limit of {MAX_RULES}",
+                    config.rules.len()
+                ),
+            ));
+        }
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (i, rc) in config.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let when = Condition::parse(&rc.when).map_err(|e| e.within(&format!("{at}.when")))?;
+            check_status(rc.status, &format!("{at}.status"))?;
+            rules.push(Rule {
+                id: rc.id,
+                when,
+                action: rc.action,
+                status: rc.status,
+            });
+        }
+        check_status(config.signature_status, "signature_status")?;
+        if config.signature_action == Action::Allow {
+            return Err(ConfigError::new("signature_action", "is block or log"));
+        }
+        let mut patterns = Vec::new();
+        let mut pattern_list = Vec::new();
+        for (i, name) in config.signatures.iter().enumerate() {
+            let list = signature_lists().get(name).ok_or_else(|| {
+                let mut known: Vec<_> = signature_lists().keys().map(String::as_str).collect();
+                known.sort_unstable();
+                ConfigError::new(
+                    format!("signatures[{i}]"),
+                    format!("unknown list \"{name}\"; known: {}", known.join(", ")),
+                )
+            })?;
+            for p in list {
+                compile_regex(p).map_err(|e| ConfigError::new(format!("signatures[{i}]"), e))?;
+                patterns.push(p.as_str());
+                pattern_list.push(i);
+            }
+        }
+        let signatures = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                RegexSetBuilder::new(&patterns)
+                    .unicode(false)
+                    .size_limit(REGEX_SIZE_LIMIT * 8)
+                    .build()
+                    .map_err(|e| ConfigError::new("signatures", e.to_string()))?,
+            )
+        };
+        Ok(Waf {
+            rules,
+            signatures,
+            pattern_list,
+            list_names: config.signatures,
+            signature_action: config.signature_action,
+            signature_status: config.signature_status,
+        })
+    }
+
+    /// The first enabled list (in configuration order) that any target matches.
+    fn signature_hit(&self, subject: &Subject) -> Option<usize> {
+        let set = self.signatures.as_ref()?;
+        let mut first: Option<usize> = None;
+        let mut check = |value: &[u8]| {
+            for p in set.matches(value).iter() {
+                let list = self.pattern_list[p];
+                first = Some(first.map_or(list, |f| f.min(list)));
+            }
+        };
+        check(subject.req.path());
+        for (name, value) in subject.args() {
+            check(name);
+            check(value);
+        }
+        first
+    }
+}
+
+fn blocked(status: u16, line: String) -> Decision {
+    Decision::Respond(Response {
+        status,
+        headers: Vec::new(),
+        body: Vec::new(),
+        log: vec![line],
+    })
+}
+
+impl Module for Waf {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
+        let subject = Subject::new(req);
+        let mut log = Vec::new();
+        for rule in &self.rules {
+            if !rule.when.eval(&subject) {
+                continue;
+            }
+            match rule.action {
+                Action::Block => {
+                    return Ok(blocked(
+                        rule.status,
+                        format!("rule \"{}\" blocked the request", rule.id),
+                    ))
+                }
+                Action::Allow => {
+                    return Ok(Decision::Continue(Changes {
+                        log,
+                        ..Changes::default()
+                    }))
+                }
+                Action::Log => log.push(format!("rule \"{}\" matched", rule.id)),
+            }
+        }
+        if let Some(list) = self.signature_hit(&subject) {
+            let name = &self.list_names[list];
+            if self.signature_action == Action::Block {
+                return Ok(blocked(
+                    self.signature_status,
+                    format!("signature \"{name}\" blocked the request"),
+                ));
+            }
+            log.push(format!("signature \"{name}\" matched"));
+        }
+        Ok(Decision::Continue(Changes {
+            log,
+            ..Changes::default()
+        }))
+    }
+}
+
+pub struct Factory;
+
+impl ModuleFactory for Factory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
+        Ok(Box::new(Waf::from_config(config)?))
+    }
+
+    /// The Lua side gets the lists' patterns, not just their names: one
+    /// source for the signatures.
+    fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
+        let mut config = config.clone();
+        if let Some(names) = config.get("signatures").and_then(|s| s.as_array()).cloned() {
+            let lists: Vec<_> = names
+                .iter()
+                .filter_map(|n| n.as_str())
+                .map(|n| serde_json::json!({ "name": n, "patterns": signature_lists().get(n) }))
+                .collect();
+            config["signatures"] = serde_json::Value::Array(lists);
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use super::*;
+use graft_contract::{LocalCounters, OwnedRequest};
+use serde_json::json;
+
+fn decide(config: serde_json::Value, target: &str) -> Decision {
+    let waf = Waf::from_config(&config).unwrap();
+    let counters = LocalCounters::default();
+    waf.on_request(
+        &OwnedRequest::get("a.test", target),
+        &Context::local(0, &counters),
+    )
+    .unwrap()
+}
+
+fn status(d: &Decision) -> Option<u16> {
+    match d {
+        Decision::Respond(r) => Some(r.status),
+        _ => None,
+    }
+}
+
+fn all_lists() -> serde_json::Value {
+    json!({ "signatures": ["sql_injection", "path_traversal", "script_injection"] })
+}
+
+#[test]
+fn signatures_catch_the_classics_in_path_and_args() {
+    let hostile = [
+        "/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users",
+        "/item?id=1%20or%201=1",
+        "/static/../../etc/passwd",
+        "/download?file=../../etc/passwd",
+        "/x?f=%252e%252e%252f",
+        "/comment?text=%3Cscript%3Ealert(1)%3C/script%3E",
+        "/p?u=javascript:alert(1)",
+        "/p?%3Cimg%20src=x%20onerror=alert(1)%3E=1",
+        "/q?a=1;%20DROP%20TABLE%20users",
+    ];
+    for t in hostile {
+        assert_eq!(status(&decide(all_lists(), t)), Some(403), "{t}");
+    }
+    let clean = [
+        "/",
+        "/search?q=union+station",
+        "/blog/select-your-plan",
+        "/a.b/c?x=1&y=2",
+        "/script.js",
+    ];
+    for t in clean {
+        assert_eq!(status(&decide(all_lists(), t)), None, "{t}");
+    }
+}
+
+#[test]
+fn rules_block_allow_and_log_in_order() {
+    let config = json!({
+        "rules": [
+            { "id": "curl", "when": { "field": "arg:ua", "op": "equals", "value": "curl" }, "action": "log" },
+            { "id": "office", "when": { "field": "arg:from", "op": "equals", "value": "office" }, "action": "allow" },
+            { "id": "admin", "when": { "field": "path", "op": "prefix", "value": "/admin" }, "action": "block", "status": 401 },
+        ],
+        "signatures": ["script_injection"],
+    });
+    let d = decide(config.clone(), "/admin/x?ua=curl");
+    assert_eq!(
+        d,
+        Decision::Respond(Response {
+            status: 401,
+            headers: vec![],
+            body: vec![],
+            log: vec!["rule \"admin\" blocked the request".into()],
+        })
+    );
+    let d = decide(
+        config.clone(),
+        "/admin/x?from=office&ua=curl&q=%3Cscript%3E",
+    );
+    assert_eq!(
+        d,
+        Decision::Continue(Changes {
+            log: vec!["rule \"curl\" matched".into()],
+            ..Default::default()
+        })
+    );
+    assert_eq!(status(&decide(config, "/p?q=%3Cscript%3E")), Some(403));
+}
+
+#[test]
+fn signature_log_mode_and_list_order() {
+    let config =
+        json!({ "signatures": ["script_injection", "sql_injection"], "signature_action": "log" });
+    let d = decide(config, "/p?a=1%20or%201=1&b=%3Cscript%3E");
+    assert_eq!(
+        d,
+        Decision::Continue(Changes {
+            log: vec!["signature \"script_injection\" matched".into()],
+            ..Default::default()
+        })
+    );
+}
+
+#[test]
+fn a_payload_after_thousands_of_arguments_is_caught() {
+    let mut t = String::from("/p?");
+    for i in 0..3000 {
+        t.push_str(&format!("a{i}=1&"));
+    }
+    t.push_str("z=%3Cscript%3E");
+    assert_eq!(status(&decide(all_lists(), &t)), Some(403));
+}
+
+#[test]
+fn bad_configs_are_refused_naming_the_rule() {
+    let cases = [
+        (json!({ "signatures": ["sqli"] }), "signatures[0]"),
+        (
+            json!({ "rules": [ { "id": "a", "when": { "field": "path", "op": "regex", "value": "(" }, "action": "block" } ] }),
+            "rules[0].when.value",
+        ),
+        (
+            json!({ "rules": [ { "id": "a", "when": { "field": "path", "op": "equals", "value": "/" }, "action": "block", "status": 200 } ] }),
+            "rules[0].status",
+        ),
+        (
+            json!({ "rules": [ { "id": "a", "when": {}, "action": "drop" } ] }),
+            "rules[0].action",
+        ),
+        (json!({ "signature_action": "allow" }), "signature_action"),
+    ];
+    for (c, field) in cases {
+        let e = Waf::from_config(&c).err().unwrap();
+        assert_eq!(e.field, field, "{c}: {e}");
+    }
+}
+
+#[test]
+fn every_signature_compiles_alone() {
+    for (name, list) in signature_lists() {
+        for p in list {
+            compile_regex(p).unwrap_or_else(|e| panic!("{name}: {p}: {e}"));
+        }
+    }
+}
