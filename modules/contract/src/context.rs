@@ -4,6 +4,8 @@ use std::sync::Mutex;
 /// What a module may use besides the request: the server's clock and
 /// counters that every worker process shares.
 pub struct Context<'a> {
+    /// The zone (host) the request is for, as the configuration names it.
+    pub zone: &'a str,
     /// Seconds since the epoch, as the server's cached clock says.
     pub now_secs: u64,
     pub counters: &'a dyn SharedCounters,
@@ -36,6 +38,10 @@ impl SharedCounters for LocalCounters {
 impl Context<'_> {
     /// A context with a fixed clock and process-local counters.
     pub fn local(now_secs: u64, counters: &LocalCounters) -> Context<'_> {
-        Context { now_secs, counters }
+        Context {
+            zone: "test",
+            now_secs,
+            counters,
+        }
     }
 }

@@ -5,7 +5,11 @@ use graft_contract::ModuleFactory;
 /// modes and fallback.
 static FACTORIES: &[&dyn ModuleFactory] = &[
     &graft_redirects::Factory,
+    &graft_url_normalize::Factory,
+    &graft_ip_access::Factory,
     &graft_waf::Factory,
+    &graft_headers::Factory,
+    &graft_rate_limit::Factory,
     &graft_probe::Factory,
 ];
 

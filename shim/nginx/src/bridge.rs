@@ -304,6 +304,7 @@ pub unsafe extern "C" fn graft_ffi_run(
             return GRAFT_ERROR;
         };
         let ctx = Context {
+            zone: zone_name,
             now_secs: u64::try_from(ngx_time()).unwrap_or(0),
             counters: &counters,
         };
