@@ -219,7 +219,7 @@ local function build_plan(r, zone)
         if not ok then
             return nil, "graft: no Lua implementation of module \"" .. step.module .. "\": " .. mod
         end
-        local inst, ierr = mod.new(step.config)
+        local inst, ierr = mod.new(step.config, data.zone)
         if not inst then
             return nil, "graft: Lua module \"" .. step.module .. "\": " .. tostring(ierr)
         end

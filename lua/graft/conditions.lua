@@ -64,7 +64,7 @@ local function make_op(cond)
         end
         return function(v)
             local bin = ip.parse(v)
-            return bin ~= nil and ip.contains(set, bin)
+            return bin ~= nil and ip.lookup(set, bin) == true
         end
     end
     return nil, "unknown operator " .. tostring(op)

@@ -124,11 +124,13 @@ local function masked(bin, len)
     return sub(bin, 1, full) .. char(b - b % (2 ^ (8 - rest)))
 end
 
--- A set of prefixes ("10.0.0.0/8", "2001:db8::/32", or bare addresses).
--- Returns nil and an error for a bad one.
-function _M.prefix_set(list)
-    local set = { [4] = { lengths = {} }, [16] = { lengths = {} } }
-    for _, text in ipairs(list) do
+-- A map from prefixes ("10.0.0.0/8", "2001:db8::/32", or bare addresses)
+-- to values: entries is a list of { text, value }. Returns nil and an error
+-- for a bad prefix.
+function _M.prefix_map(entries)
+    local map = { [4] = { lengths = {} }, [16] = { lengths = {} } }
+    for _, entry in ipairs(entries) do
+        local text, value = entry[1], entry[2]
         local addr, len = match(text, "^([^/]+)/(%d+)$")
         if not addr then
             addr = text
@@ -142,35 +144,46 @@ function _M.prefix_set(list)
         if len > bits then
             return nil, "\"" .. text .. "\" is not an IP prefix"
         end
-        local family = set[#bin]
+        local family = map[#bin]
         local by_len = family[len]
         if not by_len then
             by_len = {}
             family[len] = by_len
             family.lengths[#family.lengths + 1] = len
         end
-        by_len[masked(bin, len)] = true
+        by_len[masked(bin, len)] = value
     end
-    for _, family in pairs(set) do
+    for _, family in pairs(map) do
         sort(family.lengths, function(a, b) return a > b end)
     end
-    return set
+    return map
 end
 
--- Whether the address (a 4- or 16-byte string) is in the set.
-function _M.contains(set, bin)
-    local family = set[#bin]
+-- The value of the longest prefix that holds the address (a 4- or 16-byte
+-- string), or nil.
+function _M.lookup(map, bin)
+    local family = map[#bin]
     if not family then
-        return false
+        return nil
     end
     local lengths = family.lengths
     for i = 1, #lengths do
         local len = lengths[i]
-        if family[len][masked(bin, len)] then
-            return true
+        local value = family[len][masked(bin, len)]
+        if value ~= nil then
+            return value
         end
     end
-    return false
+    return nil
+end
+
+-- A set of prefixes: a map whose values are all true.
+function _M.prefix_set(list)
+    local entries = {}
+    for i, text in ipairs(list) do
+        entries[i] = { text, true }
+    end
+    return _M.prefix_map(entries)
 end
 
 return _M

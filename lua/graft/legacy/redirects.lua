@@ -13,6 +13,7 @@ local gsub = string.gsub
 local sub = string.sub
 local sort = table.sort
 local ipairs = ipairs
+local pairs = pairs
 local setmetatable = setmetatable
 
 local CONTINUE = contract.CONTINUE
@@ -30,7 +31,17 @@ end
 
 function _M.new(conf)
     local exact, prefix, lengths, seen = {}, {}, {}, {}
-    for _, rule in ipairs(conf.rules) do
+    local bulk = conf.bulk
+    if bulk then
+        local status, keep = bulk.status or 301, bulk.query ~= "drop"
+        for from, to in pairs(bulk.map) do
+            exact[from] = {
+                to = to, status = status, keep_query = keep,
+                target_has_query = find(to, "?", 1, true) ~= nil,
+            }
+        end
+    end
+    for _, rule in ipairs(conf.rules or {}) do
         local r = {
             to = rule.to,
             status = rule.status or 301,

@@ -13,6 +13,10 @@
 //!   same bytes encoded but `%`, `?` and `#` kept. A `Location` can never
 //!   hold a CR, LF or NUL.
 //!
+//! - `bulk` holds thousands of exact redirects that share a status and
+//!   query mode: `{ "status": 301, "map": { "/from": "/to", ... } }`; like
+//!   every exact rule, each is found in constant time.
+//!
 //! The Lua legacy implementation is `lua/graft/legacy/redirects.lua`.
 #![forbid(unsafe_code)]
 
@@ -33,7 +37,21 @@ pub const MAX_TARGET_LEN: usize = 4096;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    #[serde(default)]
     rules: Vec<RuleConfig>,
+    #[serde(default)]
+    bulk: Option<BulkConfig>,
+}
+
+/// Thousands of exact redirects that share a status and query handling.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkConfig {
+    #[serde(default = "default_status")]
+    status: u16,
+    #[serde(default)]
+    query: QueryMode,
+    map: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,12 +107,13 @@ pub struct Redirects {
 impl Redirects {
     pub fn from_config(config: &serde_json::Value) -> Result<Self, ConfigError> {
         let config: Config = parse_config(config)?;
-        if config.rules.len() > MAX_RULES {
+        let bulk_len = config.bulk.as_ref().map_or(0, |b| b.map.len());
+        if config.rules.len() + bulk_len > MAX_RULES {
             return Err(ConfigError::new(
                 "rules",
                 format!(
                     "{} rules, over the limit of {MAX_RULES}",
-                    config.rules.len()
+                    config.rules.len() + bulk_len
                 ),
             ));
         }
@@ -113,6 +132,26 @@ impl Redirects {
                     format!("{at}.from"),
                     format!("\"{from}\" has a rule of the same match kind already"),
                 ));
+            }
+        }
+        if let Some(bulk) = config.bulk {
+            for (from, to) in bulk.map {
+                let at = format!("bulk.map[\"{from}\"]");
+                let to = to
+                    .as_str()
+                    .ok_or_else(|| ConfigError::new(&at, "the target is a string"))?
+                    .to_string();
+                let rule = validate(RuleConfig {
+                    from: from.clone(),
+                    to,
+                    kind: MatchKind::Exact,
+                    status: bulk.status,
+                    query: bulk.query,
+                })
+                .map_err(|e| ConfigError::new(&at, e.to_string()))?;
+                if exact.insert(from.clone().into_bytes(), rule).is_some() {
+                    return Err(ConfigError::new(at, "has an exact rule already"));
+                }
             }
         }
         let mut prefix_lengths: Vec<usize> = prefix.keys().map(Vec::len).collect();

@@ -123,6 +123,31 @@ fn refuses_bad_rules_naming_the_field() {
 }
 
 #[test]
+fn bulk_lists_are_exact_rules() {
+    let map: serde_json::Map<String, serde_json::Value> = (0..5000)
+        .map(|i| (format!("/old/{i}"), json!(format!("/new/{i}"))))
+        .collect();
+    let r = Redirects::from_config(&json!({
+        "rules": [ { "from": "/old/", "to": "/archive/", "match": "prefix", "status": 302 } ],
+        "bulk": { "status": 308, "query": "drop", "map": map },
+    }))
+    .unwrap();
+    assert_eq!(
+        location(&r, "/old/4321?x=1"),
+        Some((308, "/new/4321".into()))
+    );
+    assert_eq!(location(&r, "/old/x"), Some((302, "/archive/x".into())));
+    let err = Redirects::from_config(&json!({
+        "rules": [ { "from": "/a", "to": "/b" } ],
+        "bulk": { "map": { "/a": "/c" } },
+    }))
+    .unwrap_err();
+    assert_eq!(err.field, "bulk.map[\"/a\"]");
+    let err = Redirects::from_config(&json!({ "bulk": { "map": { "/a": "/c\n" } } })).unwrap_err();
+    assert_eq!(err.field, "bulk.map[\"/a\"]");
+}
+
+#[test]
 fn same_path_may_have_an_exact_and_a_prefix_rule() {
     let r = build(json!([
         { "from": "/a/", "to": "/exact" },
