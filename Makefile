@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export GRAFT_MODULE := $(CURDIR)/$(MODULE)
 
-.PHONY: help deps build run stop test lint fmt clean
+.PHONY: help deps build run stop test diff corpus lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -66,6 +66,13 @@ test: build ## Run every test
 	cargo test --release --workspace 2>&1 | tee build/test.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "%d passed, %d failed\n", passed, failed; exit (passed == 0 || failed > 0) }' build/test.log
+
+diff: build ## Replay the shipped corpus through Lua and Rust and show every difference
+	cargo run --release -q -p graft-tests --bin graft-replay -- --config tests/corpus/config.json \
+		tests/corpus/hostile.txt tests/corpus/requests.txt
+
+corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
+	cargo run --release -q -p graft-tests --bin graft-corpus -- tests/corpus 10000
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check

@@ -4,6 +4,9 @@
 //! The nginx configuration is graft's own `nginx/graft.conf.in`, filled in
 //! here. `GRAFT_MODULE` names the module to load (the Makefile sets it);
 //! without it, the release build under `target/` is used.
+pub mod corpus;
+pub mod replay;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -288,24 +291,37 @@ impl Nginx {
     }
 }
 
+/// Whether a process runs (a zombie, exited but not yet reaped, does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat[stat.rfind(')').map_or(0, |i| i + 2)..].chars().next();
+            state != Some('Z')
+        })
+        .unwrap_or(false)
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         if let Some(pid) = self.master_pid() {
             let _ = Command::new("kill")
-                .args(["-QUIT", &pid.to_string()])
+                .args(["-TERM", &pid.to_string()])
                 .status();
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
             }
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            if alive(pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
         }
     }
 }
 
-fn parse_response(buf: &[u8]) -> Option<Response> {
+/// Parses a whole HTTP/1.x response read until the connection closed.
+pub fn parse_response(buf: &[u8]) -> Option<Response> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..end]).ok()?;
     let mut lines = head.split("\r\n");

@@ -164,6 +164,7 @@ fn modules_run_in_zone_order_and_a_response_ends_the_pipeline() {
 fn a_host_without_a_zone_goes_straight_to_the_origin() {
     let nginx = Nginx::start(&config());
     let r = nginx.get("nobody.test", "/old");
-    assert_eq!((r.status, r.text().as_str()), (200, "origin: /old\n"));
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("origin: /old\n"), "{}", r.text());
     nginx.assert_clean_log(&[]);
 }

@@ -59,11 +59,15 @@ enum Op {
     InPrefix(Box<JointPrefixSet<IpNet>>),
 }
 
+/// A compiled condition.
 #[derive(Debug)]
-pub enum Condition {
-    All(Vec<Condition>),
-    Any(Vec<Condition>),
-    Not(Box<Condition>),
+pub struct Condition(Node);
+
+#[derive(Debug)]
+enum Node {
+    All(Vec<Node>),
+    Any(Vec<Node>),
+    Not(Box<Node>),
     Test { field: Field, op: Op },
 }
 
@@ -134,10 +138,16 @@ fn parse_field(name: &str) -> Result<Field, String> {
 impl Condition {
     /// Compiles a condition; errors name the path inside it (`any[1].op`).
     pub fn parse(v: &Value) -> Result<Condition, ConfigError> {
-        Condition::parse_at(v, 0)
+        Node::parse_at(v, 0).map(Condition)
     }
 
-    fn parse_at(v: &Value, depth: usize) -> Result<Condition, ConfigError> {
+    pub fn eval(&self, subject: &Subject) -> bool {
+        self.0.eval(subject)
+    }
+}
+
+impl Node {
+    fn parse_at(v: &Value, depth: usize) -> Result<Node, ConfigError> {
         if depth > MAX_DEPTH {
             return Err(ConfigError::new(
                 "",
@@ -162,14 +172,13 @@ impl Condition {
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
-                        Condition::parse_at(c, depth + 1)
-                            .map_err(|e| e.within(&format!("{key}[{i}]")))
+                        Node::parse_at(c, depth + 1).map_err(|e| e.within(&format!("{key}[{i}]")))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 return Ok(if list {
-                    Condition::All(parsed)
+                    Node::All(parsed)
                 } else {
-                    Condition::Any(parsed)
+                    Node::Any(parsed)
                 });
             }
         }
@@ -177,8 +186,8 @@ impl Condition {
             if obj.len() != 1 {
                 return Err(ConfigError::new("", "\"not\" stands alone in its object"));
             }
-            let inner = Condition::parse_at(inner, depth + 1).map_err(|e| e.within("not"))?;
-            return Ok(Condition::Not(Box::new(inner)));
+            let inner = Node::parse_at(inner, depth + 1).map_err(|e| e.within("not"))?;
+            return Ok(Node::Not(Box::new(inner)));
         }
         for key in obj.keys() {
             if !["field", "op", "value", "values"].contains(&key.as_str()) {
@@ -231,24 +240,15 @@ impl Condition {
                 ))
             }
         };
-        Ok(Condition::Test { field, op })
+        Ok(Node::Test { field, op })
     }
 
-    /// Whether any part of the condition reads query arguments.
-    pub fn reads_args(&self) -> bool {
+    fn eval(&self, subject: &Subject) -> bool {
         match self {
-            Condition::All(c) | Condition::Any(c) => c.iter().any(Condition::reads_args),
-            Condition::Not(c) => c.reads_args(),
-            Condition::Test { field, .. } => matches!(field, Field::Arg(_) | Field::Args),
-        }
-    }
-
-    pub fn eval(&self, subject: &Subject) -> bool {
-        match self {
-            Condition::All(c) => c.iter().all(|c| c.eval(subject)),
-            Condition::Any(c) => c.iter().any(|c| c.eval(subject)),
-            Condition::Not(c) => !c.eval(subject),
-            Condition::Test { field, op } => test(field, op, subject),
+            Node::All(c) => c.iter().all(|c| c.eval(subject)),
+            Node::Any(c) => c.iter().any(|c| c.eval(subject)),
+            Node::Not(c) => !c.eval(subject),
+            Node::Test { field, op } => test(field, op, subject),
         }
     }
 }
