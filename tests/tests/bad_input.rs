@@ -43,6 +43,38 @@ fn nginx_t_refuses_bad_files_naming_what_is_wrong() {
             ),
             r#"field "config.rules[0].status": 200 is not one of 301, 302, 307, 308"#,
         ),
+        (
+            one_zone(
+                "a.test",
+                json!([{ "module": "waf", "mode": "shadow", "config": { "rules": [
+                { "id": "ok", "when": { "field": "path", "op": "prefix", "value": "/" }, "action": "log" },
+                { "id": "bad", "when": { "field": "path", "op": "regex", "value": "(unclosed" }, "action": "block" } ] } }]),
+            ),
+            r#"zone "a.test": module #0 "waf": field "config.rules[1].when.value": bad regex"#,
+        ),
+        (
+            one_zone(
+                "a.test",
+                json!([{ "module": "ip_access", "mode": "rust", "config": { "deny": ["10.0.0.0/8", "10.0.0.300/32"] } }]),
+            ),
+            r#"zone "a.test": module #0 "ip_access": field "config.deny[1]": "10.0.0.300/32" is not an IP prefix"#,
+        ),
+        (
+            one_zone(
+                "a.test",
+                json!([{ "module": "headers", "mode": "rust", "config": { "rules": [
+                { "response": [ { "set": "X-A", "value": "1", "colour": "red" } ] } ] } }]),
+            ),
+            r#"zone "a.test": module #0 "headers": field "config.rules[0].response[0].colour": unknown field `colour`"#,
+        ),
+        (
+            one_zone(
+                "a.test",
+                json!([{ "module": "rate_limit", "mode": "rust", "config": { "limits": [
+                { "name": "a", "key": "client", "limit": 10, "window": 100000 } ] } }]),
+            ),
+            r#"zone "a.test": module #0 "rate_limit": field "config.limits[0].window": seconds, from 1 to 86400"#,
+        ),
     ];
     for (config, want) in cases {
         let nginx = Nginx::prepare(&config);

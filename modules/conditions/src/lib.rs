@@ -20,9 +20,10 @@
 #![forbid(unsafe_code)]
 
 use std::cell::OnceCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
+use std::sync::{Mutex, OnceLock};
 
 use graft_contract::{args::for_each_arg, ConfigError, RequestView};
 use ipnet::IpNet;
@@ -73,16 +74,35 @@ enum Node {
 
 /// Compiles a regular expression the way every graft module does: byte
 /// semantics (as PCRE without UTF mode), size-limited.
+///
+/// Compiled expressions are kept by pattern for the life of the process: a
+/// configuration with ten thousand zones that share patterns compiles each
+/// once, and zones share the compiled program (a `Regex` clone is a
+/// reference count).
 pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
     if pattern.len() > MAX_REGEX_LEN {
         return Err(format!("regex longer than {MAX_REGEX_LEN} bytes"));
     }
-    RegexBuilder::new(pattern)
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = RegexBuilder::new(pattern)
         .unicode(false)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| format!("bad regex: {e}"))
+        .map_err(|e| format!("bad regex: {e}"))?;
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= MAX_CACHED_REGEXES {
+        cache.clear();
+    }
+    cache.insert(pattern.to_string(), re.clone());
+    Ok(re)
 }
+
+/// Bounds the cache of compiled expressions across reloads.
+const MAX_CACHED_REGEXES: usize = 100_000;
 
 /// Parses an address prefix (`10.0.0.0/8`, `2001:db8::/32`, or a bare address).
 pub fn parse_prefix(s: &str) -> Result<IpNet, String> {

@@ -20,7 +20,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use graft_conditions::{compile_regex, Condition, Subject, REGEX_SIZE_LIMIT};
 use graft_contract::{
@@ -89,7 +89,7 @@ struct Rule {
 pub struct Waf {
     rules: Vec<Rule>,
     /// Every pattern of every enabled list, and the list each belongs to.
-    signatures: Option<RegexSet>,
+    signatures: Option<Arc<RegexSet>>,
     pattern_list: Vec<usize>,
     list_names: Vec<String>,
     signature_action: Action,
@@ -155,13 +155,7 @@ impl Waf {
         let signatures = if patterns.is_empty() {
             None
         } else {
-            Some(
-                RegexSetBuilder::new(&patterns)
-                    .unicode(false)
-                    .size_limit(REGEX_SIZE_LIMIT * 8)
-                    .build()
-                    .map_err(|e| ConfigError::new("signatures", e.to_string()))?,
-            )
+            Some(signature_set(&config.signatures, &patterns)?)
         };
         Ok(Waf {
             rules,
@@ -190,6 +184,27 @@ impl Waf {
         }
         first
     }
+}
+
+/// The compiled set for a choice of lists, compiled once per choice for the
+/// life of the process and shared by every zone that makes it.
+fn signature_set(lists: &[String], patterns: &[&str]) -> Result<Arc<RegexSet>, ConfigError> {
+    static SETS: OnceLock<Mutex<HashMap<Vec<String>, Arc<RegexSet>>>> = OnceLock::new();
+    let sets = SETS.get_or_init(Default::default);
+    if let Some(set) = sets.lock().unwrap_or_else(|e| e.into_inner()).get(lists) {
+        return Ok(set.clone());
+    }
+    let set = Arc::new(
+        RegexSetBuilder::new(patterns)
+            .unicode(false)
+            .size_limit(REGEX_SIZE_LIMIT * 8)
+            .build()
+            .map_err(|e| ConfigError::new("signatures", e.to_string()))?,
+    );
+    sets.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(lists.to_vec(), set.clone());
+    Ok(set)
 }
 
 fn blocked(status: u16, line: String) -> Decision {

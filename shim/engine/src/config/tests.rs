@@ -95,6 +95,27 @@ fn limits_are_checked_and_named() {
     assert!(e.contains("over the limit of 64"), "{e}");
 }
 
+/// Configuration at scale: ten thousand zones, each with a pipeline, load
+/// and validate (how fast and in how much memory is `make bench`'s to say).
+#[test]
+fn ten_thousand_zones_load() {
+    let zone = |i: usize| {
+        format!(
+            r#""z{i}.example": {{ "modules": [
+                {{ "module": "url_normalize", "mode": "rust" }},
+                {{ "module": "waf", "mode": "rust", "config": {{ "rules": [
+                    {{ "id": "a", "when": {{ "field": "path", "op": "regex", "value": "^/admin/{i}" }}, "action": "block" }} ],
+                    "signatures": ["sql_injection"] }} }},
+                {{ "module": "redirects", "mode": "lua", "config": {{ "rules": [ {{ "from": "/old/{i}", "to": "/new" }} ] }} }} ] }}"#
+        )
+    };
+    let zones: Vec<String> = (0..10_000).map(zone).collect();
+    let c = parse(&format!(r#"{{ "zones": {{ {} }} }}"#, zones.join(","))).unwrap();
+    assert_eq!(c.zones.len(), 10_000);
+    let z = &c.zones[c.zone_index(b"z9999.example").unwrap()];
+    assert_eq!(z.steps.len(), 3);
+}
+
 #[test]
 fn a_panic_in_a_module_is_an_outcome_and_is_counted() {
     crate::dispatch::install_panic_hook();
