@@ -47,10 +47,11 @@ build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against t
 run: build ## Start nginx with graft and the example configuration on 127.0.0.1:8080 (RUN_PORT=...)
 	@if [ -f $(RUN_PREFIX)/nginx.pid ] && kill -0 $$(cat $(RUN_PREFIX)/nginx.pid) 2>/dev/null; then \
 		echo "already running (make stop first)"; exit 1; fi
-	mkdir -p $(RUN_PREFIX)/tmp && chmod 755 $(RUN_PREFIX)
+	mkdir -p $(RUN_PREFIX)/tmp $(RUN_PREFIX)/html/native && chmod 755 $(RUN_PREFIX) $(RUN_PREFIX)/html $(RUN_PREFIX)/html/native
+	echo "native origin" > $(RUN_PREFIX)/html/native/index.html && chmod 644 $(RUN_PREFIX)/html/native/index.html
 	sed -e 's#@GRAFT_MODULE@#$(GRAFT_MODULE)#' -e 's#@PREFIX@#$(RUN_PREFIX)#g' \
 		-e 's#@GRAFT_ROOT@#$(CURDIR)#' -e 's#@GRAFT_CONFIG@#$(CURDIR)/nginx/graft.json#' \
-		-e 's#@PORT@#$(RUN_PORT)#' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
+		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
 	nginx -p $(RUN_PREFIX) -c $(RUN_PREFIX)/nginx.conf -e $(RUN_PREFIX)/error.log
 	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); counters: /graft/counters"
 	@echo "log: $(RUN_PREFIX)/error.log; stop: make stop"

@@ -47,11 +47,12 @@ local lower = string.lower
 local equal = contract.equal
 local describe = contract.describe
 
-local GRAFT_ABI_VERSION = 1
+local GRAFT_ABI_VERSION = 2
 
 local GRAFT_OK = 0
 local GRAFT_ERROR = -1
 local GRAFT_AGAIN = -2
+local GRAFT_DONE = -4
 local GRAFT_DECLINED = -5
 local GRAFT_PANIC = -6
 local GRAFT_NO_CONFIG = -7
@@ -102,6 +103,7 @@ int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_resume(void *r, int *fallback);
 ]]
 
 local _M = { version = "0.1.0", ABI_VERSION = GRAFT_ABI_VERSION }
@@ -132,6 +134,7 @@ local ACTIONS = {
 
 local out = ffi_new("graft_decision_t[1]")
 local generation_ptr = ffi_new("unsigned long long[1]")
+local fallback_ptr = ffi_new("int[1]")
 
 -- The request as legacy modules see it; each field is read from nginx the
 -- first time a module asks for it.
@@ -413,6 +416,10 @@ function _M.access()
     if not r then
         error("no request found", 2)
     end
+    -- Once a request: the modules ran before the internal redirect.
+    if ngx_req.is_internal() then
+        return
+    end
     local zone = C.graft_ffi_zone(r, generation_ptr)
     if zone < 0 then
         if zone == GRAFT_NO_CONFIG then
@@ -422,14 +429,30 @@ function _M.access()
         end
         return
     end
+    -- The native pipeline (graft_native on) may have run the first steps.
+    local first = C.graft_ffi_resume(r, fallback_ptr)
+    if first == GRAFT_DONE then
+        return
+    end
+    if first < 0 then
+        ngx_log(ERR, "graft: resume failed: ", first)
+        return
+    end
     local plan = plan_for(r, zone, tonumber(generation_ptr[0]))
     if not plan then
         return
     end
     local req = new_request()
-    for i = 1, #plan do
+    local native_fallback = fallback_ptr[0] == 1
+    for i = first + 1, #plan do
         local step = plan[i]
-        local d = decide(r, zone, i - 1, step, req)
+        local d
+        if native_fallback and i == first + 1 then
+            -- Rust already declined or failed on it natively (and counted it).
+            d = lua_decision(step, req)
+        else
+            d = decide(r, zone, i - 1, step, req)
+        end
         local log = d.log
         if log then
             for j = 1, #log do

@@ -17,11 +17,12 @@
 
 #include <stddef.h>
 
-#define GRAFT_ABI_VERSION 1
+#define GRAFT_ABI_VERSION 2
 
 #define GRAFT_OK          0
 #define GRAFT_ERROR      -1
 #define GRAFT_AGAIN      -2
+#define GRAFT_DONE       -4
 #define GRAFT_DECLINED   -5
 #define GRAFT_PANIC      -6
 #define GRAFT_NO_CONFIG  -7
@@ -72,6 +73,7 @@ int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_resume(void *r, int *fallback);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

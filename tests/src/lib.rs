@@ -67,13 +67,33 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 impl Nginx {
     /// A prefix with `config` as graft's configuration, not yet started.
     pub fn prepare(config: &str) -> Nginx {
+        Nginx::prepare_with(config, false)
+    }
+
+    /// As `prepare`; `native` turns the native pipeline on in `location /`.
+    pub fn prepare_with(config: &str, native: bool) -> Nginx {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let base = root().join("target/graft-tests");
         let prefix = base.join(format!("nginx-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(prefix.join("tmp")).unwrap();
+        std::fs::create_dir_all(prefix.join("html/native")).unwrap();
+        std::fs::write(prefix.join("html/native/index.html"), "native origin\n").unwrap();
+        for page in ["page", "dx", "px"] {
+            std::fs::write(
+                prefix.join("html/native").join(page),
+                format!("native {page}\n"),
+            )
+            .unwrap();
+        }
         // Workers run as nobody: everything they read must be readable by all.
-        for dir in [root().join("target"), base.clone(), prefix.clone()] {
+        for dir in [
+            root().join("target"),
+            base.clone(),
+            prefix.clone(),
+            prefix.join("html"),
+            prefix.join("html/native"),
+        ] {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
         }
@@ -88,14 +108,24 @@ impl Nginx {
             .replace("@PREFIX@", nginx.prefix.to_str().unwrap())
             .replace("@GRAFT_ROOT@", root().to_str().unwrap())
             .replace("@GRAFT_CONFIG@", nginx.config_path().to_str().unwrap())
-            .replace("@PORT@", &nginx.port.to_string());
+            .replace("@PORT@", &nginx.port.to_string())
+            .replace("@NATIVE@", if native { "graft_native on;" } else { "" });
         std::fs::write(nginx.prefix.join("nginx.conf"), conf).unwrap();
         nginx
     }
 
     /// Starts nginx with `config` and waits until it accepts connections.
     pub fn start(config: &str) -> Nginx {
-        let nginx = Nginx::prepare(config);
+        Nginx::start_with(config, false)
+    }
+
+    /// As `start`, with the native pipeline on in `location /`.
+    pub fn start_native(config: &str) -> Nginx {
+        Nginx::start_with(config, true)
+    }
+
+    fn start_with(config: &str, native: bool) -> Nginx {
+        let nginx = Nginx::prepare_with(config, native);
         let out = nginx.run(&[]);
         assert!(
             out.status.success(),

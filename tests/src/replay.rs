@@ -3,8 +3,9 @@
 //!
 //! One run serves every module from Lua (the baseline); then one run per
 //! module with only that module on Rust, so that a difference is laid at
-//! the door of one module; then every module on Rust; then every module in
-//! `shadow`, whose counters must show no difference.
+//! the door of one module; then every module on Rust through the bridge;
+//! then every module on Rust in the native pipeline (no Lua in the path);
+//! then every module in `shadow`, whose counters must show no difference.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -181,7 +182,10 @@ impl Report {
 }
 
 fn serve_all(config: &Value, requests: &[CorpusRequest]) -> (Nginx, Vec<Observed>) {
-    let nginx = Nginx::start(&config.to_string());
+    serve_with(Nginx::start(&config.to_string()), requests)
+}
+
+fn serve_with(nginx: Nginx, requests: &[CorpusRequest]) -> (Nginx, Vec<Observed>) {
     let observed = requests
         .iter()
         .map(|r| send(nginx.port, r).unwrap_or_else(|e| panic!("{}: {e}", r.describe())))
@@ -247,6 +251,12 @@ pub fn replay(
     progress("all modules");
     let (nginx, seen) = serve_all(&with_modes(config, &|_| "rust"), requests);
     runs.push(compare("all modules", &base, &seen, &nginx));
+    drop(nginx);
+
+    progress("native");
+    let all_rust = with_modes(config, &|_| "rust").to_string();
+    let (nginx, seen) = serve_with(Nginx::start_native(&all_rust), requests);
+    runs.push(compare("native pipeline", &base, &seen, &nginx));
     drop(nginx);
 
     progress("shadow");

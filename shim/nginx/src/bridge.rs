@@ -11,18 +11,19 @@ use std::ptr::null;
 
 use graft_contract::{Context, Decision, HeaderAction};
 use graft_engine::{run_request_phase, Config, Count, Outcome, Step};
-use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::ffi::{ngx_http_request_t, ngx_log_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::ngx_log_error;
 
 use crate::guard::guarded;
 use crate::module::{config_of, shared_counters};
 use crate::request::NgxRequest;
 
-pub const GRAFT_ABI_VERSION: c_int = 1;
+pub const GRAFT_ABI_VERSION: c_int = 2;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
 pub const GRAFT_AGAIN: c_int = -2;
+pub const GRAFT_DONE: c_int = -4;
 pub const GRAFT_DECLINED: c_int = -5;
 pub const GRAFT_PANIC: c_int = -6;
 pub const GRAFT_NO_CONFIG: c_int = -7;
@@ -309,42 +310,82 @@ pub unsafe extern "C" fn graft_ffi_run(
             counters: &counters,
         };
         let outcome = run_request_phase(step, &NgxRequest::new(r), &ctx);
+        log_outcome(log, zone_name, step.module_name, &outcome);
         SLOT.with_borrow_mut(|slot| match outcome {
             Outcome::Decided(d) => {
                 slot.fill(d, out);
                 GRAFT_OK
             }
             Outcome::Declined => {
-                ngx_log_error!(
-                    NGX_LOG_INFO,
-                    log,
-                    "graft: zone \"{zone_name}\" module \"{}\" declined",
-                    step.module_name
-                );
                 slot.fail("declined".into(), out);
                 GRAFT_DECLINED
             }
             Outcome::Failed(e) => {
-                ngx_log_error!(
-                    NGX_LOG_ERR,
-                    log,
-                    "graft: zone \"{zone_name}\" module \"{}\" failed: {e}",
-                    step.module_name
-                );
                 slot.fail(e, out);
                 GRAFT_ERROR
             }
             Outcome::Panicked(e) => {
-                ngx_log_error!(
-                    NGX_LOG_ERR,
-                    log,
-                    "graft: zone \"{zone_name}\" module \"{}\" panicked: {e}",
-                    step.module_name
-                );
                 slot.fail(e, out);
                 GRAFT_PANIC
             }
         })
+    })
+}
+
+/// Logs a Rust outcome that is not a decision: a decline at info level, an
+/// error or a panic at error level. The lines of a decision are the serving
+/// side's to log (the Lua bridge, or the native pipeline).
+pub fn log_outcome(log: *mut ngx_log_t, zone: &str, module: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Decided(_) => {}
+        Outcome::Declined => {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "graft: zone \"{zone}\" module \"{module}\" declined"
+            );
+        }
+        Outcome::Failed(e) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "graft: zone \"{zone}\" module \"{module}\" failed: {e}"
+            );
+        }
+        Outcome::Panicked(e) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "graft: zone \"{zone}\" module \"{module}\" panicked: {e}"
+            );
+        }
+    }
+}
+
+/// Where the Lua bridge starts the pipeline: the step index (from 0), or
+/// `GRAFT_DONE` when the native pipeline ran every step. `*fallback` is 1
+/// when the native pipeline stopped at that step because its Rust side
+/// declined, failed or panicked: the bridge serves it from Lua.
+///
+/// # Safety
+/// `r` is the current request; `fallback` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_resume(r: *mut c_void, fallback: *mut c_int) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let (start, fell_back) = match crate::native::ctx_of(r) {
+            None => (Some(0), false),
+            Some(ctx) => (ctx.resume_at, ctx.fallback),
+        };
+        // SAFETY: the caller's contract.
+        unsafe { *fallback = c_int::from(fell_back) };
+        match start {
+            None => GRAFT_DONE,
+            Some(step) => c_int::try_from(step).unwrap_or(GRAFT_ERROR),
+        }
     })
 }
 

@@ -6,6 +6,7 @@
 //! `graft-engine` and `modules/*`.
 //!
 //! - [`module`]: the nginx module, its directives and configuration;
+//! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
 //! - [`request`]: the read-only request view over `ngx_http_request_t`;
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`guard`]: `catch_unwind` around every entry point, so that no panic
@@ -14,6 +15,7 @@
 mod bridge;
 mod guard;
 mod module;
+mod native;
 mod request;
 
 pub use module::ngx_http_graft_module;

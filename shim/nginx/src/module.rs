@@ -15,13 +15,16 @@ use graft_engine::shared::SlotTable;
 use graft_engine::Config;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_http_module_t,
-    ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_TAKE1, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_t, ngx_cycle_t,
+    ngx_http_conf_ctx_t, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t,
+    ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::guard::guarded;
+use crate::native;
 
 /// The module's main (http-level) configuration.
 #[derive(Default)]
@@ -33,22 +36,31 @@ const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
 
 static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
-    postconfiguration: None,
+    postconfiguration: Some(native::postconfiguration),
     create_main_conf: Some(create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,
     merge_srv_conf: None,
-    create_loc_conf: None,
-    merge_loc_conf: None,
+    create_loc_conf: Some(native::create_loc_conf),
+    merge_loc_conf: Some(native::merge_loc_conf),
 };
 
-static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 2] = [
+static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 3] = [
     ngx_command_t {
         name: ngx_string!("graft_config"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_config),
         conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
         offset: 0,
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("graft_native"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG)
+            as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: std::mem::offset_of!(ngx_http_conf_ctx_t, loc_conf) as ngx_uint_t,
+        offset: std::mem::offset_of!(native::LocConf, native) as ngx_uint_t,
         post: null_mut(),
     },
     ngx_command_t::empty(),
