@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export GRAFT_MODULE := $(CURDIR)/$(MODULE)
 
-.PHONY: help deps build run stop test diff corpus lint fmt clean
+.PHONY: help deps build run stop test diff corpus bench lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -74,6 +74,10 @@ diff: build ## Replay the shipped corpus through Lua and Rust and show every dif
 
 corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
 	cargo run --release -q -p graft-tests --bin graft-corpus -- tests/corpus 10000
+
+bench: build ## Measure every variant with wrk on loopback (about 3 minutes); writes target/graft-bench/
+	cargo run --release -q -p graft-tests --bin graft-bench -- --rounds 3 --seconds 5
+	cargo bench -q -p graft-waf -p graft-redirects -p graft-url-normalize -p graft-ip-access -p graft-headers -p graft-rate-limit
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check

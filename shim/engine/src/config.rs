@@ -12,13 +12,14 @@
 //! The zone `"*"` serves hosts no other zone names. A file is parsed and
 //! validated whole before anything uses it: an error names the file, zone,
 //! module and field, and nothing of the file is applied.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use graft_contract::{parse_config, ConfigError, Module};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::{registry, Counters};
 
@@ -75,10 +76,13 @@ pub struct Config {
     default_zone: Option<usize>,
 }
 
+/// The file's outer layer; each zone stays raw text until its turn, so that
+/// a file of ten thousand zones is never one tree of values in memory.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    zones: serde_json::Map<String, serde_json::Value>,
+struct FileConfig<'a> {
+    #[serde(borrow)]
+    zones: BTreeMap<String, &'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -171,14 +175,28 @@ impl Config {
                 error: e,
             })
         };
-        let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let invalid = |e: serde_json::Error| {
             at(
                 None,
                 None,
                 ConfigError::new("", format!("invalid JSON: {e}")),
             )
+        };
+        let file: FileConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let error = if inner.is_syntax() || inner.is_eof() {
+                ConfigError::new("", format!("invalid JSON: {inner}"))
+            } else {
+                ConfigError::new(
+                    if field == "." { String::new() } else { field },
+                    inner.to_string(),
+                )
+            };
+            at(None, None, error)
         })?;
-        let file: FileConfig = parse_config(&value).map_err(|e| at(None, None, e))?;
+        de.end().map_err(invalid)?;
         if file.zones.len() > MAX_ZONES {
             return Err(at(
                 None,
@@ -193,15 +211,17 @@ impl Config {
         let mut zones = Vec::with_capacity(file.zones.len());
         let mut by_host = HashMap::with_capacity(file.zones.len());
         let mut default_zone = None;
-        for (host, zone_value) in &file.zones {
+        for (host, zone_raw) in &file.zones {
             let zone_err = |e| at(Some(host), None, e);
+            let zone_value: serde_json::Value = serde_json::from_str(zone_raw.get())
+                .map_err(|e| zone_err(ConfigError::new("", e.to_string())))?;
             if !valid_host(host) {
                 return Err(zone_err(ConfigError::new(
                     "",
                     "a zone is a lower-case host name (letters, digits, \"-\", \".\") or \"*\"",
                 )));
             }
-            let zc: ZoneConfig = parse_config(zone_value).map_err(zone_err)?;
+            let zc: ZoneConfig = parse_config(&zone_value).map_err(zone_err)?;
             if zc.modules.len() > MAX_MODULES_PER_ZONE {
                 return Err(zone_err(ConfigError::new(
                     "modules",

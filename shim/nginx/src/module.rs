@@ -119,6 +119,10 @@ unsafe extern "C" fn set_config(
         match Config::load(Path::new(path)) {
             Ok(config) => {
                 mcf.config = Some(Arc::new(config));
+                // Parsing a large file leaves freed heap behind; give it back
+                // before the workers fork, so that they do not carry it.
+                // SAFETY: glibc's malloc_trim only releases free memory.
+                unsafe { malloc_trim(0) };
                 null_mut()
             }
             Err(e) => {
@@ -153,6 +157,12 @@ pub fn config_of(r: &ngx_http_request_t) -> Option<&Arc<Config>> {
         let mcf = *main_conf.add(index) as *const MainConf;
         mcf.as_ref()?.config.as_ref()
     }
+}
+
+extern "C" {
+    /// glibc: returns free memory at the top of the heap, and free whole
+    /// pages inside it, to the system.
+    fn malloc_trim(pad: usize) -> std::ffi::c_int;
 }
 
 /// Slots of the counters every worker shares (rate limits): 512 KiB.

@@ -1,0 +1,536 @@
+//! graft-bench (`make bench`): the request path's cost in each variant,
+//! measured with wrk on loopback against one nginx worker.
+//!
+//! Variants: plain nginx (static content, no modules), the Lua pipeline
+//! (every module in `lua`), Lua calling Rust (`rust` through the bridge),
+//! the native pipeline (`graft_native`, no Lua), and `shadow`. Each runs in
+//! its own nginx; runs alternate between variants, round after round, so
+//! that the machine's drift spreads over all of them. Reports requests/s,
+//! worker CPU time per request (from /proc), p50 and p99 latency, worker
+//! memory with 10,000 zones loaded, the cost of one bridge call, as a
+//! markdown table (and ratios to plain nginx and to the Lua pipeline) and
+//! an SVG chart, under target/graft-bench/.
+//!
+//!     graft-bench [--rounds N] [--seconds S]
+use std::io::{Read, Write};
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use graft_tests::{module_path, root};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Plain,
+    Lua,
+    Bridge,
+    Native,
+    Shadow,
+}
+
+const VARIANTS: [Variant; 5] = [
+    Variant::Plain,
+    Variant::Lua,
+    Variant::Bridge,
+    Variant::Native,
+    Variant::Shadow,
+];
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain nginx",
+            Variant::Lua => "Lua pipeline",
+            Variant::Bridge => "Lua calling Rust (bridge)",
+            Variant::Native => "native Rust pipeline",
+            Variant::Shadow => "shadow",
+        }
+    }
+    fn slug(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain",
+            Variant::Lua => "lua",
+            Variant::Bridge => "bridge",
+            Variant::Native => "native",
+            Variant::Shadow => "shadow",
+        }
+    }
+    fn mode(self) -> Option<&'static str> {
+        match self {
+            Variant::Plain => None,
+            Variant::Lua => Some("lua"),
+            Variant::Bridge | Variant::Native => Some("rust"),
+            Variant::Shadow => Some("shadow"),
+        }
+    }
+}
+
+struct Server {
+    prefix: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    fn start(variant: Variant, config: Option<&Value>, tag: &str) -> Server {
+        let prefix = root()
+            .join("target/graft-bench")
+            .join(format!("{tag}-{}", variant.slug()));
+        let _ = std::fs::remove_dir_all(&prefix);
+        std::fs::create_dir_all(prefix.join("tmp")).unwrap();
+        std::fs::create_dir_all(prefix.join("html/static")).unwrap();
+        let page = format!(
+            "<!doctype html><title>graft</title>{}\n",
+            "<p>content</p>".repeat(40)
+        );
+        std::fs::write(prefix.join("html/index.html"), &page).unwrap();
+        std::fs::write(
+            prefix.join("html/static/app.js"),
+            "console.log('graft');\n".repeat(20),
+        )
+        .unwrap();
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(root().join("target/graft-bench"))
+            .status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let graft_config = match config {
+            Some(c) => {
+                let path = prefix.join("graft.json");
+                std::fs::write(&path, c.to_string()).unwrap();
+                format!("graft_config {};", path.display())
+            }
+            None => String::new(),
+        };
+        let pipeline = match variant {
+            Variant::Plain => "",
+            Variant::Native => "graft_native on;",
+            _ => "access_by_lua_block { require(\"graft\").access() }\n            header_filter_by_lua_block { require(\"graft\").header_filter() }",
+        };
+        let conf = std::fs::read_to_string(root().join("nginx/bench.conf.in"))
+            .unwrap()
+            .replace("@GRAFT_MODULE@", module_path().to_str().unwrap())
+            .replace("@PREFIX@", prefix.to_str().unwrap())
+            .replace("@GRAFT_ROOT@", root().to_str().unwrap())
+            .replace("@GRAFT_CONFIG@", &graft_config)
+            .replace("@PIPELINE@", pipeline)
+            .replace("@PORT@", &port.to_string());
+        std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+        let out = Command::new("nginx")
+            .args([
+                "-p",
+                prefix.to_str().unwrap(),
+                "-c",
+                prefix.join("nginx.conf").to_str().unwrap(),
+            ])
+            .args(["-e", prefix.join("error.log").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let server = Server { prefix, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.worker().is_none() || TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn master(&self) -> Option<i32> {
+        std::fs::read_to_string(self.prefix.join("nginx.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn worker(&self) -> Option<i32> {
+        let master = self.master()?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// utime + stime of the worker, in clock ticks.
+    fn worker_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.worker().unwrap())).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    fn worker_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.worker().unwrap())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        let r = graft_tests::parse_response(&buf).expect("an HTTP response");
+        (r.status, r.text())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(pid) = self.master() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// The shipped ten-zone configuration, in one mode, with a `localhost`
+/// zone for the bridge-call loop and a rate limit that never triggers.
+fn realistic_config(mode: &str) -> Value {
+    let text = std::fs::read_to_string(root().join("tests/corpus/config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&text).unwrap();
+    for zone in config["zones"].as_object_mut().unwrap().values_mut() {
+        for step in zone["modules"].as_array_mut().unwrap() {
+            step["mode"] = json!(mode);
+            if step["module"] == "rate_limit" {
+                step["config"] = json!({ "limits": [ { "name": "clients", "key": "client", "limit": 1000000, "window": 1 } ] });
+            }
+        }
+    }
+    config["zones"]["localhost"] =
+        json!({ "modules": [ { "module": "headers", "mode": mode, "config": { "rules": [] } } ] });
+    config
+}
+
+/// Ten thousand zones, each with a lighter pipeline of every module.
+fn many_zones(mode: &str) -> Value {
+    let mut zones = serde_json::Map::new();
+    for i in 0..10_000 {
+        let rules: Vec<Value> = (0..10)
+            .map(|r| json!({ "id": format!("r{r}"), "when": { "field": "path", "op": "prefix", "value": format!("/blocked/{i}/{r}") }, "action": "block" }))
+            .collect();
+        let redirects: Vec<Value> = (0..50)
+            .map(|r| json!({ "from": format!("/old/{r}"), "to": format!("/new/{i}/{r}") }))
+            .collect();
+        zones.insert(
+            format!("z{i}.example"),
+            json!({ "modules": [
+                { "module": "url_normalize", "mode": mode },
+                { "module": "ip_access", "mode": mode, "config": { "deny": [format!("10.{}.{}.0/24", i / 256, i % 256)] } },
+                { "module": "waf", "mode": mode, "config": { "rules": rules, "signatures": ["sql_injection", "script_injection"] } },
+                { "module": "redirects", "mode": mode, "config": { "rules": redirects } },
+                { "module": "headers", "mode": mode, "config": { "rules": [ { "response": [ { "set": "X-Zone", "value": format!("z{i}") } ] } ] } },
+            ] }),
+        );
+    }
+    json!({ "zones": zones })
+}
+
+/// The request mix: mostly clean, some blocked, some redirected.
+fn wrk_script(dir: &Path) -> PathBuf {
+    let zones = [
+        "shop.example",
+        "blog.example",
+        "news.example",
+        "docs.example",
+        "m.example",
+    ];
+    let mut reqs = Vec::new();
+    for i in 0..100 {
+        let zone = zones[i % zones.len()];
+        let (path, extra) = match i % 20 {
+            0 => ("/search?q=1%27%20OR%20%271%27=%271".to_string(), ""),
+            1 => ("/admin/users".to_string(), ""),
+            2 => (format!("/legacy/{}", i * 7), ""),
+            3 => ("/old?x=1".to_string(), ""),
+            4 => (
+                "/static/app.js".to_string(),
+                ", [\"User-Agent\"] = \"curl/8.5.0\"",
+            ),
+            _ => (
+                format!(
+                    "/index.html?page={i}&ref=mail&utm_source=news&id={}",
+                    i * 31
+                ),
+                "",
+            ),
+        };
+        reqs.push(format!(
+            "wrk.format(\"GET\", \"{path}\", {{ [\"Host\"] = \"{zone}\", [\"Cookie\"] = \"session=abc123\"{extra} }})"
+        ));
+    }
+    let script = format!(
+        "local reqs = {{\n  {}\n}}\nlocal i = 0\nrequest = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n",
+        reqs.join(",\n  ")
+    );
+    let path = dir.join("mix.lua");
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+struct Sample {
+    rps: f64,
+    cpu_us_per_req: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn parse_duration_ms(s: &str) -> f64 {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let v: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn run_wrk(server: &Server, script: &Path, seconds: u64) -> Sample {
+    let before = server.worker_ticks();
+    let out = Command::new("wrk")
+        .args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}/", server.port))
+        .output()
+        .expect("wrk (make deps installs it)");
+    let after = server.worker_ticks();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let find = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::trim))
+            .unwrap_or("nan")
+            .to_string()
+    };
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    Sample {
+        rps: find("Requests/sec:").parse().unwrap_or(f64::NAN),
+        cpu_us_per_req: (after - before) as f64 / ticks_per_sec * 1e6 / requests,
+        p50_ms: parse_duration_ms(&find("50%")),
+        p99_ms: parse_duration_ms(&find("99%")),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let nginx = String::from_utf8_lossy(&Command::new("nginx").arg("-v").output().unwrap().stderr)
+        .trim()
+        .to_string();
+    format!("{cpu}, {cores} cores, Linux {}, {nginx}", kernel.trim())
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut rounds, mut seconds) = (3usize, 5u64);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
+            "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(seconds),
+            _ => {
+                eprintln!("usage: graft-bench [--rounds N] [--seconds S]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let out_dir = root().join("target/graft-bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let script = wrk_script(&out_dir);
+    let machine = machine();
+    eprintln!("machine: {machine}");
+
+    // Throughput, CPU and latency: all variants up at once, runs alternating.
+    let servers: Vec<(Variant, Server)> = VARIANTS
+        .iter()
+        .map(|&v| {
+            (
+                v,
+                Server::start(v, v.mode().map(realistic_config).as_ref(), "load"),
+            )
+        })
+        .collect();
+    for (v, s) in &servers {
+        // Each kind of request answers as the mix means it to.
+        if *v != Variant::Plain {
+            let (status, _) = s.get("shop.example", "/admin/users");
+            assert_eq!(status, 403, "{}: the WAF did not block", v.name());
+        }
+        run_wrk(s, &script, 1);
+    }
+    let mut samples: Vec<Vec<Sample>> = VARIANTS.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for k in 0..VARIANTS.len() {
+            let i = (k + round) % VARIANTS.len();
+            let (v, s) = &servers[i];
+            eprintln!("round {}/{rounds}: {}", round + 1, v.name());
+            samples[i].push(run_wrk(s, &script, seconds));
+        }
+    }
+    let calls = servers
+        .iter()
+        .find(|(v, _)| *v == Variant::Bridge)
+        .map(|(_, s)| s.get("localhost", "/bench/calls").1)
+        .unwrap_or_default();
+    for (v, s) in &servers {
+        let log = std::fs::read_to_string(s.prefix.join("error.log")).unwrap_or_default();
+        // A static 404 (the plain variant has no WAF or redirects) is not a fault.
+        let bad: Vec<_> = log
+            .lines()
+            .filter(|l| {
+                ["[error]", "[alert]", "[crit]"]
+                    .iter()
+                    .any(|t| l.contains(t))
+                    && !l.contains("open() \"")
+            })
+            .take(3)
+            .collect();
+        if !bad.is_empty() {
+            eprintln!("warning: {} logged errors: {bad:?}", v.name());
+        }
+    }
+    drop(servers);
+
+    // Memory and load time with ten thousand zones.
+    let mut memory = Vec::new();
+    for &v in &VARIANTS {
+        let config = v.mode().map(many_zones);
+        let started = Instant::now();
+        let s = Server::start(v, config.as_ref(), "zones");
+        let start_secs = started.elapsed().as_secs_f64();
+        if v != Variant::Plain {
+            // Every zone once, so the Lua side builds every zone's plan too.
+            for i in 0..10_000 {
+                s.get(&format!("z{i}.example"), "/index.html");
+            }
+        }
+        memory.push((v, s.worker_rss_kib(), start_secs));
+        eprintln!(
+            "10,000 zones: {}: {} KiB, up in {start_secs:.1} s",
+            v.name(),
+            memory.last().unwrap().1
+        );
+    }
+
+    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+    let rps: Vec<f64> = (0..VARIANTS.len()).map(|i| med(i, &|s| s.rps)).collect();
+    let cpu: Vec<f64> = (0..VARIANTS.len())
+        .map(|i| med(i, &|s| s.cpu_us_per_req))
+        .collect();
+    let lua = 1usize;
+    let mut md = String::new();
+    md.push_str(&format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n"));
+    md.push_str("| variant | req/s | vs plain | vs Lua | CPU µs/req | vs Lua | p50 ms | p99 ms | RSS, 10k zones (MiB) | vs Lua | start, 10k zones (s) |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (i, v) in VARIANTS.iter().enumerate() {
+        let (_, rss, start) = memory[i];
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} |\n",
+            v.name(),
+            rps[i],
+            rps[i] / rps[0],
+            rps[i] / rps[lua],
+            cpu[i],
+            cpu[i] / cpu[lua],
+            med(i, &|s| s.p50_ms),
+            med(i, &|s| s.p99_ms),
+            rss as f64 / 1024.0,
+            rss as f64 / memory[lua].1 as f64,
+            start,
+        ));
+    }
+    md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
+    std::fs::write(out_dir.join("results.md"), &md).unwrap();
+    chart(&out_dir.join("bench.svg"), &rps, &cpu, &machine);
+    println!("{md}");
+    println!(
+        "written: {} and {}",
+        out_dir.join("results.md").display(),
+        out_dir.join("bench.svg").display()
+    );
+}
+
+fn chart(path: &Path, rps: &[f64], cpu: &[f64], machine: &str) {
+    use plotters::prelude::*;
+    let root_area = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root_area.fill(&WHITE).unwrap();
+    let (left, right) = root_area.split_horizontally(450);
+    let names: Vec<&str> = VARIANTS.iter().map(|v| v.slug()).collect();
+    for (area, values, title) in [
+        (left, rps, "requests/s (higher is better)"),
+        (right, cpu, "worker CPU µs per request (lower is better)"),
+    ] {
+        let max = values.iter().cloned().fold(0.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d((0..values.len()).into_segmented(), 0.0..max)
+            .unwrap();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| match x {
+                SegmentValue::CenterOf(i) => names.get(*i).unwrap_or(&"").to_string(),
+                _ => String::new(),
+            })
+            .draw()
+            .unwrap();
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, v)| {
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), *v),
+                    ],
+                    BLUE.mix(0.6).filled(),
+                );
+                bar.set_margin(0, 0, 8, 8);
+                bar
+            }))
+            .unwrap();
+    }
+    root_area.titled(machine, ("sans-serif", 10)).ok();
+    root_area.present().unwrap();
+}
