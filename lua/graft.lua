@@ -30,6 +30,7 @@ local ngx_log = ngx.log
 local ngx_exit = ngx.exit
 local ngx_print = ngx.print
 local ngx_header = ngx.header
+local ngx_time = ngx.time
 local ERR = ngx.ERR
 local WARN = ngx.WARN
 
@@ -47,7 +48,7 @@ local lower = string.lower
 local equal = contract.equal
 local describe = contract.describe
 
-local GRAFT_ABI_VERSION = 2
+local GRAFT_ABI_VERSION = 3
 
 local GRAFT_OK = 0
 local GRAFT_ERROR = -1
@@ -67,6 +68,10 @@ local GRAFT_HEADER_REMOVE = 2
 local GRAFT_TARGET_REQUEST = 0
 local GRAFT_TARGET_RESPONSE = 1
 local GRAFT_TARGET_LOG = 2
+
+local GRAFT_MODE_LUA = 0
+local GRAFT_MODE_RUST = 1
+local GRAFT_MODE_SHADOW = 2
 
 local GRAFT_COUNT_LUA = 0
 local GRAFT_COUNT_RUST = 1
@@ -104,6 +109,8 @@ int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(void *r, int *fallback);
+int graft_ffi_mode(void *r, int zone, int step);
+int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
 ]]
 
 local _M = { version = "0.1.0", ABI_VERSION = GRAFT_ABI_VERSION }
@@ -318,16 +325,40 @@ local function lua_decision(step, req)
     return contract.CONTINUE
 end
 
+-- Shadow differences are logged at most DIFF_LOG_PER_SECOND times a second
+-- per worker (every one is counted), so a bad rollout cannot fill the disk.
+local DIFF_LOG_PER_SECOND = 10
+local diff_log_second, diff_log_used, diff_log_skipped = 0, 0, 0
+
+-- Returns nil when this difference is not to be logged, else how many
+-- were skipped since the last one logged.
+local function diff_log_allowance()
+    local now = ngx_time()
+    if now ~= diff_log_second then
+        diff_log_second, diff_log_used = now, 0
+    end
+    if diff_log_used >= DIFF_LOG_PER_SECOND then
+        diff_log_skipped = diff_log_skipped + 1
+        return nil
+    end
+    diff_log_used = diff_log_used + 1
+    local skipped = diff_log_skipped
+    diff_log_skipped = 0
+    return skipped
+end
+
 local function decide(r, zone, index, step, req)
-    local mode = step.mode
-    if mode == "lua" then
+    -- The mode for this request: a canary resolves per client, in Rust, so
+    -- that a client lands on the same side in every worker.
+    local mode = C.graft_ffi_mode(r, zone, index)
+    if mode == GRAFT_MODE_LUA or mode < 0 then
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_LUA)
         return lua_decision(step, req)
     end
 
     local o = out[0]
     local rc = C.graft_ffi_run(r, zone, index, out)
-    if mode == "rust" then
+    if mode == GRAFT_MODE_RUST then
         if rc == GRAFT_OK then
             C.graft_ffi_count(r, zone, index, GRAFT_COUNT_RUST)
             return rust_decision(o)
@@ -336,7 +367,7 @@ local function decide(r, zone, index, step, req)
         return lua_decision(step, req)
     end
 
-    -- shadow: Lua serves, Rust is compared.
+    -- GRAFT_MODE_SHADOW: Lua serves, Rust is compared.
     local rust = rc == GRAFT_OK and rust_decision(o) or rust_failure(rc, o)
     local served = lua_decision(step, req)
     C.graft_ffi_count(r, zone, index, GRAFT_COUNT_LUA)
@@ -344,9 +375,13 @@ local function decide(r, zone, index, step, req)
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_MATCH)
     else
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_DIFF)
-        ngx_log(WARN, "graft: shadow diff: zone \"", step.zone, "\" module \"",
-                step.module, "\" request \"", ngx_var.request, "\": lua: ",
-                describe(served), " | rust: ", describe(rust))
+        local unlogged = diff_log_allowance()
+        if unlogged then
+            ngx_log(WARN, "graft: shadow diff: zone \"", step.zone, "\" module \"",
+                    step.module, "\" request \"", ngx_var.request, "\": lua: ",
+                    describe(served), " | rust: ", describe(rust),
+                    unlogged > 0 and (" (" .. unlogged .. " more differences not logged)") or "")
+        end
     end
     return served
 end
@@ -505,6 +540,24 @@ function _M.counters()
     return read_string(function(buf, size)
         return C.graft_ffi_counters(r, buf, size)
     end)
+end
+
+-- A content handler serving the metrics (every worker's, summed) in
+-- Prometheus' text format.
+function _M.serve_metrics()
+    local r = get_request()
+    if not r then
+        error("no request found", 2)
+    end
+    local text, err = read_string(function(buf, size)
+        return C.graft_ffi_metrics(r, buf, size)
+    end)
+    if not text then
+        ngx_log(ERR, err)
+        return ngx_exit(500)
+    end
+    ngx_header["Content-Type"] = "text/plain; version=0.0.4"
+    ngx_print(text)
 end
 
 -- A content handler serving the counters.

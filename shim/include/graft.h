@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#define GRAFT_ABI_VERSION 2
+#define GRAFT_ABI_VERSION 3
 
 #define GRAFT_OK          0
 #define GRAFT_ERROR      -1
@@ -37,6 +37,10 @@
 #define GRAFT_TARGET_REQUEST   0
 #define GRAFT_TARGET_RESPONSE  1
 #define GRAFT_TARGET_LOG       2   /* value: a line for the error log */
+
+#define GRAFT_MODE_LUA     0
+#define GRAFT_MODE_RUST    1
+#define GRAFT_MODE_SHADOW  2
 
 #define GRAFT_COUNT_LUA           0
 #define GRAFT_COUNT_RUST          1
@@ -74,6 +78,8 @@ int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(void *r, int *fallback);
+int graft_ffi_mode(void *r, int zone, int step);
+int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

@@ -72,6 +72,11 @@ impl Nginx {
 
     /// As `prepare`; `native` turns the native pipeline on in `location /`.
     pub fn prepare_with(config: &str, native: bool) -> Nginx {
+        Nginx::prepare_full(config, native, 1)
+    }
+
+    /// As `prepare`, with `workers` worker processes.
+    pub fn prepare_full(config: &str, native: bool, workers: usize) -> Nginx {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let base = root().join("target/graft-tests");
         let prefix = base.join(format!("nginx-{}-{n}", std::process::id()));
@@ -109,7 +114,8 @@ impl Nginx {
             .replace("@GRAFT_ROOT@", root().to_str().unwrap())
             .replace("@GRAFT_CONFIG@", nginx.config_path().to_str().unwrap())
             .replace("@PORT@", &nginx.port.to_string())
-            .replace("@NATIVE@", if native { "graft_native on;" } else { "" });
+            .replace("@NATIVE@", if native { "graft_native on;" } else { "" })
+            .replace("@WORKERS@", &workers.to_string());
         std::fs::write(nginx.prefix.join("nginx.conf"), conf).unwrap();
         nginx
     }
@@ -124,17 +130,37 @@ impl Nginx {
         Nginx::start_with(config, true)
     }
 
+    /// As `start`, with `workers` worker processes.
+    pub fn start_workers(config: &str, workers: usize) -> Nginx {
+        let nginx = Nginx::prepare_full(config, false, workers);
+        nginx.launch();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while nginx.worker_pids().len() < workers {
+            assert!(
+                Instant::now() < deadline,
+                "workers did not start\n{}",
+                nginx.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        nginx
+    }
+
     fn start_with(config: &str, native: bool) -> Nginx {
         let nginx = Nginx::prepare_with(config, native);
-        let out = nginx.run(&[]);
+        nginx.launch();
+        nginx
+    }
+
+    fn launch(&self) {
+        let out = self.run(&[]);
         assert!(
             out.status.success(),
             "nginx did not start: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            nginx.error_log()
+            self.error_log()
         );
-        nginx.wait_ready();
-        nginx
+        self.wait_ready();
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -392,4 +418,10 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 /// A configuration with one zone (and the `*` zone) running `modules`.
 pub fn one_zone(zone: &str, modules: serde_json::Value) -> String {
     serde_json::json!({ "zones": { zone: { "modules": modules } } }).to_string()
+}
+
+/// One metric's value in a Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }

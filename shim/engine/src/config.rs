@@ -9,18 +9,24 @@
 //!     "*": { "modules": [] } } }
 //! ```
 //!
+//! A step in mode `canary` also has `"percent"` (0 to 100) and `"sticky"`
+//! (`"client"`, the default, or `"header:<name>"`).
+//!
 //! The zone `"*"` serves hosts no other zone names. A file is parsed and
 //! validated whole before anything uses it: an error names the file, zone,
 //! module and field, and nothing of the file is applied.
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use graft_contract::{parse_config, ConfigError, Module};
+use graft_contract::{parse_config, ConfigError, Module, RequestView};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::shared::CounterTable;
 use crate::{registry, Counters};
 
 /// Limits checked at load; a file over one is refused with the limit named.
@@ -39,6 +45,8 @@ pub enum Mode {
     Rust,
     /// Both run; Lua's decision is served and the two are compared.
     Shadow,
+    /// A sticky share of clients on Rust (as `rust`), the others on Lua.
+    Canary,
 }
 
 impl Mode {
@@ -47,6 +55,7 @@ impl Mode {
             Mode::Lua => "lua",
             Mode::Rust => "rust",
             Mode::Shadow => "shadow",
+            Mode::Canary => "canary",
         }
     }
 }
@@ -55,8 +64,73 @@ impl Mode {
 pub struct Step {
     pub module_name: &'static str,
     pub mode: Mode,
+    pub canary: Option<Canary>,
     pub module: Box<dyn Module>,
     pub counters: Counters,
+}
+
+impl Step {
+    /// How this request is served at this step: `Lua`, `Rust` or `Shadow`
+    /// (a canary step resolves to `Rust` or `Lua` for the request's client).
+    pub fn mode_for(&self, req: &dyn RequestView) -> Mode {
+        match (&self.mode, &self.canary) {
+            (Mode::Canary, Some(c)) if c.picks_rust(req) => Mode::Rust,
+            (Mode::Canary, _) => Mode::Lua,
+            (mode, _) => *mode,
+        }
+    }
+}
+
+/// A canary's share: the same client (address, or the value of a header)
+/// always lands on the same side, in every worker and across reloads.
+pub struct Canary {
+    pub percent: u8,
+    key: StickyKey,
+}
+
+enum StickyKey {
+    Client,
+    Header(Vec<u8>),
+}
+
+impl Canary {
+    fn parse(percent: Option<u8>, sticky: Option<&str>) -> Result<Canary, ConfigError> {
+        let percent = percent
+            .ok_or_else(|| ConfigError::new("percent", "a canary needs a percent, 0 to 100"))?;
+        if percent > 100 {
+            return Err(ConfigError::new(
+                "percent",
+                format!("{percent} is over 100"),
+            ));
+        }
+        let key = match sticky.unwrap_or("client") {
+            "client" => StickyKey::Client,
+            s => match s.strip_prefix("header:") {
+                Some(h) if !h.is_empty() => StickyKey::Header(h.as_bytes().to_vec()),
+                _ => {
+                    return Err(ConfigError::new(
+                        "sticky",
+                        "is \"client\" or \"header:<name>\"",
+                    ))
+                }
+            },
+        };
+        Ok(Canary { percent, key })
+    }
+
+    pub fn picks_rust(&self, req: &dyn RequestView) -> bool {
+        // DefaultHasher::new() has fixed keys: the same answer everywhere.
+        let mut h = DefaultHasher::new();
+        let header = match &self.key {
+            StickyKey::Header(name) => req.header(name),
+            StickyKey::Client => None,
+        };
+        match header {
+            Some(v) => v.hash(&mut h),
+            None => req.client_addr().hash(&mut h),
+        }
+        h.finish() % 100 < u64::from(self.percent)
+    }
 }
 
 pub struct Zone {
@@ -98,6 +172,12 @@ struct StepConfig {
     mode: Mode,
     #[serde(default = "empty_object")]
     config: serde_json::Value,
+    /// Mode `canary`: the share of clients on Rust.
+    #[serde(default)]
+    percent: Option<u8>,
+    /// Mode `canary`: what keeps a client on one side.
+    #[serde(default)]
+    sticky: Option<String>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -250,14 +330,27 @@ impl Config {
                 let module = factory
                     .build(&sc.config)
                     .map_err(|e| step_err(e.within("config")))?;
+                let canary = match sc.mode {
+                    Mode::Canary => {
+                        Some(Canary::parse(sc.percent, sc.sticky.as_deref()).map_err(step_err)?)
+                    }
+                    _ if sc.percent.is_some() || sc.sticky.is_some() => {
+                        return Err(step_err(ConfigError::new(
+                            "percent",
+                            "percent and sticky are for mode canary",
+                        )))
+                    }
+                    _ => None,
+                };
                 plan.push(serde_json::json!({
                     "module": factory.name(), "mode": sc.mode.name(), "config": factory.lua_config(&sc.config),
                 }));
                 steps.push(Step {
                     module_name: factory.name(),
                     mode: sc.mode,
+                    canary,
                     module,
-                    counters: Counters::default(),
+                    counters: Counters::new(host, i, factory.name()),
                 });
             }
             let index = zones.len();
@@ -284,6 +377,13 @@ impl Config {
     /// The zone serving `host`, if any (the `"*"` zone when no other names it).
     pub fn zone_index(&self, host: &[u8]) -> Option<usize> {
         self.by_host.get(host).copied().or(self.default_zone)
+    }
+
+    /// Counts every step in `table` from now on.
+    pub fn share_counters(&self, table: CounterTable<'static>) {
+        for step in self.zones.iter().flat_map(|z| &z.steps) {
+            step.counters.share(table);
+        }
     }
 
     /// The counters of every step, as JSON.

@@ -1,8 +1,10 @@
 //! Per-step counters of what happened to requests.
-//!
-//! Plain atomics: an nginx worker is one thread, so these are never
-//! contended; atomics keep [`crate::Config`] `Sync` for the day it is shared.
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use crate::shared::CounterTable;
 
 /// What can happen to a request at one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,16 +58,50 @@ impl Count {
     }
 }
 
+/// One step's counters: in this process until a shared table is attached
+/// (the nginx module attaches one that every worker maps, so that counts
+/// are summed across workers and survive a worker's restart and reloads).
 #[derive(Debug, Default)]
-pub struct Counters([AtomicU64; Count::ALL.len()]);
+pub struct Counters {
+    /// Names the step in the shared table: zone, position and module.
+    key: u64,
+    local: [AtomicU64; Count::ALL.len()],
+    shared: OnceLock<CounterTable<'static>>,
+}
 
 impl Counters {
+    pub fn new(zone: &str, index: usize, module: &str) -> Self {
+        let mut h = DefaultHasher::new();
+        (zone, index, module).hash(&mut h);
+        Counters {
+            key: h.finish(),
+            ..Counters::default()
+        }
+    }
+
+    /// Counts in `table` from now on.
+    pub fn share(&self, table: CounterTable<'static>) {
+        let _ = self.shared.set(table);
+    }
+
+    fn slot_key(&self, what: Count) -> u64 {
+        self.key ^ (u64::from(what as u8) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
     pub fn add(&self, what: Count) {
-        self.0[what as usize].fetch_add(1, Ordering::Relaxed);
+        match self.shared.get() {
+            Some(t) => t.add(self.slot_key(what), 1),
+            None => {
+                self.local[what as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     pub fn get(&self, what: Count) -> u64 {
-        self.0[what as usize].load(Ordering::Relaxed)
+        match self.shared.get() {
+            Some(t) => t.get(self.slot_key(what)),
+            None => self.local[what as usize].load(Ordering::Relaxed),
+        }
     }
 
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod counters;
 pub mod dispatch;
+pub mod metrics;
 pub mod registry;
 pub mod shared;
 

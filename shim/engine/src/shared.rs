@@ -95,6 +95,79 @@ impl SharedCounters for SlotTable<'_> {
     }
 }
 
+/// Counters by key, in a table of atomic word pairs (key, count) that
+/// every worker maps: adding is lock-free, and what one worker adds every
+/// worker reads. A key takes the first free slot of [`PROBES`] from its
+/// hash; when all are taken by other keys, the count is lost and counted
+/// under [`CounterTable::lost`].
+#[derive(Debug, Clone, Copy)]
+pub struct CounterTable<'a> {
+    slots: &'a [AtomicU64],
+}
+
+const LOST_KEY: u64 = u64::MAX;
+
+impl<'a> CounterTable<'a> {
+    /// `slots` holds pairs: its length must be even and not zero.
+    pub fn new(slots: &'a [AtomicU64]) -> Self {
+        assert!(
+            slots.len() >= 4 && slots.len().is_multiple_of(2),
+            "a counter table needs pairs of slots"
+        );
+        CounterTable { slots }
+    }
+
+    fn pairs(&self) -> usize {
+        self.slots.len() / 2 - 1
+    }
+
+    fn find(&self, key: u64, insert: bool) -> Option<&AtomicU64> {
+        let key = key | 1; // never 0, the mark of a free slot
+        let n = self.pairs();
+        let start = (key.rotate_right(17) as usize) % n;
+        for i in 0..PROBES.min(n) {
+            let pair = (start + i) % n;
+            let k = &self.slots[2 * pair];
+            let cur = k.load(Ordering::Acquire);
+            if cur == key {
+                return Some(&self.slots[2 * pair + 1]);
+            }
+            if cur == 0 && insert {
+                match k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Some(&self.slots[2 * pair + 1]),
+                    Err(now) if now == key => return Some(&self.slots[2 * pair + 1]),
+                    Err(_) => continue,
+                }
+            }
+        }
+        None
+    }
+
+    pub fn add(&self, key: u64, n: u64) {
+        match self.find(key, true) {
+            Some(count) => count.fetch_add(n, Ordering::Relaxed),
+            None => self.lost_slot().fetch_add(n, Ordering::Relaxed),
+        };
+    }
+
+    pub fn get(&self, key: u64) -> u64 {
+        self.find(key, false)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The last pair counts what did not find a slot.
+    fn lost_slot(&self) -> &AtomicU64 {
+        let last = self.slots.len() - 2;
+        let _ = self.slots[last].compare_exchange(0, LOST_KEY, Ordering::AcqRel, Ordering::Acquire);
+        &self.slots[last + 1]
+    }
+
+    /// Counts that found no slot: the table is too small for the configuration.
+    pub fn lost(&self) -> u64 {
+        self.slots[self.slots.len() - 1].load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +205,34 @@ mod tests {
             }
         });
         assert_eq!(t.incr(b"shared", 60, 7), 40_001);
+    }
+
+    #[test]
+    fn keyed_counters_add_up_across_threads_and_report_losses() {
+        let slots = table(2 * 64);
+        let t = CounterTable::new(&slots);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for k in 0..20u64 {
+                        for _ in 0..1000 {
+                            t.add(k * 7919, 1);
+                        }
+                    }
+                });
+            }
+        });
+        for k in 0..20u64 {
+            assert_eq!(t.get(k * 7919), 4000);
+        }
+        assert_eq!(t.get(424242), 0);
+        assert_eq!(t.lost(), 0);
+        let tiny_slots = table(2 * 3);
+        let tiny = CounterTable::new(&tiny_slots);
+        for k in 0..10u64 {
+            tiny.add(k << 20, 1);
+        }
+        assert_eq!(tiny.lost(), 8);
     }
 
     #[test]

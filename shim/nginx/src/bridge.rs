@@ -10,7 +10,7 @@ use std::mem::size_of;
 use std::ptr::null;
 
 use graft_contract::{Context, Decision, HeaderAction};
-use graft_engine::{run_request_phase, Config, Count, Outcome, Step};
+use graft_engine::{run_request_phase, Config, Count, Mode, Outcome, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_log_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::ngx_log_error;
 
@@ -18,7 +18,7 @@ use crate::guard::guarded;
 use crate::module::{config_of, shared_counters};
 use crate::request::NgxRequest;
 
-pub const GRAFT_ABI_VERSION: c_int = 2;
+pub const GRAFT_ABI_VERSION: c_int = 3;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -386,6 +386,55 @@ pub unsafe extern "C" fn graft_ffi_resume(r: *mut c_void, fallback: *mut c_int) 
             None => GRAFT_DONE,
             Some(step) => c_int::try_from(step).unwrap_or(GRAFT_ERROR),
         }
+    })
+}
+
+const GRAFT_MODE_LUA: c_int = 0;
+const GRAFT_MODE_RUST: c_int = 1;
+const GRAFT_MODE_SHADOW: c_int = 2;
+
+/// How the request is served at a step: `GRAFT_MODE_LUA`, `_RUST` or
+/// `_SHADOW` (a canary resolved for this client).
+///
+/// # Safety
+/// `r` is the current request.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_mode(r: *mut c_void, zone: c_int, step_index: c_int) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let Some((_, step)) = config_of(r).and_then(|c| step(c, zone, step_index)) else {
+            return GRAFT_ERROR;
+        };
+        match step.mode_for(&NgxRequest::new(r)) {
+            Mode::Lua | Mode::Canary => GRAFT_MODE_LUA,
+            Mode::Rust => GRAFT_MODE_RUST,
+            Mode::Shadow => GRAFT_MODE_SHADOW,
+        }
+    })
+}
+
+/// The metrics of every zone and step, summed over every worker, in
+/// Prometheus' text format.
+///
+/// # Safety
+/// `r` is the current request; `buf` is writable for `*len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_metrics(
+    r: *mut c_void,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(config) = (unsafe { request(r) }).and_then(config_of) else {
+            return GRAFT_NO_CONFIG;
+        };
+        let text = graft_engine::metrics::prometheus_text(config);
+        // SAFETY: the caller's contract.
+        unsafe { copy_out(text.as_bytes(), buf, len) }
     })
 }
 

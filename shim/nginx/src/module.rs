@@ -11,7 +11,7 @@ use std::ptr::{addr_of, addr_of_mut, null_mut};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
-use graft_engine::shared::SlotTable;
+use graft_engine::shared::{CounterTable, SlotTable};
 use graft_engine::Config;
 use ngx::core::Pool;
 use ngx::ffi::{
@@ -108,16 +108,17 @@ unsafe extern "C" fn set_config(
         if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
             return NGX_CONF_ERROR;
         }
-        if shared_slots(cf).is_none() {
+        let Some((_, step_counters)) = shared_slots(cf) else {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: cannot map the shared counters");
             return NGX_CONF_ERROR;
-        }
+        };
         let Ok(path) = name.to_str() else {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: the file name is not UTF-8");
             return NGX_CONF_ERROR;
         };
         match Config::load(Path::new(path)) {
             Ok(config) => {
+                config.share_counters(CounterTable::new(step_counters));
                 mcf.config = Some(Arc::new(config));
                 // Parsing a large file leaves freed heap behind; give it back
                 // before the workers fork, so that they do not carry it.
@@ -165,20 +166,29 @@ extern "C" {
     fn malloc_trim(pad: usize) -> std::ffi::c_int;
 }
 
-/// Slots of the counters every worker shares (rate limits): 512 KiB.
-const SHARED_SLOTS: usize = 64 * 1024;
+/// Words of the windowed counters every worker shares (rate limits): 512 KiB.
+const WINDOW_WORDS: usize = 64 * 1024;
+/// Words of the step counters every worker shares (metrics): 4 MiB, room
+/// for about 260,000 counters (8 a step); pages are only used when touched.
+const COUNTER_WORDS: usize = 512 * 1024;
 
-static SHARED: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
+static WINDOWS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
+static COUNTERS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
 
-/// Maps the shared counter table, once per master process: the mapping is
-/// made before the workers fork, so every worker of every later cycle sees
-/// the same memory, and counts survive reloads.
-fn shared_slots(cf: *mut ngx_conf_t) -> Option<&'static [AtomicU64]> {
-    *SHARED.get_or_init(|| {
+/// Maps `words` atomic words of shared memory, once per master process:
+/// the mapping is made before the workers fork, so every worker of every
+/// later cycle sees the same memory, and counts survive reloads and a
+/// worker's restart.
+fn shared_words(
+    cell: &'static OnceLock<Option<&'static [AtomicU64]>>,
+    cf: *mut ngx_conf_t,
+    words: usize,
+) -> Option<&'static [AtomicU64]> {
+    *cell.get_or_init(|| {
         let mut shm = ngx_shm_t {
             addr: null_mut(),
-            size: SHARED_SLOTS * size_of::<AtomicU64>(),
-            name: ngx_string!("graft_shared_counters"),
+            size: words * size_of::<AtomicU64>(),
+            name: ngx_string!("graft_shared"),
             // SAFETY: nginx passes a valid conf with its cycle's log.
             log: unsafe { (*cf).log },
             exists: 0,
@@ -192,13 +202,20 @@ fn shared_slots(cf: *mut ngx_conf_t) -> Option<&'static [AtomicU64]> {
             }
             Some(std::slice::from_raw_parts(
                 shm.addr as *const AtomicU64,
-                SHARED_SLOTS,
+                words,
             ))
         }
     })
 }
 
-/// The counters every worker shares, for the modules' context.
+fn shared_slots(cf: *mut ngx_conf_t) -> Option<(&'static [AtomicU64], &'static [AtomicU64])> {
+    Some((
+        shared_words(&WINDOWS, cf, WINDOW_WORDS)?,
+        shared_words(&COUNTERS, cf, COUNTER_WORDS)?,
+    ))
+}
+
+/// The windowed counters every worker shares, for the modules' context.
 pub fn shared_counters() -> Option<SlotTable<'static>> {
-    SHARED.get().copied().flatten().map(SlotTable::new)
+    WINDOWS.get().copied().flatten().map(SlotTable::new)
 }

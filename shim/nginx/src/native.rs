@@ -228,7 +228,7 @@ fn run_pipeline(r: &mut ngx_http_request_t, zone: &Zone) -> ngx_int_t {
     // SAFETY: a live request's connection and its log are valid.
     let log = unsafe { (*r.connection).log };
     for (i, step) in zone.steps.iter().enumerate() {
-        if step.mode != Mode::Rust {
+        if step.mode_for(&NgxRequest::new(r)) != Mode::Rust {
             return hand_on(r, i, false);
         }
         let ctx = Context {

@@ -55,7 +55,7 @@ fn errors_name_file_zone_module_and_field() {
         ),
         (
             r#"{ "zones": { "a.com": { "modules": [ { "module": "redirects", "mode": "fast", "config": { "rules": [] } } ] } } }"#,
-            r#"/etc/graft/graft.json: zone "a.com": module #0 "redirects": field "mode": unknown variant `fast`, expected one of `lua`, `rust`, `shadow`"#,
+            r#"/etc/graft/graft.json: zone "a.com": module #0 "redirects": field "mode": unknown variant `fast`, expected one of `lua`, `rust`, `shadow`, `canary`"#,
         ),
         (
             r#"{ "zones": { "a.com": { "modules": [ { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": "/b\r\nSet-Cookie: x" } ] } } ] } } }"#,
@@ -73,6 +73,49 @@ fn errors_name_file_zone_module_and_field() {
     for (text, want) in cases {
         let got = error(text);
         assert!(got.starts_with(want), "got {got}\nwant {want}");
+    }
+}
+
+#[test]
+fn canary_is_sticky_and_near_its_share() {
+    let c = parse(
+        r#"{ "zones": { "a.com": { "modules": [
+        { "module": "probe", "mode": "canary", "percent": 30 },
+        { "module": "probe", "mode": "canary", "percent": 50, "sticky": "header:X-User" } ] } } }"#,
+    )
+    .unwrap();
+    let (by_client, by_user) = (&c.zones[0].steps[0], &c.zones[0].steps[1]);
+    let mut on_rust = 0;
+    for i in 0..1000u32 {
+        let mut req = OwnedRequest::get("a.com", "/");
+        req.client = Some(std::net::IpAddr::from(i.to_be_bytes()));
+        let first = by_client.mode_for(&req);
+        assert_eq!(by_client.mode_for(&req), first, "a client changed sides");
+        on_rust += usize::from(first == Mode::Rust);
+        req.headers
+            .push((b"X-User".to_vec(), format!("u{}", i % 10).into_bytes()));
+        let mut other = req.clone();
+        other.client = Some("192.0.2.1".parse().unwrap());
+        assert_eq!(
+            by_user.mode_for(&req),
+            by_user.mode_for(&other),
+            "the header did not decide"
+        );
+    }
+    assert!(
+        (250..350).contains(&on_rust),
+        "{on_rust} of 1000 on Rust for 30 %"
+    );
+    for bad in [
+        r#"{ "module": "probe", "mode": "canary" }"#,
+        r#"{ "module": "probe", "mode": "canary", "percent": 101 }"#,
+        r#"{ "module": "probe", "mode": "rust", "percent": 5 }"#,
+        r#"{ "module": "probe", "mode": "canary", "percent": 5, "sticky": "cookie" }"#,
+    ] {
+        let e = error(&format!(
+            r#"{{ "zones": {{ "a.com": {{ "modules": [ {bad} ] }} }} }}"#
+        ));
+        assert!(e.contains(r#"module #0 "probe": field ""#), "{e}");
     }
 }
 

@@ -1,0 +1,126 @@
+//! The counters in Prometheus' text format, for `/graft/metrics`.
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::{Config, Count};
+
+/// What a request's step did, by how it was served.
+const PATHS: [Count; 5] = [
+    Count::Lua,
+    Count::Rust,
+    Count::Fallback,
+    Count::ShadowMatch,
+    Count::ShadowDiff,
+];
+/// What the Rust side could not do.
+const FAULTS: [Count; 3] = [Count::Decline, Count::Error, Count::Panic];
+
+struct Snapshot(Arc<Config>);
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot(generation {})", self.0.generation)
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let steps = || {
+            self.0
+                .zones
+                .iter()
+                .flat_map(|z| z.steps.iter().map(move |s| (z.name.as_str(), s)))
+        };
+        let mut family = encoder.encode_descriptor(
+            "graft_requests",
+            "Requests per zone and module, by the path that served them (lua, rust, fallback, shadow_match, shadow_diff).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (zone, step) in steps() {
+            for what in PATHS {
+                let labels = [
+                    ("zone", zone),
+                    ("module", step.module_name),
+                    ("path", what.name()),
+                ];
+                ConstCounter::new(step.counters.get(what))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "graft_rust_outcomes",
+            "Requests on which a module's Rust side declined, returned an error or panicked.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (zone, step) in steps() {
+            for what in FAULTS {
+                let labels = [
+                    ("zone", zone),
+                    ("module", step.module_name),
+                    ("outcome", what.name()),
+                ];
+                ConstCounter::new(step.counters.get(what))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "graft_configuration_generation",
+            "The generation of the configuration serving.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels: [(&str, &str); 0] = [];
+        ConstGauge::new(self.0.generation as i64).encode(family.encode_family(&labels)?)?;
+        Ok(())
+    }
+}
+
+/// The metrics of every zone and step, in Prometheus' text format.
+pub fn prometheus_text(config: &Arc<Config>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(config.clone())));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn every_step_has_its_series() {
+        let config = Arc::new(
+            Config::parse(
+                Path::new("t.json"),
+                br#"{ "zones": { "a.test": { "modules": [ { "module": "probe", "mode": "shadow" } ] } } }"#,
+            )
+            .unwrap(),
+        );
+        config.zones[0].steps[0].counters.add(Count::ShadowDiff);
+        let text = prometheus_text(&config);
+        assert!(
+            text.contains(
+                r#"graft_requests_total{zone="a.test",module="probe",path="shadow_diff"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"graft_rust_outcomes_total{zone="a.test",module="probe",outcome="panic"} 0"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE graft_requests counter"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
