@@ -14,8 +14,9 @@ use graft_engine::{run_request_phase, Config, Count, Mode, Outcome, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_log_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::ngx_log_error;
 
+use crate::ctx;
 use crate::guard::guarded;
-use crate::module::{config_of, shared_counters};
+use crate::module::shared_counters;
 use crate::request::NgxRequest;
 
 pub const GRAFT_ABI_VERSION: c_int = 3;
@@ -236,7 +237,7 @@ pub unsafe extern "C" fn graft_ffi_zone(r: *mut c_void, generation: *mut c_ulong
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        let Some(config) = config_of(r) else {
+        let Some(config) = ctx::config(r) else {
             return GRAFT_NO_CONFIG;
         };
         // SAFETY: the caller's contract.
@@ -262,7 +263,7 @@ pub unsafe extern "C" fn graft_ffi_plan(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
-        let Some(config) = (unsafe { request(r) }).and_then(config_of) else {
+        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
             return GRAFT_NO_CONFIG;
         };
         let Some(zone) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
@@ -293,7 +294,7 @@ pub unsafe extern "C" fn graft_ffi_run(
         let (Some(r), Some(out)) = (unsafe { request(r) }, unsafe { out.as_mut() }) else {
             return GRAFT_ERROR;
         };
-        let Some(config) = config_of(r) else {
+        let Some(config) = ctx::config(r) else {
             return GRAFT_NO_CONFIG;
         };
         let Some((zone_name, step)) = step(config, zone, step_index) else {
@@ -376,9 +377,9 @@ pub unsafe extern "C" fn graft_ffi_resume(r: *mut c_void, fallback: *mut c_int) 
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        let (start, fell_back) = match crate::native::ctx_of(r) {
-            None => (Some(0), false),
-            Some(ctx) => (ctx.resume_at, ctx.fallback),
+        let (start, fell_back) = match ctx::existing(r) {
+            Some(ctx) if ctx.native_ran => (ctx.resume_at, ctx.fallback),
+            _ => (Some(0), false),
         };
         // SAFETY: the caller's contract.
         unsafe { *fallback = c_int::from(fell_back) };
@@ -405,7 +406,7 @@ pub unsafe extern "C" fn graft_ffi_mode(r: *mut c_void, zone: c_int, step_index:
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        let Some((_, step)) = config_of(r).and_then(|c| step(c, zone, step_index)) else {
+        let Some((_, step)) = ctx::config(r).and_then(|c| step(c, zone, step_index)) else {
             return GRAFT_ERROR;
         };
         match step.mode_for(&NgxRequest::new(r)) {
@@ -429,7 +430,7 @@ pub unsafe extern "C" fn graft_ffi_metrics(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
-        let Some(config) = (unsafe { request(r) }).and_then(config_of) else {
+        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
             return GRAFT_NO_CONFIG;
         };
         let text = graft_engine::metrics::prometheus_text(config);
@@ -451,7 +452,7 @@ pub unsafe extern "C" fn graft_ffi_count(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
-        let Some(config) = (unsafe { request(r) }).and_then(config_of) else {
+        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
             return GRAFT_NO_CONFIG;
         };
         match (step(config, zone, step_index), Count::from_code(what)) {
@@ -476,7 +477,7 @@ pub unsafe extern "C" fn graft_ffi_counters(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
-        let Some(config) = (unsafe { request(r) }).and_then(config_of) else {
+        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
             return GRAFT_NO_CONFIG;
         };
         // SAFETY: the caller's contract.

@@ -8,11 +8,13 @@
 //! - [`module`]: the nginx module, its directives and configuration;
 //! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
 //! - [`request`]: the read-only request view over `ngx_http_request_t`;
+//! - [`ctx`]: what graft keeps per request (its pinned configuration);
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`guard`]: `catch_unwind` around every entry point, so that no panic
 //!   unwinds into nginx.
 
 mod bridge;
+mod ctx;
 mod guard;
 mod module;
 mod native;

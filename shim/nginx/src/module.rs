@@ -6,11 +6,12 @@
 //! cycle, and its configuration, serving.
 use std::ffi::{c_char, c_void};
 use std::mem::size_of;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr::{addr_of, addr_of_mut, null_mut};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwap;
 use graft_engine::shared::{CounterTable, SlotTable};
 use graft_engine::Config;
 use ngx::core::Pool;
@@ -29,7 +30,10 @@ use crate::native;
 /// The module's main (http-level) configuration.
 #[derive(Default)]
 pub struct MainConf {
-    pub config: Option<Arc<Config>>,
+    /// Swapped whole, atomically, when a new file is applied live.
+    pub config: Option<ArcSwap<Config>>,
+    /// The file `graft_config` names, resolved.
+    pub path: Option<PathBuf>,
 }
 
 const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
@@ -119,7 +123,8 @@ unsafe extern "C" fn set_config(
         match Config::load(Path::new(path)) {
             Ok(config) => {
                 config.share_counters(CounterTable::new(step_counters));
-                mcf.config = Some(Arc::new(config));
+                mcf.config = Some(ArcSwap::from_pointee(config));
+                mcf.path = Some(PathBuf::from(path));
                 // Parsing a large file leaves freed heap behind; give it back
                 // before the workers fork, so that they do not carry it.
                 // SAFETY: glibc's malloc_trim only releases free memory.
@@ -141,12 +146,12 @@ unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
     })
 }
 
-/// The configuration of the cycle that is serving `r`.
+/// The module's main conf in the http block serving `r`.
 ///
 /// The main conf array is indexed by the module's `ctx_index`, set by nginx
 /// when it loaded the module, and lives as long as the cycle, which outlives
 /// the request.
-pub fn config_of(r: &ngx_http_request_t) -> Option<&Arc<Config>> {
+pub fn main_conf(r: &ngx_http_request_t) -> Option<&MainConf> {
     // SAFETY: a live request's main_conf points at its http block's array
     // of main confs, one per http module, ours made by create_main_conf.
     unsafe {
@@ -155,9 +160,14 @@ pub fn config_of(r: &ngx_http_request_t) -> Option<&Arc<Config>> {
             return None;
         }
         let index = (*addr_of!(ngx_http_graft_module)).ctx_index;
-        let mcf = *main_conf.add(index) as *const MainConf;
-        mcf.as_ref()?.config.as_ref()
+        (*main_conf.add(index) as *const MainConf).as_ref()
     }
+}
+
+/// The configuration serving now in this worker (a request keeps the one
+/// it started with: see `ctx`).
+pub fn current_config(r: &ngx_http_request_t) -> Option<Arc<Config>> {
+    main_conf(r)?.config.as_ref().map(ArcSwap::load_full)
 }
 
 extern "C" {

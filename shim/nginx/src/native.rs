@@ -12,7 +12,7 @@ use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use graft_contract::{Changes, Context, Decision, HeaderAction, HeaderOp, Response};
+use graft_contract::{Changes, Context, Decision, HeaderAction, Response};
 use graft_engine::{run_request_phase, Count, Mode, Outcome, Zone};
 use ngx::core::Pool;
 use ngx::ffi::{
@@ -22,16 +22,16 @@ use ngx::ffi::{
     ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t,
     ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
     ngx_http_top_header_filter, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_pnalloc,
-    ngx_pool_cleanup_add, ngx_pool_t, ngx_str_t, ngx_table_elt_t, ngx_time, NGX_DECLINED, NGX_DONE,
-    NGX_ERROR, NGX_OK,
+    ngx_pool_t, ngx_str_t, ngx_table_elt_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_OK,
 };
 
 use ngx::ffi::NGX_LOG_WARN;
 use ngx::ngx_log_error;
 
 use crate::bridge::log_outcome;
+use crate::ctx;
 use crate::guard::guarded;
-use crate::module::{config_of, ngx_http_graft_module, shared_counters};
+use crate::module::{ngx_http_graft_module, shared_counters};
 use crate::request::NgxRequest;
 
 const NGX_CONF_UNSET: ngx_flag_t = -1;
@@ -41,17 +41,6 @@ const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
 pub struct LocConf {
     /// `graft_native on|off`.
     pub native: ngx_flag_t,
-}
-
-/// What the native pipeline did for a request, kept in the request's ctx.
-pub struct NativeCtx {
-    /// The step the Lua bridge starts at; `None` when the native pipeline
-    /// ran every step.
-    pub resume_at: Option<usize>,
-    /// Whether the step at `resume_at` is a fallback from Rust: the bridge
-    /// then serves it from Lua without calling Rust again.
-    pub fallback: bool,
-    response_ops: Vec<HeaderOp>,
 }
 
 pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
@@ -123,74 +112,6 @@ fn loc_conf(r: &ngx_http_request_t) -> Option<&LocConf> {
     }
 }
 
-/// The native pipeline's record for the request, if it ran.
-///
-/// It lives in a cleanup of the request's pool, so it outlasts an internal
-/// redirect (which clears r->ctx): the pipeline still runs once, and the
-/// response-header changes it decided still apply.
-pub fn ctx_of(r: &ngx_http_request_t) -> Option<&NativeCtx> {
-    // SAFETY: see find_ctx; the record is only read here.
-    unsafe { find_ctx(r).as_ref() }
-}
-
-fn ctx_mut(r: &mut ngx_http_request_t) -> Option<&mut NativeCtx> {
-    // SAFETY: see find_ctx; the request is borrowed mutably, so is its record.
-    unsafe { find_ctx(r).as_mut() }
-}
-
-/// # Safety
-/// `r` is a live request; the pointer is valid as long as its pool.
-unsafe fn find_ctx(r: &ngx_http_request_t) -> *mut NativeCtx {
-    // SAFETY: r->ctx has one slot per http module, ours null or a
-    // NativeCtx made by `new_ctx`; the pool's cleanup list is a valid
-    // linked list, and the entries whose handler is `drop_ctx` hold a
-    // NativeCtx in their data.
-    unsafe {
-        let index = (*std::ptr::addr_of!(ngx_http_graft_module)).ctx_index;
-        let slot = r.ctx.add(index);
-        if !(*slot).is_null() {
-            return *slot as *mut NativeCtx;
-        }
-        let mut cln = (*r.pool).cleanup;
-        while let Some(c) = cln.as_ref() {
-            if c.handler.is_some_and(|h| {
-                std::ptr::fn_addr_eq(h, drop_ctx as unsafe extern "C" fn(*mut c_void))
-            }) {
-                *slot = c.data;
-                return c.data as *mut NativeCtx;
-            }
-            cln = c.next;
-        }
-        null_mut()
-    }
-}
-
-unsafe extern "C" fn drop_ctx(data: *mut c_void) {
-    // SAFETY: registered by `new_ctx` for data holding a NativeCtx, run
-    // once when the pool is destroyed.
-    unsafe { std::ptr::drop_in_place(data as *mut NativeCtx) };
-}
-
-/// Makes the request's record, in a cleanup of its pool.
-fn new_ctx(r: &mut ngx_http_request_t) -> Option<&mut NativeCtx> {
-    // SAFETY: ngx_pool_cleanup_add returns an entry whose data has room for
-    // a NativeCtx (pool memory is aligned for it), or null; the value is
-    // written before the handler that drops it is set.
-    unsafe {
-        let cln = ngx_pool_cleanup_add(r.pool, std::mem::size_of::<NativeCtx>()).as_mut()?;
-        let ctx = cln.data as *mut NativeCtx;
-        ctx.write(NativeCtx {
-            resume_at: Some(0),
-            fallback: false,
-            response_ops: Vec::new(),
-        });
-        cln.handler = Some(drop_ctx);
-        let index = (*std::ptr::addr_of!(ngx_http_graft_module)).ctx_index;
-        *r.ctx.add(index) = ctx as *mut c_void;
-        ctx.as_mut()
-    }
-}
-
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     guarded(NGX_DECLINED as ngx_int_t, || {
         // SAFETY: nginx calls phase handlers with a live request.
@@ -200,13 +121,17 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         if !std::ptr::eq(r, r.main)
             || r.internal() != 0
             || loc_conf(r).is_none_or(|c| c.native != 1)
-            || ctx_of(r).is_some()
         {
             return NGX_DECLINED as ngx_int_t;
         }
-        let Some(config) = config_of(r).cloned() else {
+        let Some(ctx) = ctx::of(r) else {
             return NGX_DECLINED as ngx_int_t;
         };
+        if ctx.native_ran {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        ctx.native_ran = true;
+        let config = ctx.config.clone();
         use graft_contract::RequestView;
         let Some(zone) = config
             .zone_index(NgxRequest::new(r).host())
@@ -214,9 +139,6 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         else {
             return NGX_DECLINED as ngx_int_t;
         };
-        if new_ctx(r).is_none() {
-            return NGX_ERROR as ngx_int_t;
-        }
         run_pipeline(r, zone)
     })
 }
@@ -267,14 +189,14 @@ fn run_pipeline(r: &mut ngx_http_request_t, zone: &Zone) -> ngx_int_t {
             Decision::Decline => unreachable!("a decline is an outcome of its own"),
         }
     }
-    if let Some(ctx) = ctx_mut(r) {
+    if let Some(ctx) = ctx::of(r) {
         ctx.resume_at = None;
     }
     NGX_DECLINED as ngx_int_t
 }
 
 fn hand_on(r: &mut ngx_http_request_t, step: usize, fallback: bool) -> ngx_int_t {
-    if let Some(ctx) = ctx_mut(r) {
+    if let Some(ctx) = ctx::of(r) {
         ctx.resume_at = Some(step);
         ctx.fallback = fallback;
     }
@@ -390,7 +312,7 @@ fn apply(r: &mut ngx_http_request_t, changes: Changes) -> Result<(), ()> {
         }
     }
     if !changes.response_headers.is_empty() {
-        if let Some(ctx) = ctx_mut(r) {
+        if let Some(ctx) = ctx::existing(r) {
             ctx.response_ops.extend(changes.response_headers);
         }
     }
@@ -454,7 +376,7 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a live request.
     let req = unsafe { &mut *r };
     let applied = guarded(false, || {
-        let Some(ctx) = ctx_mut(req) else {
+        let Some(ctx) = ctx::existing(req) else {
             return true;
         };
         let ops = std::mem::take(&mut ctx.response_ops);

@@ -1,0 +1,107 @@
+//! What graft keeps for one request: the configuration it is served with
+//! (pinned at its first use, so that a configuration swapped while the
+//! request is in flight never serves it half old, half new) and what the
+//! native pipeline did.
+//!
+//! It lives in a cleanup of the request's pool, found again from there
+//! after an internal redirect (which clears r->ctx), and dropped with the
+//! pool.
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use graft_contract::HeaderOp;
+use graft_engine::Config;
+use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add};
+
+use crate::module::{current_config, ngx_http_graft_module};
+
+pub struct RequestCtx {
+    pub config: Arc<Config>,
+    /// The native pipeline ran for this request.
+    pub native_ran: bool,
+    /// The step the Lua bridge starts at; `None` when the native pipeline
+    /// ran every step.
+    pub resume_at: Option<usize>,
+    /// Whether the step at `resume_at` is a fallback from Rust: the bridge
+    /// then serves it from Lua without calling Rust again.
+    pub fallback: bool,
+    /// Response-header changes the native pipeline decided.
+    pub response_ops: Vec<HeaderOp>,
+}
+
+/// The request's record, made (and its configuration pinned) on first use;
+/// `None` when the request's http block has no `graft_config`.
+#[allow(clippy::mut_from_ref)]
+pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
+    if let Some(ctx) = existing(r) {
+        return Some(ctx);
+    }
+    let config = current_config(r)?;
+    // SAFETY: ngx_pool_cleanup_add returns an entry whose data has room for
+    // a RequestCtx (pool memory is aligned for it), or null; the value is
+    // written before the handler that drops it is set; our r->ctx slot is
+    // then pointed at it.
+    unsafe {
+        let cln = ngx_pool_cleanup_add(r.pool, std::mem::size_of::<RequestCtx>()).as_mut()?;
+        let ctx = cln.data as *mut RequestCtx;
+        ctx.write(RequestCtx {
+            config,
+            native_ran: false,
+            resume_at: Some(0),
+            fallback: false,
+            response_ops: Vec::new(),
+        });
+        cln.handler = Some(drop_ctx);
+        *slot(r) = ctx as *mut c_void;
+        ctx.as_mut()
+    }
+}
+
+/// The configuration the request is served with.
+pub fn config(r: &ngx_http_request_t) -> Option<&Arc<Config>> {
+    of(r).map(|c| &c.config)
+}
+
+/// The request's record if graft has made one.
+#[allow(clippy::mut_from_ref)]
+pub fn existing(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
+    // SAFETY: our r->ctx slot is null or a RequestCtx made by `of`; the
+    // pool's cleanup list is a valid linked list, and the entries whose
+    // handler is `drop_ctx` hold a RequestCtx. nginx runs one request at a
+    // time in a worker, and graft holds no two of these borrows at once.
+    unsafe {
+        let slot = slot(r);
+        if !(*slot).is_null() {
+            return (*slot as *mut RequestCtx).as_mut();
+        }
+        let mut cln = (*r.pool).cleanup;
+        while let Some(c) = cln.as_ref() {
+            if c.handler.is_some_and(|h| {
+                std::ptr::fn_addr_eq(h, drop_ctx as unsafe extern "C" fn(*mut c_void))
+            }) {
+                *slot = c.data;
+                return (c.data as *mut RequestCtx).as_mut();
+            }
+            cln = c.next;
+        }
+        None
+    }
+}
+
+/// Our slot in r->ctx.
+///
+/// # Safety
+/// `r` is a live request.
+unsafe fn slot(r: &ngx_http_request_t) -> *mut *mut c_void {
+    // SAFETY: r->ctx has one slot per http module, indexed by ctx_index.
+    unsafe {
+        let index = (*std::ptr::addr_of!(ngx_http_graft_module)).ctx_index;
+        r.ctx.add(index)
+    }
+}
+
+unsafe extern "C" fn drop_ctx(data: *mut c_void) {
+    // SAFETY: registered by `of` for data holding a RequestCtx, run once
+    // when the pool is destroyed.
+    unsafe { std::ptr::drop_in_place(data as *mut RequestCtx) };
+}
