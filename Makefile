@@ -14,6 +14,7 @@ NGINX_BUILD := build/nginx
 MODULE := target/release/libngx_http_graft_module.so
 RUN_PREFIX := $(CURDIR)/run
 RUN_PORT ?= 8080
+ADMIN_PORT ?= 8081
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export GRAFT_MODULE := $(CURDIR)/$(MODULE)
@@ -51,7 +52,7 @@ run: build ## Start nginx with graft and the example configuration on 127.0.0.1:
 	echo "native origin" > $(RUN_PREFIX)/html/native/index.html && chmod 644 $(RUN_PREFIX)/html/native/index.html
 	sed -e 's#@GRAFT_MODULE@#$(GRAFT_MODULE)#' -e 's#@PREFIX@#$(RUN_PREFIX)#g' \
 		-e 's#@GRAFT_ROOT@#$(CURDIR)#' -e 's#@GRAFT_CONFIG@#$(CURDIR)/nginx/graft.json#' \
-		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' -e 's#@WORKERS@#2#' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
+		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
 	nginx -p $(RUN_PREFIX) -c $(RUN_PREFIX)/nginx.conf -e $(RUN_PREFIX)/error.log
 	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); counters: /graft/counters"
 	@echo "log: $(RUN_PREFIX)/error.log; stop: make stop"

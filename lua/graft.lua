@@ -48,7 +48,7 @@ local lower = string.lower
 local equal = contract.equal
 local describe = contract.describe
 
-local GRAFT_ABI_VERSION = 3
+local GRAFT_ABI_VERSION = 4
 
 local GRAFT_OK = 0
 local GRAFT_ERROR = -1
@@ -111,6 +111,8 @@ int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(void *r, int *fallback);
 int graft_ffi_mode(void *r, int zone, int step);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_apply(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
 ]]
 
 local _M = { version = "0.1.0", ABI_VERSION = GRAFT_ABI_VERSION }
@@ -558,6 +560,60 @@ function _M.serve_metrics()
     end
     ngx_header["Content-Type"] = "text/plain; version=0.0.4"
     ngx_print(text)
+end
+
+local function admin_reply(status, body)
+    ngx.status = status
+    ngx_header["Content-Type"] = "text/plain"
+    ngx_print(body, "\n")
+    return ngx_exit(status)
+end
+
+-- The admin API, for a location on a loopback-only listener:
+--   POST .../apply                     load the graft file again, live
+--   POST .../kill?module=M[&zone=Z]    send M back to Lua (in Z, or everywhere)
+--   POST .../revive?module=M[&zone=Z]  reset that kill switch
+--   GET  .../status                    modes and counters, as JSON
+function _M.admin()
+    local r = get_request()
+    if not r then
+        error("no request found", 2)
+    end
+    local action = ngx_var.uri:match("/([%a_]+)$")
+    local method = ngx_req.get_method()
+    if action == "status" and method == "GET" then
+        return _M.serve_counters()
+    end
+    if method ~= "POST" then
+        return admin_reply(405, "use POST for " .. tostring(action))
+    end
+    if action == "apply" then
+        local size = get_size_ptr()
+        size[0] = 4096
+        local buf = get_string_buf(4096)
+        local rc = C.graft_ffi_apply(r, buf, size)
+        local message = ffi_string(buf, size[0])
+        if rc == GRAFT_OK then
+            return admin_reply(200, message)
+        end
+        return admin_reply(400, "refused, the running configuration goes on: " .. message)
+    end
+    if action == "kill" or action == "revive" then
+        local args = ngx_req.get_uri_args()
+        local module, zone = args.module, args.zone or ""
+        if type(module) ~= "string" or type(zone) ~= "string" then
+            return admin_reply(400, "module=<name> [zone=<zone>]")
+        end
+        local size = get_size_ptr()
+        size[0] = 4096
+        local buf = get_string_buf(4096)
+        local rc = C.graft_ffi_kill(r, module, #module, zone, #zone, action == "kill" and 1 or 0, buf, size)
+        if rc == GRAFT_OK then
+            return admin_reply(200, action == "kill" and "killed" or "revived")
+        end
+        return admin_reply(400, ffi_string(buf, size[0]))
+    end
+    return admin_reply(404, "no such admin action")
 end
 
 -- A content handler serving the counters.

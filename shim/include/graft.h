@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#define GRAFT_ABI_VERSION 3
+#define GRAFT_ABI_VERSION 4
 
 #define GRAFT_OK          0
 #define GRAFT_ERROR      -1
@@ -80,6 +80,8 @@ int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(void *r, int *fallback);
 int graft_ffi_mode(void *r, int zone, int step);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_apply(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

@@ -39,6 +39,7 @@ fn free_port() -> u16 {
 pub struct Nginx {
     pub prefix: PathBuf,
     pub port: u16,
+    pub admin_port: u16,
 }
 
 /// A response as read off the wire.
@@ -104,6 +105,7 @@ impl Nginx {
         }
         let nginx = Nginx {
             port: free_port(),
+            admin_port: free_port(),
             prefix,
         };
         nginx.write_config(config);
@@ -115,7 +117,8 @@ impl Nginx {
             .replace("@GRAFT_CONFIG@", nginx.config_path().to_str().unwrap())
             .replace("@PORT@", &nginx.port.to_string())
             .replace("@NATIVE@", if native { "graft_native on;" } else { "" })
-            .replace("@WORKERS@", &workers.to_string());
+            .replace("@WORKERS@", &workers.to_string())
+            .replace("@ADMIN_PORT@", &nginx.admin_port.to_string());
         std::fs::write(nginx.prefix.join("nginx.conf"), conf).unwrap();
         nginx
     }
@@ -317,6 +320,16 @@ impl Nginx {
                 self.error_log()
             )
         })
+    }
+
+    /// A request to the admin listener.
+    pub fn admin(&self, method: &str, target: &str) -> Response {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        parse_response(&buf).expect("an HTTP response from the admin listener")
     }
 
     /// `GET target` with the given Host header.

@@ -180,3 +180,141 @@ fn panics_under_load_are_served_by_lua_and_take_no_worker_down() {
     assert_eq!(panics, fallbacks);
     nginx.assert_clean_log(&[r#"module "probe" panicked"#]);
 }
+
+#[test]
+fn a_kill_switch_sends_a_module_back_to_lua_at_once() {
+    let nginx = Nginx::start_workers(&config(), 2);
+    let served_by = |path: &str| {
+        nginx
+            .get("localhost", path)
+            .header("X-Graft-Impl")
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(served_by("/a"), "rust");
+
+    let r = nginx.admin("POST", "/graft/admin/kill?module=probe&zone=localhost");
+    assert_eq!((r.status, r.text().as_str()), (200, "killed\n"));
+    for _ in 0..20 {
+        assert_eq!(served_by("/a"), "lua", "a worker still serves Rust");
+    }
+    let text = metrics(&nginx);
+    assert!(
+        text.contains(r#"graft_module_killed{zone="localhost",module="probe"} 1"#),
+        "{text}"
+    );
+
+    assert_eq!(
+        nginx
+            .admin("POST", "/graft/admin/revive?module=probe&zone=localhost")
+            .status,
+        200
+    );
+    assert_eq!(served_by("/a"), "rust");
+    // Everywhere at once, without a zone.
+    assert_eq!(
+        nginx.admin("POST", "/graft/admin/kill?module=probe").status,
+        200
+    );
+    assert_eq!(served_by("/a"), "lua");
+    assert_eq!(
+        nginx
+            .admin("POST", "/graft/admin/revive?module=probe")
+            .status,
+        200
+    );
+
+    let r = nginx.admin("POST", "/graft/admin/kill?module=nothing");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "no module \"nothing\"\n")
+    );
+    assert_eq!(
+        nginx.admin("GET", "/graft/admin/kill?module=probe").status,
+        405
+    );
+    let log = nginx.error_log();
+    assert!(
+        log.contains(r#"graft: kill switch of module "probe" in zone "localhost" thrown"#),
+        "{log}"
+    );
+    nginx.assert_clean_log(&[]);
+}
+
+#[test]
+fn too_many_fallbacks_roll_a_module_back_by_itself() {
+    let config = json!({ "zones": { "localhost": { "modules": [
+        { "module": "probe", "mode": "rust", "config": { "error_on": "/bad" },
+          "rollback": { "max_rate": 0.2, "min_requests": 20, "window": 60 } } ] } } })
+    .to_string();
+    let nginx = Nginx::start(&config);
+    for i in 0..40 {
+        let path = if i % 3 == 0 { "/bad" } else { "/good" };
+        nginx.get("localhost", path);
+    }
+    // A third went wrong, over the 20 % allowed: the module is back on Lua.
+    assert_eq!(
+        nginx.get("localhost", "/good").header("X-Graft-Impl"),
+        Some("lua")
+    );
+    let text = metrics(&nginx);
+    assert!(
+        text.contains(r#"graft_module_killed{zone="localhost",module="probe"} 2"#),
+        "{text}"
+    );
+    let log = nginx.error_log();
+    assert!(
+        log.contains(
+            r#"module "probe" rolled back to lua: 7 of 20 requests went wrong in 60 s, over 20%"#
+        ),
+        "{log}"
+    );
+    nginx.assert_clean_log(&[r#"module "probe" failed"#]);
+}
+
+#[test]
+fn a_configuration_applied_live_reaches_every_worker_and_a_bad_one_changes_nothing() {
+    let rules = |to: &str| {
+        json!({ "zones": { "localhost": { "modules": [
+            { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": to } ] } } ] } } })
+        .to_string()
+    };
+    let nginx = Nginx::start_workers(&rules("/first"), 2);
+    let location = || {
+        nginx
+            .get("localhost", "/a")
+            .header("Location")
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(location(), "/first");
+
+    nginx.write_config(&rules("/second"));
+    let r = nginx.admin("POST", "/graft/admin/apply");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("applied, generation "), "{}", r.text());
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..20 {
+        assert_eq!(location(), "/second", "a worker still serves the old file");
+    }
+
+    nginx.write_config(&rules("/b\r\nSet-Cookie: x=1"));
+    let r = nginx.admin("POST", "/graft/admin/apply");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text()
+            .contains(r#"zone "localhost": module #0 "redirects": field "config.rules[0].to""#),
+        "{}",
+        r.text()
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..20 {
+        assert_eq!(location(), "/second");
+    }
+    let log = nginx.error_log();
+    assert!(
+        log.contains("graft: applied the configuration live"),
+        "{log}"
+    );
+    nginx.assert_clean_log(&["live configuration refused"]);
+}

@@ -21,13 +21,15 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
-use graft_contract::{parse_config, ConfigError, Module, RequestView};
+use graft_contract::{parse_config, ConfigError, Module, RequestView, SharedCounters};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::shared::CounterTable;
-use crate::{registry, Counters};
+use crate::counters::{kill_key, Kill};
+use crate::shared::{CounterTable, SlotTable};
+use crate::{registry, Count, Counters};
 
 /// Limits checked at load; a file over one is refused with the limit named.
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
@@ -65,14 +67,78 @@ pub struct Step {
     pub module_name: &'static str,
     pub mode: Mode,
     pub canary: Option<Canary>,
+    pub rollback: Option<Rollback>,
     pub module: Box<dyn Module>,
     pub counters: Counters,
+    /// Windowed counters every worker shares, for the rollback.
+    windows: OnceLock<SlotTable<'static>>,
+    window_key: Vec<u8>,
+}
+
+/// When to send a step back to Lua by itself: more than `max_rate` of the
+/// requests it saw in the last `window` seconds went wrong (a fallback in
+/// `rust` or `canary`, a difference in `shadow`), once at least
+/// `min_requests` were seen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    pub max_rate: f64,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    #[serde(default = "default_window")]
+    pub window: u32,
+}
+
+fn default_min_requests() -> u64 {
+    100
+}
+
+fn default_window() -> u32 {
+    60
 }
 
 impl Step {
+    /// Counts what served a request at this step and, with a rollback
+    /// configured, throws the step's kill switch when the share that went
+    /// wrong crosses it. Returns the reason when it did.
+    pub fn record(&self, what: Count, now_secs: u64) -> Option<String> {
+        self.counters.add(what);
+        let rollback = self.rollback.as_ref()?;
+        let windows = self.windows.get()?;
+        let bad = matches!(what, Count::Fallback | Count::ShadowDiff);
+        if !bad && !matches!(what, Count::Rust | Count::ShadowMatch) {
+            return None;
+        }
+        let mut key = self.window_key.clone();
+        key.push(b't');
+        let total = windows.incr(&key, rollback.window, now_secs);
+        key.pop();
+        key.push(b'b');
+        let wrong = if bad {
+            windows.incr(&key, rollback.window, now_secs)
+        } else {
+            windows.get(&key, rollback.window, now_secs)
+        };
+        let crossed =
+            total >= rollback.min_requests && (wrong as f64) > rollback.max_rate * total as f64;
+        if crossed && self.counters.kill() == Kill::Off {
+            self.counters.set_kill(Kill::Automatic);
+            return Some(format!(
+                "rolled back to lua: {wrong} of {total} requests went wrong in {} s, over {}%",
+                rollback.window,
+                rollback.max_rate * 100.0
+            ));
+        }
+        None
+    }
+
     /// How this request is served at this step: `Lua`, `Rust` or `Shadow`
-    /// (a canary step resolves to `Rust` or `Lua` for the request's client).
+    /// (a canary step resolves to `Rust` or `Lua` for the request's client;
+    /// a thrown kill switch makes it `Lua`).
     pub fn mode_for(&self, req: &dyn RequestView) -> Mode {
+        if self.mode != Mode::Lua && self.counters.kill() != Kill::Off {
+            return Mode::Lua;
+        }
         match (&self.mode, &self.canary) {
             (Mode::Canary, Some(c)) if c.picks_rust(req) => Mode::Rust,
             (Mode::Canary, _) => Mode::Lua,
@@ -142,6 +208,7 @@ pub struct Zone {
 }
 
 pub struct Config {
+    shared: OnceLock<CounterTable<'static>>,
     pub source: PathBuf,
     /// Distinguishes one loaded configuration from the next in this process.
     pub generation: u64,
@@ -178,6 +245,9 @@ struct StepConfig {
     /// Mode `canary`: what keeps a client on one side.
     #[serde(default)]
     sticky: Option<String>,
+    /// Send the step back to Lua by itself when too much goes wrong.
+    #[serde(default)]
+    rollback: Option<Rollback>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -345,12 +415,23 @@ impl Config {
                 plan.push(serde_json::json!({
                     "module": factory.name(), "mode": sc.mode.name(), "config": factory.lua_config(&sc.config),
                 }));
+                if let Some(r) = &sc.rollback {
+                    if !(0.0..=1.0).contains(&r.max_rate) || r.window == 0 || r.window > 86_400 {
+                        return Err(step_err(ConfigError::new(
+                            "rollback",
+                            "max_rate is a share from 0 to 1, window seconds from 1 to 86400",
+                        )));
+                    }
+                }
                 steps.push(Step {
                     module_name: factory.name(),
                     mode: sc.mode,
                     canary,
+                    rollback: sc.rollback,
                     module,
                     counters: Counters::new(host, i, factory.name()),
+                    windows: OnceLock::new(),
+                    window_key: format!("rollback\0{host}\0{i}\0{}\0", factory.name()).into_bytes(),
                 });
             }
             let index = zones.len();
@@ -366,6 +447,7 @@ impl Config {
             });
         }
         Ok(Config {
+            shared: OnceLock::new(),
             source: source.to_path_buf(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             zones,
@@ -379,11 +461,44 @@ impl Config {
         self.by_host.get(host).copied().or(self.default_zone)
     }
 
-    /// Counts every step in `table` from now on.
-    pub fn share_counters(&self, table: CounterTable<'static>) {
+    /// Counts every step in the tables every worker shares from now on.
+    pub fn attach(&self, counters: CounterTable<'static>, windows: SlotTable<'static>) {
+        let _ = self.shared.set(counters);
         for step in self.zones.iter().flat_map(|z| &z.steps) {
-            step.counters.share(table);
+            step.counters.share(counters);
+            let _ = step.windows.set(windows);
         }
+    }
+
+    /// Throws (or resets, with `Kill::Off`) the kill switch of `module`, in
+    /// `zone` or, without one, in every zone.
+    pub fn set_kill(&self, zone: Option<&str>, module: &str, kill: Kill) -> Result<(), String> {
+        if registry::factory(module).is_none() {
+            return Err(format!("no module \"{module}\""));
+        }
+        match zone {
+            Some(z) => {
+                let zone = self
+                    .zones
+                    .iter()
+                    .find(|x| x.name == z)
+                    .ok_or_else(|| format!("no zone \"{z}\""))?;
+                let steps: Vec<_> = zone
+                    .steps
+                    .iter()
+                    .filter(|s| s.module_name == module)
+                    .collect();
+                if steps.is_empty() {
+                    return Err(format!("zone \"{z}\" has no module \"{module}\""));
+                }
+                steps.iter().for_each(|s| s.counters.set_kill(kill));
+            }
+            None => match self.shared.get() {
+                Some(t) => t.set(kill_key(None, module), kill as u64),
+                None => return Err("no shared memory".into()),
+            },
+        }
+        Ok(())
     }
 
     /// The counters of every step, as JSON.

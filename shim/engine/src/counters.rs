@@ -65,8 +65,40 @@ impl Count {
 pub struct Counters {
     /// Names the step in the shared table: zone, position and module.
     key: u64,
+    /// The kill switches that concern the step: its module in its zone, and
+    /// its module everywhere.
+    zone_kill: u64,
+    module_kill: u64,
     local: [AtomicU64; Count::ALL.len()],
+    local_kill: AtomicU64,
     shared: OnceLock<CounterTable<'static>>,
+}
+
+/// A kill switch's state: what sent a module back to Lua.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    Off = 0,
+    /// An operator threw it.
+    Manual = 1,
+    /// An automatic rollback threshold was crossed.
+    Automatic = 2,
+}
+
+impl Kill {
+    pub fn from_value(v: u64) -> Kill {
+        match v {
+            0 => Kill::Off,
+            1 => Kill::Manual,
+            _ => Kill::Automatic,
+        }
+    }
+}
+
+/// The key of a kill switch: `zone` None for the module in every zone.
+pub fn kill_key(zone: Option<&str>, module: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    ("kill", zone.unwrap_or("*"), module).hash(&mut h);
+    h.finish()
 }
 
 impl Counters {
@@ -75,6 +107,8 @@ impl Counters {
         (zone, index, module).hash(&mut h);
         Counters {
             key: h.finish(),
+            zone_kill: kill_key(Some(zone), module),
+            module_kill: kill_key(None, module),
             ..Counters::default()
         }
     }
@@ -104,10 +138,37 @@ impl Counters {
         }
     }
 
+    /// Whether a kill switch sends this step back to Lua: the zone's own,
+    /// else the module's everywhere.
+    pub fn kill(&self) -> Kill {
+        match self.shared.get() {
+            Some(t) => match t.get(self.zone_kill) {
+                0 => Kill::from_value(t.get(self.module_kill)),
+                v => Kill::from_value(v),
+            },
+            None => Kill::from_value(self.local_kill.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Throws or resets this step's own kill switch (its module in its zone).
+    pub fn set_kill(&self, kill: Kill) {
+        match self.shared.get() {
+            Some(t) => t.set(self.zone_kill, kill as u64),
+            None => self.local_kill.store(kill as u64, Ordering::Relaxed),
+        }
+    }
+
+    /// The shared table, once attached.
+    pub fn table(&self) -> Option<CounterTable<'static>> {
+        self.shared.get().copied()
+    }
+
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
-        Count::ALL
+        let mut m: serde_json::Map<_, _> = Count::ALL
             .iter()
             .map(|&c| (c.name().to_string(), self.get(c).into()))
-            .collect()
+            .collect();
+        m.insert("killed".into(), (self.kill() as u64).into());
+        m
     }
 }

@@ -72,6 +72,16 @@ impl Collector for Snapshot {
             }
         }
         let mut family = encoder.encode_descriptor(
+            "graft_module_killed",
+            "1 when an operator's kill switch sends the module back to Lua, 2 when an automatic rollback did, else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (zone, step) in steps() {
+            let labels = [("zone", zone), ("module", step.module_name)];
+            ConstGauge::new(step.counters.kill() as i64).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
             "graft_configuration_generation",
             "The generation of the configuration serving.",
             None,

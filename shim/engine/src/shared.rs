@@ -19,6 +19,7 @@ const WINDOW_BITS: u32 = 20;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 const WINDOW_MASK: u64 = (1 << WINDOW_BITS) - 1;
 
+#[derive(Debug, Clone, Copy)]
 pub struct SlotTable<'a> {
     slots: &'a [AtomicU64],
 }
@@ -95,6 +96,27 @@ impl SharedCounters for SlotTable<'_> {
     }
 }
 
+impl SlotTable<'_> {
+    /// The count of `key` in the window that holds `now_secs`, without adding.
+    pub fn get(&self, key: &[u8], window_secs: u32, now_secs: u64) -> u64 {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        window_secs.hash(&mut h);
+        let hash = h.finish();
+        let this = pack(
+            (hash >> 40).max(1),
+            now_secs / u64::from(window_secs.max(1)),
+            0,
+        );
+        let n = self.slots.len();
+        let start = (hash as usize) % n;
+        (0..PROBES.min(n))
+            .map(|i| self.slots[(start + i) % n].load(Ordering::Acquire))
+            .find(|cur| cur & !COUNT_MAX == this)
+            .map_or(0, |cur| cur & COUNT_MAX)
+    }
+}
+
 /// Counters by key, in a table of atomic word pairs (key, count) that
 /// every worker maps: adding is lock-free, and what one worker adds every
 /// worker reads. A key takes the first free slot of [`PROBES`] from its
@@ -153,6 +175,15 @@ impl<'a> CounterTable<'a> {
     pub fn get(&self, key: u64) -> u64 {
         self.find(key, false)
             .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, key: u64, value: u64) {
+        match self.find(key, true) {
+            Some(cell) => cell.store(value, Ordering::Relaxed),
+            None => {
+                self.lost_slot().fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The last pair counts what did not find a slot.

@@ -10,8 +10,8 @@ use std::mem::size_of;
 use std::ptr::null;
 
 use graft_contract::{Context, Decision, HeaderAction};
-use graft_engine::{run_request_phase, Config, Count, Mode, Outcome, Step};
-use ngx::ffi::{ngx_http_request_t, ngx_log_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO};
+use graft_engine::{run_request_phase, Config, Count, Kill, Mode, Outcome, Step};
+use ngx::ffi::{ngx_http_request_t, ngx_log_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
 use crate::ctx;
@@ -19,7 +19,7 @@ use crate::guard::guarded;
 use crate::module::shared_counters;
 use crate::request::NgxRequest;
 
-pub const GRAFT_ABI_VERSION: c_int = 3;
+pub const GRAFT_ABI_VERSION: c_int = 4;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -363,6 +363,22 @@ pub fn log_outcome(log: *mut ngx_log_t, zone: &str, module: &str, outcome: &Outc
     }
 }
 
+/// Counts what served the request at a step, and logs an automatic
+/// rollback when this request made one happen.
+pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
+    let now = u64::try_from(ngx_time()).unwrap_or(0);
+    if let Some(why) = step.record(what, now) {
+        // SAFETY: a live request's connection and its log are valid.
+        let log = unsafe { (*r.connection).log };
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "graft: zone \"{zone}\" module \"{}\" {why}",
+            step.module_name
+        );
+    }
+}
+
 /// Where the Lua bridge starts the pipeline: the step index (from 0), or
 /// `GRAFT_DONE` when the native pipeline ran every step. `*fallback` is 1
 /// when the native pipeline stopped at that step because its Rust side
@@ -439,6 +455,94 @@ pub unsafe extern "C" fn graft_ffi_metrics(
     })
 }
 
+/// Applies the configuration file live (admin): `GRAFT_OK` with the new
+/// generation in `buf`, or `GRAFT_ERROR` with why the file was refused (the
+/// running configuration then goes on).
+///
+/// # Safety
+/// `r` is the current request; `buf` is writable for `*len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_apply(
+    r: *mut c_void,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let (rc, message) = match crate::module::apply_live(r) {
+            Ok(generation) => (GRAFT_OK, format!("applied, generation {generation}")),
+            Err(e) => (GRAFT_ERROR, e),
+        };
+        // SAFETY: the caller's contract.
+        match unsafe { copy_out(message.as_bytes(), buf, len) } {
+            GRAFT_OK => rc,
+            other => other,
+        }
+    })
+}
+
+/// Throws (`state` 1) or resets (0) the kill switch of a module, in one
+/// zone (`zone_len` > 0) or in every zone. On error, `buf` says why.
+///
+/// # Safety
+/// `r` is the current request; `module` and `zone` point at their lengths
+/// of bytes; `buf` is writable for `*len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_kill(
+    r: *mut c_void,
+    module: *const c_uchar,
+    module_len: usize,
+    zone: *const c_uchar,
+    zone_len: usize,
+    state: c_int,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let text = |p: *const c_uchar, n: usize| -> Option<String> {
+            if n == 0 || p.is_null() {
+                return None;
+            }
+            // SAFETY: the caller's contract.
+            Some(String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) }).into_owned())
+        };
+        let (module, zone) = (
+            text(module, module_len).unwrap_or_default(),
+            text(zone, zone_len),
+        );
+        let kill = if state == 0 { Kill::Off } else { Kill::Manual };
+        let result = crate::module::current_config(r)
+            .ok_or_else(|| "no graft_config".to_string())
+            .and_then(|c| c.set_kill(zone.as_deref(), &module, kill));
+        match result {
+            Ok(()) => {
+                // SAFETY: a live request's connection and its log are valid.
+                let log = unsafe { (*r.connection).log };
+                let place = zone.map_or("every zone".to_string(), |z| format!("zone \"{z}\""));
+                let what = if state == 0 { "reset" } else { "thrown" };
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "graft: kill switch of module \"{module}\" in {place} {what}"
+                );
+                GRAFT_OK
+            }
+            Err(e) => {
+                // SAFETY: the caller's contract.
+                unsafe { copy_out(e.as_bytes(), buf, len) };
+                GRAFT_ERROR
+            }
+        }
+    })
+}
+
 /// Counts what the Lua side served for one step (`GRAFT_COUNT_*`).
 ///
 /// # Safety
@@ -452,12 +556,15 @@ pub unsafe extern "C" fn graft_ffi_count(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
-        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let Some(config) = ctx::config(r) else {
             return GRAFT_NO_CONFIG;
         };
         match (step(config, zone, step_index), Count::from_code(what)) {
-            (Some((_, step)), Some(what)) => {
-                step.counters.add(what);
+            (Some((zone_name, step)), Some(what)) => {
+                record(r, zone_name, step, what);
                 GRAFT_OK
             }
             _ => GRAFT_ERROR,

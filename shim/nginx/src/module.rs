@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_void};
 use std::mem::size_of;
 use std::path::{Path, PathBuf};
 use std::ptr::{addr_of, addr_of_mut, null_mut};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -16,13 +16,14 @@ use graft_engine::shared::{CounterTable, SlotTable};
 use graft_engine::Config;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_t, ngx_cycle_t,
-    ngx_http_conf_ctx_t, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t,
-    ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
+    ngx_add_timer, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_t,
+    ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_http_conf_ctx_t, ngx_http_module, ngx_http_module_t,
+    ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_msec_t, ngx_pcalloc, ngx_quit, ngx_shm_alloc,
+    ngx_shm_t, ngx_str_t, ngx_terminate, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
     NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
-    NGX_OK,
+    NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
 };
-use ngx::{ngx_conf_log_error, ngx_string};
+use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 use crate::guard::guarded;
 use crate::native;
@@ -112,7 +113,7 @@ unsafe extern "C" fn set_config(
         if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
             return NGX_CONF_ERROR;
         }
-        let Some((_, step_counters)) = shared_slots(cf) else {
+        let Some((windows, step_counters)) = shared_slots(cf) else {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: cannot map the shared counters");
             return NGX_CONF_ERROR;
         };
@@ -122,7 +123,7 @@ unsafe extern "C" fn set_config(
         };
         match Config::load(Path::new(path)) {
             Ok(config) => {
-                config.share_counters(CounterTable::new(step_counters));
+                config.attach(CounterTable::new(step_counters), SlotTable::new(windows));
                 mcf.config = Some(ArcSwap::from_pointee(config));
                 mcf.path = Some(PathBuf::from(path));
                 // Parsing a large file leaves freed heap behind; give it back
@@ -139,11 +140,126 @@ unsafe extern "C" fn set_config(
     })
 }
 
-unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
+unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     guarded(NGX_OK as ngx_int_t, || {
         graft_engine::dispatch::install_panic_hook();
+        // SAFETY: nginx passes the worker's cycle, whose conf_ctx holds the
+        // http block's ngx_http_conf_ctx_t (or null without one), whose main
+        // confs hold ours.
+        let mcf = unsafe {
+            let http = *(*cycle).conf_ctx.add(ngx_http_module.index) as *const ngx_http_conf_ctx_t;
+            if http.is_null() {
+                return NGX_OK as ngx_int_t;
+            }
+            let index = (*addr_of!(ngx_http_graft_module)).ctx_index;
+            *(*http).main_conf.add(index) as *mut MainConf
+        };
+        // SAFETY: as above; the main conf lives as long as the cycle.
+        if unsafe { mcf.as_ref() }.is_none_or(|m| m.config.is_none()) {
+            return NGX_OK as ngx_int_t;
+        }
+        APPLIED_EPOCH.store(current_epoch(), Ordering::Relaxed);
+        // SAFETY: an event from the cycle's pool, zeroed, that lives as long
+        // as the worker; nginx calls its handler from the event loop.
+        unsafe {
+            let ev = ngx_pcalloc((*cycle).pool, size_of::<ngx_event_t>()) as *mut ngx_event_t;
+            if let Some(ev) = ev.as_mut() {
+                ev.handler = Some(epoch_timer);
+                ev.data = mcf as *mut c_void;
+                ev.log = (*cycle).log;
+                ev.set_cancelable(1);
+                ngx_add_timer(ev, EPOCH_CHECK_MS);
+            }
+        }
         NGX_OK as ngx_int_t
     })
+}
+
+/// How often a worker looks for a configuration applied live elsewhere.
+const EPOCH_CHECK_MS: ngx_msec_t = 250;
+/// The configuration epoch's key in the shared counter table: a live apply
+/// adds one, and every worker loads the file again when it sees it move.
+const EPOCH_KEY: u64 = 0x6772_6166_745f_6570;
+/// The epoch this worker serves.
+static APPLIED_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+fn current_epoch() -> u64 {
+    COUNTERS
+        .get()
+        .copied()
+        .flatten()
+        .map_or(0, |w| CounterTable::new(w).get(EPOCH_KEY))
+}
+
+unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
+    guarded((), || {
+        // SAFETY: the event made in init_process; its data is the cycle's
+        // main conf and its log the cycle's log.
+        let (ev, mcf) = unsafe { (&mut *ev, &*((*ev).data as *const MainConf)) };
+        // SAFETY: nginx's process-wide flags, read in its own thread.
+        if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
+            return;
+        }
+        let epoch = current_epoch();
+        if epoch > APPLIED_EPOCH.load(Ordering::Relaxed) {
+            APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
+            match load_into(mcf) {
+                Ok(generation) => {
+                    ngx_log_error!(
+                        NGX_LOG_NOTICE,
+                        ev.log,
+                        "graft: applied the configuration live (generation {generation})"
+                    );
+                }
+                Err(e) => {
+                    ngx_log_error!(
+                        NGX_LOG_ERR,
+                        ev.log,
+                        "graft: live configuration refused, the running one goes on: {e}"
+                    );
+                }
+            }
+        }
+        // SAFETY: re-arms the worker's own timer event.
+        unsafe { ngx_add_timer(ev, EPOCH_CHECK_MS) };
+    })
+}
+
+/// Loads the configuration file again and swaps it in for this worker.
+fn load_into(mcf: &MainConf) -> Result<u64, String> {
+    let (Some(path), Some(cell)) = (&mcf.path, &mcf.config) else {
+        return Err("no graft_config".into());
+    };
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let (Some(windows), Some(counters)) = (
+        WINDOWS.get().copied().flatten(),
+        COUNTERS.get().copied().flatten(),
+    ) else {
+        return Err("no shared memory".into());
+    };
+    config.attach(CounterTable::new(counters), SlotTable::new(windows));
+    let generation = config.generation;
+    cell.store(Arc::new(config));
+    Ok(generation)
+}
+
+/// Applies the configuration file live: validated, swapped in this worker
+/// at once, and in every other worker within `EPOCH_CHECK_MS`. A refused
+/// file changes nothing, and the error says why.
+pub fn apply_live(r: &ngx_http_request_t) -> Result<u64, String> {
+    let mcf = main_conf(r).ok_or("no graft_config")?;
+    let generation = load_into(mcf)?;
+    let counters = COUNTERS
+        .get()
+        .copied()
+        .flatten()
+        .ok_or("no shared memory")?;
+    let table = CounterTable::new(counters);
+    table.add(EPOCH_KEY, 1);
+    APPLIED_EPOCH.store(table.get(EPOCH_KEY), Ordering::Relaxed);
+    // SAFETY: glibc's malloc_trim only releases free memory.
+    unsafe { malloc_trim(0) };
+    Ok(generation)
 }
 
 /// The module's main conf in the http block serving `r`.

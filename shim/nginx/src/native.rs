@@ -28,7 +28,7 @@ use ngx::ffi::{
 use ngx::ffi::NGX_LOG_WARN;
 use ngx::ngx_log_error;
 
-use crate::bridge::log_outcome;
+use crate::bridge::{log_outcome, record};
 use crate::ctx;
 use crate::guard::guarded;
 use crate::module::{ngx_http_graft_module, shared_counters};
@@ -161,10 +161,10 @@ fn run_pipeline(r: &mut ngx_http_request_t, zone: &Zone) -> ngx_int_t {
         let outcome = run_request_phase(step, &NgxRequest::new(r), &ctx);
         log_outcome(log, &zone.name, step.module_name, &outcome);
         let Outcome::Decided(decision) = outcome else {
-            step.counters.add(Count::Fallback);
+            record(r, &zone.name, step, Count::Fallback);
             return hand_on(r, i, true);
         };
-        step.counters.add(Count::Rust);
+        record(r, &zone.name, step, Count::Rust);
         let lines = match &decision {
             Decision::Respond(resp) => &resp.log,
             Decision::Continue(changes) => &changes.log,

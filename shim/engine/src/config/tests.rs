@@ -1,5 +1,6 @@
 use super::*;
-use crate::{run_request_phase, Count, Outcome};
+use crate::shared::{CounterTable, SlotTable};
+use crate::{run_request_phase, Count, Kill, Outcome};
 use graft_contract::{Context, Decision, LocalCounters, OwnedRequest};
 
 fn parse(text: &str) -> Result<Config, Box<LoadError>> {
@@ -177,4 +178,72 @@ fn a_panic_in_a_module_is_an_outcome_and_is_counted() {
     let counters: serde_json::Value = serde_json::from_str(&c.counters_json()).unwrap();
     assert_eq!(counters["zones"]["example.com"][1]["panic"], 1);
     assert_eq!(counters["zones"]["example.com"][1]["module"], "probe");
+}
+
+fn leaked_tables() -> (CounterTable<'static>, SlotTable<'static>) {
+    use std::sync::atomic::AtomicU64;
+    let words = |n: usize| -> &'static [AtomicU64] {
+        Box::leak((0..n).map(|_| AtomicU64::new(0)).collect())
+    };
+    (CounterTable::new(words(1024)), SlotTable::new(words(1024)))
+}
+
+#[test]
+fn a_rollback_threshold_sends_the_step_back_to_lua() {
+    let c = parse(r#"{ "zones": { "a.com": { "modules": [
+        { "module": "probe", "mode": "rust", "rollback": { "max_rate": 0.2, "min_requests": 10, "window": 60 } } ] } } }"#)
+    .unwrap();
+    let (counters, windows) = leaked_tables();
+    c.attach(counters, windows);
+    let step = &c.zones[0].steps[0];
+    let req = OwnedRequest::get("a.com", "/");
+    for _ in 0..10 {
+        assert_eq!(step.record(Count::Rust, 1000), None);
+    }
+    assert_eq!(
+        step.record(Count::Fallback, 1000),
+        None,
+        "1 of 11 is under 20%"
+    );
+    assert_eq!(
+        step.record(Count::Fallback, 1000),
+        None,
+        "2 of 12 is under 20%"
+    );
+    let why = step
+        .record(Count::Fallback, 1000)
+        .expect("3 of 13 is over 20%");
+    assert!(why.contains("3 of 13"), "{why}");
+    assert_eq!(step.mode_for(&req), Mode::Lua);
+    assert_eq!(step.counters.kill(), Kill::Automatic);
+    assert_eq!(step.record(Count::Fallback, 1000), None, "thrown once");
+    c.set_kill(Some("a.com"), "probe", Kill::Off).unwrap();
+    assert_eq!(step.mode_for(&req), Mode::Rust);
+}
+
+#[test]
+fn kill_switches_per_zone_and_everywhere() {
+    let c = parse(GOOD).unwrap();
+    let (counters, windows) = leaked_tables();
+    c.attach(counters, windows);
+    let z = &c.zones[c.zone_index(b"example.com").unwrap()];
+    let req = OwnedRequest::get("example.com", "/");
+    assert_eq!(z.steps[0].mode_for(&req), Mode::Rust);
+    c.set_kill(Some("example.com"), "redirects", Kill::Manual)
+        .unwrap();
+    assert_eq!(z.steps[0].mode_for(&req), Mode::Lua);
+    assert_eq!(
+        z.steps[1].mode_for(&req),
+        Mode::Shadow,
+        "another module is untouched"
+    );
+    c.set_kill(Some("example.com"), "redirects", Kill::Off)
+        .unwrap();
+    c.set_kill(None, "probe", Kill::Manual).unwrap();
+    assert_eq!(z.steps[1].mode_for(&req), Mode::Lua);
+    assert_eq!(z.steps[0].mode_for(&req), Mode::Rust);
+    assert!(c
+        .set_kill(Some("nowhere.com"), "probe", Kill::Manual)
+        .is_err());
+    assert!(c.set_kill(None, "nothing", Kill::Manual).is_err());
 }
