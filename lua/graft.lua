@@ -48,7 +48,7 @@ local lower = string.lower
 local equal = contract.equal
 local describe = contract.describe
 
-local GRAFT_ABI_VERSION = 4
+local GRAFT_ABI_VERSION = 5
 
 local GRAFT_OK = 0
 local GRAFT_ERROR = -1
@@ -68,6 +68,9 @@ local GRAFT_HEADER_REMOVE = 2
 local GRAFT_TARGET_REQUEST = 0
 local GRAFT_TARGET_RESPONSE = 1
 local GRAFT_TARGET_LOG = 2
+
+local GRAFT_IMPL_LUA = 0
+local GRAFT_IMPL_RUST = 1
 
 local GRAFT_MODE_LUA = 0
 local GRAFT_MODE_RUST = 1
@@ -113,7 +116,14 @@ int graft_ffi_mode(void *r, int zone, int step);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_apply(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
+int graft_ffi_observe(void *r, int zone, int step, int what, unsigned long long nanos);
 ]]
+
+-- The monotonic clock, for the sampled latency of the Lua side.
+pcall(ffi.cdef, [[
+struct graft_timespec { long tv_sec; long tv_nsec; };
+int clock_gettime(int clk_id, struct graft_timespec *tp);
+]])
 
 local _M = { version = "0.1.0", ABI_VERSION = GRAFT_ABI_VERSION }
 
@@ -317,9 +327,29 @@ local function rust_failure(rc, o)
     return { kind = kind, rust = true, err = o.err_len > 0 and ffi_string(o.err, o.err_len) or nil }
 end
 
-local function lua_decision(step, req)
+local CLOCK_MONOTONIC = 1
+local SAMPLE_EVERY = 8
+local sample = 0
+local ts = ffi_new("struct graft_timespec[1]")
+
+local function now_ns()
+    C.clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts[0].tv_sec) * 1e9 + tonumber(ts[0].tv_nsec)
+end
+
+-- Runs a step's Lua side, timing one call in SAMPLE_EVERY as the Rust
+-- side does.
+local function lua_decision(step, req, r, zone, index)
     local inst = step.legacy
-    local ok, d = pcall(inst.on_request, inst, req)
+    sample = sample + 1
+    local ok, d
+    if r and sample % SAMPLE_EVERY == 0 then
+        local started = now_ns()
+        ok, d = pcall(inst.on_request, inst, req)
+        C.graft_ffi_observe(r, zone, index, GRAFT_IMPL_LUA, now_ns() - started)
+    else
+        ok, d = pcall(inst.on_request, inst, req)
+    end
     if ok and type(d) == "table" then
         return d
     end
@@ -355,7 +385,7 @@ local function decide(r, zone, index, step, req)
     local mode = C.graft_ffi_mode(r, zone, index)
     if mode == GRAFT_MODE_LUA or mode < 0 then
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_LUA)
-        return lua_decision(step, req)
+        return lua_decision(step, req, r, zone, index)
     end
 
     local o = out[0]
@@ -366,12 +396,12 @@ local function decide(r, zone, index, step, req)
             return rust_decision(o)
         end
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_FALLBACK)
-        return lua_decision(step, req)
+        return lua_decision(step, req, r, zone, index)
     end
 
     -- GRAFT_MODE_SHADOW: Lua serves, Rust is compared.
     local rust = rc == GRAFT_OK and rust_decision(o) or rust_failure(rc, o)
-    local served = lua_decision(step, req)
+    local served = lua_decision(step, req, r, zone, index)
     C.graft_ffi_count(r, zone, index, GRAFT_COUNT_LUA)
     if equal(served, rust) then
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_MATCH)
@@ -486,7 +516,7 @@ function _M.access()
         local d
         if native_fallback and i == first + 1 then
             -- Rust already declined or failed on it natively (and counted it).
-            d = lua_decision(step, req)
+            d = lua_decision(step, req, r, zone, i - 1)
         else
             d = decide(r, zone, i - 1, step, req)
         end

@@ -17,7 +17,11 @@
 
 #include <stddef.h>
 
-#define GRAFT_ABI_VERSION 4
+/* graft_ffi_observe's `what`: the implementation timed. */
+#define GRAFT_IMPL_LUA   0
+#define GRAFT_IMPL_RUST  1
+
+#define GRAFT_ABI_VERSION 5
 
 #define GRAFT_OK          0
 #define GRAFT_ERROR      -1
@@ -82,6 +86,7 @@ int graft_ffi_mode(void *r, int zone, int step);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_apply(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
+int graft_ffi_observe(void *r, int zone, int step, int what, unsigned long long nanos);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

@@ -64,6 +64,18 @@ fn a_canary_keeps_each_client_on_one_side() {
         (rust, lua),
         (4 * on_rust as u64, 4 * (200 - on_rust) as u64)
     );
+    // Latency is sampled (one call in 8) on both sides.
+    for imp in ["lua", "rust"] {
+        let series = format!(
+            r#"graft_latency_seconds_count{{zone="canary.test",module="probe",impl="{imp}"}}"#
+        );
+        let n = metric(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(n >= 8, "{series} {n}");
+        let inf = format!(
+            r#"graft_latency_seconds_bucket{{le="+Inf",zone="canary.test",module="probe",impl="{imp}"}}"#
+        );
+        assert_eq!(metric(&text, &inf), Some(n), "{text}");
+    }
     nginx.assert_clean_log(&[]);
 }
 

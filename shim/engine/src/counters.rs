@@ -94,6 +94,41 @@ impl Kill {
     }
 }
 
+/// Which implementation a latency was measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    Lua = 0,
+    Rust = 1,
+}
+
+impl Impl {
+    pub fn name(self) -> &'static str {
+        match self {
+            Impl::Lua => "lua",
+            Impl::Rust => "rust",
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<Impl> {
+        match code {
+            0 => Some(Impl::Lua),
+            1 => Some(Impl::Rust),
+            _ => None,
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds (then +Inf).
+pub const LATENCY_BUCKETS_US: [u64; 11] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
+
+/// A latency histogram as Prometheus wants it: sum (seconds), count, and
+/// per-bucket (upper bound in seconds, count) pairs, the last +Inf.
+pub struct Latency {
+    pub sum_secs: f64,
+    pub count: u64,
+    pub buckets: Vec<(f64, u64)>,
+}
+
 /// The key of a kill switch: `zone` None for the module in every zone.
 pub fn kill_key(zone: Option<&str>, module: &str) -> u64 {
     let mut h = DefaultHasher::new();
@@ -158,6 +193,52 @@ impl Counters {
         }
     }
 
+    fn latency_key(&self, imp: Impl, slot: u64) -> u64 {
+        let mut h = DefaultHasher::new();
+        (self.key, "latency", imp as u8, slot).hash(&mut h);
+        h.finish()
+    }
+
+    /// Records how long one implementation took at this step (shared
+    /// memory only: without it, latencies are not kept).
+    pub fn observe(&self, imp: Impl, nanos: u64) {
+        let Some(t) = self.shared.get() else {
+            return;
+        };
+        let micros = nanos / 1000;
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| micros <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        t.add(self.latency_key(imp, bucket as u64), 1);
+        t.add(self.latency_key(imp, u64::MAX), nanos);
+    }
+
+    pub fn latency(&self, imp: Impl) -> Latency {
+        let Some(t) = self.shared.get() else {
+            return Latency {
+                sum_secs: 0.0,
+                count: 0,
+                buckets: Vec::new(),
+            };
+        };
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS_US.len() + 1);
+        let mut count = 0;
+        for (i, &b) in LATENCY_BUCKETS_US.iter().enumerate() {
+            let n = t.get(self.latency_key(imp, i as u64));
+            count += n;
+            buckets.push((b as f64 / 1e6, n));
+        }
+        let n = t.get(self.latency_key(imp, LATENCY_BUCKETS_US.len() as u64));
+        count += n;
+        buckets.push((f64::INFINITY, n));
+        Latency {
+            sum_secs: t.get(self.latency_key(imp, u64::MAX)) as f64 / 1e9,
+            count,
+            buckets,
+        }
+    }
+
     /// The shared table, once attached.
     pub fn table(&self) -> Option<CounterTable<'static>> {
         self.shared.get().copied()
@@ -169,6 +250,15 @@ impl Counters {
             .map(|&c| (c.name().to_string(), self.get(c).into()))
             .collect();
         m.insert("killed".into(), (self.kill() as u64).into());
+        for imp in [Impl::Lua, Impl::Rust] {
+            let l = self.latency(imp);
+            let mean_us = if l.count == 0 {
+                0.0
+            } else {
+                l.sum_secs * 1e6 / l.count as f64
+            };
+            m.insert(format!("{}_mean_us", imp.name()), mean_us.into());
+        }
         m
     }
 }

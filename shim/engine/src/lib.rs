@@ -19,5 +19,5 @@ pub mod registry;
 pub mod shared;
 
 pub use config::{Config, LoadError, Mode, Step, Zone};
-pub use counters::{Count, Counters, Kill};
+pub use counters::{Count, Counters, Impl, Kill};
 pub use dispatch::{run_request_phase, Outcome};

@@ -8,7 +8,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::{Config, Count};
+use crate::{Config, Count, Impl};
+
+type NoLabels = [(&'static str, &'static str); 0];
 
 /// What a request's step did, by how it was served.
 const PATHS: [Count; 5] = [
@@ -69,6 +71,25 @@ impl Collector for Snapshot {
                 ];
                 ConstCounter::new(step.counters.get(what))
                     .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "graft_latency_seconds",
+            "Time one implementation took to decide at a step, sampled one request in 8.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (zone, step) in steps() {
+            for imp in [Impl::Lua, Impl::Rust] {
+                let l = step.counters.latency(imp);
+                let labels = [
+                    ("zone", zone),
+                    ("module", step.module_name),
+                    ("impl", imp.name()),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabels>(l.sum_secs, l.count, &l.buckets, None)?;
             }
         }
         let mut family = encoder.encode_descriptor(

@@ -10,7 +10,7 @@ use std::mem::size_of;
 use std::ptr::null;
 
 use graft_contract::{Context, Decision, HeaderAction};
-use graft_engine::{run_request_phase, Config, Count, Kill, Mode, Outcome, Step};
+use graft_engine::{run_request_phase, Config, Count, Impl, Kill, Mode, Outcome, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_log_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
@@ -19,7 +19,7 @@ use crate::guard::guarded;
 use crate::module::shared_counters;
 use crate::request::NgxRequest;
 
-pub const GRAFT_ABI_VERSION: c_int = 4;
+pub const GRAFT_ABI_VERSION: c_int = 5;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -310,7 +310,7 @@ pub unsafe extern "C" fn graft_ffi_run(
             now_secs: u64::try_from(ngx_time()).unwrap_or(0),
             counters: &counters,
         };
-        let outcome = run_request_phase(step, &NgxRequest::new(r), &ctx);
+        let outcome = run_sampled(step, &NgxRequest::new(r), &ctx);
         log_outcome(log, zone_name, step.module_name, &outcome);
         SLOT.with_borrow_mut(|slot| match outcome {
             Outcome::Decided(d) => {
@@ -330,6 +330,58 @@ pub unsafe extern "C" fn graft_ffi_run(
                 GRAFT_PANIC
             }
         })
+    })
+}
+
+thread_local! {
+    static SAMPLE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// One call in this many has its latency measured (on either side).
+pub const SAMPLE_EVERY: u32 = 8;
+
+/// Runs a step's Rust side, timing one call in `SAMPLE_EVERY`.
+pub fn run_sampled(step: &Step, req: &NgxRequest, ctx: &Context) -> Outcome {
+    let n = SAMPLE.with(|s| {
+        let n = s.get().wrapping_add(1);
+        s.set(n);
+        n
+    });
+    if n % SAMPLE_EVERY != 0 {
+        return run_request_phase(step, req, ctx);
+    }
+    let started = std::time::Instant::now();
+    let outcome = run_request_phase(step, req, ctx);
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    step.counters.observe(Impl::Rust, nanos);
+    outcome
+}
+
+/// Records how long the Lua side took at a step (the bridge measures one
+/// call in `SAMPLE_EVERY`); `what` is 0 for Lua, 1 for Rust.
+///
+/// # Safety
+/// `r` is the current request.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_observe(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+    what: c_int,
+    nanos: u64,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
+            return GRAFT_NO_CONFIG;
+        };
+        match (step(config, zone, step_index), Impl::from_code(what)) {
+            (Some((_, step)), Some(imp)) => {
+                step.counters.observe(imp, nanos);
+                GRAFT_OK
+            }
+            _ => GRAFT_ERROR,
+        }
     })
 }
 

@@ -13,7 +13,7 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use graft_contract::{Changes, Context, Decision, HeaderAction, Response};
-use graft_engine::{run_request_phase, Count, Mode, Outcome, Zone};
+use graft_engine::{Count, Mode, Outcome, Zone};
 use ngx::core::Pool;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_array_push, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_flag_t,
@@ -28,7 +28,7 @@ use ngx::ffi::{
 use ngx::ffi::NGX_LOG_WARN;
 use ngx::ngx_log_error;
 
-use crate::bridge::{log_outcome, record};
+use crate::bridge::{log_outcome, record, run_sampled};
 use crate::ctx;
 use crate::guard::guarded;
 use crate::module::{ngx_http_graft_module, shared_counters};
@@ -158,7 +158,7 @@ fn run_pipeline(r: &mut ngx_http_request_t, zone: &Zone) -> ngx_int_t {
             now_secs: u64::try_from(ngx_time()).unwrap_or(0),
             counters: &counters,
         };
-        let outcome = run_request_phase(step, &NgxRequest::new(r), &ctx);
+        let outcome = run_sampled(step, &NgxRequest::new(r), &ctx);
         log_outcome(log, &zone.name, step.module_name, &outcome);
         let Outcome::Decided(decision) = outcome else {
             record(r, &zone.name, step, Count::Fallback);
