@@ -347,7 +347,7 @@ pub fn run_sampled(step: &Step, req: &NgxRequest, ctx: &Context) -> Outcome {
         s.set(n);
         n
     });
-    if n % SAMPLE_EVERY != 0 {
+    if !n.is_multiple_of(SAMPLE_EVERY) {
         return run_request_phase(step, req, ctx);
     }
     let started = std::time::Instant::now();
