@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # building against them needs.
 DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
 	lua-resty-core lua-cjson luajit2 libluajit2-5.1-dev libclang-dev \
-	binutils wrk
+	binutils wrk chromium
 NGINX_SRC := /usr/share/nginx/src
 NGINX_BUILD := build/nginx
 MODULE := target/release/libngx_http_graft_module.so
