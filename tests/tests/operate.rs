@@ -328,5 +328,11 @@ fn a_configuration_applied_live_reaches_every_worker_and_a_bad_one_changes_nothi
         log.contains("graft: applied the configuration live"),
         "{log}"
     );
+    // A tracing event of the engine, at nginx's info level.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[info]") && l.contains("graft: loaded 1 zones and 1 steps from ")),
+        "{log}"
+    );
     nginx.assert_clean_log(&["live configuration refused"]);
 }

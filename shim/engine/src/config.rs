@@ -312,7 +312,17 @@ impl Config {
             )));
         }
         let text = std::fs::read(path).map_err(|e| err(ConfigError::new("", e.to_string())))?;
-        Config::parse(path, &text)
+        let started = std::time::Instant::now();
+        let config = Config::parse(path, &text)?;
+        tracing::info!(
+            "loaded {} zones and {} steps from {} in {} ms (generation {})",
+            config.zones.len(),
+            config.zones.iter().map(|z| z.steps.len()).sum::<usize>(),
+            path.display(),
+            started.elapsed().as_millis(),
+            config.generation
+        );
+        Ok(config)
     }
 
     /// Parses and validates a configuration held in memory; `source` names it in errors.

@@ -10,12 +10,14 @@
 //! - [`request`]: the read-only request view over `ngx_http_request_t`;
 //! - [`ctx`]: what graft keeps per request (its pinned configuration);
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
+//! - [`log`]: Rust `tracing` events into nginx's error log;
 //! - [`guard`]: `catch_unwind` around every entry point, so that no panic
 //!   unwinds into nginx.
 
 mod bridge;
 mod ctx;
 mod guard;
+mod log;
 mod module;
 mod native;
 mod request;

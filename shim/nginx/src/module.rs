@@ -121,6 +121,7 @@ unsafe extern "C" fn set_config(
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: the file name is not UTF-8");
             return NGX_CONF_ERROR;
         };
+        crate::log::install();
         match Config::load(Path::new(path)) {
             Ok(config) => {
                 config.attach(CounterTable::new(step_counters), SlotTable::new(windows));
