@@ -208,8 +208,8 @@ local plans = {}
 local plans_generation
 
 -- Calls fetch(buf, size) with a buffer, and again with a larger one when
--- the module says it needs more.
-local function read_string(fetch)
+-- the module says it needs more; returns the code and the text written.
+local function call_with_buffer(fetch)
     local size = get_size_ptr()
     size[0] = 4096
     local buf = get_string_buf(4096)
@@ -218,10 +218,15 @@ local function read_string(fetch)
         buf = get_string_buf(size[0])
         rc = fetch(buf, size)
     end
+    return rc, ffi_string(buf, size[0])
+end
+
+local function read_string(fetch)
+    local rc, text = call_with_buffer(fetch)
     if rc ~= GRAFT_OK then
         return nil, "graft: error " .. rc
     end
-    return ffi_string(buf, size[0])
+    return text
 end
 
 local function build_plan(r, zone)
@@ -563,7 +568,7 @@ function _M.header_filter()
     end
 end
 
--- The counters of every zone and module (this worker's), as JSON text.
+-- The counters of every zone and module (every worker's, summed), as JSON text.
 function _M.counters()
     local r = get_request()
     if not r then
@@ -618,11 +623,9 @@ function _M.admin()
         return admin_reply(405, "use POST for " .. tostring(action))
     end
     if action == "apply" then
-        local size = get_size_ptr()
-        size[0] = 4096
-        local buf = get_string_buf(4096)
-        local rc = C.graft_ffi_apply(r, buf, size)
-        local message = ffi_string(buf, size[0])
+        local rc, message = call_with_buffer(function(buf, size)
+            return C.graft_ffi_apply(r, buf, size)
+        end)
         if rc == GRAFT_OK then
             return admin_reply(200, message)
         end
@@ -634,14 +637,14 @@ function _M.admin()
         if type(module) ~= "string" or type(zone) ~= "string" then
             return admin_reply(400, "module=<name> [zone=<zone>]")
         end
-        local size = get_size_ptr()
-        size[0] = 4096
-        local buf = get_string_buf(4096)
-        local rc = C.graft_ffi_kill(r, module, #module, zone, #zone, action == "kill" and 1 or 0, buf, size)
+        local state = action == "kill" and 1 or 0
+        local rc, message = call_with_buffer(function(buf, size)
+            return C.graft_ffi_kill(r, module, #module, zone, #zone, state, buf, size)
+        end)
         if rc == GRAFT_OK then
             return admin_reply(200, action == "kill" and "killed" or "revived")
         end
-        return admin_reply(400, ffi_string(buf, size[0]))
+        return admin_reply(400, message)
     end
     return admin_reply(404, "no such admin action")
 end

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::ffi::{c_int, c_uchar, c_ulonglong, c_void};
 use std::mem::size_of;
 use std::ptr::null;
+use std::sync::Arc;
 
 use graft_contract::{Context, Decision, HeaderAction};
 use graft_engine::{run_request_phase, Config, Count, Impl, Kill, Mode, Outcome, Step};
@@ -190,6 +191,27 @@ unsafe fn request<'r>(r: *mut c_void) -> Option<&'r ngx_http_request_t> {
 fn step(config: &Config, zone: c_int, step: c_int) -> Option<(&str, &Step)> {
     let zone = config.zones.get(usize::try_from(zone).ok()?)?;
     Some((&zone.name, zone.steps.get(usize::try_from(step).ok()?)?))
+}
+
+/// Writes a text made from the request's configuration into the caller's
+/// buffer (see `copy_out`).
+///
+/// # Safety
+/// `r` is null or the current request; `buf` is writable for `*len` bytes.
+unsafe fn export_text(
+    r: *mut c_void,
+    buf: *mut c_uchar,
+    len: *mut usize,
+    text: impl FnOnce(&Arc<Config>) -> String,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
+            return GRAFT_NO_CONFIG;
+        };
+        // SAFETY: the caller's contract.
+        unsafe { copy_out(text(config).as_bytes(), buf, len) }
+    })
 }
 
 /// Copies `src` into the caller's buffer; when it is too small, says how
@@ -496,15 +518,8 @@ pub unsafe extern "C" fn graft_ffi_metrics(
     buf: *mut c_uchar,
     len: *mut usize,
 ) -> c_int {
-    guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
-        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
-            return GRAFT_NO_CONFIG;
-        };
-        let text = graft_engine::metrics::prometheus_text(config);
-        // SAFETY: the caller's contract.
-        unsafe { copy_out(text.as_bytes(), buf, len) }
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe { export_text(r, buf, len, graft_engine::metrics::prometheus_text) }
 }
 
 /// Applies the configuration file live (admin): `GRAFT_OK` with the new
@@ -634,12 +649,6 @@ pub unsafe extern "C" fn graft_ffi_counters(
     buf: *mut c_uchar,
     len: *mut usize,
 ) -> c_int {
-    guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
-        let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
-            return GRAFT_NO_CONFIG;
-        };
-        // SAFETY: the caller's contract.
-        unsafe { copy_out(config.counters_json().as_bytes(), buf, len) }
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe { export_text(r, buf, len, |c| c.counters_json()) }
 }
