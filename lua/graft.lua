@@ -48,7 +48,7 @@ local lower = string.lower
 local equal = contract.equal
 local describe = contract.describe
 
-local GRAFT_ABI_VERSION = 5
+local GRAFT_ABI_VERSION = 6
 
 local GRAFT_OK = 0
 local GRAFT_ERROR = -1
@@ -57,6 +57,7 @@ local GRAFT_DONE = -4
 local GRAFT_DECLINED = -5
 local GRAFT_PANIC = -6
 local GRAFT_NO_CONFIG = -7
+local GRAFT_USE_LUA = -8
 
 local GRAFT_CONTINUE = 0
 local GRAFT_RESPOND = 1
@@ -71,10 +72,6 @@ local GRAFT_TARGET_LOG = 2
 
 local GRAFT_IMPL_LUA = 0
 local GRAFT_IMPL_RUST = 1
-
-local GRAFT_MODE_LUA = 0
-local GRAFT_MODE_RUST = 1
-local GRAFT_MODE_SHADOW = 2
 
 local GRAFT_COUNT_LUA = 0
 local GRAFT_COUNT_RUST = 1
@@ -112,7 +109,6 @@ int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(void *r, int *fallback);
-int graft_ffi_mode(void *r, int zone, int step);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_apply(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
@@ -385,26 +381,27 @@ local function diff_log_allowance()
 end
 
 local function decide(r, zone, index, step, req)
-    -- The mode for this request: a canary resolves per client, in Rust, so
-    -- that a client lands on the same side in every worker.
-    local mode = C.graft_ffi_mode(r, zone, index)
-    if mode == GRAFT_MODE_LUA or mode < 0 then
+    local mode = step.mode
+    if mode == "lua" then
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_LUA)
         return lua_decision(step, req, r, zone, index)
     end
 
+    -- One call: Rust resolves the mode for this request (a canary per
+    -- client, a kill switch), runs its side and counts what served.
     local o = out[0]
     local rc = C.graft_ffi_run(r, zone, index, out)
-    if mode == GRAFT_MODE_RUST then
+    if rc == GRAFT_USE_LUA then
+        return lua_decision(step, req, r, zone, index)
+    end
+    if mode ~= "shadow" then
         if rc == GRAFT_OK then
-            C.graft_ffi_count(r, zone, index, GRAFT_COUNT_RUST)
             return rust_decision(o)
         end
-        C.graft_ffi_count(r, zone, index, GRAFT_COUNT_FALLBACK)
         return lua_decision(step, req, r, zone, index)
     end
 
-    -- GRAFT_MODE_SHADOW: Lua serves, Rust is compared.
+    -- shadow: Lua serves, Rust is compared.
     local rust = rc == GRAFT_OK and rust_decision(o) or rust_failure(rc, o)
     local served = lua_decision(step, req, r, zone, index)
     C.graft_ffi_count(r, zone, index, GRAFT_COUNT_LUA)

@@ -21,7 +21,7 @@
 #define GRAFT_IMPL_LUA   0
 #define GRAFT_IMPL_RUST  1
 
-#define GRAFT_ABI_VERSION 5
+#define GRAFT_ABI_VERSION 6
 
 #define GRAFT_OK          0
 #define GRAFT_ERROR      -1
@@ -30,6 +30,7 @@
 #define GRAFT_DECLINED   -5
 #define GRAFT_PANIC      -6
 #define GRAFT_NO_CONFIG  -7
+#define GRAFT_USE_LUA    -8   /* graft_ffi_run: Lua serves this request */
 
 #define GRAFT_CONTINUE    0
 #define GRAFT_RESPOND     1
@@ -41,10 +42,6 @@
 #define GRAFT_TARGET_REQUEST   0
 #define GRAFT_TARGET_RESPONSE  1
 #define GRAFT_TARGET_LOG       2   /* value: a line for the error log */
-
-#define GRAFT_MODE_LUA     0
-#define GRAFT_MODE_RUST    1
-#define GRAFT_MODE_SHADOW  2
 
 #define GRAFT_COUNT_LUA           0
 #define GRAFT_COUNT_RUST          1
@@ -82,7 +79,6 @@ int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(void *r, int *fallback);
-int graft_ffi_mode(void *r, int zone, int step);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_apply(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);

@@ -336,3 +336,53 @@ fn a_configuration_applied_live_reaches_every_worker_and_a_bad_one_changes_nothi
     );
     nginx.assert_clean_log(&["live configuration refused"]);
 }
+
+#[test]
+fn a_request_in_flight_during_live_swaps_sees_one_configuration() {
+    // Two steps that each stamp the version of the file they come from.
+    let version = |v: &str| {
+        let stamp = |name: &str| {
+            json!({ "module": "headers", "mode": "rust", "config": { "rules": [
+            { "response": [ { "set": name, "value": v } ] } ] } })
+        };
+        json!({ "zones": { "localhost": { "modules": [ stamp("X-First"), stamp("X-Second") ] } } })
+            .to_string()
+    };
+    let nginx = Nginx::start_workers(&version("a"), 2);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut seen = std::collections::BTreeSet::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = nginx.get("localhost", "/x");
+                        let (first, second) = (
+                            r.header("X-First").unwrap().to_string(),
+                            r.header("X-Second").unwrap().to_string(),
+                        );
+                        assert_eq!(first, second, "a response mixed two configurations");
+                        seen.insert(first);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for i in 0..20 {
+            nginx.write_config(&version(if i % 2 == 0 { "b" } else { "a" }));
+            assert_eq!(nginx.admin("POST", "/graft/admin/apply").status, 200);
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect::<std::collections::BTreeSet<_>>()
+    });
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["a", "b"],
+        "both versions served"
+    );
+    nginx.assert_clean_log(&[]);
+}

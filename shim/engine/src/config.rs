@@ -312,21 +312,25 @@ impl Config {
             )));
         }
         let text = std::fs::read(path).map_err(|e| err(ConfigError::new("", e.to_string())))?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates a configuration held in memory; `source` names it in errors.
+    pub fn parse(source: &Path, text: &[u8]) -> Result<Config, Box<LoadError>> {
         let started = std::time::Instant::now();
-        let config = Config::parse(path, &text)?;
+        let config = Config::parse_inner(source, text)?;
         tracing::info!(
             "loaded {} zones and {} steps from {} in {} ms (generation {})",
             config.zones.len(),
             config.zones.iter().map(|z| z.steps.len()).sum::<usize>(),
-            path.display(),
+            source.display(),
             started.elapsed().as_millis(),
             config.generation
         );
         Ok(config)
     }
 
-    /// Parses and validates a configuration held in memory; `source` names it in errors.
-    pub fn parse(source: &Path, text: &[u8]) -> Result<Config, Box<LoadError>> {
+    fn parse_inner(source: &Path, text: &[u8]) -> Result<Config, Box<LoadError>> {
         let at = |zone: Option<&str>, module: Option<(usize, &str)>, e: ConfigError| {
             Box::new(LoadError {
                 file: source.to_path_buf(),

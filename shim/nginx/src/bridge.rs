@@ -20,7 +20,7 @@ use crate::guard::guarded;
 use crate::module::shared_counters;
 use crate::request::NgxRequest;
 
-pub const GRAFT_ABI_VERSION: c_int = 5;
+pub const GRAFT_ABI_VERSION: c_int = 6;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -29,6 +29,7 @@ pub const GRAFT_DONE: c_int = -4;
 pub const GRAFT_DECLINED: c_int = -5;
 pub const GRAFT_PANIC: c_int = -6;
 pub const GRAFT_NO_CONFIG: c_int = -7;
+pub const GRAFT_USE_LUA: c_int = -8;
 
 const GRAFT_CONTINUE: c_int = 0;
 const GRAFT_RESPOND: c_int = 1;
@@ -296,11 +297,14 @@ pub unsafe extern "C" fn graft_ffi_plan(
     })
 }
 
-/// Runs the Rust implementation of one step for the request.
+/// Runs one step for the request, in the mode it resolves to.
 ///
-/// `GRAFT_OK`: `out` holds the decision. `GRAFT_DECLINED`: the module
-/// declined. `GRAFT_ERROR` or `GRAFT_PANIC`: it failed; `out->err` says why,
-/// and the error log has a line. Declines, errors and panics are counted here.
+/// `GRAFT_USE_LUA`: the step is served by Lua for this request (a canary's
+/// other side, or a thrown kill switch), counted as such. Otherwise the Rust
+/// side ran: `GRAFT_OK`, `out` holds the decision; `GRAFT_DECLINED`, the
+/// module declined; `GRAFT_ERROR` or `GRAFT_PANIC`, it failed, `out->err`
+/// says why and the error log has a line. In mode `rust` what served is
+/// counted here (rust, or fallback); in `shadow` the caller counts.
 ///
 /// # Safety
 /// `r` is the current request; `out` is writable.
@@ -327,13 +331,29 @@ pub unsafe extern "C" fn graft_ffi_run(
         let Some(counters) = shared_counters() else {
             return GRAFT_ERROR;
         };
+        let view = NgxRequest::new(r);
+        // The mode for this request: a canary resolves per client, a thrown
+        // kill switch sends the step to Lua.
+        let mode = step.mode_for(&view);
+        if mode == Mode::Lua {
+            record(r, zone_name, step, Count::Lua);
+            return GRAFT_USE_LUA;
+        }
         let ctx = Context {
             zone: zone_name,
             now_secs: u64::try_from(ngx_time()).unwrap_or(0),
             counters: &counters,
         };
-        let outcome = run_sampled(step, &NgxRequest::new(r), &ctx);
+        let outcome = run_sampled(step, &view, &ctx);
         log_outcome(log, zone_name, step.module_name, &outcome);
+        if mode == Mode::Rust {
+            let served = if matches!(outcome, Outcome::Decided(_)) {
+                Count::Rust
+            } else {
+                Count::Fallback
+            };
+            record(r, zone_name, step, served);
+        }
         SLOT.with_borrow_mut(|slot| match outcome {
             Outcome::Decided(d) => {
                 slot.fill(d, out);
@@ -476,33 +496,6 @@ pub unsafe extern "C" fn graft_ffi_resume(r: *mut c_void, fallback: *mut c_int) 
         match start {
             None => GRAFT_DONE,
             Some(step) => c_int::try_from(step).unwrap_or(GRAFT_ERROR),
-        }
-    })
-}
-
-const GRAFT_MODE_LUA: c_int = 0;
-const GRAFT_MODE_RUST: c_int = 1;
-const GRAFT_MODE_SHADOW: c_int = 2;
-
-/// How the request is served at a step: `GRAFT_MODE_LUA`, `_RUST` or
-/// `_SHADOW` (a canary resolved for this client).
-///
-/// # Safety
-/// `r` is the current request.
-#[no_mangle]
-pub unsafe extern "C" fn graft_ffi_mode(r: *mut c_void, zone: c_int, step_index: c_int) -> c_int {
-    guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
-        let Some(r) = (unsafe { request(r) }) else {
-            return GRAFT_ERROR;
-        };
-        let Some((_, step)) = ctx::config(r).and_then(|c| step(c, zone, step_index)) else {
-            return GRAFT_ERROR;
-        };
-        match step.mode_for(&NgxRequest::new(r)) {
-            Mode::Lua | Mode::Canary => GRAFT_MODE_LUA,
-            Mode::Rust => GRAFT_MODE_RUST,
-            Mode::Shadow => GRAFT_MODE_SHADOW,
         }
     })
 }

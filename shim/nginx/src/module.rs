@@ -27,6 +27,7 @@ use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 use crate::guard::guarded;
 use crate::native;
+use crate::snapshot;
 
 /// The module's main (http-level) configuration.
 #[derive(Default)]
@@ -113,7 +114,7 @@ unsafe extern "C" fn set_config(
         if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
             return NGX_CONF_ERROR;
         }
-        let Some((windows, step_counters)) = shared_slots(cf) else {
+        let (Some((windows, step_counters)), true) = (shared_slots(cf), snapshot::map(cf)) else {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: cannot map the shared counters");
             return NGX_CONF_ERROR;
         };
@@ -159,7 +160,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if unsafe { mcf.as_ref() }.is_none_or(|m| m.config.is_none()) {
             return NGX_OK as ngx_int_t;
         }
-        APPLIED_EPOCH.store(current_epoch(), Ordering::Relaxed);
+        APPLIED_EPOCH.store(snapshot::epoch(), Ordering::Relaxed);
         // SAFETY: an event from the cycle's pool, zeroed, that lives as long
         // as the worker; nginx calls its handler from the event loop.
         unsafe {
@@ -178,19 +179,8 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 
 /// How often a worker looks for a configuration applied live elsewhere.
 const EPOCH_CHECK_MS: ngx_msec_t = 250;
-/// The configuration epoch's key in the shared counter table: a live apply
-/// adds one, and every worker loads the file again when it sees it move.
-const EPOCH_KEY: u64 = 0x6772_6166_745f_6570;
-/// The epoch this worker serves.
+/// The live apply this worker serves (see `snapshot`).
 static APPLIED_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-fn current_epoch() -> u64 {
-    COUNTERS
-        .get()
-        .copied()
-        .flatten()
-        .map_or(0, |w| CounterTable::new(w).get(EPOCH_KEY))
-}
 
 unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
     guarded((), || {
@@ -201,10 +191,15 @@ unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
         if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
             return;
         }
-        let epoch = current_epoch();
-        if epoch > APPLIED_EPOCH.load(Ordering::Relaxed) {
+        if snapshot::epoch() > APPLIED_EPOCH.load(Ordering::Relaxed) {
+            let Some((epoch, text)) = snapshot::read() else {
+                // A write is under way: the next tick will see it done.
+                // SAFETY: re-arms the worker's own timer event.
+                unsafe { ngx_add_timer(ev, EPOCH_CHECK_MS) };
+                return;
+            };
             APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
-            match load_into(mcf) {
+            match load_into(mcf, &text) {
                 Ok(generation) => {
                     ngx_log_error!(
                         NGX_LOG_NOTICE,
@@ -226,12 +221,12 @@ unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
     })
 }
 
-/// Loads the configuration file again and swaps it in for this worker.
-fn load_into(mcf: &MainConf) -> Result<u64, String> {
+/// Parses a configuration text and swaps it in for this worker.
+fn load_into(mcf: &MainConf, text: &[u8]) -> Result<u64, String> {
     let (Some(path), Some(cell)) = (&mcf.path, &mcf.config) else {
         return Err("no graft_config".into());
     };
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::parse(path, text).map_err(|e| e.to_string())?;
     let (Some(windows), Some(counters)) = (
         WINDOWS.get().copied().flatten(),
         COUNTERS.get().copied().flatten(),
@@ -249,15 +244,20 @@ fn load_into(mcf: &MainConf) -> Result<u64, String> {
 /// file changes nothing, and the error says why.
 pub fn apply_live(r: &ngx_http_request_t) -> Result<u64, String> {
     let mcf = main_conf(r).ok_or("no graft_config")?;
-    let generation = load_into(mcf)?;
-    let counters = COUNTERS
-        .get()
-        .copied()
-        .flatten()
-        .ok_or("no shared memory")?;
-    let table = CounterTable::new(counters);
-    table.add(EPOCH_KEY, 1);
-    APPLIED_EPOCH.store(table.get(EPOCH_KEY), Ordering::Relaxed);
+    let path = mcf.path.as_ref().ok_or("no graft_config")?;
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() > snapshot::MAX_LIVE_BYTES {
+        return Err(format!(
+            "{}: {} bytes, over the limit of {} for a live apply (use nginx -s reload)",
+            path.display(),
+            text.len(),
+            snapshot::MAX_LIVE_BYTES
+        ));
+    }
+    let generation = load_into(mcf, &text)?;
+    // Every other worker loads these very bytes, not the file again.
+    let epoch = snapshot::publish(&text)?;
+    APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
     // SAFETY: glibc's malloc_trim only releases free memory.
     unsafe { malloc_trim(0) };
     Ok(generation)
