@@ -508,7 +508,7 @@ impl Config {
                 steps.iter().for_each(|s| s.counters.set_kill(kill));
             }
             None => match self.shared.get() {
-                Some(t) => t.set(kill_key(None, module), kill as u64),
+                Some(t) => t.set_switch(kill_key(None, module), kill as u64),
                 None => return Err("no shared memory".into()),
             },
         }

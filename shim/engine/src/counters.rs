@@ -177,6 +177,7 @@ impl Counters {
     /// else the module's everywhere.
     pub fn kill(&self) -> Kill {
         match self.shared.get() {
+            Some(t) if !t.any_switch() => Kill::Off,
             Some(t) => match t.get(self.zone_kill) {
                 0 => Kill::from_value(t.get(self.module_kill)),
                 v => Kill::from_value(v),
@@ -188,7 +189,7 @@ impl Counters {
     /// Throws or resets this step's own kill switch (its module in its zone).
     pub fn set_kill(&self, kill: Kill) {
         match self.shared.get() {
-            Some(t) => t.set(self.zone_kill, kill as u64),
+            Some(t) => t.set_switch(self.zone_kill, kill as u64),
             None => self.local_kill.store(kill as u64, Ordering::Relaxed),
         }
     }

@@ -25,8 +25,12 @@ pub struct SlotTable<'a> {
 }
 
 impl<'a> SlotTable<'a> {
+    /// The number of slots must be a power of two.
     pub fn new(slots: &'a [AtomicU64]) -> Self {
-        assert!(!slots.is_empty(), "a slot table needs slots");
+        assert!(
+            slots.len().is_power_of_two(),
+            "a slot table needs 2^k slots"
+        );
         SlotTable { slots }
     }
 }
@@ -46,13 +50,13 @@ impl SharedCounters for SlotTable<'_> {
         let fingerprint = (hash >> 40).max(1);
         let window = now_secs / u64::from(window_secs.max(1));
         let this = pack(fingerprint, window, 0);
-        let n = self.slots.len();
-        let start = (hash as usize) % n;
+        let mask = self.slots.len() - 1;
+        let start = hash as usize;
 
         for _ in 0..64 {
             let mut victim = None;
-            for i in 0..PROBES.min(n) {
-                let slot = &self.slots[(start + i) % n];
+            for i in 0..PROBES.min(mask + 1) {
+                let slot = &self.slots[(start + i) & mask];
                 let cur = slot.load(Ordering::Acquire);
                 if cur & !COUNT_MAX == this {
                     let mut cur = cur;
@@ -81,7 +85,7 @@ impl SharedCounters for SlotTable<'_> {
                 }
             }
             let (slot, cur) = victim.unwrap_or_else(|| {
-                let slot = &self.slots[start];
+                let slot = &self.slots[start & mask];
                 (slot, slot.load(Ordering::Acquire))
             });
             if slot
@@ -108,10 +112,10 @@ impl SlotTable<'_> {
             now_secs / u64::from(window_secs.max(1)),
             0,
         );
-        let n = self.slots.len();
-        let start = (hash as usize) % n;
-        (0..PROBES.min(n))
-            .map(|i| self.slots[(start + i) % n].load(Ordering::Acquire))
+        let mask = self.slots.len() - 1;
+        let start = hash as usize;
+        (0..PROBES.min(mask + 1))
+            .map(|i| self.slots[(start + i) & mask].load(Ordering::Acquire))
             .find(|cur| cur & !COUNT_MAX == this)
             .map_or(0, |cur| cur & COUNT_MAX)
     }
@@ -122,33 +126,35 @@ impl SlotTable<'_> {
 /// worker reads. A key takes the first free slot of [`PROBES`] from its
 /// hash; when all are taken by other keys, the count is lost and counted
 /// under [`CounterTable::lost`].
+///
+/// The first pair is the table's own: how many kill switches are thrown
+/// (so that the common case, none, costs one load), and the lost count.
 #[derive(Debug, Clone, Copy)]
 pub struct CounterTable<'a> {
     slots: &'a [AtomicU64],
 }
 
-const LOST_KEY: u64 = u64::MAX;
+const THROWN: usize = 0;
+const LOST: usize = 1;
 
 impl<'a> CounterTable<'a> {
-    /// `slots` holds pairs: its length must be even and not zero.
+    /// `slots` holds pairs: one for the table, then a power of two of them.
     pub fn new(slots: &'a [AtomicU64]) -> Self {
         assert!(
-            slots.len() >= 4 && slots.len().is_multiple_of(2),
-            "a counter table needs pairs of slots"
+            slots.len() >= 4
+                && slots.len().is_multiple_of(2)
+                && (slots.len() / 2 - 1).is_power_of_two(),
+            "a counter table needs 1 + 2^k pairs of slots"
         );
         CounterTable { slots }
     }
 
-    fn pairs(&self) -> usize {
-        self.slots.len() / 2 - 1
-    }
-
     fn find(&self, key: u64, insert: bool) -> Option<&AtomicU64> {
         let key = key | 1; // never 0, the mark of a free slot
-        let n = self.pairs();
-        let start = (key.rotate_right(17) as usize) % n;
-        for i in 0..PROBES.min(n) {
-            let pair = (start + i) % n;
+        let mask = self.slots.len() / 2 - 2;
+        let start = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+        for i in 0..PROBES.min(mask + 1) {
+            let pair = 1 + ((start + i) & mask);
             let k = &self.slots[2 * pair];
             let cur = k.load(Ordering::Acquire);
             if cur == key {
@@ -168,7 +174,7 @@ impl<'a> CounterTable<'a> {
     pub fn add(&self, key: u64, n: u64) {
         match self.find(key, true) {
             Some(count) => count.fetch_add(n, Ordering::Relaxed),
-            None => self.lost_slot().fetch_add(n, Ordering::Relaxed),
+            None => self.slots[LOST].fetch_add(n, Ordering::Relaxed),
         };
     }
 
@@ -177,25 +183,31 @@ impl<'a> CounterTable<'a> {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    pub fn set(&self, key: u64, value: u64) {
-        match self.find(key, true) {
-            Some(cell) => cell.store(value, Ordering::Relaxed),
-            None => {
-                self.lost_slot().fetch_add(1, Ordering::Relaxed);
+    /// Sets a kill switch's word, keeping the count of thrown ones.
+    pub fn set_switch(&self, key: u64, value: u64) {
+        let Some(cell) = self.find(key, true) else {
+            self.slots[LOST].fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match (cell.swap(value, Ordering::AcqRel), value) {
+            (0, v) if v != 0 => {
+                self.slots[THROWN].fetch_add(1, Ordering::AcqRel);
             }
+            (old, 0) if old != 0 => {
+                self.slots[THROWN].fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
         }
     }
 
-    /// The last pair counts what did not find a slot.
-    fn lost_slot(&self) -> &AtomicU64 {
-        let last = self.slots.len() - 2;
-        let _ = self.slots[last].compare_exchange(0, LOST_KEY, Ordering::AcqRel, Ordering::Acquire);
-        &self.slots[last + 1]
+    /// Whether any kill switch is thrown anywhere.
+    pub fn any_switch(&self) -> bool {
+        self.slots[THROWN].load(Ordering::Acquire) != 0
     }
 
     /// Counts that found no slot: the table is too small for the configuration.
     pub fn lost(&self) -> u64 {
-        self.slots[self.slots.len() - 1].load(Ordering::Relaxed)
+        self.slots[LOST].load(Ordering::Relaxed)
     }
 }
 
@@ -240,7 +252,7 @@ mod tests {
 
     #[test]
     fn keyed_counters_add_up_across_threads_and_report_losses() {
-        let slots = table(2 * 64);
+        let slots = table(2 * 65);
         let t = CounterTable::new(&slots);
         std::thread::scope(|s| {
             for _ in 0..4 {

@@ -297,7 +297,7 @@ extern "C" {
 const WINDOW_WORDS: usize = 64 * 1024;
 /// Words of the step counters every worker shares (metrics): 4 MiB, room
 /// for about 260,000 counters (8 a step); pages are only used when touched.
-const COUNTER_WORDS: usize = 512 * 1024;
+const COUNTER_WORDS: usize = 2 * (1 + (1 << 18));
 
 static WINDOWS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
 static COUNTERS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();

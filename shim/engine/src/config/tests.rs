@@ -185,7 +185,10 @@ fn leaked_tables() -> (CounterTable<'static>, SlotTable<'static>) {
     let words = |n: usize| -> &'static [AtomicU64] {
         Box::leak((0..n).map(|_| AtomicU64::new(0)).collect())
     };
-    (CounterTable::new(words(1024)), SlotTable::new(words(1024)))
+    (
+        CounterTable::new(words(2 * (1 + 512))),
+        SlotTable::new(words(1024)),
+    )
 }
 
 #[test]
