@@ -54,7 +54,8 @@ run: build ## Start nginx with graft and the example configuration on 127.0.0.1:
 		-e 's#@GRAFT_ROOT@#$(CURDIR)#' -e 's#@GRAFT_CONFIG@#$(CURDIR)/nginx/graft.json#' \
 		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
 	nginx -p $(RUN_PREFIX) -c $(RUN_PREFIX)/nginx.conf -e $(RUN_PREFIX)/error.log
-	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); counters: /graft/counters"
+	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); dashboard: /graft/status; metrics: /graft/metrics"
+	@echo "admin API: http://127.0.0.1:$(ADMIN_PORT)/graft/admin/ (apply, kill, revive, status)"
 	@echo "log: $(RUN_PREFIX)/error.log; stop: make stop"
 
 stop: ## Stop the nginx that `make run` started
