@@ -120,3 +120,61 @@ fn the_module_exports_every_declared_function_and_no_other() {
     assert!(symbols.contains(" ngx_http_graft_module\n"));
     assert!(symbols.contains(" ngx_modules\n"));
 }
+
+/// The Lua side refuses, at start-up, a module that speaks another ABI
+/// version or lays the structures out differently, and says so.
+#[test]
+fn the_bridge_refuses_a_module_of_another_abi_at_start() {
+    let lua = read("lua/graft.lua");
+    let cases = [
+        (
+            lua.replace(
+                "local GRAFT_ABI_VERSION = ",
+                "local GRAFT_ABI_VERSION = 900 + ",
+            ),
+            "lua/graft.lua speaks ABI version 90",
+        ),
+        (
+            lua.replacen("    int status;\n", "    int status;\n    int extra;\n", 1),
+            "lay out the ABI structures differently",
+        ),
+    ];
+    for (changed, want) in cases {
+        assert_ne!(changed, lua, "the test did not change graft.lua");
+        let nginx = graft_tests::Nginx::prepare(r#"{ "zones": {} }"#);
+        let lua_dir = nginx.prefix.join("lua");
+        std::fs::create_dir_all(lua_dir.join("graft")).unwrap();
+        std::fs::write(lua_dir.join("graft.lua"), &changed).unwrap();
+        for f in std::fs::read_dir(root().join("lua/graft"))
+            .unwrap()
+            .flatten()
+        {
+            if f.path().is_file() {
+                std::fs::copy(f.path(), lua_dir.join("graft").join(f.file_name())).unwrap();
+            }
+        }
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&lua_dir)
+            .status();
+        let conf = nginx.prefix.join("nginx.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let text = text.replace(
+            &format!("{}/lua/", root().display()),
+            &format!("{}/", lua_dir.display()),
+        );
+        std::fs::write(&conf, text).unwrap();
+        // init_by_lua runs at start (not under `nginx -t`): start it.
+        let out = nginx.run(&[]);
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            nginx.error_log()
+        );
+        assert!(
+            !out.status.success(),
+            "nginx started with a bridge of another ABI:\n{log}"
+        );
+        assert!(log.contains(want), "want {want:?} in:\n{log}");
+    }
+}
