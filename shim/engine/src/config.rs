@@ -484,6 +484,12 @@ impl Config {
         }
     }
 
+    /// Counts that found no room in the shared table (0 unless the table
+    /// is too small for the configuration).
+    pub fn counters_lost(&self) -> u64 {
+        self.shared.get().map_or(0, CounterTable::lost)
+    }
+
     /// Throws (or resets, with `Kill::Off`) the kill switch of `module`, in
     /// `zone` or, without one, in every zone.
     pub fn set_kill(&self, zone: Option<&str>, module: &str, kill: Kill) -> Result<(), String> {

@@ -240,11 +240,6 @@ impl Counters {
         }
     }
 
-    /// The shared table, once attached.
-    pub fn table(&self) -> Option<CounterTable<'static>> {
-        self.shared.get().copied()
-    }
-
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m: serde_json::Map<_, _> = Count::ALL
             .iter()

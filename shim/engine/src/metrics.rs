@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use crate::{Config, Count, Impl};
 
 type NoLabels = [(&'static str, &'static str); 0];
+const NO_LABELS: NoLabels = [];
 
 /// What a request's step did, by how it was served.
 const PATHS: [Count; 5] = [
@@ -103,13 +104,19 @@ impl Collector for Snapshot {
             ConstGauge::new(step.counters.kill() as i64).encode(family.encode_family(&labels)?)?;
         }
         let mut family = encoder.encode_descriptor(
+            "graft_counters_lost",
+            "Counts that found no room in graft's shared counter table (it is too small for the configuration).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.counters_lost()).encode(family.encode_family(&NO_LABELS)?)?;
+        let mut family = encoder.encode_descriptor(
             "graft_configuration_generation",
             "The generation of the configuration serving.",
             None,
             MetricType::Gauge,
         )?;
-        let labels: [(&str, &str); 0] = [];
-        ConstGauge::new(self.0.generation as i64).encode(family.encode_family(&labels)?)?;
+        ConstGauge::new(self.0.generation as i64).encode(family.encode_family(&NO_LABELS)?)?;
         Ok(())
     }
 }
@@ -152,6 +159,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE graft_requests counter"), "{text}");
+        assert!(text.contains("graft_counters_lost_total{} 0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }
