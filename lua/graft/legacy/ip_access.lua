@@ -10,7 +10,7 @@ local setmetatable = setmetatable
 local _M = { version = "0.1.0" }
 local mt = { __index = _M }
 
-local CONTINUE = { kind = "continue" }
+local CONTINUE = require("graft.contract").CONTINUE
 
 function _M.new(conf)
     local entries = {}

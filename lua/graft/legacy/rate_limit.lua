@@ -13,7 +13,7 @@ local ngx = ngx
 local _M = { version = "0.1.0" }
 local mt = { __index = _M }
 
-local CONTINUE = { kind = "continue" }
+local CONTINUE = require("graft.contract").CONTINUE
 
 function _M.new(conf, zone)
     local dict = ngx.shared.graft_rate_limit

@@ -14,7 +14,7 @@ local setmetatable = setmetatable
 local _M = { version = "0.1.0" }
 local mt = { __index = _M }
 
-local CONTINUE = { kind = "continue" }
+local CONTINUE = require("graft.contract").CONTINUE
 
 local function bad(reason)
     return { kind = "respond", status = 400, headers = {}, body = "", log = { "bad path: " .. reason } }

@@ -536,11 +536,14 @@ pub unsafe extern "C" fn graft_ffi_apply(
             Ok(generation) => (GRAFT_OK, format!("applied, generation {generation}")),
             Err(e) => (GRAFT_ERROR, e),
         };
+        // The apply happened: never ask the caller to call again for a
+        // larger buffer (that would apply twice); cut the message instead.
         // SAFETY: the caller's contract.
-        match unsafe { copy_out(message.as_bytes(), buf, len) } {
-            GRAFT_OK => rc,
-            other => other,
-        }
+        let room = if buf.is_null() { 0 } else { unsafe { *len } };
+        let message = &message.as_bytes()[..message.len().min(room)];
+        // SAFETY: the caller's contract; `message` fits the buffer.
+        unsafe { copy_out(message, buf, len) };
+        rc
     })
 }
 
