@@ -3,8 +3,22 @@
 //!
 //! - An exact rule wins over any prefix rule; among prefix rules the longest
 //!   prefix wins.
+//! - A prefix rule matches whole path segments: `from` matches the path
+//!   equal to it, and a path that goes on past it with `/`, or with anything
+//!   when `from` itself ends in `/`. `/go` matches `/go` and `/go/x`, never
+//!   `/gopher` or `/go.evil.com`.
 //! - A prefix rule carries the rest of the path over: with `/blog/` to
-//!   `/news/`, `/blog/a/b` goes to `/news/a/b`.
+//!   `/news/`, `/blog/a/b` goes to `/news/a/b`. The rest joins the target's
+//!   path (before any `?` or `#` of the target) with exactly one `/`: its
+//!   leading slashes are dropped, and one is put back unless the target's
+//!   path ends in `/` already. `/shop` to `/` sends `/shop//evil.com/x` to
+//!   `/evil.com/x`; `/go` to `https://example.com` sends `/go/x` to
+//!   `https://example.com/x`. So the carried path never extends the target's
+//!   host or starts a new one (`//`).
+//! - A prefix rule's target is therefore one whose host ends where the path
+//!   joins: a path with one leading `/`, or `//host...`, or
+//!   `scheme://host...` with a non-empty host. Anything else (`https://`,
+//!   `http:`, `//`, `news/`, `?x`, a `\` before the path) is refused at load.
 //! - `query: "keep"` (the default) carries the query string over, joined
 //!   with `&` when the target has one already; `"drop"` leaves it out.
 //! - The path is nginx's decoded path, so the part carried over is encoded
@@ -90,6 +104,9 @@ enum QueryMode {
 #[derive(Debug)]
 struct Rule {
     to: Vec<u8>,
+    /// Where the target's path ends (its first `?` or `#`, else its length):
+    /// a prefix rule's carried path goes there.
+    path_end: usize,
     status: u16,
     query: QueryMode,
     target_has_query: bool,
@@ -171,7 +188,46 @@ impl Redirects {
         self.prefix_lengths
             .iter()
             .filter(|&&len| len <= path.len())
-            .find_map(|&len| self.prefix.get(&path[..len]).map(|r| (r, &path[len..])))
+            .find_map(|&len| {
+                let (from, rest) = path.split_at(len);
+                // Whole segments only: `/go` is no prefix of `/go.evil.com`.
+                let at_boundary = rest.is_empty() || from.last() == Some(&b'/') || rest[0] == b'/';
+                if !at_boundary {
+                    return None;
+                }
+                self.prefix.get(from).map(|r| (r, rest))
+            })
+    }
+}
+
+/// Whether a prefix rule's target ends its host where the carried path
+/// joins: `/path` (not `//` or `/\`), `//host...` or `scheme://host...`,
+/// the host non-empty and ended by `/`, `?`, `#` or the end.
+fn joinable_target(to: &[u8]) -> bool {
+    let scheme_len = match to.iter().position(|&b| b == b':') {
+        Some(n)
+            if n > 0
+                && to[0].is_ascii_alphabetic()
+                && to[..n]
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) =>
+        {
+            n + 1
+        }
+        _ => 0,
+    };
+    let rest = &to[scheme_len..];
+    match rest {
+        [b'/', b'/', authority @ ..] => {
+            let end = authority
+                .iter()
+                .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+                .unwrap_or(authority.len());
+            end > 0 && !authority[..end].contains(&b'\\')
+        }
+        [b'/', second, ..] => scheme_len == 0 && !matches!(second, b'/' | b'\\'),
+        [b'/'] => scheme_len == 0,
+        _ => false,
     }
 }
 
@@ -192,6 +248,16 @@ fn validate(rc: RuleConfig) -> Result<Rule, ConfigError> {
         ));
     }
     HeaderValue::new(rc.to.as_bytes()).map_err(|e| ConfigError::new("to", e.to_string()))?;
+    if rc.kind == MatchKind::Prefix && !joinable_target(rc.to.as_bytes()) {
+        return Err(ConfigError::new(
+            "to",
+            format!(
+                "\"{}\": a prefix rule's target is a path starting with one \"/\", \
+                 \"//host...\" or \"scheme://host...\"",
+                rc.to
+            ),
+        ));
+    }
     if !matches!(rc.status, 301 | 302 | 307 | 308) {
         return Err(ConfigError::new(
             "status",
@@ -200,6 +266,7 @@ fn validate(rc: RuleConfig) -> Result<Rule, ConfigError> {
     }
     Ok(Rule {
         target_has_query: rc.to.contains('?'),
+        path_end: rc.to.find(['?', '#']).unwrap_or(rc.to.len()),
         to: rc.to.into_bytes(),
         status: rc.status,
         query: rc.query,
@@ -241,8 +308,20 @@ impl Module for Redirects {
             QueryMode::Drop => None,
         };
         let mut location = Vec::with_capacity(rule.to.len() + rest.len() + 64);
-        location.extend_from_slice(&rule.to);
-        push_escaped(&mut location, rest, false);
+        if rest.is_empty() {
+            location.extend_from_slice(&rule.to);
+        } else {
+            // The rest joins the target's path with exactly one `/`, so it
+            // can neither extend the target's host nor start with `//`.
+            let (target_path, target_tail) = rule.to.split_at(rule.path_end);
+            location.extend_from_slice(target_path);
+            if target_path.last() != Some(&b'/') {
+                location.push(b'/');
+            }
+            let segments = rest.iter().position(|&b| b != b'/').unwrap_or(rest.len());
+            push_escaped(&mut location, &rest[segments..], false);
+            location.extend_from_slice(target_tail);
+        }
         if let Some(q) = query {
             location.push(if rule.target_has_query { b'&' } else { b'?' });
             push_escaped(&mut location, q, true);

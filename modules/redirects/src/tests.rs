@@ -157,12 +157,249 @@ fn same_path_may_have_an_exact_and_a_prefix_rule() {
     assert_eq!(location(&r, "/a/b"), Some((301, "/prefix/b".into())));
 }
 
+/// The request path as nginx hands it over (decoded), with an optional query.
+fn location_of_path(r: &Redirects, path: &[u8], query: Option<&[u8]>) -> Option<(u16, String)> {
+    let mut req = OwnedRequest::get("example.com", "/");
+    req.path = path.to_vec();
+    req.query = query.map(<[u8]>::to_vec);
+    match r.on_request(&req, &ctx()).unwrap() {
+        Decision::Respond(resp) => Some((
+            resp.status,
+            String::from_utf8(resp.headers[0].1.as_bytes().to_vec()).unwrap(),
+        )),
+        Decision::Continue(_) => None,
+        Decision::Decline => panic!("redirects never declines"),
+    }
+}
+
+#[test]
+fn prefix_without_slash_matches_whole_segments_only() {
+    let r = build(json!([{ "from": "/go", "to": "https://example.com", "match": "prefix" }]));
+    assert_eq!(
+        location(&r, "/go"),
+        Some((301, "https://example.com".into()))
+    );
+    assert_eq!(
+        location(&r, "/go/"),
+        Some((301, "https://example.com/".into()))
+    );
+    assert_eq!(
+        location(&r, "/go/x/y?q=1"),
+        Some((301, "https://example.com/x/y?q=1".into()))
+    );
+    // The reported bug: /go.evil.com/x went to https://example.com.evil.com/x.
+    assert_eq!(location(&r, "/go.evil.com/x"), None);
+    assert_eq!(location(&r, "/gopher"), None);
+    assert_eq!(location(&r, "/go@evil.com"), None);
+    assert_eq!(location(&r, "/go:80@evil.com"), None);
+    assert_eq!(location_of_path(&r, b"/go\\evil.com", None), None);
+    assert_eq!(location(&r, "/go%5Cevil.com"), None);
+    assert_eq!(
+        location(&r, "/go?x=1.evil.com"),
+        Some((301, "https://example.com?x=1.evil.com".into()))
+    );
+}
+
+#[test]
+fn a_shorter_prefix_applies_when_a_longer_one_stops_mid_segment() {
+    let r = build(json!([
+        { "from": "/go", "to": "https://go.example.com", "match": "prefix" },
+        { "from": "/", "to": "https://www.example.com/", "match": "prefix", "status": 302 },
+    ]));
+    assert_eq!(
+        location(&r, "/go/a"),
+        Some((301, "https://go.example.com/a".into()))
+    );
+    assert_eq!(
+        location(&r, "/go.evil.com/x"),
+        Some((302, "https://www.example.com/go.evil.com/x".into()))
+    );
+}
+
+#[test]
+fn carried_path_never_starts_a_new_authority() {
+    let r = build(json!([
+        { "from": "/shop", "to": "/", "match": "prefix" },
+        { "from": "/s/", "to": "/", "match": "prefix" },
+        { "from": "/abs/", "to": "https://example.com", "match": "prefix" },
+        { "from": "/abs2", "to": "https://example.com/", "match": "prefix" },
+        { "from": "/pr/", "to": "//cdn.example.com", "match": "prefix" },
+    ]));
+    // The reported bug: /shop/evil.com/x went to //evil.com/x.
+    assert_eq!(
+        location(&r, "/shop/evil.com/x"),
+        Some((301, "/evil.com/x".into()))
+    );
+    assert_eq!(
+        location(&r, "/shop//evil.com/x"),
+        Some((301, "/evil.com/x".into()))
+    );
+    assert_eq!(
+        location(&r, "/shop///evil.com"),
+        Some((301, "/evil.com".into()))
+    );
+    assert_eq!(location(&r, "/shop"), Some((301, "/".into())));
+    assert_eq!(location(&r, "/shop/"), Some((301, "/".into())));
+    assert_eq!(location(&r, "/shop//"), Some((301, "/".into())));
+    assert_eq!(location(&r, "/shop.evil.com"), None);
+    // nginx decodes %2F before the module sees the path: both forms arrive.
+    assert_eq!(
+        location_of_path(&r, b"/shop///evil.com/x", None),
+        Some((301, "/evil.com/x".into()))
+    );
+    // A literal % is carried encoded, so %2F%2F can never become //.
+    assert_eq!(
+        location(&r, "/shop/%2F%2Fevil.com"),
+        Some((301, "/%252F%252Fevil.com".into()))
+    );
+    // Backslashes (which browsers read as /) are encoded.
+    assert_eq!(
+        location_of_path(&r, b"/shop/\\\\evil.com", None),
+        Some((301, "/%5C%5Cevil.com".into()))
+    );
+    assert_eq!(
+        location_of_path(&r, b"/shop/\\evil.com", None),
+        Some((301, "/%5Cevil.com".into()))
+    );
+    assert_eq!(
+        location(&r, "/s//evil.com"),
+        Some((301, "/evil.com".into()))
+    );
+    assert_eq!(location(&r, "/s/evil.com"), Some((301, "/evil.com".into())));
+    // An absolute target keeps its authority.
+    assert_eq!(
+        location(&r, "/abs/.evil.com/x"),
+        Some((301, "https://example.com/.evil.com/x".into()))
+    );
+    assert_eq!(
+        location(&r, "/abs/@evil.com"),
+        Some((301, "https://example.com/@evil.com".into()))
+    );
+    assert_eq!(
+        location(&r, "/abs/:80@evil.com"),
+        Some((301, "https://example.com/:80@evil.com".into()))
+    );
+    assert_eq!(
+        location(&r, "/abs//evil.com"),
+        Some((301, "https://example.com/evil.com".into()))
+    );
+    assert_eq!(
+        location(&r, "/abs2//evil.com"),
+        Some((301, "https://example.com/evil.com".into()))
+    );
+    assert_eq!(
+        location(&r, "/abs2/x"),
+        Some((301, "https://example.com/x".into()))
+    );
+    assert_eq!(
+        location(&r, "/pr/x"),
+        Some((301, "//cdn.example.com/x".into()))
+    );
+    assert_eq!(
+        location(&r, "/pr//evil.com"),
+        Some((301, "//cdn.example.com/evil.com".into()))
+    );
+}
+
+#[test]
+fn carried_path_goes_before_the_targets_query_and_fragment() {
+    let r = build(json!([
+        { "from": "/shop", "to": "https://example.com?src=shop", "match": "prefix" },
+        { "from": "/t/", "to": "/store/?src=t", "match": "prefix" },
+        { "from": "/f/", "to": "/doc#top", "match": "prefix", "query": "drop" },
+    ]));
+    assert_eq!(
+        location(&r, "/shop/evil.com/x?q=1"),
+        Some((301, "https://example.com/evil.com/x?src=shop&q=1".into()))
+    );
+    assert_eq!(
+        location(&r, "/shop"),
+        Some((301, "https://example.com?src=shop".into()))
+    );
+    assert_eq!(
+        location(&r, "/t//evil.com"),
+        Some((301, "/store/evil.com?src=t".into()))
+    );
+    assert_eq!(location(&r, "/f/a"), Some((301, "/doc/a#top".into())));
+}
+
+#[test]
+fn refuses_prefix_targets_the_carried_path_could_extend_into_a_host() {
+    for to in [
+        "//",
+        "https://",
+        "https:",
+        "http:/",
+        "https:///x",
+        "//?x",
+        "/\\x",
+        "news/",
+        "?x",
+        "https://\\evil.com",
+    ] {
+        let err = Redirects::from_config(&json!({ "rules": [
+            { "from": "/a", "to": "/b" },
+            { "from": "/p/", "to": to, "match": "prefix" },
+        ] }))
+        .expect_err(to);
+        assert_eq!(err.field, "rules[1].to", "{to}: {err}");
+    }
+    // The same targets stay allowed on exact rules: nothing is joined to them.
+    for to in ["//", "https:", "news/", "?x"] {
+        Redirects::from_config(&json!({ "rules": [ { "from": "/p/", "to": to } ] })).expect(to);
+    }
+    for to in [
+        "/",
+        "/x",
+        "/x?y",
+        "//cdn.example.com",
+        "https://example.com",
+        "https://example.com:8443/a/",
+        "https://u@example.com?x",
+        "HTTP+x.y-z://h#f",
+    ] {
+        build(json!([{ "from": "/p/", "to": to, "match": "prefix" }]));
+    }
+}
+
 fn segment() -> impl Strategy<Value = String> {
-    prop::sample::select(vec!["a", "b", "docs", "v1", "x y", "%", "é"]).prop_map(String::from)
+    prop::sample::select(vec!["a", "ab", "b", "docs", "v1", "x y", "%", "é", ""])
+        .prop_map(String::from)
 }
 
 fn path() -> impl Strategy<Value = String> {
     prop::collection::vec(segment(), 0..4).prop_map(|s| format!("/{}", s.join("/")))
+}
+
+/// The prefix rule's matching, stated plainly: the path is the prefix, or
+/// goes on past it at a segment boundary.
+fn prefix_matches(from: &str, path: &str) -> bool {
+    path.strip_prefix(from)
+        .is_some_and(|rest| rest.is_empty() || from.ends_with('/') || rest.starts_with('/'))
+}
+
+/// Prefix-rule targets: absolute (`scheme://host[:port]`, `//host`) or a
+/// path, with or without a path, a query and a fragment.
+fn target() -> impl Strategy<Value = String> {
+    let authority = (
+        prop::sample::select(vec!["https://", "http://", "HTTP+x.y-z://", "//"]),
+        "[a-z]{1,6}(\\.[a-z]{2,3})?",
+        prop::option::of(1u16..),
+    )
+        .prop_map(|(scheme, host, port)| match port {
+            Some(port) => format!("{scheme}{host}:{port}"),
+            None => format!("{scheme}{host}"),
+        });
+    (
+        prop::option::of(authority),
+        prop::sample::select(vec!["", "/", "/new", "/new/", "/a//", "/a\\b"]),
+        prop::sample::select(vec!["", "?src=x", "?a/b", "#f", "?x#f/g", "#"]),
+    )
+        .prop_map(|(authority, path, tail)| match authority {
+            Some(a) => format!("{a}{path}{tail}"),
+            None if path.is_empty() => format!("/{tail}"),
+            None => format!("{path}{tail}"),
+        })
 }
 
 proptest! {
@@ -189,7 +426,7 @@ proptest! {
 
         let expected = rules.iter().find(|(from, prefix, _, _)| !prefix && *from == target)
             .or_else(|| rules.iter()
-                .filter(|(from, prefix, _, _)| *prefix && target.starts_with(from.as_str()))
+                .filter(|(from, prefix, _, _)| *prefix && prefix_matches(from, &target))
                 .max_by_key(|(from, ..)| from.len()));
 
         let full = match &query { Some(q) => format!("{target}?{q}"), None => target.clone() };
@@ -207,6 +444,50 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// Whatever the request path, a prefix rule with an absolute target
+    /// (`scheme://host...` or `//host...`) keeps the target's scheme and
+    /// authority, and one with a path target (one leading slash) never
+    /// yields a Location starting with `//`.
+    #[test]
+    fn prefix_join_keeps_scheme_and_authority(
+        from in prop::sample::select(vec!["/", "/go", "/go/", "/shop", "/a/b", "/a/b/"]),
+        to in target(),
+        rest in prop::collection::vec(prop_oneof![
+            prop::sample::select(vec![
+                "/", "//", "\\", ".", "@", ":", "evil.com", "%2F", "?", "#", ":80", " ", "\r\n",
+            ]).prop_map(|s| s.as_bytes().to_vec()),
+            prop::collection::vec(any::<u8>(), 1..4),
+        ], 0..8),
+        query in prop::option::of("[a-z=&/:@.\\\\]{1,8}"),
+    ) {
+        let r = build(json!([{ "from": from, "to": to, "match": "prefix" }]));
+        let path = [from.as_bytes(), &rest.concat()].concat();
+        let Some((_, loc)) = location_of_path(&r, &path, query.as_deref().map(str::as_bytes)) else {
+            // Only a path that does not go on past `from` at a segment boundary.
+            prop_assert!(!from.ends_with('/') && path.get(from.len()) != Some(&b'/'));
+            return Ok(());
+        };
+        // Where a URL's authority ends, read as a browser would (`\` as `/`).
+        let authority_end = |s: &str| -> usize {
+            let start = if s.starts_with("//") { 2 } else { s.find("://").map_or(0, |i| i + 3) };
+            start + s[start..].find(['/', '\\', '?', '#']).unwrap_or(s.len() - start)
+        };
+        let absolute =
+            to.starts_with("//") || to.find("://").is_some_and(|i| !to[..i].contains('/'));
+        if absolute {
+            let want = &to[..authority_end(&to)];
+            prop_assert!(want.len() > 2, "{:?}", to);
+            prop_assert_eq!(&loc[..authority_end(&loc)], want, "{:?}", loc);
+            // Nothing right after the authority reads as another authority.
+            prop_assert!(!loc[want.len()..].starts_with("//"), "{:?}", loc);
+        } else {
+            prop_assert!(to.starts_with('/'));
+            prop_assert!(!loc.starts_with("//"), "{:?}", loc);
+        }
+        // The carried path and query hold no `\` a browser would read as `/`.
+        prop_assert_eq!(loc.matches('\\').count(), to.matches('\\').count());
     }
 
     /// No request, however hostile its path or query, yields a Location with
