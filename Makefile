@@ -12,12 +12,16 @@ DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
 NGINX_SRC := /usr/share/nginx/src
 NGINX_BUILD := build/nginx
 MODULE := target/release/libngx_http_graft_module.so
-RUN_PREFIX := $(CURDIR)/run
+# nginx's workers run as another user: the run prefix lives where they can
+# reach it, whatever directory graft was cloned into.
+RUN_PREFIX ?= /tmp/graft-run-$(shell id -u)
+CONFIG ?= $(CURDIR)/nginx/graft.json
 RUN_PORT ?= 8080
 ADMIN_PORT ?= 8081
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-export GRAFT_MODULE := $(CURDIR)/$(MODULE)
+GRAFT_MODULE ?= $(CURDIR)/$(MODULE)
+export GRAFT_MODULE
 
 .PHONY: help deps build run stop test diff corpus bench lint fmt clean
 
@@ -43,16 +47,16 @@ $(NGINX_BUILD)/ngx_auto_config.h: | deps
 
 build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against the distribution's nginx
 	cargo build --release -p graft-nginx
-	chmod -R a+rX target/release lua nginx
 
-run: build ## Start nginx with graft and the example configuration on 127.0.0.1:8080 (RUN_PORT=...)
+run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=..., CONFIG=your graft file)
 	@if [ -f $(RUN_PREFIX)/nginx.pid ] && kill -0 $$(cat $(RUN_PREFIX)/nginx.pid) 2>/dev/null; then \
 		echo "already running (make stop first)"; exit 1; fi
-	mkdir -p $(RUN_PREFIX)/tmp $(RUN_PREFIX)/html/native && chmod 755 $(RUN_PREFIX) $(RUN_PREFIX)/html $(RUN_PREFIX)/html/native
-	echo "native origin" > $(RUN_PREFIX)/html/native/index.html && chmod 644 $(RUN_PREFIX)/html/native/index.html
+	mkdir -p $(RUN_PREFIX)/html/native
+	echo "native origin" > $(RUN_PREFIX)/html/native/index.html
+	nginx/prefix.sh $(RUN_PREFIX)
 	sed -e 's#@GRAFT_MODULE@#$(GRAFT_MODULE)#' -e 's#@PREFIX@#$(RUN_PREFIX)#g' \
-		-e 's#@GRAFT_ROOT@#$(CURDIR)#' -e 's#@GRAFT_CONFIG@#$(CURDIR)/nginx/graft.json#' \
-		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
+		-e 's#@GRAFT_ROOT@#$(RUN_PREFIX)/graft#' -e 's#@GRAFT_CONFIG@#$(abspath $(CONFIG))#' \
+		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' -e 's#@EXTRA@##' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
 	nginx -p $(RUN_PREFIX) -c $(RUN_PREFIX)/nginx.conf -e $(RUN_PREFIX)/error.log
 	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); dashboard: /graft/status; metrics: /graft/metrics"
 	@echo "admin API: http://127.0.0.1:$(ADMIN_PORT)/graft/admin/ (apply, kill, revive, status)"
@@ -90,4 +94,4 @@ fmt: ## Format the code
 
 clean: ## Remove build output and the run prefix
 	cargo clean
-	rm -rf build run
+	rm -rf build $(RUN_PREFIX)

@@ -48,7 +48,7 @@ local lower = string.lower
 local equal = contract.equal
 local describe = contract.describe
 
-local GRAFT_ABI_VERSION = 6
+local GRAFT_ABI_VERSION = 7
 
 local GRAFT_OK = 0
 local GRAFT_ERROR = -1
@@ -78,6 +78,18 @@ local GRAFT_COUNT_RUST = 1
 local GRAFT_COUNT_FALLBACK = 2
 local GRAFT_COUNT_SHADOW_MATCH = 3
 local GRAFT_COUNT_SHADOW_DIFF = 4
+local GRAFT_COUNT_FAILED = 8
+
+local GRAFT_LOG_DECISION = 0
+local GRAFT_LOG_FAILURE = 1
+local GRAFT_LOG_DIFF = 2
+local GRAFT_LOG_DECLINE = 3
+
+local GRAFT_PLANS_LOADED = 0
+local GRAFT_PLANS_PENDING = 1
+
+local GRAFT_APPLY_CHECK = 0
+local GRAFT_APPLY_COMMIT = 1
 
 ffi.cdef[[
 typedef struct {
@@ -110,9 +122,12 @@ int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(void *r, int *fallback);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
-int graft_ffi_apply(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_apply(void *r, int stage, unsigned char *buf, size_t *len);
 int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
 int graft_ffi_observe(void *r, int zone, int step, int what, unsigned long long nanos);
+int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t why_len);
+int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
+int graft_ffi_plans(void *r, int which, unsigned char *buf, size_t *len);
 ]]
 
 -- The monotonic clock, for the sampled latency of the Lua side.
@@ -204,17 +219,26 @@ local plans = {}
 local plans_generation
 
 -- Calls fetch(buf, size) with a buffer, and again with a larger one when
--- the module says it needs more; returns the code and the text written.
+-- the module says it needs more (a text can grow between two calls, so a
+-- few times); returns the code and the text written. Never reads more
+-- than the buffer holds, whatever the module wrote in *size.
 local function call_with_buffer(fetch)
     local size = get_size_ptr()
-    size[0] = 4096
-    local buf = get_string_buf(4096)
-    local rc = fetch(buf, size)
-    if rc == GRAFT_AGAIN then
-        buf = get_string_buf(size[0])
-        rc = fetch(buf, size)
+    local capacity = 4096
+    for _ = 1, 4 do
+        local buf = get_string_buf(capacity)
+        size[0] = capacity
+        local rc = fetch(buf, size)
+        if rc ~= GRAFT_AGAIN then
+            local n = tonumber(size[0])
+            if n > capacity then
+                n = capacity
+            end
+            return rc, ffi_string(buf, n)
+        end
+        capacity = tonumber(size[0]) + 4096
     end
-    return rc, ffi_string(buf, size[0])
+    return GRAFT_AGAIN, "graft: the text kept growing"
 end
 
 local function read_string(fetch)
@@ -223,6 +247,34 @@ local function read_string(fetch)
         return nil, "graft: error " .. rc
     end
     return text
+end
+
+-- A zone's plan from its JSON: one entry a step, with the step's legacy
+-- instance, or the reason there is none (the step then fails by its
+-- policy; a checked configuration never gets here without one).
+local function plan_from(data)
+    local steps = data.steps
+    local plan = new_tab(#steps, 0)
+    for i = 1, #steps do
+        local step = steps[i]
+        local entry = { zone = data.zone, module = step.module, mode = step.mode }
+        local ok, mod = pcall(require, "graft.legacy." .. step.module)
+        if not ok then
+            entry.missing = "no Lua implementation of module \"" .. step.module .. "\": " .. tostring(mod)
+        else
+            local built, inst, ierr = pcall(mod.new, step.config, data.zone)
+            if not built then
+                entry.missing = "Lua module \"" .. step.module .. "\" failed to build: " .. tostring(inst)
+            elseif not inst then
+                entry.missing = "Lua module \"" .. step.module .. "\" refused its configuration: "
+                                .. tostring(ierr)
+            else
+                entry.legacy = inst
+            end
+        end
+        plan[i] = entry
+    end
+    return plan
 end
 
 local function build_plan(r, zone)
@@ -236,19 +288,39 @@ local function build_plan(r, zone)
     if not data then
         return nil, "graft: bad plan: " .. tostring(derr)
     end
-    local plan = new_tab(#data.steps, 0)
-    for i, step in ipairs(data.steps) do
-        local ok, mod = pcall(require, "graft.legacy." .. step.module)
-        if not ok then
-            return nil, "graft: no Lua implementation of module \"" .. step.module .. "\": " .. mod
-        end
-        local inst, ierr = mod.new(step.config, data.zone)
-        if not inst then
-            return nil, "graft: Lua module \"" .. step.module .. "\": " .. tostring(ierr)
-        end
-        plan[i] = { zone = data.zone, module = step.module, mode = step.mode, legacy = inst }
+    return plan_from(data)
+end
+
+-- Loads and builds every zone's plan of a configuration (`which`: the one
+-- the master just loaded, or the one a live apply checks). Returns the
+-- plans and their generation, or nil and an error naming the zone and
+-- module of the first legacy module that cannot be loaded or built.
+local function check_plans(r, which)
+    local rc, json = call_with_buffer(function(buf, size)
+        return C.graft_ffi_plans(r, which, buf, size)
+    end)
+    if rc == GRAFT_NO_CONFIG then
+        return nil -- no graft_config in this http block: nothing to check
     end
-    return plan
+    if rc ~= GRAFT_OK then
+        return nil, "graft: cannot read the plans: error " .. rc
+    end
+    local data, derr = cjson.decode(json)
+    if not data then
+        return nil, "graft: bad plans: " .. tostring(derr)
+    end
+    local all = new_tab(#data.zones, 0)
+    for z = 1, #data.zones do
+        local plan = plan_from(data.zones[z])
+        for i = 1, #plan do
+            if plan[i].missing then
+                return nil, "graft: zone \"" .. plan[i].zone .. "\": module #" .. (i - 1)
+                            .. " \"" .. plan[i].module .. "\": " .. plan[i].missing
+            end
+        end
+        all[z - 1] = plan
+    end
+    return all, data.generation
 end
 
 local function plan_for(r, zone, generation)
@@ -262,7 +334,7 @@ local function plan_for(r, zone, generation)
         plan, err = build_plan(r, zone)
         if not plan then
             ngx_log(ERR, err)
-            plan = false
+            return nil, err
         end
         plans[zone] = plan
     end
@@ -342,6 +414,9 @@ end
 -- side does.
 local function lua_decision(step, req, r, zone, index)
     local inst = step.legacy
+    if not inst then
+        return nil, step.missing
+    end
     sample = sample + 1
     local ok, d
     if r and sample % SAMPLE_EVERY == 0 then
@@ -354,37 +429,42 @@ local function lua_decision(step, req, r, zone, index)
     if ok and type(d) == "table" then
         return d
     end
-    ngx_log(ERR, "graft: Lua module \"", step.module, "\" failed: ", tostring(d))
+    if ok then
+        return nil, "its Lua side returned " .. tostring(d) .. ", not a decision"
+    end
+    return nil, "its Lua side threw: " .. tostring(d)
+end
+
+-- A step no implementation could decide: Rust counts it, logs it within
+-- the budget of failure lines, and says what its failure policy serves.
+local function failed(r, zone, index, why)
+    why = tostring(why)
+    local status = C.graft_ffi_fail(r, zone, index, why, #why)
+    if status > 0 then
+        return { kind = "respond", status = status, headers = {}, body = "" }
+    end
     return contract.CONTINUE
 end
 
--- Shadow differences are logged at most DIFF_LOG_PER_SECOND times a second
--- per worker (every one is counted), so a bad rollout cannot fill the disk.
-local DIFF_LOG_PER_SECOND = 10
-local diff_log_second, diff_log_used, diff_log_skipped = 0, 0, 0
+-- Serves the step from Lua, or by its failure policy when Lua cannot.
+local function lua_or_fail(step, req, r, zone, index)
+    local d, err = lua_decision(step, req, r, zone, index)
+    if d then
+        return d
+    end
+    return failed(r, zone, index, err)
+end
 
--- Returns nil when this difference is not to be logged, else how many
--- were skipped since the last one logged.
-local function diff_log_allowance()
-    local now = ngx_time()
-    if now ~= diff_log_second then
-        diff_log_second, diff_log_used = now, 0
-    end
-    if diff_log_used >= DIFF_LOG_PER_SECOND then
-        diff_log_skipped = diff_log_skipped + 1
-        return nil
-    end
-    diff_log_used = diff_log_used + 1
-    local skipped = diff_log_skipped
-    diff_log_skipped = 0
-    return skipped
+-- Writes a line within its family's budget a second (Rust keeps it).
+local function log_line(r, family, line)
+    C.graft_ffi_log(r, family, line, #line)
 end
 
 local function decide(r, zone, index, step, req)
     local mode = step.mode
     if mode == "lua" then
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_LUA)
-        return lua_decision(step, req, r, zone, index)
+        return lua_or_fail(step, req, r, zone, index)
     end
 
     -- One call: Rust resolves the mode for this request (a canary per
@@ -392,30 +472,29 @@ local function decide(r, zone, index, step, req)
     local o = out[0]
     local rc = C.graft_ffi_run(r, zone, index, out)
     if rc == GRAFT_USE_LUA then
-        return lua_decision(step, req, r, zone, index)
+        return lua_or_fail(step, req, r, zone, index)
     end
     if mode ~= "shadow" then
         if rc == GRAFT_OK then
             return rust_decision(o)
         end
-        return lua_decision(step, req, r, zone, index)
+        return lua_or_fail(step, req, r, zone, index)
     end
 
     -- shadow: Lua serves, Rust is compared.
     local rust = rc == GRAFT_OK and rust_decision(o) or rust_failure(rc, o)
-    local served = lua_decision(step, req, r, zone, index)
+    local served, err = lua_decision(step, req, r, zone, index)
     C.graft_ffi_count(r, zone, index, GRAFT_COUNT_LUA)
+    if not served then
+        return failed(r, zone, index, err)
+    end
     if equal(served, rust) then
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_MATCH)
     else
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_DIFF)
-        local unlogged = diff_log_allowance()
-        if unlogged then
-            ngx_log(WARN, "graft: shadow diff: zone \"", step.zone, "\" module \"",
-                    step.module, "\" request \"", ngx_var.request, "\": lua: ",
-                    describe(served), " | rust: ", describe(rust),
-                    unlogged > 0 and (" (" .. unlogged .. " more differences not logged)") or "")
-        end
+        log_line(r, GRAFT_LOG_DIFF, "graft: shadow diff: zone \"" .. step.zone .. "\" module \""
+                 .. step.module .. "\" request \"" .. tostring(ngx_var.request) .. "\": lua: "
+                 .. describe(served) .. " | rust: " .. describe(rust))
     end
     return served
 end
@@ -485,10 +564,6 @@ function _M.access()
     if not r then
         error("no request found", 2)
     end
-    -- Once a request: the modules ran before the internal redirect.
-    if ngx_req.is_internal() then
-        return
-    end
     local zone = C.graft_ffi_zone(r, generation_ptr)
     if zone < 0 then
         if zone == GRAFT_NO_CONFIG then
@@ -498,18 +573,23 @@ function _M.access()
         end
         return
     end
-    -- The native pipeline (graft_native on) may have run the first steps.
+    -- Once a main request, wherever it first reaches a graft location (an
+    -- internal redirect into another one finds it run; a subrequest never
+    -- runs it); the native pipeline (graft_native on) may have run the
+    -- first steps.
     local first = C.graft_ffi_resume(r, fallback_ptr)
     if first == GRAFT_DONE then
         return
     end
     if first < 0 then
         ngx_log(ERR, "graft: resume failed: ", first)
-        return
+        return ngx_exit(500)
     end
-    local plan = plan_for(r, zone, tonumber(generation_ptr[0]))
+    local plan, err = plan_for(r, zone, tonumber(generation_ptr[0]))
     if not plan then
-        return
+        -- Without its plan no step can be told apart: graft itself failed.
+        ngx_log(ERR, "graft: no plan for the request's zone: ", err)
+        return ngx_exit(500)
     end
     local req = new_request()
     local native_fallback = fallback_ptr[0] == 1
@@ -518,14 +598,15 @@ function _M.access()
         local d
         if native_fallback and i == first + 1 then
             -- Rust already declined or failed on it natively (and counted it).
-            d = lua_decision(step, req, r, zone, i - 1)
+            d = lua_or_fail(step, req, r, zone, i - 1)
         else
             d = decide(r, zone, i - 1, step, req)
         end
         local log = d.log
         if log then
             for j = 1, #log do
-                ngx_log(WARN, "graft: zone \"", step.zone, "\" module \"", step.module, "\": ", log[j])
+                log_line(r, GRAFT_LOG_DECISION, "graft: zone \"" .. step.zone .. "\" module \""
+                         .. step.module .. "\": " .. tostring(log[j]))
             end
         end
         local kind = d.kind
@@ -594,6 +675,10 @@ function _M.serve_metrics()
     ngx_print(text)
 end
 
+-- The longest module or zone name the admin API takes (a host name is at
+-- most 253 bytes).
+local MAX_NAME = 253
+
 local function admin_reply(status, body)
     ngx.status = status
     ngx_header["Content-Type"] = "text/plain"
@@ -621,18 +706,30 @@ function _M.admin()
     end
     if action == "apply" then
         local rc, message = call_with_buffer(function(buf, size)
-            return C.graft_ffi_apply(r, buf, size)
+            return C.graft_ffi_apply(r, GRAFT_APPLY_CHECK, buf, size)
         end)
-        if rc == GRAFT_OK then
-            return admin_reply(200, message)
+        if rc ~= GRAFT_OK then
+            return admin_reply(400, "refused, the running configuration goes on: " .. message)
         end
-        return admin_reply(400, "refused, the running configuration goes on: " .. message)
+        -- Every legacy module the new file names must load and build.
+        local checked, err = check_plans(r, GRAFT_PLANS_PENDING)
+        if not checked then
+            return admin_reply(400, "refused, the running configuration goes on: " .. err)
+        end
+        rc, message = call_with_buffer(function(buf, size)
+            return C.graft_ffi_apply(r, GRAFT_APPLY_COMMIT, buf, size)
+        end)
+        if rc ~= GRAFT_OK then
+            return admin_reply(400, "refused, the running configuration goes on: " .. message)
+        end
+        return admin_reply(200, message)
     end
     if action == "kill" or action == "revive" then
-        local args = ngx_req.get_uri_args()
+        local args = ngx_req.get_uri_args(8)
         local module, zone = args.module, args.zone or ""
-        if type(module) ~= "string" or type(zone) ~= "string" then
-            return admin_reply(400, "module=<name> [zone=<zone>]")
+        if type(module) ~= "string" or type(zone) ~= "string"
+           or #module > MAX_NAME or #zone > MAX_NAME then
+            return admin_reply(400, "module=<name> [zone=<zone>], each at most " .. MAX_NAME .. " bytes")
         end
         local state = action == "kill" and 1 or 0
         local rc, message = call_with_buffer(function(buf, size)
@@ -655,6 +752,21 @@ function _M.serve_counters()
     end
     ngx_header["Content-Type"] = "application/json"
     ngx_print(json)
+end
+
+-- Started from init_by_lua (at start, on each reload and under nginx -t):
+-- every legacy module the configuration names must load and build now, or
+-- nginx refuses the configuration, naming the zone and module. The plans
+-- built here serve the workers.
+if ngx.get_phase() == "init" then
+    local all, generation = check_plans(nil, GRAFT_PLANS_LOADED)
+    if not all then
+        if generation then
+            error(generation, 0)
+        end
+    else
+        plans, plans_generation = all, generation
+    end
 end
 
 return _M

@@ -21,7 +21,7 @@
 #define GRAFT_IMPL_LUA   0
 #define GRAFT_IMPL_RUST  1
 
-#define GRAFT_ABI_VERSION 6
+#define GRAFT_ABI_VERSION 7
 
 #define GRAFT_OK          0
 #define GRAFT_ERROR      -1
@@ -48,6 +48,21 @@
 #define GRAFT_COUNT_FALLBACK      2
 #define GRAFT_COUNT_SHADOW_MATCH  3
 #define GRAFT_COUNT_SHADOW_DIFF   4
+#define GRAFT_COUNT_FAILED        8   /* counted by graft_ffi_fail */
+
+/* graft_ffi_log's `family`: each has its own budget of lines a second. */
+#define GRAFT_LOG_DECISION  0   /* lines a decision carries: warn */
+#define GRAFT_LOG_FAILURE   1   /* a step that could not decide: error */
+#define GRAFT_LOG_DIFF      2   /* a shadow difference: warn */
+#define GRAFT_LOG_DECLINE   3   /* a Rust side that declined: info */
+
+/* graft_ffi_plans's `which`. */
+#define GRAFT_PLANS_LOADED   0  /* what the master just loaded (init_by_lua) */
+#define GRAFT_PLANS_PENDING  1  /* what a live apply is checking */
+
+/* graft_ffi_apply's `stage`. */
+#define GRAFT_APPLY_CHECK   0   /* read, validate, keep pending */
+#define GRAFT_APPLY_COMMIT  1   /* swap the pending configuration in */
 
 /* graft:abi:begin */
 typedef struct {
@@ -80,9 +95,12 @@ int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(void *r, int *fallback);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
-int graft_ffi_apply(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_apply(void *r, int stage, unsigned char *buf, size_t *len);
 int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
 int graft_ffi_observe(void *r, int zone, int step, int what, unsigned long long nanos);
+int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t why_len);
+int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
+int graft_ffi_plans(void *r, int which, unsigned char *buf, size_t *len);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

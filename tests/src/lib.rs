@@ -65,6 +65,16 @@ impl Response {
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// Where the test prefixes live: outside the clone (which may be private
+/// to its owner), in a directory nginx's workers can enter.
+pub fn tests_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("graft-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+    dir
+}
+
 impl Nginx {
     /// A prefix with `config` as graft's configuration, not yet started.
     pub fn prepare(config: &str) -> Nginx {
@@ -78,11 +88,15 @@ impl Nginx {
 
     /// As `prepare`, with `workers` worker processes.
     pub fn prepare_full(config: &str, native: bool, workers: usize) -> Nginx {
+        Nginx::prepare_extra(config, native, workers, "")
+    }
+
+    /// As `prepare_full`, with `extra` added to the main server block
+    /// (more locations); `@PORT@` and `@PREFIX@` in it are filled in.
+    pub fn prepare_extra(config: &str, native: bool, workers: usize, extra: &str) -> Nginx {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = root().join("target/graft-tests");
-        let prefix = base.join(format!("nginx-{}-{n}", std::process::id()));
+        let prefix = tests_dir().join(format!("nginx-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&prefix);
-        std::fs::create_dir_all(prefix.join("tmp")).unwrap();
         std::fs::create_dir_all(prefix.join("html/native")).unwrap();
         std::fs::write(prefix.join("html/native/index.html"), "native origin\n").unwrap();
         for page in ["page", "dx", "px"] {
@@ -92,17 +106,17 @@ impl Nginx {
             )
             .unwrap();
         }
-        // Workers run as nobody: everything they read must be readable by all.
-        for dir in [
-            root().join("target"),
-            base.clone(),
-            prefix.clone(),
-            prefix.join("html"),
-            prefix.join("html/native"),
-        ] {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
-        }
+        // What nginx's workers (not root) read goes into the prefix, where
+        // they can reach it wherever graft was cloned.
+        let out = Command::new(root().join("nginx/prefix.sh"))
+            .arg(&prefix)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let nginx = Nginx {
             port: free_port(),
             admin_port: free_port(),
@@ -111,9 +125,10 @@ impl Nginx {
         nginx.write_config(config);
         let template = std::fs::read_to_string(root().join("nginx/graft.conf.in")).unwrap();
         let conf = template
+            .replace("@EXTRA@", extra)
             .replace("@GRAFT_MODULE@", module_path().to_str().unwrap())
             .replace("@PREFIX@", nginx.prefix.to_str().unwrap())
-            .replace("@GRAFT_ROOT@", root().to_str().unwrap())
+            .replace("@GRAFT_ROOT@", nginx.prefix.join("graft").to_str().unwrap())
             .replace("@GRAFT_CONFIG@", nginx.config_path().to_str().unwrap())
             .replace("@PORT@", &nginx.port.to_string())
             .replace("@NATIVE@", if native { "graft_native on;" } else { "" })
@@ -131,6 +146,13 @@ impl Nginx {
     /// As `start`, with the native pipeline on in `location /`.
     pub fn start_native(config: &str) -> Nginx {
         Nginx::start_with(config, true)
+    }
+
+    /// Starts nginx with `config` and `extra` locations in the main server.
+    pub fn start_extra(config: &str, native: bool, extra: &str) -> Nginx {
+        let nginx = Nginx::prepare_extra(config, native, 1, extra);
+        nginx.launch();
+        nginx
     }
 
     /// As `start`, with `workers` worker processes.

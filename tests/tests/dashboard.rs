@@ -20,6 +20,7 @@ fn the_dashboard_shows_modes_shares_and_rates() {
         nginx.get("blog.test", "/post");
     }
     let out_dir = root().join("target/graft-tests");
+    std::fs::create_dir_all(&out_dir).unwrap();
     let shot = out_dir.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let profile = nginx.prefix.join("chromium");

@@ -139,7 +139,7 @@ fn shadow_serves_lua_and_logs_the_difference() {
         line.contains(r#"zone "probe-shadow.test" module "probe" request "GET /x?y=1 HTTP/1.1""#),
         "{line}"
     );
-    assert!(line.contains("lua: respond 200; X-Graft-Impl: lua; body 7 bytes | rust: respond 200; X-Graft-Impl: rust; body 8 bytes"), "{line}");
+    assert!(line.contains("lua: respond 200; X-Graft-Impl: lua; Content-Type: text/plain; body 7 bytes | rust: respond 200; X-Graft-Impl: rust; Content-Type: text/plain; body 8 bytes"), "{line}");
     nginx.assert_clean_log(&[]);
 }
 

@@ -106,21 +106,23 @@ fn a_native_fallback_is_served_by_lua_once() {
 }
 
 #[test]
-fn without_lua_a_fallback_goes_on_to_the_content() {
+fn without_lua_a_fallback_is_served_by_the_failure_policy_and_later_steps_run() {
     let nginx = Nginx::start(&config());
     let r = nginx.get("native-fallback.test", "/native/page");
     assert_eq!(r.text(), "rust /native/page\n");
-    // The probe declines, then panics: with no Lua in this location the
-    // request goes on to the static content, and the steps after it do not
-    // run; each is counted as a fallback.
+    // The probe declines, then panics: with no Lua in this location its
+    // failure policy (continue, the probe's default) serves it, counted as
+    // failed; the request goes on to the static content and the steps
+    // after it still run.
     for page in ["dx", "px"] {
         let r = nginx.get("native-fallback.test", &format!("/native/{page}"));
         assert_eq!((r.status, r.text()), (200, format!("native {page}\n")));
-        assert_eq!(r.header("X-Late"), None);
+        assert_eq!(r.header("X-Late"), Some("1"));
     }
     assert_eq!(nginx.counter("native-fallback.test", 0, "fallback"), 2);
+    assert_eq!(nginx.counter("native-fallback.test", 0, "failed"), 2);
     assert_eq!(nginx.counter("native-fallback.test", 0, "decline"), 1);
     assert_eq!(nginx.counter("native-fallback.test", 0, "panic"), 1);
-    assert_eq!(nginx.counter("native-fallback.test", 1, "rust"), 0);
-    nginx.assert_clean_log(&[r#"module "probe" panicked"#]);
+    assert_eq!(nginx.counter("native-fallback.test", 1, "rust"), 2);
+    nginx.assert_clean_log(&[r#"module "probe" panicked"#, "could not decide"]);
 }

@@ -1,21 +1,48 @@
--- The Lua twin of graft's test module `probe` (modules/probe): it always
--- answers 200 "lua <path>", so a test can tell which implementation served.
+-- The Lua twin of graft's test module `probe` (modules/probe): it answers
+-- 200 "lua <path>", or with `continue` lets the request go on with the
+-- request header X-Probe: lua, so a test can tell which implementation
+-- served. For tests of failures: it throws on paths under `lua_error_on`,
+-- returns no decision under `lua_bad_on`, and refuses to be built with
+-- `lua_refuse`.
 
+local error = error
 local setmetatable = setmetatable
+local sub = string.sub
 
 local _M = { version = "0.1.0" }
 local mt = { __index = _M }
 
 function _M.new(conf)
+    if conf.lua_refuse then
+        return nil, "probe refuses this configuration (lua_refuse)"
+    end
     return setmetatable({ conf = conf }, mt)
 end
 
-function _M.on_request(_, req)
+local function under(path, prefix)
+    return prefix ~= nil and sub(path, 1, #prefix) == prefix
+end
+
+function _M.on_request(self, req)
+    local conf = self.conf
+    local path = req.path
+    if under(path, conf.lua_error_on) then
+        error("probe's Lua side throws on " .. path)
+    end
+    if under(path, conf.lua_bad_on) then
+        return "not a decision"
+    end
+    if conf.continue then
+        return {
+            kind = "continue",
+            request_headers = { { action = "set", name = "X-Probe", value = "lua" } },
+        }
+    end
     return {
         kind = "respond",
         status = 200,
-        headers = { { "X-Graft-Impl", "lua" } },
-        body = "lua " .. req.path .. "\n",
+        headers = { { "X-Graft-Impl", "lua" }, { "Content-Type", "text/plain" } },
+        body = "lua " .. path .. "\n",
     }
 end
 

@@ -54,6 +54,31 @@ pub trait ModuleFactory: Send + Sync {
     fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
         config.clone()
     }
+
+    /// What a step of this module does with a request it cannot decide
+    /// (its Lua side missing or throwing, its Rust side failing with no Lua
+    /// to fall back to), when the configuration does not say. Access
+    /// controls answer instead of letting the request through; the default
+    /// lets it go on past this step.
+    fn on_failure(&self) -> FailurePolicy {
+        FailurePolicy::Continue
+    }
+}
+
+/// What a step does with a request it cannot decide. Either way the failure
+/// is counted and logged, and the steps after this one still run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Go on past this step, and this step only.
+    Continue,
+    /// Answer with this status (nginx's own page for it).
+    Respond(u16),
+}
+
+impl FailurePolicy {
+    /// The status a failing access control answers with by default: the
+    /// server could not decide, so the request is not let through.
+    pub const CLOSED: FailurePolicy = FailurePolicy::Respond(503);
 }
 
 /// Deserializes a module configuration, naming the field that failed.

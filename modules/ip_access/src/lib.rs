@@ -123,6 +123,11 @@ impl Module for IpAccess {
 pub struct Factory;
 
 impl ModuleFactory for Factory {
+    /// An access control: a request it cannot decide is not let through.
+    fn on_failure(&self) -> graft_contract::FailurePolicy {
+        graft_contract::FailurePolicy::CLOSED
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

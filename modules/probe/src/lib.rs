@@ -2,9 +2,13 @@
 //! twin in `lua/graft/legacy/probe.lua`.
 //!
 //! It answers 200 with the body `rust <path>` and the header
-//! `X-Graft-Impl: rust` (the Lua twin says `lua`), except on paths that
-//! start with one of its configured prefixes: there it declines, returns an
-//! error, or panics. Shadow mode always sees a difference between the two.
+//! `X-Graft-Impl: rust` (the Lua twin says `lua`), or with `continue` lets
+//! the request go on with the request header `X-Probe: rust` (`lua`),
+//! except on paths that start with one of its configured prefixes: there
+//! it declines, returns an error, or panics; the Lua twin throws on
+//! `lua_error_on`, answers no decision on `lua_bad_on`, and refuses to be
+//! built with `lua_refuse`. Shadow mode always sees a difference between
+//! the two.
 #![forbid(unsafe_code)]
 
 use graft_contract::{
@@ -24,6 +28,19 @@ pub struct Probe {
     error_on: Option<String>,
     #[serde(default)]
     panic_on: Option<String>,
+    /// Continue (with `X-Probe: rust`) instead of answering.
+    #[serde(default, rename = "continue")]
+    go_on: bool,
+    /// The Lua twin's failures (the Rust side accepts and ignores them).
+    #[serde(default)]
+    #[allow(dead_code)]
+    lua_error_on: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    lua_bad_on: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    lua_refuse: bool,
 }
 
 fn starts_with(path: &[u8], prefix: &Option<String>) -> bool {
@@ -48,9 +65,25 @@ impl Module for Probe {
         if starts_with(path, &self.decline_on) {
             return Ok(Decision::Decline);
         }
+        if self.go_on {
+            return Ok(Decision::Continue(graft_contract::Changes {
+                request_headers: vec![graft_contract::HeaderOp {
+                    action: graft_contract::HeaderAction::Set,
+                    name: HeaderName::new("X-Probe")?,
+                    value: HeaderValue::new("rust")?,
+                }],
+                ..Default::default()
+            }));
+        }
         Ok(Decision::Respond(Response {
             status: 200,
-            headers: vec![(HeaderName::new("X-Graft-Impl")?, HeaderValue::new("rust")?)],
+            headers: vec![
+                (HeaderName::new("X-Graft-Impl")?, HeaderValue::new("rust")?),
+                (
+                    HeaderName::new("Content-Type")?,
+                    HeaderValue::new("text/plain")?,
+                ),
+            ],
             body: [b"rust ".as_slice(), path, b"\n"].concat(),
             log: Vec::new(),
         }))

@@ -174,6 +174,11 @@ impl Module for RateLimit {
 pub struct Factory;
 
 impl ModuleFactory for Factory {
+    /// An access control: a request it cannot decide is not let through.
+    fn on_failure(&self) -> graft_contract::FailurePolicy {
+        graft_contract::FailurePolicy::CLOSED
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use graft_contract::{parse_config, ConfigError, Module, RequestView, SharedCounters};
+use graft_contract::{
+    parse_config, Changes, ConfigError, Decision, FailurePolicy, Module, RequestView, Response,
+    SharedCounters,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -68,6 +71,8 @@ pub struct Step {
     pub mode: Mode,
     pub canary: Option<Canary>,
     pub rollback: Option<Rollback>,
+    /// What the step does with a request it cannot decide.
+    pub on_failure: FailurePolicy,
     pub module: Box<dyn Module>,
     pub counters: Counters,
     /// Windowed counters every worker shares, for the rollback.
@@ -100,8 +105,9 @@ fn default_window() -> u32 {
 impl Step {
     /// Counts what served a request at this step and, with a rollback
     /// configured, throws the step's kill switch when the share that went
-    /// wrong crosses it. Returns the reason when it did.
-    pub fn record(&self, what: Count, now_secs: u64) -> Option<String> {
+    /// wrong crosses it. Returns the reason when it did (`Ok`), or why the
+    /// switch could not be thrown (`Err`: the step goes on in its mode).
+    pub fn record(&self, what: Count, now_secs: u64) -> Option<Result<String, String>> {
         self.counters.add(what);
         let rollback = self.rollback.as_ref()?;
         let windows = self.windows.get()?;
@@ -122,14 +128,31 @@ impl Step {
         let crossed =
             total >= rollback.min_requests && (wrong as f64) > rollback.max_rate * total as f64;
         if crossed && self.counters.kill() == Kill::Off {
-            self.counters.set_kill(Kill::Automatic);
-            return Some(format!(
-                "rolled back to lua: {wrong} of {total} requests went wrong in {} s, over {}%",
+            let why = format!(
+                "{wrong} of {total} requests went wrong in {} s, over {}%",
                 rollback.window,
                 rollback.max_rate * 100.0
-            ));
+            );
+            return Some(match self.counters.set_kill(Kill::Automatic) {
+                Ok(()) => Ok(format!("rolled back to lua: {why}")),
+                Err(e) => Err(format!("could not roll back to lua ({why}): {e}")),
+            });
         }
         None
+    }
+
+    /// What the step serves for a request it cannot decide, by its
+    /// failure policy.
+    pub fn failure_decision(&self) -> Decision {
+        match self.on_failure {
+            FailurePolicy::Continue => Decision::Continue(Changes::default()),
+            FailurePolicy::Respond(status) => Decision::Respond(Response {
+                status,
+                headers: Vec::new(),
+                body: Vec::new(),
+                log: Vec::new(),
+            }),
+        }
     }
 
     /// How this request is served at this step: `Lua`, `Rust` or `Shadow`
@@ -209,6 +232,7 @@ pub struct Zone {
 
 pub struct Config {
     shared: OnceLock<CounterTable<'static>>,
+    windows: OnceLock<SlotTable<'static>>,
     pub source: PathBuf,
     /// Distinguishes one loaded configuration from the next in this process.
     pub generation: u64,
@@ -248,6 +272,47 @@ struct StepConfig {
     /// Send the step back to Lua by itself when too much goes wrong.
     #[serde(default)]
     rollback: Option<Rollback>,
+    /// What to do with a request the step cannot decide; the module's
+    /// default when absent.
+    #[serde(default)]
+    on_failure: Option<OnFailure>,
+}
+
+/// `"on_failure": "continue"` or `"on_failure": { "respond": 503 }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OnFailure {
+    Word(String),
+    Respond {
+        respond: u16,
+    },
+}
+
+impl OnFailure {
+    fn policy(&self) -> Result<FailurePolicy, ConfigError> {
+        match self {
+            OnFailure::Word(w) if w == "continue" => Ok(FailurePolicy::Continue),
+            OnFailure::Respond { respond } if (400..=599).contains(respond) => {
+                Ok(FailurePolicy::Respond(*respond))
+            }
+            OnFailure::Respond { respond } => Err(ConfigError::new(
+                "on_failure.respond",
+                format!("{respond} is not a status from 400 to 599"),
+            )),
+            OnFailure::Word(_) => Err(ConfigError::new(
+                "on_failure",
+                "is \"continue\" or { \"respond\": <status 400-599> }",
+            )),
+        }
+    }
+}
+
+/// The failure policy as the Lua side reads it in a plan.
+fn policy_json(p: FailurePolicy) -> serde_json::Value {
+    match p {
+        FailurePolicy::Continue => "continue".into(),
+        FailurePolicy::Respond(status) => serde_json::json!({ "respond": status }),
+    }
 }
 
 fn empty_object() -> serde_json::Value {
@@ -426,8 +491,13 @@ impl Config {
                     }
                     _ => None,
                 };
+                let on_failure = match &sc.on_failure {
+                    Some(p) => p.policy().map_err(step_err)?,
+                    None => factory.on_failure(),
+                };
                 plan.push(serde_json::json!({
-                    "module": factory.name(), "mode": sc.mode.name(), "config": factory.lua_config(&sc.config),
+                    "module": factory.name(), "mode": sc.mode.name(),
+                    "config": factory.lua_config(&sc.config), "on_failure": policy_json(on_failure),
                 }));
                 if let Some(r) = &sc.rollback {
                     if !(0.0..=1.0).contains(&r.max_rate) || r.window == 0 || r.window > 86_400 {
@@ -442,6 +512,7 @@ impl Config {
                     mode: sc.mode,
                     canary,
                     rollback: sc.rollback,
+                    on_failure,
                     module,
                     counters: Counters::new(host, i, factory.name()),
                     windows: OnceLock::new(),
@@ -462,6 +533,7 @@ impl Config {
         }
         Ok(Config {
             shared: OnceLock::new(),
+            windows: OnceLock::new(),
             source: source.to_path_buf(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             zones,
@@ -478,6 +550,7 @@ impl Config {
     /// Counts every step in the tables every worker shares from now on.
     pub fn attach(&self, counters: CounterTable<'static>, windows: SlotTable<'static>) {
         let _ = self.shared.set(counters);
+        let _ = self.windows.set(windows);
         for step in self.zones.iter().flat_map(|z| &z.steps) {
             step.counters.share(counters);
             let _ = step.windows.set(windows);
@@ -488,6 +561,12 @@ impl Config {
     /// is too small for the configuration).
     pub fn counters_lost(&self) -> u64 {
         self.shared.get().map_or(0, CounterTable::lost)
+    }
+
+    /// Windowed counts (rate limits, rollback windows) that took over a
+    /// slot still in use: the shared table is too small for the traffic.
+    pub fn window_evictions(&self) -> u64 {
+        self.windows.get().map_or(0, SlotTable::evictions)
     }
 
     /// Throws (or resets, with `Kill::Off`) the kill switch of `module`, in
@@ -511,10 +590,12 @@ impl Config {
                 if steps.is_empty() {
                     return Err(format!("zone \"{z}\" has no module \"{module}\""));
                 }
-                steps.iter().for_each(|s| s.counters.set_kill(kill));
+                for s in steps {
+                    s.counters.set_kill(kill)?;
+                }
             }
             None => match self.shared.get() {
-                Some(t) => t.set_switch(kill_key(None, module), kill as u64),
+                Some(t) => t.set_switch(kill_key(None, module), kill as u64)?,
                 None => return Err("no shared memory".into()),
             },
         }

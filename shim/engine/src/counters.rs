@@ -4,7 +4,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use crate::shared::CounterTable;
+use crate::shared::{CounterTable, SwitchError};
 
 /// What can happen to a request at one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +26,14 @@ pub enum Count {
     Error = 6,
     /// The Rust implementation panicked.
     Panic = 7,
+    /// No implementation could decide (the Lua side missing or throwing,
+    /// the Rust side failing with no Lua to fall back to): the step's
+    /// failure policy served the request.
+    Failed = 8,
 }
 
 impl Count {
-    pub const ALL: [Count; 8] = [
+    pub const ALL: [Count; 9] = [
         Count::Lua,
         Count::Rust,
         Count::Fallback,
@@ -38,6 +42,7 @@ impl Count {
         Count::Decline,
         Count::Error,
         Count::Panic,
+        Count::Failed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +55,7 @@ impl Count {
             Count::Decline => "decline",
             Count::Error => "error",
             Count::Panic => "panic",
+            Count::Failed => "failed",
         }
     }
 
@@ -178,19 +184,24 @@ impl Counters {
     pub fn kill(&self) -> Kill {
         match self.shared.get() {
             Some(t) if !t.any_switch() => Kill::Off,
-            Some(t) => match t.get(self.zone_kill) {
-                0 => Kill::from_value(t.get(self.module_kill)),
+            Some(t) => match t.switch(self.zone_kill) {
+                0 => Kill::from_value(t.switch(self.module_kill)),
                 v => Kill::from_value(v),
             },
             None => Kill::from_value(self.local_kill.load(Ordering::Relaxed)),
         }
     }
 
-    /// Throws or resets this step's own kill switch (its module in its zone).
-    pub fn set_kill(&self, kill: Kill) {
+    /// Throws or resets this step's own kill switch (its module in its
+    /// zone). An error means the switch is NOT thrown (the shared table has
+    /// no room left for it); resetting never fails.
+    pub fn set_kill(&self, kill: Kill) -> Result<(), SwitchError> {
         match self.shared.get() {
             Some(t) => t.set_switch(self.zone_kill, kill as u64),
-            None => self.local_kill.store(kill as u64, Ordering::Relaxed),
+            None => {
+                self.local_kill.store(kill as u64, Ordering::Relaxed);
+                Ok(())
+            }
         }
     }
 
@@ -256,5 +267,52 @@ impl Counters {
             m.insert(format!("{}_mean_us", imp.name()), mean_us.into());
         }
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn leaked(words: usize) -> CounterTable<'static> {
+        CounterTable::new(Box::leak((0..words).map(|_| AtomicU64::new(0)).collect()))
+    }
+
+    #[test]
+    fn a_kill_switch_with_no_room_is_an_error_not_a_silent_no() {
+        // Two words of switches, both taken by switches thrown elsewhere.
+        let table = leaked(2 * (1 + 16));
+        table.set_switch(kill_key(Some("x.com"), "waf"), 1).unwrap();
+        table.set_switch(kill_key(Some("y.com"), "waf"), 1).unwrap();
+        let step = Counters::new("a.com", 0, "waf");
+        step.share(table);
+        assert_eq!(step.set_kill(Kill::Automatic), Err(SwitchError::Full));
+        assert_eq!(step.kill(), Kill::Off, "refused, so not thrown");
+        assert_eq!(step.set_kill(Kill::Off), Ok(()), "resetting never fails");
+        table.set_switch(kill_key(Some("y.com"), "waf"), 0).unwrap();
+        assert_eq!(step.set_kill(Kill::Automatic), Ok(()));
+        assert_eq!(step.kill(), Kill::Automatic);
+    }
+
+    #[test]
+    fn step_counters_filling_the_table_leave_the_kill_switches_room() {
+        let table = leaked(2 * (1 + 32));
+        let steps: Vec<_> = (0..200)
+            .map(|i| Counters::new(&format!("z{i}.com"), 0, "waf"))
+            .collect();
+        for s in &steps {
+            s.share(table);
+            for c in Count::ALL {
+                s.add(c);
+            }
+        }
+        assert!(table.lost() > 0, "the table is full of counters");
+        assert_eq!(steps[7].set_kill(Kill::Manual), Ok(()));
+        assert_eq!(steps[7].kill(), Kill::Manual);
+        assert_eq!(steps[8].kill(), Kill::Off);
+        let module_wide = kill_key(None, "waf");
+        assert_eq!(table.set_switch(module_wide, Kill::Manual as u64), Ok(()));
+        assert_eq!(steps[8].kill(), Kill::Manual);
     }
 }

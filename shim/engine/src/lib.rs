@@ -5,7 +5,8 @@
 //! - [`registry`]: the Rust product modules graft knows, in a fixed order;
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
 //! - [`counters`]: what happened, per zone, module and path;
-//! - [`shared`]: windowed counters over a table that every worker maps.
+//! - [`shared`]: windowed counters over a table that every worker maps;
+//! - [`log_budget`]: how many log lines a second each family may write.
 //!
 //! The nginx shim (`shim/nginx`) owns a [`Config`] per nginx cycle and calls
 //! in here; tests call in here directly.
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod counters;
 pub mod dispatch;
+pub mod log_budget;
 pub mod metrics;
 pub mod registry;
 pub mod shared;

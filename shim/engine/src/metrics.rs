@@ -14,12 +14,13 @@ type NoLabels = [(&'static str, &'static str); 0];
 const NO_LABELS: NoLabels = [];
 
 /// What a request's step did, by how it was served.
-const PATHS: [Count; 5] = [
+const PATHS: [Count; 6] = [
     Count::Lua,
     Count::Rust,
     Count::Fallback,
     Count::ShadowMatch,
     Count::ShadowDiff,
+    Count::Failed,
 ];
 /// What the Rust side could not do.
 const FAULTS: [Count; 3] = [Count::Decline, Count::Error, Count::Panic];
@@ -42,7 +43,7 @@ impl Collector for Snapshot {
         };
         let mut family = encoder.encode_descriptor(
             "graft_requests",
-            "Requests per zone and module, by the path that served them (lua, rust, fallback, shadow_match, shadow_diff).",
+            "Requests per zone and module, by the path that served them (lua, rust, fallback, shadow_match, shadow_diff; failed: no implementation decided and the step's failure policy served).",
             None,
             MetricType::Counter,
         )?;
@@ -110,6 +111,13 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?;
         ConstCounter::new(self.0.counters_lost()).encode(family.encode_family(&NO_LABELS)?)?;
+        let mut family = encoder.encode_descriptor(
+            "graft_window_evictions",
+            "Rate-limit and rollback windows that took over a slot still in use (the shared table is too small for the traffic; an evicted count is carried over, never reset).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.window_evictions()).encode(family.encode_family(&NO_LABELS)?)?;
         let mut family = encoder.encode_descriptor(
             "graft_configuration_generation",
             "The generation of the configuration serving.",

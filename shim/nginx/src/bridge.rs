@@ -10,17 +10,18 @@ use std::mem::size_of;
 use std::ptr::null;
 use std::sync::Arc;
 
-use graft_contract::{Context, Decision, HeaderAction};
+use graft_contract::{Context, Decision, FailurePolicy, HeaderAction};
+use graft_engine::log_budget::LogBudget;
 use graft_engine::{run_request_phase, Config, Count, Impl, Kill, Mode, Outcome, Step};
-use ngx::ffi::{ngx_http_request_t, ngx_log_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
+use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
-use crate::ctx;
+use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
 use crate::module::shared_counters;
 use crate::request::NgxRequest;
 
-pub const GRAFT_ABI_VERSION: c_int = 6;
+pub const GRAFT_ABI_VERSION: c_int = 7;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -30,6 +31,11 @@ pub const GRAFT_DECLINED: c_int = -5;
 pub const GRAFT_PANIC: c_int = -6;
 pub const GRAFT_NO_CONFIG: c_int = -7;
 pub const GRAFT_USE_LUA: c_int = -8;
+
+const GRAFT_PLANS_LOADED: c_int = 0;
+const GRAFT_PLANS_PENDING: c_int = 1;
+const GRAFT_APPLY_CHECK: c_int = 0;
+const GRAFT_APPLY_COMMIT: c_int = 1;
 
 const GRAFT_CONTINUE: c_int = 0;
 const GRAFT_RESPOND: c_int = 1;
@@ -233,6 +239,20 @@ unsafe fn copy_out(src: &[u8], buf: *mut c_uchar, len: *mut usize) -> c_int {
     GRAFT_OK
 }
 
+/// Copies a message into the caller's buffer, cut to fit: for replies that
+/// must not ask for a second call (the action already happened). `*len`
+/// is what was written, never more than the buffer holds.
+///
+/// # Safety
+/// `buf` is null or writable for `*len` bytes; `len` is valid.
+unsafe fn copy_message(message: &str, buf: *mut c_uchar, len: *mut usize) {
+    // SAFETY: `len` is valid (the caller's contract).
+    let room = if buf.is_null() { 0 } else { unsafe { *len } };
+    let cut = &message.as_bytes()[..message.len().min(room)];
+    // SAFETY: `cut` fits the buffer, so copy_out writes and never asks again.
+    unsafe { copy_out(cut, buf, len) };
+}
+
 /// Returns the ABI version when the caller's structure sizes match ours,
 /// `GRAFT_ERROR` when they do not.
 #[no_mangle]
@@ -326,8 +346,6 @@ pub unsafe extern "C" fn graft_ffi_run(
         let Some((zone_name, step)) = step(config, zone, step_index) else {
             return GRAFT_ERROR;
         };
-        // SAFETY: a live request's connection and its log are valid.
-        let log = unsafe { (*r.connection).log };
         let Some(counters) = shared_counters() else {
             return GRAFT_ERROR;
         };
@@ -345,7 +363,7 @@ pub unsafe extern "C" fn graft_ffi_run(
             counters: &counters,
         };
         let outcome = run_sampled(step, &view, &ctx);
-        log_outcome(log, zone_name, step.module_name, &outcome);
+        log_outcome(r, zone_name, step.module_name, &outcome);
         if mode == Mode::Rust {
             let served = if matches!(outcome, Outcome::Decided(_)) {
                 Count::Rust
@@ -427,56 +445,62 @@ pub unsafe extern "C" fn graft_ffi_observe(
     })
 }
 
-/// Logs a Rust outcome that is not a decision: a decline at info level, an
-/// error or a panic at error level. The lines of a decision are the serving
-/// side's to log (the Lua bridge, or the native pipeline).
-pub fn log_outcome(log: *mut ngx_log_t, zone: &str, module: &str, outcome: &Outcome) {
-    match outcome {
-        Outcome::Decided(_) => {}
-        Outcome::Declined => {
-            ngx_log_error!(
-                NGX_LOG_INFO,
-                log,
-                "graft: zone \"{zone}\" module \"{module}\" declined"
-            );
-        }
-        Outcome::Failed(e) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "graft: zone \"{zone}\" module \"{module}\" failed: {e}"
-            );
-        }
-        Outcome::Panicked(e) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "graft: zone \"{zone}\" module \"{module}\" panicked: {e}"
-            );
-        }
-    }
+/// Logs a Rust outcome that is not a decision, within its family's
+/// budget: a decline at info level, an error or a panic at error level.
+/// The lines of a decision are the serving side's to log (the Lua bridge,
+/// or the native pipeline).
+pub fn log_outcome(r: &ngx_http_request_t, zone: &str, module: &str, outcome: &Outcome) {
+    let (family, what) = match outcome {
+        Outcome::Decided(_) => return,
+        Outcome::Declined => (LogFamily::Decline, "declined".to_string()),
+        Outcome::Failed(e) => (LogFamily::Failure, format!("failed: {e}")),
+        Outcome::Panicked(e) => (LogFamily::Failure, format!("panicked: {e}")),
+    };
+    log_limited(
+        r,
+        family,
+        &format!("graft: zone \"{zone}\" module \"{module}\" {what}"),
+    );
 }
 
-/// Counts what served the request at a step, and logs an automatic
-/// rollback when this request made one happen.
-pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
-    let now = u64::try_from(ngx_time()).unwrap_or(0);
-    if let Some(why) = step.record(what, now) {
-        // SAFETY: a live request's connection and its log are valid.
-        let log = unsafe { (*r.connection).log };
-        ngx_log_error!(
-            NGX_LOG_WARN,
-            log,
-            "graft: zone \"{zone}\" module \"{}\" {why}",
-            step.module_name
+/// Logs the lines a decision carries (why a request was blocked or
+/// limited), within the budget of decision lines.
+pub fn log_decision_lines(r: &ngx_http_request_t, zone: &str, module: &str, lines: &[String]) {
+    for line in lines {
+        log_limited(
+            r,
+            LogFamily::Decision,
+            &format!("graft: zone \"{zone}\" module \"{module}\": {line}"),
         );
     }
 }
 
-/// Where the Lua bridge starts the pipeline: the step index (from 0), or
-/// `GRAFT_DONE` when the native pipeline ran every step. `*fallback` is 1
-/// when the native pipeline stopped at that step because its Rust side
-/// declined, failed or panicked: the bridge serves it from Lua.
+/// Counts what served the request at a step, and logs an automatic
+/// rollback when this request made one happen (or could not).
+pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
+    let now = u64::try_from(ngx_time()).unwrap_or(0);
+    let Some(result) = step.record(what, now) else {
+        return;
+    };
+    let (family, line) = match result {
+        Ok(line) => (LogFamily::Decision, line),
+        Err(line) => (LogFamily::Failure, line),
+    };
+    log_limited(
+        r,
+        family,
+        &format!("graft: zone \"{zone}\" module \"{}\" {line}", step.module_name),
+    );
+}
+
+/// Where the Lua bridge starts the pipeline for this request: the step
+/// index (from 0), or `GRAFT_DONE` when it is not the bridge's to run: a
+/// subrequest, a request whose pipeline already ran (before an internal
+/// redirect, or natively to its end). `*fallback` is 1 when the native
+/// pipeline stopped at that step because its Rust side declined, failed or
+/// panicked: the bridge serves it from Lua without calling Rust again.
+/// From this call on the request is the bridge's: the native finish leaves
+/// it alone.
 ///
 /// # Safety
 /// `r` is the current request; `fallback` is writable.
@@ -487,16 +511,222 @@ pub unsafe extern "C" fn graft_ffi_resume(r: *mut c_void, fallback: *mut c_int) 
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        let (start, fell_back) = match ctx::existing(r) {
-            Some(ctx) if ctx.native_ran => (ctx.resume_at, ctx.fallback),
-            _ => (Some(0), false),
+        if !std::ptr::eq(r, r.main) {
+            return GRAFT_DONE;
+        }
+        let Some(ctx) = ctx::of(r) else {
+            return GRAFT_NO_CONFIG;
         };
+        let (start, fell_back) = match ctx.pipeline {
+            Pipeline::NotStarted => (Some(0), false),
+            Pipeline::Native => (ctx.resume_at, ctx.fallback),
+            Pipeline::Taken => (None, false),
+        };
+        ctx.pipeline = Pipeline::Taken;
         // SAFETY: the caller's contract.
         unsafe { *fallback = c_int::from(fell_back) };
         match start {
             None => GRAFT_DONE,
             Some(step) => c_int::try_from(step).unwrap_or(GRAFT_ERROR),
         }
+    })
+}
+
+/// A step cannot decide for this request (its Lua side missing or
+/// throwing, after its Rust side failed or was not asked): counts it as
+/// failed, logs why (within the failure lines' budget) and returns what
+/// its failure policy serves: 0 to continue past this step, or the
+/// status to answer with.
+///
+/// # Safety
+/// `r` is the current request; `why` points at `why_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_fail(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+    why: *const c_uchar,
+    why_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let Some(config) = ctx::config(r) else {
+            return GRAFT_NO_CONFIG;
+        };
+        let Some((zone_name, step)) = step(config, zone, step_index) else {
+            return GRAFT_ERROR;
+        };
+        // SAFETY: the caller's contract.
+        let why = unsafe { bytes(why, why_len) };
+        match fail_step(r, zone_name, step, &String::from_utf8_lossy(why)) {
+            FailurePolicy::Continue => 0,
+            FailurePolicy::Respond(status) => c_int::from(status),
+        }
+    })
+}
+
+/// Counts a step that could not decide, logs it within the budget of
+/// failure lines, and returns its policy.
+pub fn fail_step(r: &ngx_http_request_t, zone: &str, step: &Step, why: &str) -> FailurePolicy {
+    record(r, zone, step, Count::Failed);
+    let policy = step.on_failure;
+    let serves = match policy {
+        FailurePolicy::Continue => "continues past it".to_string(),
+        FailurePolicy::Respond(status) => format!("answers {status}"),
+    };
+    log_limited(
+        r,
+        LogFamily::Failure,
+        &format!(
+            "graft: zone \"{zone}\" module \"{}\" could not decide: {why}; its failure policy {serves}",
+            step.module_name
+        ),
+    );
+    policy
+}
+
+/// The bytes a caller passed, or none.
+///
+/// # Safety
+/// `p` is null or points at `n` readable bytes.
+unsafe fn bytes<'a>(p: *const c_uchar, n: usize) -> &'a [u8] {
+    if p.is_null() || n == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(p, n) }
+}
+
+/// The per-request log line families, each with its own budget a second
+/// in each worker (`GRAFT_LOG_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFamily {
+    /// Lines a decision carries (a block, a limit): warn.
+    Decision = 0,
+    /// A step that could not decide, a Rust error or panic: error.
+    Failure = 1,
+    /// A shadow difference: warn.
+    Diff = 2,
+    /// A Rust side that declined: info.
+    Decline = 3,
+}
+
+/// Lines a second each family may write, per worker.
+pub const LOG_LINES_PER_SECOND: u32 = 10;
+
+impl LogFamily {
+    const ALL: [LogFamily; 4] = [
+        LogFamily::Decision,
+        LogFamily::Failure,
+        LogFamily::Diff,
+        LogFamily::Decline,
+    ];
+
+    fn level(self) -> ngx::ffi::ngx_uint_t {
+        (match self {
+            LogFamily::Failure => NGX_LOG_ERR,
+            LogFamily::Decline => NGX_LOG_INFO,
+            LogFamily::Decision | LogFamily::Diff => NGX_LOG_WARN,
+        }) as ngx::ffi::ngx_uint_t
+    }
+}
+
+thread_local! {
+    static BUDGETS: RefCell<[LogBudget; 4]> =
+        const { RefCell::new([const { LogBudget::new(LOG_LINES_PER_SECOND) }; 4]) };
+}
+
+/// Writes one line of a family to the request's log, unless the family's
+/// budget for this second is spent; the next line written says how many
+/// were left out.
+pub fn log_limited(r: &ngx_http_request_t, family: LogFamily, line: &str) {
+    let now = u64::try_from(ngx_time()).unwrap_or(0);
+    let Some(skipped) = BUDGETS.with_borrow_mut(|b| b[family as usize].allow(now)) else {
+        return;
+    };
+    // SAFETY: a live request's connection and its log are valid.
+    let log = unsafe { (*r.connection).log };
+    let level = family.level();
+    if skipped == 0 {
+        ngx_log_error!(level, log, "{line}");
+    } else {
+        ngx_log_error!(
+            level,
+            log,
+            "{line} ({skipped} more lines of this kind left out of the log)"
+        );
+    }
+}
+
+/// Writes a line of the Lua side to the error log within its family's
+/// budget (`GRAFT_LOG_*`): returns `GRAFT_DECLINED` when the line was left
+/// out.
+///
+/// # Safety
+/// `r` is the current request; `line` points at `line_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_log(
+    r: *mut c_void,
+    family: c_int,
+    line: *const c_uchar,
+    line_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let Some(family) = usize::try_from(family)
+            .ok()
+            .and_then(|f| LogFamily::ALL.get(f).copied())
+        else {
+            return GRAFT_ERROR;
+        };
+        // SAFETY: the caller's contract.
+        let line = String::from_utf8_lossy(unsafe { bytes(line, line_len) });
+        log_limited(r, family, &line);
+        GRAFT_OK
+    })
+}
+
+/// Every zone's plan, as `{"generation": G, "zones": [plan, ...]}`, for
+/// the Lua side to load and check every legacy module a configuration
+/// names before it serves: `which` is `GRAFT_PLANS_LOADED` for the
+/// configuration the master has just loaded (at start and on each reload,
+/// from `init_by_lua`; `r` may be null), `GRAFT_PLANS_PENDING` for the one
+/// a live apply is checking.
+///
+/// # Safety
+/// `buf` is writable for `*len` bytes and `len` valid.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_plans(
+    _r: *mut c_void,
+    which: c_int,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        let config = match which {
+            GRAFT_PLANS_LOADED => crate::module::loaded_config(),
+            GRAFT_PLANS_PENDING => crate::module::pending_config(),
+            _ => return GRAFT_ERROR,
+        };
+        let Some(config) = config else {
+            return GRAFT_NO_CONFIG;
+        };
+        let mut text = format!("{{\"generation\":{},\"zones\":[", config.generation);
+        for (i, zone) in config.zones.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&zone.plan_json);
+        }
+        text.push_str("]}");
+        // SAFETY: the caller's contract.
+        unsafe { copy_out(text.as_bytes(), buf, len) }
     })
 }
 
@@ -515,15 +745,22 @@ pub unsafe extern "C" fn graft_ffi_metrics(
     unsafe { export_text(r, buf, len, graft_engine::metrics::prometheus_text) }
 }
 
-/// Applies the configuration file live (admin): `GRAFT_OK` with the new
-/// generation in `buf`, or `GRAFT_ERROR` with why the file was refused (the
-/// running configuration then goes on).
+/// Applies the configuration file live (admin), in two stages so that the
+/// Lua side can check its legacy modules in between:
+/// `GRAFT_APPLY_CHECK` reads and validates the file and keeps it pending
+/// (its plans are then `graft_ffi_plans(r, GRAFT_PLANS_PENDING, ...)`);
+/// `GRAFT_APPLY_COMMIT` swaps the pending configuration in, for this worker
+/// at once and every other one within a quarter second, and `buf` says
+/// the new generation. `GRAFT_ERROR`: `buf` says why; the running
+/// configuration goes on. `*len` is what was written (a long message is
+/// cut), never a request for a second call.
 ///
 /// # Safety
 /// `r` is the current request; `buf` is writable for `*len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn graft_ffi_apply(
     r: *mut c_void,
+    stage: c_int,
     buf: *mut c_uchar,
     len: *mut usize,
 ) -> c_int {
@@ -532,17 +769,17 @@ pub unsafe extern "C" fn graft_ffi_apply(
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        let (rc, message) = match crate::module::apply_live(r) {
-            Ok(generation) => (GRAFT_OK, format!("applied, generation {generation}")),
+        let result = match stage {
+            GRAFT_APPLY_CHECK => crate::module::prepare_live(r).map(|g| format!("checked, generation {g}")),
+            GRAFT_APPLY_COMMIT => crate::module::commit_live(r).map(|g| format!("applied, generation {g}")),
+            _ => Err(format!("no apply stage {stage}")),
+        };
+        let (rc, message) = match result {
+            Ok(m) => (GRAFT_OK, m),
             Err(e) => (GRAFT_ERROR, e),
         };
-        // The apply happened: never ask the caller to call again for a
-        // larger buffer (that would apply twice); cut the message instead.
         // SAFETY: the caller's contract.
-        let room = if buf.is_null() { 0 } else { unsafe { *len } };
-        let message = &message.as_bytes()[..message.len().min(room)];
-        // SAFETY: the caller's contract; `message` fits the buffer.
-        unsafe { copy_out(message, buf, len) };
+        unsafe { copy_message(&message, buf, len) };
         rc
     })
 }
@@ -599,7 +836,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
             }
             Err(e) => {
                 // SAFETY: the caller's contract.
-                unsafe { copy_out(e.as_bytes(), buf, len) };
+                unsafe { copy_message(&e, buf, len) };
                 GRAFT_ERROR
             }
         }

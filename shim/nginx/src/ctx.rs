@@ -1,11 +1,15 @@
 //! What graft keeps for one request: the configuration it is served with
 //! (pinned at its first use, so that a configuration swapped while the
-//! request is in flight never serves it half old, half new) and what the
-//! native pipeline did.
+//! request is in flight never serves it half old, half new) and how far
+//! the pipeline went.
 //!
 //! It lives in a cleanup of the request's pool, found again from there
 //! after an internal redirect (which clears r->ctx), and dropped with the
-//! pool.
+//! pool. That is what makes the pipeline run once per main request however
+//! it reaches a graft location: the first graft location it reaches runs
+//! it, an internal redirect into another one finds it already run.
+//! Subrequests share the main request's pool, so they find the main
+//! request's record too: callers check `r == r->main` first.
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -17,16 +21,31 @@ use crate::module::{current_config, ngx_http_graft_module};
 
 pub struct RequestCtx {
     pub config: Arc<Config>,
-    /// The native pipeline ran for this request.
-    pub native_ran: bool,
-    /// The step the Lua bridge starts at; `None` when the native pipeline
-    /// ran every step.
+    /// Who has run the pipeline for this request so far.
+    pub pipeline: Pipeline,
+    /// The zone the native pipeline serves the request from.
+    pub zone: usize,
+    /// The step where the native pipeline stopped and handed the request
+    /// on (to the Lua bridge if the location runs it, else to the native
+    /// finish in the precontent phase); `None` when it ran every step.
     pub resume_at: Option<usize>,
-    /// Whether the step at `resume_at` is a fallback from Rust: the bridge
-    /// then serves it from Lua without calling Rust again.
+    /// Whether the step at `resume_at` is a fallback from Rust: it is then
+    /// served from Lua, or by its failure policy, without calling Rust again.
     pub fallback: bool,
     /// Response-header changes the native pipeline decided.
     pub response_ops: Vec<HeaderOp>,
+}
+
+/// How far the pipeline went for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipeline {
+    /// Not yet run: the first graft location the request reaches runs it.
+    NotStarted,
+    /// The native pipeline ran in the access phase (up to `resume_at`).
+    Native,
+    /// The Lua bridge took the request (from `resume_at`, or from the
+    /// start), or the native finish did: nothing runs it again.
+    Taken,
 }
 
 /// The request's record, made (and its configuration pinned) on first use;
@@ -46,7 +65,8 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
         let ctx = cln.data as *mut RequestCtx;
         ctx.write(RequestCtx {
             config,
-            native_ran: false,
+            pipeline: Pipeline::NotStarted,
+            zone: 0,
             resume_at: Some(0),
             fallback: false,
             response_ops: Vec::new(),

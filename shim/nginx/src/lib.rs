@@ -7,6 +7,7 @@
 //!
 //! - [`module`]: the nginx module, its directives and configuration;
 //! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
+//! - [`headers`]: header edits that keep nginx's own pointers and fields right;
 //! - [`request`]: the read-only request view over `ngx_http_request_t`;
 //! - [`ctx`]: what graft keeps per request (its pinned configuration);
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
@@ -18,6 +19,7 @@
 mod bridge;
 mod ctx;
 mod guard;
+mod headers;
 mod log;
 mod module;
 mod native;

@@ -9,7 +9,7 @@ use std::mem::size_of;
 use std::path::{Path, PathBuf};
 use std::ptr::{addr_of, addr_of_mut, null_mut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use graft_engine::shared::{CounterTable, SlotTable};
@@ -126,7 +126,12 @@ unsafe extern "C" fn set_config(
         match Config::load(Path::new(path)) {
             Ok(config) => {
                 config.attach(CounterTable::new(step_counters), SlotTable::new(windows));
-                mcf.config = Some(ArcSwap::from_pointee(config));
+                let config = Arc::new(config);
+                *lock(&LOADED) = Some(config.clone());
+                // This cycle serves what it loaded now, not what an earlier
+                // cycle's workers applied live before it.
+                CYCLE_EPOCH.store(snapshot::epoch(), Ordering::Relaxed);
+                mcf.config = Some(ArcSwap::new(config));
                 mcf.path = Some(PathBuf::from(path));
                 // Parsing a large file leaves freed heap behind; give it back
                 // before the workers fork, so that they do not carry it.
@@ -160,7 +165,19 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if unsafe { mcf.as_ref() }.is_none_or(|m| m.config.is_none()) {
             return NGX_OK as ngx_int_t;
         }
-        APPLIED_EPOCH.store(snapshot::epoch(), Ordering::Relaxed);
+        // The master keeps the configuration it loaded alive for the Lua
+        // side's check at start (`graft_ffi_plans`); a worker has no use
+        // for it, and holding it would keep it alive past a live apply.
+        lock(&LOADED).take();
+        // A worker (re)started after a live apply serves what was applied,
+        // as its siblings do: the timer below loads it on its first tick.
+        APPLIED_EPOCH.store(CYCLE_EPOCH.load(Ordering::Relaxed), Ordering::Relaxed);
+        // SAFETY: the main conf lives as long as the cycle; the cycle's log too.
+        unsafe {
+            if let Some(m) = mcf.as_ref() {
+                catch_up(m, (*cycle).log);
+            }
+        }
         // SAFETY: an event from the cycle's pool, zeroed, that lives as long
         // as the worker; nginx calls its handler from the event loop.
         unsafe {
@@ -191,41 +208,70 @@ unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
         if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
             return;
         }
-        if snapshot::epoch() > APPLIED_EPOCH.load(Ordering::Relaxed) {
-            let Some((epoch, text)) = snapshot::read() else {
-                // A write is under way: the next tick will see it done.
-                // SAFETY: re-arms the worker's own timer event.
-                unsafe { ngx_add_timer(ev, EPOCH_CHECK_MS) };
-                return;
-            };
-            APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
-            match load_into(mcf, &text) {
-                Ok(generation) => {
-                    ngx_log_error!(
-                        NGX_LOG_NOTICE,
-                        ev.log,
-                        "graft: applied the configuration live (generation {generation})"
-                    );
-                }
-                Err(e) => {
-                    ngx_log_error!(
-                        NGX_LOG_ERR,
-                        ev.log,
-                        "graft: live configuration refused, the running one goes on: {e}"
-                    );
-                }
-            }
-        }
+        catch_up(mcf, ev.log);
         // SAFETY: re-arms the worker's own timer event.
         unsafe { ngx_add_timer(ev, EPOCH_CHECK_MS) };
     })
 }
 
-/// Parses a configuration text and swaps it in for this worker.
-fn load_into(mcf: &MainConf, text: &[u8]) -> Result<u64, String> {
-    let (Some(path), Some(cell)) = (&mcf.path, &mcf.config) else {
-        return Err("no graft_config".into());
+/// Loads the configuration applied live since this worker last looked, if
+/// any (a write under way is picked up on a later call).
+fn catch_up(mcf: &MainConf, log: *mut ngx::ffi::ngx_log_t) {
+    if snapshot::epoch() <= APPLIED_EPOCH.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some((epoch, text)) = snapshot::read() else {
+        return;
     };
+    APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
+    match load_into(mcf, &text) {
+        Ok(generation) => {
+            ngx_log_error!(
+                NGX_LOG_NOTICE,
+                log,
+                "graft: applied the configuration live (generation {generation})"
+            );
+        }
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "graft: live configuration refused, the running one goes on: {e}"
+            );
+        }
+    }
+}
+
+/// The epoch of live applies when this cycle loaded its file: applies
+/// after it are this cycle's to serve.
+static CYCLE_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The configuration the master loaded last, until the workers fork.
+static LOADED: Mutex<Option<Arc<Config>>> = Mutex::new(None);
+
+thread_local! {
+    /// A live apply's configuration and text, checked and not yet swapped in.
+    static PENDING: std::cell::RefCell<Option<(Arc<Config>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The configuration the master has just loaded (start, reload, `nginx -t`).
+pub fn loaded_config() -> Option<Arc<Config>> {
+    lock(&LOADED).clone()
+}
+
+/// The configuration a live apply is checking.
+pub fn pending_config() -> Option<Arc<Config>> {
+    PENDING.with_borrow(|p| p.as_ref().map(|(c, _)| c.clone()))
+}
+
+/// Parses a configuration text for this worker, counting in the shared tables.
+fn parse_attached(mcf: &MainConf, text: &[u8]) -> Result<Config, String> {
+    let path = mcf.path.as_ref().ok_or("no graft_config")?;
     let config = Config::parse(path, text).map_err(|e| e.to_string())?;
     let (Some(windows), Some(counters)) = (
         WINDOWS.get().copied().flatten(),
@@ -234,15 +280,22 @@ fn load_into(mcf: &MainConf, text: &[u8]) -> Result<u64, String> {
         return Err("no shared memory".into());
     };
     config.attach(CounterTable::new(counters), SlotTable::new(windows));
+    Ok(config)
+}
+
+/// Parses a configuration text and swaps it in for this worker.
+fn load_into(mcf: &MainConf, text: &[u8]) -> Result<u64, String> {
+    let cell = mcf.config.as_ref().ok_or("no graft_config")?;
+    let config = parse_attached(mcf, text)?;
     let generation = config.generation;
     cell.store(Arc::new(config));
     Ok(generation)
 }
 
-/// Applies the configuration file live: validated, swapped in this worker
-/// at once, and in every other worker within `EPOCH_CHECK_MS`. A refused
-/// file changes nothing, and the error says why.
-pub fn apply_live(r: &ngx_http_request_t) -> Result<u64, String> {
+/// First stage of a live apply: reads and validates the file and keeps it
+/// pending, for the Lua side to check its legacy modules; returns the
+/// pending generation. Nothing serves it yet.
+pub fn prepare_live(r: &ngx_http_request_t) -> Result<u64, String> {
     let mcf = main_conf(r).ok_or("no graft_config")?;
     let path = mcf.path.as_ref().ok_or("no graft_config")?;
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -254,10 +307,26 @@ pub fn apply_live(r: &ngx_http_request_t) -> Result<u64, String> {
             snapshot::MAX_LIVE_BYTES
         ));
     }
-    let generation = load_into(mcf, &text)?;
-    // Every other worker loads these very bytes, not the file again.
+    let config = Arc::new(parse_attached(mcf, &text)?);
+    let generation = config.generation;
+    PENDING.with_borrow_mut(|p| *p = Some((config, text)));
+    Ok(generation)
+}
+
+/// Second stage of a live apply: swaps the pending configuration in, in
+/// this worker at once and in every other worker within `EPOCH_CHECK_MS`
+/// (they load these very bytes, not the file again).
+pub fn commit_live(r: &ngx_http_request_t) -> Result<u64, String> {
+    let mcf = main_conf(r).ok_or("no graft_config")?;
+    let cell = mcf.config.as_ref().ok_or("no graft_config")?;
+    let (config, text) = PENDING
+        .with_borrow_mut(Option::take)
+        .ok_or("nothing checked to apply")?;
     let epoch = snapshot::publish(&text)?;
+    let generation = config.generation;
+    cell.store(config);
     APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
+    drop(text);
     // SAFETY: glibc's malloc_trim only releases free memory.
     unsafe { malloc_trim(0) };
     Ok(generation)
@@ -296,7 +365,7 @@ extern "C" {
 /// Words of the windowed counters every worker shares (rate limits): 512 KiB.
 const WINDOW_WORDS: usize = 64 * 1024;
 /// Words of the step counters every worker shares (metrics): 4 MiB, room
-/// for about 260,000 counters (8 a step); pages are only used when touched.
+/// for about 245,000 counters (8 a step) and 32,000 kill switches; pages are only used when touched.
 const COUNTER_WORDS: usize = 2 * (1 + (1 << 18));
 
 static WINDOWS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
@@ -336,10 +405,12 @@ fn shared_words(
 }
 
 fn shared_slots(cf: *mut ngx_conf_t) -> Option<(&'static [AtomicU64], &'static [AtomicU64])> {
-    Some((
-        shared_words(&WINDOWS, cf, WINDOW_WORDS)?,
-        shared_words(&COUNTERS, cf, COUNTER_WORDS)?,
-    ))
+    let windows = shared_words(&WINDOWS, cf, WINDOW_WORDS)?;
+    // Draws the table's hash keys now, in the master, before the fork:
+    // every worker then hashes with the same keys, and no client can
+    // know them.
+    SlotTable::new(windows);
+    Some((windows, shared_words(&COUNTERS, cf, COUNTER_WORDS)?))
 }
 
 /// The windowed counters every worker shares, for the modules' context.

@@ -6,8 +6,14 @@
 //! `rust` mode. At the first step in another mode, or whose Rust side
 //! declines, fails or panics, it stops and hands the request on: if the
 //! location also runs `require("graft").access()`, the Lua bridge resumes
-//! the pipeline at that step (`graft_ffi_resume`); without it, the request
-//! goes on to the content phase unchanged by the remaining steps.
+//! the pipeline at that step (`graft_ffi_resume`). Without it, the native
+//! finish (a precontent-phase handler) takes the request at that step: a
+//! step that needs Lua there cannot decide, and its failure policy does
+//! (counted and logged), and every later step still runs.
+//!
+//! Once per main request: a subrequest never runs the pipeline, and an
+//! internal redirect into a graft location runs it only if no graft
+//! location ran it before (see `ctx`).
 use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,17 +25,15 @@ use ngx::ffi::{
     ngx_alloc_chain_link, ngx_array_push, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_flag_t,
     ngx_http_conf_ctx_t, ngx_http_core_main_conf_t, ngx_http_core_module,
     ngx_http_finalize_request, ngx_http_handler_pt, ngx_http_output_filter,
-    ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t,
+    ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
+    ngx_http_request_t, ngx_http_discard_request_body, NGX_HTTP_INTERNAL_SERVER_ERROR,
     ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
-    ngx_http_top_header_filter, ngx_int_t, ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_pnalloc,
-    ngx_pool_t, ngx_str_t, ngx_table_elt_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_OK,
+    ngx_http_top_header_filter, ngx_int_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_OK,
 };
 
-use ngx::ffi::NGX_LOG_WARN;
-use ngx::ngx_log_error;
-
-use crate::bridge::{log_outcome, record, run_sampled};
-use crate::ctx;
+use crate::bridge::{fail_step, log_decision_lines, log_outcome, record, run_sampled};
+use crate::ctx::{self, Pipeline};
+use crate::headers::{pool_str, push_header, remove_request_header, response_header};
 use crate::guard::guarded;
 use crate::module::{ngx_http_graft_module, shared_counters};
 use crate::request::NgxRequest;
@@ -92,6 +96,12 @@ pub unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
                 return NGX_ERROR as ngx_int_t;
             }
             *h = Some(access_handler);
+            let phase = &mut (*cmcf).phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize];
+            let h = ngx_array_push(&mut phase.handlers) as *mut ngx_http_handler_pt;
+            if h.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            *h = Some(finish_handler);
             if let Some(next) = ngx_http_top_header_filter {
                 if next as usize != header_filter as *const () as usize {
                     NEXT_HEADER_FILTER.store(next as usize, Ordering::Relaxed);
@@ -113,77 +123,118 @@ fn loc_conf(r: &ngx_http_request_t) -> Option<&LocConf> {
 }
 
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    guarded(NGX_DECLINED as ngx_int_t, || {
+    // A panic here is a bug in graft itself: fail closed.
+    guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
         // SAFETY: nginx calls phase handlers with a live request.
         let r = unsafe { &mut *r };
-        // Once a request: not for subrequests, nor again after an internal
-        // redirect (which clears the ctx).
-        if !std::ptr::eq(r, r.main)
-            || r.internal() != 0
-            || loc_conf(r).is_none_or(|c| c.native != 1)
-        {
+        // Once a main request: never for subrequests.
+        if !std::ptr::eq(r, r.main) || loc_conf(r).is_none_or(|c| c.native != 1) {
             return NGX_DECLINED as ngx_int_t;
         }
         let Some(ctx) = ctx::of(r) else {
             return NGX_DECLINED as ngx_int_t;
         };
-        if ctx.native_ran {
+        if ctx.pipeline != Pipeline::NotStarted {
             return NGX_DECLINED as ngx_int_t;
         }
-        ctx.native_ran = true;
+        ctx.pipeline = Pipeline::Native;
         let config = ctx.config.clone();
         use graft_contract::RequestView;
-        let Some(zone) = config
-            .zone_index(NgxRequest::new(r).host())
-            .map(|z| &config.zones[z])
-        else {
+        let Some(zone) = config.zone_index(NgxRequest::new(r).host()) else {
+            ctx.resume_at = None;
             return NGX_DECLINED as ngx_int_t;
         };
-        run_pipeline(r, zone)
+        ctx.zone = zone;
+        run_steps(r, &config.zones[zone], 0, false, true)
     })
 }
 
-fn run_pipeline(r: &mut ngx_http_request_t, zone: &Zone) -> ngx_int_t {
+/// The native finish: a request the native pipeline handed on at a step
+/// that no Lua bridge took runs the rest of its steps here, before the
+/// content phase.
+unsafe extern "C" fn finish_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
+        // SAFETY: nginx calls phase handlers with a live request.
+        let r = unsafe { &mut *r };
+        if !std::ptr::eq(r, r.main) {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        let Some(ctx) = ctx::existing(r) else {
+            return NGX_DECLINED as ngx_int_t;
+        };
+        let (Pipeline::Native, Some(from)) = (ctx.pipeline, ctx.resume_at) else {
+            return NGX_DECLINED as ngx_int_t;
+        };
+        ctx.pipeline = Pipeline::Taken;
+        let (config, zone, fell_back) = (ctx.config.clone(), ctx.zone, ctx.fallback);
+        match config.zones.get(zone) {
+            Some(z) => run_steps(r, z, from, fell_back, false),
+            None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        }
+    })
+}
+
+const NO_LUA_AFTER_RUST: &str =
+    "its Rust side did not decide and this location runs no Lua bridge";
+const NO_LUA_FOR_MODE: &str =
+    "Lua serves it for this request (its mode or a kill switch) and this location runs no Lua bridge";
+
+/// Runs the zone's steps from `from`. `fell_back`: Rust already failed on
+/// step `from` (and it was counted). `lua_follows`: the Lua bridge may take
+/// the request at a step Rust cannot serve; without it, such a step's
+/// failure policy decides and the later steps run.
+fn run_steps(
+    r: &mut ngx_http_request_t,
+    zone: &Zone,
+    from: usize,
+    mut fell_back: bool,
+    lua_follows: bool,
+) -> ngx_int_t {
     let Some(counters) = shared_counters() else {
-        return NGX_DECLINED as ngx_int_t;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    // SAFETY: a live request's connection and its log are valid.
-    let log = unsafe { (*r.connection).log };
-    for (i, step) in zone.steps.iter().enumerate() {
-        if step.mode_for(&NgxRequest::new(r)) != Mode::Rust {
-            return hand_on(r, i, false);
-        }
-        let ctx = Context {
-            zone: &zone.name,
-            now_secs: u64::try_from(ngx_time()).unwrap_or(0),
-            counters: &counters,
+    for (i, step) in zone.steps.iter().enumerate().skip(from) {
+        // Err((why, whether Rust was asked and did not decide)).
+        let decision = if std::mem::take(&mut fell_back) {
+            Err((NO_LUA_AFTER_RUST, true))
+        } else if step.mode_for(&NgxRequest::new(r)) != Mode::Rust {
+            Err((NO_LUA_FOR_MODE, false))
+        } else {
+            let ctx = Context {
+                zone: &zone.name,
+                now_secs: u64::try_from(ngx_time()).unwrap_or(0),
+                counters: &counters,
+            };
+            let outcome = run_sampled(step, &NgxRequest::new(r), &ctx);
+            log_outcome(r, &zone.name, step.module_name, &outcome);
+            match outcome {
+                Outcome::Decided(d) => {
+                    record(r, &zone.name, step, Count::Rust);
+                    Ok(d)
+                }
+                _ => {
+                    record(r, &zone.name, step, Count::Fallback);
+                    Err((NO_LUA_AFTER_RUST, true))
+                }
+            }
         };
-        let outcome = run_sampled(step, &NgxRequest::new(r), &ctx);
-        log_outcome(log, &zone.name, step.module_name, &outcome);
-        let Outcome::Decided(decision) = outcome else {
-            record(r, &zone.name, step, Count::Fallback);
-            return hand_on(r, i, true);
+        let decision = match decision {
+            Ok(d) => d,
+            Err((_, rust_failed)) if lua_follows => return hand_on(r, i, rust_failed),
+            Err((why, _)) => {
+                fail_step(r, &zone.name, step, why);
+                step.failure_decision()
+            }
         };
-        record(r, &zone.name, step, Count::Rust);
-        let lines = match &decision {
-            Decision::Respond(resp) => &resp.log,
-            Decision::Continue(changes) => &changes.log,
-            Decision::Decline => unreachable!("a decline is an outcome of its own"),
-        };
-        for line in lines {
-            ngx_log_error!(
-                NGX_LOG_WARN,
-                log,
-                "graft: zone \"{}\" module \"{}\": {line}",
-                zone.name,
-                step.module_name
-            );
-        }
         match decision {
-            Decision::Respond(resp) => return respond(r, &resp),
+            Decision::Respond(resp) => {
+                log_decision_lines(r, &zone.name, step.module_name, &resp.log);
+                return respond(r, &resp);
+            }
             Decision::Continue(changes) => {
+                log_decision_lines(r, &zone.name, step.module_name, &changes.log);
                 if apply(r, changes).is_err() {
-                    return NGX_ERROR as ngx_int_t;
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
                 }
             }
             Decision::Decline => unreachable!("a decline is an outcome of its own"),
@@ -195,100 +246,14 @@ fn run_pipeline(r: &mut ngx_http_request_t, zone: &Zone) -> ngx_int_t {
     NGX_DECLINED as ngx_int_t
 }
 
+/// Stops the native pipeline at `step`, for the Lua bridge (or, without
+/// one, the native finish) to take it from there.
 fn hand_on(r: &mut ngx_http_request_t, step: usize, fallback: bool) -> ngx_int_t {
     if let Some(ctx) = ctx::of(r) {
         ctx.resume_at = Some(step);
         ctx.fallback = fallback;
     }
     NGX_DECLINED as ngx_int_t
-}
-
-/// Copies bytes into the request's pool.
-fn pool_str(pool: *mut ngx_pool_t, bytes: &[u8]) -> Option<ngx_str_t> {
-    // SAFETY: ngx_pnalloc returns `len` writable bytes from a live pool
-    // (or null); the copy stays in bounds.
-    unsafe {
-        let p = ngx_pnalloc(pool, bytes.len().max(1)) as *mut u8;
-        if p.is_null() {
-            return None;
-        }
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
-        Some(ngx_str_t {
-            len: bytes.len(),
-            data: p,
-        })
-    }
-}
-
-/// Appends a header to one of a request's header lists, in place.
-fn push_header(
-    pool: *mut ngx_pool_t,
-    list: &mut ngx_list_t,
-    name: &str,
-    value: &[u8],
-) -> Option<()> {
-    let key = pool_str(pool, name.as_bytes())?;
-    let lower = pool_str(pool, name.to_ascii_lowercase().as_bytes())?;
-    let value = pool_str(pool, value)?;
-    // SAFETY: ngx_list_push returns a slot of the list's element type
-    // (ngx_table_elt_t for header lists) from the list's pool, or null.
-    unsafe {
-        let h = (ngx_list_push(list) as *mut ngx_table_elt_t).as_mut()?;
-        h.hash = 1;
-        h.key = key;
-        h.value = value;
-        h.lowcase_key = lower.data;
-    }
-    Some(())
-}
-
-fn key_of(h: &ngx_table_elt_t) -> &[u8] {
-    if h.key.len == 0 {
-        return &[];
-    }
-    // SAFETY: a header's key points at `len` bytes of the request's memory.
-    unsafe { std::slice::from_raw_parts(h.key.data, h.key.len) }
-}
-
-/// Removes every request header of that name from the list, moving the
-/// later elements of its part down, as the Lua module's header removal does.
-fn remove_request_header(list: &mut ngx_list_t, name: &str) {
-    let mut part: *mut ngx_list_part_t = &mut list.part;
-    // SAFETY: an ngx_list_t of ngx_table_elt_t: each part holds `nelts`
-    // elements and links to the next; elements move only within a part.
-    unsafe {
-        while let Some(p) = part.as_mut() {
-            let elts = p.elts as *mut ngx_table_elt_t;
-            let mut i = 0;
-            while i < p.nelts {
-                if key_of(&*elts.add(i)).eq_ignore_ascii_case(name.as_bytes()) {
-                    std::ptr::copy(elts.add(i + 1), elts.add(i), p.nelts - i - 1);
-                    p.nelts -= 1;
-                } else {
-                    i += 1;
-                }
-            }
-            part = p.next;
-        }
-    }
-}
-
-/// Hides every response header of that name (nginx skips hash 0).
-fn hide_response_header(list: &mut ngx_list_t, name: &str) {
-    let mut part: *mut ngx_list_part_t = &mut list.part;
-    // SAFETY: as in remove_request_header.
-    unsafe {
-        while let Some(p) = part.as_mut() {
-            let elts = p.elts as *mut ngx_table_elt_t;
-            for i in 0..p.nelts {
-                let h = &mut *elts.add(i);
-                if key_of(h).eq_ignore_ascii_case(name.as_bytes()) {
-                    h.hash = 0;
-                }
-            }
-            part = p.next;
-        }
-    }
 }
 
 fn apply(r: &mut ngx_http_request_t, changes: Changes) -> Result<(), ()> {
@@ -308,8 +273,13 @@ fn apply(r: &mut ngx_http_request_t, changes: Changes) -> Result<(), ()> {
                 remove_request_header(list, name);
                 push_header(pool, list, name, op.value.as_bytes()).ok_or(())?;
             }
-            HeaderAction::Add => push_header(pool, list, name, op.value.as_bytes()).ok_or(())?,
+            HeaderAction::Add => {
+                push_header(pool, list, name, op.value.as_bytes()).ok_or(())?;
+            }
         }
+    }
+    if !changes.request_headers.is_empty() {
+        crate::headers::refresh_headers_in(r).ok_or(())?;
     }
     if !changes.response_headers.is_empty() {
         if let Some(ctx) = ctx::existing(r) {
@@ -323,17 +293,17 @@ fn apply(r: &mut ngx_http_request_t, changes: Changes) -> Result<(), ()> {
 /// without a body, else the status and body (as Lua's ngx.print and
 /// ngx.exit do, so the two paths answer byte for byte alike).
 fn respond(r: &mut ngx_http_request_t, resp: &Response) -> ngx_int_t {
-    let pool = r.pool;
+    // A body the client sent must be read and dropped before answering, or
+    // on a kept-alive connection it would be taken for the next request.
+    // SAFETY: the request is live and in a phase handler, as nginx's own
+    // handlers call it.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
     for (name, value) in &resp.headers {
-        if push_header(
-            pool,
-            &mut r.headers_out.headers,
-            name.as_str(),
-            value.as_bytes(),
-        )
-        .is_none()
-        {
-            return NGX_ERROR as ngx_int_t;
+        if response_header(r, HeaderAction::Add, name.as_str(), value.as_bytes()).is_none() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
     }
     if resp.body.is_empty() && resp.status >= 300 {
@@ -376,27 +346,18 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a live request.
     let req = unsafe { &mut *r };
     let applied = guarded(false, || {
+        // Subrequests share the main request's pool, and so its record:
+        // its response-header changes are the main response's alone.
+        if !std::ptr::eq(req, req.main) {
+            return true;
+        }
         let Some(ctx) = ctx::existing(req) else {
             return true;
         };
         let ops = std::mem::take(&mut ctx.response_ops);
-        let pool = req.pool;
-        let list = &mut req.headers_out.headers;
-        let mut ok = true;
-        for op in &ops {
-            let name = op.name.as_str();
-            match op.action {
-                HeaderAction::Remove => hide_response_header(list, name),
-                HeaderAction::Set => {
-                    hide_response_header(list, name);
-                    ok &= push_header(pool, list, name, op.value.as_bytes()).is_some();
-                }
-                HeaderAction::Add => {
-                    ok &= push_header(pool, list, name, op.value.as_bytes()).is_some()
-                }
-            }
-        }
-        ok
+        ops.iter().all(|op| {
+            response_header(req, op.action, op.name.as_str(), op.value.as_bytes()).is_some()
+        })
     });
     if !applied {
         return NGX_ERROR as ngx_int_t;

@@ -2,10 +2,15 @@
 //! so that every worker loads exactly the bytes that were validated, not
 //! the file again (which may have changed, or be half written, by then).
 //!
-//! Layout of the mapping: a writer lock, a sequence number (odd while a
-//! write is under way), the epoch (how many applies so far), the length,
-//! then the text. Readers copy the text and retry when the sequence moved
-//! under them. Pages of the mapping are used only when written.
+//! Layout of the mapping: a writer lock (the writer's pid), a sequence
+//! number (odd while a write is under way), the epoch (how many applies so
+//! far), the length, then the text as atomic words. Readers copy the text
+//! and retry when the sequence moved under them; every access to the text
+//! is atomic, so a read racing a write is a retry, never undefined
+//! behaviour. A writer that died holding the lock, or mid-write, leaves a
+//! lock the next writer takes over (the holder's process is gone) and an
+//! odd sequence the next write replaces. Pages of the mapping are used
+//! only when written.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -19,15 +24,8 @@ const HEADER_WORDS: usize = 4;
 
 struct Mapping {
     header: &'static [AtomicU64; HEADER_WORDS],
-    data: *mut u8,
+    data: &'static [AtomicU64],
 }
-
-// SAFETY: the data pointer is only dereferenced under the writer lock (for
-// writes) or the sequence protocol (for reads); the mapping lives as long
-// as the process.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
 
 static MAPPING: OnceLock<Option<Mapping>> = OnceLock::new();
 
@@ -56,7 +54,10 @@ pub fn map(cf: *mut ngx_conf_t) -> bool {
                 }
                 Some(Mapping {
                     header: &*(shm.addr as *const [AtomicU64; HEADER_WORDS]),
-                    data: shm.addr.add(HEADER_WORDS * 8),
+                    data: std::slice::from_raw_parts(
+                        shm.addr.add(HEADER_WORDS * 8) as *const AtomicU64,
+                        MAX_LIVE_BYTES / 8,
+                    ),
                 })
             }
         })
@@ -81,29 +82,48 @@ pub fn publish(text: &[u8]) -> Result<u64, String> {
             text.len()
         ));
     }
-    // Writers take turns; a lock left by a writer that died is taken over
-    // after a second.
     let me = u64::from(std::process::id());
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while m.header[LOCK]
-        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            m.header[LOCK].store(me, Ordering::Release);
-            break;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match m.header[LOCK].compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => break,
+            // A writer that died holding the lock: take it over.
+            Err(holder)
+                if !process_alive(holder)
+                    && m.header[LOCK]
+                        .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok() =>
+            {
+                break
+            }
+            Err(_) if Instant::now() > deadline => {
+                return Err("another live apply is under way; try again".into())
+            }
+            Err(_) => std::thread::yield_now(),
         }
-        std::thread::yield_now();
     }
-    m.header[SEQ].fetch_add(1, Ordering::AcqRel);
-    // SAFETY: the data area has MAX_LIVE_BYTES bytes, checked above; the
-    // writer lock is ours, and readers detect the write by the sequence.
-    unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), m.data, text.len()) };
+    // Odd while writing, whatever a writer that died left behind.
+    let seq = (m.header[SEQ].load(Ordering::Acquire) + 1) | 1;
+    m.header[SEQ].store(seq, Ordering::Relaxed);
+    std::sync::atomic::fence(Ordering::Release);
+    for (word, chunk) in m.data.iter().zip(text.chunks(8)) {
+        let mut bytes = [0u8; 8];
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+    }
     m.header[LEN].store(text.len() as u64, Ordering::Release);
     let epoch = m.header[EPOCH].fetch_add(1, Ordering::AcqRel) + 1;
-    m.header[SEQ].fetch_add(1, Ordering::AcqRel);
+    m.header[SEQ].store(seq + 1, Ordering::Release);
     m.header[LOCK].store(0, Ordering::Release);
     Ok(epoch)
+}
+
+/// Whether the process `pid` still runs (a zombie does not).
+fn process_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat[stat.rfind(')').map_or(0, |i| i + 2)..].chars().next();
+        state != Some('Z')
+    })
 }
 
 /// The last text applied live and its epoch, read consistently.
@@ -117,11 +137,13 @@ pub fn read() -> Option<(u64, Vec<u8>)> {
         }
         let epoch = m.header[EPOCH].load(Ordering::Acquire);
         let len = (m.header[LEN].load(Ordering::Acquire) as usize).min(MAX_LIVE_BYTES);
-        let mut text = vec![0u8; len];
-        // SAFETY: `len` bytes of the data area; a concurrent write is
-        // detected below and the copy thrown away.
-        unsafe { std::ptr::copy_nonoverlapping(m.data, text.as_mut_ptr(), len) };
-        if m.header[SEQ].load(Ordering::Acquire) == seq {
+        let mut text = Vec::with_capacity(len + 8);
+        for word in &m.data[..len.div_ceil(8)] {
+            text.extend_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        text.truncate(len);
+        std::sync::atomic::fence(Ordering::Acquire);
+        if m.header[SEQ].load(Ordering::Relaxed) == seq {
             return Some((epoch, text));
         }
     }

@@ -215,7 +215,8 @@ fn a_rollback_threshold_sends_the_step_back_to_lua() {
     );
     let why = step
         .record(Count::Fallback, 1000)
-        .expect("3 of 13 is over 20%");
+        .expect("3 of 13 is over 20%")
+        .expect("the switch is thrown");
     assert!(why.contains("3 of 13"), "{why}");
     assert_eq!(step.mode_for(&req), Mode::Lua);
     assert_eq!(step.counters.kill(), Kill::Automatic);

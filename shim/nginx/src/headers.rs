@@ -1,0 +1,273 @@
+//! Header edits in nginx's own structures, keeping nginx's invariants as
+//! lua-nginx-module does (`ngx_http_lua_headers_in.c`): after request
+//! headers change, every pointer nginx keeps into the header list
+//! (`r->headers_in.host`, `user_agent`, `authorization`, `cookies`,
+//! `x_forwarded_for`, ...) is recomputed from the list, so that no variable
+//! or module reads a removed header or another header's value; response
+//! headers nginx holds in a field of its own (Content-Type) are set
+//! through it, so nginx never sends two of them.
+use std::ptr::{addr_of_mut, null_mut};
+
+use graft_contract::HeaderAction;
+use ngx::ffi::{
+    ngx_array_push, ngx_array_t, ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_list_t,
+    ngx_palloc, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
+};
+
+/// Copies bytes into the request's pool.
+pub fn pool_str(pool: *mut ngx_pool_t, bytes: &[u8]) -> Option<ngx_str_t> {
+    // SAFETY: ngx_pnalloc returns `len` writable bytes from a live pool
+    // (or null); the copy stays in bounds.
+    unsafe {
+        let p = ngx_pnalloc(pool, bytes.len().max(1)) as *mut u8;
+        if p.is_null() {
+            return None;
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        Some(ngx_str_t {
+            len: bytes.len(),
+            data: p,
+        })
+    }
+}
+
+/// Appends a header to one of a request's header lists, in place.
+pub fn push_header(
+    pool: *mut ngx_pool_t,
+    list: &mut ngx_list_t,
+    name: &str,
+    value: &[u8],
+) -> Option<*mut ngx_table_elt_t> {
+    let key = pool_str(pool, name.as_bytes())?;
+    let lower = pool_str(pool, name.to_ascii_lowercase().as_bytes())?;
+    let value = pool_str(pool, value)?;
+    // SAFETY: ngx_list_push returns a slot of the list's element type
+    // (ngx_table_elt_t for header lists) from the list's pool, or null.
+    unsafe {
+        let h = (ngx_list_push(list) as *mut ngx_table_elt_t).as_mut()?;
+        h.hash = 1;
+        h.key = key;
+        h.value = value;
+        h.lowcase_key = lower.data;
+        Some(h)
+    }
+}
+
+fn key_of(h: &ngx_table_elt_t) -> &[u8] {
+    if h.key.len == 0 {
+        return &[];
+    }
+    // SAFETY: a header's key points at `len` bytes of the request's memory.
+    unsafe { std::slice::from_raw_parts(h.key.data, h.key.len) }
+}
+
+/// Removes every request header of that name from the list, moving the
+/// later elements of its part down, as the Lua module's header removal does.
+pub fn remove_request_header(list: &mut ngx_list_t, name: &str) {
+    let mut part: *mut ngx_list_part_t = &mut list.part;
+    // SAFETY: an ngx_list_t of ngx_table_elt_t: each part holds `nelts`
+    // elements and links to the next; elements move only within a part.
+    unsafe {
+        while let Some(p) = part.as_mut() {
+            let elts = p.elts as *mut ngx_table_elt_t;
+            let mut i = 0;
+            while i < p.nelts {
+                if key_of(&*elts.add(i)).eq_ignore_ascii_case(name.as_bytes()) {
+                    std::ptr::copy(elts.add(i + 1), elts.add(i), p.nelts - i - 1);
+                    p.nelts -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+            part = p.next;
+        }
+    }
+}
+
+/// Hides every response header of that name (nginx skips hash 0).
+fn hide_response_header(list: &mut ngx_list_t, name: &str) {
+    let mut part: *mut ngx_list_part_t = &mut list.part;
+    // SAFETY: as in remove_request_header.
+    unsafe {
+        while let Some(p) = part.as_mut() {
+            let elts = p.elts as *mut ngx_table_elt_t;
+            for i in 0..p.nelts {
+                let h = &mut *elts.add(i);
+                if key_of(h).eq_ignore_ascii_case(name.as_bytes()) {
+                    h.hash = 0;
+                }
+            }
+            part = p.next;
+        }
+    }
+}
+
+/// Sets, adds or removes a response header; Content-Type goes through
+/// the field nginx keeps it in.
+pub fn response_header(
+    r: &mut ngx_http_request_t,
+    action: HeaderAction,
+    name: &str,
+    value: &[u8],
+) -> Option<()> {
+    let pool = r.pool;
+    if name.eq_ignore_ascii_case("content-type") {
+        let out = &mut r.headers_out;
+        out.content_type = match action {
+            HeaderAction::Remove => ngx_str_t {
+                len: 0,
+                data: null_mut(),
+            },
+            HeaderAction::Set | HeaderAction::Add => pool_str(pool, value)?,
+        };
+        out.content_type_len = out.content_type.len;
+        out.content_type_lowcase = null_mut();
+        out.content_type_hash = 0;
+        return Some(());
+    }
+    let list = &mut r.headers_out.headers;
+    if action != HeaderAction::Add {
+        hide_response_header(list, name);
+    }
+    if action == HeaderAction::Remove {
+        return Some(());
+    }
+    // Location stays in the list, as the Lua bridge leaves it: nginx then
+    // sends it as the module wrote it (not made absolute), alike on both
+    // paths.
+    push_header(pool, list, name, value).map(|_| ())
+}
+
+/// Recomputes every pointer nginx keeps into the request-header list from
+/// the list itself, as nginx's header parsing sets them (the first header
+/// of a name for single ones; every one, in order, for Cookie and
+/// X-Forwarded-For). A changed Host also changes `$host`.
+pub fn refresh_headers_in(r: &mut ngx_http_request_t) -> Option<()> {
+    let pool = r.pool;
+    let hi = &mut r.headers_in;
+    let singles: [(&str, *mut *mut ngx_table_elt_t); 28] = [
+        ("host", addr_of_mut!(hi.host)),
+        ("connection", addr_of_mut!(hi.connection)),
+        ("if-modified-since", addr_of_mut!(hi.if_modified_since)),
+        ("if-unmodified-since", addr_of_mut!(hi.if_unmodified_since)),
+        ("if-match", addr_of_mut!(hi.if_match)),
+        ("if-none-match", addr_of_mut!(hi.if_none_match)),
+        ("user-agent", addr_of_mut!(hi.user_agent)),
+        ("referer", addr_of_mut!(hi.referer)),
+        ("content-length", addr_of_mut!(hi.content_length)),
+        ("content-range", addr_of_mut!(hi.content_range)),
+        ("content-type", addr_of_mut!(hi.content_type)),
+        ("range", addr_of_mut!(hi.range)),
+        ("if-range", addr_of_mut!(hi.if_range)),
+        ("transfer-encoding", addr_of_mut!(hi.transfer_encoding)),
+        ("te", addr_of_mut!(hi.te)),
+        ("expect", addr_of_mut!(hi.expect)),
+        ("upgrade", addr_of_mut!(hi.upgrade)),
+        ("accept-encoding", addr_of_mut!(hi.accept_encoding)),
+        ("via", addr_of_mut!(hi.via)),
+        ("authorization", addr_of_mut!(hi.authorization)),
+        ("keep-alive", addr_of_mut!(hi.keep_alive)),
+        ("x-real-ip", addr_of_mut!(hi.x_real_ip)),
+        ("accept", addr_of_mut!(hi.accept)),
+        ("accept-language", addr_of_mut!(hi.accept_language)),
+        ("depth", addr_of_mut!(hi.depth)),
+        ("destination", addr_of_mut!(hi.destination)),
+        ("overwrite", addr_of_mut!(hi.overwrite)),
+        ("date", addr_of_mut!(hi.date)),
+    ];
+    // SAFETY: every pointer in `singles` is a field of r->headers_in; the
+    // arrays are nginx's ngx_array_t of ngx_table_elt_t pointers, set up
+    // here when nginx has not yet; list elements live in the request pool.
+    unsafe {
+        for (_, field) in &singles {
+            **field = null_mut();
+        }
+        reset_array(pool, &mut hi.cookies)?;
+        reset_array(pool, &mut hi.x_forwarded_for)?;
+        // The user and password come from Authorization: parsed again on use.
+        hi.user = ngx_str_t { len: 0, data: null_mut() };
+        hi.passwd = ngx_str_t { len: 0, data: null_mut() };
+        let mut part: *mut ngx_list_part_t = &mut hi.headers.part;
+        while let Some(p) = part.as_mut() {
+            let elts = p.elts as *mut ngx_table_elt_t;
+            for i in 0..p.nelts {
+                let h = elts.add(i);
+                let key = key_of(&*h);
+                let array = if key.eq_ignore_ascii_case(b"cookie") {
+                    Some(&mut hi.cookies)
+                } else if key.eq_ignore_ascii_case(b"x-forwarded-for") {
+                    Some(&mut hi.x_forwarded_for)
+                } else {
+                    None
+                };
+                if let Some(array) = array {
+                    let slot = ngx_array_push(array) as *mut *mut ngx_table_elt_t;
+                    *slot.as_mut()? = h;
+                    continue;
+                }
+                if let Some((_, field)) = singles
+                    .iter()
+                    .find(|(n, _)| key.eq_ignore_ascii_case(n.as_bytes()))
+                {
+                    if (**field).is_null() {
+                        **field = h;
+                    }
+                }
+            }
+            part = p.next;
+        }
+        // $host is the Host header's name part, lower case, as nginx
+        // validated it; when a module set another Host, it follows.
+        if let Some(host) = hi.host.as_ref() {
+            let v = value_of(host);
+            let name = v.split(|&b| b == b':').next().unwrap_or(&[]);
+            let name = name.strip_suffix(b".").unwrap_or(name).to_ascii_lowercase();
+            let server = if hi.server.len == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(hi.server.data, hi.server.len)
+            };
+            if server != name.as_slice() {
+                hi.server = pool_str(pool, &name)?;
+            }
+        } else {
+            hi.server = ngx_str_t {
+                len: 0,
+                data: null_mut(),
+            };
+        }
+    }
+    Some(())
+}
+
+/// Empties one of nginx's arrays of header pointers, making it first if
+/// nginx has not.
+///
+/// # Safety
+/// `a` is a field of a live request's headers_in and `pool` its pool.
+unsafe fn reset_array(pool: *mut ngx_pool_t, a: &mut ngx_array_t) -> Option<()> {
+    if a.elts.is_null() {
+        const N: usize = 2;
+        let size = std::mem::size_of::<*mut ngx_table_elt_t>();
+        // SAFETY: memory from the request's pool for N pointers, the
+        // layout ngx_array_init gives (it is an inline function in C).
+        let elts = unsafe { ngx_palloc(pool, N * size) };
+        if elts.is_null() {
+            return None;
+        }
+        a.elts = elts;
+        a.size = size;
+        a.nalloc = N;
+        a.pool = pool;
+    }
+    a.nelts = 0;
+    Some(())
+}
+
+fn value_of(h: &ngx_table_elt_t) -> &[u8] {
+    if h.value.len == 0 {
+        return &[];
+    }
+    // SAFETY: a header's value points at `len` bytes of the request's memory.
+    unsafe { std::slice::from_raw_parts(h.value.data, h.value.len) }
+}

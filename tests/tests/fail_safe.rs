@@ -1,0 +1,417 @@
+//! Fail safe: no failure, hostile request or operator action switches a
+//! module off in silence. A step that cannot decide is served by its
+//! failure policy, counted as `failed`, logged within a budget, and the
+//! steps after it still run; the pipeline runs once per main request.
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use graft_tests::{metric, one_zone, Nginx};
+use serde_json::json;
+
+/// A WAF step (Rust) that blocks paths under `prefix` with 403.
+fn waf_blocking(prefix: &str) -> serde_json::Value {
+    json!({ "module": "waf", "mode": "rust", "config": { "rules": [
+        { "id": "deny", "when": { "field": "path", "op": "prefix", "value": prefix }, "action": "block", "status": 403 } ] } })
+}
+
+/// What starting nginx printed, and whether it started.
+fn start_output(nginx: &Nginx) -> (bool, String) {
+    let out = nginx.run(&[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        nginx.error_log()
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_missing_legacy_module_refuses_start_and_reload_naming_zone_and_module() {
+    let config = one_zone(
+        "a.test",
+        json!([{ "module": "waf", "mode": "rust", "config": { "rules": [] } }]),
+    );
+    let nginx = Nginx::prepare(&config);
+    let legacy = nginx.prefix.join("graft/lua/graft/legacy/waf.lua");
+    let kept = std::fs::read(&legacy).unwrap();
+    std::fs::remove_file(&legacy).unwrap();
+    let (ok, text) = start_output(&nginx);
+    assert!(!ok, "nginx started without the waf's Lua side:\n{text}");
+    assert!(
+        text.contains("zone \"a.test\"") && text.contains("\"waf\""),
+        "the error names neither zone nor module:\n{text}"
+    );
+    // Started with it, then a reload without it: refused, the old serves.
+    std::fs::write(&legacy, kept).unwrap();
+    let (ok, text) = start_output(&nginx);
+    assert!(ok, "{text}");
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::remove_file(&legacy).unwrap();
+    let workers = nginx.worker_pids();
+    let refusals = || nginx.error_log().matches("init_by_lua error").count();
+    let before = refusals();
+    let out = nginx.run(&["-s", "reload"]);
+    assert!(out.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refusals() == before {
+        assert!(std::time::Instant::now() < deadline, "{}", nginx.error_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(nginx.worker_pids(), workers, "the reload was not refused");
+    assert_eq!(nginx.get("a.test", "/").status, 200);
+}
+
+#[test]
+fn a_legacy_module_refusing_its_configuration_refuses_start() {
+    let nginx = Nginx::prepare(&one_zone(
+        "a.test",
+        json!([{ "module": "probe", "mode": "rust", "config": { "lua_refuse": true } }]),
+    ));
+    let (ok, text) = start_output(&nginx);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("zone \"a.test\"") && text.contains("lua_refuse"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_throwing_lua_side_is_served_by_the_failure_policy_and_later_steps_run() {
+    let config = json!({ "zones": {
+        // probe continues by default policy; the WAF after it still blocks.
+        "c.test": { "modules": [
+            { "module": "probe", "mode": "lua", "config": { "continue": true, "lua_error_on": "/x", "lua_bad_on": "/bad" } },
+            waf_blocking("/x/admin"),
+        ] },
+        // A WAF whose Lua side throws fails closed (its default: 503).
+        "w.test": { "modules": [
+            { "module": "probe", "mode": "lua", "config": { "continue": true, "lua_error_on": "/" }, "on_failure": { "respond": 503 } },
+            waf_blocking("/never"),
+        ] },
+    }});
+    let nginx = Nginx::start(&config.to_string());
+    let r = nginx.get("c.test", "/x/admin");
+    assert_eq!(r.status, 403, "the WAF after a failing step did not run");
+    let r = nginx.get("c.test", "/x/page");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = nginx.get("c.test", "/bad");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(nginx.counter("c.test", 0, "failed"), 3);
+    let r = nginx.get("w.test", "/page");
+    assert_eq!(r.status, 503);
+    assert_eq!(nginx.counter("w.test", 0, "failed"), 1);
+    let metrics = nginx.get("localhost", "/graft/metrics").text();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"graft_requests_total{zone="c.test",module="probe",path="failed"}"#
+        ),
+        Some(3),
+        "{metrics}"
+    );
+    let log = nginx.error_log();
+    assert!(
+        log.contains("could not decide: its Lua side threw"),
+        "no failure line:\n{log}"
+    );
+    nginx.assert_clean_log(&["could not decide"]);
+}
+
+#[test]
+fn access_controls_fail_closed_by_default() {
+    // ip_access in rust mode whose Rust side cannot run and whose Lua side
+    // throws: without a policy in the file, the module's own (503).
+    let config = one_zone(
+        "a.test",
+        json!([
+            { "module": "probe", "mode": "rust", "config": { "continue": true, "error_on": "/", "lua_error_on": "/" } },
+            { "module": "ip_access", "mode": "lua", "config": { "deny": ["127.0.0.0/8"] } },
+        ]),
+    );
+    let nginx = Nginx::prepare(&config);
+    // The ip_access Lua side throws at run time.
+    let legacy = nginx.prefix.join("graft/lua/graft/legacy/ip_access.lua");
+    let text = std::fs::read_to_string(&legacy).unwrap();
+    let broken = text.replacen(
+        "function _M.on_request(",
+        "function _M.on_request(...) error(\"broken\") end\nfunction _M.unused(",
+        1,
+    );
+    assert_ne!(text, broken, "ip_access.lua has no on_request to break");
+    std::fs::write(&legacy, broken).unwrap();
+    let nginx_started = nginx;
+    let out = nginx_started.run(&[]);
+    assert!(out.status.success(), "{}", nginx_started.error_log());
+    std::thread::sleep(Duration::from_millis(200));
+    let r = nginx_started.get("a.test", "/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(nginx_started.counter("a.test", 0, "failed"), 1);
+    assert_eq!(nginx_started.counter("a.test", 1, "failed"), 1);
+}
+
+const NATIVE_EXTRA: &str = r#"
+        location /nat/ {
+            graft_native on;
+            alias @PREFIX@/html/native/;
+        }
+"#;
+
+#[test]
+fn in_a_native_location_a_failing_step_never_skips_the_later_ones() {
+    let config = json!({ "zones": {
+        "n.test": { "modules": [
+            { "module": "probe", "mode": "rust", "config": { "continue": true, "error_on": "/nat/e", "panic_on": "/nat/p", "decline_on": "/nat/d" } },
+            { "module": "probe", "mode": "lua", "config": { "continue": true } },
+            waf_blocking("/nat/"),
+        ] },
+        "policy.test": { "modules": [
+            { "module": "probe", "mode": "rust", "config": { "continue": true, "error_on": "/nat/" }, "on_failure": { "respond": 418 } },
+            waf_blocking("/nat/"),
+        ] },
+        "redirect.test": { "modules": [
+            { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/nat/old", "to": "/new", "match": "prefix" } ] } },
+            { "module": "waf", "mode": "rust", "config": { "rules": [], "signatures": ["script_injection"] } },
+        ] },
+    }});
+    let nginx = Nginx::start_extra(&config.to_string(), false, NATIVE_EXTRA);
+    for path in ["/nat/e", "/nat/p", "/nat/d", "/nat/index.html"] {
+        let r = nginx.get("n.test", path);
+        assert_eq!(r.status, 403, "{path}: the WAF after a failing step did not run");
+    }
+    // Step 1 (mode lua) cannot be served here: 4 failures; step 0 failed 3.
+    assert_eq!(nginx.counter("n.test", 0, "failed"), 3);
+    assert_eq!(nginx.counter("n.test", 1, "failed"), 4);
+    let r = nginx.get("policy.test", "/nat/index.html");
+    assert_eq!(r.status, 418, "the step's own policy answers");
+    // A request made to trip a redirect (a Location over its limit) must
+    // not carry a script past the WAF configured after it.
+    let mut target = b"/nat/old?".to_vec();
+    target.extend(std::iter::repeat_n(0x80u8, 2800));
+    target.extend_from_slice(b"&q=<script>alert(1)</script>");
+    let mut req = b"GET ".to_vec();
+    req.extend_from_slice(&target);
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: redirect.test\r\nConnection: close\r\n\r\n");
+    let r = nginx.raw(&req);
+    assert_eq!(r.status, 403, "{}", r.text());
+    nginx.assert_clean_log(&["could not decide", "failed:", "panicked"]);
+}
+
+const REDIRECT_EXTRA: &str = r#"
+        location /tf/ {
+            try_files /nonexistent @app;
+        }
+        location /ep/ {
+            error_page 404 = @app;
+            return 404;
+        }
+        location @app {
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location /once/ {
+            access_by_lua_block { require("graft").access() }
+            try_files /nonexistent @app;
+        }
+        location /xa/ {
+            proxy_pass http://127.0.0.1:@PORT@/xa-origin/;
+        }
+        location /xa-origin/ {
+            add_header X-Accel-Redirect /protected/admin;
+            return 200 "origin\n";
+        }
+        location /protected/ {
+            internal;
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location /ar/ {
+            auth_request /auth;
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location = /auth {
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { ngx.exit(200) }
+        }
+        location /arn/ {
+            graft_native on;
+            auth_request /auth-native;
+            alias @PREFIX@/html/native/;
+        }
+        location = /auth-native {
+            graft_native on;
+            alias @PREFIX@/html/native/index.html;
+        }
+"#;
+
+#[test]
+fn the_pipeline_runs_once_per_main_request_however_it_arrives() {
+    let config = json!({ "zones": { "r.test": { "modules": [
+        { "module": "probe", "mode": "lua", "config": { "continue": true } },
+        { "module": "waf", "mode": "rust", "config": { "rules": [
+            { "id": "deny", "when": { "field": "path", "op": "contains", "value": "admin" }, "action": "block", "status": 403 } ] } },
+        { "module": "headers", "mode": "rust", "config": { "rules": [
+            { "response": [ { "set": "Strict-Transport-Security", "value": "max-age=60" } ] } ] } },
+    ] } } });
+    let nginx = Nginx::start_extra(&config.to_string(), false, REDIRECT_EXTRA);
+    let lua_count = || nginx.counter("r.test", 0, "lua");
+    for path in ["/tf/admin", "/ep/admin"] {
+        let r = nginx.get("r.test", path);
+        assert_eq!(r.status, 403, "{path}: an internal redirect skipped the pipeline");
+    }
+    let r = nginx.get("r.test", "/xa/admin");
+    assert_eq!(r.status, 403, "X-Accel-Redirect skipped the pipeline");
+    // Ran at /once/, then redirected into @app: once, not twice.
+    let before = lua_count();
+    let r = nginx.get("r.test", "/once/page");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(lua_count() - before, 1, "the pipeline ran twice");
+    // auth_request: the subrequest does not run the pipeline.
+    let before = lua_count();
+    let r = nginx.get("r.test", "/ar/page");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(lua_count() - before, 1, "the subrequest ran the pipeline");
+    nginx.assert_clean_log(&[]);
+}
+
+#[test]
+fn a_subrequest_never_takes_the_main_requests_response_headers() {
+    let config = one_zone(
+        "s.test",
+        json!([
+            { "module": "headers", "mode": "rust", "config": { "rules": [
+                { "response": [ { "set": "Strict-Transport-Security", "value": "max-age=60" } ] } ] } },
+        ]),
+    );
+    let nginx = Nginx::start_extra(&config, false, REDIRECT_EXTRA);
+    let r = nginx.get("s.test", "/arn/index.html");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("Strict-Transport-Security"),
+        Some("max-age=60"),
+        "the auth subrequest took the main response's header: {:?}",
+        r.headers
+    );
+}
+
+const HEADERS_EXTRA: &str = r#"
+        location /hp/ {
+            graft_native on;
+            alias @PREFIX@/html/native/;
+            add_header X-Seen "host=$host|h=$http_host|c=$cookie_a|a=$http_authorization|x=$proxy_add_x_forwarded_for|u=$http_user_agent|e=$http_x_edge";
+        }
+"#;
+
+#[test]
+fn native_request_header_edits_keep_nginxs_own_pointers() {
+    let config = one_zone(
+        "h.test",
+        json!([
+            { "module": "headers", "mode": "rust", "config": { "rules": [
+                { "request": [
+                    { "remove": "Cookie" }, { "remove": "Authorization" }, { "remove": "X-Forwarded-For" },
+                    { "set": "X-Edge", "value": "graft" }, { "set": "User-Agent", "value": "graft-ua" } ] } ] } },
+        ]),
+    );
+    let nginx = Nginx::start_extra(&config, false, HEADERS_EXTRA);
+    let r = nginx.raw(
+        b"GET /hp/index.html HTTP/1.1\r\nCookie: a=secret\r\nAuthorization: Basic c2VjcmV0\r\nX-Forwarded-For: 10.9.9.9\r\nUser-Agent: curl/8\r\nHost: h.test\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.header("X-Seen").unwrap_or_default().to_string();
+    assert_eq!(
+        seen, "host=h.test|h=h.test|c=|a=|x=127.0.0.1|u=graft-ua|e=graft",
+        "nginx read stale header pointers"
+    );
+}
+
+#[test]
+fn a_native_answer_sends_one_content_type_and_discards_the_body() {
+    let config = one_zone(
+        "b.test",
+        json!([{ "module": "probe", "mode": "rust" }]),
+    );
+    let nginx = Nginx::start_extra(&config, false, NATIVE_EXTRA);
+    // A POST whose body is another request: answered natively, the body
+    // must be read and dropped, never taken for the next request.
+    let smuggled = "GET /nat/smuggled HTTP/1.1\r\nHost: b.test\r\n\r\n";
+    let request = format!(
+        "POST /nat/x HTTP/1.1\r\nHost: b.test\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        1,
+        "the body was served as a second request:\n{text}"
+    );
+    assert!(text.contains("rust /nat/x"), "{text}");
+    assert_eq!(
+        text.to_ascii_lowercase().matches("content-type:").count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn the_admin_api_never_answers_with_more_than_it_wrote() {
+    let nginx = Nginx::start(&one_zone("a.test", json!([])));
+    let long = "a".repeat(5000);
+    let r = nginx.admin("POST", &format!("/graft/admin/kill?module={long}"));
+    assert!((400..500).contains(&r.status), "{}", r.status);
+    assert!(r.body.len() < 1024, "{} bytes of reply", r.body.len());
+    assert!(
+        std::str::from_utf8(&r.body).is_ok(),
+        "the reply holds bytes nobody wrote"
+    );
+    let name = "b".repeat(200);
+    let r = nginx.admin("POST", &format!("/graft/admin/kill?module={name}"));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.text(), format!("no module \"{name}\"\n"));
+}
+
+#[test]
+fn per_request_log_lines_are_bounded() {
+    let config = one_zone(
+        "l.test",
+        json!([
+            { "module": "waf", "mode": "rust", "config": { "rules": [
+                { "id": "deny", "when": { "field": "path", "op": "prefix", "value": "/" }, "action": "block", "status": 403 } ] } },
+        ]),
+    );
+    let nginx = Nginx::start(&config);
+    let started = std::time::Instant::now();
+    for _ in 0..300 {
+        assert_eq!(nginx.get("l.test", "/x").status, 403);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let log = nginx.error_log();
+    let lines = log.matches("module \"waf\": ").count() as u64;
+    assert!(
+        lines <= 10 * (seconds + 1),
+        "{lines} block lines in {seconds} s:\n{log}"
+    );
+    if lines < 300 {
+        // Whatever was left out is said, once a second allows it.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(nginx.get("l.test", "/x").status, 403);
+        assert!(
+            nginx.error_log().contains("left out of the log"),
+            "{}",
+            nginx.error_log()
+        );
+    }
+}
