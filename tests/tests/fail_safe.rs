@@ -415,3 +415,103 @@ fn per_request_log_lines_are_bounded() {
         );
     }
 }
+
+#[test]
+fn a_worker_respawned_after_a_live_apply_serves_what_was_applied() {
+    let rules = |to: &str| {
+        json!({ "zones": { "localhost": { "modules": [
+            { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": to } ] } } ] } } })
+        .to_string()
+    };
+    let nginx = Nginx::start_workers(&rules("/first"), 1);
+    nginx.write_config(&rules("/second"));
+    let r = nginx.admin("POST", "/graft/admin/apply");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A live apply whose legacy module cannot be built is refused whole.
+    nginx.write_config(
+        &json!({ "zones": { "localhost": { "modules": [
+            { "module": "probe", "mode": "rust", "config": { "lua_refuse": true } } ] } } })
+        .to_string(),
+    );
+    let r = nginx.admin("POST", "/graft/admin/apply");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("zone \"localhost\"") && r.text().contains("lua_refuse"),
+        "{}",
+        r.text()
+    );
+    let before = nginx.worker_pids();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &before[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while nginx.worker_pids().is_empty() || nginx.worker_pids() == before {
+        assert!(std::time::Instant::now() < deadline, "no respawn");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = nginx.get("localhost", "/a");
+    assert_eq!(
+        r.header("Location"),
+        Some("/second"),
+        "the respawned worker serves the configuration from before the apply"
+    );
+    // The admin API takes no body.
+    let mut s = TcpStream::connect(("127.0.0.1", nginx.admin_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = "x".repeat(64 * 1024);
+    let _ = write!(
+        s,
+        "POST /graft/admin/apply HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&buf[..buf.len().min(200)])
+    );
+}
+
+/// For every mode (and the native pipeline), a test module at step 0
+/// that declines, errors, panics, or whose Lua side throws or answers no
+/// decision, on every request: step 1, a WAF, still runs and decides as
+/// it would have.
+#[test]
+fn whatever_fails_at_a_step_the_steps_after_it_still_decide() {
+    let kinds = ["decline", "error", "panic", "lua_error", "lua_bad"];
+    let waf = json!({ "module": "waf", "mode": "rust", "config": { "rules": [
+        { "id": "deny", "when": { "field": "path", "op": "contains", "value": "admin" }, "action": "block", "status": 403 } ] } });
+    let mut zones = serde_json::Map::new();
+    let mut cases = Vec::new();
+    for mode in ["lua", "rust", "shadow", "canary"] {
+        for kind in kinds {
+            let zone = format!("{mode}-{}.test", kind.replace('_', "-"));
+            let mut config = json!({ "continue": true });
+            config[format!("{kind}_on")] = json!("/");
+            let mut step = json!({ "module": "probe", "mode": mode, "config": config });
+            if mode == "canary" {
+                step["percent"] = json!(50);
+            }
+            zones.insert(zone.clone(), json!({ "modules": [ step, waf ] }));
+            cases.push(zone);
+        }
+    }
+    // `location /` runs the native pipeline and then the Lua bridge;
+    // `/nat/` the native pipeline alone.
+    let nginx = Nginx::start_extra(&json!({ "zones": zones }).to_string(), true, NATIVE_EXTRA);
+    for zone in &cases {
+        for (path, want) in [
+            ("/k/admin", 403),
+            ("/k/page", 200),
+            ("/nat/admin", 403),
+            ("/nat/index.html", 200),
+        ] {
+            let r = nginx.get(zone, path);
+            assert_eq!(r.status, want, "{zone} {path}: {}", r.text());
+        }
+    }
+    nginx.assert_clean_log(&["could not decide", "failed:", "panicked"]);
+}
