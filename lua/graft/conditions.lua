@@ -50,7 +50,15 @@ local function make_op(cond)
         if not re_find then
             return nil, "regex needs ngx.re"
         end
-        return function(v) return re_find(v, value, "jo") ~= nil end
+        return function(v)
+            local from, _, err = re_find(v, value, "jo")
+            if err then
+                -- PCRE gave up (a match or stack limit): the step cannot
+                -- decide, and its failure policy will; never "no match".
+                error("regex " .. value .. ": " .. err)
+            end
+            return from ~= nil
+        end
     elseif op == "in" then
         local set = {}
         for _, s in ipairs(cond.values) do

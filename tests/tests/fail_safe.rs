@@ -55,7 +55,11 @@ fn a_missing_legacy_module_refuses_start_and_reload_naming_zone_and_module() {
     assert!(out.status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while refusals() == before {
-        assert!(std::time::Instant::now() < deadline, "{}", nginx.error_log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            nginx.error_log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -178,7 +182,10 @@ fn in_a_native_location_a_failing_step_never_skips_the_later_ones() {
     let nginx = Nginx::start_extra(&config.to_string(), false, NATIVE_EXTRA);
     for path in ["/nat/e", "/nat/p", "/nat/d", "/nat/index.html"] {
         let r = nginx.get("n.test", path);
-        assert_eq!(r.status, 403, "{path}: the WAF after a failing step did not run");
+        assert_eq!(
+            r.status, 403,
+            "{path}: the WAF after a failing step did not run"
+        );
     }
     // Step 1 (mode lua) cannot be served here: 4 failures; step 0 failed 3.
     assert_eq!(nginx.counter("n.test", 0, "failed"), 3);
@@ -259,7 +266,10 @@ fn the_pipeline_runs_once_per_main_request_however_it_arrives() {
     let lua_count = || nginx.counter("r.test", 0, "lua");
     for path in ["/tf/admin", "/ep/admin"] {
         let r = nginx.get("r.test", path);
-        assert_eq!(r.status, 403, "{path}: an internal redirect skipped the pipeline");
+        assert_eq!(
+            r.status, 403,
+            "{path}: an internal redirect skipped the pipeline"
+        );
     }
     let r = nginx.get("r.test", "/xa/admin");
     assert_eq!(r.status, 403, "X-Accel-Redirect skipped the pipeline");
@@ -329,10 +339,7 @@ fn native_request_header_edits_keep_nginxs_own_pointers() {
 
 #[test]
 fn a_native_answer_sends_one_content_type_and_discards_the_body() {
-    let config = one_zone(
-        "b.test",
-        json!([{ "module": "probe", "mode": "rust" }]),
-    );
+    let config = one_zone("b.test", json!([{ "module": "probe", "mode": "rust" }]));
     let nginx = Nginx::start_extra(&config, false, NATIVE_EXTRA);
     // A POST whose body is another request: answered natively, the body
     // must be read and dropped, never taken for the next request.
@@ -342,7 +349,8 @@ fn a_native_answer_sends_one_content_type_and_discards_the_body() {
         smuggled.len()
     );
     let mut s = TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

@@ -42,7 +42,13 @@ function _M.new(conf)
 end
 
 local function hit(regex, v)
-    return re_find(v, regex, "jo") ~= nil
+    local from, _, err = re_find(v, regex, "jo")
+    if err then
+        -- PCRE gave up (a match or stack limit): the step cannot decide,
+        -- and its failure policy will; never "no match".
+        error("signature regex: " .. err)
+    end
+    return from ~= nil
 end
 
 local function any_arg_hits(regex, args)

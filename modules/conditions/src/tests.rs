@@ -118,3 +118,233 @@ fn a_payload_past_the_hundredth_argument_is_seen() {
         &r
     ));
 }
+
+/// Patterns the Rust engine and PCRE (10.42, no UTF, as nginx's `ngx.re`
+/// runs it) read alike: they load.
+#[test]
+fn portable_patterns_load() {
+    let portable = [
+        "(?i)^/ADMIN",
+        "\\d{3,}",
+        "^/a/b$",
+        "[<>]",
+        "<script>",
+        "(?i)select.+from",
+        "\\bunion\\b[\\s\\S]{0,100}?\\bselect\\b",
+        "\\Bx\\b",
+        "\\A/x\\z",
+        "\\x41\\x{41}\\x{7F}\\xFF[\\x80-\\xFF]",
+        "[[:alpha:]][[:^digit:]](?i)[[:upper:]]",
+        "[]a][^]a][a-][-a][\\]\\-\\^\\[]",
+        "\\%\\&\\~\\#\\ \\-\\_\\:\\/\\=",
+        "(?<name>a)(?P<other_1>b)",
+        "(?s).(?U)a+(?-i)b(?i-s:c)(?-m)d(?-x)e",
+        "a{2}b{2,}c{2,3}?d*?e+?f??",
+        "é(?:é)+",
+        "(?:^)*a(?:$)+",
+        "[a&][a~]",
+        "\\a\\f\\t\\n\\r",
+        "x}",
+    ];
+    for p in portable {
+        compile_regex(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    }
+}
+
+/// Each construct the two engines read differently, or that only one of
+/// them accepts, is refused at load with a message that names it.
+#[test]
+fn unportable_patterns_are_refused_naming_the_construct() {
+    let cases = [
+        // Rust accepts, PCRE reads otherwise or refuses.
+        ("\\<zz", "`\\<`"),
+        ("zz\\>", "`\\>`"),
+        ("\\b{start}x", "`\\b{start}`"),
+        ("x\\b{end}", "`\\b{end}`"),
+        ("\\b{start-half}x", "`\\b{start-half}`"),
+        ("x\\b{end-half}", "`\\b{end-half}`"),
+        ("a\\vb", "`\\v`"),
+        ("[\\v]", "`\\v`"),
+        ("\\x{FF}", "`\\x{FF}`"),
+        ("\\x{100}", "`\\x{100}`"),
+        ("[\\x{80}-\\x{FF}]", "`\\x{80}`"),
+        ("\\u0041", "`\\u0041`"),
+        ("\\u{41}", "`\\u{41}`"),
+        ("\\U00000041", "`\\U00000041`"),
+        ("(?m)^a$", "`m`"),
+        ("(?im:a)", "`m`"),
+        ("(?x)a b", "`x`"),
+        ("(?x)[ a]", "`x`"),
+        ("(?u)a", "`u`"),
+        ("(?-u)a", "`u`"),
+        ("(?R)a", "`R`"),
+        ("(?R)", "`R`"),
+        ("a++", "`++`"),
+        ("a*+", "`*+`"),
+        ("a?+", "`?+`"),
+        ("a{2}+", "`{2}+`"),
+        ("a**", "`**`"),
+        ("a{2}{3}", "`{2}{3}`"),
+        ("^*", "`^*`"),
+        ("a$+", "`$+`"),
+        ("\\b?a", "`\\b?`"),
+        ("a{1, 2}", "`{1, 2}`"),
+        ("a{ 2}", "`{ 2}`"),
+        ("(?:){65536}", "`{65536}`"),
+        ("(?<a.b>x)", "`a.b`"),
+        ("(?<a[1]>x)", "`a[1]`"),
+        (
+            "(?<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa>x)",
+            "`aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa`",
+        ),
+        ("(?<é>x)", "`é`"),
+        ("é{2}", "`é{2}`"),
+        ("xé?y", "`é?`"),
+        ("[é]", "`é`"),
+        ("[^a-é]", "`é`"),
+        ("[a[b]]", "`[b]`"),
+        ("[[.a.]]", "`[.a.]`"),
+        ("[[=a=]]", "`[=a=]`"),
+        ("[[:foo:]]", "`[:foo:]`"),
+        ("[[:<:]]a", "`[:<:]`"),
+        ("a[[:>:]]", "`[:>:]`"),
+        ("[a&&b]", "`&&`"),
+        ("[a-z&&[^b]]", "`&&`"),
+        ("[a--b]", "`--`"),
+        ("[a~~b]", "`~~`"),
+        ("[%--]", "`--`"),
+        ("[:alpha:]", "`[:alpha:]`"),
+        ("x[.a.]", "`[.a.]`"),
+        ("[=a=]", "`[=a=]`"),
+        ("\\pL", "`\\pL`"),
+        ("\\p{L}", "`\\p{L}`"),
+        ("\\PL", "`\\PL`"),
+        ("\\p{Latin}", "`\\p{Latin}`"),
+        ("[\\pL]", "`\\pL`"),
+        // PCRE accepts, Rust refuses: the message says what PCRE meant.
+        ("(a)\\1", "`\\1`"),
+        ("\\0", "`\\0`"),
+        ("\\012", "`\\0`"),
+        ("\\o{101}", "`\\o`"),
+        ("(?=a)", "`(?=`"),
+        ("(?!a)", "`(?!`"),
+        ("(?<=a)b", "`(?<=`"),
+        ("(?<!a)b", "`(?<!`"),
+        ("(?>a)", "`(?>`"),
+        ("(?|a)", "`(?|`"),
+        ("(?#x)a", "`(?#`"),
+        ("(?'n'a)", "`(?'`"),
+        ("(?1)", "`(?1`"),
+        ("(?+1)", "`(?+`"),
+        ("(?-1)", "`(?-1`"),
+        ("(?&n)", "`(?&`"),
+        ("(?P=n)", "`(?P=`"),
+        ("(?P>n)", "`(?P>`"),
+        ("(?(1)a|b)", "`(?(`"),
+        ("(?C1)a", "`(?C`"),
+        ("(?n)a", "`n`"),
+        ("(?in)a", "`n`"),
+        ("(?J)a", "`J`"),
+        ("(?^)a", "`(?^`"),
+        ("\\Q.\\E", "`\\Q`"),
+        ("\\E", "`\\E`"),
+        ("\\K", "`\\K`"),
+        ("\\R", "`\\R`"),
+        ("\\h", "`\\h`"),
+        ("[\\h]", "`\\h`"),
+        ("\\H", "`\\H`"),
+        ("\\V", "`\\V`"),
+        ("a\\Z", "`\\Z`"),
+        ("\\e", "`\\e`"),
+        ("\\cA", "`\\c`"),
+        ("\\N", "`\\N`"),
+        ("\\C", "`\\C`"),
+        ("\\X", "`\\X`"),
+        ("\\G", "`\\G`"),
+        ("(a)\\g1", "`\\g`"),
+        ("(?<a>x)\\k<a>", "`\\k`"),
+        ("a{,3}", "`{,3}`"),
+        ("a{", "`{`"),
+        ("a{x}", "`{x}`"),
+        ("a{1,x}", "`{1,x}`"),
+        ("{", "`{`"),
+        ("{2}", "`{`"),
+        ("(*UTF)a", "`(*`"),
+        ("(*CR)a", "`(*`"),
+        ("[\\b]", "`\\b`"),
+        ("(?)a", "`(?)`"),
+    ];
+    for (p, construct) in cases {
+        let e = compile_regex(p).expect_err(p);
+        assert!(
+            e.contains(construct),
+            "{p}: the message does not name {construct}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_pattern_names_the_condition_field() {
+    let e = Condition::parse(&json!({ "any": [
+        { "field": "path", "op": "equals", "value": "/" },
+        { "field": "path", "op": "regex", "value": "\\<zz" },
+    ] }))
+    .unwrap_err();
+    assert_eq!(e.field, "any[1].value");
+    assert!(e.message.contains("`\\<`"), "{e}");
+}
+
+/// Without multi-line mode, Rust's `$` is the very end of the value; PCRE's
+/// also matches before a final newline (a decoded path can end with one).
+/// The Lua side gets `\z`, PCRE's very end, for each `$` that is an anchor.
+#[test]
+fn dollar_is_handed_to_pcre_as_the_very_end() {
+    let cases = [
+        ("^/admin$", "^/admin\\z"),
+        ("a$|b$", "a\\z|b\\z"),
+        ("(x$)", "(x\\z)"),
+        ("(?:$)+", "(?:\\z)+"),
+        ("a\\$b", "a\\$b"),
+        ("[$]", "[$]"),
+        ("[\\]$]$", "[\\]$]\\z"),
+        ("\\\\$", "\\\\\\z"),
+        ("é$", "é\\z"),
+        ("no anchor", "no anchor"),
+        // Not a pattern that loads: handed over as it is.
+        ("(?m)^a$", "(?m)^a$"),
+    ];
+    for (p, pcre) in cases {
+        assert_eq!(pcre_pattern(p), pcre, "{p}");
+    }
+    let re = compile_regex("^/admin$").unwrap();
+    assert!(re.is_match(b"/admin"));
+    assert!(!re.is_match(b"/admin\n"));
+}
+
+#[test]
+fn lua_conditions_get_the_pcre_patterns() {
+    let config = json!({ "rules": [
+        { "id": "a", "when": { "any": [
+            { "field": "path", "op": "regex", "value": "^/admin$" },
+            { "not": { "field": "arg:x", "op": "regex", "value": "[$]$" } },
+            { "field": "path", "op": "equals", "value": "/x$" },
+        ] } },
+        { "id": "b" },
+    ], "other": "$" });
+    let lua = lua_conditions_in(&config, "rules");
+    assert_eq!(
+        lua,
+        json!({ "rules": [
+            { "id": "a", "when": { "any": [
+                { "field": "path", "op": "regex", "value": "^/admin\\z" },
+                { "not": { "field": "arg:x", "op": "regex", "value": "[$]\\z" } },
+                { "field": "path", "op": "equals", "value": "/x$" },
+            ] } },
+            { "id": "b" },
+        ], "other": "$" })
+    );
+    assert_eq!(
+        lua_condition(&json!({ "field": "host", "op": "regex", "value": "^a$" })),
+        json!({ "field": "host", "op": "regex", "value": "^a\\z" })
+    );
+}

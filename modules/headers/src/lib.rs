@@ -157,6 +157,12 @@ impl ModuleFactory for Factory {
         NAME
     }
 
+    /// Regular expressions reach the Lua side in PCRE's reading of the
+    /// same meaning (see `graft_conditions::pcre_pattern`).
+    fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
+        graft_conditions::lua_conditions_in(config, "rules")
+    }
+
     fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
         Ok(Box::new(Headers::from_config(config)?))
     }

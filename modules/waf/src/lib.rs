@@ -14,7 +14,9 @@
 //! the decoded path and the name and value of every query argument, however
 //! many there are. Conditions are `graft-conditions`; the lists are
 //! `signatures.json`, regular expressions in the subset PCRE and Rust's
-//! linear-time engine read alike, compiled once at load.
+//! linear-time engine read alike (`graft_conditions::check_portable`, as
+//! for every regex), compiled once at load. The Lua side is handed each
+//! pattern with `$` as PCRE's `\z` (`graft_conditions::pcre_pattern`).
 //!
 //! The Lua legacy implementation is `lua/graft/legacy/waf.lua`.
 #![forbid(unsafe_code)]
@@ -22,7 +24,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use graft_conditions::{compile_regex, Condition, Subject, REGEX_SIZE_LIMIT};
+use graft_conditions::{
+    compile_regex, lua_conditions_in, pcre_pattern, Condition, Subject, REGEX_SIZE_LIMIT,
+};
 use graft_contract::{
     parse_config, Changes, ConfigError, Context, Decision, Module, ModuleError, ModuleFactory,
     RequestView, Response,
@@ -38,6 +42,47 @@ const SIGNATURES_JSON: &str = include_str!("../signatures.json");
 pub fn signature_lists() -> &'static HashMap<String, Vec<String>> {
     static LISTS: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
     LISTS.get_or_init(|| serde_json::from_str(SIGNATURES_JSON).expect("signatures.json is valid"))
+}
+
+/// The built-in lists as the Lua side's PCRE reads them ([`pcre_pattern`]),
+/// translated once per process, not once per zone.
+fn lua_signature_lists() -> &'static HashMap<String, Vec<String>> {
+    static LISTS: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
+    LISTS.get_or_init(|| {
+        signature_lists()
+            .iter()
+            .map(|(name, list)| (name.clone(), list.iter().map(|p| pcre_pattern(p)).collect()))
+            .collect()
+    })
+}
+
+/// Every pattern of the named lists, each compiled alone (so that a refused
+/// one is named), and the index of the list it belongs to.
+fn signature_patterns<'a>(
+    names: &[String],
+    lists: &'a HashMap<String, Vec<String>>,
+) -> Result<(Vec<&'a str>, Vec<usize>), ConfigError> {
+    let mut patterns = Vec::new();
+    let mut pattern_list = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let at = || format!("signatures[{i}]");
+        let list = lists.get(name).ok_or_else(|| {
+            let mut known: Vec<_> = lists.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            ConfigError::new(
+                at(),
+                format!("unknown list \"{name}\"; known: {}", known.join(", ")),
+            )
+        })?;
+        for (j, p) in list.iter().enumerate() {
+            compile_regex(p).map_err(|e| {
+                ConfigError::new(at(), format!("list \"{name}\", pattern {j}: {e}"))
+            })?;
+            patterns.push(p.as_str());
+            pattern_list.push(i);
+        }
+    }
+    Ok((patterns, pattern_list))
 }
 
 #[derive(Deserialize)]
@@ -135,23 +180,7 @@ impl Waf {
         if config.signature_action == Action::Allow {
             return Err(ConfigError::new("signature_action", "is block or log"));
         }
-        let mut patterns = Vec::new();
-        let mut pattern_list = Vec::new();
-        for (i, name) in config.signatures.iter().enumerate() {
-            let list = signature_lists().get(name).ok_or_else(|| {
-                let mut known: Vec<_> = signature_lists().keys().map(String::as_str).collect();
-                known.sort_unstable();
-                ConfigError::new(
-                    format!("signatures[{i}]"),
-                    format!("unknown list \"{name}\"; known: {}", known.join(", ")),
-                )
-            })?;
-            for p in list {
-                compile_regex(p).map_err(|e| ConfigError::new(format!("signatures[{i}]"), e))?;
-                patterns.push(p.as_str());
-                pattern_list.push(i);
-            }
-        }
+        let (patterns, pattern_list) = signature_patterns(&config.signatures, signature_lists())?;
         let signatures = if patterns.is_empty() {
             None
         } else {
@@ -264,6 +293,11 @@ impl Module for Waf {
 pub struct Factory;
 
 impl ModuleFactory for Factory {
+    /// An access control: a request it cannot decide is not let through.
+    fn on_failure(&self) -> graft_contract::FailurePolicy {
+        graft_contract::FailurePolicy::CLOSED
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }
@@ -273,14 +307,16 @@ impl ModuleFactory for Factory {
     }
 
     /// The Lua side gets the lists' patterns, not just their names: one
-    /// source for the signatures.
+    /// source for the signatures. Every regex it gets, in the rules'
+    /// conditions and in the lists, has each `$` anchor as `\z`: PCRE's `$`
+    /// also matches before a final newline, graft's only at the very end.
     fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
-        let mut config = config.clone();
+        let mut config = lua_conditions_in(config, "rules");
         if let Some(names) = config.get("signatures").and_then(|s| s.as_array()).cloned() {
             let lists: Vec<_> = names
                 .iter()
                 .filter_map(|n| n.as_str())
-                .map(|n| serde_json::json!({ "name": n, "patterns": signature_lists().get(n) }))
+                .map(|n| serde_json::json!({ "name": n, "patterns": lua_signature_lists().get(n) }))
                 .collect();
             config["signatures"] = serde_json::Value::Array(lists);
         }

@@ -126,6 +126,17 @@ fn bad_configs_are_refused_naming_the_rule() {
             "rules[0].action",
         ),
         (json!({ "signature_action": "allow" }), "signature_action"),
+        (
+            json!({ "rules": [ { "id": "a", "when": { "field": "path", "op": "regex", "value": "\\<zz" }, "action": "block" } ] }),
+            "rules[0].when.value",
+        ),
+        (
+            json!({ "rules": [
+                { "id": "a", "when": { "field": "path", "op": "regex", "value": "^/a$" }, "action": "block" },
+                { "id": "b", "when": { "not": { "field": "arg:q", "op": "regex", "value": "(?m)^x$" } }, "action": "log" },
+            ] }),
+            "rules[1].when.not.value",
+        ),
     ];
     for (c, field) in cases {
         let e = Waf::from_config(&c).err().unwrap();
@@ -136,8 +147,88 @@ fn bad_configs_are_refused_naming_the_rule() {
 #[test]
 fn every_signature_compiles_alone() {
     for (name, list) in signature_lists() {
+        // The Lua side joins a list into one alternation, where PCRE
+        // refuses a group name used twice.
+        let mut group_names = std::collections::HashSet::new();
         for p in list {
-            compile_regex(p).unwrap_or_else(|e| panic!("{name}: {p}: {e}"));
+            let re = compile_regex(p).unwrap_or_else(|e| panic!("{name}: {p}: {e}"));
+            for n in re.capture_names().flatten() {
+                assert!(group_names.insert(n.to_string()), "{name}: group {n} twice");
+            }
         }
     }
+}
+
+#[test]
+fn a_rule_regex_pcre_reads_otherwise_is_refused_naming_it() {
+    let config = json!({ "rules": [ { "id": "deny", "when": { "field": "path", "op": "regex", "value": "\\<zz" }, "action": "block" } ] });
+    let e = Waf::from_config(&config).err().unwrap();
+    assert_eq!(e.field, "rules[0].when.value");
+    assert!(e.message.contains("`\\<`"), "{e}");
+}
+
+#[test]
+fn a_signature_pcre_reads_otherwise_is_refused_naming_the_list() {
+    let lists: HashMap<String, Vec<String>> = [
+        ("fine".to_string(), vec!["(?i)<script\\b".to_string()]),
+        (
+            "angle".to_string(),
+            vec!["x".to_string(), "\\<script".to_string()],
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let names = ["fine".to_string(), "angle".to_string()];
+    let e = signature_patterns(&names, &lists).err().unwrap();
+    assert_eq!(e.field, "signatures[1]");
+    assert!(e.message.contains("\"angle\""), "{e}");
+    assert!(e.message.contains("`\\<`"), "{e}");
+    let (patterns, list_of) = signature_patterns(&names[..1], &lists).unwrap();
+    assert_eq!((patterns, list_of), (vec!["(?i)<script\\b"], vec![0]));
+}
+
+/// The Lua side reads every regex with PCRE, whose `$` also matches before
+/// a final newline: it gets `\z` wherever graft's pattern has a `$` anchor,
+/// in rule conditions and in the signature patterns it is handed.
+#[test]
+fn lua_config_hands_pcre_the_very_end_for_dollar() {
+    let config = json!({
+        "rules": [
+            { "id": "a", "when": { "any": [
+                { "field": "path", "op": "regex", "value": "^/admin$" },
+                { "field": "arg:q", "op": "equals", "value": "$" },
+            ] }, "action": "block" },
+        ],
+        "signatures": ["path_traversal", "script_injection"],
+    });
+    let lua = Factory.lua_config(&config);
+    assert_eq!(
+        lua["rules"][0]["when"]["any"][0]["value"],
+        json!("^/admin\\z")
+    );
+    assert_eq!(lua["rules"][0]["when"]["any"][1]["value"], json!("$"));
+    assert_eq!(lua["signatures"][0]["name"], json!("path_traversal"));
+    let patterns = lua["signatures"][0]["patterns"].as_array().unwrap();
+    assert_eq!(patterns.len(), signature_lists()["path_traversal"].len());
+    assert_eq!(patterns[0], json!("(^|[/\\\\])\\.\\.([/\\\\]|\\z)"));
+    for (lua, rust) in patterns.iter().zip(&signature_lists()["path_traversal"]) {
+        assert_eq!(lua.as_str().unwrap(), pcre_pattern(rust));
+    }
+    // The Rust side keeps the pattern as written.
+    assert_eq!(
+        config["rules"][0]["when"]["any"][0]["value"],
+        json!("^/admin$")
+    );
+    let waf = Waf::from_config(&config).unwrap();
+    let counters = LocalCounters::default();
+    let mut req = OwnedRequest::get("a.test", "/admin");
+    assert_eq!(
+        status(&waf.on_request(&req, &Context::local(0, &counters)).unwrap()),
+        Some(403)
+    );
+    req.path = b"/admin\n".to_vec();
+    assert_eq!(
+        status(&waf.on_request(&req, &Context::local(0, &counters)).unwrap()),
+        None
+    );
 }

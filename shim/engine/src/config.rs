@@ -283,9 +283,7 @@ struct StepConfig {
 #[serde(untagged)]
 enum OnFailure {
     Word(String),
-    Respond {
-        respond: u16,
-    },
+    Respond { respond: u16 },
 }
 
 impl OnFailure {

@@ -489,7 +489,10 @@ pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
     log_limited(
         r,
         family,
-        &format!("graft: zone \"{zone}\" module \"{}\" {line}", step.module_name),
+        &format!(
+            "graft: zone \"{zone}\" module \"{}\" {line}",
+            step.module_name
+        ),
     );
 }
 
@@ -770,8 +773,12 @@ pub unsafe extern "C" fn graft_ffi_apply(
             return GRAFT_ERROR;
         };
         let result = match stage {
-            GRAFT_APPLY_CHECK => crate::module::prepare_live(r).map(|g| format!("checked, generation {g}")),
-            GRAFT_APPLY_COMMIT => crate::module::commit_live(r).map(|g| format!("applied, generation {g}")),
+            GRAFT_APPLY_CHECK => {
+                crate::module::prepare_live(r).map(|g| format!("checked, generation {g}"))
+            }
+            GRAFT_APPLY_COMMIT => {
+                crate::module::commit_live(r).map(|g| format!("applied, generation {g}"))
+            }
             _ => Err(format!("no apply stage {stage}")),
         };
         let (rc, message) = match result {

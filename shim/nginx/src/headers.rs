@@ -185,8 +185,14 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t) -> Option<()> {
         reset_array(pool, &mut hi.cookies)?;
         reset_array(pool, &mut hi.x_forwarded_for)?;
         // The user and password come from Authorization: parsed again on use.
-        hi.user = ngx_str_t { len: 0, data: null_mut() };
-        hi.passwd = ngx_str_t { len: 0, data: null_mut() };
+        hi.user = ngx_str_t {
+            len: 0,
+            data: null_mut(),
+        };
+        hi.passwd = ngx_str_t {
+            len: 0,
+            data: null_mut(),
+        };
         let mut part: *mut ngx_list_part_t = &mut hi.headers.part;
         while let Some(p) = part.as_mut() {
             let elts = p.elts as *mut ngx_table_elt_t;

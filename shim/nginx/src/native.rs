@@ -24,17 +24,18 @@ use ngx::core::Pool;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_array_push, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_flag_t,
     ngx_http_conf_ctx_t, ngx_http_core_main_conf_t, ngx_http_core_module,
-    ngx_http_finalize_request, ngx_http_handler_pt, ngx_http_output_filter,
-    ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
-    ngx_http_request_t, ngx_http_discard_request_body, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
-    ngx_http_top_header_filter, ngx_int_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_OK,
+    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_handler_pt,
+    ngx_http_output_filter, ngx_http_output_header_filter_pt,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
+    ngx_http_request_t, ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
+    ngx_http_top_header_filter, ngx_int_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
 };
 
 use crate::bridge::{fail_step, log_decision_lines, log_outcome, record, run_sampled};
 use crate::ctx::{self, Pipeline};
-use crate::headers::{pool_str, push_header, remove_request_header, response_header};
 use crate::guard::guarded;
+use crate::headers::{pool_str, push_header, remove_request_header, response_header};
 use crate::module::{ngx_http_graft_module, shared_counters};
 use crate::request::NgxRequest;
 
@@ -174,8 +175,7 @@ unsafe extern "C" fn finish_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     })
 }
 
-const NO_LUA_AFTER_RUST: &str =
-    "its Rust side did not decide and this location runs no Lua bridge";
+const NO_LUA_AFTER_RUST: &str = "its Rust side did not decide and this location runs no Lua bridge";
 const NO_LUA_FOR_MODE: &str =
     "Lua serves it for this request (its mode or a kill switch) and this location runs no Lua bridge";
 
