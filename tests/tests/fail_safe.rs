@@ -523,3 +523,105 @@ fn whatever_fails_at_a_step_the_steps_after_it_still_decide() {
     }
     nginx.assert_clean_log(&["could not decide", "failed:", "panicked"]);
 }
+
+#[test]
+fn a_regex_pcre_and_rust_read_differently_is_refused_at_load() {
+    let nginx = Nginx::prepare(&one_zone(
+        "a.test",
+        json!([{ "module": "waf", "mode": "shadow", "config": { "rules": [
+            { "id": "zz", "when": { "field": "path", "op": "regex", "value": "\\<zz" }, "action": "block" } ] } }]),
+    ));
+    let (ok, text) = nginx.test_config();
+    assert!(
+        !ok,
+        "nginx -t passed a pattern the engines read apart:\n{text}"
+    );
+    assert!(
+        text.contains("zone \"a.test\"")
+            && text.contains("\"waf\"")
+            && text.contains("rules[0].when.value"),
+        "{text}"
+    );
+}
+
+/// The README's `make run`, from a clone in a directory only its owner
+/// can enter (as `mktemp -d` makes, or root's home): nginx's workers run
+/// as another user, and still serve.
+#[test]
+fn make_run_serves_from_a_private_clone() {
+    let root = graft_tests::root();
+    let private = std::env::temp_dir().join(format!("graft-private-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::create_dir_all(&private).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let clone = private.join("graft");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--no-hardlinks"])
+        .arg(&root)
+        .arg(&clone)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The working tree's Lua side and template, which the test is about.
+    for f in ["lua", "nginx", "Makefile"] {
+        let _ = std::process::Command::new("cp")
+            .args(["-R"])
+            .arg(root.join(f))
+            .arg(&clone)
+            .status();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run_prefix = std::env::temp_dir().join(format!("graft-run-test-{}", std::process::id()));
+    // `-o build`: the module is the one already built (building it again
+    // in the clone would take minutes and test nothing more here).
+    let make = |target: &str| {
+        std::process::Command::new("make")
+            .args(["-s", "-o", "build", target])
+            .arg(format!("RUN_PORT={port}"))
+            .arg(format!("ADMIN_PORT={admin}"))
+            .arg(format!("RUN_PREFIX={}", run_prefix.display()))
+            .arg(format!(
+                "GRAFT_MODULE={}",
+                graft_tests::module_path().display()
+            ))
+            .current_dir(&clone)
+            .output()
+            .unwrap()
+    };
+    let out = make("run");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /page HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let _ = make("stop");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = std::fs::remove_dir_all(&private);
+    let _ = std::fs::remove_dir_all(&run_prefix);
+    let response = String::from_utf8_lossy(&buf);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}

@@ -75,8 +75,9 @@ struct Server {
 
 impl Server {
     fn start(variant: Variant, config: Option<&Value>, tag: &str) -> Server {
-        let prefix = root()
-            .join("target/graft-bench")
+        // Outside the clone, where nginx's workers (not root) can read.
+        let prefix = std::env::temp_dir()
+            .join("graft-bench")
             .join(format!("{tag}-{}", variant.slug()));
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(prefix.join("tmp")).unwrap();
@@ -92,9 +93,14 @@ impl Server {
         )
         .unwrap();
         let _ = Command::new("chmod")
-            .args(["-R", "a+rX"])
-            .arg(root().join("target/graft-bench"))
+            .args(["a+rx"])
+            .arg(prefix.parent().unwrap())
             .status();
+        let out = Command::new(root().join("nginx/prefix.sh"))
+            .arg(&prefix)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -117,7 +123,7 @@ impl Server {
             .unwrap()
             .replace("@GRAFT_MODULE@", module_path().to_str().unwrap())
             .replace("@PREFIX@", prefix.to_str().unwrap())
-            .replace("@GRAFT_ROOT@", root().to_str().unwrap())
+            .replace("@GRAFT_ROOT@", prefix.join("graft").to_str().unwrap())
             .replace("@GRAFT_CONFIG@", &graft_config)
             .replace("@PIPELINE@", pipeline)
             .replace("@PORT@", &port.to_string());
