@@ -6,6 +6,7 @@
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
 //! - [`counters`]: what happened, per zone, module and path;
 //! - [`shared`]: windowed counters over a table that every worker maps;
+//! - [`snapshot`]: the configuration text applied live, for every worker;
 //! - [`log_budget`]: how many log lines a second each family may write.
 //!
 //! The nginx shim (`shim/nginx`) owns a [`Config`] per nginx cycle and calls
@@ -19,6 +20,7 @@ pub mod log_budget;
 pub mod metrics;
 pub mod registry;
 pub mod shared;
+pub mod snapshot;
 
 pub use config::{Config, LoadError, Mode, Step, Zone};
 pub use counters::{Count, Counters, Impl, Kill};
