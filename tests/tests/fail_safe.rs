@@ -625,3 +625,30 @@ fn make_run_serves_from_a_private_clone() {
     let response = String::from_utf8_lossy(&buf);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
+
+#[test]
+fn response_headers_nginx_writes_itself_are_sent_once_on_both_paths() {
+    let config = one_zone(
+        "o.test",
+        json!([
+            { "module": "headers", "mode": "rust", "config": { "rules": [
+                { "response": [ { "set": "Server", "value": "graft-edge" },
+                                { "set": "Content-Type", "value": "text/x-graft" } ] } ] } },
+        ]),
+    );
+    let nginx = Nginx::start_extra(&config, false, NATIVE_EXTRA);
+    // The Lua bridge (location /) and the native pipeline alone (/nat/).
+    for path in ["/page", "/nat/index.html"] {
+        let r = nginx.get("o.test", path);
+        assert_eq!(r.status, 200, "{path}");
+        for (name, want) in [("server", "graft-edge"), ("content-type", "text/x-graft")] {
+            let values: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(values, vec![want], "{path}: {name}: {:?}", r.headers);
+        }
+    }
+}

@@ -4,14 +4,15 @@
 //! (`r->headers_in.host`, `user_agent`, `authorization`, `cookies`,
 //! `x_forwarded_for`, ...) is recomputed from the list, so that no variable
 //! or module reads a removed header or another header's value; response
-//! headers nginx holds in a field of its own (Content-Type) are set
-//! through it, so nginx never sends two of them.
+//! headers nginx holds in a field of its own (Content-Type; Server, Date
+//! and Last-Modified, which it writes itself unless a field points at the
+//! list's) are set through it, so nginx never sends two of them.
 use std::ptr::{addr_of_mut, null_mut};
 
 use graft_contract::HeaderAction;
 use ngx::ffi::{
     ngx_array_push, ngx_array_t, ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_list_t,
-    ngx_palloc, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
+    ngx_palloc, ngx_parse_http_time, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
 };
 
 /// Copies bytes into the request's pool.
@@ -129,13 +130,41 @@ pub fn response_header(
     if action != HeaderAction::Add {
         hide_response_header(list, name);
     }
+    // Headers nginx writes itself unless a field points at one of the
+    // list's: the field follows the list, or nginx would send two.
+    let out = &mut r.headers_out;
+    let field: Option<*mut *mut ngx_table_elt_t> = if name.eq_ignore_ascii_case("server") {
+        Some(addr_of_mut!(out.server))
+    } else if name.eq_ignore_ascii_case("date") {
+        Some(addr_of_mut!(out.date))
+    } else if name.eq_ignore_ascii_case("last-modified") {
+        // The time nginx compares If-Modified-Since with follows too.
+        // SAFETY: ngx_parse_http_time reads `len` bytes of `value`.
+        out.last_modified_time = match action {
+            HeaderAction::Remove => -1,
+            _ => unsafe { ngx_parse_http_time(value.as_ptr() as *mut u8, value.len()) },
+        };
+        Some(addr_of_mut!(out.last_modified))
+    } else {
+        None
+    };
     if action == HeaderAction::Remove {
+        if let Some(f) = field {
+            // SAFETY: a field of the live request's headers_out.
+            unsafe { *f = null_mut() };
+        }
         return Some(());
     }
     // Location stays in the list, as the Lua bridge leaves it: nginx then
     // sends it as the module wrote it (not made absolute), alike on both
     // paths.
-    push_header(pool, list, name, value).map(|_| ())
+    let h = push_header(pool, &mut r.headers_out.headers, name, value)?;
+    if let Some(f) = field {
+        // SAFETY: a field of the live request's headers_out; `h` is an
+        // element of its header list, in the request's pool.
+        unsafe { *f = h };
+    }
+    Some(())
 }
 
 /// Recomputes every pointer nginx keeps into the request-header list from
