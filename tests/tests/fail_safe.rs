@@ -374,9 +374,24 @@ fn a_native_answer_sends_one_content_type_and_discards_the_body() {
     );
 }
 
+const FFI_EXTRA: &str = r#"
+        location = /ffi-kill {
+            content_by_lua_block {
+                local ffi = require "ffi"
+                require "graft"
+                local r = require("resty.core.base").get_request()
+                local buf = ffi.new("unsigned char[16]")
+                local len = ffi.new("size_t[1]", 16)
+                local module = ngx.var.arg_module
+                local rc = ffi.C.graft_ffi_kill(r, module, #module, nil, 0, 1, buf, len)
+                ngx.say(rc, " ", tonumber(len[0]), " ", ffi.string(buf, math.min(tonumber(len[0]), 16)))
+            }
+        }
+"#;
+
 #[test]
 fn the_admin_api_never_answers_with_more_than_it_wrote() {
-    let nginx = Nginx::start(&one_zone("a.test", json!([])));
+    let nginx = Nginx::start_extra(&one_zone("a.test", json!([])), false, FFI_EXTRA);
     let long = "a".repeat(5000);
     let r = nginx.admin("POST", &format!("/graft/admin/kill?module={long}"));
     assert!((400..500).contains(&r.status), "{}", r.status);
@@ -389,6 +404,10 @@ fn the_admin_api_never_answers_with_more_than_it_wrote() {
     let r = nginx.admin("POST", &format!("/graft/admin/kill?module={name}"));
     assert_eq!(r.status, 400);
     assert_eq!(r.text(), format!("no module \"{name}\"\n"));
+    // Below the admin API: an error message longer than the caller's
+    // buffer is cut to it, and the length says what was written.
+    let r = nginx.get("localhost", &format!("/ffi-kill?module={}", "c".repeat(100)));
+    assert_eq!(r.text(), "-1 16 no module \"ccccc\n");
 }
 
 #[test]
