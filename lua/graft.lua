@@ -2,7 +2,6 @@
 --
 --   init_by_lua_block          { require "graft" }
 --   access_by_lua_block        { require("graft").access() }
---   header_filter_by_lua_block { require("graft").header_filter() }
 --
 -- access() runs the zone's modules in order, each in its mode (lua, rust,
 -- shadow). The Rust side is called through LuaJIT's FFI with the request
@@ -43,6 +42,7 @@ local setmetatable = setmetatable
 local tonumber = tonumber
 local tostring = tostring
 local type = type
+local collectgarbage = collectgarbage
 local lower = string.lower
 
 local equal = contract.equal
@@ -127,7 +127,8 @@ int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, cons
 int graft_ffi_observe(void *r, int zone, int step, int what, unsigned long long nanos);
 int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t why_len);
 int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
-int graft_ffi_plans(void *r, int which, unsigned char *buf, size_t *len);
+int graft_ffi_plans(void *r, int which, int zone, unsigned char *buf, size_t *len);
+int graft_ffi_response_header(void *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
 ]]
 
 -- The monotonic clock, for the sampled latency of the Lua side.
@@ -160,6 +161,12 @@ local ACTIONS = {
     [GRAFT_HEADER_SET] = "set",
     [GRAFT_HEADER_ADD] = "add",
     [GRAFT_HEADER_REMOVE] = "remove",
+}
+
+local ACTION_CODES = {
+    set = GRAFT_HEADER_SET,
+    add = GRAFT_HEADER_ADD,
+    remove = GRAFT_HEADER_REMOVE,
 }
 
 local out = ffi_new("graft_decision_t[1]")
@@ -292,35 +299,42 @@ local function build_plan(r, zone)
 end
 
 -- Loads and builds every zone's plan of a configuration (`which`: the one
--- the master just loaded, or the one a live apply checks). Returns the
--- plans and their generation, or nil and an error naming the zone and
--- module of the first legacy module that cannot be loaded or built.
+-- the master just loaded, or the one a live apply checks), one zone at a
+-- time, and drops them: a worker builds a zone's plan when the zone first
+-- serves. Returns true, or nil and an error naming the zone and module of
+-- the first legacy module that cannot be loaded or built (nil and nil:
+-- no graft_config in this http block).
 local function check_plans(r, which)
-    local rc, json = call_with_buffer(function(buf, size)
-        return C.graft_ffi_plans(r, which, buf, size)
-    end)
-    if rc == GRAFT_NO_CONFIG then
-        return nil -- no graft_config in this http block: nothing to check
-    end
-    if rc ~= GRAFT_OK then
-        return nil, "graft: cannot read the plans: error " .. rc
-    end
-    local data, derr = cjson.decode(json)
-    if not data then
-        return nil, "graft: bad plans: " .. tostring(derr)
-    end
-    local all = new_tab(#data.zones, 0)
-    for z = 1, #data.zones do
-        local plan = plan_from(data.zones[z])
+    local zone = 0
+    while true do
+        local rc, json = call_with_buffer(function(buf, size)
+            return C.graft_ffi_plans(r, which, zone, buf, size)
+        end)
+        if rc == GRAFT_DONE then
+            return true
+        end
+        if rc == GRAFT_NO_CONFIG then
+            return nil
+        end
+        if rc ~= GRAFT_OK then
+            return nil, "graft: cannot read the plans: error " .. rc
+        end
+        local data, derr = cjson.decode(json)
+        if not data then
+            return nil, "graft: bad plan: " .. tostring(derr)
+        end
+        local plan = plan_from(data)
         for i = 1, #plan do
             if plan[i].missing then
                 return nil, "graft: zone \"" .. plan[i].zone .. "\": module #" .. (i - 1)
                             .. " \"" .. plan[i].module .. "\": " .. plan[i].missing
             end
         end
-        all[z - 1] = plan
+        zone = zone + 1
+        if zone % 256 == 0 then
+            collectgarbage("collect")
+        end
     end
-    return all, data.generation
 end
 
 local function plan_for(r, zone, generation)
@@ -443,6 +457,11 @@ local function failed(r, zone, index, why)
     if status > 0 then
         return { kind = "respond", status = status, headers = {}, body = "" }
     end
+    if status < 0 then
+        -- Not even the failure could be recorded: let nothing through.
+        ngx_log(ERR, "graft: the failure of step ", index, " could not be recorded: ", status)
+        return { kind = "respond", status = 500, headers = {}, body = "" }
+    end
     return contract.CONTINUE
 end
 
@@ -531,8 +550,9 @@ local function apply_request_header(op)
     end
 end
 
--- Applies a continue decision; returns true when the request changed.
-local function apply_changes(d)
+-- Applies a continue decision; returns true when the request changed, or
+-- nil and why when a response-header change cannot be kept.
+local function apply_changes(r, d)
     local changed = false
     if d.uri then
         ngx_req.set_uri(d.uri)
@@ -545,13 +565,20 @@ local function apply_changes(d)
         end
         changed = true
     end
+    -- Response-header changes are kept in the request's record in Rust,
+    -- applied by graft's header filter to the main response (as the native
+    -- pipeline's are), and outlive an internal redirect.
     ops = d.response_headers
-    if ops and #ops > 0 then
-        local ctx = ngx.ctx
-        local pending = ctx.graft_response_headers or {}
-        ctx.graft_response_headers = pending
+    if ops then
         for i = 1, #ops do
-            pending[#pending + 1] = ops[i]
+            local op = ops[i]
+            local name, value = tostring(op.name), tostring(op.value or "")
+            local code = ACTION_CODES[op.action] or -1
+            local rc = C.graft_ffi_response_header(r, code, name, #name, value, #value)
+            if rc == GRAFT_ERROR then
+                return nil, "a response-header change graft refuses: " .. tostring(op.action)
+                            .. " \"" .. name .. "\""
+            end
         end
     end
     return changed
@@ -566,12 +593,16 @@ function _M.access()
     end
     local zone = C.graft_ffi_zone(r, generation_ptr)
     if zone < 0 then
+        if zone == GRAFT_DECLINED then
+            return -- no zone serves this host
+        end
         if zone == GRAFT_NO_CONFIG then
             ngx_log(ERR, "graft: no graft_config in this http block")
-        elseif zone ~= GRAFT_DECLINED then
-            ngx_log(ERR, "graft: zone lookup failed: ", zone)
+            return
         end
-        return
+        -- graft cannot tell which steps apply: it lets nothing through.
+        ngx_log(ERR, "graft: zone lookup failed: ", zone)
+        return ngx_exit(500)
     end
     -- Once a main request, wherever it first reaches a graft location (an
     -- internal redirect into another one finds it run; a subrequest never
@@ -610,40 +641,29 @@ function _M.access()
             end
         end
         local kind = d.kind
+        if kind ~= "respond" and kind ~= "continue" then
+            d = failed(r, zone, i - 1, "its decision has no kind graft knows: " .. tostring(kind))
+            kind = d.kind
+        end
         if kind == "respond" then
             return respond(d)
         end
-        if kind == "continue" and apply_changes(d) then
+        local changed, aerr = apply_changes(r, d)
+        if changed == nil then
+            d = failed(r, zone, i - 1, aerr)
+            if d.kind == "respond" then
+                return respond(d)
+            end
+        elseif changed then
             req = new_request()
         end
     end
 end
 
--- Applies the response-header changes modules asked for. Call it from
--- header_filter_by_lua*.
+-- Kept for configurations that call it from header_filter_by_lua*: the
+-- response-header changes of every step are now applied by graft's own
+-- header filter in the nginx module, whichever side decided them.
 function _M.header_filter()
-    local pending = ngx.ctx.graft_response_headers
-    if not pending then
-        return
-    end
-    for i = 1, #pending do
-        local op = pending[i]
-        if op.action == "remove" then
-            ngx_header[op.name] = nil
-        elseif op.action == "add" then
-            local current = ngx_header[op.name]
-            if current == nil then
-                ngx_header[op.name] = op.value
-            elseif type(current) == "table" then
-                current[#current + 1] = op.value
-                ngx_header[op.name] = current
-            else
-                ngx_header[op.name] = { current, op.value }
-            end
-        else
-            ngx_header[op.name] = op.value
-        end
-    end
 end
 
 -- The counters of every zone and module (every worker's, summed), as JSON text.
@@ -754,19 +774,18 @@ function _M.serve_counters()
     ngx_print(json)
 end
 
--- Started from init_by_lua (at start, on each reload and under nginx -t):
--- every legacy module the configuration names must load and build now, or
--- nginx refuses the configuration, naming the zone and module. The plans
--- built here serve the workers.
+-- Started from init_by_lua (at start and on each reload): every legacy
+-- module the configuration names must load and build now, or nginx refuses
+-- the configuration, naming the zone and module. The instances are
+-- dropped as they are checked: a configuration of 10,000 zones would
+-- otherwise hold every zone's Lua tables in every worker, the native
+-- pipeline's too.
 if ngx.get_phase() == "init" then
-    local all, generation = check_plans(nil, GRAFT_PLANS_LOADED)
-    if not all then
-        if generation then
-            error(generation, 0)
-        end
-    else
-        plans, plans_generation = all, generation
+    local ok, err = check_plans(nil, GRAFT_PLANS_LOADED)
+    if not ok and err then
+        error(err, 0)
     end
+    collectgarbage("collect")
 end
 
 return _M

@@ -100,7 +100,8 @@ int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, cons
 int graft_ffi_observe(void *r, int zone, int step, int what, unsigned long long nanos);
 int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t why_len);
 int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
-int graft_ffi_plans(void *r, int which, unsigned char *buf, size_t *len);
+int graft_ffi_plans(void *r, int which, int zone, unsigned char *buf, size_t *len);
+int graft_ffi_response_header(void *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

@@ -406,7 +406,10 @@ fn the_admin_api_never_answers_with_more_than_it_wrote() {
     assert_eq!(r.text(), format!("no module \"{name}\"\n"));
     // Below the admin API: an error message longer than the caller's
     // buffer is cut to it, and the length says what was written.
-    let r = nginx.get("localhost", &format!("/ffi-kill?module={}", "c".repeat(100)));
+    let r = nginx.get(
+        "localhost",
+        &format!("/ffi-kill?module={}", "c".repeat(100)),
+    );
     assert_eq!(r.text(), "-1 16 no module \"ccccc\n");
 }
 
@@ -670,4 +673,102 @@ fn response_headers_nginx_writes_itself_are_sent_once_on_both_paths() {
             assert_eq!(values, vec![want], "{path}: {name}: {:?}", r.headers);
         }
     }
+}
+
+const EDGE_EXTRA: &str = r#"
+        location /en/ {
+            graft_native on;
+            error_page 503 /en-error;
+            alias @PREFIX@/html/native/;
+        }
+        location = /en-error {
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location /lr/ {
+            access_by_lua_block { require("graft").access() }
+            try_files /nonexistent @plain;
+        }
+        location @plain {
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location /sa/ {
+            graft_native on;
+            satisfy any;
+            allow 127.0.0.1;
+            deny all;
+            alias @PREFIX@/html/native/;
+        }
+"#;
+
+fn edge_config() -> String {
+    let waf = |status: u16| {
+        json!({ "module": "waf", "mode": "rust", "config": { "rules": [
+            { "id": "deny", "when": { "field": "path", "op": "contains", "value": "admin" }, "action": "block", "status": status } ] } })
+    };
+    json!({ "zones": {
+        "a.test": { "modules": [
+            { "module": "headers", "mode": "rust", "config": { "rules": [ { "request": [ { "set": "X-A", "value": "1" } ] } ] } },
+            { "module": "probe", "mode": "lua", "config": { "continue": true } },
+            { "module": "waf", "mode": "lua", "config": { "rules": [
+                { "id": "deny", "when": { "field": "path", "op": "contains", "value": "admin" }, "action": "block", "status": 403 } ] } },
+        ] },
+        "b.test": { "modules": [] },
+        "e.test": { "modules": [ waf(503) ] },
+        "h.test": { "modules": [
+            { "module": "headers", "mode": "lua", "config": { "rules": [
+                { "response": [ { "set": "Strict-Transport-Security", "value": "max-age=60" } ] } ] } },
+        ] },
+        "s.test": { "modules": [ waf(403) ] },
+    } })
+    .to_string()
+}
+
+#[test]
+fn the_bridge_resumes_the_zone_the_native_pipeline_chose() {
+    let nginx = Nginx::start_extra(&edge_config(), true, EDGE_EXTRA);
+    // The request line names a.test, the Host header b.test: nginx serves
+    // a.test, and the Lua bridge resumes a.test's steps after the native
+    // header edit, not b.test's.
+    let r =
+        nginx.raw(b"GET http://a.test/admin HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        r.status,
+        403,
+        "the bridge resumed another zone: {}",
+        r.text()
+    );
+}
+
+#[test]
+fn a_native_answer_redirected_to_an_error_page_runs_the_pipeline_once() {
+    let nginx = Nginx::start_extra(&edge_config(), true, EDGE_EXTRA);
+    let r = nginx.get("e.test", "/en/admin");
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        nginx.counter("e.test", 0, "rust"),
+        1,
+        "the pipeline ran twice"
+    );
+}
+
+#[test]
+fn response_headers_decided_in_lua_outlive_an_internal_redirect() {
+    let nginx = Nginx::start_extra(&edge_config(), true, EDGE_EXTRA);
+    let r = nginx.get("h.test", "/lr/page");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("Strict-Transport-Security"),
+        Some("max-age=60"),
+        "{:?}",
+        r.headers
+    );
+}
+
+#[test]
+fn under_satisfy_any_an_allow_never_overrules_a_native_block() {
+    let nginx = Nginx::start_extra(&edge_config(), true, EDGE_EXTRA);
+    let r = nginx.get("s.test", "/sa/admin");
+    assert_eq!(r.status, 403);
+    assert_eq!(nginx.get("s.test", "/sa/index.html").status, 200);
 }

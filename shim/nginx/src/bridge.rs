@@ -10,7 +10,9 @@ use std::mem::size_of;
 use std::ptr::null;
 use std::sync::Arc;
 
-use graft_contract::{Context, Decision, FailurePolicy, HeaderAction};
+use graft_contract::{
+    Context, Decision, FailurePolicy, HeaderAction, HeaderName, HeaderOp, HeaderValue,
+};
 use graft_engine::log_budget::LogBudget;
 use graft_engine::{run_request_phase, Config, Count, Impl, Kill, Mode, Outcome, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
@@ -39,6 +41,9 @@ const GRAFT_APPLY_COMMIT: c_int = 1;
 
 const GRAFT_CONTINUE: c_int = 0;
 const GRAFT_RESPOND: c_int = 1;
+const GRAFT_HEADER_SET: c_int = 0;
+const GRAFT_HEADER_ADD: c_int = 1;
+const GRAFT_HEADER_REMOVE: c_int = 2;
 const GRAFT_TARGET_REQUEST: c_int = 0;
 const GRAFT_TARGET_RESPONSE: c_int = 1;
 const GRAFT_TARGET_LOG: c_int = 2;
@@ -86,9 +91,9 @@ thread_local! {
 
 fn action_code(a: HeaderAction) -> c_int {
     match a {
-        HeaderAction::Set => 0,
-        HeaderAction::Add => 1,
-        HeaderAction::Remove => 2,
+        HeaderAction::Set => GRAFT_HEADER_SET,
+        HeaderAction::Add => GRAFT_HEADER_ADD,
+        HeaderAction::Remove => GRAFT_HEADER_REMOVE,
     }
 }
 
@@ -280,13 +285,27 @@ pub unsafe extern "C" fn graft_ffi_zone(r: *mut c_void, generation: *mut c_ulong
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        let Some(config) = ctx::config(r) else {
-            return GRAFT_NO_CONFIG;
+        let Some(ctx) = ctx::of(r) else {
+            return match crate::module::current_config(r) {
+                None => GRAFT_NO_CONFIG,
+                // A configuration, but no room for the request's record.
+                Some(_) => GRAFT_ERROR,
+            };
         };
         // SAFETY: the caller's contract.
-        unsafe { *generation = config.generation };
-        use graft_contract::RequestView;
-        match config.zone_index(NgxRequest::new(r).host()) {
+        unsafe { *generation = ctx.config.generation };
+        // The zone the native pipeline chose stays the request's zone,
+        // whatever its steps did to the Host header since.
+        let zone = match ctx.zone {
+            Some(z) => Some(z),
+            None => {
+                use graft_contract::RequestView;
+                let z = ctx.config.zone_index(NgxRequest::new(r).host());
+                ctx.zone = z;
+                z
+            }
+        };
+        match zone {
             Some(i) => c_int::try_from(i).unwrap_or(GRAFT_ERROR),
             None => GRAFT_DECLINED,
         }
@@ -482,18 +501,25 @@ pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
     let Some(result) = step.record(what, now) else {
         return;
     };
-    let (family, line) = match result {
-        Ok(line) => (LogFamily::Decision, line),
-        Err(line) => (LogFamily::Failure, line),
-    };
-    log_limited(
-        r,
-        family,
-        &format!(
-            "graft: zone \"{zone}\" module \"{}\" {line}",
-            step.module_name
+    let module = step.module_name;
+    match result {
+        // Once per rollback: a change of state, outside any budget.
+        Ok(line) => {
+            // SAFETY: a live request's connection and its log are valid.
+            let log = unsafe { (*r.connection).log };
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "graft: zone \"{zone}\" module \"{module}\" {line}"
+            );
+        }
+        // Tried again on every bad request while it fails: budgeted.
+        Err(line) => log_limited(
+            r,
+            LogFamily::Failure,
+            &format!("graft: zone \"{zone}\" module \"{module}\" {line}"),
         ),
-    );
+    }
 }
 
 /// Where the Lua bridge starts the pipeline for this request: the step
@@ -664,6 +690,59 @@ pub fn log_limited(r: &ngx_http_request_t, family: LogFamily, line: &str) {
     }
 }
 
+/// Keeps a response-header change the Lua side decided, for graft's
+/// header filter to apply to the main response (the same filter applies
+/// the native pipeline's): kept in the request's record, it outlives an
+/// internal redirect, which would clear `ngx.ctx`. `GRAFT_ERROR`: the
+/// name or value is not a header graft writes (CR, LF, NUL...), or the
+/// action unknown.
+///
+/// # Safety
+/// `r` is the current request; `name` and `value` point at their lengths
+/// of bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_response_header(
+    r: *mut c_void,
+    action: c_int,
+    name: *const c_uchar,
+    name_len: usize,
+    value: *const c_uchar,
+    value_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        if !std::ptr::eq(r, r.main) {
+            return GRAFT_DECLINED;
+        }
+        let action = match action {
+            GRAFT_HEADER_SET => HeaderAction::Set,
+            GRAFT_HEADER_ADD => HeaderAction::Add,
+            GRAFT_HEADER_REMOVE => HeaderAction::Remove,
+            _ => return GRAFT_ERROR,
+        };
+        // SAFETY: the caller's contract.
+        let (name, value) = unsafe { (bytes(name, name_len), bytes(value, value_len)) };
+        let Ok(name) = std::str::from_utf8(name) else {
+            return GRAFT_ERROR;
+        };
+        let (Ok(name), Ok(value)) = (HeaderName::new(name), HeaderValue::new(value)) else {
+            return GRAFT_ERROR;
+        };
+        let Some(ctx) = ctx::of(r) else {
+            return GRAFT_ERROR;
+        };
+        ctx.response_ops.push(HeaderOp {
+            action,
+            name,
+            value,
+        });
+        GRAFT_OK
+    })
+}
+
 /// Writes a line of the Lua side to the error log within its family's
 /// budget (`GRAFT_LOG_*`): returns `GRAFT_DECLINED` when the line was left
 /// out.
@@ -695,12 +774,13 @@ pub unsafe extern "C" fn graft_ffi_log(
     })
 }
 
-/// Every zone's plan, as `{"generation": G, "zones": [plan, ...]}`, for
-/// the Lua side to load and check every legacy module a configuration
-/// names before it serves: `which` is `GRAFT_PLANS_LOADED` for the
-/// configuration the master has just loaded (at start and on each reload,
-/// from `init_by_lua`; `r` may be null), `GRAFT_PLANS_PENDING` for the one
-/// a live apply is checking.
+/// One zone's plan (zones from 0, in the configuration's order), for the
+/// Lua side to load and check every legacy module a configuration names
+/// before it serves, one zone at a time (so that checking ten thousand
+/// zones never holds them all): `GRAFT_DONE` past the last zone. `which`
+/// is `GRAFT_PLANS_LOADED` for the configuration the master has just
+/// loaded (at start and on each reload, from `init_by_lua`; `r` may be
+/// null), `GRAFT_PLANS_PENDING` for the one a live apply is checking.
 ///
 /// # Safety
 /// `buf` is writable for `*len` bytes and `len` valid.
@@ -708,6 +788,7 @@ pub unsafe extern "C" fn graft_ffi_log(
 pub unsafe extern "C" fn graft_ffi_plans(
     _r: *mut c_void,
     which: c_int,
+    zone: c_int,
     buf: *mut c_uchar,
     len: *mut usize,
 ) -> c_int {
@@ -720,16 +801,14 @@ pub unsafe extern "C" fn graft_ffi_plans(
         let Some(config) = config else {
             return GRAFT_NO_CONFIG;
         };
-        let mut text = format!("{{\"generation\":{},\"zones\":[", config.generation);
-        for (i, zone) in config.zones.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            text.push_str(&zone.plan_json);
+        let Some(zone) = usize::try_from(zone).ok() else {
+            return GRAFT_ERROR;
+        };
+        match config.zones.get(zone) {
+            // SAFETY: the caller's contract.
+            Some(z) => unsafe { copy_out(z.plan_json.as_bytes(), buf, len) },
+            None => GRAFT_DONE,
         }
-        text.push_str("]}");
-        // SAFETY: the caller's contract.
-        unsafe { copy_out(text.as_bytes(), buf, len) }
     })
 }
 

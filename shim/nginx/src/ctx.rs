@@ -23,8 +23,9 @@ pub struct RequestCtx {
     pub config: Arc<Config>,
     /// Who has run the pipeline for this request so far.
     pub pipeline: Pipeline,
-    /// The zone the native pipeline serves the request from.
-    pub zone: usize,
+    /// The zone the pipeline serves the request from, once chosen: a
+    /// later step's edit of the Host header never moves it to another.
+    pub zone: Option<usize>,
     /// The step where the native pipeline stopped and handed the request
     /// on (to the Lua bridge if the location runs it, else to the native
     /// finish in the precontent phase); `None` when it ran every step.
@@ -66,7 +67,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
         ctx.write(RequestCtx {
             config,
             pipeline: Pipeline::NotStarted,
-            zone: 0,
+            zone: None,
             resume_at: Some(0),
             fallback: false,
             response_ops: Vec::new(),

@@ -11,8 +11,9 @@ use std::ptr::{addr_of_mut, null_mut};
 
 use graft_contract::HeaderAction;
 use ngx::ffi::{
-    ngx_array_push, ngx_array_t, ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_list_t,
-    ngx_palloc, ngx_parse_http_time, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
+    ngx_array_push, ngx_array_t, ngx_hash_key_lc, ngx_http_request_t, ngx_list_part_t,
+    ngx_list_push, ngx_list_t, ngx_palloc, ngx_parse_http_time, ngx_pnalloc, ngx_pool_t, ngx_str_t,
+    ngx_table_elt_t,
 };
 
 /// Copies bytes into the request's pool.
@@ -46,7 +47,9 @@ pub fn push_header(
     // (ngx_table_elt_t for header lists) from the list's pool, or null.
     unsafe {
         let h = (ngx_list_push(list) as *mut ngx_table_elt_t).as_mut()?;
-        h.hash = 1;
+        // nginx's hash of the lower-case name, as its parser sets it: a
+        // proxy finds the headers it overrides by it.
+        h.hash = ngx_hash_key_lc(lower.data, lower.len).max(1);
         h.key = key;
         h.value = value;
         h.lowcase_key = lower.data;
@@ -170,8 +173,10 @@ pub fn response_header(
 /// Recomputes every pointer nginx keeps into the request-header list from
 /// the list itself, as nginx's header parsing sets them (the first header
 /// of a name for single ones; every one, in order, for Cookie and
-/// X-Forwarded-For). A changed Host also changes `$host`.
-pub fn refresh_headers_in(r: &mut ngx_http_request_t) -> Option<()> {
+/// X-Forwarded-For). A Host header a module changed (`host_changed`)
+/// also changes `$host`, as lua-nginx-module's does; otherwise nginx's
+/// own choice stands (the request line's host first).
+pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Option<()> {
     let pool = r.pool;
     let hi = &mut r.headers_in;
     let singles: [(&str, *mut *mut ngx_table_elt_t); 28] = [
@@ -251,24 +256,13 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t) -> Option<()> {
             }
             part = p.next;
         }
-        // $host is the Host header's name part, lower case, as nginx
-        // validated it; when a module set another Host, it follows.
-        if let Some(host) = hi.host.as_ref() {
-            let v = value_of(host);
-            let name = v.split(|&b| b == b':').next().unwrap_or(&[]);
-            let name = name.strip_suffix(b".").unwrap_or(name).to_ascii_lowercase();
-            let server = if hi.server.len == 0 {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(hi.server.data, hi.server.len)
-            };
-            if server != name.as_slice() {
-                hi.server = pool_str(pool, &name)?;
-            }
-        } else {
-            hi.server = ngx_str_t {
-                len: 0,
-                data: null_mut(),
+        if host_changed {
+            hi.server = match hi.host.as_ref() {
+                Some(host) => pool_str(pool, &host_name(value_of(host)))?,
+                None => ngx_str_t {
+                    len: 0,
+                    data: null_mut(),
+                },
             };
         }
     }
@@ -297,6 +291,21 @@ unsafe fn reset_array(pool: *mut ngx_pool_t, a: &mut ngx_array_t) -> Option<()> 
     }
     a.nelts = 0;
     Some(())
+}
+
+/// The name part of a Host value, as `$host` holds it: lower case, without
+/// the port or a trailing dot; an IPv6 literal keeps its brackets.
+fn host_name(value: &[u8]) -> Vec<u8> {
+    let name = if value.first() == Some(&b'[') {
+        match value.iter().position(|&b| b == b']') {
+            Some(end) => &value[..=end],
+            None => value,
+        }
+    } else {
+        value.split(|&b| b == b':').next().unwrap_or(&[])
+    };
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    name.to_ascii_lowercase()
 }
 
 fn value_of(h: &ngx_table_elt_t) -> &[u8] {

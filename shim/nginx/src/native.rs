@@ -133,7 +133,13 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             return NGX_DECLINED as ngx_int_t;
         }
         let Some(ctx) = ctx::of(r) else {
-            return NGX_DECLINED as ngx_int_t;
+            // No configuration: nothing to run. A configuration but no
+            // room for the request's record: graft cannot run it, and
+            // lets nothing through unchecked.
+            return match crate::module::current_config(r) {
+                None => NGX_DECLINED as ngx_int_t,
+                Some(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+            };
         };
         if ctx.pipeline != Pipeline::NotStarted {
             return NGX_DECLINED as ngx_int_t;
@@ -145,7 +151,7 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             ctx.resume_at = None;
             return NGX_DECLINED as ngx_int_t;
         };
-        ctx.zone = zone;
+        ctx.zone = Some(zone);
         run_steps(r, &config.zones[zone], 0, false, true)
     })
 }
@@ -168,7 +174,7 @@ unsafe extern "C" fn finish_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         ctx.pipeline = Pipeline::Taken;
         let (config, zone, fell_back) = (ctx.config.clone(), ctx.zone, ctx.fallback);
-        match config.zones.get(zone) {
+        match zone.and_then(|z| config.zones.get(z)) {
             Some(z) => run_steps(r, z, from, fell_back, false),
             None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         }
@@ -193,6 +199,12 @@ fn run_steps(
     let Some(counters) = shared_counters() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    // Whatever ends the request from here (an answer, an error) ends its
+    // pipeline: an internal redirect to an error page never runs it again.
+    // Only a hand-on to the Lua bridge names a step to resume at.
+    if let Some(ctx) = ctx::existing(r) {
+        ctx.resume_at = None;
+    }
     for (i, step) in zone.steps.iter().enumerate().skip(from) {
         // Err((why, whether Rust was asked and did not decide)).
         let decision = if std::mem::take(&mut fell_back) {
@@ -240,9 +252,6 @@ fn run_steps(
             Decision::Decline => unreachable!("a decline is an outcome of its own"),
         }
     }
-    if let Some(ctx) = ctx::of(r) {
-        ctx.resume_at = None;
-    }
     NGX_DECLINED as ngx_int_t
 }
 
@@ -279,7 +288,11 @@ fn apply(r: &mut ngx_http_request_t, changes: Changes) -> Result<(), ()> {
         }
     }
     if !changes.request_headers.is_empty() {
-        crate::headers::refresh_headers_in(r).ok_or(())?;
+        let host_changed = changes
+            .request_headers
+            .iter()
+            .any(|op| op.name.as_str().eq_ignore_ascii_case("host"));
+        crate::headers::refresh_headers_in(r, host_changed).ok_or(())?;
     }
     if !changes.response_headers.is_empty() {
         if let Some(ctx) = ctx::existing(r) {
@@ -307,7 +320,14 @@ fn respond(r: &mut ngx_http_request_t, resp: &Response) -> ngx_int_t {
         }
     }
     if resp.body.is_empty() && resp.status >= 300 {
-        return ngx_int_t::from(i16::try_from(resp.status).unwrap_or(500));
+        // nginx's own page for the status. Finalized here rather than
+        // returned: under `satisfy any` the access phase would take a 401
+        // or 403 returned to it for a vote that a later `allow` overrules.
+        let status = ngx_int_t::from(i16::try_from(resp.status).unwrap_or(500));
+        // SAFETY: a live request in a phase handler; NGX_DONE tells the
+        // phase engine the request is taken care of.
+        unsafe { ngx_http_finalize_request(r, status) };
+        return NGX_DONE as ngx_int_t;
     }
     r.headers_out.status = usize::from(resp.status);
     // SAFETY: the standard sequence of a handler that answers itself:
