@@ -12,12 +12,15 @@ fn the_dashboard_shows_modes_shares_and_rates() {
             { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/old", "to": "/new" } ] } },
             { "module": "probe", "mode": "shadow" } ] },
         "blog.test": { "modules": [ { "module": "probe", "mode": "canary", "percent": 50 } ] },
+        // A step whose Lua side throws: every request is a failure.
+        "fail.test": { "modules": [ { "module": "probe", "mode": "lua", "config": { "continue": true, "lua_error_on": "/" } } ] },
     }})
     .to_string();
     let nginx = Nginx::start(&config);
     for i in 0..40 {
         nginx.get("shop.test", if i % 2 == 0 { "/old" } else { "/page" });
         nginx.get("blog.test", "/post");
+        nginx.get("fail.test", "/page");
     }
     let out_dir = root().join("target/graft-tests");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -56,12 +59,14 @@ fn the_dashboard_shows_modes_shares_and_rates() {
         "{dom}"
     );
     assert!(
-        dom.contains("blog.test: canary, shop.test: shadow"),
+        dom.contains("blog.test: canary, fail.test: lua, shop.test: shadow"),
         "{dom}"
     );
     assert!(dom.contains(r#"<td>shop.test</td><td>redirects</td><td><span class="mode rust">rust</span></td><td class="num">40</td><td class="num">100.0 %</td>"#), "{dom}");
     // The shadowed probe always differs (it answers "rust" against "lua").
     assert!(dom.contains(r#"<td class="num bad">100.0 %</td>"#), "{dom}");
+    // Failures are shown, in red.
+    assert!(dom.contains(r#"<td class="num bad">40</td>"#), "{dom}");
 
     let shot_arg = format!("--screenshot={}", shot.display());
     let out = chromium(&[&shot_arg]);
@@ -76,5 +81,5 @@ fn the_dashboard_shows_modes_shares_and_rates() {
         "{} bytes",
         png.len()
     );
-    nginx.assert_clean_log(&[]);
+    nginx.assert_clean_log(&["could not decide"]);
 }
