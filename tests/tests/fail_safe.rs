@@ -772,3 +772,61 @@ fn under_satisfy_any_an_allow_never_overrules_a_native_block() {
     assert_eq!(r.status, 403);
     assert_eq!(nginx.get("s.test", "/sa/index.html").status, 200);
 }
+
+#[test]
+fn a_configuration_the_shared_tables_cannot_count_is_refused() {
+    let modules: Vec<_> = (0..50)
+        .map(|_| json!({ "module": "headers", "mode": "rust", "config": { "rules": [] } }))
+        .collect();
+    let config = json!({ "zones": {
+        "a.test": { "modules": modules },
+        "b.test": { "modules": modules },
+    } });
+    let nginx = Nginx::prepare(&config.to_string());
+    let conf = nginx.prefix.join("nginx.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let small = text.replacen(
+        "    graft_config ",
+        "    graft_shared_memory 64k 64k;\n    graft_config ",
+        1,
+    );
+    assert_ne!(small, text);
+    std::fs::write(&conf, &small).unwrap();
+    let (ok, out) = nginx.test_config();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("100 steps need 3500 shared counters") && out.contains("graft_shared_memory"),
+        "{out}"
+    );
+    // Room enough: it starts; a reload asking for another size is refused
+    // (the tables outlive reloads) and the running configuration serves.
+    let roomy = text.replacen(
+        "    graft_config ",
+        "    graft_shared_memory 1m 64k;\n    graft_config ",
+        1,
+    );
+    std::fs::write(&conf, &roomy).unwrap();
+    let (ok, out) = start_output(&nginx);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&conf, &small.replace("64k 64k", "2m 64k")).unwrap();
+    nginx.reload_refused();
+    assert!(
+        nginx.error_log().contains("a new size needs a restart"),
+        "{}",
+        nginx.error_log()
+    );
+    assert_eq!(nginx.get("a.test", "/").status, 200);
+    // After graft_config (which maps the tables), the directive is refused.
+    let line_end = text.find("    graft_config ").unwrap();
+    let line_end = line_end + text[line_end..].find('\n').unwrap() + 1;
+    let late = format!(
+        "{}    graft_shared_memory 1m;\n{}",
+        &text[..line_end],
+        &text[line_end..]
+    );
+    std::fs::write(&conf, &late).unwrap();
+    let (ok, out) = nginx.test_config();
+    assert!(!ok, "{out}");
+    assert!(out.contains("must come before graft_config"), "{out}");
+}

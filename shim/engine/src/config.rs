@@ -545,6 +545,21 @@ impl Config {
         self.by_host.get(host).copied().or(self.default_zone)
     }
 
+    /// Checks that the shared counter table holds every counter this
+    /// configuration's steps may use, with room to spare (a table fuller
+    /// than three quarters starts losing counts to its probe limit).
+    pub fn fits(&self, counters: &CounterTable<'_>) -> Result<(), String> {
+        let steps: usize = self.zones.iter().map(|z| z.steps.len()).sum();
+        let needed = steps * crate::counters::KEYS_PER_STEP;
+        let room = counters.capacity() / 4 * 3;
+        if needed > room {
+            return Err(format!(
+                "{steps} steps need {needed} shared counters, over the {room} that graft_shared_memory makes room for: raise it (a restart applies it)"
+            ));
+        }
+        Ok(())
+    }
+
     /// Counts every step in the tables every worker shares from now on.
     pub fn attach(&self, counters: CounterTable<'static>, windows: SlotTable<'static>) {
         let _ = self.shared.set(counters);

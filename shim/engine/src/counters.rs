@@ -127,6 +127,10 @@ impl Impl {
 /// Upper bounds of the latency buckets, in microseconds (then +Inf).
 pub const LATENCY_BUCKETS_US: [u64; 11] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
 
+/// Counters one step may use in the shared table: one per [`Count`], and
+/// per implementation a latency bucket each, +Inf and the sum.
+pub const KEYS_PER_STEP: usize = Count::ALL.len() + 2 * (LATENCY_BUCKETS_US.len() + 2);
+
 /// A latency histogram as Prometheus wants it: sum (seconds), count, and
 /// per-bucket (upper bound in seconds, count) pairs, the last +Inf.
 pub struct Latency {

@@ -464,6 +464,11 @@ impl<'a> CounterTable<'a> {
     pub fn lost(&self) -> u64 {
         self.own[LOST].load(Ordering::Relaxed)
     }
+
+    /// How many counters the table holds.
+    pub fn capacity(&self) -> usize {
+        self.counters.len() / 2
+    }
 }
 
 #[cfg(test)]

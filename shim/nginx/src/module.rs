@@ -18,10 +18,10 @@ use ngx::core::Pool;
 use ngx::ffi::{
     ngx_add_timer, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_t,
     ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_http_conf_ctx_t, ngx_http_module, ngx_http_module_t,
-    ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_msec_t, ngx_pcalloc, ngx_quit, ngx_shm_alloc,
-    ngx_shm_t, ngx_str_t, ngx_terminate, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
-    NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
+    ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_msec_t, ngx_parse_size, ngx_pcalloc, ngx_quit,
+    ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_terminate, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
@@ -36,6 +36,9 @@ pub struct MainConf {
     pub config: Option<ArcSwap<Config>>,
     /// The file `graft_config` names, resolved.
     pub path: Option<PathBuf>,
+    /// `graft_shared_memory`: bytes of the step counters and of the
+    /// windowed counters, when set.
+    pub shared_bytes: Option<(usize, usize)>,
 }
 
 const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
@@ -51,7 +54,15 @@ static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(native::merge_loc_conf),
 };
 
-static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 3] = [
+static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 4] = [
+    ngx_command_t {
+        name: ngx_string!("graft_shared_memory"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12) as ngx_uint_t,
+        set: Some(set_shared_memory),
+        conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
+        offset: 0,
+        post: null_mut(),
+    },
     ngx_command_t {
         name: ngx_string!("graft_config"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -92,6 +103,50 @@ unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     })
 }
 
+/// `graft_shared_memory <counters> [<windows>];`: the sizes of the shared
+/// tables (step counters and kill switches; rate-limit and rollback
+/// windows), as `lua_shared_dict` and `limit_req_zone` take theirs. Before
+/// `graft_config`, which maps them; a change needs a restart (the tables
+/// outlive reloads).
+unsafe extern "C" fn set_shared_memory(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guarded(NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes our main conf, and `cf->args` holds the
+        // directive and its one or two arguments.
+        let (mcf, args) = unsafe {
+            let a = &*(*cf).args;
+            (
+                &mut *(conf as *mut MainConf),
+                std::slice::from_raw_parts(a.elts as *mut ngx_str_t, a.nelts),
+            )
+        };
+        if mcf.config.is_some() {
+            return c"must come before graft_config".as_ptr() as *mut c_char;
+        }
+        let mut sizes = [DEFAULT_COUNTER_BYTES, DEFAULT_WINDOW_BYTES];
+        for (i, arg) in args.iter().skip(1).enumerate() {
+            let mut arg = *arg;
+            // SAFETY: ngx_parse_size reads the argument nginx parsed.
+            let n = unsafe { ngx_parse_size(&mut arg) };
+            if n < 64 * 1024 || n > 16 << 30 {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "graft_shared_memory: \"{}\" is not a size from 64k to 16g",
+                    arg
+                );
+                return NGX_CONF_ERROR;
+            }
+            sizes[i] = n as usize;
+        }
+        mcf.shared_bytes = Some((sizes[0], sizes[1]));
+        null_mut()
+    })
+}
+
 /// `graft_config <file>;` loads and validates the file now, so that
 /// `nginx -t`, start-up and reload refuse a bad one.
 unsafe extern "C" fn set_config(
@@ -114,10 +169,31 @@ unsafe extern "C" fn set_config(
         if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
             return NGX_CONF_ERROR;
         }
-        let (Some((windows, step_counters)), true) = (shared_slots(cf), snapshot::map(cf)) else {
+        let (counter_bytes, window_bytes) = mcf
+            .shared_bytes
+            .unwrap_or((DEFAULT_COUNTER_BYTES, DEFAULT_WINDOW_BYTES));
+        let (Some((windows, step_counters)), true) = (
+            shared_slots(cf, counter_bytes, window_bytes),
+            snapshot::map(cf),
+        ) else {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: cannot map the shared counters");
             return NGX_CONF_ERROR;
         };
+        if (step_counters.len() * 8, windows.len() * 8)
+            != (
+                counter_words(counter_bytes) * 8,
+                window_words(window_bytes) * 8,
+            )
+        {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "graft: graft_shared_memory changed ({} and {} bytes mapped): the tables outlive reloads, so a new size needs a restart",
+                step_counters.len() * 8,
+                windows.len() * 8
+            );
+            return NGX_CONF_ERROR;
+        }
         let Ok(path) = name.to_str() else {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: the file name is not UTF-8");
             return NGX_CONF_ERROR;
@@ -125,7 +201,12 @@ unsafe extern "C" fn set_config(
         crate::log::install();
         match Config::load(Path::new(path)) {
             Ok(config) => {
-                config.attach(CounterTable::new(step_counters), SlotTable::new(windows));
+                let counters = CounterTable::new(step_counters);
+                if let Err(e) = config.fits(&counters) {
+                    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: {path}: {e}");
+                    return NGX_CONF_ERROR;
+                }
+                config.attach(counters, SlotTable::new(windows));
                 let config = Arc::new(config);
                 *lock(&LOADED) = Some(config.clone());
                 // This cycle serves what it loaded now, not what an earlier
@@ -279,7 +360,9 @@ fn parse_attached(mcf: &MainConf, text: &[u8]) -> Result<Config, String> {
     ) else {
         return Err("no shared memory".into());
     };
-    config.attach(CounterTable::new(counters), SlotTable::new(windows));
+    let counters = CounterTable::new(counters);
+    config.fits(&counters)?;
+    config.attach(counters, SlotTable::new(windows));
     Ok(config)
 }
 
@@ -362,11 +445,24 @@ extern "C" {
     fn malloc_trim(pad: usize) -> std::ffi::c_int;
 }
 
-/// Words of the windowed counters every worker shares (rate limits): 512 KiB.
-const WINDOW_WORDS: usize = 64 * 1024;
-/// Words of the step counters every worker shares (metrics): 4 MiB, room
-/// for about 245,000 counters (8 a step) and 32,000 kill switches; pages are only used when touched.
-const COUNTER_WORDS: usize = 2 * (1 + (1 << 18));
+/// The step counters and kill switches every worker shares, unless
+/// `graft_shared_memory` says otherwise: 64 MiB, room for about 3.9
+/// million counters (35 a step: 100,000 steps within three quarters) and
+/// 260,000 kill switches. Pages are only used when touched.
+const DEFAULT_COUNTER_BYTES: usize = 64 << 20;
+/// The windowed counters (rate limits, rollback windows): 4 MiB, 520,000
+/// slots.
+const DEFAULT_WINDOW_BYTES: usize = 4 << 20;
+
+/// Words of a counter table of `bytes`: pairs of words.
+fn counter_words(bytes: usize) -> usize {
+    (bytes / 16).max(3) * 2
+}
+
+/// Words of a window table of `bytes`.
+fn window_words(bytes: usize) -> usize {
+    (bytes / 8).max(64)
+}
 
 static WINDOWS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
 static COUNTERS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
@@ -404,13 +500,20 @@ fn shared_words(
     })
 }
 
-fn shared_slots(cf: *mut ngx_conf_t) -> Option<(&'static [AtomicU64], &'static [AtomicU64])> {
-    let windows = shared_words(&WINDOWS, cf, WINDOW_WORDS)?;
+fn shared_slots(
+    cf: *mut ngx_conf_t,
+    counter_bytes: usize,
+    window_bytes: usize,
+) -> Option<(&'static [AtomicU64], &'static [AtomicU64])> {
+    let windows = shared_words(&WINDOWS, cf, window_words(window_bytes))?;
     // Draws the table's hash keys now, in the master, before the fork:
     // every worker then hashes with the same keys, and no client can
     // know them.
     SlotTable::new(windows);
-    Some((windows, shared_words(&COUNTERS, cf, COUNTER_WORDS)?))
+    Some((
+        windows,
+        shared_words(&COUNTERS, cf, counter_words(counter_bytes))?,
+    ))
 }
 
 /// The windowed counters every worker shares, for the modules' context.

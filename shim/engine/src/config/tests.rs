@@ -251,3 +251,18 @@ fn kill_switches_per_zone_and_everywhere() {
         .is_err());
     assert!(c.set_kill(None, "nothing", Kill::Manual).is_err());
 }
+
+#[test]
+fn a_configuration_must_fit_the_shared_counters() {
+    use std::sync::atomic::AtomicU64;
+    let c = parse(GOOD).unwrap();
+    let steps: usize = c.zones.iter().map(|z| z.steps.len()).sum();
+    let words = |pairs: usize| -> Vec<AtomicU64> {
+        (0..2 * (1 + pairs)).map(|_| AtomicU64::new(0)).collect()
+    };
+    let tiny = words(16);
+    let e = c.fits(&CounterTable::new(&tiny)).unwrap_err();
+    assert!(e.contains(&format!("{steps} steps need")), "{e}");
+    let roomy = words(4096);
+    assert_eq!(c.fits(&CounterTable::new(&roomy)), Ok(()));
+}
