@@ -131,7 +131,7 @@ unsafe extern "C" fn set_shared_memory(
             let mut arg = *arg;
             // SAFETY: ngx_parse_size reads the argument nginx parsed.
             let n = unsafe { ngx_parse_size(&mut arg) };
-            if n < 64 * 1024 || n > 16 << 30 {
+            if !(64 * 1024..=16 << 30).contains(&n) {
                 ngx_conf_log_error!(
                     NGX_LOG_EMERG,
                     cf,
