@@ -809,7 +809,7 @@ fn a_configuration_the_shared_tables_cannot_count_is_refused() {
     let (ok, out) = start_output(&nginx);
     assert!(ok, "{out}");
     std::thread::sleep(Duration::from_millis(200));
-    std::fs::write(&conf, &small.replace("64k 64k", "2m 64k")).unwrap();
+    std::fs::write(&conf, small.replace("64k 64k", "2m 64k")).unwrap();
     nginx.reload_refused();
     assert!(
         nginx.error_log().contains("a new size needs a restart"),
