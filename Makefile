@@ -56,7 +56,7 @@ run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=..., CONFIG=you
 	nginx/prefix.sh $(RUN_PREFIX)
 	sed -e 's#@GRAFT_MODULE@#$(GRAFT_MODULE)#' -e 's#@PREFIX@#$(RUN_PREFIX)#g' \
 		-e 's#@GRAFT_ROOT@#$(RUN_PREFIX)/graft#' -e 's#@GRAFT_CONFIG@#$(abspath $(CONFIG))#' \
-		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' -e 's#@EXTRA@##' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
+		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' -e 's#@EXTRA@##' -e 's#@INIT@##' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
 	nginx -p $(RUN_PREFIX) -c $(RUN_PREFIX)/nginx.conf -e $(RUN_PREFIX)/error.log
 	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); dashboard: /graft/status; metrics: /graft/metrics"
 	@echo "admin API: http://127.0.0.1:$(ADMIN_PORT)/graft/admin/ (apply, kill, revive, status)"

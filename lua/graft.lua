@@ -12,6 +12,7 @@ local ffi = require "ffi"
 local base = require "resty.core.base"
 local cjson = require "cjson.safe"
 local contract = require "graft.contract"
+local declared = require "graft.legacy"
 
 local C = ffi.C
 local ffi_new = ffi.new
@@ -115,7 +116,7 @@ typedef struct {
 } graft_decision_t;
 
 int graft_ffi_abi_version(size_t decision_size, size_t header_size);
-int graft_ffi_zone(void *r, unsigned long long *generation);
+int graft_ffi_zone(void *r, const unsigned char *scope, size_t scope_len, unsigned long long *generation);
 int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
@@ -265,7 +266,11 @@ local function plan_from(data)
     for i = 1, #steps do
         local step = steps[i]
         local entry = { zone = data.zone, module = step.module, mode = step.mode }
-        local ok, mod = pcall(require, "graft.legacy." .. step.module)
+        -- A team's own function declared for the module comes first.
+        local ok, mod = true, declared.find(step.module)
+        if not mod then
+            ok, mod = pcall(require, "graft.legacy." .. step.module)
+        end
         if not ok then
             entry.missing = "no Lua implementation of module \"" .. step.module .. "\": " .. tostring(mod)
         else
@@ -584,6 +589,31 @@ local function apply_changes(r, d)
     return changed
 end
 
+-- One step's decision for the request: decided in its mode (or by Lua
+-- alone when Rust already failed on it natively), its log lines written
+-- within their budget, and a decision of no known kind turned into the
+-- step's failure.
+local function step_decision(r, zone, index, step, req, lua_only)
+    local d
+    if lua_only then
+        d = lua_or_fail(step, req, r, zone, index)
+    else
+        d = decide(r, zone, index, step, req)
+    end
+    local log = d.log
+    if log then
+        for j = 1, #log do
+            log_line(r, GRAFT_LOG_DECISION, "graft: zone \"" .. step.zone .. "\" module \""
+                     .. step.module .. "\": " .. tostring(log[j]))
+        end
+    end
+    local kind = d.kind
+    if kind ~= "respond" and kind ~= "continue" then
+        d = failed(r, zone, index, "its decision has no kind graft knows: " .. tostring(kind))
+    end
+    return d
+end
+
 -- Runs the zone's modules for the current request. Call it from
 -- access_by_lua*.
 function _M.access()
@@ -591,7 +621,7 @@ function _M.access()
     if not r then
         error("no request found", 2)
     end
-    local zone = C.graft_ffi_zone(r, generation_ptr)
+    local zone = C.graft_ffi_zone(r, nil, 0, generation_ptr)
     if zone < 0 then
         if zone == GRAFT_DECLINED then
             return -- no zone serves this host
@@ -625,27 +655,10 @@ function _M.access()
     local req = new_request()
     local native_fallback = fallback_ptr[0] == 1
     for i = first + 1, #plan do
-        local step = plan[i]
-        local d
-        if native_fallback and i == first + 1 then
-            -- Rust already declined or failed on it natively (and counted it).
-            d = lua_or_fail(step, req, r, zone, i - 1)
-        else
-            d = decide(r, zone, i - 1, step, req)
-        end
-        local log = d.log
-        if log then
-            for j = 1, #log do
-                log_line(r, GRAFT_LOG_DECISION, "graft: zone \"" .. step.zone .. "\" module \""
-                         .. step.module .. "\": " .. tostring(log[j]))
-            end
-        end
-        local kind = d.kind
-        if kind ~= "respond" and kind ~= "continue" then
-            d = failed(r, zone, i - 1, "its decision has no kind graft knows: " .. tostring(kind))
-            kind = d.kind
-        end
-        if kind == "respond" then
+        -- Rust already declined or failed on the first step natively (and
+        -- counted it): Lua serves it without asking Rust again.
+        local d = step_decision(r, zone, i - 1, plan[i], req, native_fallback and i == first + 1)
+        if d.kind == "respond" then
             return respond(d)
         end
         local changed, aerr = apply_changes(r, d)
@@ -657,6 +670,63 @@ function _M.access()
         elseif changed then
             req = new_request()
         end
+    end
+end
+
+-- Runs one module of the request's zone (or of the zone named `scope`)
+-- from a team's own handler, where it used to call its own function, with
+-- the same modes, fallback, shadow comparison, canary, failure policy and
+-- counters as the pipeline; returns the decision as a table of
+-- graft.contract, for graft.apply (or the handler) to carry out. Runtime
+-- failures (no such zone or module) return nil and why. For handlers that
+-- do not also run graft.access() over the same zone.
+function _M.decide(module, scope)
+    if type(module) ~= "string" or (scope ~= nil and type(scope) ~= "string") then
+        error("graft.decide(module [, scope])", 2)
+    end
+    local r = get_request()
+    if not r then
+        error("no request found", 2)
+    end
+    local zone
+    if scope then
+        zone = C.graft_ffi_zone(r, scope, #scope, generation_ptr)
+    else
+        zone = C.graft_ffi_zone(r, nil, 0, generation_ptr)
+    end
+    if zone < 0 then
+        return nil, "graft: no zone " .. (scope and ("named \"" .. scope .. "\"") or "for this request")
+                    .. " (" .. zone .. ")"
+    end
+    local plan, err = plan_for(r, zone, tonumber(generation_ptr[0]))
+    if not plan then
+        return nil, err
+    end
+    for i = 1, #plan do
+        if plan[i].module == module then
+            return step_decision(r, zone, i - 1, plan[i], new_request(), false)
+        end
+    end
+    return nil, "graft: zone " .. zone .. " has no module \"" .. module .. "\""
+end
+
+-- Carries out a decision graft.decide returned: a respond answers now (and
+-- ends the request), a continue applies its changes.
+function _M.apply(d)
+    if type(d) ~= "table" or (d.kind ~= "respond" and d.kind ~= "continue") then
+        error("graft.apply(decision): not a decision: " .. tostring(d and d.kind or d), 2)
+    end
+    local r = get_request()
+    if not r then
+        error("no request found", 2)
+    end
+    if d.kind == "respond" then
+        return respond(d)
+    end
+    local changed, err = apply_changes(r, d)
+    if changed == nil then
+        ngx_log(ERR, "graft: ", err)
+        return ngx_exit(500)
     end
 end
 
@@ -781,6 +851,7 @@ end
 -- otherwise hold every zone's Lua tables in every worker, the native
 -- pipeline's too.
 if ngx.get_phase() == "init" then
+    declared.seal()
     local ok, err = check_plans(nil, GRAFT_PLANS_LOADED)
     if not ok and err then
         error(err, 0)

@@ -25,7 +25,7 @@ end
 function _M.calls()
     local r = get_request()
     local gen = ffi.new("unsigned long long[1]")
-    local zone = C.graft_ffi_zone(r, gen)
+    local zone = C.graft_ffi_zone(r, nil, 0, gen)
     if zone < 0 then
         return ngx.exit(500)
     end

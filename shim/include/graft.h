@@ -88,7 +88,7 @@ typedef struct {
 } graft_decision_t;
 
 int graft_ffi_abi_version(size_t decision_size, size_t header_size);
-int graft_ffi_zone(void *r, unsigned long long *generation);
+int graft_ffi_zone(void *r, const unsigned char *scope, size_t scope_len, unsigned long long *generation);
 int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);

@@ -94,6 +94,18 @@ impl Nginx {
     /// As `prepare_full`, with `extra` added to the main server block
     /// (more locations); `@PORT@` and `@PREFIX@` in it are filled in.
     pub fn prepare_extra(config: &str, native: bool, workers: usize, extra: &str) -> Nginx {
+        Nginx::prepare_custom(config, native, workers, extra, "")
+    }
+
+    /// As `prepare_extra`, with `init` Lua run in init_by_lua before graft
+    /// loads (declaring a team's own legacy functions).
+    pub fn prepare_custom(
+        config: &str,
+        native: bool,
+        workers: usize,
+        extra: &str,
+        init: &str,
+    ) -> Nginx {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let prefix = tests_dir().join(format!("nginx-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&prefix);
@@ -126,6 +138,7 @@ impl Nginx {
         let template = std::fs::read_to_string(root().join("nginx/graft.conf.in")).unwrap();
         let conf = template
             .replace("@EXTRA@", extra)
+            .replace("@INIT@", init)
             .replace("@GRAFT_MODULE@", module_path().to_str().unwrap())
             .replace("@PREFIX@", nginx.prefix.to_str().unwrap())
             .replace("@GRAFT_ROOT@", nginx.prefix.join("graft").to_str().unwrap())

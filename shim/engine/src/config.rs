@@ -540,6 +540,15 @@ impl Config {
         })
     }
 
+    /// The zone of that name exactly (a `graft_scope`, or a Lua handler's
+    /// scope): no fallback to `"*"` unless that is the name.
+    pub fn zone_named(&self, name: &str) -> Option<usize> {
+        if name == DEFAULT_ZONE {
+            return self.default_zone;
+        }
+        self.by_host.get(name.as_bytes()).copied()
+    }
+
     /// The zone serving `host`, if any (the `"*"` zone when no other names it).
     pub fn zone_index(&self, host: &[u8]) -> Option<usize> {
         self.by_host.get(host).copied().or(self.default_zone)

@@ -20,6 +20,7 @@ use ngx::ngx_log_error;
 
 use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
+use crate::location::zone_for;
 use crate::module::shared_counters;
 use crate::request::NgxRequest;
 
@@ -273,13 +274,22 @@ pub extern "C" fn graft_ffi_abi_version(decision_size: usize, header_size: usize
     })
 }
 
-/// The index of the zone serving the request (from 0), `GRAFT_DECLINED`
-/// when no zone does, `GRAFT_NO_CONFIG` when there is no `graft_config`.
+/// The index of the zone serving the request (from 0): the zone named
+/// `scope` when `scope_len` > 0 (a Lua handler's `graft.decide`), else the
+/// location's `graft_scope`, else the host's zone. `GRAFT_DECLINED` when no
+/// zone does, `GRAFT_NO_CONFIG` when there is no `graft_config`,
+/// `GRAFT_ERROR` when the location's scope names no zone any more.
 ///
 /// # Safety
-/// `r` is the current request; `generation` is writable.
+/// `r` is the current request; `scope` points at `scope_len` bytes;
+/// `generation` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn graft_ffi_zone(r: *mut c_void, generation: *mut c_ulonglong) -> c_int {
+pub unsafe extern "C" fn graft_ffi_zone(
+    r: *mut c_void,
+    scope: *const c_uchar,
+    scope_len: usize,
+    generation: *mut c_ulonglong,
+) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
         let Some(r) = (unsafe { request(r) }) else {
@@ -294,15 +304,27 @@ pub unsafe extern "C" fn graft_ffi_zone(r: *mut c_void, generation: *mut c_ulong
         };
         // SAFETY: the caller's contract.
         unsafe { *generation = ctx.config.generation };
-        // The zone the native pipeline chose stays the request's zone,
-        // whatever its steps did to the Host header since.
-        let zone = match ctx.zone {
-            Some(z) => Some(z),
-            None => {
-                use graft_contract::RequestView;
-                let z = ctx.config.zone_index(NgxRequest::new(r).host());
-                ctx.zone = z;
-                z
+        // SAFETY: the caller's contract.
+        let scope = unsafe { bytes(scope, scope_len) };
+        let zone = if !scope.is_empty() {
+            match std::str::from_utf8(scope) {
+                Ok(name) => ctx.config.zone_named(name),
+                Err(_) => None,
+            }
+        } else if let Some(z) = ctx.zone {
+            // The zone the pipeline chose stays the request's zone,
+            // whatever its steps did to the Host header since.
+            Some(z)
+        } else {
+            match zone_for(r, &ctx.config) {
+                Ok(z) => {
+                    ctx.zone = z;
+                    z
+                }
+                Err(e) => {
+                    log_limited(r, LogFamily::Failure, &format!("graft: {e}"));
+                    return GRAFT_ERROR;
+                }
             }
         };
         match zone {

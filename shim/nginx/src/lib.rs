@@ -6,6 +6,7 @@
 //! `graft-engine` and `modules/*`.
 //!
 //! - [`module`]: the nginx module, its directives and configuration;
+//! - [`location`]: the location configuration, and which zone serves a request;
 //! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
 //! - [`headers`]: header edits that keep nginx's own pointers and fields right;
 //! - [`request`]: the read-only request view over `ngx_http_request_t`;
@@ -20,6 +21,7 @@ mod bridge;
 mod ctx;
 mod guard;
 mod headers;
+mod location;
 mod log;
 mod module;
 mod native;

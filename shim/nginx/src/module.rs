@@ -16,16 +16,18 @@ use graft_engine::shared::{CounterTable, SlotTable};
 use graft_engine::Config;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_add_timer, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_t,
-    ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_http_conf_ctx_t, ngx_http_module, ngx_http_module_t,
-    ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_msec_t, ngx_parse_size, ngx_pcalloc, ngx_quit,
-    ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_terminate, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
+    ngx_add_timer, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot,
+    ngx_conf_set_str_slot, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_http_conf_ctx_t,
+    ngx_http_module, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_msec_t,
+    ngx_parse_size, ngx_pcalloc, ngx_quit, ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_terminate,
+    ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR,
+    NGX_LOG_NOTICE, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 use crate::guard::guarded;
+use crate::location;
 use crate::native;
 use crate::snapshot;
 
@@ -50,11 +52,11 @@ static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     init_main_conf: None,
     create_srv_conf: None,
     merge_srv_conf: None,
-    create_loc_conf: Some(native::create_loc_conf),
-    merge_loc_conf: Some(native::merge_loc_conf),
+    create_loc_conf: Some(location::create_loc_conf),
+    merge_loc_conf: Some(location::merge_loc_conf),
 };
 
-static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 4] = [
+static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 5] = [
     ngx_command_t {
         name: ngx_string!("graft_shared_memory"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12) as ngx_uint_t,
@@ -77,7 +79,16 @@ static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 4] = [
             as ngx_uint_t,
         set: Some(ngx_conf_set_flag_slot),
         conf: std::mem::offset_of!(ngx_http_conf_ctx_t, loc_conf) as ngx_uint_t,
-        offset: std::mem::offset_of!(native::LocConf, native) as ngx_uint_t,
+        offset: std::mem::offset_of!(location::LocConf, native) as ngx_uint_t,
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("graft_scope"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
+            as ngx_uint_t,
+        set: Some(ngx_conf_set_str_slot),
+        conf: std::mem::offset_of!(ngx_http_conf_ctx_t, loc_conf) as ngx_uint_t,
+        offset: std::mem::offset_of!(location::LocConf, scope) as ngx_uint_t,
         post: null_mut(),
     },
     ngx_command_t::empty(),
@@ -431,6 +442,22 @@ pub fn main_conf(r: &ngx_http_request_t) -> Option<&MainConf> {
         let index = (*addr_of!(ngx_http_graft_module)).ctx_index;
         (*main_conf.add(index) as *const MainConf).as_ref()
     }
+}
+
+/// The configuration of the http block being configured (`None` before
+/// its `graft_config`).
+///
+/// # Safety
+/// `cf` is nginx's configuration state inside an http block.
+pub unsafe fn main_conf_of(cf: *mut ngx_conf_t) -> Option<Arc<Config>> {
+    // SAFETY: inside an http block cf->ctx is its ngx_http_conf_ctx_t,
+    // whose main confs hold ours (made by create_main_conf).
+    let mcf = unsafe {
+        let ctx = (*cf).ctx as *const ngx_http_conf_ctx_t;
+        let index = (*addr_of!(ngx_http_graft_module)).ctx_index;
+        (*(*ctx).main_conf.add(index) as *const MainConf).as_ref()?
+    };
+    mcf.config.as_ref().map(ArcSwap::load_full)
 }
 
 /// The configuration serving now in this worker (a request keeps the one

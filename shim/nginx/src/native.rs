@@ -14,15 +14,13 @@
 //! Once per main request: a subrequest never runs the pipeline, and an
 //! internal redirect into a graft location runs it only if no graft
 //! location ran it before (see `ctx`).
-use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use graft_contract::{Changes, Context, Decision, HeaderAction, Response};
 use graft_engine::{Count, Mode, Outcome, Zone};
-use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_array_push, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_flag_t,
+    ngx_alloc_chain_link, ngx_array_push, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf,
     ngx_http_conf_ctx_t, ngx_http_core_main_conf_t, ngx_http_core_module,
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_handler_pt,
     ngx_http_output_filter, ngx_http_output_header_filter_pt,
@@ -32,51 +30,16 @@ use ngx::ffi::{
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
 };
 
+use ngx::ffi::NGX_LOG_ERR;
+use ngx::ngx_log_error;
+
 use crate::bridge::{fail_step, log_decision_lines, log_outcome, record, run_sampled};
 use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
 use crate::headers::{pool_str, push_header, remove_request_header, response_header};
-use crate::module::{ngx_http_graft_module, shared_counters};
+use crate::location::{loc_conf, zone_for};
+use crate::module::shared_counters;
 use crate::request::NgxRequest;
-
-const NGX_CONF_UNSET: ngx_flag_t = -1;
-const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
-
-/// The module's location configuration.
-pub struct LocConf {
-    /// `graft_native on|off`.
-    pub native: ngx_flag_t,
-}
-
-pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    guarded(null_mut(), || {
-        // SAFETY: nginx passes a valid conf; `allocate` ties the value's
-        // drop to the pool's cleanup.
-        let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
-        pool.allocate(LocConf {
-            native: NGX_CONF_UNSET,
-        }) as *mut c_void
-    })
-}
-
-pub unsafe extern "C" fn merge_loc_conf(
-    _cf: *mut ngx_conf_t,
-    prev: *mut c_void,
-    conf: *mut c_void,
-) -> *mut c_char {
-    guarded(NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes two location confs made by create_loc_conf.
-        let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
-        if conf.native == NGX_CONF_UNSET {
-            conf.native = if prev.native == NGX_CONF_UNSET {
-                0
-            } else {
-                prev.native
-            };
-        }
-        null_mut()
-    })
-}
 
 /// The next header filter in nginx's chain, a code address that is the same
 /// in every cycle.
@@ -114,15 +77,6 @@ pub unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     })
 }
 
-fn loc_conf(r: &ngx_http_request_t) -> Option<&LocConf> {
-    // SAFETY: a live request's loc_conf array holds one conf per http
-    // module, ours made by create_loc_conf.
-    unsafe {
-        let index = (*std::ptr::addr_of!(ngx_http_graft_module)).ctx_index;
-        (*r.loc_conf.add(index) as *const LocConf).as_ref()
-    }
-}
-
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // A panic here is a bug in graft itself: fail closed.
     guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
@@ -146,10 +100,18 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         ctx.pipeline = Pipeline::Native;
         let config = ctx.config.clone();
-        use graft_contract::RequestView;
-        let Some(zone) = config.zone_index(NgxRequest::new(r).host()) else {
-            ctx.resume_at = None;
-            return NGX_DECLINED as ngx_int_t;
+        let zone = match zone_for(r, &config) {
+            Ok(Some(zone)) => zone,
+            Ok(None) => {
+                ctx.resume_at = None;
+                return NGX_DECLINED as ngx_int_t;
+            }
+            Err(e) => {
+                // SAFETY: a live request's connection and its log are valid.
+                let log = unsafe { (*r.connection).log };
+                ngx_log_error!(NGX_LOG_ERR, log, "graft: {e}");
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            }
         };
         ctx.zone = Some(zone);
         run_steps(r, &config.zones[zone], 0, false, true)

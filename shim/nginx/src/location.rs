@@ -1,0 +1,111 @@
+//! The module's location configuration, and the zone a request is served
+//! from: the location's `graft_scope`, else the request's host.
+use std::ffi::{c_char, c_void};
+use std::ptr::null_mut;
+
+use graft_engine::Config;
+use ngx::core::Pool;
+use ngx::ffi::{ngx_conf_t, ngx_flag_t, ngx_http_request_t, ngx_str_t, NGX_LOG_EMERG};
+use ngx::ngx_conf_log_error;
+
+use crate::guard::guarded;
+use crate::module::{main_conf_of, ngx_http_graft_module};
+use crate::request::NgxRequest;
+
+const NGX_CONF_UNSET: ngx_flag_t = -1;
+const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
+
+/// The module's location configuration.
+pub struct LocConf {
+    /// `graft_native on|off`.
+    pub native: ngx_flag_t,
+    /// `graft_scope <zone>`: the zone whose steps serve this location,
+    /// whatever the host (empty: the host's zone).
+    pub scope: ngx_str_t,
+}
+
+pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    guarded(null_mut(), || {
+        // SAFETY: nginx passes a valid conf; `allocate` ties the value's
+        // drop to the pool's cleanup.
+        let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+        pool.allocate(LocConf {
+            native: NGX_CONF_UNSET,
+            scope: ngx_str_t {
+                len: 0,
+                data: null_mut(),
+            },
+        }) as *mut c_void
+    })
+}
+
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guarded(NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes two location confs made by create_loc_conf.
+        let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+        if conf.native == NGX_CONF_UNSET {
+            conf.native = if prev.native == NGX_CONF_UNSET {
+                0
+            } else {
+                prev.native
+            };
+        }
+        if conf.scope.data.is_null() {
+            conf.scope = prev.scope;
+        }
+        // A scope must name a zone of the file graft_config loaded (when
+        // it comes first): refused here, with nginx's file and line.
+        // SAFETY: during configuration, cf is valid.
+        if let (Some(scope), Some(config)) = (scope_of(conf), unsafe { main_conf_of(cf) }) {
+            if config.zone_named(scope).is_none() {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "graft_scope \"{scope}\": no such zone in {}",
+                    config.source.display()
+                );
+                return NGX_CONF_ERROR;
+            }
+        }
+        null_mut()
+    })
+}
+
+fn scope_of(conf: &LocConf) -> Option<&str> {
+    if conf.scope.len == 0 || conf.scope.data.is_null() {
+        return None;
+    }
+    // SAFETY: a string nginx parsed from the configuration, in the cycle's
+    // pool, which outlives every request and location conf.
+    let bytes = unsafe { std::slice::from_raw_parts(conf.scope.data, conf.scope.len) };
+    std::str::from_utf8(bytes).ok()
+}
+
+pub fn loc_conf(r: &ngx_http_request_t) -> Option<&LocConf> {
+    // SAFETY: a live request's loc_conf array holds one conf per http
+    // module, ours made by create_loc_conf.
+    unsafe {
+        let index = (*std::ptr::addr_of!(ngx_http_graft_module)).ctx_index;
+        (*r.loc_conf.add(index) as *const LocConf).as_ref()
+    }
+}
+
+/// The zone serving the request: its location's `graft_scope`, else its
+/// host's zone (or `"*"`). `Ok(None)`: no zone serves it. `Err`: the
+/// location names a zone the configuration no longer has (a live apply
+/// removed it): graft cannot tell which steps apply.
+pub fn zone_for(r: &ngx_http_request_t, config: &Config) -> Result<Option<usize>, String> {
+    match loc_conf(r).and_then(scope_of) {
+        Some(scope) => config.zone_named(scope).map(Some).ok_or_else(|| {
+            format!("graft_scope \"{scope}\": no such zone in the configuration serving")
+        }),
+        None => {
+            use graft_contract::RequestView;
+            Ok(config.zone_index(NgxRequest::new(r).host()))
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! A team's own handlers: one migrated module called where the handler
+//! used to call its own function (`graft.decide`, `graft.apply`), the
+//! team's function declared as the module's legacy side where it lives
+//! (`graft.legacy.declare`), and locations scoped to a zone
+//! (`graft_scope`).
+use graft_tests::Nginx;
+use serde_json::json;
+
+/// The team's own bot filter, as it lived in their Lua: it now answers in
+/// graft's decision shape.
+const INIT: &str = r#"
+        require("graft.legacy").declare("probe", function(req, config, zone)
+            if req.path:find("bot", 1, true) then
+                return { kind = "respond", status = 451, headers = {}, body = "" }
+            end
+            if req.path:find("boom", 1, true) then
+                error("the team's function throws")
+            end
+            return { kind = "continue",
+                     request_headers = { { action = "set", name = "X-Probe", value = "team" } } }
+        end)
+"#;
+
+/// The team's existing access handler, calling one module.
+const EXTRA: &str = r#"
+        location /own/ {
+            access_by_lua_block {
+                local graft = require "graft"
+                local d, err = graft.decide("probe")
+                if not d then
+                    ngx.log(ngx.ERR, err)
+                    return ngx.exit(500)
+                end
+                graft.apply(d)
+            }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location /scoped/ {
+            graft_scope api.scope;
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location /scoped-native/ {
+            graft_scope api.scope;
+            graft_native on;
+            alias @PREFIX@/html/native/;
+        }
+"#;
+
+fn config() -> String {
+    let probe = |mode: &str| {
+        let mut step = json!({ "module": "probe", "mode": mode,
+            "config": { "continue": true, "error_on": "/own/rust-fails" } });
+        if mode == "canary" {
+            step["percent"] = json!(100);
+        }
+        json!({ "modules": [ step ] })
+    };
+    json!({ "zones": {
+        "lua.test": probe("lua"),
+        "rust.test": probe("rust"),
+        "shadow.test": probe("shadow"),
+        "canary.test": probe("canary"),
+        "api.scope": { "modules": [
+            { "module": "waf", "mode": "rust", "config": { "rules": [
+                { "id": "deny", "when": { "field": "path", "op": "contains", "value": "admin" }, "action": "block", "status": 403 } ] } } ] },
+    } })
+    .to_string()
+}
+
+fn start() -> Nginx {
+    let nginx = Nginx::prepare_custom(&config(), false, 1, EXTRA, INIT);
+    let out = nginx.run(&[]);
+    assert!(out.status.success(), "{}", nginx.error_log());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    nginx
+}
+
+#[test]
+fn a_handler_calls_one_module_in_every_mode() {
+    let nginx = start();
+    let probe_header = |host: &str, path: &str| {
+        let r = nginx.get(host, path);
+        assert_eq!(r.status, 200, "{host} {path}: {}", r.text());
+        let text = r.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("x-probe: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{host} {path}: no X-Probe in {text}"))
+    };
+    // lua and shadow: the team's function serves; rust and canary (100 %):
+    // the Rust module.
+    assert_eq!(probe_header("lua.test", "/own/page"), "team");
+    assert_eq!(probe_header("shadow.test", "/own/page"), "team");
+    assert_eq!(probe_header("rust.test", "/own/page"), "rust");
+    assert_eq!(probe_header("canary.test", "/own/page"), "rust");
+    // Rust fails: the team's function serves, counted as a fallback.
+    assert_eq!(probe_header("rust.test", "/own/rust-fails"), "team");
+    assert_eq!(nginx.counter("rust.test", 0, "fallback"), 1);
+    // The team's function answers through graft.apply.
+    assert_eq!(nginx.get("lua.test", "/own/bot").status, 451);
+    assert_eq!(nginx.counter("lua.test", 0, "lua"), 2);
+    // Shadow compared the team's function with Rust (they differ).
+    assert_eq!(nginx.counter("shadow.test", 0, "shadow_diff"), 1);
+    // The team's function throws: the step's failure policy (continue).
+    let r = nginx.get("lua.test", "/own/boom");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(nginx.counter("lua.test", 0, "failed"), 1);
+    nginx.assert_clean_log(&["could not decide", "failed:"]);
+}
+
+#[test]
+fn a_scoped_location_uses_its_zone_whatever_the_host() {
+    let nginx = start();
+    for path in ["/scoped/admin", "/scoped-native/admin"] {
+        let r = nginx.get("any.host", path);
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+    }
+    assert_eq!(nginx.get("any.host", "/scoped/page").status, 200);
+    assert_eq!(nginx.counter("api.scope", 0, "rust"), 3);
+}
+
+#[test]
+fn a_scope_naming_no_zone_is_refused() {
+    let nginx = Nginx::prepare_extra(
+        &config(),
+        false,
+        1,
+        "location /x/ { graft_scope nope.scope; return 200; }",
+    );
+    let (ok, out) = nginx.test_config();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("graft_scope \"nope.scope\": no such zone"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_declare_after_graft_loads_is_refused() {
+    let nginx = Nginx::prepare_custom(
+        &config(),
+        false,
+        1,
+        "",
+        r#"require "graft"
+        require("graft.legacy").declare("probe", function() end)"#,
+    );
+    let out = nginx.run(&[]);
+    assert!(!out.status.success());
+    assert!(
+        nginx
+            .error_log()
+            .contains("declare before require \"graft\""),
+        "{}",
+        nginx.error_log()
+    );
+}
