@@ -347,7 +347,7 @@ proptest! {
 
     #[test]
     fn url_normalize(merge in any::<bool>(), reqs in prop::collection::vec(request(), 24)) {
-        Harness::new().compare("url_normalize", &graft_url_normalize::Factory, &json!({ "merge_slashes": merge }), &reqs)?;
+        Harness::new().compare("url_normalize", &graft_url_normalize::FACTORY, &json!({ "merge_slashes": merge }), &reqs)?;
     }
 
     #[test]
@@ -358,7 +358,7 @@ proptest! {
         reqs in prop::collection::vec(request(), 24),
     ) {
         let config = json!({ "allow": allow, "deny": deny, "default": if default_deny { "deny" } else { "allow" } });
-        Harness::new().compare("ip_access", &graft_ip_access::Factory, &config, &reqs)?;
+        Harness::new().compare("ip_access", &graft_ip_access::FACTORY, &config, &reqs)?;
     }
 
     #[test]
@@ -376,6 +376,6 @@ proptest! {
             if let Some(w) = when { r["when"] = w; }
             r
         }).collect();
-        Harness::new().compare("headers", &graft_headers::Factory, &json!({ "rules": rules }), &reqs)?;
+        Harness::new().compare("headers", &graft_headers::FACTORY, &json!({ "rules": rules }), &reqs)?;
     }
 }

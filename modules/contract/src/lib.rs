@@ -65,6 +65,61 @@ pub trait ModuleFactory: Send + Sync {
     }
 }
 
+/// What a module crate implements once: its name, how it is built from its
+/// configuration (parsed and validated, naming the field that is wrong),
+/// and what its steps do when they cannot decide. [`Factory`] makes the
+/// registry's [`ModuleFactory`] out of it.
+pub trait Configured: Module + Sized + 'static {
+    /// The name the configuration uses for the module.
+    const NAME: &'static str;
+    /// The failure policy of its steps when the configuration gives none:
+    /// access controls answer ([`FailurePolicy::CLOSED`]).
+    const ON_FAILURE: FailurePolicy = FailurePolicy::Continue;
+
+    /// Parses and validates the module's configuration.
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError>;
+
+    /// The configuration the Lua twin receives (see
+    /// [`ModuleFactory::lua_config`]).
+    fn lua_config(config: &serde_json::Value) -> serde_json::Value {
+        config.clone()
+    }
+}
+
+/// The registry's factory of a [`Configured`] module:
+/// `pub static FACTORY: Factory<MyModule> = Factory::new();`.
+pub struct Factory<M>(std::marker::PhantomData<fn() -> M>);
+
+impl<M> Factory<M> {
+    pub const fn new() -> Self {
+        Factory(std::marker::PhantomData)
+    }
+}
+
+impl<M> Default for Factory<M> {
+    fn default() -> Self {
+        Factory::new()
+    }
+}
+
+impl<M: Configured> ModuleFactory for Factory<M> {
+    fn name(&self) -> &'static str {
+        M::NAME
+    }
+
+    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
+        Ok(Box::new(M::configure(config)?))
+    }
+
+    fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
+        M::lua_config(config)
+    }
+
+    fn on_failure(&self) -> FailurePolicy {
+        M::ON_FAILURE
+    }
+}
+
 /// What a step does with a request it cannot decide. Either way the failure
 /// is counted and logged, and the steps after this one still run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,8 +14,8 @@
 
 use graft_conditions::{Condition, Subject};
 use graft_contract::{
-    parse_config, Changes, ConfigError, Context, Decision, HeaderAction, HeaderName, HeaderOp,
-    HeaderValue, Module, ModuleError, ModuleFactory, RequestView,
+    parse_config, Changes, ConfigError, Configured, Context, Decision, Factory, HeaderAction,
+    HeaderName, HeaderOp, HeaderValue, Module, ModuleError, RequestView,
 };
 use serde::Deserialize;
 
@@ -150,23 +150,22 @@ impl Module for Headers {
     }
 }
 
-pub struct Factory;
+impl Configured for Headers {
+    const NAME: &'static str = NAME;
 
-impl ModuleFactory for Factory {
-    fn name(&self) -> &'static str {
-        NAME
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_config(config)
     }
 
     /// Regular expressions reach the Lua side in PCRE's reading of the
     /// same meaning (see `graft_conditions::pcre_pattern`).
-    fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
+    fn lua_config(config: &serde_json::Value) -> serde_json::Value {
         graft_conditions::lua_conditions_in(config, "rules")
     }
-
-    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
-        Ok(Box::new(Headers::from_config(config)?))
-    }
 }
+
+/// The registry's factory of this module.
+pub static FACTORY: Factory<Headers> = Factory::new();
 
 #[cfg(test)]
 mod tests {

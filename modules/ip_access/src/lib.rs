@@ -14,8 +14,8 @@
 
 use graft_conditions::{parse_prefix, MAX_LIST};
 use graft_contract::{
-    parse_config, Changes, ConfigError, Context, Decision, Module, ModuleError, ModuleFactory,
-    RequestView, Response,
+    parse_config, Changes, ConfigError, Configured, Context, Decision, Factory, FailurePolicy,
+    Module, ModuleError, RequestView, Response,
 };
 use ipnet::IpNet;
 use prefix_trie::joint::map::JointPrefixMap;
@@ -120,22 +120,18 @@ impl Module for IpAccess {
     }
 }
 
-pub struct Factory;
-
-impl ModuleFactory for Factory {
+impl Configured for IpAccess {
+    const NAME: &'static str = NAME;
     /// An access control: a request it cannot decide is not let through.
-    fn on_failure(&self) -> graft_contract::FailurePolicy {
-        graft_contract::FailurePolicy::CLOSED
-    }
+    const ON_FAILURE: FailurePolicy = FailurePolicy::CLOSED;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
-        Ok(Box::new(IpAccess::from_config(config)?))
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_config(config)
     }
 }
+
+/// The registry's factory of this module.
+pub static FACTORY: Factory<IpAccess> = Factory::new();
 
 #[cfg(test)]
 mod tests {

@@ -12,8 +12,8 @@
 #![forbid(unsafe_code)]
 
 use graft_contract::{
-    parse_config, ConfigError, Context, Decision, HeaderName, HeaderValue, Module, ModuleError,
-    ModuleFactory, RequestView, Response,
+    parse_config, ConfigError, Configured, Context, Decision, Factory, HeaderName, HeaderValue,
+    Module, ModuleError, RequestView, Response,
 };
 use serde::Deserialize;
 
@@ -90,14 +90,13 @@ impl Module for Probe {
     }
 }
 
-pub struct Factory;
+impl Configured for Probe {
+    const NAME: &'static str = NAME;
 
-impl ModuleFactory for Factory {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
-        Ok(Box::new(parse_config::<Probe>(config)?))
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        parse_config::<Probe>(config)
     }
 }
+
+/// The registry's factory of this module.
+pub static FACTORY: Factory<Probe> = Factory::new();

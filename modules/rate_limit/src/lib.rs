@@ -16,8 +16,8 @@
 
 use graft_conditions::{Condition, Subject};
 use graft_contract::{
-    parse_config, Changes, ConfigError, Context, Decision, HeaderName, HeaderValue, Module,
-    ModuleError, ModuleFactory, RequestView, Response,
+    parse_config, Changes, ConfigError, Configured, Context, Decision, Factory, FailurePolicy,
+    HeaderName, HeaderValue, Module, ModuleError, RequestView, Response,
 };
 use serde::Deserialize;
 
@@ -171,28 +171,24 @@ impl Module for RateLimit {
     }
 }
 
-pub struct Factory;
-
-impl ModuleFactory for Factory {
+impl Configured for RateLimit {
+    const NAME: &'static str = NAME;
     /// An access control: a request it cannot decide is not let through.
-    fn on_failure(&self) -> graft_contract::FailurePolicy {
-        graft_contract::FailurePolicy::CLOSED
-    }
+    const ON_FAILURE: FailurePolicy = FailurePolicy::CLOSED;
 
-    fn name(&self) -> &'static str {
-        NAME
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_config(config)
     }
 
     /// Regular expressions reach the Lua side in PCRE's reading of the
     /// same meaning (see `graft_conditions::pcre_pattern`).
-    fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
+    fn lua_config(config: &serde_json::Value) -> serde_json::Value {
         graft_conditions::lua_conditions_in(config, "limits")
     }
-
-    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
-        Ok(Box::new(RateLimit::from_config(config)?))
-    }
 }
+
+/// The registry's factory of this module.
+pub static FACTORY: Factory<RateLimit> = Factory::new();
 
 #[cfg(test)]
 mod tests {

@@ -37,8 +37,8 @@
 use std::collections::HashMap;
 
 use graft_contract::{
-    parse_config, ConfigError, Context, Decision, HeaderName, HeaderValue, Module, ModuleError,
-    ModuleFactory, RequestView, Response,
+    parse_config, ConfigError, Configured, Context, Decision, Factory, HeaderName, HeaderValue,
+    Module, ModuleError, RequestView, Response,
 };
 use serde::Deserialize;
 
@@ -336,17 +336,16 @@ impl Module for Redirects {
 }
 
 /// Registers the module under [`NAME`].
-pub struct Factory;
+impl Configured for Redirects {
+    const NAME: &'static str = NAME;
 
-impl ModuleFactory for Factory {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
-        Ok(Box::new(Redirects::from_config(config)?))
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_config(config)
     }
 }
+
+/// The registry's factory of this module.
+pub static FACTORY: Factory<Redirects> = Factory::new();
 
 #[cfg(test)]
 mod tests;

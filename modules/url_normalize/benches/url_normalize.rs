@@ -5,7 +5,7 @@ use serde_json::json;
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {
-    let m = graft_url_normalize::Factory.build(&json!({})).unwrap();
+    let m = graft_url_normalize::FACTORY.build(&json!({})).unwrap();
     let counters = LocalCounters::default();
     let ctx = Context::local(0, &counters);
     let clean = OwnedRequest::get("a", "/products/42/reviews?page=2");

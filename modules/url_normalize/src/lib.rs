@@ -12,8 +12,8 @@
 #![forbid(unsafe_code)]
 
 use graft_contract::{
-    parse_config, Changes, ConfigError, Context, Decision, Module, ModuleError, ModuleFactory,
-    RequestView, Response,
+    parse_config, Changes, ConfigError, Configured, Context, Decision, Factory, Module,
+    ModuleError, RequestView, Response,
 };
 use serde::Deserialize;
 
@@ -133,17 +133,16 @@ impl Module for UrlNormalize {
     }
 }
 
-pub struct Factory;
+impl Configured for UrlNormalize {
+    const NAME: &'static str = NAME;
 
-impl ModuleFactory for Factory {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
-        Ok(Box::new(parse_config::<UrlNormalize>(config)?))
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        parse_config::<UrlNormalize>(config)
     }
 }
+
+/// The registry's factory of this module.
+pub static FACTORY: Factory<UrlNormalize> = Factory::new();
 
 #[cfg(test)]
 mod tests {

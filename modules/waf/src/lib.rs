@@ -28,8 +28,8 @@ use graft_conditions::{
     compile_regex, lua_conditions_in, pcre_pattern, Condition, Subject, REGEX_SIZE_LIMIT,
 };
 use graft_contract::{
-    parse_config, Changes, ConfigError, Context, Decision, Module, ModuleError, ModuleFactory,
-    RequestView, Response,
+    parse_config, Changes, ConfigError, Configured, Context, Decision, Factory, FailurePolicy,
+    Module, ModuleError, RequestView, Response,
 };
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde::Deserialize;
@@ -290,27 +290,20 @@ impl Module for Waf {
     }
 }
 
-pub struct Factory;
-
-impl ModuleFactory for Factory {
+impl Configured for Waf {
+    const NAME: &'static str = NAME;
     /// An access control: a request it cannot decide is not let through.
-    fn on_failure(&self) -> graft_contract::FailurePolicy {
-        graft_contract::FailurePolicy::CLOSED
-    }
+    const ON_FAILURE: FailurePolicy = FailurePolicy::CLOSED;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn build(&self, config: &serde_json::Value) -> Result<Box<dyn Module>, ConfigError> {
-        Ok(Box::new(Waf::from_config(config)?))
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_config(config)
     }
 
     /// The Lua side gets the lists' patterns, not just their names: one
     /// source for the signatures. Every regex it gets, in the rules'
     /// conditions and in the lists, has each `$` anchor as `\z`: PCRE's `$`
     /// also matches before a final newline, graft's only at the very end.
-    fn lua_config(&self, config: &serde_json::Value) -> serde_json::Value {
+    fn lua_config(config: &serde_json::Value) -> serde_json::Value {
         let mut config = lua_conditions_in(config, "rules");
         if let Some(names) = config.get("signatures").and_then(|s| s.as_array()).cloned() {
             let lists: Vec<_> = names
@@ -323,6 +316,9 @@ impl ModuleFactory for Factory {
         config
     }
 }
+
+/// The registry's factory of this module.
+pub static FACTORY: Factory<Waf> = Factory::new();
 
 #[cfg(test)]
 mod tests;

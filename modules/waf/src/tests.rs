@@ -201,7 +201,7 @@ fn lua_config_hands_pcre_the_very_end_for_dollar() {
         ],
         "signatures": ["path_traversal", "script_injection"],
     });
-    let lua = Factory.lua_config(&config);
+    let lua = <Waf as Configured>::lua_config(&config);
     assert_eq!(
         lua["rules"][0]["when"]["any"][0]["value"],
         json!("^/admin\\z")

@@ -4,13 +4,13 @@ use graft_contract::ModuleFactory;
 /// Every module, in a fixed order. `probe` exists for graft's own tests of
 /// modes and fallback.
 static FACTORIES: &[&dyn ModuleFactory] = &[
-    &graft_redirects::Factory,
-    &graft_url_normalize::Factory,
-    &graft_ip_access::Factory,
-    &graft_waf::Factory,
-    &graft_headers::Factory,
-    &graft_rate_limit::Factory,
-    &graft_probe::Factory,
+    &graft_redirects::FACTORY,
+    &graft_url_normalize::FACTORY,
+    &graft_ip_access::FACTORY,
+    &graft_waf::FACTORY,
+    &graft_headers::FACTORY,
+    &graft_rate_limit::FACTORY,
+    &graft_probe::FACTORY,
 ];
 
 pub fn factory(name: &str) -> Option<&'static dyn ModuleFactory> {
