@@ -21,9 +21,11 @@ ADMIN_PORT ?= 8081
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 GRAFT_MODULE ?= $(CURDIR)/$(MODULE)
+# Every module crate with criterion benches (modules/<name>/benches).
+BENCH_CRATES := $(foreach d,$(filter-out modules/template/benches,$(wildcard modules/*/benches)),-p graft-$(subst _,-,$(notdir $(patsubst %/benches,%,$(d)))))
 export GRAFT_MODULE
 
-.PHONY: help deps build run stop test diff corpus bench lint fmt clean
+.PHONY: help deps build run stop test diff corpus bench lint fmt clean new-module
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -83,7 +85,10 @@ corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
 
 bench: build ## Measure every variant with wrk on loopback (about 3 minutes); writes target/graft-bench/
 	cargo run --release -q -p graft-tests --bin graft-bench -- --rounds 3 --seconds 5
-	cargo bench -q -p graft-waf -p graft-redirects -p graft-url-normalize -p graft-ip-access -p graft-headers -p graft-rate-limit
+	cargo bench -q $(BENCH_CRATES)
+
+new-module: ## Write a new product module and everything around it (NAME=geo_block)
+	modules/new-module.sh $(NAME)
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check

@@ -5,6 +5,7 @@
 //! here. `GRAFT_MODULE` names the module to load (the Makefile sets it);
 //! without it, the release build under `target/` is used.
 pub mod corpus;
+pub mod parity;
 pub mod replay;
 
 use std::io::{Read, Write};
