@@ -156,3 +156,88 @@ fn a_declare_after_graft_loads_is_refused() {
         nginx.error_log()
     );
 }
+
+#[test]
+fn a_capture_replays_with_no_difference() {
+    use graft_tests::corpus::{parse, CorpusRequest};
+    let config = json!({ "zones": {
+        "cap.test": { "modules": [
+            { "module": "waf", "mode": "shadow", "config": { "rules": [
+                { "id": "deny", "when": { "field": "path", "op": "contains", "value": "admin" }, "action": "block", "status": 403 } ],
+                "signatures": ["script_injection"] } },
+            { "module": "redirects", "mode": "shadow", "config": { "rules": [ { "from": "/old", "to": "/new" } ] } },
+        ] },
+    } });
+    let nginx = Nginx::prepare(&config.to_string());
+    let conf = nginx.prefix.join("nginx.conf");
+    let capture = nginx.prefix.join("capture.txt");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let text = text.replacen(
+        "    graft_config ",
+        &format!(
+            "    graft_capture {} rate=0.5 max=8k drop=X-Secret;\n    graft_config ",
+            capture.display()
+        ),
+        1,
+    );
+    std::fs::write(&conf, text).unwrap();
+    let out = nginx.run(&[]);
+    assert!(out.status.success(), "{}", nginx.error_log());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let sent: Vec<CorpusRequest> = (0..40)
+        .map(|i| {
+            let target = match i % 4 {
+                0 => format!("/old?i={i}"),
+                1 => format!("/admin/{i}"),
+                2 => format!("/page?q=%3Cscript%3E{i}"),
+                _ => format!("/shop/{i}"),
+            };
+            CorpusRequest::get("cap.test", &target)
+                .header("Authorization: Basic c2VjcmV0")
+                .header("X-Secret: s3cret")
+                .header(&format!("X-Seq: {i}"))
+        })
+        .collect();
+    for r in &sent {
+        graft_tests::replay::send(nginx.port, r).unwrap();
+    }
+    let written = std::fs::read_to_string(&capture).unwrap();
+    let captured = parse(&written).unwrap();
+    assert_eq!(
+        captured.len(),
+        20,
+        "rate=0.5 writes one request in two:\n{written}"
+    );
+    assert!(
+        !written.contains("c2VjcmV0") && !written.contains("s3cret"),
+        "{written}"
+    );
+    assert!(captured
+        .iter()
+        .all(|r| r.client.is_some_and(|c| c.octets()[0] == 127)));
+    // The capture, replayed: Lua and Rust answer alike.
+    let report = graft_tests::replay::replay(&config, &captured, &mut |_| {});
+    assert!(report.clean(), "{}", report.render(&captured));
+    // Bounded: past max, nothing more is written, and the log says so.
+    for _ in 0..10 {
+        for r in &sent {
+            graft_tests::replay::send(nginx.port, r).unwrap();
+        }
+    }
+    let size = std::fs::metadata(&capture).unwrap().len();
+    assert!(size <= 8192, "{size} bytes");
+    assert!(
+        nginx.error_log().contains("capture file full"),
+        "{}",
+        nginx.error_log()
+    );
+    // Rotated as nginx's logs are: moved away, reopened, written anew.
+    std::fs::rename(&capture, nginx.prefix.join("capture.txt.1")).unwrap();
+    assert!(nginx.run(&["-s", "reopen"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for r in &sent[..4] {
+        graft_tests::replay::send(nginx.port, r).unwrap();
+    }
+    let fresh = std::fs::read_to_string(&capture).unwrap();
+    assert_eq!(parse(&fresh).unwrap().len(), 2, "{fresh}");
+}

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the JSON configuration, parsed and validated once, whole or
 //!   not at all;
+//! - [`corpus`]: the request-corpus format, written by captures, read by replays;
 //! - [`registry`]: the Rust product modules graft knows, in a fixed order;
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
 //! - [`counters`]: what happened, per zone, module and path;
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod corpus;
 pub mod counters;
 pub mod dispatch;
 pub mod log_budget;

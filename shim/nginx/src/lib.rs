@@ -10,6 +10,7 @@
 //! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
 //! - [`headers`]: header edits that keep nginx's own pointers and fields right;
 //! - [`request`]: the read-only request view over `ngx_http_request_t`;
+//! - [`capture`]: `graft_capture`, a sample of live requests for replays;
 //! - [`ctx`]: what graft keeps per request (its pinned configuration);
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`log`]: Rust `tracing` events into nginx's error log;
@@ -18,6 +19,7 @@
 //!   unwinds into nginx.
 
 mod bridge;
+mod capture;
 mod ctx;
 mod guard;
 mod headers;

@@ -20,7 +20,7 @@ use ngx::ffi::{
     ngx_conf_set_str_slot, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_http_conf_ctx_t,
     ngx_http_module, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_msec_t,
     ngx_parse_size, ngx_pcalloc, ngx_quit, ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_terminate,
-    ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
+    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR,
     NGX_LOG_NOTICE, NGX_OK,
 };
@@ -41,6 +41,8 @@ pub struct MainConf {
     /// `graft_shared_memory`: bytes of the step counters and of the
     /// windowed counters, when set.
     pub shared_bytes: Option<(usize, usize)>,
+    /// `graft_capture`: a sample of requests written for replays.
+    pub capture: Option<crate::capture::Capture>,
 }
 
 const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
@@ -56,7 +58,15 @@ static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(location::merge_loc_conf),
 };
 
-static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 5] = [
+static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 6] = [
+    ngx_command_t {
+        name: ngx_string!("graft_capture"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(crate::capture::set_capture),
+        conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
+        offset: 0,
+        post: null_mut(),
+    },
     ngx_command_t {
         name: ngx_string!("graft_shared_memory"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12) as ngx_uint_t,

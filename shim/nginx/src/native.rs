@@ -24,10 +24,10 @@ use ngx::ffi::{
     ngx_http_conf_ctx_t, ngx_http_core_main_conf_t, ngx_http_core_module,
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_handler_pt,
     ngx_http_output_filter, ngx_http_output_header_filter_pt,
-    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
-    ngx_http_request_t, ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
-    ngx_http_top_header_filter, ngx_int_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_http_send_header,
+    ngx_http_set_content_type, ngx_http_set_exten, ngx_http_top_header_filter, ngx_int_t, ngx_time,
+    NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
 };
 
 use ngx::ffi::NGX_LOG_ERR;
@@ -66,6 +66,12 @@ pub unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
                 return NGX_ERROR as ngx_int_t;
             }
             *h = Some(finish_handler);
+            let phase = &mut (*cmcf).phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize];
+            let h = ngx_array_push(&mut phase.handlers) as *mut ngx_http_handler_pt;
+            if h.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            *h = Some(crate::capture::log_handler);
             if let Some(next) = ngx_http_top_header_filter {
                 if next as usize != header_filter as *const () as usize {
                     NEXT_HEADER_FILTER.store(next as usize, Ordering::Relaxed);

@@ -1,0 +1,193 @@
+//! The request corpus format, one request a line:
+//!
+//! ```text
+//! # a comment
+//! GET<TAB>shop.example<TAB>/cart?id=3<TAB>User-Agent: curl/8<TAB>@client: 127.0.0.9
+//! ```
+//!
+//! Fields are separated by tabs: method, host, request target, then any
+//! number of headers. `@client: ADDR` is not a header: it is the loopback
+//! address the request is sent from. In every field `\xNN` is the byte NN,
+//! `\t` a tab and `\\` a backslash, so a line can carry any byte.
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorpusRequest {
+    pub method: Vec<u8>,
+    pub host: Vec<u8>,
+    pub target: Vec<u8>,
+    pub headers: Vec<Vec<u8>>,
+    pub client: Option<Ipv4Addr>,
+}
+
+fn unescape(field: &str) -> Result<Vec<u8>, String> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b't') => {
+                out.push(b'\t');
+                i += 2;
+            }
+            Some(b'x') => {
+                let hex = field.get(i + 2..i + 4).ok_or("\\x needs two hex digits")?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| "\\x needs two hex digits")?);
+                i += 4;
+            }
+            _ => return Err(format!("unknown escape at byte {i}")),
+        }
+    }
+    Ok(out)
+}
+
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'\t' => out.push_str("\\t"),
+            0x21..=0x7e | b' ' => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+impl CorpusRequest {
+    pub fn get(host: &str, target: &str) -> Self {
+        CorpusRequest {
+            method: b"GET".to_vec(),
+            host: host.as_bytes().to_vec(),
+            target: target.as_bytes().to_vec(),
+            headers: vec![],
+            client: None,
+        }
+    }
+
+    pub fn header(mut self, h: &str) -> Self {
+        self.headers.push(h.as_bytes().to_vec());
+        self
+    }
+
+    pub fn from(mut self, client: Ipv4Addr) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    pub fn to_line(&self) -> String {
+        let mut fields = vec![
+            escape(&self.method),
+            escape(&self.host),
+            escape(&self.target),
+        ];
+        fields.extend(self.headers.iter().map(|h| escape(h)));
+        if let Some(c) = self.client {
+            fields.push(format!("@client: {c}"));
+        }
+        fields.join("\t")
+    }
+
+    /// The bytes sent: an HTTP/1.1 request that closes the connection.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut w = Vec::new();
+        w.extend_from_slice(&self.method);
+        w.push(b' ');
+        w.extend_from_slice(&self.target);
+        w.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        w.extend_from_slice(&self.host);
+        w.extend_from_slice(b"\r\n");
+        for h in &self.headers {
+            w.extend_from_slice(h);
+            w.extend_from_slice(b"\r\n");
+        }
+        w.extend_from_slice(b"Connection: close\r\n\r\n");
+        w
+    }
+
+    /// A short description for reports.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} {} {}",
+            escape(&self.method),
+            escape(&self.host),
+            escape(&self.target)
+        );
+        if s.len() > 200 {
+            s.truncate(200);
+            s.push('…');
+        }
+        if let Some(c) = self.client {
+            s.push_str(&format!(" from {c}"));
+        }
+        s
+    }
+}
+
+/// Parses a corpus; errors name the line.
+pub fn parse(text: &str) -> Result<Vec<CorpusRequest>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |e: String| format!("line {}: {e}", n + 1);
+        let mut fields = line.split('\t');
+        let mut next = |what: &str| fields.next().ok_or_else(|| err(format!("no {what}")));
+        let method = unescape(next("method")?).map_err(err)?;
+        let host = unescape(next("host")?).map_err(err)?;
+        let target = unescape(next("target")?).map_err(err)?;
+        let mut req = CorpusRequest {
+            method,
+            host,
+            target,
+            headers: vec![],
+            client: None,
+        };
+        for f in fields {
+            if let Some(addr) = f.strip_prefix("@client: ") {
+                req.client = Some(
+                    addr.parse()
+                        .map_err(|_| err(format!("bad @client {addr}")))?,
+                );
+                if !req.client.unwrap().is_loopback() {
+                    return Err(err("@client must be a loopback address (127.x.y.z)".into()));
+                }
+            } else {
+                req.headers.push(unescape(f).map_err(err)?);
+            }
+        }
+        out.push(req);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_any_byte() {
+        let req = CorpusRequest {
+            method: b"GET".to_vec(),
+            host: b"a.example".to_vec(),
+            target: b"/p/\xff\x00\t\\x".to_vec(),
+            headers: vec![b"X-A: \x01\xfe".to_vec()],
+            client: Some("127.0.0.9".parse().unwrap()),
+        };
+        let parsed = parse(&req.to_line()).unwrap();
+        assert_eq!(parsed, vec![req]);
+        assert!(parse("GET\ta\t/\t@client: 10.0.0.1")
+            .unwrap_err()
+            .contains("loopback"));
+    }
+}

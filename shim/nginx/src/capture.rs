@@ -1,0 +1,241 @@
+//! `graft_capture`: a sample of live requests written in the replay's
+//! corpus format (`graft_engine::corpus`), so that `graft-replay` compares
+//! Lua and Rust on a team's own traffic.
+//!
+//! ```nginx
+//! graft_capture /var/log/nginx/graft-capture.txt rate=0.01 max=256m drop=X-Api-Key;
+//! ```
+//!
+//! The file is nginx's own kind of log file (`ngx_conf_open_file`): the
+//! master opens it, hands it to the workers' user, and `nginx -s reopen`
+//! (logrotate's signal) reopens it, as access logs are rotated. Once the
+//! file holds `max` bytes nothing more is written until it is rotated
+//! (counted, and said in the error log within its budget). Authorization,
+//! Cookie and Proxy-Authorization are never written, nor the headers
+//! `drop=` names. A client address becomes a loopback one with the same
+//! low 24 bits (`@client: 127.b.c.d`), so that a replay keeps clients
+//! apart (rate limits, canaries) from one machine.
+use std::cell::Cell;
+use std::ffi::{c_char, c_void};
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use graft_engine::corpus::CorpusRequest;
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_open_file, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_list_part_t,
+    ngx_open_file_t, ngx_parse_size, ngx_str_t, ngx_table_elt_t, NGX_DECLINED, NGX_LOG_EMERG,
+};
+use ngx::ngx_conf_log_error;
+
+use crate::bridge::{log_limited, LogFamily};
+use crate::guard::guarded;
+use crate::module::MainConf;
+
+const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
+
+/// Headers never written to a capture, whatever the configuration says.
+const ALWAYS_DROPPED: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// A capture's settings, in the http block's main conf.
+pub struct Capture {
+    file: *mut ngx_open_file_t,
+    /// One main request in `every` is written.
+    every: u64,
+    /// The file's size past which nothing more is written.
+    max: u64,
+    /// Lower-case names of the headers never written.
+    drop: Vec<Vec<u8>>,
+}
+
+/// Requests not written because the file was full, in this worker.
+static SKIPPED_FULL: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// `graft_capture <file> [rate=R] [max=SIZE] [drop=H1,H2,...];`
+pub unsafe extern "C" fn set_capture(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guarded(NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes our main conf, and `cf->args` holds the
+        // directive and its arguments.
+        let (mcf, args) = unsafe {
+            let a = &*(*cf).args;
+            (
+                &mut *(conf as *mut MainConf),
+                std::slice::from_raw_parts(a.elts as *mut ngx_str_t, a.nelts),
+            )
+        };
+        if mcf.capture.is_some() {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let mut capture = Capture {
+            file: null_mut(),
+            every: 100,
+            max: 64 << 20,
+            drop: ALWAYS_DROPPED
+                .iter()
+                .map(|h| h.as_bytes().to_vec())
+                .collect(),
+        };
+        for arg in &args[2..] {
+            let text = arg.to_string();
+            let bad = |why: &str| {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft_capture: \"{text}\": {why}");
+                NGX_CONF_ERROR
+            };
+            match text.split_once('=') {
+                Some(("rate", r)) => match r.parse::<f64>() {
+                    Ok(rate) if rate > 0.0 && rate <= 1.0 => {
+                        capture.every = (1.0 / rate).round().max(1.0) as u64;
+                    }
+                    _ => return bad("rate is a share of requests, above 0 and at most 1"),
+                },
+                Some(("max", m)) => {
+                    let mut s = ngx_str_t {
+                        len: m.len(),
+                        data: m.as_ptr() as *mut u8,
+                    };
+                    // SAFETY: ngx_parse_size reads `len` bytes of `s`.
+                    let n = unsafe { ngx_parse_size(&mut s) };
+                    if n < 4096 {
+                        return bad("max is a size of at least 4k");
+                    }
+                    capture.max = n as u64;
+                }
+                Some(("drop", list)) => capture.drop.extend(
+                    list.split(',')
+                        .filter(|h| !h.is_empty())
+                        .map(|h| h.to_ascii_lowercase().into_bytes()),
+                ),
+                _ => return bad("is not rate=, max= or drop="),
+            }
+        }
+        let mut name = args[1];
+        // SAFETY: registers the file with the cycle, which opens it (as
+        // the master, for the workers' user) and reopens it on `-s reopen`.
+        capture.file = unsafe { ngx_conf_open_file((*cf).cycle, &mut name) };
+        if capture.file.is_null() {
+            return NGX_CONF_ERROR;
+        }
+        mcf.capture = Some(capture);
+        null_mut()
+    })
+}
+
+/// The log-phase handler: writes one main request in `every` to the
+/// capture file.
+pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded(NGX_DECLINED as ngx_int_t, || {
+        // SAFETY: nginx calls phase handlers with a live request.
+        let r = unsafe { &*r };
+        if !std::ptr::eq(r, r.main) {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        let Some(capture) = crate::module::main_conf(r).and_then(|m| m.capture.as_ref()) else {
+            return NGX_DECLINED as ngx_int_t;
+        };
+        let n = SEEN.with(|s| {
+            let n = s.get().wrapping_add(1);
+            s.set(n);
+            n
+        });
+        if !n.is_multiple_of(capture.every) {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        let mut line = capture.line(r).to_line();
+        line.push('\n');
+        // SAFETY: the cycle's open file, whose fd nginx keeps open (and
+        // swaps on reopen) for the worker's life; borrowed, never closed.
+        let mut file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd((*capture.file).fd) });
+        let size = file.metadata().map_or(u64::MAX, |m| m.len());
+        if size.saturating_add(line.len() as u64) > capture.max {
+            let skipped = SKIPPED_FULL.fetch_add(1, Ordering::Relaxed) + 1;
+            log_limited(
+                r,
+                LogFamily::Decline,
+                &format!(
+                    "graft: capture file full ({} bytes): {skipped} requests not captured; rotate it (nginx -s reopen)",
+                    capture.max
+                ),
+            );
+            return NGX_DECLINED as ngx_int_t;
+        }
+        // One write of the whole line: the file is opened to append, so
+        // the workers' lines never interleave.
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            log_limited(r, LogFamily::Failure, &format!("graft: capture: {e}"));
+        }
+        NGX_DECLINED as ngx_int_t
+    })
+}
+
+fn bytes_of(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 || s.data.is_null() {
+        return &[];
+    }
+    // SAFETY: nginx's strings of a live request point at `len` bytes.
+    unsafe { std::slice::from_raw_parts(s.data, s.len) }
+}
+
+impl Capture {
+    /// The request as the client sent it: method, host, the raw target,
+    /// the headers not dropped, and a loopback stand-in for its address.
+    fn line(&self, r: &ngx_http_request_t) -> CorpusRequest {
+        // SAFETY: nginx's pointer to the Host header of a live request, or null.
+        let host = match unsafe { r.headers_in.host.as_ref() } {
+            Some(h) => bytes_of(&h.value).to_vec(),
+            None => bytes_of(&r.headers_in.server).to_vec(),
+        };
+        let mut headers = Vec::new();
+        let mut part: *const ngx_list_part_t = &r.headers_in.headers.part;
+        // SAFETY: a live request's header list: each part holds `nelts`
+        // elements of ngx_table_elt_t and links to the next.
+        unsafe {
+            while let Some(p) = part.as_ref() {
+                let elts = p.elts as *const ngx_table_elt_t;
+                for i in 0..p.nelts {
+                    let h = &*elts.add(i);
+                    let key = bytes_of(&h.key);
+                    if h.hash == 0
+                        || key.eq_ignore_ascii_case(b"host")
+                        || self.drop.iter().any(|d| key.eq_ignore_ascii_case(d))
+                    {
+                        continue;
+                    }
+                    headers.push([key, b": ", bytes_of(&h.value)].concat());
+                }
+                part = p.next;
+            }
+        }
+        // SAFETY: a live request's connection and its address.
+        let client = unsafe {
+            let sa = (*r.connection).sockaddr;
+            if !sa.is_null() && (*sa).sa_family == libc_af_inet() {
+                let sin = &*(sa as *const ngx::ffi::sockaddr_in);
+                let [_, b, c, d] = u32::from_be(sin.sin_addr.s_addr).to_be_bytes();
+                Some(std::net::Ipv4Addr::new(127, b, c, d))
+            } else {
+                None
+            }
+        };
+        CorpusRequest {
+            method: bytes_of(&r.method_name).to_vec(),
+            host,
+            target: bytes_of(&r.unparsed_uri).to_vec(),
+            headers,
+            client,
+        }
+    }
+}
+
+fn libc_af_inet() -> u16 {
+    ngx::ffi::AF_INET as u16
+}
