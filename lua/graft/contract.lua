@@ -2,11 +2,29 @@
 -- field the Rust one (modules/contract):
 --
 --   local mod = require "graft.legacy.<name>"
---   local inst, err = mod.new(config)     -- config: the module's JSON config
+--   local inst, err = mod.new(config, zone)
 --   local decision = inst:on_request(req)
 --
--- req: method, path (decoded, as $uri), raw_uri ($request_uri), query (nil
--- when empty), host (as $host), client (address string), req:header(name).
+-- new(config, zone): config is the step's configuration from the graft
+-- file (the module's "config" object, as the Rust factory hands it to Lua:
+-- regular expressions in PCRE's reading of the same meaning); zone is the
+-- zone's name. Return the instance, or nil and why to refuse the
+-- configuration (graft then refuses to start, reload or apply, naming the
+-- zone and module). Called once per zone and configuration, in every
+-- worker, and once at start-up to check it.
+--
+-- req, read from nginx the first time a field is used:
+--   req.method   "GET", ...                   (ngx.req.get_method())
+--   req.path     the decoded path, as $uri     ("/a b", no query)
+--   req.raw_uri  the target as sent, $request_uri ("/a%20b?x=1")
+--   req.query    the query string, nil when empty ($args)
+--   req.host     the host, as $host (lower case, no port)
+--   req.client   the client address as a string ($remote_addr)
+--   req.headers  every request header, ngx.req.get_headers(0): names in
+--                lower case; a header sent twice is a list of its values
+--   req.args     every query argument, ngx.req.get_uri_args(0): a name
+--                sent twice is a list; a name with no "=" is true
+--   req:header(name)  one header's (first) value, any case, or nil
 --
 -- A decision is one of
 --   { kind = "continue", uri = <string|nil>, log = { "line", ... },
@@ -15,6 +33,8 @@
 --   { kind = "respond", status = <int>, headers = { {name, value}, ... },
 --     body = <string>, log = { "line", ... } }
 --   { kind = "decline" }                    -- Rust side only: not mine
+-- Anything else, or an error thrown, is the step's failure: its
+-- on_failure decides (see the README's "When something fails").
 --
 -- This file has no ngx dependency, so graft's parity tests load it, and
 -- the legacy modules, in a plain LuaJIT.
