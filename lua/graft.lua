@@ -80,6 +80,7 @@ local GRAFT_COUNT_FALLBACK = 2
 local GRAFT_COUNT_SHADOW_MATCH = 3
 local GRAFT_COUNT_SHADOW_DIFF = 4
 local GRAFT_COUNT_FAILED = 8
+local GRAFT_COUNT_NATIVE = 9
 
 local GRAFT_LOG_DECISION = 0
 local GRAFT_LOG_FAILURE = 1
@@ -130,6 +131,7 @@ int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t
 int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
 int graft_ffi_plans(void *r, int which, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_response_header(void *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+int graft_ffi_note_diff(void *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
 ]]
 
 -- The monotonic clock, for the sampled latency of the Lua side.
@@ -516,9 +518,11 @@ local function decide(r, zone, index, step, req)
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_MATCH)
     else
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_DIFF)
+        local lua_text, rust_text = describe(served), describe(rust)
+        C.graft_ffi_note_diff(r, zone, index, lua_text, #lua_text, rust_text, #rust_text)
         log_line(r, GRAFT_LOG_DIFF, "graft: shadow diff: zone \"" .. step.zone .. "\" module \""
                  .. step.module .. "\" request \"" .. tostring(ngx_var.request) .. "\": lua: "
-                 .. describe(served) .. " | rust: " .. describe(rust))
+                 .. lua_text .. " | rust: " .. rust_text)
     end
     return served
 end

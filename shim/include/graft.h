@@ -49,6 +49,7 @@
 #define GRAFT_COUNT_SHADOW_MATCH  3
 #define GRAFT_COUNT_SHADOW_DIFF   4
 #define GRAFT_COUNT_FAILED        8   /* counted by graft_ffi_fail */
+#define GRAFT_COUNT_NATIVE        9   /* counted by the native pipeline */
 
 /* graft_ffi_log's `family`: each has its own budget of lines a second. */
 #define GRAFT_LOG_DECISION  0   /* lines a decision carries: warn */
@@ -102,6 +103,7 @@ int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t
 int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
 int graft_ffi_plans(void *r, int which, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_response_header(void *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+int graft_ffi_note_diff(void *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

@@ -67,6 +67,25 @@ fn the_dashboard_shows_modes_shares_and_rates() {
     assert!(dom.contains(r#"<td class="num bad">100.0 %</td>"#), "{dom}");
     // Failures are shown, in red.
     assert!(dom.contains(r#"<td class="num bad">40</td>"#), "{dom}");
+    // Where each zone stands: as far as its least migrated step.
+    for (zone, rung) in [
+        ("shop.test", "shadow"),
+        ("blog.test", "canary"),
+        ("fail.test", "lua"),
+    ] {
+        assert!(
+            dom.contains(&format!(r#"data-zone="{zone}" data-rung="{rung}""#)),
+            "{zone} not at {rung}: {dom}"
+        );
+    }
+    // The last differences, both decisions side by side.
+    assert!(
+        dom.contains("X-Graft-Impl: lua") && dom.contains("X-Graft-Impl: rust"),
+        "{dom}"
+    );
+    assert!(dom.contains("GET /page HTTP/1.1"), "{dom}");
+    // Rates over the last minutes, per module.
+    assert!(dom.contains(r#"<polyline class="series""#), "{dom}");
 
     let shot_arg = format!("--screenshot={}", shot.display());
     let out = chromium(&[&shot_arg]);

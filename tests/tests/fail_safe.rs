@@ -795,7 +795,7 @@ fn a_configuration_the_shared_tables_cannot_count_is_refused() {
     let (ok, out) = nginx.test_config();
     assert!(!ok, "{out}");
     assert!(
-        out.contains("100 steps need 3500 shared counters") && out.contains("graft_shared_memory"),
+        out.contains("100 steps need 3696 shared counters") && out.contains("graft_shared_memory"),
         "{out}"
     );
     // Room enough: it starts; a reload asking for another size is refused

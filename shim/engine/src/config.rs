@@ -109,6 +109,7 @@ impl Step {
     /// switch could not be thrown (`Err`: the step goes on in its mode).
     pub fn record(&self, what: Count, now_secs: u64) -> Option<Result<String, String>> {
         self.counters.add(what);
+        self.counters.add_series(self.module_name, what, now_secs);
         let rollback = self.rollback.as_ref()?;
         let windows = self.windows.get()?;
         let bad = matches!(what, Count::Fallback | Count::ShadowDiff);
@@ -559,7 +560,13 @@ impl Config {
     /// than three quarters starts losing counts to its probe limit).
     pub fn fits(&self, counters: &CounterTable<'_>) -> Result<(), String> {
         let steps: usize = self.zones.iter().map(|z| z.steps.len()).sum();
-        let needed = steps * crate::counters::KEYS_PER_STEP;
+        let modules: std::collections::HashSet<_> = self
+            .zones
+            .iter()
+            .flat_map(|z| z.steps.iter().map(|s| s.module_name))
+            .collect();
+        let series = crate::counters::SERIES.len() * crate::counters::SERIES_MINUTES as usize;
+        let needed = steps * crate::counters::KEYS_PER_STEP + modules.len() * series;
         let room = counters.capacity() / 4 * 3;
         if needed > room {
             return Err(format!(
@@ -625,7 +632,13 @@ impl Config {
     }
 
     /// The counters of every step, as JSON.
-    pub fn counters_json(&self) -> String {
+    pub fn counters_json(&self, now_secs: u64) -> String {
+        self.counters_value(now_secs).to_string()
+    }
+
+    /// The counters of every step, and each module's time series over the
+    /// last ten minutes (`series`: per module, per count, oldest first).
+    pub fn counters_value(&self, now_secs: u64) -> serde_json::Value {
         let zones: serde_json::Map<_, _> = self
             .zones
             .iter()
@@ -643,7 +656,24 @@ impl Config {
                 (z.name.clone(), steps.into())
             })
             .collect();
-        serde_json::json!({ "generation": self.generation, "zones": zones }).to_string()
+        let mut series = serde_json::Map::new();
+        if let Some(table) = self.shared.get() {
+            for step in self.zones.iter().flat_map(|z| &z.steps) {
+                if series.contains_key(step.module_name) {
+                    continue;
+                }
+                let counts: serde_json::Map<_, _> = crate::counters::SERIES
+                    .iter()
+                    .map(|&what| {
+                        let values =
+                            crate::counters::series(table, step.module_name, what, now_secs, 10);
+                        (what.name().to_string(), values.into())
+                    })
+                    .collect();
+                series.insert(step.module_name.to_string(), counts.into());
+            }
+        }
+        serde_json::json!({ "generation": self.generation, "zones": zones, "series": series })
     }
 }
 

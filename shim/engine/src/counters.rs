@@ -30,10 +30,13 @@ pub enum Count {
     /// the Rust side failing with no Lua to fall back to): the step's
     /// failure policy served the request.
     Failed = 8,
+    /// Served by the Rust implementation in the native pipeline (also
+    /// counted as `Rust`): the step runs with no Lua in the request's path.
+    Native = 9,
 }
 
 impl Count {
-    pub const ALL: [Count; 9] = [
+    pub const ALL: [Count; 10] = [
         Count::Lua,
         Count::Rust,
         Count::Fallback,
@@ -43,6 +46,7 @@ impl Count {
         Count::Error,
         Count::Panic,
         Count::Failed,
+        Count::Native,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Count {
             Count::Error => "error",
             Count::Panic => "panic",
             Count::Failed => "failed",
+            Count::Native => "native",
         }
     }
 
@@ -131,6 +136,44 @@ pub const LATENCY_BUCKETS_US: [u64; 11] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1
 /// per implementation a latency bucket each, +Inf and the sum.
 pub const KEYS_PER_STEP: usize = Count::ALL.len() + 2 * (LATENCY_BUCKETS_US.len() + 2);
 
+/// Minutes a module's time series keeps (a ring of per-minute counts, per
+/// module, summed over its zones and every worker).
+pub const SERIES_MINUTES: u64 = 16;
+/// What the time series count.
+pub const SERIES: [Count; 6] = [
+    Count::Lua,
+    Count::Rust,
+    Count::Fallback,
+    Count::ShadowMatch,
+    Count::ShadowDiff,
+    Count::Failed,
+];
+
+fn series_key(module: &str, what: Count, minute: u64) -> u64 {
+    let mut h = DefaultHasher::new();
+    ("series", module, what as u8, minute % SERIES_MINUTES).hash(&mut h);
+    h.finish()
+}
+
+/// A module's count of `what` in each of the `n` minutes up to the one
+/// holding `now_secs`, oldest first.
+pub fn series(
+    table: &CounterTable<'_>,
+    module: &str,
+    what: Count,
+    now_secs: u64,
+    n: u64,
+) -> Vec<u64> {
+    let now = now_secs / 60;
+    (0..n.min(SERIES_MINUTES))
+        .rev()
+        .map(|back| {
+            let minute = now.saturating_sub(back);
+            table.get_in_minute(series_key(module, what, minute), minute)
+        })
+        .collect()
+}
+
 /// A latency histogram as Prometheus wants it: sum (seconds), count, and
 /// per-bucket (upper bound in seconds, count) pairs, the last +Inf.
 pub struct Latency {
@@ -173,6 +216,15 @@ impl Counters {
             None => {
                 self.local[what as usize].fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Counts `what` in its module's time series for the minute holding
+    /// `now_secs`.
+    pub fn add_series(&self, module: &str, what: Count, now_secs: u64) {
+        if let (Some(t), true) = (self.shared.get(), SERIES.contains(&what)) {
+            let minute = now_secs / 60;
+            t.add_in_minute(series_key(module, what, minute), minute);
         }
     }
 

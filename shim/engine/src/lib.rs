@@ -7,6 +7,7 @@
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
 //! - [`counters`]: what happened, per zone, module and path;
 //! - [`shared`]: windowed counters over a table that every worker maps;
+//! - [`diff_ring`]: the last shadow differences, for the dashboard;
 //! - [`snapshot`]: the configuration text applied live, for every worker;
 //! - [`log_budget`]: how many log lines a second each family may write.
 //!
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod corpus;
 pub mod counters;
+pub mod diff_ring;
 pub mod dispatch;
 pub mod log_budget;
 pub mod metrics;

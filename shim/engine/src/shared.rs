@@ -347,6 +347,38 @@ impl<'a> CounterTable<'a> {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
+    /// Adds one to `key`'s count for `minute`: the word holds the minute
+    /// (high 32 bits) and its count (low 32 bits), started again when a new
+    /// minute comes (a ring of per-minute keys is the caller's).
+    pub fn add_in_minute(&self, key: u64, minute: u64) {
+        let Some(word) = self.find(key, true) else {
+            self.own[LOST].fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let stamp = (minute & 0xffff_ffff) << 32;
+        let mut cur = word.load(Ordering::Relaxed);
+        loop {
+            let next = if cur & !0xffff_ffff == stamp {
+                stamp | ((cur + 1) & 0xffff_ffff)
+            } else {
+                stamp | 1
+            };
+            match word.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// `key`'s count for `minute` (0 when its word holds another minute).
+    pub fn get_in_minute(&self, key: u64, minute: u64) -> u64 {
+        let stamp = (minute & 0xffff_ffff) << 32;
+        self.find(key, false)
+            .map(|w| w.load(Ordering::Relaxed))
+            .filter(|cur| cur & !0xffff_ffff == stamp)
+            .map_or(0, |cur| cur & 0xffff_ffff)
+    }
+
     /// The words switch `key` may be in, in order, up to the first never used.
     fn switch_words(&self, key: u64) -> (u64, impl Iterator<Item = &'a AtomicU64>) {
         let tag = match key & !SWITCH_VALUE {
@@ -473,6 +505,20 @@ impl<'a> CounterTable<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn per_minute_counts_start_again_each_minute() {
+        let slots = table(2 * 64);
+        let t = CounterTable::new(&slots);
+        t.add_in_minute(7, 100);
+        t.add_in_minute(7, 100);
+        assert_eq!(t.get_in_minute(7, 100), 2);
+        assert_eq!(t.get_in_minute(7, 101), 0);
+        t.add_in_minute(7, 116);
+        assert_eq!(t.get_in_minute(7, 116), 1, "a new minute starts at one");
+        assert_eq!(t.get_in_minute(7, 100), 0, "the old minute is gone");
+    }
+
     use super::*;
 
     fn table(n: usize) -> Vec<AtomicU64> {

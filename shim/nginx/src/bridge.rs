@@ -712,6 +712,56 @@ pub fn log_limited(r: &ngx_http_request_t, family: LogFamily, line: &str) {
     }
 }
 
+/// A shadow difference the Lua side found at a step: kept, with both
+/// decisions described, in the ring the dashboard shows (the count is
+/// `graft_ffi_count`'s).
+///
+/// # Safety
+/// `r` is the current request; `lua` and `rust` point at their lengths of
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_note_diff(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+    lua: *const c_uchar,
+    lua_len: usize,
+    rust: *const c_uchar,
+    rust_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let Some(config) = ctx::config(r) else {
+            return GRAFT_NO_CONFIG;
+        };
+        let Some((zone_name, step)) = step(config, zone, step_index) else {
+            return GRAFT_ERROR;
+        };
+        // SAFETY: the caller's contract.
+        let (lua, rust) = unsafe { (bytes(lua, lua_len), bytes(rust, rust_len)) };
+        // SAFETY: nginx's request line of a live request.
+        let line = unsafe {
+            if r.request_line.len == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(r.request_line.data, r.request_line.len)
+            }
+        };
+        crate::diffs::note(&graft_engine::diff_ring::Difference {
+            at_secs: u64::try_from(ngx_time()).unwrap_or(0),
+            zone: zone_name,
+            module: step.module_name,
+            request: &String::from_utf8_lossy(line),
+            lua: &String::from_utf8_lossy(lua),
+            rust: &String::from_utf8_lossy(rust),
+        });
+        GRAFT_OK
+    })
+}
+
 /// Keeps a response-header change the Lua side decided, for graft's
 /// header filter to apply to the main response (the same filter applies
 /// the native pipeline's): kept in the request's record, it outlives an
@@ -991,5 +1041,11 @@ pub unsafe extern "C" fn graft_ffi_counters(
     len: *mut usize,
 ) -> c_int {
     // SAFETY: the caller's contract, passed on.
-    unsafe { export_text(r, buf, len, |c| c.counters_json()) }
+    unsafe {
+        export_text(r, buf, len, |c| {
+            let mut v = c.counters_value(u64::try_from(ngx_time()).unwrap_or(0));
+            v["diffs"] = crate::diffs::recent().into();
+            v.to_string()
+        })
+    }
 }

@@ -11,6 +11,7 @@
 //! - [`headers`]: header edits that keep nginx's own pointers and fields right;
 //! - [`request`]: the read-only request view over `ngx_http_request_t`;
 //! - [`capture`]: `graft_capture`, a sample of live requests for replays;
+//! - [`diffs`]: the ring of the last shadow differences;
 //! - [`ctx`]: what graft keeps per request (its pinned configuration);
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`log`]: Rust `tracing` events into nginx's error log;
@@ -21,6 +22,7 @@
 mod bridge;
 mod capture;
 mod ctx;
+mod diffs;
 mod guard;
 mod headers;
 mod location;

@@ -195,7 +195,7 @@ unsafe extern "C" fn set_config(
             .unwrap_or((DEFAULT_COUNTER_BYTES, DEFAULT_WINDOW_BYTES));
         let (Some((windows, step_counters)), true) = (
             shared_slots(cf, counter_bytes, window_bytes),
-            snapshot::map(cf),
+            snapshot::map(cf) && crate::diffs::map(cf),
         ) else {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: cannot map the shared counters");
             return NGX_CONF_ERROR;

@@ -190,6 +190,7 @@ fn run_steps(
             match outcome {
                 Outcome::Decided(d) => {
                     record(r, &zone.name, step, Count::Rust);
+                    step.counters.add(Count::Native);
                     Ok(d)
                 }
                 _ => {

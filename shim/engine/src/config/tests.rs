@@ -175,7 +175,7 @@ fn a_panic_in_a_module_is_an_outcome_and_is_counted() {
         Outcome::Decided(Decision::Respond(r)) => assert_eq!(r.body, b"rust /fine\n"),
         other => panic!("{other:?}"),
     }
-    let counters: serde_json::Value = serde_json::from_str(&c.counters_json()).unwrap();
+    let counters: serde_json::Value = serde_json::from_str(&c.counters_json(0)).unwrap();
     assert_eq!(counters["zones"]["example.com"][1]["panic"], 1);
     assert_eq!(counters["zones"]["example.com"][1]["module"], "probe");
 }

@@ -1,0 +1,121 @@
+//! The last few shadow differences, both decisions side by side, for the
+//! dashboard: a ring of entries in memory every worker maps (the shim maps
+//! it before the fork). Each entry is written and read by the snapshot
+//! protocol (`crate::snapshot`), so a read never sees half an entry.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+
+use crate::snapshot::{Snapshot, HEADER_WORDS};
+
+/// How many differences the ring keeps.
+pub const SLOTS: usize = 16;
+/// The largest entry, in bytes (longer descriptions are cut).
+pub const ENTRY_BYTES: usize = 2048;
+/// The longest description of one decision kept in an entry.
+const FIELD_BYTES: usize = 600;
+
+/// Words the ring needs.
+pub const fn words() -> usize {
+    1 + SLOTS * (HEADER_WORDS + ENTRY_BYTES / 8)
+}
+
+/// One difference: where, on which request, and both decisions described.
+pub struct Difference<'s> {
+    pub at_secs: u64,
+    pub zone: &'s str,
+    pub module: &'s str,
+    pub request: &'s str,
+    pub lua: &'s str,
+    pub rust: &'s str,
+}
+
+pub struct DiffRing<'a> {
+    next: &'a AtomicU64,
+    slots: Vec<Snapshot<'a>>,
+}
+
+fn cut(s: &str) -> &str {
+    if s.len() <= FIELD_BYTES {
+        return s;
+    }
+    let mut end = FIELD_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl<'a> DiffRing<'a> {
+    /// Over `words` (zeroed when first mapped), at least [`words()`] long.
+    pub fn new(words: &'a [AtomicU64]) -> Self {
+        assert!(
+            words.len() >= self::words(),
+            "a diff ring needs words() words"
+        );
+        let (next, rest) = words.split_first().expect("checked above");
+        let slots = rest
+            .chunks(HEADER_WORDS + ENTRY_BYTES / 8)
+            .take(SLOTS)
+            .map(Snapshot::new)
+            .collect();
+        DiffRing { next, slots }
+    }
+
+    /// Keeps one difference, over the oldest one kept.
+    pub fn push(&self, d: &Difference<'_>, me: u64, alive: impl Fn(u64) -> bool) {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let entry = serde_json::json!({
+            "seq": seq, "at": d.at_secs, "zone": cut(d.zone), "module": d.module,
+            "request": cut(d.request), "lua": cut(d.lua), "rust": cut(d.rust),
+        })
+        .to_string();
+        let slot = &self.slots[(seq % SLOTS as u64) as usize];
+        // An entry that cannot be written (another writer holds its slot)
+        // is left out: the counters still count the difference.
+        let _ = slot.publish(entry.as_bytes(), me, alive);
+    }
+
+    /// The differences kept, newest first.
+    pub fn recent(&self) -> Vec<Value> {
+        let mut entries: Vec<Value> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.read())
+            .filter(|(epoch, _)| *epoch > 0)
+            .filter_map(|(_, text)| serde_json::from_slice(&text).ok())
+            .collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e["seq"].as_u64().unwrap_or(0)));
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_ones_newest_first_and_cuts_long_descriptions() {
+        let w: Vec<AtomicU64> = (0..words()).map(|_| AtomicU64::new(0)).collect();
+        let ring = DiffRing::new(&w);
+        assert!(ring.recent().is_empty());
+        let long = "x".repeat(5000);
+        for i in 0..40u64 {
+            let request = format!("GET /{i}");
+            let d = Difference {
+                at_secs: i,
+                zone: "z",
+                module: "m",
+                request: &request,
+                lua: &long,
+                rust: "rust",
+            };
+            ring.push(&d, 1, |_| true);
+        }
+        let recent = ring.recent();
+        assert_eq!(recent.len(), SLOTS);
+        assert_eq!(recent[0]["request"], "GET /39");
+        assert_eq!(recent[SLOTS - 1]["request"], format!("GET /{}", 40 - SLOTS));
+        assert_eq!(recent[0]["lua"].as_str().unwrap().len(), FIELD_BYTES);
+    }
+}
