@@ -66,6 +66,21 @@ impl Response {
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// Lays out an nginx prefix with `nginx/prefix.sh`: what nginx's workers
+/// (not root) read goes into it, where they can reach it wherever graft
+/// was cloned; `@GRAFT_ROOT@` is then `prefix/graft`.
+pub fn lay_out_prefix(prefix: &Path) {
+    let out = Command::new(root().join("nginx/prefix.sh"))
+        .arg(prefix)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Where the test prefixes live: outside the clone (which may be private
 /// to its owner), in a directory nginx's workers can enter.
 pub fn tests_dir() -> PathBuf {
@@ -119,17 +134,7 @@ impl Nginx {
             )
             .unwrap();
         }
-        // What nginx's workers (not root) read goes into the prefix, where
-        // they can reach it wherever graft was cloned.
-        let out = Command::new(root().join("nginx/prefix.sh"))
-            .arg(&prefix)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        lay_out_prefix(&prefix);
         let nginx = Nginx {
             port: free_port(),
             admin_port: free_port(),

@@ -201,6 +201,24 @@ unsafe fn request<'r>(r: *mut c_void) -> Option<&'r ngx_http_request_t> {
     unsafe { (r as *const ngx_http_request_t).as_ref() }
 }
 
+/// The current request and one step of the configuration it is served
+/// with, or the code to return: `GRAFT_ERROR` without a request or for an
+/// index out of range, `GRAFT_NO_CONFIG` without a configuration.
+///
+/// # Safety
+/// `r` must be null or the live request `get_request()` gave.
+unsafe fn request_step<'r>(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+) -> Result<(&'r ngx_http_request_t, &'r str, &'r Step), c_int> {
+    // SAFETY: the caller's contract.
+    let r = unsafe { request(r) }.ok_or(GRAFT_ERROR)?;
+    let config = ctx::config(r).ok_or(GRAFT_NO_CONFIG)?;
+    let (zone_name, step) = step(config, zone, step_index).ok_or(GRAFT_ERROR)?;
+    Ok((r, zone_name, step))
+}
+
 fn step(config: &Config, zone: c_int, step: c_int) -> Option<(&str, &Step)> {
     let zone = config.zones.get(usize::try_from(zone).ok()?)?;
     Some((&zone.name, zone.steps.get(usize::try_from(step).ok()?)?))
@@ -601,14 +619,9 @@ pub unsafe extern "C" fn graft_ffi_fail(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
-        let Some(r) = (unsafe { request(r) }) else {
-            return GRAFT_ERROR;
-        };
-        let Some(config) = ctx::config(r) else {
-            return GRAFT_NO_CONFIG;
-        };
-        let Some((zone_name, step)) = step(config, zone, step_index) else {
-            return GRAFT_ERROR;
+        let (r, zone_name, step) = match unsafe { request_step(r, zone, step_index) } {
+            Ok(found) => found,
+            Err(rc) => return rc,
         };
         // SAFETY: the caller's contract.
         let why = unsafe { bytes(why, why_len) };
@@ -731,14 +744,9 @@ pub unsafe extern "C" fn graft_ffi_note_diff(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
-        let Some(r) = (unsafe { request(r) }) else {
-            return GRAFT_ERROR;
-        };
-        let Some(config) = ctx::config(r) else {
-            return GRAFT_NO_CONFIG;
-        };
-        let Some((zone_name, step)) = step(config, zone, step_index) else {
-            return GRAFT_ERROR;
+        let (r, zone_name, step) = match unsafe { request_step(r, zone, step_index) } {
+            Ok(found) => found,
+            Err(rc) => return rc,
         };
         // SAFETY: the caller's contract.
         let (lua, rust) = unsafe { (bytes(lua, lua_len), bytes(rust, rust_len)) };

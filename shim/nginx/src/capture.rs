@@ -64,15 +64,8 @@ pub unsafe extern "C" fn set_capture(
     conf: *mut c_void,
 ) -> *mut c_char {
     guarded(NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes our main conf, and `cf->args` holds the
-        // directive and its arguments.
-        let (mcf, args) = unsafe {
-            let a = &*(*cf).args;
-            (
-                &mut *(conf as *mut MainConf),
-                std::slice::from_raw_parts(a.elts as *mut ngx_str_t, a.nelts),
-            )
-        };
+        // SAFETY: nginx passes our main conf, and a directive's cf.
+        let (mcf, args) = unsafe { (&mut *(conf as *mut MainConf), crate::module::conf_args(cf)) };
         if mcf.capture.is_some() {
             return c"is duplicate".as_ptr() as *mut c_char;
         }

@@ -15,6 +15,7 @@
 //! - [`ctx`]: what graft keeps per request (its pinned configuration);
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`log`]: Rust `tracing` events into nginx's error log;
+//! - [`shm`]: shared memory mapped before the workers fork;
 //! - [`snapshot`]: the configuration applied live, shared by every worker;
 //! - [`guard`]: `catch_unwind` around every entry point, so that no panic
 //!   unwinds into nginx.
@@ -30,6 +31,7 @@ mod log;
 mod module;
 mod native;
 mod request;
+mod shm;
 mod snapshot;
 
 pub use module::ngx_http_graft_module;

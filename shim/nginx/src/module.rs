@@ -19,10 +19,9 @@ use ngx::ffi::{
     ngx_add_timer, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot,
     ngx_conf_set_str_slot, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_http_conf_ctx_t,
     ngx_http_module, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_msec_t,
-    ngx_parse_size, ngx_pcalloc, ngx_quit, ngx_shm_alloc, ngx_shm_t, ngx_str_t, ngx_terminate,
-    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR,
-    NGX_LOG_NOTICE, NGX_OK,
+    ngx_parse_size, ngx_pcalloc, ngx_quit, ngx_str_t, ngx_terminate, ngx_uint_t, NGX_CONF_1MORE,
+    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
@@ -124,6 +123,20 @@ unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     })
 }
 
+/// The directive being parsed and its arguments (`cf->args`).
+///
+/// # Safety
+/// `cf` is nginx's configuration state while it calls a directive's
+/// handler; the slice lives as long as that call.
+pub unsafe fn conf_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    // SAFETY: the caller's contract: cf->args is an array of ngx_str_t
+    // with nelts elements, in the configuration's pool.
+    unsafe {
+        let a = &*(*cf).args;
+        std::slice::from_raw_parts(a.elts as *const ngx_str_t, a.nelts)
+    }
+}
+
 /// `graft_shared_memory <counters> [<windows>];`: the sizes of the shared
 /// tables (step counters and kill switches; rate-limit and rollback
 /// windows), as `lua_shared_dict` and `limit_req_zone` take theirs. Before
@@ -135,15 +148,8 @@ unsafe extern "C" fn set_shared_memory(
     conf: *mut c_void,
 ) -> *mut c_char {
     guarded(NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes our main conf, and `cf->args` holds the
-        // directive and its one or two arguments.
-        let (mcf, args) = unsafe {
-            let a = &*(*cf).args;
-            (
-                &mut *(conf as *mut MainConf),
-                std::slice::from_raw_parts(a.elts as *mut ngx_str_t, a.nelts),
-            )
-        };
+        // SAFETY: nginx passes our main conf, and a directive's cf.
+        let (mcf, args) = unsafe { (&mut *(conf as *mut MainConf), conf_args(cf)) };
         if mcf.config.is_some() {
             return c"must come before graft_config".as_ptr() as *mut c_char;
         }
@@ -513,28 +519,7 @@ fn shared_words(
     cf: *mut ngx_conf_t,
     words: usize,
 ) -> Option<&'static [AtomicU64]> {
-    *cell.get_or_init(|| {
-        let mut shm = ngx_shm_t {
-            addr: null_mut(),
-            size: words * size_of::<AtomicU64>(),
-            name: ngx_string!("graft_shared"),
-            // SAFETY: nginx passes a valid conf with its cycle's log.
-            log: unsafe { (*cf).log },
-            exists: 0,
-        };
-        // SAFETY: ngx_shm_alloc maps `size` bytes of zeroed, shared,
-        // page-aligned anonymous memory, never unmapped by graft; zero is a
-        // valid AtomicU64, and the alignment suits it.
-        unsafe {
-            if ngx_shm_alloc(&mut shm) != NGX_OK as ngx_int_t {
-                return None;
-            }
-            Some(std::slice::from_raw_parts(
-                shm.addr as *const AtomicU64,
-                words,
-            ))
-        }
-    })
+    *cell.get_or_init(|| crate::shm::map_words(cf, ngx_string!("graft_shared"), words))
 }
 
 fn shared_slots(

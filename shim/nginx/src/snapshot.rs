@@ -1,11 +1,10 @@
 //! Where the configuration applied live is kept: shared memory mapped by
 //! the master before the workers fork (the protocol is the engine's
 //! `graft_engine::snapshot`). Pages are only used when written.
-use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
 use graft_engine::snapshot::{Snapshot, HEADER_WORDS};
-use ngx::ffi::{ngx_conf_t, ngx_int_t, ngx_shm_alloc, ngx_shm_t, NGX_OK};
+use ngx::ffi::ngx_conf_t;
 use ngx::ngx_string;
 
 /// The largest file that can be applied live (a reload reads larger ones).
@@ -17,24 +16,8 @@ static AREA: OnceLock<Option<Snapshot<'static>>> = OnceLock::new();
 pub fn map(cf: *mut ngx_conf_t) -> bool {
     AREA.get_or_init(|| {
         let words = HEADER_WORDS + MAX_LIVE_BYTES / 8;
-        let mut shm = ngx_shm_t {
-            addr: std::ptr::null_mut(),
-            size: words * 8,
-            name: ngx_string!("graft_snapshot"),
-            // SAFETY: nginx passes a valid conf with its cycle's log.
-            log: unsafe { (*cf).log },
-            exists: 0,
-        };
-        // SAFETY: ngx_shm_alloc maps `size` zeroed, shared, page-aligned
-        // bytes, never unmapped; zero is a valid AtomicU64, and the
-        // alignment suits it.
-        unsafe {
-            if ngx_shm_alloc(&mut shm) != NGX_OK as ngx_int_t {
-                return None;
-            }
-            let words = std::slice::from_raw_parts(shm.addr as *const AtomicU64, words);
-            Some(Snapshot::new(words))
-        }
+        let words = crate::shm::map_words(cf, ngx_string!("graft_snapshot"), words)?;
+        Some(Snapshot::new(words))
     })
     .is_some()
 }

@@ -96,15 +96,7 @@ impl Server {
             .args(["a+rx"])
             .arg(prefix.parent().unwrap())
             .status();
-        let out = Command::new(root().join("nginx/prefix.sh"))
-            .arg(&prefix)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        graft_tests::lay_out_prefix(&prefix);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
