@@ -88,7 +88,7 @@ bench: build ## Measure every variant with wrk on loopback (about 3 minutes); wr
 	cargo bench -q $(BENCH_CRATES)
 
 new-module: ## Write a new product module and everything around it (NAME=geo_block)
-	modules/new-module.sh $(NAME)
+	modules/new-module.sh '$(NAME)'
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check

@@ -122,7 +122,7 @@ int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
-int graft_ffi_resume(void *r, int *fallback);
+int graft_ffi_resume(void *r, int zone, int *fallback);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_apply(void *r, int stage, unsigned char *buf, size_t *len);
 int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
@@ -131,6 +131,7 @@ int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t
 int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
 int graft_ffi_plans(void *r, int which, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_response_header(void *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+int graft_ffi_fail_module(void *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
 int graft_ffi_note_diff(void *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
 ]]
 
@@ -614,6 +615,10 @@ local function step_decision(r, zone, index, step, req, lua_only)
     local kind = d.kind
     if kind ~= "respond" and kind ~= "continue" then
         d = failed(r, zone, index, "its decision has no kind graft knows: " .. tostring(kind))
+    elseif kind == "respond" and not (type(d.status) == "number" and d.status >= 200
+                                       and d.status <= 599 and d.status % 1 == 0) then
+        -- ngx.exit(0) would let the request through.
+        d = failed(r, zone, index, "it answers with no status graft sends: " .. tostring(d.status))
     end
     return d
 end
@@ -642,7 +647,7 @@ function _M.access()
     -- internal redirect into another one finds it run; a subrequest never
     -- runs it); the native pipeline (graft_native on) may have run the
     -- first steps.
-    local first = C.graft_ffi_resume(r, fallback_ptr)
+    local first = C.graft_ffi_resume(r, zone, fallback_ptr)
     if first == GRAFT_DONE then
         return
     end
@@ -677,13 +682,28 @@ function _M.access()
     end
 end
 
+-- What decide serves when no step of the module can be found for the
+-- request: the module's own failure policy (logged by Rust).
+local function module_failed(r, module, why)
+    local status = C.graft_ffi_fail_module(r, module, #module, why, #why)
+    if status == GRAFT_ERROR then
+        error("graft.decide: no module \"" .. module .. "\"", 3)
+    end
+    if status > 0 then
+        return { kind = "respond", status = status, headers = {}, body = "" }
+    end
+    return contract.CONTINUE
+end
+
 -- Runs one module of the request's zone (or of the zone named `scope`)
 -- from a team's own handler, where it used to call its own function, with
 -- the same modes, fallback, shadow comparison, canary, failure policy and
--- counters as the pipeline; returns the decision as a table of
--- graft.contract, for graft.apply (or the handler) to carry out. Runtime
--- failures (no such zone or module) return nil and why. For handlers that
--- do not also run graft.access() over the same zone.
+-- counters as the pipeline (the zone's first step of that module); returns
+-- the decision as a table of graft.contract, for graft.apply (or the
+-- handler) to carry out. When no step of the module serves the request (no
+-- zone for it, or its zone has none), the module's own failure policy
+-- decides (access controls answer 503), logged. For handlers that do not
+-- also run graft.access() over the same zone.
 function _M.decide(module, scope)
     if type(module) ~= "string" or (scope ~= nil and type(scope) ~= "string") then
         error("graft.decide(module [, scope])", 2)
@@ -699,19 +719,19 @@ function _M.decide(module, scope)
         zone = C.graft_ffi_zone(r, nil, 0, generation_ptr)
     end
     if zone < 0 then
-        return nil, "graft: no zone " .. (scope and ("named \"" .. scope .. "\"") or "for this request")
-                    .. " (" .. zone .. ")"
+        return module_failed(r, module, "no zone " .. (scope and ("named \"" .. scope .. "\"")
+                                                       or "serves this request"))
     end
     local plan, err = plan_for(r, zone, tonumber(generation_ptr[0]))
     if not plan then
-        return nil, err
+        return module_failed(r, module, tostring(err))
     end
     for i = 1, #plan do
         if plan[i].module == module then
             return step_decision(r, zone, i - 1, plan[i], new_request(), false)
         end
     end
-    return nil, "graft: zone " .. zone .. " has no module \"" .. module .. "\""
+    return module_failed(r, module, "the request's zone has no step of it")
 end
 
 -- Carries out a decision graft.decide returned: a respond answers now (and

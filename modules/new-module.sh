@@ -11,11 +11,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 case $name in
     ""|*[!a-z0-9_]*|[!a-z]*) echo "new-module: NAME is a lower-case identifier (letters, digits, _), e.g. NAME=geo_block" >&2; exit 1 ;;
 esac
-if [ -e "$root/modules/$name" ] || [ "$name" = template ]; then
-    echo "new-module: modules/$name exists already" >&2
+crate=$(echo "$name" | tr _ -)
+# A name already taken: a module, one of graft's own crates, a test file.
+if [ -e "$root/modules/$name" ] || [ "$name" = template ] ||
+    grep -q "^graft-$crate = " "$root/Cargo.toml" ||
+    [ -e "$root/lua/graft/legacy/$name.lua" ] || [ -e "$root/tests/tests/parity_$name.rs" ]; then
+    echo "new-module: the name $name is taken (modules/, Cargo.toml, lua/graft/legacy/ or tests/tests/)" >&2
     exit 1
 fi
-crate=$(echo "$name" | tr _ -)
 type=$(echo "$name" | awk -F_ '{ for (i = 1; i <= NF; i++) printf "%s%s", toupper(substr($i, 1, 1)), substr($i, 2) }')
 fill() {
     sed -e "s/__NAME__/$name/g" -e "s/__CRATE__/$crate/g" -e "s/__TYPE__/$type/g" "$1" > "$2"
@@ -34,7 +37,7 @@ sed -i -e "s|^    \"shim/engine\",|    \"modules/$name\",\n    \"shim/engine\",|
     -e "s|^graft-contract = { path = \"modules/contract\" }|&\ngraft-$crate = { path = \"modules/$name\" }|" "$root/Cargo.toml"
 sed -i "s|^graft-contract.workspace = true|&\ngraft-$crate.workspace = true|" "$root/shim/engine/Cargo.toml"
 sed -i "s|^    &graft_probe::FACTORY,|    \&graft_$name::FACTORY,\n&|" "$root/shim/engine/src/registry.rs"
-grep -q "modules/$name" "$root/Cargo.toml" &&
+grep -q "^    \"modules/$name\",$" "$root/Cargo.toml" &&
     grep -q "graft-$crate.workspace" "$root/shim/engine/Cargo.toml" &&
     grep -q "graft_$name::FACTORY" "$root/shim/engine/src/registry.rs" ||
     { echo "new-module: could not register $name (Cargo.toml, shim/engine/Cargo.toml, registry.rs)" >&2; exit 1; }

@@ -94,7 +94,7 @@ int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
 int graft_ffi_count(void *r, int zone, int step, int what);
 int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
-int graft_ffi_resume(void *r, int *fallback);
+int graft_ffi_resume(void *r, int zone, int *fallback);
 int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
 int graft_ffi_apply(void *r, int stage, unsigned char *buf, size_t *len);
 int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
@@ -103,6 +103,7 @@ int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t
 int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
 int graft_ffi_plans(void *r, int which, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_response_header(void *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+int graft_ffi_fail_module(void *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
 int graft_ffi_note_diff(void *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
 /* graft:abi:end */
 

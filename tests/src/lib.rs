@@ -29,12 +29,23 @@ pub fn module_path() -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port nothing listens on, for an nginx to listen on.
+///
+/// Taken below Linux's ephemeral range (32768 and up), from a stretch of
+/// ports of this process's own: a port the kernel handed out for bind(0)
+/// could be handed again, to the client side of a test's connection,
+/// before nginx binds it.
+pub fn free_port() -> u16 {
+    static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
+    let base = 20_000 + (std::process::id() as usize % 400) * 30;
+    loop {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + n % 12_000).min(32_767) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(n < 12_000, "no free loopback port below 32768");
+    }
 }
 
 pub struct Nginx {

@@ -597,16 +597,7 @@ fn make_run_serves_from_a_private_clone() {
             .arg(&clone)
             .status();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (port, admin) = (graft_tests::free_port(), graft_tests::free_port());
     let run_prefix = std::env::temp_dir().join(format!("graft-run-test-{}", std::process::id()));
     // `-o build`: the module is the one already built (building it again
     // in the clone would take minutes and test nothing more here).

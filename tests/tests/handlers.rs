@@ -40,6 +40,34 @@ const EXTRA: &str = r#"
             access_by_lua_block { require("graft").access() }
             content_by_lua_block { require("graft.echo")() }
         }
+        location /own-missing/ {
+            access_by_lua_block {
+                local graft = require "graft"
+                graft.apply(graft.decide("waf", "nope.zone"))
+            }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location /sub-main/ {
+            auth_request /sub-auth;
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location = /sub-auth {
+            graft_scope api.scope;
+            content_by_lua_block {
+                local d = require("graft").decide("waf")
+                ngx.exit(200)
+            }
+        }
+        location /tf-scope/ {
+            access_by_lua_block { require("graft").access() }
+            try_files /nonexistent @strict;
+        }
+        location @strict {
+            graft_scope api.scope;
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { require("graft.echo")() }
+        }
         location /scoped-native/ {
             graft_scope api.scope;
             graft_native on;
@@ -240,4 +268,33 @@ fn a_capture_replays_with_no_difference() {
     }
     let fresh = std::fs::read_to_string(&capture).unwrap();
     assert_eq!(parse(&fresh).unwrap().len(), 2, "{fresh}");
+}
+
+#[test]
+fn no_step_for_a_decide_is_served_by_the_modules_own_policy() {
+    let nginx = start();
+    // The WAF fails closed: a scope naming no zone answers 503, logged.
+    let r = nginx.get("lua.test", "/own-missing/page");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        nginx
+            .error_log()
+            .contains("module \"waf\" could not decide: no zone named \"nope.zone\""),
+        "{}",
+        nginx.error_log()
+    );
+}
+
+#[test]
+fn scopes_and_subrequests_never_move_a_request_to_another_zones_steps() {
+    let nginx = start();
+    // A subrequest scoped to api.scope does not make the main request
+    // run api.scope's steps instead of its host's.
+    let r = nginx.get("lua.test", "/sub-main/admin");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("x-probe: team"), "{}", r.text());
+    // An internal redirect into a location scoped to another zone runs
+    // that zone's steps too.
+    let r = nginx.get("lua.test", "/tf-scope/admin");
+    assert_eq!(r.status, 403, "{}", r.text());
 }

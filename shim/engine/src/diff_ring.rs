@@ -35,11 +35,11 @@ pub struct DiffRing<'a> {
     slots: Vec<Snapshot<'a>>,
 }
 
-fn cut(s: &str) -> &str {
-    if s.len() <= FIELD_BYTES {
+fn cut(s: &str, limit: usize) -> &str {
+    if s.len() <= limit {
         return s;
     }
-    let mut end = FIELD_BYTES;
+    let mut end = limit;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -65,15 +65,23 @@ impl<'a> DiffRing<'a> {
     /// Keeps one difference, over the oldest one kept.
     pub fn push(&self, d: &Difference<'_>, me: u64, alive: impl Fn(u64) -> bool) {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        let entry = serde_json::json!({
-            "seq": seq, "at": d.at_secs, "zone": cut(d.zone), "module": d.module,
-            "request": cut(d.request), "lua": cut(d.lua), "rust": cut(d.rust),
-        })
-        .to_string();
+        // Cut the descriptions until the entry fits, escapes included.
+        let mut limit = FIELD_BYTES;
+        let entry = loop {
+            let entry = serde_json::json!({
+                "seq": seq, "at": d.at_secs, "zone": cut(d.zone, limit), "module": d.module,
+                "request": cut(d.request, limit), "lua": cut(d.lua, limit), "rust": cut(d.rust, limit),
+            })
+            .to_string();
+            if entry.len() <= ENTRY_BYTES || limit < 16 {
+                break entry;
+            }
+            limit /= 2;
+        };
         let slot = &self.slots[(seq % SLOTS as u64) as usize];
-        // An entry that cannot be written (another writer holds its slot)
-        // is left out: the counters still count the difference.
-        let _ = slot.publish(entry.as_bytes(), me, alive);
+        // Never waits for a slot another writer holds: that entry is left
+        // out (the counters still count the difference).
+        let _ = slot.publish_within(entry.as_bytes(), me, alive, std::time::Duration::ZERO);
     }
 
     /// The differences kept, newest first.
@@ -117,5 +125,22 @@ mod tests {
         assert_eq!(recent[0]["request"], "GET /39");
         assert_eq!(recent[SLOTS - 1]["request"], format!("GET /{}", 40 - SLOTS));
         assert_eq!(recent[0]["lua"].as_str().unwrap().len(), FIELD_BYTES);
+    }
+
+    #[test]
+    fn an_entry_of_escapes_still_fits() {
+        let w: Vec<AtomicU64> = (0..words()).map(|_| AtomicU64::new(0)).collect();
+        let ring = DiffRing::new(&w);
+        let nasty = "\u{1}".repeat(3000);
+        let d = Difference {
+            at_secs: 1,
+            zone: &nasty,
+            module: "m",
+            request: &nasty,
+            lua: &nasty,
+            rust: &nasty,
+        };
+        ring.push(&d, 1, |_| true);
+        assert_eq!(ring.recent().len(), 1, "the entry was left out");
     }
 }

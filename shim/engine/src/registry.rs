@@ -17,6 +17,12 @@ pub fn factory(name: &str) -> Option<&'static dyn ModuleFactory> {
     FACTORIES.iter().copied().find(|f| f.name() == name)
 }
 
+/// What a request no step of `name` could be found for is served with:
+/// the module's own failure policy (`None`: no such module).
+pub fn default_policy(name: &str) -> Option<graft_contract::FailurePolicy> {
+    factory(name).map(|f| f.on_failure())
+}
+
 pub fn names() -> impl Iterator<Item = &'static str> {
     FACTORIES.iter().map(|f| f.name())
 }

@@ -54,6 +54,19 @@ impl<'a> Snapshot<'a> {
         me: u64,
         alive: impl Fn(u64) -> bool,
     ) -> Result<u64, String> {
+        // A worker waits here with its connections: briefly.
+        self.publish_within(text, me, alive, Duration::from_secs(1))
+    }
+
+    /// As `publish`, waiting at most `wait` for another writer's lock
+    /// (`Duration::ZERO`: not at all).
+    pub fn publish_within(
+        &self,
+        text: &[u8],
+        me: u64,
+        alive: impl Fn(u64) -> bool,
+        wait: Duration,
+    ) -> Result<u64, String> {
         if text.len() > self.capacity() {
             return Err(format!(
                 "{} bytes, over the limit of {} for a live apply (use nginx -s reload)",
@@ -62,8 +75,7 @@ impl<'a> Snapshot<'a> {
             ));
         }
         let lock = &self.header[LOCK];
-        // A worker waits here with its connections: briefly.
-        let deadline = Instant::now() + Duration::from_secs(1);
+        let deadline = Instant::now() + wait;
         loop {
             match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => break,

@@ -329,16 +329,9 @@ pub unsafe extern "C" fn graft_ffi_zone(
                 Ok(name) => ctx.config.zone_named(name),
                 Err(_) => None,
             }
-        } else if let Some(z) = ctx.zone {
-            // The zone the pipeline chose stays the request's zone,
-            // whatever its steps did to the Host header since.
-            Some(z)
         } else {
-            match zone_for(r, &ctx.config) {
-                Ok(z) => {
-                    ctx.zone = z;
-                    z
-                }
+            match zone_for(r, ctx) {
+                Ok(z) => z,
                 Err(e) => {
                     log_limited(r, LogFamily::Failure, &format!("graft: {e}"));
                     return GRAFT_ERROR;
@@ -562,10 +555,10 @@ pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
     }
 }
 
-/// Where the Lua bridge starts the pipeline for this request: the step
-/// index (from 0), or `GRAFT_DONE` when it is not the bridge's to run: a
-/// subrequest, a request whose pipeline already ran (before an internal
-/// redirect, or natively to its end). `*fallback` is 1 when the native
+/// Where the Lua bridge starts the pipeline of `zone` for this request:
+/// the step index (from 0), or `GRAFT_DONE` when it is not the bridge's to
+/// run: a subrequest, a request whose pipeline already ran for that zone
+/// (before an internal redirect, or natively to its end). `*fallback` is 1 when the native
 /// pipeline stopped at that step because its Rust side declined, failed or
 /// panicked: the bridge serves it from Lua without calling Rust again.
 /// From this call on the request is the bridge's: the native finish leaves
@@ -574,7 +567,11 @@ pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
 /// # Safety
 /// `r` is the current request; `fallback` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn graft_ffi_resume(r: *mut c_void, fallback: *mut c_int) -> c_int {
+pub unsafe extern "C" fn graft_ffi_resume(
+    r: *mut c_void,
+    zone: c_int,
+    fallback: *mut c_int,
+) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: the caller's contract.
         let Some(r) = (unsafe { request(r) }) else {
@@ -586,10 +583,21 @@ pub unsafe extern "C" fn graft_ffi_resume(r: *mut c_void, fallback: *mut c_int) 
         let Some(ctx) = ctx::of(r) else {
             return GRAFT_NO_CONFIG;
         };
+        let Ok(zone) = usize::try_from(zone) else {
+            return GRAFT_ERROR;
+        };
         let (start, fell_back) = match ctx.pipeline {
-            Pipeline::NotStarted => (Some(0), false),
-            Pipeline::Native => (ctx.resume_at, ctx.fallback),
-            Pipeline::Taken => (None, false),
+            // Once a main request and zone: a location scoped to another
+            // zone runs that zone's steps too.
+            _ if !ctx.ran_zones.contains(&zone) => {
+                ctx.ran_zones.push(zone);
+                (Some(0), false)
+            }
+            // The native pipeline ran this zone just now, up to a step.
+            Pipeline::Native if ctx.ran_zones.last() == Some(&zone) => {
+                (ctx.resume_at, ctx.fallback)
+            }
+            _ => (None, false),
         };
         ctx.pipeline = Pipeline::Taken;
         // SAFETY: the caller's contract.
@@ -629,6 +637,50 @@ pub unsafe extern "C" fn graft_ffi_fail(
             FailurePolicy::Continue => 0,
             FailurePolicy::Respond(status) => c_int::from(status),
         }
+    })
+}
+
+/// A handler's `graft.decide(module)` found no step of that module for the
+/// request (no zone for it, or its zone has none): logs why within the
+/// failure lines' budget and returns what the module's own failure policy
+/// serves: 0 to continue, or the status to answer with. `GRAFT_ERROR`: no
+/// module of that name.
+///
+/// # Safety
+/// `r` is the current request; `module` and `why` point at their lengths
+/// of bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_fail_module(
+    r: *mut c_void,
+    module: *const c_uchar,
+    module_len: usize,
+    why: *const c_uchar,
+    why_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: the caller's contract.
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        // SAFETY: the caller's contract.
+        let (module, why) = unsafe { (bytes(module, module_len), bytes(why, why_len)) };
+        let module = String::from_utf8_lossy(module);
+        let Some(policy) = graft_engine::registry::default_policy(&module) else {
+            return GRAFT_ERROR;
+        };
+        let (code, serves) = match policy {
+            FailurePolicy::Continue => (0, "continues".to_string()),
+            FailurePolicy::Respond(s) => (c_int::from(s), format!("answers {s}")),
+        };
+        log_limited(
+            r,
+            LogFamily::Failure,
+            &format!(
+                "graft: module \"{module}\" could not decide: {}; its failure policy {serves}",
+                String::from_utf8_lossy(why)
+            ),
+        );
+        code
     })
 }
 

@@ -11,8 +11,11 @@
 //! (logrotate's signal) reopens it, as access logs are rotated. Once the
 //! file holds `max` bytes nothing more is written until it is rotated
 //! (counted, and said in the error log within its budget). Authorization,
-//! Cookie and Proxy-Authorization are never written, nor the headers
-//! `drop=` names. A client address becomes a loopback one with the same
+//! Cookie, Proxy-Authorization, X-Forwarded-For and X-Real-IP are never
+//! written, nor the headers `drop=` names; the target is written as sent
+//! (a query string carrying a token is: `drop=` cannot reach it). Headers
+//! are written as the client sent them: the capture runs in nginx's
+//! post-read phase, before any step changes the request. A client address becomes a loopback one with the same
 //! low 24 bits (`@client: 127.b.c.d`), so that a replay keeps clients
 //! apart (rate limits, canaries) from one machine.
 use std::cell::Cell;
@@ -23,21 +26,31 @@ use std::os::fd::FromRawFd;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::ControlFlow;
+
+use graft_contract::RequestView;
 use graft_engine::corpus::CorpusRequest;
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_open_file, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_list_part_t,
-    ngx_open_file_t, ngx_parse_size, ngx_str_t, ngx_table_elt_t, NGX_DECLINED, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_open_file, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_open_file_t,
+    ngx_parse_size, ngx_str_t, NGX_DECLINED, NGX_LOG_EMERG,
 };
 use ngx::ngx_conf_log_error;
 
 use crate::bridge::{log_limited, LogFamily};
 use crate::guard::guarded;
-use crate::module::MainConf;
+use crate::module::{MainConf, NGX_CONF_ERROR};
+use crate::request::NgxRequest;
 
-const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
-
-/// Headers never written to a capture, whatever the configuration says.
-const ALWAYS_DROPPED: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+/// Headers never written to a capture, whatever the configuration says:
+/// credentials, and the client addresses proxies forward.
+const ALWAYS_DROPPED: [&str; 5] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-forwarded-for",
+    "x-real-ip",
+];
 
 /// A capture's settings, in the http block's main conf.
 pub struct Capture {
@@ -123,9 +136,9 @@ pub unsafe extern "C" fn set_capture(
     })
 }
 
-/// The log-phase handler: writes one main request in `every` to the
-/// capture file.
-pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+/// The post-read-phase handler (before any step or handler changes the
+/// request): writes one main request in `every` to the capture file.
+pub unsafe extern "C" fn capture_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     guarded(NGX_DECLINED as ngx_int_t, || {
         // SAFETY: nginx calls phase handlers with a live request.
         let r = unsafe { &*r };
@@ -170,65 +183,40 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     })
 }
 
-fn bytes_of(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 || s.data.is_null() {
-        return &[];
-    }
-    // SAFETY: nginx's strings of a live request point at `len` bytes.
-    unsafe { std::slice::from_raw_parts(s.data, s.len) }
-}
-
 impl Capture {
     /// The request as the client sent it: method, host, the raw target,
-    /// the headers not dropped, and a loopback stand-in for its address.
+    /// the headers not dropped, and a loopback stand-in for its address
+    /// (the same low 24 bits, so that clients stay apart in a replay; an
+    /// IPv6 client keeps the low 24 bits of its address).
     fn line(&self, r: &ngx_http_request_t) -> CorpusRequest {
-        // SAFETY: nginx's pointer to the Host header of a live request, or null.
-        let host = match unsafe { r.headers_in.host.as_ref() } {
-            Some(h) => bytes_of(&h.value).to_vec(),
-            None => bytes_of(&r.headers_in.server).to_vec(),
-        };
+        let view = NgxRequest::new(r);
+        let host = view.header(b"host").unwrap_or_else(|| view.host()).to_vec();
         let mut headers = Vec::new();
-        let mut part: *const ngx_list_part_t = &r.headers_in.headers.part;
-        // SAFETY: a live request's header list: each part holds `nelts`
-        // elements of ngx_table_elt_t and links to the next.
-        unsafe {
-            while let Some(p) = part.as_ref() {
-                let elts = p.elts as *const ngx_table_elt_t;
-                for i in 0..p.nelts {
-                    let h = &*elts.add(i);
-                    let key = bytes_of(&h.key);
-                    if h.hash == 0
-                        || key.eq_ignore_ascii_case(b"host")
-                        || self.drop.iter().any(|d| key.eq_ignore_ascii_case(d))
-                    {
-                        continue;
-                    }
-                    headers.push([key, b": ", bytes_of(&h.value)].concat());
+        view.for_each_header(&mut |name, value| {
+            let name = name.trim_ascii();
+            if !name.eq_ignore_ascii_case(b"host")
+                && !self.drop.iter().any(|d| name.eq_ignore_ascii_case(d))
+            {
+                headers.push([name, b": ", value].concat());
+            }
+            ControlFlow::Continue(())
+        });
+        let client = view.client_addr().map(|a| {
+            let low = match a {
+                IpAddr::V4(v4) => v4.octets(),
+                IpAddr::V6(v6) => {
+                    let o = v6.octets();
+                    [0, o[13], o[14], o[15]]
                 }
-                part = p.next;
-            }
-        }
-        // SAFETY: a live request's connection and its address.
-        let client = unsafe {
-            let sa = (*r.connection).sockaddr;
-            if !sa.is_null() && (*sa).sa_family == libc_af_inet() {
-                let sin = &*(sa as *const ngx::ffi::sockaddr_in);
-                let [_, b, c, d] = u32::from_be(sin.sin_addr.s_addr).to_be_bytes();
-                Some(std::net::Ipv4Addr::new(127, b, c, d))
-            } else {
-                None
-            }
-        };
+            };
+            Ipv4Addr::new(127, low[1], low[2], low[3])
+        });
         CorpusRequest {
-            method: bytes_of(&r.method_name).to_vec(),
+            method: view.method().to_vec(),
             host,
-            target: bytes_of(&r.unparsed_uri).to_vec(),
+            target: view.raw_uri().to_vec(),
             headers,
             client,
         }
     }
-}
-
-fn libc_af_inet() -> u16 {
-    ngx::ffi::AF_INET as u16
 }

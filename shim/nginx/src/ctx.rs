@@ -23,9 +23,14 @@ pub struct RequestCtx {
     pub config: Arc<Config>,
     /// Who has run the pipeline for this request so far.
     pub pipeline: Pipeline,
-    /// The zone the pipeline serves the request from, once chosen: a
-    /// later step's edit of the Host header never moves it to another.
-    pub zone: Option<usize>,
+    /// The zones the pipeline ran for, the current one last (it runs once
+    /// per main request and zone: an internal redirect into a location
+    /// scoped to another zone runs that zone's steps too).
+    pub ran_zones: Vec<usize>,
+    /// The zone of the request's host, looked up once (main requests
+    /// only): a step's edit of the Host header never moves the request to
+    /// another zone's steps.
+    pub host_zone: Option<Option<usize>>,
     /// The step where the native pipeline stopped and handed the request
     /// on (to the Lua bridge if the location runs it, else to the native
     /// finish in the precontent phase); `None` when it ran every step.
@@ -67,7 +72,8 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
         ctx.write(RequestCtx {
             config,
             pipeline: Pipeline::NotStarted,
-            zone: None,
+            ran_zones: Vec::new(),
+            host_zone: None,
             resume_at: Some(0),
             fallback: false,
             response_ops: Vec::new(),

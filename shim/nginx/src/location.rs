@@ -3,17 +3,16 @@
 use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 
-use graft_engine::Config;
 use ngx::core::Pool;
 use ngx::ffi::{ngx_conf_t, ngx_flag_t, ngx_http_request_t, ngx_str_t, NGX_LOG_EMERG};
 use ngx::ngx_conf_log_error;
 
+use crate::ctx::RequestCtx;
 use crate::guard::guarded;
-use crate::module::{main_conf_of, ngx_http_graft_module};
+use crate::module::{main_conf_of, ngx_http_graft_module, NGX_CONF_ERROR};
 use crate::request::NgxRequest;
 
 const NGX_CONF_UNSET: ngx_flag_t = -1;
-const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
 
 /// The module's location configuration.
 pub struct LocConf {
@@ -57,10 +56,14 @@ pub unsafe extern "C" fn merge_loc_conf(
         if conf.scope.data.is_null() {
             conf.scope = prev.scope;
         }
+        if !conf.scope.data.is_null() && conf.scope_name().is_none_or(str::is_empty) {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft_scope: a zone's name, not empty");
+            return NGX_CONF_ERROR;
+        }
         // A scope must name a zone of the file graft_config loaded (when
         // it comes first): refused here, with nginx's file and line.
         // SAFETY: during configuration, cf is valid.
-        if let (Some(scope), Some(config)) = (scope_of(conf), unsafe { main_conf_of(cf) }) {
+        if let (Some(scope), Some(config)) = (conf.scope_name(), unsafe { main_conf_of(cf) }) {
             if config.zone_named(scope).is_none() {
                 ngx_conf_log_error!(
                     NGX_LOG_EMERG,
@@ -75,14 +78,18 @@ pub unsafe extern "C" fn merge_loc_conf(
     })
 }
 
-fn scope_of(conf: &LocConf) -> Option<&str> {
-    if conf.scope.len == 0 || conf.scope.data.is_null() {
-        return None;
+impl LocConf {
+    /// The scope's zone name, when `graft_scope` is set.
+    fn scope_name(&self) -> Option<&str> {
+        if self.scope.data.is_null() {
+            return None;
+        }
+        // SAFETY: a string nginx parsed from the configuration, in the
+        // cycle's pool, which outlives every request and location conf;
+        // merge_loc_conf refused one that is empty or not UTF-8.
+        let bytes = unsafe { std::slice::from_raw_parts(self.scope.data, self.scope.len) };
+        std::str::from_utf8(bytes).ok()
     }
-    // SAFETY: a string nginx parsed from the configuration, in the cycle's
-    // pool, which outlives every request and location conf.
-    let bytes = unsafe { std::slice::from_raw_parts(conf.scope.data, conf.scope.len) };
-    std::str::from_utf8(bytes).ok()
 }
 
 pub fn loc_conf(r: &ngx_http_request_t) -> Option<&LocConf> {
@@ -95,17 +102,25 @@ pub fn loc_conf(r: &ngx_http_request_t) -> Option<&LocConf> {
 }
 
 /// The zone serving the request: its location's `graft_scope`, else its
-/// host's zone (or `"*"`). `Ok(None)`: no zone serves it. `Err`: the
-/// location names a zone the configuration no longer has (a live apply
-/// removed it): graft cannot tell which steps apply.
-pub fn zone_for(r: &ngx_http_request_t, config: &Config) -> Result<Option<usize>, String> {
-    match loc_conf(r).and_then(scope_of) {
-        Some(scope) => config.zone_named(scope).map(Some).ok_or_else(|| {
+/// host's zone (or `"*"`), looked up once for a main request (`ctx`), so
+/// that a step's edit of the Host header never moves it. `Ok(None)`: no
+/// zone serves it. `Err`: the location names a zone the configuration no
+/// longer has (a live apply removed it): graft cannot tell which steps
+/// apply.
+pub fn zone_for(r: &ngx_http_request_t, ctx: &mut RequestCtx) -> Result<Option<usize>, String> {
+    if let Some(scope) = loc_conf(r).and_then(|c| c.scope_name()) {
+        return ctx.config.zone_named(scope).map(Some).ok_or_else(|| {
             format!("graft_scope \"{scope}\": no such zone in the configuration serving")
-        }),
-        None => {
-            use graft_contract::RequestView;
-            Ok(config.zone_index(NgxRequest::new(r).host()))
-        }
+        });
     }
+    if let Some(z) = ctx.host_zone {
+        return Ok(z);
+    }
+    use graft_contract::RequestView;
+    let z = ctx.config.zone_index(NgxRequest::new(r).host());
+    // A subrequest shares the main request's record: it never sets it.
+    if std::ptr::eq(r, r.main) {
+        ctx.host_zone = Some(z);
+    }
+    Ok(z)
 }

@@ -44,7 +44,8 @@ pub struct MainConf {
     pub capture: Option<crate::capture::Capture>,
 }
 
-const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
+/// nginx's NGX_CONF_ERROR, a macro bindgen does not carry over.
+pub const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
 
 static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
@@ -490,7 +491,7 @@ extern "C" {
 
 /// The step counters and kill switches every worker shares, unless
 /// `graft_shared_memory` says otherwise: 64 MiB, room for about 3.9
-/// million counters (35 a step: 100,000 steps within three quarters) and
+/// million counters (36 a step: 80,000 steps within three quarters) and
 /// 260,000 kill switches. Pages are only used when touched.
 const DEFAULT_COUNTER_BYTES: usize = 64 << 20;
 /// The windowed counters (rate limits, rollback windows): 4 MiB, 520,000

@@ -24,16 +24,15 @@ use ngx::ffi::{
     ngx_http_conf_ctx_t, ngx_http_core_main_conf_t, ngx_http_core_module,
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_handler_pt,
     ngx_http_output_filter, ngx_http_output_header_filter_pt,
-    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_http_send_header,
     ngx_http_set_content_type, ngx_http_set_exten, ngx_http_top_header_filter, ngx_int_t, ngx_time,
     NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
 };
 
-use ngx::ffi::NGX_LOG_ERR;
-use ngx::ngx_log_error;
-
-use crate::bridge::{fail_step, log_decision_lines, log_outcome, record, run_sampled};
+use crate::bridge::{
+    fail_step, log_decision_lines, log_limited, log_outcome, record, run_sampled, LogFamily,
+};
 use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
 use crate::headers::{pool_str, push_header, remove_request_header, response_header};
@@ -66,12 +65,13 @@ pub unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
                 return NGX_ERROR as ngx_int_t;
             }
             *h = Some(finish_handler);
-            let phase = &mut (*cmcf).phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize];
+            // Captured as the client sent it, before any step changes it.
+            let phase = &mut (*cmcf).phases[ngx_http_phases_NGX_HTTP_POST_READ_PHASE as usize];
             let h = ngx_array_push(&mut phase.handlers) as *mut ngx_http_handler_pt;
             if h.is_null() {
                 return NGX_ERROR as ngx_int_t;
             }
-            *h = Some(crate::capture::log_handler);
+            *h = Some(crate::capture::capture_handler);
             if let Some(next) = ngx_http_top_header_filter {
                 if next as usize != header_filter as *const () as usize {
                     NEXT_HEADER_FILTER.store(next as usize, Ordering::Relaxed);
@@ -101,25 +101,22 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 Some(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
             };
         };
-        if ctx.pipeline != Pipeline::NotStarted {
-            return NGX_DECLINED as ngx_int_t;
-        }
-        ctx.pipeline = Pipeline::Native;
-        let config = ctx.config.clone();
-        let zone = match zone_for(r, &config) {
+        let zone = match zone_for(r, ctx) {
             Ok(Some(zone)) => zone,
-            Ok(None) => {
-                ctx.resume_at = None;
-                return NGX_DECLINED as ngx_int_t;
-            }
+            Ok(None) => return NGX_DECLINED as ngx_int_t,
             Err(e) => {
-                // SAFETY: a live request's connection and its log are valid.
-                let log = unsafe { (*r.connection).log };
-                ngx_log_error!(NGX_LOG_ERR, log, "graft: {e}");
+                log_limited(r, LogFamily::Failure, &format!("graft: {e}"));
                 return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
             }
         };
-        ctx.zone = Some(zone);
+        // Once a main request and zone.
+        if ctx.ran_zones.contains(&zone) {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        ctx.pipeline = Pipeline::Native;
+        ctx.ran_zones.push(zone);
+        ctx.fallback = false;
+        let config = ctx.config.clone();
         run_steps(r, &config.zones[zone], 0, false, true)
     })
 }
@@ -141,7 +138,11 @@ unsafe extern "C" fn finish_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             return NGX_DECLINED as ngx_int_t;
         };
         ctx.pipeline = Pipeline::Taken;
-        let (config, zone, fell_back) = (ctx.config.clone(), ctx.zone, ctx.fallback);
+        let (config, zone, fell_back) = (
+            ctx.config.clone(),
+            ctx.ran_zones.last().copied(),
+            ctx.fallback,
+        );
         match zone.and_then(|z| config.zones.get(z)) {
             Some(z) => run_steps(r, z, from, fell_back, false),
             None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,

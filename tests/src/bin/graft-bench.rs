@@ -97,11 +97,7 @@ impl Server {
             .arg(prefix.parent().unwrap())
             .status();
         graft_tests::lay_out_prefix(&prefix);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = graft_tests::free_port();
         let graft_config = match config {
             Some(c) => {
                 let path = prefix.join("graft.json");
