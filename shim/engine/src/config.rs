@@ -607,9 +607,8 @@ impl Config {
         match zone {
             Some(z) => {
                 let zone = self
-                    .zones
-                    .iter()
-                    .find(|x| x.name == z)
+                    .zone_named(z)
+                    .map(|i| &self.zones[i])
                     .ok_or_else(|| format!("no zone \"{z}\""))?;
                 let steps: Vec<_> = zone
                     .steps

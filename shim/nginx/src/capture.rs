@@ -70,6 +70,11 @@ thread_local! {
     static SEEN: Cell<u64> = const { Cell::new(0) };
 }
 
+fn bad_arg(cf: *mut ngx_conf_t, why: &str) -> *mut c_char {
+    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft_capture: {why}");
+    NGX_CONF_ERROR
+}
+
 /// `graft_capture <file> [rate=R] [max=SIZE] [drop=H1,H2,...];`
 pub unsafe extern "C" fn set_capture(
     cf: *mut ngx_conf_t,
@@ -125,6 +130,9 @@ pub unsafe extern "C" fn set_capture(
             }
         }
         let mut name = args[1];
+        if name.len == 0 {
+            return bad_arg(cf, "the file name is empty");
+        }
         // SAFETY: registers the file with the cycle, which opens it (as
         // the master, for the workers' user) and reopens it on `-s reopen`.
         capture.file = unsafe { ngx_conf_open_file((*cf).cycle, &mut name) };
