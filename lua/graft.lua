@@ -828,7 +828,7 @@ function _M.admin()
         -- Every legacy module the new file names must load and build.
         local checked, err = check_plans(r, GRAFT_PLANS_PENDING)
         if not checked then
-            return admin_reply(400, "refused, the running configuration goes on: " .. err)
+            return admin_reply(400, "refused, the running configuration goes on: " .. tostring(err))
         end
         rc, message = call_with_buffer(function(buf, size)
             return C.graft_ffi_apply(r, GRAFT_APPLY_COMMIT, buf, size)
