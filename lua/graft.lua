@@ -423,7 +423,7 @@ local function rust_failure(rc, o)
 end
 
 local CLOCK_MONOTONIC = 1
-local SAMPLE_EVERY = 8
+local GRAFT_SAMPLE_EVERY = 8
 local sample = 0
 local ts = ffi_new("struct graft_timespec[1]")
 
@@ -432,7 +432,7 @@ local function now_ns()
     return tonumber(ts[0].tv_sec) * 1e9 + tonumber(ts[0].tv_nsec)
 end
 
--- Runs a step's Lua side, timing one call in SAMPLE_EVERY as the Rust
+-- Runs a step's Lua side, timing one call in GRAFT_SAMPLE_EVERY as the Rust
 -- side does.
 local function lua_decision(step, req, r, zone, index)
     local inst = step.legacy
@@ -441,7 +441,7 @@ local function lua_decision(step, req, r, zone, index)
     end
     sample = sample + 1
     local ok, d
-    if r and sample % SAMPLE_EVERY == 0 then
+    if r and sample % GRAFT_SAMPLE_EVERY == 0 then
         local started = now_ns()
         ok, d = pcall(inst.on_request, inst, req)
         C.graft_ffi_observe(r, zone, index, GRAFT_IMPL_LUA, now_ns() - started)

@@ -17,6 +17,9 @@
 
 #include <stddef.h>
 
+/* One call in this many has its latency timed, on either side. */
+#define GRAFT_SAMPLE_EVERY  8
+
 /* graft_ffi_observe's `what`: the implementation timed. */
 #define GRAFT_IMPL_LUA   0
 #define GRAFT_IMPL_RUST  1

@@ -113,7 +113,7 @@ fn push_log(headers: &mut Vec<graft_header_t>, lines: &[String]) {
     headers.extend(
         lines
             .iter()
-            .map(|line| header(0, GRAFT_TARGET_LOG, "log", line.as_bytes())),
+            .map(|line| header(GRAFT_HEADER_SET, GRAFT_TARGET_LOG, "log", line.as_bytes())),
     );
 }
 
@@ -130,11 +130,14 @@ impl Slot {
                 out.status = c_int::from(resp.status);
                 out.body = resp.body.as_ptr();
                 out.body_len = resp.body.len();
-                self.headers.extend(
-                    resp.headers
-                        .iter()
-                        .map(|(n, v)| header(0, GRAFT_TARGET_RESPONSE, n.as_str(), v.as_bytes())),
-                );
+                self.headers.extend(resp.headers.iter().map(|(n, v)| {
+                    header(
+                        GRAFT_HEADER_SET,
+                        GRAFT_TARGET_RESPONSE,
+                        n.as_str(),
+                        v.as_bytes(),
+                    )
+                }));
                 push_log(&mut self.headers, &resp.log);
             }
             Decision::Continue(changes) => {
@@ -450,16 +453,16 @@ thread_local! {
 }
 
 /// One call in this many has its latency measured (on either side).
-pub const SAMPLE_EVERY: u32 = 8;
+pub const GRAFT_SAMPLE_EVERY: c_int = 8;
 
-/// Runs a step's Rust side, timing one call in `SAMPLE_EVERY`.
+/// Runs a step's Rust side, timing one call in `GRAFT_SAMPLE_EVERY`.
 pub fn run_sampled(step: &Step, req: &NgxRequest, ctx: &Context) -> Outcome {
     let n = SAMPLE.with(|s| {
         let n = s.get().wrapping_add(1);
         s.set(n);
         n
     });
-    if !n.is_multiple_of(SAMPLE_EVERY) {
+    if !n.is_multiple_of(GRAFT_SAMPLE_EVERY.unsigned_abs()) {
         return run_request_phase(step, req, ctx);
     }
     let started = std::time::Instant::now();
@@ -470,7 +473,7 @@ pub fn run_sampled(step: &Step, req: &NgxRequest, ctx: &Context) -> Outcome {
 }
 
 /// Records how long the Lua side took at a step (the bridge measures one
-/// call in `SAMPLE_EVERY`); `what` is 0 for Lua, 1 for Rust.
+/// call in `GRAFT_SAMPLE_EVERY`); `what` is `GRAFT_IMPL_LUA` or `GRAFT_IMPL_RUST`.
 ///
 /// # Safety
 /// `r` is the current request.
