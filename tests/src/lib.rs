@@ -438,6 +438,10 @@ impl Drop for Nginx {
                     .status();
             }
         }
+        // A passing test's prefix goes; a failing one's stays, to read.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.prefix);
+        }
     }
 }
 
