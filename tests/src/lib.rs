@@ -81,15 +81,20 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// (not root) read goes into it, where they can reach it wherever graft
 /// was cloned; `@GRAFT_ROOT@` is then `prefix/graft`.
 pub fn lay_out_prefix(prefix: &Path) {
-    let out = Command::new(root().join("nginx/prefix.sh"))
-        .arg(prefix)
-        .output()
-        .unwrap();
+    run_ok(Command::new(root().join("nginx/prefix.sh")).arg(prefix));
+}
+
+/// Runs a command that must succeed; fails with what it printed otherwise.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{:?} failed:\n{}\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// Where the test prefixes live: outside the clone (which may be private

@@ -578,16 +578,11 @@ fn make_run_serves_from_a_private_clone() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     let clone = private.join("graft");
-    let out = std::process::Command::new("git")
-        .args(["clone", "-q", "--no-hardlinks"])
-        .arg(&root)
-        .arg(&clone)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    graft_tests::run_ok(
+        std::process::Command::new("git")
+            .args(["clone", "-q", "--no-hardlinks"])
+            .arg(&root)
+            .arg(&clone),
     );
     // The working tree's Lua side and template, which the test is about.
     for f in ["lua", "nginx", "Makefile"] {

@@ -4,18 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use graft_tests::root;
+use graft_tests::{root, run_ok};
 
 fn run(dir: &Path, cmd: &mut Command) -> Output {
-    let out = cmd.current_dir(dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?} failed:\n{}\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    run_ok(cmd.current_dir(dir))
 }
 
 #[test]

@@ -565,7 +565,7 @@ impl Config {
             .iter()
             .flat_map(|z| z.steps.iter().map(|s| s.module_name))
             .collect();
-        let series = crate::counters::SERIES.len() * crate::counters::SERIES_MINUTES as usize;
+        let series = crate::counters::SERVED.len() * crate::counters::SERIES_MINUTES as usize;
         let needed = steps * crate::counters::KEYS_PER_STEP + modules.len() * series;
         let room = counters.capacity() / 4 * 3;
         if needed > room {
@@ -661,7 +661,7 @@ impl Config {
                 if series.contains_key(step.module_name) {
                     continue;
                 }
-                let counts: serde_json::Map<_, _> = crate::counters::SERIES
+                let counts: serde_json::Map<_, _> = crate::counters::SERVED
                     .iter()
                     .map(|&what| {
                         let values =

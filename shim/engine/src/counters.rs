@@ -139,8 +139,9 @@ pub const KEYS_PER_STEP: usize = Count::ALL.len() + 2 * (LATENCY_BUCKETS_US.len(
 /// Minutes a module's time series keeps (a ring of per-minute counts, per
 /// module, summed over its zones and every worker).
 pub const SERIES_MINUTES: u64 = 16;
-/// What the time series count.
-pub const SERIES: [Count; 6] = [
+/// The paths that serve a request at a step (the `path` of
+/// `graft_requests_total`, and what the time series count).
+pub const SERVED: [Count; 6] = [
     Count::Lua,
     Count::Rust,
     Count::Fallback,
@@ -222,7 +223,7 @@ impl Counters {
     /// Counts `what` in its module's time series for the minute holding
     /// `now_secs`.
     pub fn add_series(&self, module: &str, what: Count, now_secs: u64) {
-        if let (Some(t), true) = (self.shared.get(), SERIES.contains(&what)) {
+        if let (Some(t), true) = (self.shared.get(), SERVED.contains(&what)) {
             let minute = now_secs / 60;
             t.add_in_minute(series_key(module, what, minute), minute);
         }

@@ -8,20 +8,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::counters::SERVED;
 use crate::{Config, Count, Impl};
 
 type NoLabels = [(&'static str, &'static str); 0];
 const NO_LABELS: NoLabels = [];
 
-/// What a request's step did, by how it was served.
-const PATHS: [Count; 6] = [
-    Count::Lua,
-    Count::Rust,
-    Count::Fallback,
-    Count::ShadowMatch,
-    Count::ShadowDiff,
-    Count::Failed,
-];
 /// What the Rust side could not do.
 const FAULTS: [Count; 3] = [Count::Decline, Count::Error, Count::Panic];
 
@@ -48,7 +40,7 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?;
         for (zone, step) in steps() {
-            for what in PATHS {
+            for what in SERVED {
                 let labels = [
                     ("zone", zone),
                     ("module", step.module_name),

@@ -120,20 +120,15 @@ impl Server {
             .replace("@PIPELINE@", pipeline)
             .replace("@PORT@", &port.to_string());
         std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-        let out = Command::new("nginx")
-            .args([
-                "-p",
-                prefix.to_str().unwrap(),
-                "-c",
-                prefix.join("nginx.conf").to_str().unwrap(),
-            ])
-            .args(["-e", prefix.join("error.log").to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        graft_tests::run_ok(
+            Command::new("nginx")
+                .args([
+                    "-p",
+                    prefix.to_str().unwrap(),
+                    "-c",
+                    prefix.join("nginx.conf").to_str().unwrap(),
+                ])
+                .args(["-e", prefix.join("error.log").to_str().unwrap()]),
         );
         let server = Server { prefix, port };
         let deadline = Instant::now() + Duration::from_secs(30);
