@@ -25,7 +25,8 @@ GRAFT_MODULE ?= $(CURDIR)/$(MODULE)
 BENCH_CRATES := $(foreach d,$(filter-out modules/template/benches,$(wildcard modules/*/benches)),-p graft-$(subst _,-,$(notdir $(patsubst %/benches,%,$(d)))))
 export GRAFT_MODULE
 
-.PHONY: help deps build run stop test diff corpus bench lint fmt clean new-module
+.PHONY: help deps build run stop test diff corpus bench lint fmt clean new-module \
+	deb docker-base docker package-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -89,6 +90,24 @@ bench: build ## Measure every variant with wrk on loopback (about 3 minutes); wr
 
 new-module: ## Write a new product module and everything around it (NAME=geo_block)
 	modules/new-module.sh '$(NAME)'
+
+VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+IMAGE ?= graft:$(VERSION)
+
+deb: build ## Build the Debian package (target/deb/libnginx-mod-http-graft_*.deb)
+	rm -f target/deb/*.deb
+	nginx/debian/build.sh $(MODULE) target/deb
+
+docker-base: ## Make the debian:12 base image from Debian's archive (no registry needed)
+	docker/make-base.sh debian:12
+
+docker: deb docker-base ## Build the container image (graft:<version>) from the package
+	rm -rf target/docker && mkdir -p target/docker
+	cp target/deb/libnginx-mod-http-graft_*.deb target/docker/graft.deb
+	docker build -q --network host -f docker/Dockerfile -t $(IMAGE) target/docker
+
+package-test: docker ## Install the package in a fresh Debian 12 container and test it there
+	docker/package-test.sh $(IMAGE)
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check

@@ -1,0 +1,94 @@
+#!/bin/bash
+# Tests graft where users install it: the package, installed by the image
+# build with `apt install` into a fresh debian:12, runs in a container with
+# no network at all (its nginx answers on the container's own loopback),
+# and every check runs inside it. Then the package is removed the way the
+# README says to go back, and nginx must still start and serve.
+#
+#   docker/package-test.sh IMAGE          (make package-test)
+set -euo pipefail
+image=$1
+name=graft-package-test-$$
+failures=0
+checks=0
+
+cleanup() { docker rm -f "$name" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+inside() { docker exec "$name" "$@"; }
+pass() { checks=$((checks + 1)); echo "ok   $1"; }
+fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL $1"; }
+# check NAME EXPECTED-SUBSTRING COMMAND...: the command's output holds it.
+check() {
+    local what=$1 want=$2 got
+    shift 2
+    if got=$("$@" 2>&1) && [[ $got == *"$want"* ]]; then
+        pass "$what"
+    else
+        fail "$what: wanted \"$want\", got: ${got:0:400}"
+    fi
+}
+# status URL [curl args]: the status code and headers of one request.
+status() { inside curl -sS -o /dev/null -D - --max-time 5 "$@"; }
+
+# nginx is started by the test (not as the container's first process), so
+# that it can be stopped and started again after the package is removed.
+docker run -d --name "$name" --network none "$image" sleep infinity >/dev/null
+inside sh -c 'rm -f /var/log/nginx/*.log && nginx'
+# Up when the metrics answer.
+for _ in $(seq 50); do
+    inside curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8080/graft/metrics 2>/dev/null && break
+    sleep 0.2
+done
+
+check "the package links the module after the Lua module's" "60-mod-http-graft.conf" \
+    inside ls /etc/nginx/modules-enabled/
+check "nginx -t checks graft's file" "test is successful" inside nginx -t
+check "/graft/status is the dashboard" "<title>graft" inside curl -fsS http://127.0.0.1:8080/graft/status
+check "/graft/metrics counts by zone and module" 'graft_requests_total{zone="*",module="waf",path="rust"}' \
+    inside curl -fsS http://127.0.0.1:8080/graft/metrics
+check "a page is served, with the headers module's header" "X-Frame-Options: DENY" \
+    status http://127.0.0.1:8080/
+check "the WAF blocks a rule's path" "HTTP/1.1 403" status http://127.0.0.1:8080/admin/users
+check "the WAF blocks SQL injection in an argument" "HTTP/1.1 403" \
+    status "http://127.0.0.1:8080/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--"
+check "a redirect answers (shadow: Lua serves, Rust compared)" "Location: /new" status http://127.0.0.1:8080/old
+# Two requests reached the redirects step (/ and /old; the WAF answered
+# the others): both compared, both alike.
+check "the shadow comparisons matched" 'graft_requests_total{zone="*",module="redirects",path="shadow_match"} 2' \
+    inside curl -fsS http://127.0.0.1:8080/graft/metrics
+check "no shadow comparison differed" 'graft_requests_total{zone="*",module="redirects",path="shadow_diff"} 0' \
+    inside curl -fsS http://127.0.0.1:8080/graft/metrics
+
+# A bad graft file: refused by nginx -t, a reload and a live apply, naming
+# the field; the running configuration goes on serving.
+inside cp /etc/nginx/graft.json /etc/nginx/graft.json.good
+inside sed -i 's/"op": "prefix"/"op": "prefixx"/' /etc/nginx/graft.json
+check "nginx -t refuses a bad graft file, naming the field" "rules[0].when" inside sh -c 'nginx -t 2>&1; true'
+check "a live apply refuses it" "refused, the running configuration goes on" \
+    inside curl -sS -X POST http://127.0.0.1:8081/graft/admin/apply
+# `nginx -s reload` would check the file itself and not signal: signal the
+# master as systemd's reload does.
+inside sh -c 'kill -HUP "$(cat /run/nginx.pid)"'
+sleep 1
+check "a reload refuses it, naming the field" "rules[0].when" inside grep emerg /var/log/nginx/error.log
+check "the running configuration still blocks" "HTTP/1.1 403" status http://127.0.0.1:8080/admin/users
+check "the refusal is counted" "graft_configuration_refused_total{} 2" \
+    inside curl -fsS http://127.0.0.1:8080/graft/metrics
+inside mv /etc/nginx/graft.json.good /etc/nginx/graft.json
+
+# Going back: take graft's lines out, remove the package; nginx still starts.
+inside rm /etc/nginx/sites-enabled/graft
+inside ln -s ../sites-available/default /etc/nginx/sites-enabled/default
+inside nginx -s quit
+for _ in $(seq 50); do inside pgrep -x nginx >/dev/null || break; sleep 0.2; done
+check "the package removes" "Removing libnginx-mod-http-graft" \
+    inside env DEBIAN_FRONTEND=noninteractive apt-get remove -y libnginx-mod-http-graft
+check "the module is out of nginx's configuration" "60-mod-http-graft.conf.removed" \
+    inside ls /etc/nginx/modules-enabled/
+check "nginx -t passes without graft" "test is successful" inside nginx -t
+inside nginx
+check "nginx serves without graft" "HTTP/1.1 200" status http://127.0.0.1/
+
+echo "package test: $((checks - failures)) passed, $failures failed"
+[ "$failures" = 0 ] && [ "$checks" -gt 0 ]
