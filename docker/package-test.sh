@@ -80,7 +80,7 @@ inside mv /etc/nginx/graft.json.good /etc/nginx/graft.json
 # Going back: take graft's lines out, remove the package; nginx still starts.
 inside rm /etc/nginx/sites-enabled/graft
 inside ln -s ../sites-available/default /etc/nginx/sites-enabled/default
-inside nginx -s quit
+inside nginx -s quit 2>/dev/null
 for _ in $(seq 50); do inside pgrep -x nginx >/dev/null || break; sleep 0.2; done
 check "the package removes" "Removing libnginx-mod-http-graft" \
     inside env DEBIAN_FRONTEND=noninteractive apt-get remove -y libnginx-mod-http-graft

@@ -92,6 +92,7 @@ local GRAFT_PLANS_PENDING = 1
 
 local GRAFT_APPLY_CHECK = 0
 local GRAFT_APPLY_COMMIT = 1
+local GRAFT_APPLY_REFUSE = 2
 
 ffi.cdef[[
 typedef struct {
@@ -828,6 +829,9 @@ function _M.admin()
         -- Every legacy module the new file names must load and build.
         local checked, err = check_plans(r, GRAFT_PLANS_PENDING)
         if not checked then
+            call_with_buffer(function(buf, size)
+                return C.graft_ffi_apply(r, GRAFT_APPLY_REFUSE, buf, size)
+            end)
             return admin_reply(400, "refused, the running configuration goes on: " .. tostring(err))
         end
         rc, message = call_with_buffer(function(buf, size)

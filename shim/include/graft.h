@@ -67,6 +67,7 @@
 /* graft_ffi_apply's `stage`. */
 #define GRAFT_APPLY_CHECK   0   /* read, validate, keep pending */
 #define GRAFT_APPLY_COMMIT  1   /* swap the pending configuration in */
+#define GRAFT_APPLY_REFUSE  2   /* drop the pending one, count the refusal */
 
 /* graft:abi:begin */
 typedef struct {

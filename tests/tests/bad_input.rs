@@ -1,6 +1,6 @@
 //! Bad configuration is refused whole, with file, zone, module and field
 //! named; hostile requests get a normal answer and never a crash.
-use graft_tests::{one_zone, Nginx};
+use graft_tests::{metric, one_zone, Nginx};
 use serde_json::json;
 
 fn redirects(mode: &str) -> serde_json::Value {
@@ -106,6 +106,11 @@ fn a_refused_reload_leaves_the_running_configuration_serving() {
     let r = nginx.get("localhost", "/old");
     assert_eq!(r.status, 301, "the old configuration stopped serving");
     assert_eq!(nginx.counters()["generation"], generation);
+    let refused = |nginx: &Nginx| {
+        let text = nginx.get("localhost", "/graft/metrics").text();
+        metric(&text, "graft_configuration_refused_total{}")
+    };
+    assert_eq!(refused(&nginx), Some(1), "the refused reload is counted");
 
     // A good file is then taken, whole.
     nginx.write_config(&one_zone(
@@ -120,6 +125,11 @@ fn a_refused_reload_leaves_the_running_configuration_serving() {
     // The refused reload is the only [emerg] line.
     let log = nginx.error_log();
     assert_eq!(log.matches("[emerg]").count(), 1, "{log}");
+    assert_eq!(refused(&nginx), Some(1));
+    // `nginx -t` reads a file in a process of its own: not counted.
+    nginx.write_config("{ not json");
+    assert!(!nginx.test_config().0);
+    assert_eq!(refused(&nginx), Some(1));
 }
 
 #[test]

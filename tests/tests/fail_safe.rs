@@ -470,6 +470,15 @@ fn a_worker_respawned_after_a_live_apply_serves_what_was_applied() {
         "{}",
         r.text()
     );
+    // Refused on the Rust side too (not JSON): each refusal is counted.
+    nginx.write_config("{ not json");
+    assert_eq!(nginx.admin("POST", "/graft/admin/apply").status, 400);
+    let metrics = nginx.get("localhost", "/graft/metrics").text();
+    assert_eq!(
+        metric(&metrics, "graft_configuration_refused_total{}"),
+        Some(2),
+        "{metrics}"
+    );
     let before = nginx.worker_pids();
     let status = std::process::Command::new("kill")
         .args(["-KILL", &before[0].to_string()])

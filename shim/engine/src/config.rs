@@ -592,6 +592,14 @@ impl Config {
         self.shared.get().map_or(0, CounterTable::lost)
     }
 
+    /// Graft files a running nginx refused (on reload or in a live apply)
+    /// since it started.
+    pub fn configurations_refused(&self) -> u64 {
+        self.shared
+            .get()
+            .map_or(0, |t| t.get(crate::counters::refused_key()))
+    }
+
     /// Windowed counts (rate limits, rollback windows) that took over a
     /// slot still in use: the shared table is too small for the traffic.
     pub fn window_evictions(&self) -> u64 {

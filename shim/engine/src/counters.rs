@@ -183,6 +183,14 @@ pub struct Latency {
     pub buckets: Vec<(f64, u64)>,
 }
 
+/// The key of the count of graft files refused by a running nginx (on
+/// reload or in a live apply), in the shared counter table.
+pub fn refused_key() -> u64 {
+    let mut h = DefaultHasher::new();
+    ("refused",).hash(&mut h);
+    h.finish()
+}
+
 /// The key of a kill switch: `zone` None for the module in every zone.
 pub fn kill_key(zone: Option<&str>, module: &str) -> u64 {
     let mut h = DefaultHasher::new();

@@ -111,6 +111,14 @@ impl Collector for Snapshot {
         )?;
         ConstCounter::new(self.0.window_evictions()).encode(family.encode_family(&NO_LABELS)?)?;
         let mut family = encoder.encode_descriptor(
+            "graft_configuration_refused",
+            "Graft files this nginx refused since it started, on reload or in a live apply (the running configuration went on serving).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.configurations_refused())
+            .encode(family.encode_family(&NO_LABELS)?)?;
+        let mut family = encoder.encode_descriptor(
             "graft_configuration_generation",
             "The generation of the configuration serving.",
             None,

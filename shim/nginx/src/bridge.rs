@@ -39,6 +39,7 @@ const GRAFT_PLANS_LOADED: c_int = 0;
 const GRAFT_PLANS_PENDING: c_int = 1;
 const GRAFT_APPLY_CHECK: c_int = 0;
 const GRAFT_APPLY_COMMIT: c_int = 1;
+const GRAFT_APPLY_REFUSE: c_int = 2;
 
 const GRAFT_CONTINUE: c_int = 0;
 const GRAFT_RESPOND: c_int = 1;
@@ -987,11 +988,15 @@ pub unsafe extern "C" fn graft_ffi_apply(
             return GRAFT_ERROR;
         };
         let result = match stage {
-            GRAFT_APPLY_CHECK => {
-                crate::module::prepare_live(r).map(|g| format!("checked, generation {g}"))
-            }
-            GRAFT_APPLY_COMMIT => {
-                crate::module::commit_live(r).map(|g| format!("applied, generation {g}"))
+            GRAFT_APPLY_CHECK => crate::module::prepare_live(r)
+                .map(|g| format!("checked, generation {g}"))
+                .inspect_err(|_| crate::module::refuse_live()),
+            GRAFT_APPLY_COMMIT => crate::module::commit_live(r)
+                .map(|g| format!("applied, generation {g}"))
+                .inspect_err(|_| crate::module::refuse_live()),
+            GRAFT_APPLY_REFUSE => {
+                crate::module::refuse_live();
+                Ok("refused".to_string())
             }
             _ => Err(format!("no apply stage {stage}")),
         };

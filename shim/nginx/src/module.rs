@@ -232,6 +232,7 @@ unsafe extern "C" fn set_config(
                 let counters = CounterTable::new(step_counters);
                 if let Err(e) = config.fits(&counters) {
                     ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: {path}: {e}");
+                    count_refused(counters);
                     return NGX_CONF_ERROR;
                 }
                 config.attach(counters, SlotTable::new(windows));
@@ -250,6 +251,7 @@ unsafe extern "C" fn set_config(
             }
             Err(e) => {
                 ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: {e}");
+                count_refused(CounterTable::new(step_counters));
                 NGX_CONF_ERROR
             }
         }
@@ -422,6 +424,23 @@ pub fn prepare_live(r: &ngx_http_request_t) -> Result<u64, String> {
     let generation = config.generation;
     PENDING.with_borrow_mut(|p| *p = Some((config, text)));
     Ok(generation)
+}
+
+/// Ends a live apply that was refused: drops what it checked, if anything,
+/// and counts the refusal.
+pub fn refuse_live() {
+    PENDING.with_borrow_mut(|p| *p = None);
+    if let Some(counters) = COUNTERS.get().copied().flatten() {
+        count_refused(CounterTable::new(counters));
+    }
+}
+
+/// Counts a refused graft file in the shared table, for
+/// `graft_configuration_refused_total`. On a reload the table is the one
+/// the running workers count in (it outlives cycles); under `nginx -t` it
+/// is the test process's own, gone with it.
+fn count_refused(counters: CounterTable<'static>) {
+    counters.add(graft_engine::counters::refused_key(), 1);
 }
 
 /// Second stage of a live apply: swaps the pending configuration in, in
