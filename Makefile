@@ -93,6 +93,7 @@ new-module: ## Write a new product module and everything around it (NAME=geo_blo
 
 VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 IMAGE ?= graft:$(VERSION)
+PROMETHEUS_IMAGE ?= graft-prometheus:$(VERSION)
 
 deb: build ## Build the Debian package (target/deb/libnginx-mod-http-graft_*.deb)
 	rm -f target/deb/*.deb
@@ -101,13 +102,14 @@ deb: build ## Build the Debian package (target/deb/libnginx-mod-http-graft_*.deb
 docker-base: ## Make the debian:12 base image from Debian's archive (no registry needed)
 	docker/make-base.sh debian:12
 
-docker: deb docker-base ## Build the container image (graft:<version>) from the package
+docker: deb docker-base ## Build the images (graft:<version> from the package, graft-prometheus:<version>)
 	rm -rf target/docker && mkdir -p target/docker
 	cp target/deb/libnginx-mod-http-graft_*.deb target/docker/graft.deb
 	docker build -q --network host -f docker/Dockerfile -t $(IMAGE) target/docker
+	docker build -q --network host -t $(PROMETHEUS_IMAGE) docker/prometheus
 
 package-test: docker ## Install the package in a fresh Debian 12 container and test it there
-	docker/package-test.sh $(IMAGE)
+	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE)
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check

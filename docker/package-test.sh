@@ -5,14 +5,19 @@
 # and every check runs inside it. Then the package is removed the way the
 # README says to go back, and nginx must still start and serve.
 #
-#   docker/package-test.sh IMAGE          (make package-test)
+# Debian's Prometheus (the second image, docker/prometheus) runs in the
+# same network namespace, scrapes graft and must fire graft's alert for
+# the refused configuration.
+#
+#   docker/package-test.sh IMAGE PROMETHEUS-IMAGE     (make package-test)
 set -euo pipefail
 image=$1
+prometheus=$2
 name=graft-package-test-$$
 failures=0
 checks=0
 
-cleanup() { docker rm -f "$name" >/dev/null 2>&1 || true; }
+cleanup() { docker rm -f "$name-prometheus" "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 inside() { docker exec "$name" "$@"; }
@@ -60,6 +65,17 @@ check "the shadow comparisons matched" 'graft_requests_total{zone="*",module="re
 check "no shadow comparison differed" 'graft_requests_total{zone="*",module="redirects",path="shadow_diff"} 0' \
     inside curl -fsS http://127.0.0.1:8080/graft/metrics
 
+# Prometheus scrapes graft on the loopback they share.
+docker run -d --name "$name-prometheus" --network "container:$name" "$prometheus" >/dev/null
+query() { inside curl -fsS --max-time 2 "http://127.0.0.1:9090/api/v1/$1" 2>/dev/null || true; }
+for _ in $(seq 100); do
+    [[ $(query 'query?query=up%7Bjob%3D%22graft%22%7D') == *'"value":['*',"1"]'* ]] && break
+    sleep 0.3
+done
+check "Prometheus scrapes /graft/metrics" '"value":[' \
+    query 'query?query=graft_requests_total%7Bmodule%3D%22waf%22%2Cpath%3D%22rust%22%7D'
+check "Prometheus has graft's alert rules" '"name":"GraftConfigurationRefused"' query rules
+
 # A bad graft file: refused by nginx -t, a reload and a live apply, naming
 # the field; the running configuration goes on serving.
 inside cp /etc/nginx/graft.json /etc/nginx/graft.json.good
@@ -76,6 +92,12 @@ check "the running configuration still blocks" "HTTP/1.1 403" status http://127.
 check "the refusal is counted" "graft_configuration_refused_total{} 2" \
     inside curl -fsS http://127.0.0.1:8080/graft/metrics
 inside mv /etc/nginx/graft.json.good /etc/nginx/graft.json
+for _ in $(seq 100); do
+    [[ $(query alerts) == *'"alertname":"GraftConfigurationRefused"'*'"state":"firing"'* ]] && break
+    sleep 0.3
+done
+check "Prometheus fires GraftConfigurationRefused" '"state":"firing"' query alerts
+docker rm -f "$name-prometheus" >/dev/null
 
 # Going back: take graft's lines out, remove the package; nginx still starts.
 inside rm /etc/nginx/sites-enabled/graft
