@@ -100,9 +100,11 @@ deb: build ## Build the Debian package (target/deb/libnginx-mod-http-graft_*.deb
 	nginx/debian/build.sh $(MODULE) target/deb
 
 docker-base: ## Make the debian:12 base image from Debian's archive (no registry needed)
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
 	docker/make-base.sh debian:12
 
 docker: deb docker-base ## Build the images (graft:<version> from the package, graft-prometheus:<version>)
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
 	rm -rf target/docker && mkdir -p target/docker
 	cp target/deb/libnginx-mod-http-graft_*.deb target/docker/graft.deb
 	docker build -q --network host -f docker/Dockerfile -t $(IMAGE) target/docker
