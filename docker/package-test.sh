@@ -102,8 +102,18 @@ docker rm -f "$name-prometheus" >/dev/null
 # Going back: take graft's lines out, remove the package; nginx still starts.
 inside rm /etc/nginx/sites-enabled/graft
 inside ln -s ../sites-available/default /etc/nginx/sites-enabled/default
-inside nginx -s quit 2>/dev/null
-for _ in $(seq 50); do inside pgrep -x nginx >/dev/null || break; sleep 0.2; done
+stop_nginx() {
+    inside nginx -s quit 2>/dev/null
+    for _ in $(seq 50); do inside pgrep -x nginx >/dev/null || break; sleep 0.2; done
+}
+stop_nginx
+# The module loaded and no site using it: nginx serves as before.
+inside nginx
+check "with the module loaded and no graft lines, nginx serves as before" "HTTP/1.1 200" \
+    status http://127.0.0.1/
+check "... and has the module loaded" "ngx_http_graft_module.so" \
+    inside sh -c 'cat /proc/$(cat /run/nginx.pid)/maps'
+stop_nginx
 check "the package removes" "Removing libnginx-mod-http-graft" \
     inside env DEBIAN_FRONTEND=noninteractive apt-get remove -y libnginx-mod-http-graft
 check "the module is out of nginx's configuration" "60-mod-http-graft.conf.removed" \
