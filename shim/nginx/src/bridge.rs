@@ -13,16 +13,16 @@ use std::sync::Arc;
 use graft_contract::{
     Context, Decision, FailurePolicy, HeaderAction, HeaderName, HeaderOp, HeaderValue,
 };
-use graft_engine::log_budget::LogBudget;
-use graft_engine::{run_request_phase, Config, Count, Impl, Kill, Mode, Outcome, Step};
-use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
+use graft_engine::{Config, Count, Impl, Kill, Mode, Outcome, Step};
+use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
 use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
+use crate::live::shared_counters;
 use crate::location::zone_for;
-use crate::module::shared_counters;
 use crate::request::NgxRequest;
+use crate::steps::{fail_step, log_limited, log_outcome, record, run_sampled, LogFamily};
 
 pub const GRAFT_ABI_VERSION: c_int = 7;
 
@@ -201,7 +201,7 @@ fn empty_decision() -> graft_decision_t {
 /// # Safety
 /// `r` must be null or the live request `get_request()` gave.
 unsafe fn request<'r>(r: *mut c_void) -> Option<&'r ngx_http_request_t> {
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller's contract: `r` is null or a live request, which outlives the borrow.
     unsafe { (r as *const ngx_http_request_t).as_ref() }
 }
 
@@ -216,7 +216,7 @@ unsafe fn request_step<'r>(
     zone: c_int,
     step_index: c_int,
 ) -> Result<(&'r ngx_http_request_t, &'r str, &'r Step), c_int> {
-    // SAFETY: the caller's contract.
+    // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
     let r = unsafe { request(r) }.ok_or(GRAFT_ERROR)?;
     let config = ctx::config(r).ok_or(GRAFT_NO_CONFIG)?;
     let (zone_name, step) = step(config, zone, step_index).ok_or(GRAFT_ERROR)?;
@@ -240,11 +240,11 @@ unsafe fn export_text(
     text: impl FnOnce(&Arc<Config>) -> String,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
             return GRAFT_NO_CONFIG;
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety); `buf` is writable for `*len` bytes and `len` is writable (# Safety).
         unsafe { copy_out(text(config).as_bytes(), buf, len) }
     })
 }
@@ -255,7 +255,8 @@ unsafe fn export_text(
 /// # Safety
 /// `buf` must be writable for `*len` bytes and `len` valid.
 unsafe fn copy_out(src: &[u8], buf: *mut c_uchar, len: *mut usize) -> c_int {
-    // SAFETY: the caller's contract.
+    // SAFETY: `len` is valid and `buf` null or writable for `*len` bytes
+    // (# Safety); at most that many are written.
     unsafe {
         if buf.is_null() || *len < src.len() {
             *len = src.len();
@@ -274,7 +275,7 @@ unsafe fn copy_out(src: &[u8], buf: *mut c_uchar, len: *mut usize) -> c_int {
 /// # Safety
 /// `buf` is null or writable for `*len` bytes; `len` is valid.
 unsafe fn copy_message(message: &str, buf: *mut c_uchar, len: *mut usize) {
-    // SAFETY: `len` is valid (the caller's contract).
+    // SAFETY: `len` is valid (# Safety).
     let room = if buf.is_null() { 0 } else { unsafe { *len } };
     let cut = &message.as_bytes()[..message.len().min(room)];
     // SAFETY: `cut` fits the buffer, so copy_out writes and never asks again.
@@ -313,20 +314,20 @@ pub unsafe extern "C" fn graft_ffi_zone(
     generation: *mut c_ulonglong,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
         let Some(ctx) = ctx::of(r) else {
-            return match crate::module::current_config(r) {
+            return match crate::conf::current_config(r) {
                 None => GRAFT_NO_CONFIG,
                 // A configuration, but no room for the request's record.
                 Some(_) => GRAFT_ERROR,
             };
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: `generation` is writable (# Safety).
         unsafe { *generation = ctx.config.generation };
-        // SAFETY: the caller's contract.
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
         let scope = unsafe { bytes(scope, scope_len) };
         let zone = if !scope.is_empty() {
             match std::str::from_utf8(scope) {
@@ -361,14 +362,14 @@ pub unsafe extern "C" fn graft_ffi_plan(
     len: *mut usize,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
             return GRAFT_NO_CONFIG;
         };
         let Some(zone) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
             return GRAFT_ERROR;
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety); `buf` is writable for `*len` bytes and `len` is writable (# Safety).
         unsafe { copy_out(zone.plan_json.as_bytes(), buf, len) }
     })
 }
@@ -392,7 +393,7 @@ pub unsafe extern "C" fn graft_ffi_run(
     out: *mut graft_decision_t,
 ) -> c_int {
     guarded(GRAFT_PANIC, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety); `out` is null or a writable decision (# Safety).
         let (Some(r), Some(out)) = (unsafe { request(r) }, unsafe { out.as_mut() }) else {
             return GRAFT_ERROR;
         };
@@ -449,30 +450,6 @@ pub unsafe extern "C" fn graft_ffi_run(
     })
 }
 
-thread_local! {
-    static SAMPLE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// One call in this many has its latency measured (on either side).
-pub const GRAFT_SAMPLE_EVERY: c_int = 8;
-
-/// Runs a step's Rust side, timing one call in `GRAFT_SAMPLE_EVERY`.
-pub fn run_sampled(step: &Step, req: &NgxRequest, ctx: &Context) -> Outcome {
-    let n = SAMPLE.with(|s| {
-        let n = s.get().wrapping_add(1);
-        s.set(n);
-        n
-    });
-    if !n.is_multiple_of(GRAFT_SAMPLE_EVERY.unsigned_abs()) {
-        return run_request_phase(step, req, ctx);
-    }
-    let started = std::time::Instant::now();
-    let outcome = run_request_phase(step, req, ctx);
-    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    step.counters.observe(Impl::Rust, nanos);
-    outcome
-}
-
 /// Records how long the Lua side took at a step (the bridge measures one
 /// call in `GRAFT_SAMPLE_EVERY`); `what` is `GRAFT_IMPL_LUA` or `GRAFT_IMPL_RUST`.
 ///
@@ -487,7 +464,7 @@ pub unsafe extern "C" fn graft_ffi_observe(
     nanos: u64,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
             return GRAFT_NO_CONFIG;
         };
@@ -499,64 +476,6 @@ pub unsafe extern "C" fn graft_ffi_observe(
             _ => GRAFT_ERROR,
         }
     })
-}
-
-/// Logs a Rust outcome that is not a decision, within its family's
-/// budget: a decline at info level, an error or a panic at error level.
-/// The lines of a decision are the serving side's to log (the Lua bridge,
-/// or the native pipeline).
-pub fn log_outcome(r: &ngx_http_request_t, zone: &str, module: &str, outcome: &Outcome) {
-    let (family, what) = match outcome {
-        Outcome::Decided(_) => return,
-        Outcome::Declined => (LogFamily::Decline, "declined".to_string()),
-        Outcome::Failed(e) => (LogFamily::Failure, format!("failed: {e}")),
-        Outcome::Panicked(e) => (LogFamily::Failure, format!("panicked: {e}")),
-    };
-    log_limited(
-        r,
-        family,
-        &format!("graft: zone \"{zone}\" module \"{module}\" {what}"),
-    );
-}
-
-/// Logs the lines a decision carries (why a request was blocked or
-/// limited), within the budget of decision lines.
-pub fn log_decision_lines(r: &ngx_http_request_t, zone: &str, module: &str, lines: &[String]) {
-    for line in lines {
-        log_limited(
-            r,
-            LogFamily::Decision,
-            &format!("graft: zone \"{zone}\" module \"{module}\": {line}"),
-        );
-    }
-}
-
-/// Counts what served the request at a step, and logs an automatic
-/// rollback when this request made one happen (or could not).
-pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
-    let now = u64::try_from(ngx_time()).unwrap_or(0);
-    let Some(result) = step.record(what, now) else {
-        return;
-    };
-    let module = step.module_name;
-    match result {
-        // Once per rollback: a change of state, outside any budget.
-        Ok(line) => {
-            // SAFETY: a live request's connection and its log are valid.
-            let log = unsafe { (*r.connection).log };
-            ngx_log_error!(
-                NGX_LOG_WARN,
-                log,
-                "graft: zone \"{zone}\" module \"{module}\" {line}"
-            );
-        }
-        // Tried again on every bad request while it fails: budgeted.
-        Err(line) => log_limited(
-            r,
-            LogFamily::Failure,
-            &format!("graft: zone \"{zone}\" module \"{module}\" {line}"),
-        ),
-    }
 }
 
 /// Where the Lua bridge starts the pipeline of `zone` for this request:
@@ -577,7 +496,7 @@ pub unsafe extern "C" fn graft_ffi_resume(
     fallback: *mut c_int,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
@@ -604,7 +523,7 @@ pub unsafe extern "C" fn graft_ffi_resume(
             _ => (None, false),
         };
         ctx.pipeline = Pipeline::Taken;
-        // SAFETY: the caller's contract.
+        // SAFETY: `fallback` is writable (# Safety).
         unsafe { *fallback = c_int::from(fell_back) };
         match start {
             None => GRAFT_DONE,
@@ -630,12 +549,12 @@ pub unsafe extern "C" fn graft_ffi_fail(
     why_len: usize,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let (r, zone_name, step) = match unsafe { request_step(r, zone, step_index) } {
             Ok(found) => found,
             Err(rc) => return rc,
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
         let why = unsafe { bytes(why, why_len) };
         match fail_step(r, zone_name, step, &String::from_utf8_lossy(why)) {
             FailurePolicy::Continue => 0,
@@ -662,11 +581,11 @@ pub unsafe extern "C" fn graft_ffi_fail_module(
     why_len: usize,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
         let (module, why) = unsafe { (bytes(module, module_len), bytes(why, why_len)) };
         let module = String::from_utf8_lossy(module);
         let Some(policy) = graft_engine::registry::default_policy(&module) else {
@@ -688,26 +607,6 @@ pub unsafe extern "C" fn graft_ffi_fail_module(
     })
 }
 
-/// Counts a step that could not decide, logs it within the budget of
-/// failure lines, and returns its policy.
-pub fn fail_step(r: &ngx_http_request_t, zone: &str, step: &Step, why: &str) -> FailurePolicy {
-    record(r, zone, step, Count::Failed);
-    let policy = step.on_failure;
-    let serves = match policy {
-        FailurePolicy::Continue => "continues past it".to_string(),
-        FailurePolicy::Respond(status) => format!("answers {status}"),
-    };
-    log_limited(
-        r,
-        LogFamily::Failure,
-        &format!(
-            "graft: zone \"{zone}\" module \"{}\" could not decide: {why}; its failure policy {serves}",
-            step.module_name
-        ),
-    );
-    policy
-}
-
 /// The bytes a caller passed, or none.
 ///
 /// # Safety
@@ -716,69 +615,8 @@ unsafe fn bytes<'a>(p: *const c_uchar, n: usize) -> &'a [u8] {
     if p.is_null() || n == 0 {
         return &[];
     }
-    // SAFETY: the caller's contract.
+    // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
     unsafe { std::slice::from_raw_parts(p, n) }
-}
-
-/// The per-request log line families, each with its own budget a second
-/// in each worker (`GRAFT_LOG_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFamily {
-    /// Lines a decision carries (a block, a limit): warn.
-    Decision = 0,
-    /// A step that could not decide, a Rust error or panic: error.
-    Failure = 1,
-    /// A shadow difference: warn.
-    Diff = 2,
-    /// A Rust side that declined: info.
-    Decline = 3,
-}
-
-/// Lines a second each family may write, per worker.
-pub const LOG_LINES_PER_SECOND: u32 = 10;
-
-impl LogFamily {
-    const ALL: [LogFamily; 4] = [
-        LogFamily::Decision,
-        LogFamily::Failure,
-        LogFamily::Diff,
-        LogFamily::Decline,
-    ];
-
-    fn level(self) -> ngx::ffi::ngx_uint_t {
-        (match self {
-            LogFamily::Failure => NGX_LOG_ERR,
-            LogFamily::Decline => NGX_LOG_INFO,
-            LogFamily::Decision | LogFamily::Diff => NGX_LOG_WARN,
-        }) as ngx::ffi::ngx_uint_t
-    }
-}
-
-thread_local! {
-    static BUDGETS: RefCell<[LogBudget; 4]> =
-        const { RefCell::new([const { LogBudget::new(LOG_LINES_PER_SECOND) }; 4]) };
-}
-
-/// Writes one line of a family to the request's log, unless the family's
-/// budget for this second is spent; the next line written says how many
-/// were left out.
-pub fn log_limited(r: &ngx_http_request_t, family: LogFamily, line: &str) {
-    let now = u64::try_from(ngx_time()).unwrap_or(0);
-    let Some(skipped) = BUDGETS.with_borrow_mut(|b| b[family as usize].allow(now)) else {
-        return;
-    };
-    // SAFETY: a live request's connection and its log are valid.
-    let log = unsafe { (*r.connection).log };
-    let level = family.level();
-    if skipped == 0 {
-        ngx_log_error!(level, log, "{line}");
-    } else {
-        ngx_log_error!(
-            level,
-            log,
-            "{line} ({skipped} more lines of this kind left out of the log)"
-        );
-    }
 }
 
 /// A shadow difference the Lua side found at a step: kept, with both
@@ -799,12 +637,12 @@ pub unsafe extern "C" fn graft_ffi_note_diff(
     rust_len: usize,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let (r, zone_name, step) = match unsafe { request_step(r, zone, step_index) } {
             Ok(found) => found,
             Err(rc) => return rc,
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
         let (lua, rust) = unsafe { (bytes(lua, lua_len), bytes(rust, rust_len)) };
         // SAFETY: nginx's request line of a live request.
         let line = unsafe {
@@ -846,7 +684,7 @@ pub unsafe extern "C" fn graft_ffi_response_header(
     value_len: usize,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
@@ -859,7 +697,7 @@ pub unsafe extern "C" fn graft_ffi_response_header(
             GRAFT_HEADER_REMOVE => HeaderAction::Remove,
             _ => return GRAFT_ERROR,
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
         let (name, value) = unsafe { (bytes(name, name_len), bytes(value, value_len)) };
         let Ok(name) = std::str::from_utf8(name) else {
             return GRAFT_ERROR;
@@ -893,7 +731,7 @@ pub unsafe extern "C" fn graft_ffi_log(
     line_len: usize,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
@@ -903,7 +741,7 @@ pub unsafe extern "C" fn graft_ffi_log(
         else {
             return GRAFT_ERROR;
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
         let line = String::from_utf8_lossy(unsafe { bytes(line, line_len) });
         log_limited(r, family, &line);
         GRAFT_OK
@@ -930,8 +768,8 @@ pub unsafe extern "C" fn graft_ffi_plans(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         let config = match which {
-            GRAFT_PLANS_LOADED => crate::module::loaded_config(),
-            GRAFT_PLANS_PENDING => crate::module::pending_config(),
+            GRAFT_PLANS_LOADED => crate::live::loaded_config(),
+            GRAFT_PLANS_PENDING => crate::live::pending_config(),
             _ => return GRAFT_ERROR,
         };
         let Some(config) = config else {
@@ -941,7 +779,7 @@ pub unsafe extern "C" fn graft_ffi_plans(
             return GRAFT_ERROR;
         };
         match config.zones.get(zone) {
-            // SAFETY: the caller's contract.
+            // SAFETY: each pointer is null or points at its length of readable bytes (# Safety); `buf` is writable for `*len` bytes and `len` is writable (# Safety).
             Some(z) => unsafe { copy_out(z.plan_json.as_bytes(), buf, len) },
             None => GRAFT_DONE,
         }
@@ -959,7 +797,8 @@ pub unsafe extern "C" fn graft_ffi_metrics(
     buf: *mut c_uchar,
     len: *mut usize,
 ) -> c_int {
-    // SAFETY: the caller's contract, passed on.
+    // SAFETY: `r`, `buf` and `len` are as this function's # Safety says,
+    // which is what export_text asks.
     unsafe { export_text(r, buf, len, graft_engine::metrics::prometheus_text) }
 }
 
@@ -983,19 +822,19 @@ pub unsafe extern "C" fn graft_ffi_apply(
     len: *mut usize,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
         let result = match stage {
-            GRAFT_APPLY_CHECK => crate::module::prepare_live(r)
+            GRAFT_APPLY_CHECK => crate::live::prepare_live(r)
                 .map(|g| format!("checked, generation {g}"))
-                .inspect_err(|_| crate::module::refuse_live()),
-            GRAFT_APPLY_COMMIT => crate::module::commit_live(r)
+                .inspect_err(|_| crate::live::refuse_live()),
+            GRAFT_APPLY_COMMIT => crate::live::commit_live(r)
                 .map(|g| format!("applied, generation {g}"))
-                .inspect_err(|_| crate::module::refuse_live()),
+                .inspect_err(|_| crate::live::refuse_live()),
             GRAFT_APPLY_REFUSE => {
-                crate::module::refuse_live();
+                crate::live::refuse_live();
                 Ok("refused".to_string())
             }
             _ => Err(format!("no apply stage {stage}")),
@@ -1004,7 +843,7 @@ pub unsafe extern "C" fn graft_ffi_apply(
             Ok(m) => (GRAFT_OK, m),
             Err(e) => (GRAFT_ERROR, e),
         };
-        // SAFETY: the caller's contract.
+        // SAFETY: `buf` is writable for `*len` bytes and `len` is writable (# Safety).
         unsafe { copy_message(&message, buf, len) };
         rc
     })
@@ -1028,7 +867,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
     len: *mut usize,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
@@ -1036,7 +875,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
             if n == 0 || p.is_null() {
                 return None;
             }
-            // SAFETY: the caller's contract.
+            // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
             Some(String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) }).into_owned())
         };
         let (module, zone) = (
@@ -1044,7 +883,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
             text(zone, zone_len),
         );
         let kill = if state == 0 { Kill::Off } else { Kill::Manual };
-        let result = crate::module::current_config(r)
+        let result = crate::conf::current_config(r)
             .ok_or_else(|| "no graft_config".to_string())
             .and_then(|c| c.set_kill(zone.as_deref(), &module, kill));
         match result {
@@ -1061,7 +900,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
                 GRAFT_OK
             }
             Err(e) => {
-                // SAFETY: the caller's contract.
+                // SAFETY: `buf` is writable for `*len` bytes and `len` is writable (# Safety).
                 unsafe { copy_message(&e, buf, len) };
                 GRAFT_ERROR
             }
@@ -1081,7 +920,7 @@ pub unsafe extern "C" fn graft_ffi_count(
     what: c_int,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
-        // SAFETY: the caller's contract.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
@@ -1108,7 +947,8 @@ pub unsafe extern "C" fn graft_ffi_counters(
     buf: *mut c_uchar,
     len: *mut usize,
 ) -> c_int {
-    // SAFETY: the caller's contract, passed on.
+    // SAFETY: `r`, `buf` and `len` are as this function's # Safety says,
+    // which is what export_text asks.
     unsafe {
         export_text(r, buf, len, |c| {
             let mut v = c.counters_value(u64::try_from(ngx_time()).unwrap_or(0));

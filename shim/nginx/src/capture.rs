@@ -32,15 +32,15 @@ use std::ops::ControlFlow;
 use graft_contract::RequestView;
 use graft_engine::corpus::CorpusRequest;
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_open_file, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_open_file_t,
-    ngx_parse_size, ngx_str_t, NGX_DECLINED, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_open_file, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_parse_size,
+    ngx_str_t, NGX_DECLINED, NGX_LOG_EMERG,
 };
 use ngx::ngx_conf_log_error;
 
-use crate::bridge::{log_limited, LogFamily};
+use crate::conf::{conf_args, main_conf, Capture, MainConf, NGX_CONF_ERROR};
 use crate::guard::guarded;
-use crate::module::{MainConf, NGX_CONF_ERROR};
 use crate::request::NgxRequest;
+use crate::steps::{log_limited, LogFamily};
 
 /// Headers never written to a capture, whatever the configuration says:
 /// credentials, and the client addresses proxies forward.
@@ -51,17 +51,6 @@ const ALWAYS_DROPPED: [&str; 5] = [
     "x-forwarded-for",
     "x-real-ip",
 ];
-
-/// A capture's settings, in the http block's main conf.
-pub struct Capture {
-    file: *mut ngx_open_file_t,
-    /// One main request in `every` is written.
-    every: u64,
-    /// The file's size past which nothing more is written.
-    max: u64,
-    /// Lower-case names of the headers never written.
-    drop: Vec<Vec<u8>>,
-}
 
 /// Requests not written because the file was full, in this worker.
 static SKIPPED_FULL: AtomicU64 = AtomicU64::new(0);
@@ -83,7 +72,7 @@ pub unsafe extern "C" fn set_capture(
 ) -> *mut c_char {
     guarded(NGX_CONF_ERROR, || {
         // SAFETY: nginx passes our main conf, and a directive's cf.
-        let (mcf, args) = unsafe { (&mut *(conf as *mut MainConf), crate::module::conf_args(cf)) };
+        let (mcf, args) = unsafe { (&mut *(conf as *mut MainConf), conf_args(cf)) };
         if mcf.capture.is_some() {
             return c"is duplicate".as_ptr() as *mut c_char;
         }
@@ -153,7 +142,7 @@ pub unsafe extern "C" fn capture_handler(r: *mut ngx_http_request_t) -> ngx_int_
         if !std::ptr::eq(r, r.main) {
             return NGX_DECLINED as ngx_int_t;
         }
-        let Some(capture) = crate::module::main_conf(r).and_then(|m| m.capture.as_ref()) else {
+        let Some(capture) = main_conf(r).and_then(|m| m.capture.as_ref()) else {
             return NGX_DECLINED as ngx_int_t;
         };
         let n = SEEN.with(|s| {

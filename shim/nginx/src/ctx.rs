@@ -17,7 +17,7 @@ use graft_contract::HeaderOp;
 use graft_engine::Config;
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add};
 
-use crate::module::{current_config, ngx_http_graft_module};
+use crate::conf::{ctx_slot as slot, current_config};
 
 pub struct RequestCtx {
     pub config: Arc<Config>,
@@ -112,18 +112,6 @@ pub fn existing(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             cln = c.next;
         }
         None
-    }
-}
-
-/// Our slot in r->ctx.
-///
-/// # Safety
-/// `r` is a live request.
-unsafe fn slot(r: &ngx_http_request_t) -> *mut *mut c_void {
-    // SAFETY: r->ctx has one slot per http module, indexed by ctx_index.
-    unsafe {
-        let index = (*std::ptr::addr_of!(ngx_http_graft_module)).ctx_index;
-        r.ctx.add(index)
     }
 }
 

@@ -5,27 +5,35 @@
 //! logic it calls (configuration, modules, modes, counters) is plain Rust in
 //! `graft-engine` and `modules/*`.
 //!
-//! - [`module`]: the nginx module, its directives and configuration;
-//! - [`location`]: the location configuration, and which zone serves a request;
+//! Each file depends only on files listed after it:
+//!
+//! - [`module`]: the nginx module itself, its directives and phase handlers
+//!   (the top: it names every handler);
+//! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
+//! - [`capture`]: `graft_capture`, a sample of live requests for replays;
+//! - [`steps`]: what a step does whoever runs it: run, count, fail, log;
+//! - [`live`]: `graft_config`, the shared tables, the live apply;
+//! - [`location`]: the location configuration, and which zone serves a request;
+//! - [`ctx`]: what graft keeps per request (its pinned configuration);
+//! - [`conf`]: the configuration structures, and how every file finds them;
+//! - [`snapshot`]: the configuration applied live, shared by every worker;
+//! - [`diffs`]: the ring of the last shadow differences;
+//! - [`shm`]: shared memory mapped before the workers fork;
 //! - [`headers`]: header edits that keep nginx's own pointers and fields right;
 //! - [`request`]: the read-only request view over `ngx_http_request_t`;
-//! - [`capture`]: `graft_capture`, a sample of live requests for replays;
-//! - [`diffs`]: the ring of the last shadow differences;
-//! - [`ctx`]: what graft keeps per request (its pinned configuration);
-//! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`log`]: Rust `tracing` events into nginx's error log;
-//! - [`shm`]: shared memory mapped before the workers fork;
-//! - [`snapshot`]: the configuration applied live, shared by every worker;
 //! - [`guard`]: `catch_unwind` around every entry point, so that no panic
 //!   unwinds into nginx.
 
 mod bridge;
 mod capture;
+mod conf;
 mod ctx;
 mod diffs;
 mod guard;
 mod headers;
+mod live;
 mod location;
 mod log;
 mod module;
@@ -33,6 +41,7 @@ mod native;
 mod request;
 mod shm;
 mod snapshot;
+mod steps;
 
 pub use module::ngx_http_graft_module;
 

@@ -1,40 +1,24 @@
-//! The module's location configuration, and the zone a request is served
-//! from: the location's `graft_scope`, else the request's host.
+//! The module's location configuration (made and merged here; the
+//! structure is `conf::LocConf`), and the zone a request is served from:
+//! the location's `graft_scope`, else the request's host.
 use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 
 use ngx::core::Pool;
-use ngx::ffi::{ngx_conf_t, ngx_flag_t, ngx_http_request_t, ngx_str_t, NGX_LOG_EMERG};
+use ngx::ffi::{ngx_conf_t, ngx_http_request_t, NGX_LOG_EMERG};
 use ngx::ngx_conf_log_error;
 
+use crate::conf::{config_being_read, loc_conf, LocConf, NGX_CONF_ERROR, NGX_CONF_UNSET};
 use crate::ctx::RequestCtx;
 use crate::guard::guarded;
-use crate::module::{main_conf_of, ngx_http_graft_module, NGX_CONF_ERROR};
 use crate::request::NgxRequest;
-
-const NGX_CONF_UNSET: ngx_flag_t = -1;
-
-/// The module's location configuration.
-pub struct LocConf {
-    /// `graft_native on|off`.
-    pub native: ngx_flag_t,
-    /// `graft_scope <zone>`: the zone whose steps serve this location,
-    /// whatever the host (empty: the host's zone).
-    pub scope: ngx_str_t,
-}
 
 pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     guarded(null_mut(), || {
         // SAFETY: nginx passes a valid conf; `allocate` ties the value's
         // drop to the pool's cleanup.
         let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
-        pool.allocate(LocConf {
-            native: NGX_CONF_UNSET,
-            scope: ngx_str_t {
-                len: 0,
-                data: null_mut(),
-            },
-        }) as *mut c_void
+        pool.allocate(LocConf::unset()) as *mut c_void
     })
 }
 
@@ -63,7 +47,7 @@ pub unsafe extern "C" fn merge_loc_conf(
         // A scope must name a zone of the file graft_config loaded (when
         // it comes first): refused here, with nginx's file and line.
         // SAFETY: during configuration, cf is valid.
-        if let (Some(scope), Some(config)) = (conf.scope_name(), unsafe { main_conf_of(cf) }) {
+        if let (Some(scope), Some(config)) = (conf.scope_name(), unsafe { config_being_read(cf) }) {
             if config.zone_named(scope).is_none() {
                 ngx_conf_log_error!(
                     NGX_LOG_EMERG,
@@ -76,29 +60,6 @@ pub unsafe extern "C" fn merge_loc_conf(
         }
         null_mut()
     })
-}
-
-impl LocConf {
-    /// The scope's zone name, when `graft_scope` is set.
-    fn scope_name(&self) -> Option<&str> {
-        if self.scope.data.is_null() {
-            return None;
-        }
-        // SAFETY: a string nginx parsed from the configuration, in the
-        // cycle's pool, which outlives every request and location conf;
-        // merge_loc_conf refused one that is empty or not UTF-8.
-        let bytes = unsafe { std::slice::from_raw_parts(self.scope.data, self.scope.len) };
-        std::str::from_utf8(bytes).ok()
-    }
-}
-
-pub fn loc_conf(r: &ngx_http_request_t) -> Option<&LocConf> {
-    // SAFETY: a live request's loc_conf array holds one conf per http
-    // module, ours made by create_loc_conf.
-    unsafe {
-        let index = (*std::ptr::addr_of!(ngx_http_graft_module)).ctx_index;
-        (*r.loc_conf.add(index) as *const LocConf).as_ref()
-    }
 }
 
 /// The zone serving the request: its location's `graft_scope`, else its

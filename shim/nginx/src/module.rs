@@ -1,55 +1,27 @@
-//! The nginx module: `graft_config` and the per-cycle configuration.
-//!
-//! The parsed configuration lives in the module's main conf, allocated from
-//! the cycle's pool and dropped with it: each nginx cycle (start, each
-//! reload) owns its own, and a reload whose file is refused leaves the old
-//! cycle, and its configuration, serving.
-use std::ffi::{c_char, c_void};
-use std::mem::size_of;
-use std::path::{Path, PathBuf};
+//! The nginx module itself: its `ngx_module_t`, directives and phase
+//! handlers. The top of the crate: it names every handler, and no other
+//! file imports it (they find the module through `conf::Graft`).
+use std::ffi::c_void;
 use std::ptr::{addr_of, addr_of_mut, null_mut};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 
-use arc_swap::ArcSwap;
-use graft_engine::shared::{CounterTable, SlotTable};
-use graft_engine::Config;
 use ngx::core::Pool;
 use ngx::ffi::{
-    ngx_add_timer, ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot,
-    ngx_conf_set_str_slot, ngx_conf_t, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_http_conf_ctx_t,
-    ngx_http_module, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_msec_t,
-    ngx_parse_size, ngx_pcalloc, ngx_quit, ngx_str_t, ngx_terminate, ngx_uint_t, NGX_CONF_1MORE,
-    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
+    ngx_array_push, ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_str_slot, ngx_conf_t,
+    ngx_http_conf_ctx_t, ngx_http_core_main_conf_t, ngx_http_core_module, ngx_http_handler_pt,
+    ngx_http_module_t, ngx_http_phases, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+    ngx_http_phases_NGX_HTTP_POST_READ_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t,
+    ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
+    NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_OK,
 };
-use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
+use ngx::ngx_string;
 
+use crate::conf::{LocConf, MainConf};
 use crate::guard::guarded;
-use crate::location;
-use crate::native;
-use crate::snapshot;
-
-/// The module's main (http-level) configuration.
-#[derive(Default)]
-pub struct MainConf {
-    /// Swapped whole, atomically, when a new file is applied live.
-    pub config: Option<ArcSwap<Config>>,
-    /// The file `graft_config` names, resolved.
-    pub path: Option<PathBuf>,
-    /// `graft_shared_memory`: bytes of the step counters and of the
-    /// windowed counters, when set.
-    pub shared_bytes: Option<(usize, usize)>,
-    /// `graft_capture`: a sample of requests written for replays.
-    pub capture: Option<crate::capture::Capture>,
-}
-
-/// nginx's NGX_CONF_ERROR, a macro bindgen does not carry over.
-pub const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
+use crate::{capture, live, location, native};
 
 static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
-    postconfiguration: Some(native::postconfiguration),
+    postconfiguration: Some(postconfiguration),
     create_main_conf: Some(create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,
@@ -62,7 +34,7 @@ static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx_string!("graft_capture"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
-        set: Some(crate::capture::set_capture),
+        set: Some(capture::set_capture),
         conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
         offset: 0,
         post: null_mut(),
@@ -70,7 +42,7 @@ static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx_string!("graft_shared_memory"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12) as ngx_uint_t,
-        set: Some(set_shared_memory),
+        set: Some(live::set_shared_memory),
         conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
         offset: 0,
         post: null_mut(),
@@ -78,7 +50,7 @@ static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx_string!("graft_config"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_config),
+        set: Some(live::set_config),
         conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
         offset: 0,
         post: null_mut(),
@@ -89,7 +61,7 @@ static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 6] = [
             as ngx_uint_t,
         set: Some(ngx_conf_set_flag_slot),
         conf: std::mem::offset_of!(ngx_http_conf_ctx_t, loc_conf) as ngx_uint_t,
-        offset: std::mem::offset_of!(location::LocConf, native) as ngx_uint_t,
+        offset: std::mem::offset_of!(LocConf, native) as ngx_uint_t,
         post: null_mut(),
     },
     ngx_command_t {
@@ -98,7 +70,7 @@ static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 6] = [
             as ngx_uint_t,
         set: Some(ngx_conf_set_str_slot),
         conf: std::mem::offset_of!(ngx_http_conf_ctx_t, loc_conf) as ngx_uint_t,
-        offset: std::mem::offset_of!(location::LocConf, scope) as ngx_uint_t,
+        offset: std::mem::offset_of!(LocConf, scope) as ngx_uint_t,
         post: null_mut(),
     },
     ngx_command_t::empty(),
@@ -111,12 +83,15 @@ pub static mut ngx_http_graft_module: ngx_module_t = ngx_module_t {
     // SAFETY: only the address is taken; nginx reads the array, never graft.
     commands: unsafe { addr_of_mut!(NGX_HTTP_GRAFT_COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
-    init_process: Some(init_process),
+    init_process: Some(live::init_process),
     ..ngx_module_t::default()
 };
 
+/// nginx's first call into the module in a cycle: registers the module
+/// for `conf::Graft`, and makes the http block's `MainConf`.
 unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     guarded(null_mut(), || {
+        crate::conf::register(addr_of_mut!(ngx_http_graft_module));
         // SAFETY: nginx passes a valid conf whose pool lives as long as the
         // cycle; `allocate` registers a cleanup that drops the value with it.
         let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
@@ -124,441 +99,42 @@ unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     })
 }
 
-/// The directive being parsed and its arguments (`cf->args`).
-///
-/// # Safety
-/// `cf` is nginx's configuration state while it calls a directive's
-/// handler; the slice lives as long as that call.
-pub unsafe fn conf_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
-    // SAFETY: the caller's contract: cf->args is an array of ngx_str_t
-    // with nelts elements, in the configuration's pool.
-    unsafe {
-        let a = &*(*cf).args;
-        std::slice::from_raw_parts(a.elts as *const ngx_str_t, a.nelts)
-    }
-}
-
-/// `graft_shared_memory <counters> [<windows>];`: the sizes of the shared
-/// tables (step counters and kill switches; rate-limit and rollback
-/// windows), as `lua_shared_dict` and `limit_req_zone` take theirs. Before
-/// `graft_config`, which maps them; a change needs a restart (the tables
-/// outlive reloads).
-unsafe extern "C" fn set_shared_memory(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    guarded(NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes our main conf, and a directive's cf.
-        let (mcf, args) = unsafe { (&mut *(conf as *mut MainConf), conf_args(cf)) };
-        if mcf.config.is_some() {
-            return c"must come before graft_config".as_ptr() as *mut c_char;
-        }
-        let mut sizes = [DEFAULT_COUNTER_BYTES, DEFAULT_WINDOW_BYTES];
-        for (i, arg) in args.iter().skip(1).enumerate() {
-            let mut arg = *arg;
-            // SAFETY: ngx_parse_size reads the argument nginx parsed.
-            let n = unsafe { ngx_parse_size(&mut arg) };
-            if !(64 * 1024..=16 << 30).contains(&n) {
-                ngx_conf_log_error!(
-                    NGX_LOG_EMERG,
-                    cf,
-                    "graft_shared_memory: \"{}\" is not a size from 64k to 16g",
-                    arg
-                );
-                return NGX_CONF_ERROR;
-            }
-            sizes[i] = n as usize;
-        }
-        mcf.shared_bytes = Some((sizes[0], sizes[1]));
-        null_mut()
-    })
-}
-
-/// `graft_config <file>;` loads and validates the file now, so that
-/// `nginx -t`, start-up and reload refuse a bad one.
-unsafe extern "C" fn set_config(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    guarded(NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes the main conf create_main_conf made for this
-        // cycle, and `cf->args` holds the directive and its one argument.
-        let (mcf, mut name) = unsafe {
-            let args = (*(*cf).args).elts as *const ngx_str_t;
-            (&mut *(conf as *mut MainConf), *args.add(1))
-        };
-        if mcf.config.is_some() {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        // SAFETY: resolves `name` against the configuration prefix into
-        // memory from the cycle's pool.
-        if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
-            return NGX_CONF_ERROR;
-        }
-        let (counter_bytes, window_bytes) = mcf
-            .shared_bytes
-            .unwrap_or((DEFAULT_COUNTER_BYTES, DEFAULT_WINDOW_BYTES));
-        let (Some((windows, step_counters)), true) = (
-            shared_slots(cf, counter_bytes, window_bytes),
-            snapshot::map(cf) && crate::diffs::map(cf),
-        ) else {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: cannot map the shared counters");
-            return NGX_CONF_ERROR;
-        };
-        if (step_counters.len() * 8, windows.len() * 8)
-            != (
-                counter_words(counter_bytes) * 8,
-                window_words(window_bytes) * 8,
-            )
-        {
-            ngx_conf_log_error!(
-                NGX_LOG_EMERG,
-                cf,
-                "graft: graft_shared_memory changed ({} and {} bytes mapped): the tables outlive reloads, so a new size needs a restart",
-                step_counters.len() * 8,
-                windows.len() * 8
-            );
-            return NGX_CONF_ERROR;
-        }
-        let Ok(path) = name.to_str() else {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: the file name is not UTF-8");
-            return NGX_CONF_ERROR;
-        };
-        crate::log::install();
-        match Config::load(Path::new(path)) {
-            Ok(config) => {
-                let counters = CounterTable::new(step_counters);
-                if let Err(e) = config.fits(&counters) {
-                    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: {path}: {e}");
-                    count_refused(counters);
-                    return NGX_CONF_ERROR;
+/// Registers graft's phase handlers (post-read: the capture; access: the
+/// native pipeline; precontent: the native finish) and its header filter.
+unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    guarded(NGX_ERROR as ngx_int_t, || {
+        let handlers: [(ngx_http_phases, ngx_http_handler_pt); 3] = [
+            // Captured as the client sent it, before any step changes it.
+            (
+                ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
+                Some(capture::capture_handler),
+            ),
+            (
+                ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                Some(native::access_handler),
+            ),
+            (
+                ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
+                Some(native::finish_handler),
+            ),
+        ];
+        // SAFETY: during postconfiguration cf->ctx is the http block's
+        // ngx_http_conf_ctx_t, whose main confs hold the core module's, with
+        // an array of handlers per phase in the configuration's pool.
+        unsafe {
+            let ctx = (*cf).ctx as *const ngx_http_conf_ctx_t;
+            let cmcf = *(*ctx).main_conf.add(ngx_http_core_module.ctx_index)
+                as *mut ngx_http_core_main_conf_t;
+            for (phase, handler) in handlers {
+                let phase = &mut (*cmcf).phases[phase as usize];
+                let h = ngx_array_push(&mut phase.handlers) as *mut ngx_http_handler_pt;
+                if h.is_null() {
+                    return NGX_ERROR as ngx_int_t;
                 }
-                config.attach(counters, SlotTable::new(windows));
-                let config = Arc::new(config);
-                *lock(&LOADED) = Some(config.clone());
-                // This cycle serves what it loaded now, not what an earlier
-                // cycle's workers applied live before it.
-                CYCLE_EPOCH.store(snapshot::epoch(), Ordering::Relaxed);
-                mcf.config = Some(ArcSwap::new(config));
-                mcf.path = Some(PathBuf::from(path));
-                // Parsing a large file leaves freed heap behind; give it back
-                // before the workers fork, so that they do not carry it.
-                // SAFETY: glibc's malloc_trim only releases free memory.
-                unsafe { malloc_trim(0) };
-                null_mut()
+                *h = handler;
             }
-            Err(e) => {
-                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft: {e}");
-                count_refused(CounterTable::new(step_counters));
-                NGX_CONF_ERROR
-            }
-        }
-    })
-}
-
-unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    guarded(NGX_OK as ngx_int_t, || {
-        graft_engine::dispatch::install_panic_hook();
-        // SAFETY: nginx passes the worker's cycle, whose conf_ctx holds the
-        // http block's ngx_http_conf_ctx_t (or null without one), whose main
-        // confs hold ours.
-        let mcf = unsafe {
-            let http = *(*cycle).conf_ctx.add(ngx_http_module.index) as *const ngx_http_conf_ctx_t;
-            if http.is_null() {
-                return NGX_OK as ngx_int_t;
-            }
-            let index = (*addr_of!(ngx_http_graft_module)).ctx_index;
-            *(*http).main_conf.add(index) as *mut MainConf
-        };
-        // SAFETY: as above; the main conf lives as long as the cycle.
-        if unsafe { mcf.as_ref() }.is_none_or(|m| m.config.is_none()) {
-            return NGX_OK as ngx_int_t;
-        }
-        // The master keeps the configuration it loaded alive for the Lua
-        // side's check at start (`graft_ffi_plans`); a worker has no use
-        // for it, and holding it would keep it alive past a live apply.
-        lock(&LOADED).take();
-        // A worker (re)started after a live apply serves what was applied,
-        // as its siblings do: the timer below loads it on its first tick.
-        APPLIED_EPOCH.store(CYCLE_EPOCH.load(Ordering::Relaxed), Ordering::Relaxed);
-        // SAFETY: the main conf lives as long as the cycle; the cycle's log too.
-        unsafe {
-            if let Some(m) = mcf.as_ref() {
-                catch_up(m, (*cycle).log);
-            }
-        }
-        // SAFETY: an event from the cycle's pool, zeroed, that lives as long
-        // as the worker; nginx calls its handler from the event loop.
-        unsafe {
-            let ev = ngx_pcalloc((*cycle).pool, size_of::<ngx_event_t>()) as *mut ngx_event_t;
-            if let Some(ev) = ev.as_mut() {
-                ev.handler = Some(epoch_timer);
-                ev.data = mcf as *mut c_void;
-                ev.log = (*cycle).log;
-                ev.set_cancelable(1);
-                ngx_add_timer(ev, EPOCH_CHECK_MS);
-            }
+            native::install_header_filter();
         }
         NGX_OK as ngx_int_t
     })
-}
-
-/// How often a worker looks for a configuration applied live elsewhere.
-const EPOCH_CHECK_MS: ngx_msec_t = 250;
-/// The live apply this worker serves (see `snapshot`).
-static APPLIED_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
-    guarded((), || {
-        // SAFETY: the event made in init_process; its data is the cycle's
-        // main conf and its log the cycle's log.
-        let (ev, mcf) = unsafe { (&mut *ev, &*((*ev).data as *const MainConf)) };
-        // SAFETY: nginx's process-wide flags, read in its own thread.
-        if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
-            return;
-        }
-        catch_up(mcf, ev.log);
-        // SAFETY: re-arms the worker's own timer event.
-        unsafe { ngx_add_timer(ev, EPOCH_CHECK_MS) };
-    })
-}
-
-/// Loads the configuration applied live since this worker last looked, if
-/// any (a write under way is picked up on a later call).
-fn catch_up(mcf: &MainConf, log: *mut ngx::ffi::ngx_log_t) {
-    if snapshot::epoch() <= APPLIED_EPOCH.load(Ordering::Relaxed) {
-        return;
-    }
-    let Some((epoch, text)) = snapshot::read() else {
-        return;
-    };
-    APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
-    match load_into(mcf, &text) {
-        Ok(generation) => {
-            ngx_log_error!(
-                NGX_LOG_NOTICE,
-                log,
-                "graft: applied the configuration live (generation {generation})"
-            );
-        }
-        Err(e) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "graft: live configuration refused, the running one goes on: {e}"
-            );
-        }
-    }
-}
-
-/// The epoch of live applies when this cycle loaded its file: applies
-/// after it are this cycle's to serve.
-static CYCLE_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// The configuration the master loaded last, until the workers fork.
-static LOADED: Mutex<Option<Arc<Config>>> = Mutex::new(None);
-
-thread_local! {
-    /// A live apply's configuration and text, checked and not yet swapped in.
-    static PENDING: std::cell::RefCell<Option<(Arc<Config>, Vec<u8>)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The configuration the master has just loaded (start, reload, `nginx -t`).
-pub fn loaded_config() -> Option<Arc<Config>> {
-    lock(&LOADED).clone()
-}
-
-/// The configuration a live apply is checking.
-pub fn pending_config() -> Option<Arc<Config>> {
-    PENDING.with_borrow(|p| p.as_ref().map(|(c, _)| c.clone()))
-}
-
-/// Parses a configuration text for this worker, counting in the shared tables.
-fn parse_attached(mcf: &MainConf, text: &[u8]) -> Result<Config, String> {
-    let path = mcf.path.as_ref().ok_or("no graft_config")?;
-    let config = Config::parse(path, text).map_err(|e| e.to_string())?;
-    let (Some(windows), Some(counters)) = (
-        WINDOWS.get().copied().flatten(),
-        COUNTERS.get().copied().flatten(),
-    ) else {
-        return Err("no shared memory".into());
-    };
-    let counters = CounterTable::new(counters);
-    config.fits(&counters)?;
-    config.attach(counters, SlotTable::new(windows));
-    Ok(config)
-}
-
-/// Parses a configuration text and swaps it in for this worker.
-fn load_into(mcf: &MainConf, text: &[u8]) -> Result<u64, String> {
-    let cell = mcf.config.as_ref().ok_or("no graft_config")?;
-    let config = parse_attached(mcf, text)?;
-    let generation = config.generation;
-    cell.store(Arc::new(config));
-    Ok(generation)
-}
-
-/// First stage of a live apply: reads and validates the file and keeps it
-/// pending, for the Lua side to check its legacy modules; returns the
-/// pending generation. Nothing serves it yet.
-pub fn prepare_live(r: &ngx_http_request_t) -> Result<u64, String> {
-    let mcf = main_conf(r).ok_or("no graft_config")?;
-    let path = mcf.path.as_ref().ok_or("no graft_config")?;
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if text.len() > snapshot::MAX_LIVE_BYTES {
-        return Err(format!(
-            "{}: {} bytes, over the limit of {} for a live apply (use nginx -s reload)",
-            path.display(),
-            text.len(),
-            snapshot::MAX_LIVE_BYTES
-        ));
-    }
-    let config = Arc::new(parse_attached(mcf, &text)?);
-    let generation = config.generation;
-    PENDING.with_borrow_mut(|p| *p = Some((config, text)));
-    Ok(generation)
-}
-
-/// Ends a live apply that was refused: drops what it checked, if anything,
-/// and counts the refusal.
-pub fn refuse_live() {
-    PENDING.with_borrow_mut(|p| *p = None);
-    if let Some(counters) = COUNTERS.get().copied().flatten() {
-        count_refused(CounterTable::new(counters));
-    }
-}
-
-/// Counts a refused graft file in the shared table, for
-/// `graft_configuration_refused_total`. On a reload the table is the one
-/// the running workers count in (it outlives cycles); under `nginx -t` it
-/// is the test process's own, gone with it.
-fn count_refused(counters: CounterTable<'static>) {
-    counters.add(graft_engine::counters::refused_key(), 1);
-}
-
-/// Second stage of a live apply: swaps the pending configuration in, in
-/// this worker at once and in every other worker within `EPOCH_CHECK_MS`
-/// (they load these very bytes, not the file again).
-pub fn commit_live(r: &ngx_http_request_t) -> Result<u64, String> {
-    let mcf = main_conf(r).ok_or("no graft_config")?;
-    let cell = mcf.config.as_ref().ok_or("no graft_config")?;
-    let (config, text) = PENDING
-        .with_borrow_mut(Option::take)
-        .ok_or("nothing checked to apply")?;
-    let epoch = snapshot::publish(&text)?;
-    let generation = config.generation;
-    cell.store(config);
-    APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
-    drop(text);
-    // SAFETY: glibc's malloc_trim only releases free memory.
-    unsafe { malloc_trim(0) };
-    Ok(generation)
-}
-
-/// The module's main conf in the http block serving `r`.
-///
-/// The main conf array is indexed by the module's `ctx_index`, set by nginx
-/// when it loaded the module, and lives as long as the cycle, which outlives
-/// the request.
-pub fn main_conf(r: &ngx_http_request_t) -> Option<&MainConf> {
-    // SAFETY: a live request's main_conf points at its http block's array
-    // of main confs, one per http module, ours made by create_main_conf.
-    unsafe {
-        let main_conf = r.main_conf;
-        if main_conf.is_null() {
-            return None;
-        }
-        let index = (*addr_of!(ngx_http_graft_module)).ctx_index;
-        (*main_conf.add(index) as *const MainConf).as_ref()
-    }
-}
-
-/// The configuration of the http block being configured (`None` before
-/// its `graft_config`).
-///
-/// # Safety
-/// `cf` is nginx's configuration state inside an http block.
-pub unsafe fn main_conf_of(cf: *mut ngx_conf_t) -> Option<Arc<Config>> {
-    // SAFETY: inside an http block cf->ctx is its ngx_http_conf_ctx_t,
-    // whose main confs hold ours (made by create_main_conf).
-    let mcf = unsafe {
-        let ctx = (*cf).ctx as *const ngx_http_conf_ctx_t;
-        let index = (*addr_of!(ngx_http_graft_module)).ctx_index;
-        (*(*ctx).main_conf.add(index) as *const MainConf).as_ref()?
-    };
-    mcf.config.as_ref().map(ArcSwap::load_full)
-}
-
-/// The configuration serving now in this worker (a request keeps the one
-/// it started with: see `ctx`).
-pub fn current_config(r: &ngx_http_request_t) -> Option<Arc<Config>> {
-    main_conf(r)?.config.as_ref().map(ArcSwap::load_full)
-}
-
-extern "C" {
-    /// glibc: returns free memory at the top of the heap, and free whole
-    /// pages inside it, to the system.
-    fn malloc_trim(pad: usize) -> std::ffi::c_int;
-}
-
-/// The step counters and kill switches every worker shares, unless
-/// `graft_shared_memory` says otherwise: 64 MiB, room for about 3.9
-/// million counters (36 a step: 80,000 steps within three quarters) and
-/// 260,000 kill switches. Pages are only used when touched.
-const DEFAULT_COUNTER_BYTES: usize = 64 << 20;
-/// The windowed counters (rate limits, rollback windows): 4 MiB, 520,000
-/// slots.
-const DEFAULT_WINDOW_BYTES: usize = 4 << 20;
-
-/// Words of a counter table of `bytes`: pairs of words.
-fn counter_words(bytes: usize) -> usize {
-    (bytes / 16).max(3) * 2
-}
-
-/// Words of a window table of `bytes`.
-fn window_words(bytes: usize) -> usize {
-    (bytes / 8).max(64)
-}
-
-static WINDOWS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
-static COUNTERS: OnceLock<Option<&'static [AtomicU64]>> = OnceLock::new();
-
-/// Maps `words` atomic words of shared memory, once per master process:
-/// the mapping is made before the workers fork, so every worker of every
-/// later cycle sees the same memory, and counts survive reloads and a
-/// worker's restart.
-fn shared_words(
-    cell: &'static OnceLock<Option<&'static [AtomicU64]>>,
-    cf: *mut ngx_conf_t,
-    words: usize,
-) -> Option<&'static [AtomicU64]> {
-    *cell.get_or_init(|| crate::shm::map_words(cf, ngx_string!("graft_shared"), words))
-}
-
-fn shared_slots(
-    cf: *mut ngx_conf_t,
-    counter_bytes: usize,
-    window_bytes: usize,
-) -> Option<(&'static [AtomicU64], &'static [AtomicU64])> {
-    let windows = shared_words(&WINDOWS, cf, window_words(window_bytes))?;
-    // Draws the table's hash keys now, in the master, before the fork:
-    // every worker then hashes with the same keys, and no client can
-    // know them.
-    SlotTable::new(windows);
-    Some((
-        windows,
-        shared_words(&COUNTERS, cf, counter_words(counter_bytes))?,
-    ))
-}
-
-/// The windowed counters every worker shares, for the modules' context.
-pub fn shared_counters() -> Option<SlotTable<'static>> {
-    WINDOWS.get().copied().flatten().map(SlotTable::new)
 }

@@ -20,70 +20,49 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use graft_contract::{Changes, Context, Decision, HeaderAction, Response};
 use graft_engine::{Count, Mode, Outcome, Zone};
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_array_push, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf,
-    ngx_http_conf_ctx_t, ngx_http_core_main_conf_t, ngx_http_core_module,
-    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_handler_pt,
-    ngx_http_output_filter, ngx_http_output_header_filter_pt,
-    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
-    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_http_send_header,
-    ngx_http_set_content_type, ngx_http_set_exten, ngx_http_top_header_filter, ngx_int_t, ngx_time,
-    NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
+    ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_discard_request_body,
+    ngx_http_finalize_request, ngx_http_output_filter, ngx_http_output_header_filter_pt,
+    ngx_http_request_t, ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
+    ngx_http_top_header_filter, ngx_int_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
 };
 
-use crate::bridge::{
-    fail_step, log_decision_lines, log_limited, log_outcome, record, run_sampled, LogFamily,
-};
+use crate::conf::{current_config, loc_conf};
 use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
 use crate::headers::{pool_str, push_header, remove_request_header, response_header};
-use crate::location::{loc_conf, zone_for};
-use crate::module::shared_counters;
+use crate::live::shared_counters;
+use crate::location::zone_for;
 use crate::request::NgxRequest;
+use crate::steps::{
+    fail_step, log_decision_lines, log_limited, log_outcome, record, run_sampled, LogFamily,
+};
 
 /// The next header filter in nginx's chain, a code address that is the same
 /// in every cycle.
 static NEXT_HEADER_FILTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Registers the access-phase handler and the header filter.
-pub unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    guarded(NGX_ERROR as ngx_int_t, || {
-        // SAFETY: during postconfiguration cf->ctx is the http block's
-        // ngx_http_conf_ctx_t, whose main confs hold the core module's.
-        unsafe {
-            let ctx = (*cf).ctx as *const ngx_http_conf_ctx_t;
-            let cmcf = *(*ctx).main_conf.add(ngx_http_core_module.ctx_index)
-                as *mut ngx_http_core_main_conf_t;
-            let phase = &mut (*cmcf).phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize];
-            let h = ngx_array_push(&mut phase.handlers) as *mut ngx_http_handler_pt;
-            if h.is_null() {
-                return NGX_ERROR as ngx_int_t;
+/// Puts graft's header filter at the top of nginx's chain (from the
+/// module's postconfiguration, once per cycle).
+///
+/// # Safety
+/// Called while nginx configures, in its one thread.
+pub unsafe fn install_header_filter() {
+    // SAFETY: the caller's contract: nginx's filter chain is written only
+    // while it configures, and read by requests after.
+    unsafe {
+        if let Some(next) = ngx_http_top_header_filter {
+            if next as usize != header_filter as *const () as usize {
+                NEXT_HEADER_FILTER.store(next as usize, Ordering::Relaxed);
             }
-            *h = Some(access_handler);
-            let phase = &mut (*cmcf).phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize];
-            let h = ngx_array_push(&mut phase.handlers) as *mut ngx_http_handler_pt;
-            if h.is_null() {
-                return NGX_ERROR as ngx_int_t;
-            }
-            *h = Some(finish_handler);
-            // Captured as the client sent it, before any step changes it.
-            let phase = &mut (*cmcf).phases[ngx_http_phases_NGX_HTTP_POST_READ_PHASE as usize];
-            let h = ngx_array_push(&mut phase.handlers) as *mut ngx_http_handler_pt;
-            if h.is_null() {
-                return NGX_ERROR as ngx_int_t;
-            }
-            *h = Some(crate::capture::capture_handler);
-            if let Some(next) = ngx_http_top_header_filter {
-                if next as usize != header_filter as *const () as usize {
-                    NEXT_HEADER_FILTER.store(next as usize, Ordering::Relaxed);
-                }
-            }
-            ngx_http_top_header_filter = Some(header_filter);
         }
-        NGX_OK as ngx_int_t
-    })
+        ngx_http_top_header_filter = Some(header_filter);
+    }
 }
 
-unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+/// The native pipeline in the access phase: the zone's leading steps in
+/// Rust, then the Lua bridge or the native finish.
+pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // A panic here is a bug in graft itself: fail closed.
     guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
         // SAFETY: nginx calls phase handlers with a live request.
@@ -96,7 +75,7 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             // No configuration: nothing to run. A configuration but no
             // room for the request's record: graft cannot run it, and
             // lets nothing through unchecked.
-            return match crate::module::current_config(r) {
+            return match current_config(r) {
                 None => NGX_DECLINED as ngx_int_t,
                 Some(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
             };
@@ -124,7 +103,7 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// The native finish: a request the native pipeline handed on at a step
 /// that no Lua bridge took runs the rest of its steps here, before the
 /// content phase.
-unsafe extern "C" fn finish_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+pub unsafe extern "C" fn finish_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
         // SAFETY: nginx calls phase handlers with a live request.
         let r = unsafe { &mut *r };

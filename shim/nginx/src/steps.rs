@@ -1,0 +1,177 @@
+//! What a step does around its Rust side, whoever runs the pipeline (the
+//! Lua bridge, `bridge.rs`, or the native phases, `native.rs`): run it
+//! (timing one call in `GRAFT_SAMPLE_EVERY`), count what served, apply the
+//! failure policy, and write per-request lines within their budgets.
+use std::cell::RefCell;
+use std::ffi::c_int;
+
+use graft_contract::{Context, FailurePolicy};
+use graft_engine::log_budget::LogBudget;
+use graft_engine::{run_request_phase, Count, Impl, Outcome, Step};
+use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
+use ngx::ngx_log_error;
+
+use crate::request::NgxRequest;
+
+thread_local! {
+    static SAMPLE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// One call in this many has its latency measured (on either side).
+pub const GRAFT_SAMPLE_EVERY: c_int = 8;
+
+/// Runs a step's Rust side, timing one call in `GRAFT_SAMPLE_EVERY`.
+pub fn run_sampled(step: &Step, req: &NgxRequest, ctx: &Context) -> Outcome {
+    let n = SAMPLE.with(|s| {
+        let n = s.get().wrapping_add(1);
+        s.set(n);
+        n
+    });
+    if !n.is_multiple_of(GRAFT_SAMPLE_EVERY.unsigned_abs()) {
+        return run_request_phase(step, req, ctx);
+    }
+    let started = std::time::Instant::now();
+    let outcome = run_request_phase(step, req, ctx);
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    step.counters.observe(Impl::Rust, nanos);
+    outcome
+}
+
+/// Logs a Rust outcome that is not a decision, within its family's
+/// budget: a decline at info level, an error or a panic at error level.
+/// The lines of a decision are the serving side's to log (the Lua bridge,
+/// or the native pipeline).
+pub fn log_outcome(r: &ngx_http_request_t, zone: &str, module: &str, outcome: &Outcome) {
+    let (family, what) = match outcome {
+        Outcome::Decided(_) => return,
+        Outcome::Declined => (LogFamily::Decline, "declined".to_string()),
+        Outcome::Failed(e) => (LogFamily::Failure, format!("failed: {e}")),
+        Outcome::Panicked(e) => (LogFamily::Failure, format!("panicked: {e}")),
+    };
+    log_limited(
+        r,
+        family,
+        &format!("graft: zone \"{zone}\" module \"{module}\" {what}"),
+    );
+}
+
+/// Logs the lines a decision carries (why a request was blocked or
+/// limited), within the budget of decision lines.
+pub fn log_decision_lines(r: &ngx_http_request_t, zone: &str, module: &str, lines: &[String]) {
+    for line in lines {
+        log_limited(
+            r,
+            LogFamily::Decision,
+            &format!("graft: zone \"{zone}\" module \"{module}\": {line}"),
+        );
+    }
+}
+
+/// Counts what served the request at a step, and logs an automatic
+/// rollback when this request made one happen (or could not).
+pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
+    let now = u64::try_from(ngx_time()).unwrap_or(0);
+    let Some(result) = step.record(what, now) else {
+        return;
+    };
+    let module = step.module_name;
+    match result {
+        // Once per rollback: a change of state, outside any budget.
+        Ok(line) => {
+            // SAFETY: a live request's connection and its log are valid.
+            let log = unsafe { (*r.connection).log };
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "graft: zone \"{zone}\" module \"{module}\" {line}"
+            );
+        }
+        // Tried again on every bad request while it fails: budgeted.
+        Err(line) => log_limited(
+            r,
+            LogFamily::Failure,
+            &format!("graft: zone \"{zone}\" module \"{module}\" {line}"),
+        ),
+    }
+}
+
+/// Counts a step that could not decide, logs it within the budget of
+/// failure lines, and returns its policy.
+pub fn fail_step(r: &ngx_http_request_t, zone: &str, step: &Step, why: &str) -> FailurePolicy {
+    record(r, zone, step, Count::Failed);
+    let policy = step.on_failure;
+    let serves = match policy {
+        FailurePolicy::Continue => "continues past it".to_string(),
+        FailurePolicy::Respond(status) => format!("answers {status}"),
+    };
+    log_limited(
+        r,
+        LogFamily::Failure,
+        &format!(
+            "graft: zone \"{zone}\" module \"{}\" could not decide: {why}; its failure policy {serves}",
+            step.module_name
+        ),
+    );
+    policy
+}
+
+/// The per-request log line families, each with its own budget a second
+/// in each worker (`GRAFT_LOG_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFamily {
+    /// Lines a decision carries (a block, a limit): warn.
+    Decision = 0,
+    /// A step that could not decide, a Rust error or panic: error.
+    Failure = 1,
+    /// A shadow difference: warn.
+    Diff = 2,
+    /// A Rust side that declined: info.
+    Decline = 3,
+}
+
+/// Lines a second each family may write, per worker.
+pub const LOG_LINES_PER_SECOND: u32 = 10;
+
+impl LogFamily {
+    pub const ALL: [LogFamily; 4] = [
+        LogFamily::Decision,
+        LogFamily::Failure,
+        LogFamily::Diff,
+        LogFamily::Decline,
+    ];
+
+    fn level(self) -> ngx::ffi::ngx_uint_t {
+        (match self {
+            LogFamily::Failure => NGX_LOG_ERR,
+            LogFamily::Decline => NGX_LOG_INFO,
+            LogFamily::Decision | LogFamily::Diff => NGX_LOG_WARN,
+        }) as ngx::ffi::ngx_uint_t
+    }
+}
+
+thread_local! {
+    static BUDGETS: RefCell<[LogBudget; 4]> =
+        const { RefCell::new([const { LogBudget::new(LOG_LINES_PER_SECOND) }; 4]) };
+}
+
+/// Writes one line of a family to the request's log, unless the family's
+/// budget for this second is spent; the next line written says how many
+/// were left out.
+pub fn log_limited(r: &ngx_http_request_t, family: LogFamily, line: &str) {
+    let now = u64::try_from(ngx_time()).unwrap_or(0);
+    let Some(skipped) = BUDGETS.with_borrow_mut(|b| b[family as usize].allow(now)) else {
+        return;
+    };
+    // SAFETY: a live request's connection and its log are valid.
+    let log = unsafe { (*r.connection).log };
+    let level = family.level();
+    if skipped == 0 {
+        ngx_log_error!(level, log, "{line}");
+    } else {
+        ngx_log_error!(
+            level,
+            log,
+            "{line} ({skipped} more lines of this kind left out of the log)"
+        );
+    }
+}
