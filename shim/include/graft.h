@@ -1,8 +1,8 @@
 /*
  * graft.h: the ABI between graft's nginx module (ngx_http_graft_module.so)
- * and its Lua bridge (lua/graft.lua), called through LuaJIT's FFI.
+ * and its Lua bridge (lua/graft.lua, lua/graft/*.lua), called through LuaJIT's FFI.
  *
- * lua/graft.lua repeats the block between the abi markers in its ffi.cdef
+ * lua/graft/abi.lua repeats the block between the abi markers in its ffi.cdef
  * and the #define values as locals; tests/tests/abi.rs fails when the three
  * (this header, the Lua cdef, the Rust exports) disagree.
  *

@@ -35,7 +35,7 @@ fn header_functions(header: &str) -> Vec<String> {
 #[test]
 fn lua_cdef_is_the_header_block() {
     let header = read("shim/include/graft.h");
-    let lua = read("lua/graft.lua");
+    let lua = read("lua/graft/abi.lua");
     assert_eq!(
         squash(between(
             &header,
@@ -61,7 +61,7 @@ fn constants_agree_in_header_lua_and_rust() {
         })
         .collect();
     assert!(defines.len() > 15, "{defines:?}");
-    let lua = read("lua/graft.lua");
+    let lua = read("lua/graft/abi.lua");
     // Every constant the module defines, wherever in shim/nginx it lives.
     let rust: String = std::fs::read_dir(graft_tests::root().join("shim/nginx/src"))
         .unwrap()
@@ -70,8 +70,8 @@ fn constants_agree_in_header_lua_and_rust() {
     let engine = read("shim/engine/src/counters.rs");
     for (name, value) in &defines {
         assert!(
-            lua.contains(&format!("local {name} = {value}\n")),
-            "lua/graft.lua lacks `local {name} = {value}`"
+            lua.contains(&format!("    {name} = {value},\n")),
+            "lua/graft/abi.lua lacks `{name} = {value},`"
         );
         if let Some(i) = rust.find(&format!("{name}: c_int = ")) {
             let rest = &rust[i + name.len() + 10..];
@@ -129,14 +129,11 @@ fn the_module_exports_every_declared_function_and_no_other() {
 /// version or lays the structures out differently, and says so.
 #[test]
 fn the_bridge_refuses_a_module_of_another_abi_at_start() {
-    let lua = read("lua/graft.lua");
+    let lua = read("lua/graft/abi.lua");
     let cases = [
         (
-            lua.replace(
-                "local GRAFT_ABI_VERSION = ",
-                "local GRAFT_ABI_VERSION = 900 + ",
-            ),
-            "lua/graft.lua speaks ABI version 90",
+            lua.replace("    GRAFT_ABI_VERSION = ", "    GRAFT_ABI_VERSION = 900 + "),
+            "graft's Lua side (graft/abi.lua) speaks ABI version 90",
         ),
         (
             lua.replacen("    int status;\n", "    int status;\n    int extra;\n", 1),
@@ -144,10 +141,10 @@ fn the_bridge_refuses_a_module_of_another_abi_at_start() {
         ),
     ];
     for (changed, want) in cases {
-        assert_ne!(changed, lua, "the test did not change graft.lua");
+        assert_ne!(changed, lua, "the test did not change graft/abi.lua");
         let nginx = graft_tests::Nginx::prepare(r#"{ "zones": {} }"#);
         // The prefix holds the copy of the Lua side that nginx loads.
-        std::fs::write(nginx.prefix.join("graft/lua/graft.lua"), &changed).unwrap();
+        std::fs::write(nginx.prefix.join("graft/lua/graft/abi.lua"), &changed).unwrap();
         // init_by_lua runs at start (not under `nginx -t`): start it.
         let out = nginx.run(&[]);
         let log = format!(

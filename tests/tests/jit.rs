@@ -1,7 +1,7 @@
 //! The Lua side's hot path stays JIT-compiled, as lua-resty-core's tests
 //! check theirs: with LuaJIT's trace log on (`jit.v`), requests through a
-//! pipeline of Lua, Rust and shadow steps compile traces in graft.lua, and
-//! none stops there on a construct LuaJIT cannot compile ("NYI": it would
+//! pipeline of Lua, Rust and shadow steps compile traces in
+//! graft/pipeline.lua, and none stops in graft's files on a construct LuaJIT cannot compile ("NYI": it would
 //! send every request through the interpreter). A trace that ends at a
 //! loop, or grows too long, is LuaJIT choosing where traces start, not a
 //! construct it cannot compile.
@@ -39,8 +39,8 @@ fn the_pipeline_compiles_with_no_trace_aborted_in_graft() {
     assert!(
         traces
             .lines()
-            .any(|l| l.starts_with("[TRACE") && l.contains(" graft.lua:")),
-        "no trace compiled in graft.lua:\n{traces}"
+            .any(|l| l.starts_with("[TRACE") && l.contains(" pipeline.lua:")),
+        "no trace compiled in graft/pipeline.lua:\n{traces}"
     );
     let aborted: Vec<_> = traces
         .lines()

@@ -1,0 +1,181 @@
+-- graft.abi: the ABI between graft's Lua side and ngx_http_graft_module,
+-- as shim/include/graft.h declares it: the C declarations (checked
+-- against the header by tests/tests/abi.rs), the constants, the version
+-- check when the Lua side loads, and the buffers texts come back in.
+local ffi = require "ffi"
+local base = require "resty.core.base"
+
+local C = ffi.C
+local ffi_new = ffi.new
+local ffi_sizeof = ffi.sizeof
+local ffi_string = ffi.string
+local get_size_ptr = base.get_size_ptr
+local get_string_buf = base.get_string_buf
+local error = error
+local pcall = pcall
+local tonumber = tonumber
+local tostring = tostring
+
+local _M = {
+    GRAFT_ABI_VERSION = 7,
+
+    GRAFT_OK = 0,
+    GRAFT_ERROR = -1,
+    GRAFT_AGAIN = -2,
+    GRAFT_DONE = -4,
+    GRAFT_DECLINED = -5,
+    GRAFT_PANIC = -6,
+    GRAFT_NO_CONFIG = -7,
+    GRAFT_USE_LUA = -8,
+
+    GRAFT_CONTINUE = 0,
+    GRAFT_RESPOND = 1,
+
+    GRAFT_HEADER_SET = 0,
+    GRAFT_HEADER_ADD = 1,
+    GRAFT_HEADER_REMOVE = 2,
+
+    GRAFT_TARGET_REQUEST = 0,
+    GRAFT_TARGET_RESPONSE = 1,
+    GRAFT_TARGET_LOG = 2,
+
+    GRAFT_IMPL_LUA = 0,
+    GRAFT_IMPL_RUST = 1,
+
+    GRAFT_COUNT_LUA = 0,
+    GRAFT_COUNT_RUST = 1,
+    GRAFT_COUNT_FALLBACK = 2,
+    GRAFT_COUNT_SHADOW_MATCH = 3,
+    GRAFT_COUNT_SHADOW_DIFF = 4,
+    GRAFT_COUNT_FAILED = 8,
+    GRAFT_COUNT_NATIVE = 9,
+
+    GRAFT_LOG_DECISION = 0,
+    GRAFT_LOG_FAILURE = 1,
+    GRAFT_LOG_DIFF = 2,
+    GRAFT_LOG_DECLINE = 3,
+
+    GRAFT_PLANS_LOADED = 0,
+    GRAFT_PLANS_PENDING = 1,
+
+    GRAFT_APPLY_CHECK = 0,
+    GRAFT_APPLY_COMMIT = 1,
+    GRAFT_APPLY_REFUSE = 2,
+
+    -- One call in this many has its latency measured, on either side.
+    GRAFT_SAMPLE_EVERY = 8,
+}
+
+local GRAFT_ABI_VERSION = _M.GRAFT_ABI_VERSION
+local GRAFT_OK = _M.GRAFT_OK
+local GRAFT_ERROR = _M.GRAFT_ERROR
+local GRAFT_AGAIN = _M.GRAFT_AGAIN
+
+ffi.cdef[[
+typedef struct {
+    int action;
+    int target;
+    const unsigned char *name;
+    size_t name_len;
+    const unsigned char *value;
+    size_t value_len;
+} graft_header_t;
+
+typedef struct {
+    int kind;
+    int status;
+    const unsigned char *body;
+    size_t body_len;
+    const unsigned char *uri;
+    size_t uri_len;
+    const graft_header_t *headers;
+    size_t nheaders;
+    const unsigned char *err;
+    size_t err_len;
+} graft_decision_t;
+
+int graft_ffi_abi_version(size_t decision_size, size_t header_size);
+int graft_ffi_zone(void *r, const unsigned char *scope, size_t scope_len, unsigned long long *generation);
+int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
+int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
+int graft_ffi_count(void *r, int zone, int step, int what);
+int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_resume(void *r, int zone, int *fallback);
+int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
+int graft_ffi_apply(void *r, int stage, unsigned char *buf, size_t *len);
+int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
+int graft_ffi_observe(void *r, int zone, int step, int what, unsigned long long nanos);
+int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t why_len);
+int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
+int graft_ffi_plans(void *r, int which, int zone, unsigned char *buf, size_t *len);
+int graft_ffi_response_header(void *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+int graft_ffi_fail_module(void *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
+int graft_ffi_note_diff(void *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
+]]
+
+-- The monotonic clock, for the sampled latency of the Lua side.
+pcall(ffi.cdef, [[
+struct graft_timespec { long tv_sec; long tv_nsec; };
+int clock_gettime(int clk_id, struct graft_timespec *tp);
+]])
+
+do
+    local ok, rc = pcall(function()
+        return C.graft_ffi_abi_version(ffi_sizeof("graft_decision_t"), ffi_sizeof("graft_header_t"))
+    end)
+    if not ok then
+        error("graft: ngx_http_graft_module is not loaded (load_module it in nginx.conf): "
+              .. tostring(rc), 2)
+    end
+    if rc == GRAFT_ERROR then
+        error("graft: its Lua side and ngx_http_graft_module lay out the ABI structures "
+              .. "differently: install the two from the same release", 2)
+    end
+    if rc ~= GRAFT_ABI_VERSION then
+        error("graft: graft's Lua side (graft/abi.lua) speaks ABI version " .. GRAFT_ABI_VERSION
+              .. " but ngx_http_graft_module speaks version " .. tostring(rc), 2)
+    end
+end
+
+
+-- Calls fetch(buf, size) with a buffer, and again with a larger one when
+-- the module says it needs more (a text can grow between two calls, so a
+-- few times); returns the code and the text written. Never reads more
+-- than the buffer holds, whatever the module wrote in *size.
+function _M.call_with_buffer(fetch)
+    local size = get_size_ptr()
+    local capacity = 4096
+    for _ = 1, 4 do
+        local buf = get_string_buf(capacity)
+        size[0] = capacity
+        local rc = fetch(buf, size)
+        if rc ~= GRAFT_AGAIN then
+            local n = tonumber(size[0])
+            if n > capacity then
+                n = capacity
+            end
+            return rc, ffi_string(buf, n)
+        end
+        capacity = tonumber(size[0]) + 4096
+    end
+    return GRAFT_AGAIN, "graft: the text kept growing"
+end
+
+function _M.read_string(fetch)
+    local rc, text = _M.call_with_buffer(fetch)
+    if rc ~= GRAFT_OK then
+        return nil, "graft: error " .. rc
+    end
+    return text
+end
+
+-- The monotonic clock, in nanoseconds, for the sampled latency of the Lua side.
+local CLOCK_MONOTONIC = 1
+local ts = ffi_new("struct graft_timespec[1]")
+
+function _M.now_ns()
+    C.clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts[0].tv_sec) * 1e9 + tonumber(ts[0].tv_nsec)
+end
+
+return _M

@@ -1,0 +1,144 @@
+-- graft.admin: what graft serves about itself: the counters (JSON), the
+-- metrics (Prometheus' text), and the admin API (live apply, kill
+-- switches) for a location on a loopback-only listener.
+local base = require "resty.core.base"
+local abi = require "graft.abi"
+local plan = require "graft.plan"
+
+local C = require("ffi").C
+local get_request = base.get_request
+local call_with_buffer = abi.call_with_buffer
+local read_string = abi.read_string
+
+local ngx = ngx
+local ngx_var = ngx.var
+local ngx_req = ngx.req
+local ngx_log = ngx.log
+local ngx_exit = ngx.exit
+local ngx_print = ngx.print
+local ngx_header = ngx.header
+local ERR = ngx.ERR
+local error = error
+local tostring = tostring
+local type = type
+
+local GRAFT_APPLY_CHECK = abi.GRAFT_APPLY_CHECK
+local GRAFT_APPLY_COMMIT = abi.GRAFT_APPLY_COMMIT
+local GRAFT_APPLY_REFUSE = abi.GRAFT_APPLY_REFUSE
+local GRAFT_OK = abi.GRAFT_OK
+local GRAFT_PLANS_PENDING = abi.GRAFT_PLANS_PENDING
+
+local _M = {}
+
+-- The counters of every zone and module (every worker's, summed), as JSON text.
+function _M.counters()
+    local r = get_request()
+    if not r then
+        error("no request found", 2)
+    end
+    return read_string(function(buf, size)
+        return C.graft_ffi_counters(r, buf, size)
+    end)
+end
+
+-- A content handler serving the metrics (every worker's, summed) in
+-- Prometheus' text format.
+function _M.serve_metrics()
+    local r = get_request()
+    if not r then
+        error("no request found", 2)
+    end
+    local text, err = read_string(function(buf, size)
+        return C.graft_ffi_metrics(r, buf, size)
+    end)
+    if not text then
+        ngx_log(ERR, err)
+        return ngx_exit(500)
+    end
+    ngx_header["Content-Type"] = "text/plain; version=0.0.4"
+    ngx_print(text)
+end
+
+-- The longest module or zone name the admin API takes (a host name is at
+-- most 253 bytes).
+local MAX_NAME = 253
+
+local function admin_reply(status, body)
+    ngx.status = status
+    ngx_header["Content-Type"] = "text/plain"
+    ngx_print(body, "\n")
+    return ngx_exit(status)
+end
+
+-- The admin API, for a location on a loopback-only listener:
+--   POST .../apply                     load the graft file again, live
+--   POST .../kill?module=M[&zone=Z]    send M back to Lua (in Z, or everywhere)
+--   POST .../revive?module=M[&zone=Z]  reset that kill switch
+--   GET  .../status                    modes and counters, as JSON
+function _M.admin()
+    local r = get_request()
+    if not r then
+        error("no request found", 2)
+    end
+    local action = ngx_var.uri:match("/([%a_]+)$")
+    local method = ngx_req.get_method()
+    if action == "status" and method == "GET" then
+        return _M.serve_counters()
+    end
+    if method ~= "POST" then
+        return admin_reply(405, "use POST for " .. tostring(action))
+    end
+    if action == "apply" then
+        local rc, message = call_with_buffer(function(buf, size)
+            return C.graft_ffi_apply(r, GRAFT_APPLY_CHECK, buf, size)
+        end)
+        if rc ~= GRAFT_OK then
+            return admin_reply(400, "refused, the running configuration goes on: " .. message)
+        end
+        -- Every legacy module the new file names must load and build.
+        local checked, err = plan.check(r, GRAFT_PLANS_PENDING)
+        if not checked then
+            call_with_buffer(function(buf, size)
+                return C.graft_ffi_apply(r, GRAFT_APPLY_REFUSE, buf, size)
+            end)
+            return admin_reply(400, "refused, the running configuration goes on: " .. tostring(err))
+        end
+        rc, message = call_with_buffer(function(buf, size)
+            return C.graft_ffi_apply(r, GRAFT_APPLY_COMMIT, buf, size)
+        end)
+        if rc ~= GRAFT_OK then
+            return admin_reply(400, "refused, the running configuration goes on: " .. message)
+        end
+        return admin_reply(200, message)
+    end
+    if action == "kill" or action == "revive" then
+        local args = ngx_req.get_uri_args(8)
+        local module, zone = args.module, args.zone or ""
+        if type(module) ~= "string" or type(zone) ~= "string"
+           or #module > MAX_NAME or #zone > MAX_NAME then
+            return admin_reply(400, "module=<name> [zone=<zone>], each at most " .. MAX_NAME .. " bytes")
+        end
+        local state = action == "kill" and 1 or 0
+        local rc, message = call_with_buffer(function(buf, size)
+            return C.graft_ffi_kill(r, module, #module, zone, #zone, state, buf, size)
+        end)
+        if rc == GRAFT_OK then
+            return admin_reply(200, action == "kill" and "killed" or "revived")
+        end
+        return admin_reply(400, message)
+    end
+    return admin_reply(404, "no such admin action")
+end
+
+-- A content handler serving the counters.
+function _M.serve_counters()
+    local json, err = _M.counters()
+    if not json then
+        ngx_log(ERR, err)
+        return ngx_exit(500)
+    end
+    ngx_header["Content-Type"] = "application/json"
+    ngx_print(json)
+end
+
+return _M
