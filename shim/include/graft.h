@@ -3,7 +3,7 @@
  * and its Lua bridge (lua/graft.lua, lua/graft/*.lua), called through LuaJIT's FFI.
  *
  * lua/graft/abi.lua repeats the block between the abi markers in its ffi.cdef
- * and the #define values as locals; tests/tests/abi.rs fails when the three
+ * and the #define values in its constants table; tests/tests/abi.rs fails when the three
  * (this header, the Lua cdef, the Rust exports) disagree.
  *
  * Conventions, as lua-resty-core's:
@@ -16,6 +16,10 @@
 #define GRAFT_H
 
 #include <stddef.h>
+
+/* nginx's request, as nginx's headers (and lua-resty-core's base.lua)
+ * declare it: graft's functions take the request the Lua side is serving. */
+typedef struct ngx_http_request_s ngx_http_request_t;
 
 /* One call in this many has its latency timed, on either side. */
 #define GRAFT_SAMPLE_EVERY  8
@@ -93,22 +97,22 @@ typedef struct {
 } graft_decision_t;
 
 int graft_ffi_abi_version(size_t decision_size, size_t header_size);
-int graft_ffi_zone(void *r, const unsigned char *scope, size_t scope_len, unsigned long long *generation);
-int graft_ffi_plan(void *r, int zone, unsigned char *buf, size_t *len);
-int graft_ffi_run(void *r, int zone, int step, graft_decision_t *out);
-int graft_ffi_count(void *r, int zone, int step, int what);
-int graft_ffi_counters(void *r, unsigned char *buf, size_t *len);
-int graft_ffi_resume(void *r, int zone, int *fallback);
-int graft_ffi_metrics(void *r, unsigned char *buf, size_t *len);
-int graft_ffi_apply(void *r, int stage, unsigned char *buf, size_t *len);
-int graft_ffi_kill(void *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
-int graft_ffi_observe(void *r, int zone, int step, int what, unsigned long long nanos);
-int graft_ffi_fail(void *r, int zone, int step, const unsigned char *why, size_t why_len);
-int graft_ffi_log(void *r, int family, const unsigned char *line, size_t line_len);
-int graft_ffi_plans(void *r, int which, int zone, unsigned char *buf, size_t *len);
-int graft_ffi_response_header(void *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
-int graft_ffi_fail_module(void *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
-int graft_ffi_note_diff(void *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
+int graft_ffi_zone(ngx_http_request_t *r, const unsigned char *scope, size_t scope_len, unsigned long long *generation);
+int graft_ffi_plan(ngx_http_request_t *r, int zone, unsigned char *buf, size_t *len);
+int graft_ffi_run(ngx_http_request_t *r, int zone, int step, graft_decision_t *out);
+int graft_ffi_count(ngx_http_request_t *r, int zone, int step, int what);
+int graft_ffi_counters(ngx_http_request_t *r, unsigned char *buf, size_t *len);
+int graft_ffi_resume(ngx_http_request_t *r, int zone, int *fallback);
+int graft_ffi_metrics(ngx_http_request_t *r, unsigned char *buf, size_t *len);
+int graft_ffi_apply(ngx_http_request_t *r, int stage, unsigned char *buf, size_t *len);
+int graft_ffi_kill(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
+int graft_ffi_observe(ngx_http_request_t *r, int zone, int step, int what, unsigned long long nanos);
+int graft_ffi_fail(ngx_http_request_t *r, int zone, int step, const unsigned char *why, size_t why_len);
+int graft_ffi_log(ngx_http_request_t *r, int family, const unsigned char *line, size_t line_len);
+int graft_ffi_plans(ngx_http_request_t *r, int which, int zone, unsigned char *buf, size_t *len);
+int graft_ffi_response_header(ngx_http_request_t *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+int graft_ffi_fail_module(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
+int graft_ffi_note_diff(ngx_http_request_t *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */
