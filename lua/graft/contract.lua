@@ -47,10 +47,6 @@ local _M = { version = "0.1.0" }
 
 _M.CONTINUE = { kind = "continue" }
 
-function _M.respond(status, headers, body)
-    return { kind = "respond", status = status, headers = headers or {}, body = body or "" }
-end
-
 local function same_list(a, b, same_item)
     a, b = a or {}, b or {}
     if #a ~= #b then

@@ -26,9 +26,6 @@ pub use request::{HeaderVisitor, OwnedRequest, RequestView};
 /// A product module, in the shape of a proxy's phase trait: every phase has
 /// a default, a module overrides the phases it acts in.
 pub trait Module: Send + Sync {
-    /// The name the configuration uses for this module (`"redirects"`).
-    fn name(&self) -> &'static str;
-
     /// Runs before the content phase, once per request, in the zone's
     /// module order. The default lets the request continue unchanged.
     ///

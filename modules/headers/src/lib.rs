@@ -131,10 +131,6 @@ impl Headers {
 }
 
 impl Module for Headers {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
         let mut changes = Changes::default();

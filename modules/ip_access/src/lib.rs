@@ -99,10 +99,6 @@ impl IpAccess {
 }
 
 impl Module for IpAccess {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let access = req
             .client_addr()

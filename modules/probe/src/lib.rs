@@ -50,10 +50,6 @@ fn starts_with(path: &[u8], prefix: &Option<String>) -> bool {
 }
 
 impl Module for Probe {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let path = req.path();
         if starts_with(path, &self.panic_on) {

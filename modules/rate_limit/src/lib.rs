@@ -127,10 +127,6 @@ impl RateLimit {
 }
 
 impl Module for RateLimit {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     fn on_request(&self, req: &dyn RequestView, ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
         let mut key = Vec::new();

@@ -295,10 +295,6 @@ fn push_escaped(out: &mut Vec<u8>, bytes: &[u8], in_query: bool) {
 }
 
 impl Module for Redirects {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let Some((rule, rest)) = self.find(req.path()) else {
             return Ok(Decision::Continue(Default::default()));

@@ -112,10 +112,6 @@ impl UrlNormalize {
 }
 
 impl Module for UrlNormalize {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         match self.normalize(req.raw_uri()) {
             Ok(Some(path)) if path != req.path() => Ok(Decision::Continue(Changes {

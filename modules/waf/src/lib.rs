@@ -246,10 +246,6 @@ fn blocked(status: u16, line: String) -> Decision {
 }
 
 impl Module for Waf {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
         let mut log = Vec::new();
