@@ -9,7 +9,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::counters::SERVED;
-use crate::{Config, Count, Impl};
+use crate::{Config, Count, Impl, Step};
 
 type NoLabels = [(&'static str, &'static str); 0];
 const NO_LABELS: NoLabels = [];
@@ -25,55 +25,82 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Every step, with its zone's name.
+    fn steps(&self) -> impl Iterator<Item = (&str, &Step)> {
+        self.0
+            .zones
+            .iter()
+            .flat_map(|z| z.steps.iter().map(move |s| (z.name.as_str(), s)))
+    }
+
+    /// A counter family with one series per step and count in `whats`,
+    /// the count's name under `label`.
+    fn step_counts(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help): (&str, &str),
+        label: &'static str,
+        whats: &[Count],
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (zone, step) in self.steps() {
+            for &what in whats {
+                let labels = [
+                    ("zone", zone),
+                    ("module", step.module_name),
+                    (label, what.name()),
+                ];
+                ConstCounter::new(step.counters.get(what))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A family of one series with no labels: a counter, or a gauge.
+fn single(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    kind: MetricType,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => ConstCounter::new(value).encode(family.encode_family(&NO_LABELS)?),
+        _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+            .encode(family.encode_family(&NO_LABELS)?),
+    }
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let steps = || {
-            self.0
-                .zones
-                .iter()
-                .flat_map(|z| z.steps.iter().map(move |s| (z.name.as_str(), s)))
-        };
-        let mut family = encoder.encode_descriptor(
-            "graft_requests",
-            "Requests per zone and module, by the path that served them (lua, rust, fallback, shadow_match, shadow_diff; failed: no implementation decided and the step's failure policy served).",
-            None,
-            MetricType::Counter,
+        self.step_counts(
+            &mut encoder,
+            (
+                "graft_requests",
+                "Requests per zone and module, by the path that served them (lua, rust, fallback, shadow_match, shadow_diff; failed: no implementation decided and the step's failure policy served).",
+            ),
+            "path",
+            &SERVED,
         )?;
-        for (zone, step) in steps() {
-            for what in SERVED {
-                let labels = [
-                    ("zone", zone),
-                    ("module", step.module_name),
-                    ("path", what.name()),
-                ];
-                ConstCounter::new(step.counters.get(what))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "graft_rust_outcomes",
-            "Requests on which a module's Rust side declined, returned an error or panicked.",
-            None,
-            MetricType::Counter,
+        self.step_counts(
+            &mut encoder,
+            (
+                "graft_rust_outcomes",
+                "Requests on which a module's Rust side declined, returned an error or panicked.",
+            ),
+            "outcome",
+            &FAULTS,
         )?;
-        for (zone, step) in steps() {
-            for what in FAULTS {
-                let labels = [
-                    ("zone", zone),
-                    ("module", step.module_name),
-                    ("outcome", what.name()),
-                ];
-                ConstCounter::new(step.counters.get(what))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
         let mut family = encoder.encode_descriptor(
             "graft_latency_seconds",
             "Time one implementation took to decide at a step, sampled one request in 8.",
             None,
             MetricType::Histogram,
         )?;
-        for (zone, step) in steps() {
+        for (zone, step) in self.steps() {
             for imp in [Impl::Lua, Impl::Rust] {
                 let l = step.counters.latency(imp);
                 let labels = [
@@ -92,40 +119,47 @@ impl Collector for Snapshot {
             None,
             MetricType::Gauge,
         )?;
-        for (zone, step) in steps() {
+        for (zone, step) in self.steps() {
             let labels = [("zone", zone), ("module", step.module_name)];
             ConstGauge::new(step.counters.kill() as i64).encode(family.encode_family(&labels)?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "graft_counters_lost",
-            "Counts that found no room in graft's shared counter table (it is too small for the configuration).",
-            None,
+        let config = &self.0;
+        single(
+            &mut encoder,
+            (
+                "graft_counters_lost",
+                "Counts that found no room in graft's shared counter table (it is too small for the configuration).",
+            ),
             MetricType::Counter,
+            config.counters_lost(),
         )?;
-        ConstCounter::new(self.0.counters_lost()).encode(family.encode_family(&NO_LABELS)?)?;
-        let mut family = encoder.encode_descriptor(
-            "graft_window_evictions",
-            "Rate-limit and rollback windows that took over a slot still in use (the shared table is too small for the traffic; an evicted count is carried over, never reset).",
-            None,
+        single(
+            &mut encoder,
+            (
+                "graft_window_evictions",
+                "Rate-limit and rollback windows that took over a slot still in use (the shared table is too small for the traffic; an evicted count is carried over, never reset).",
+            ),
             MetricType::Counter,
+            config.window_evictions(),
         )?;
-        ConstCounter::new(self.0.window_evictions()).encode(family.encode_family(&NO_LABELS)?)?;
-        let mut family = encoder.encode_descriptor(
-            "graft_configuration_refused",
-            "Graft files this nginx refused since it started, on reload or in a live apply (the running configuration went on serving).",
-            None,
+        single(
+            &mut encoder,
+            (
+                "graft_configuration_refused",
+                "Graft files this nginx refused since it started, on reload or in a live apply (the running configuration went on serving).",
+            ),
             MetricType::Counter,
+            config.configurations_refused(),
         )?;
-        ConstCounter::new(self.0.configurations_refused())
-            .encode(family.encode_family(&NO_LABELS)?)?;
-        let mut family = encoder.encode_descriptor(
-            "graft_configuration_generation",
-            "The generation of the configuration serving.",
-            None,
+        single(
+            &mut encoder,
+            (
+                "graft_configuration_generation",
+                "The generation of the configuration serving.",
+            ),
             MetricType::Gauge,
-        )?;
-        ConstGauge::new(self.0.generation as i64).encode(family.encode_family(&NO_LABELS)?)?;
-        Ok(())
+            config.generation,
+        )
     }
 }
 
