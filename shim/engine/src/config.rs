@@ -403,132 +403,25 @@ impl Config {
                 error: e,
             })
         };
-        let mut de = serde_json::Deserializer::from_slice(text);
-        let invalid = |e: serde_json::Error| {
-            at(
-                None,
-                None,
-                ConfigError::new("", format!("invalid JSON: {e}")),
-            )
-        };
-        let file: FileConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let error = if inner.is_syntax() || inner.is_eof() {
-                ConfigError::new("", format!("invalid JSON: {inner}"))
-            } else {
-                ConfigError::new(
-                    if field == "." { String::new() } else { field },
-                    inner.to_string(),
-                )
-            };
-            at(None, None, error)
-        })?;
-        de.end().map_err(invalid)?;
-        if file.zones.len() > MAX_ZONES {
-            return Err(at(
-                None,
-                None,
-                ConfigError::new(
-                    "zones",
-                    format!("{} zones, over the limit of {MAX_ZONES}", file.zones.len()),
-                ),
-            ));
-        }
-
+        let file = read_file(text).map_err(|e| at(None, None, e))?;
         let mut zones = Vec::with_capacity(file.zones.len());
         let mut by_host = HashMap::with_capacity(file.zones.len());
         let mut default_zone = None;
         for (host, zone_raw) in &file.zones {
-            let zone_err = |e| at(Some(host), None, e);
-            let zone_value: serde_json::Value = serde_json::from_str(zone_raw.get())
-                .map_err(|e| zone_err(ConfigError::new("", e.to_string())))?;
-            if !valid_host(host) {
-                return Err(zone_err(ConfigError::new(
-                    "",
-                    "a zone is a lower-case host name (letters, digits, \"-\", \".\") or \"*\"",
-                )));
-            }
-            let zc: ZoneConfig = parse_config(&zone_value).map_err(zone_err)?;
-            if zc.modules.len() > MAX_MODULES_PER_ZONE {
-                return Err(zone_err(ConfigError::new(
-                    "modules",
-                    format!(
-                        "{} modules, over the limit of {MAX_MODULES_PER_ZONE}",
-                        zc.modules.len()
-                    ),
-                )));
-            }
-            let mut steps = Vec::with_capacity(zc.modules.len());
-            let mut plan = Vec::with_capacity(zc.modules.len());
-            for (i, step_value) in zc.modules.iter().enumerate() {
-                let named = step_value
-                    .get("module")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?");
-                let step_err = |e| at(Some(host), Some((i, named)), e);
-                let sc: StepConfig = parse_config(step_value).map_err(step_err)?;
-                let factory = registry::factory(&sc.module).ok_or_else(|| {
-                    let known: Vec<_> = registry::names().collect();
-                    step_err(ConfigError::new(
-                        "module",
-                        format!("unknown module; known: {}", known.join(", ")),
-                    ))
-                })?;
-                let module = factory
-                    .build(&sc.config)
-                    .map_err(|e| step_err(e.within("config")))?;
-                let canary = match sc.mode {
-                    Mode::Canary => {
-                        Some(Canary::parse(sc.percent, sc.sticky.as_deref()).map_err(step_err)?)
-                    }
-                    _ if sc.percent.is_some() || sc.sticky.is_some() => {
-                        return Err(step_err(ConfigError::new(
-                            "percent",
-                            "percent and sticky are for mode canary",
-                        )))
-                    }
-                    _ => None,
-                };
-                let on_failure = match &sc.on_failure {
-                    Some(p) => p.policy().map_err(step_err)?,
-                    None => factory.on_failure(),
-                };
-                plan.push(serde_json::json!({
-                    "module": factory.name(), "mode": sc.mode.name(),
-                    "config": factory.lua_config(&sc.config), "on_failure": policy_json(on_failure),
-                }));
-                if let Some(r) = &sc.rollback {
-                    if !(0.0..=1.0).contains(&r.max_rate) || r.window == 0 || r.window > 86_400 {
-                        return Err(step_err(ConfigError::new(
-                            "rollback",
-                            "max_rate is a share from 0 to 1, window seconds from 1 to 86400",
-                        )));
-                    }
-                }
-                steps.push(Step {
-                    module_name: factory.name(),
-                    mode: sc.mode,
-                    canary,
-                    rollback: sc.rollback,
-                    on_failure,
-                    module,
-                    counters: Counters::new(host, i, factory.name()),
-                    windows: OnceLock::new(),
-                    window_key: format!("rollback\0{host}\0{i}\0{}\0", factory.name()).into_bytes(),
-                });
-            }
+            let zone = parse_zone(host, zone_raw).map_err(|(module, e)| {
+                at(
+                    Some(host),
+                    module.as_ref().map(|(i, n)| (*i, n.as_str())),
+                    e,
+                )
+            })?;
             let index = zones.len();
             if host == DEFAULT_ZONE {
                 default_zone = Some(index);
             } else {
                 by_host.insert(host.as_bytes().to_vec(), index);
             }
-            zones.push(Zone {
-                name: host.clone(),
-                plan_json: serde_json::json!({ "zone": host, "steps": plan }).to_string(),
-                steps,
-            });
+            zones.push(zone);
         }
         Ok(Config {
             shared: OnceLock::new(),
@@ -682,6 +575,139 @@ impl Config {
         }
         serde_json::json!({ "generation": self.generation, "zones": zones, "series": series })
     }
+}
+
+/// The file's outer shape: valid JSON, an object of zones, within the
+/// zone limit. The zones stay raw, each parsed on its own.
+fn read_file(text: &[u8]) -> Result<FileConfig<'_>, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let file: FileConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ConfigError::new("", format!("invalid JSON: {inner}"))
+        } else {
+            ConfigError::new(
+                if field == "." { String::new() } else { field },
+                inner.to_string(),
+            )
+        }
+    })?;
+    de.end()
+        .map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+    if file.zones.len() > MAX_ZONES {
+        return Err(ConfigError::new(
+            "zones",
+            format!("{} zones, over the limit of {MAX_ZONES}", file.zones.len()),
+        ));
+    }
+    Ok(file)
+}
+
+/// Where in a zone an error is: the step's position and module name, when
+/// it is in a step.
+type InZone = (Option<(usize, String)>, ConfigError);
+
+/// One zone: its name checked, its steps built, its plan for the Lua side.
+fn parse_zone(host: &str, raw: &RawValue) -> Result<Zone, InZone> {
+    let zone_value: serde_json::Value =
+        serde_json::from_str(raw.get()).map_err(|e| (None, ConfigError::new("", e.to_string())))?;
+    if !valid_host(host) {
+        return Err((
+            None,
+            ConfigError::new(
+                "",
+                "a zone is a lower-case host name (letters, digits, \"-\", \".\") or \"*\"",
+            ),
+        ));
+    }
+    let zc: ZoneConfig = parse_config(&zone_value).map_err(|e| (None, e))?;
+    if zc.modules.len() > MAX_MODULES_PER_ZONE {
+        return Err((
+            None,
+            ConfigError::new(
+                "modules",
+                format!(
+                    "{} modules, over the limit of {MAX_MODULES_PER_ZONE}",
+                    zc.modules.len()
+                ),
+            ),
+        ));
+    }
+    let mut steps = Vec::with_capacity(zc.modules.len());
+    let mut plan = Vec::with_capacity(zc.modules.len());
+    for (i, step_value) in zc.modules.iter().enumerate() {
+        let named = step_value
+            .get("module")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        let (step, step_plan) =
+            parse_step(host, i, step_value).map_err(|e| (Some((i, named.to_string())), e))?;
+        steps.push(step);
+        plan.push(step_plan);
+    }
+    Ok(Zone {
+        name: host.to_string(),
+        plan_json: serde_json::json!({ "zone": host, "steps": plan }).to_string(),
+        steps,
+    })
+}
+
+/// Step `i` of zone `host`: its module built from its configuration, its
+/// mode, canary, rollback and failure policy checked; and its entry in the
+/// zone's plan for the Lua side.
+fn parse_step(
+    host: &str,
+    i: usize,
+    step_value: &serde_json::Value,
+) -> Result<(Step, serde_json::Value), ConfigError> {
+    let sc: StepConfig = parse_config(step_value)?;
+    let factory = registry::factory(&sc.module).ok_or_else(|| {
+        let known: Vec<_> = registry::names().collect();
+        ConfigError::new(
+            "module",
+            format!("unknown module; known: {}", known.join(", ")),
+        )
+    })?;
+    let module = factory.build(&sc.config).map_err(|e| e.within("config"))?;
+    let canary = match sc.mode {
+        Mode::Canary => Some(Canary::parse(sc.percent, sc.sticky.as_deref())?),
+        _ if sc.percent.is_some() || sc.sticky.is_some() => {
+            return Err(ConfigError::new(
+                "percent",
+                "percent and sticky are for mode canary",
+            ))
+        }
+        _ => None,
+    };
+    let on_failure = match &sc.on_failure {
+        Some(p) => p.policy()?,
+        None => factory.on_failure(),
+    };
+    let plan = serde_json::json!({
+        "module": factory.name(), "mode": sc.mode.name(),
+        "config": factory.lua_config(&sc.config), "on_failure": policy_json(on_failure),
+    });
+    if let Some(r) = &sc.rollback {
+        if !(0.0..=1.0).contains(&r.max_rate) || r.window == 0 || r.window > 86_400 {
+            return Err(ConfigError::new(
+                "rollback",
+                "max_rate is a share from 0 to 1, window seconds from 1 to 86400",
+            ));
+        }
+    }
+    let step = Step {
+        module_name: factory.name(),
+        mode: sc.mode,
+        canary,
+        rollback: sc.rollback,
+        on_failure,
+        module,
+        counters: Counters::new(host, i, factory.name()),
+        windows: OnceLock::new(),
+        window_key: format!("rollback\0{host}\0{i}\0{}\0", factory.name()).into_bytes(),
+    };
+    Ok((step, plan))
 }
 
 #[cfg(test)]
