@@ -62,6 +62,14 @@ local _M = {
     GRAFT_APPLY_COMMIT = 1,
     GRAFT_APPLY_REFUSE = 2,
 
+    GRAFT_SWITCH_RESET = 0,
+    GRAFT_SWITCH_THROW = 1,
+
+    GRAFT_RESUME_FRESH = 0,
+    GRAFT_RESUME_FALLBACK = 1,
+
+    GRAFT_FAIL_CONTINUE = 0,
+
     -- One call in this many has its latency measured, on either side.
     GRAFT_SAMPLE_EVERY = 8,
 }

@@ -23,6 +23,8 @@ local tostring = tostring
 local type = type
 
 local GRAFT_APPLY_CHECK = abi.GRAFT_APPLY_CHECK
+local GRAFT_SWITCH_RESET = abi.GRAFT_SWITCH_RESET
+local GRAFT_SWITCH_THROW = abi.GRAFT_SWITCH_THROW
 local GRAFT_APPLY_COMMIT = abi.GRAFT_APPLY_COMMIT
 local GRAFT_APPLY_REFUSE = abi.GRAFT_APPLY_REFUSE
 local GRAFT_OK = abi.GRAFT_OK
@@ -118,7 +120,7 @@ function _M.admin()
            or #module > MAX_NAME or #zone > MAX_NAME then
             return admin_reply(400, "module=<name> [zone=<zone>], each at most " .. MAX_NAME .. " bytes")
         end
-        local state = action == "kill" and 1 or 0
+        local state = action == "kill" and GRAFT_SWITCH_THROW or GRAFT_SWITCH_RESET
         local rc, message = call_with_buffer(function(buf, size)
             return C.graft_ffi_kill(r, module, #module, zone, #zone, state, buf, size)
         end)

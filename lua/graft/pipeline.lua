@@ -41,6 +41,8 @@ local GRAFT_COUNT_SHADOW_MATCH = abi.GRAFT_COUNT_SHADOW_MATCH
 local GRAFT_DECLINED = abi.GRAFT_DECLINED
 local GRAFT_DONE = abi.GRAFT_DONE
 local GRAFT_ERROR = abi.GRAFT_ERROR
+local GRAFT_FAIL_CONTINUE = abi.GRAFT_FAIL_CONTINUE
+local GRAFT_RESUME_FALLBACK = abi.GRAFT_RESUME_FALLBACK
 local GRAFT_HEADER_ADD = abi.GRAFT_HEADER_ADD
 local GRAFT_HEADER_REMOVE = abi.GRAFT_HEADER_REMOVE
 local GRAFT_HEADER_SET = abi.GRAFT_HEADER_SET
@@ -164,15 +166,15 @@ end
 local function failed(r, zone, index, why)
     why = tostring(why)
     local status = C.graft_ffi_fail(r, zone, index, why, #why)
-    if status > 0 then
-        return { kind = "respond", status = status, headers = {}, body = "" }
+    if status == GRAFT_FAIL_CONTINUE then
+        return contract.CONTINUE
     end
     if status < 0 then
         -- Not even the failure could be recorded: let nothing through.
         ngx_log(ERR, "graft: the failure of step ", index, " could not be recorded: ", status)
-        return { kind = "respond", status = 500, headers = {}, body = "" }
+        status = 500
     end
-    return contract.CONTINUE
+    return { kind = "respond", status = status, headers = {}, body = "" }
 end
 
 -- Serves the step from Lua, or by its failure policy when Lua cannot.
@@ -364,7 +366,7 @@ function _M.access()
         return ngx_exit(500)
     end
     local req = new_request()
-    local native_fallback = fallback_ptr[0] == 1
+    local native_fallback = fallback_ptr[0] == GRAFT_RESUME_FALLBACK
     for i = first + 1, #plan do
         -- Rust already declined or failed on the first step natively (and
         -- counted it): Lua serves it without asking Rust again.
@@ -391,10 +393,15 @@ local function module_failed(r, module, why)
     if status == GRAFT_ERROR then
         error("graft.decide: no module \"" .. module .. "\"", 3)
     end
-    if status > 0 then
-        return { kind = "respond", status = status, headers = {}, body = "" }
+    if status == GRAFT_FAIL_CONTINUE then
+        return contract.CONTINUE
     end
-    return contract.CONTINUE
+    if status < 0 then
+        -- Not even the failure could be recorded: let nothing through.
+        ngx_log(ERR, "graft.decide: the failure of module \"", module, "\" could not be recorded: ", status)
+        status = 500
+    end
+    return { kind = "respond", status = status, headers = {}, body = "" }
 end
 
 -- Runs one module of the request's zone (or of the zone named `scope`)

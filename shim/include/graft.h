@@ -73,6 +73,18 @@ typedef struct ngx_http_request_s ngx_http_request_t;
 #define GRAFT_APPLY_COMMIT  1   /* swap the pending configuration in */
 #define GRAFT_APPLY_REFUSE  2   /* drop the pending one, count the refusal */
 
+/* graft_ffi_kill's `state`. */
+#define GRAFT_SWITCH_RESET  0   /* the module serves by its mode again */
+#define GRAFT_SWITCH_THROW  1   /* the module goes back to Lua */
+
+/* graft_ffi_resume's `*fallback`. */
+#define GRAFT_RESUME_FRESH     0   /* the step was not tried natively */
+#define GRAFT_RESUME_FALLBACK  1   /* Rust failed on it natively: Lua serves */
+
+/* graft_ffi_fail's and graft_ffi_fail_module's answer when the failure
+ * policy continues (else the status to answer with, or an error code). */
+#define GRAFT_FAIL_CONTINUE 0
+
 /* graft:abi:begin */
 typedef struct {
     int action;

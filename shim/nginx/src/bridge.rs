@@ -40,6 +40,11 @@ const GRAFT_PLANS_PENDING: c_int = 1;
 const GRAFT_APPLY_CHECK: c_int = 0;
 const GRAFT_APPLY_COMMIT: c_int = 1;
 const GRAFT_APPLY_REFUSE: c_int = 2;
+const GRAFT_SWITCH_RESET: c_int = 0;
+const GRAFT_SWITCH_THROW: c_int = 1;
+const GRAFT_RESUME_FRESH: c_int = 0;
+const GRAFT_RESUME_FALLBACK: c_int = 1;
+const GRAFT_FAIL_CONTINUE: c_int = 0;
 
 const GRAFT_CONTINUE: c_int = 0;
 const GRAFT_RESPOND: c_int = 1;
@@ -524,7 +529,13 @@ pub unsafe extern "C" fn graft_ffi_resume(
         };
         ctx.pipeline = Pipeline::Taken;
         // SAFETY: `fallback` is writable (# Safety).
-        unsafe { *fallback = c_int::from(fell_back) };
+        unsafe {
+            *fallback = if fell_back {
+                GRAFT_RESUME_FALLBACK
+            } else {
+                GRAFT_RESUME_FRESH
+            }
+        };
         match start {
             None => GRAFT_DONE,
             Some(step) => c_int::try_from(step).unwrap_or(GRAFT_ERROR),
@@ -557,7 +568,7 @@ pub unsafe extern "C" fn graft_ffi_fail(
         // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
         let why = unsafe { bytes(why, why_len) };
         match fail_step(r, zone_name, step, &String::from_utf8_lossy(why)) {
-            FailurePolicy::Continue => 0,
+            FailurePolicy::Continue => GRAFT_FAIL_CONTINUE,
             FailurePolicy::Respond(status) => c_int::from(status),
         }
     })
@@ -592,7 +603,7 @@ pub unsafe extern "C" fn graft_ffi_fail_module(
             return GRAFT_ERROR;
         };
         let (code, serves) = match policy {
-            FailurePolicy::Continue => (0, "continues".to_string()),
+            FailurePolicy::Continue => (GRAFT_FAIL_CONTINUE, "continues".to_string()),
             FailurePolicy::Respond(s) => (c_int::from(s), format!("answers {s}")),
         };
         log_limited(
@@ -882,7 +893,11 @@ pub unsafe extern "C" fn graft_ffi_kill(
             text(module, module_len).unwrap_or_default(),
             text(zone, zone_len),
         );
-        let kill = if state == 0 { Kill::Off } else { Kill::Manual };
+        let kill = match state {
+            GRAFT_SWITCH_RESET => Kill::Off,
+            GRAFT_SWITCH_THROW => Kill::Manual,
+            _ => return GRAFT_ERROR,
+        };
         let result = crate::conf::current_config(r)
             .ok_or_else(|| "no graft_config".to_string())
             .and_then(|c| c.set_kill(zone.as_deref(), &module, kill));
@@ -891,7 +906,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
                 // SAFETY: a live request's connection and its log are valid.
                 let log = unsafe { (*r.connection).log };
                 let place = zone.map_or("every zone".to_string(), |z| format!("zone \"{z}\""));
-                let what = if state == 0 { "reset" } else { "thrown" };
+                let what = if kill == Kill::Off { "reset" } else { "thrown" };
                 ngx_log_error!(
                     NGX_LOG_WARN,
                     log,
