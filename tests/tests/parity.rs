@@ -1,7 +1,7 @@
 //! Parity: the same generated configurations and requests through the Lua
 //! legacy module (in LuaJIT, through mlua) and the Rust module; every
 //! decision must be the same. A difference fails and prints the shrunk case.
-use graft_contract::{Context, Decision, LocalCounters, Module, OwnedRequest};
+use graft_contract::{Context, Decision, LocalWindows, Module, OwnedRequest};
 use graft_tests::root;
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use proptest::prelude::*;
@@ -80,7 +80,7 @@ fn lua_decide(lua: &Lua, inst: &Table, req: &OwnedRequest) -> Seen {
 
 fn rust_decide(module: &dyn Module, req: &OwnedRequest) -> Seen {
     match module
-        .on_request(req, &Context::local(0, &LocalCounters::default()))
+        .on_request(req, &Context::local(0, &LocalWindows::default()))
         .expect("redirects never fails")
     {
         Decision::Respond(r) => (

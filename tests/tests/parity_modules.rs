@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use graft_contract::{
-    args::for_each_arg, Context, Decision, HeaderAction, LocalCounters, ModuleFactory, OwnedRequest,
+    args::for_each_arg, Context, Decision, HeaderAction, LocalWindows, ModuleFactory, OwnedRequest,
 };
 use graft_tests::root;
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
@@ -229,7 +229,7 @@ impl Harness {
             .map_err(|e| TestCaseError::reject(e.to_string()))?;
         let legacy = self.module(name, &factory.lua_config(config));
         let on_request: Function = legacy.get("on_request").unwrap();
-        let counters = LocalCounters::default();
+        let counters = LocalWindows::default();
         for req in reqs {
             let l: Table = on_request
                 .call((legacy.clone(), self.request(req)))

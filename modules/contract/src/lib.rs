@@ -17,7 +17,7 @@ mod error;
 mod header;
 mod request;
 
-pub use context::{Context, LocalCounters, SharedCounters};
+pub use context::{Context, LocalWindows, Windows};
 pub use decision::{Changes, Decision, HeaderAction, HeaderOp, Response};
 pub use error::{ConfigError, ModuleError};
 pub use header::{HeaderName, HeaderValue, InvalidHeader};

@@ -166,7 +166,7 @@ pub static FACTORY: Factory<Headers> = Factory::new();
 #[cfg(test)]
 mod tests {
     use super::*;
-    use graft_contract::{LocalCounters, OwnedRequest};
+    use graft_contract::{LocalWindows, OwnedRequest};
     use serde_json::json;
 
     #[test]
@@ -178,7 +178,7 @@ mod tests {
               "response": [ { "add": "Cache-Control", "value": "no-store" } ] },
         ]}))
         .unwrap();
-        let counters = LocalCounters::default();
+        let counters = LocalWindows::default();
         let ctx = Context::local(0, &counters);
         let Decision::Continue(c) = h
             .on_request(&OwnedRequest::get("a", "/api/x"), &ctx)

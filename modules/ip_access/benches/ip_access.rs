@@ -1,6 +1,6 @@
 //! Longest-prefix lookup over 10,000 prefixes.
 use criterion::{criterion_group, criterion_main, Criterion};
-use graft_contract::{Context, LocalCounters, Module, OwnedRequest};
+use graft_contract::{Context, LocalWindows, Module, OwnedRequest};
 use serde_json::json;
 use std::hint::black_box;
 
@@ -11,7 +11,7 @@ fn bench(c: &mut Criterion) {
     let m =
         graft_ip_access::IpAccess::from_config(&json!({ "allow": ["10.0.0.0/8"], "deny": deny }))
             .unwrap();
-    let counters = LocalCounters::default();
+    let counters = LocalWindows::default();
     let ctx = Context::local(0, &counters);
     let mut req = OwnedRequest::get("a", "/");
     req.client = Some("10.20.30.40".parse().unwrap());

@@ -132,14 +132,14 @@ pub static FACTORY: Factory<IpAccess> = Factory::new();
 #[cfg(test)]
 mod tests {
     use super::*;
-    use graft_contract::{LocalCounters, OwnedRequest};
+    use graft_contract::{LocalWindows, OwnedRequest};
     use serde_json::json;
 
     fn denied(config: &serde_json::Value, client: &str) -> bool {
         let m = IpAccess::from_config(config).unwrap();
         let mut req = OwnedRequest::get("a", "/");
         req.client = Some(client.parse().unwrap());
-        let counters = LocalCounters::default();
+        let counters = LocalWindows::default();
         matches!(
             m.on_request(&req, &Context::local(0, &counters)).unwrap(),
             Decision::Respond(_)

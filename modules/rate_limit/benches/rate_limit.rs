@@ -1,7 +1,7 @@
 //! One limit by client address, counted in process-local counters (the
 //! shared-memory table is measured inside nginx by graft-bench).
 use criterion::{criterion_group, criterion_main, Criterion};
-use graft_contract::{Context, LocalCounters, Module, OwnedRequest};
+use graft_contract::{Context, LocalWindows, Module, OwnedRequest};
 use serde_json::json;
 use std::hint::black_box;
 
@@ -9,7 +9,7 @@ fn bench(c: &mut Criterion) {
     let m = graft_rate_limit::RateLimit::from_config(&json!({ "limits": [
         { "name": "clients", "key": "client", "limit": 1000000, "window": 60 } ] }))
     .unwrap();
-    let counters = LocalCounters::default();
+    let counters = LocalWindows::default();
     let ctx = Context::local(0, &counters);
     let mut req = OwnedRequest::get("a", "/");
     req.client = Some("192.0.2.7".parse().unwrap());

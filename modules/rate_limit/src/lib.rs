@@ -149,7 +149,7 @@ impl Module for RateLimit {
                     None => continue,
                 },
             }
-            let count = ctx.counters.incr(&key, limit.window, ctx.now_secs);
+            let count = ctx.windows.incr(&key, limit.window, ctx.now_secs);
             if count > limit.limit {
                 let retry = u64::from(limit.window) - ctx.now_secs % u64::from(limit.window);
                 return Ok(Decision::Respond(Response {
@@ -189,7 +189,7 @@ pub static FACTORY: Factory<RateLimit> = Factory::new();
 #[cfg(test)]
 mod tests {
     use super::*;
-    use graft_contract::{LocalCounters, OwnedRequest};
+    use graft_contract::{LocalWindows, OwnedRequest};
     use serde_json::json;
 
     #[test]
@@ -198,7 +198,7 @@ mod tests {
             { "name": "api", "key": "client", "limit": 3, "window": 10,
               "when": { "field": "path", "op": "prefix", "value": "/api" } } ] }))
         .unwrap();
-        let counters = LocalCounters::default();
+        let counters = LocalWindows::default();
         let mut req = OwnedRequest::get("a", "/api/x");
         req.client = Some("192.0.2.1".parse().unwrap());
         let at =

@@ -1,6 +1,6 @@
 //! Redirect lookup with 1,000 bulk entries and prefix rules.
 use criterion::{criterion_group, criterion_main, Criterion};
-use graft_contract::{Context, LocalCounters, Module, OwnedRequest};
+use graft_contract::{Context, LocalWindows, Module, OwnedRequest};
 use serde_json::json;
 use std::hint::black_box;
 
@@ -11,7 +11,7 @@ fn bench(c: &mut Criterion) {
     let r = graft_redirects::Redirects::from_config(&json!({
         "rules": [ { "from": "/blog/", "to": "https://blog.example/", "match": "prefix" }, { "from": "/old", "to": "/new" } ],
         "bulk": { "map": map } })).unwrap();
-    let counters = LocalCounters::default();
+    let counters = LocalWindows::default();
     let ctx = Context::local(0, &counters);
     let hit = OwnedRequest::get("a", "/legacy/512?x=1");
     let miss = OwnedRequest::get("a", "/index.html?page=3");

@@ -1,11 +1,11 @@
 use super::*;
-use graft_contract::{LocalCounters, OwnedRequest};
+use graft_contract::{LocalWindows, OwnedRequest};
 use proptest::prelude::*;
 use serde_json::json;
 
 fn ctx() -> Context<'static> {
-    static COUNTERS: std::sync::OnceLock<LocalCounters> = std::sync::OnceLock::new();
-    Context::local(0, COUNTERS.get_or_init(LocalCounters::default))
+    static COUNTERS: std::sync::OnceLock<LocalWindows> = std::sync::OnceLock::new();
+    Context::local(0, COUNTERS.get_or_init(LocalWindows::default))
 }
 
 fn build(rules: serde_json::Value) -> Redirects {

@@ -1,12 +1,12 @@
 //! Normalizing a clean path and a tricky one.
 use criterion::{criterion_group, criterion_main, Criterion};
-use graft_contract::{Context, LocalCounters, ModuleFactory, OwnedRequest};
+use graft_contract::{Context, LocalWindows, ModuleFactory, OwnedRequest};
 use serde_json::json;
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {
     let m = graft_url_normalize::FACTORY.build(&json!({})).unwrap();
-    let counters = LocalCounters::default();
+    let counters = LocalWindows::default();
     let ctx = Context::local(0, &counters);
     let clean = OwnedRequest::get("a", "/products/42/reviews?page=2");
     let tricky = OwnedRequest::get("a", "/a/./b/../%63//d/%2e%2e/e?x");

@@ -1,7 +1,7 @@
 //! The WAF's cost per request on its own: a clean request and an attack,
 //! with 50 rules and every signature list.
 use criterion::{criterion_group, criterion_main, Criterion};
-use graft_contract::{Context, LocalCounters, Module, OwnedRequest};
+use graft_contract::{Context, LocalWindows, Module, OwnedRequest};
 use serde_json::json;
 use std::hint::black_box;
 
@@ -12,7 +12,7 @@ fn bench(c: &mut Criterion) {
     rules.push(json!({ "id": "admin", "when": { "field": "path", "op": "prefix", "value": "/admin" }, "action": "block" }));
     rules.push(json!({ "id": "ua", "when": { "field": "header:user-agent", "op": "regex", "value": "(?i)(sqlmap|nikto)" }, "action": "block" }));
     let waf = graft_waf::Waf::from_config(&json!({ "rules": rules, "signatures": ["sql_injection", "path_traversal", "script_injection"] })).unwrap();
-    let counters = LocalCounters::default();
+    let counters = LocalWindows::default();
     let ctx = Context::local(0, &counters);
     let mut clean = OwnedRequest::get(
         "shop.example",

@@ -1,10 +1,10 @@
 use super::*;
-use graft_contract::{LocalCounters, OwnedRequest};
+use graft_contract::{LocalWindows, OwnedRequest};
 use serde_json::json;
 
 fn decide(config: serde_json::Value, target: &str) -> Decision {
     let waf = Waf::from_config(&config).unwrap();
-    let counters = LocalCounters::default();
+    let counters = LocalWindows::default();
     waf.on_request(
         &OwnedRequest::get("a.test", target),
         &Context::local(0, &counters),
@@ -220,7 +220,7 @@ fn lua_config_hands_pcre_the_very_end_for_dollar() {
         json!("^/admin$")
     );
     let waf = Waf::from_config(&config).unwrap();
-    let counters = LocalCounters::default();
+    let counters = LocalWindows::default();
     let mut req = OwnedRequest::get("a.test", "/admin");
     assert_eq!(
         status(&waf.on_request(&req, &Context::local(0, &counters)).unwrap()),

@@ -25,13 +25,13 @@ use std::sync::OnceLock;
 
 use graft_contract::{
     parse_config, Changes, ConfigError, Decision, FailurePolicy, Module, RequestView, Response,
-    SharedCounters,
+    Windows,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::counters::{kill_key, Kill};
-use crate::shared::{CounterTable, SlotTable};
+use crate::shared::{CounterTable, WindowTable};
 use crate::{registry, Count, Counters};
 
 /// Limits checked at load; a file over one is refused with the limit named.
@@ -76,7 +76,7 @@ pub struct Step {
     pub module: Box<dyn Module>,
     pub counters: Counters,
     /// Windowed counters every worker shares, for the rollback.
-    windows: OnceLock<SlotTable<'static>>,
+    windows: OnceLock<WindowTable<'static>>,
     window_key: Vec<u8>,
 }
 
@@ -233,7 +233,7 @@ pub struct Zone {
 
 pub struct Config {
     shared: OnceLock<CounterTable<'static>>,
-    windows: OnceLock<SlotTable<'static>>,
+    windows: OnceLock<WindowTable<'static>>,
     pub source: PathBuf,
     /// Distinguishes one loaded configuration from the next in this process.
     pub generation: u64,
@@ -470,7 +470,7 @@ impl Config {
     }
 
     /// Counts every step in the tables every worker shares from now on.
-    pub fn attach(&self, counters: CounterTable<'static>, windows: SlotTable<'static>) {
+    pub fn attach(&self, counters: CounterTable<'static>, windows: WindowTable<'static>) {
         let _ = self.shared.set(counters);
         let _ = self.windows.set(windows);
         for step in self.zones.iter().flat_map(|z| &z.steps) {
@@ -496,7 +496,7 @@ impl Config {
     /// Windowed counts (rate limits, rollback windows) that took over a
     /// slot still in use: the shared table is too small for the traffic.
     pub fn window_evictions(&self) -> u64 {
-        self.windows.get().map_or(0, SlotTable::evictions)
+        self.windows.get().map_or(0, WindowTable::evictions)
     }
 
     /// Throws (or resets, with `Kill::Off`) the kill switch of `module`, in

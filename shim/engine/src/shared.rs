@@ -1,6 +1,6 @@
 //! Tables of atomic words that every worker process maps (the nginx shim
 //! puts them in shared memory made by the master before the workers fork):
-//! [`SlotTable`], counters in fixed windows (rate limits, rollback), and
+//! [`WindowTable`], counters in fixed windows (rate limits, rollback), and
 //! [`CounterTable`], counters by key (metrics) and the kill switches.
 //!
 //! Both are lock-free: every change is one compare-and-swap or one
@@ -10,17 +10,17 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use graft_contract::SharedCounters;
+use graft_contract::Windows;
 use siphasher::sip::SipHasher13;
 
-/// Slots of a [`SlotTable`] bucket: a key lives in one bucket (one cache
+/// Slots of a [`WindowTable`] bucket: a key lives in one bucket (one cache
 /// line), and [`CounterTable`] counters look at this many pairs.
 pub const PROBES: usize = 8;
-/// The longest window a [`SlotTable`] counts in (about six days): a longer
+/// The longest window a [`WindowTable`] counts in (about six days): a longer
 /// one is counted as this long. A slot left untouched for longer than this
 /// may look live again: it is then at most a candidate to take over.
 pub const MAX_WINDOW_SECS: u32 = 1 << 19;
-/// Words a [`SlotTable`] keeps for itself, at the end of its slice.
+/// Words a [`WindowTable`] keeps for itself, at the end of its slice.
 pub const SLOT_RESERVED: usize = 3;
 
 const COUNT_BITS: u32 = 20;
@@ -29,7 +29,7 @@ const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 const END_MASK: u64 = (1 << END_BITS) - 1;
 /// Compare-and-swap rounds before giving up on a contended word.
 const ATTEMPTS: usize = 64;
-/// The reserved words of a slot table, from the end of its slice.
+/// The reserved words of a window table, from the end of its slice.
 const K0: usize = 0;
 const K1: usize = 1;
 const EVICTIONS: usize = 2;
@@ -47,7 +47,7 @@ const EVICTIONS: usize = 2;
 /// at another's) to one bucket. It takes the bucket's first free slot, or
 /// one whose window is over; when all are live, it takes over the one with
 /// the lowest count and **starts from that count plus one** (and the
-/// eviction is counted, [`SlotTable::evictions`]). So, within a window, a
+/// eviction is counted, [`WindowTable::evictions`]). So, within a window, a
 /// key never reads lower than what it really counted (for keys of one
 /// window length: a slot of a longer window stays live, one of a shorter
 /// window may end and free its slot early): a flood of fresh keys cannot
@@ -55,16 +55,16 @@ const EVICTIONS: usize = 2;
 /// The price of a table too small for its traffic is counts too high for
 /// new keys (refused early rather than let through): watch `evictions`.
 #[derive(Clone, Copy)]
-pub struct SlotTable<'a> {
+pub struct WindowTable<'a> {
     slots: &'a [AtomicU64],
     own: &'a [AtomicU64],
     keys: (u64, u64),
 }
 
-impl fmt::Debug for SlotTable<'_> {
+impl fmt::Debug for WindowTable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Not the keys: they are what keeps the slots out of reach.
-        f.debug_struct("SlotTable")
+        f.debug_struct("WindowTable")
             .field("slots", &self.slots.len())
             .field("evictions", &self.evictions())
             .finish()
@@ -109,7 +109,7 @@ fn live(cur: u64, now: u64) -> bool {
     cur != 0 && ahead != 0 && ahead <= u64::from(MAX_WINDOW_SECS)
 }
 
-impl<'a> SlotTable<'a> {
+impl<'a> WindowTable<'a> {
     /// A table over `words`: at least `SLOT_RESERVED + 1` of them, zeroed
     /// when first mapped; any length (the shim's 64 Ki words make 8,191
     /// buckets of 8).
@@ -123,11 +123,11 @@ impl<'a> SlotTable<'a> {
     pub fn new(words: &'a [AtomicU64]) -> Self {
         assert!(
             words.len() > SLOT_RESERVED,
-            "a slot table needs {SLOT_RESERVED} reserved words and at least one slot"
+            "a window table needs {SLOT_RESERVED} reserved words and at least one slot"
         );
         let (slots, own) = words.split_at(words.len() - SLOT_RESERVED);
         let keys = (claim(&own[K0]), claim(&own[K1]));
-        SlotTable { slots, own, keys }
+        WindowTable { slots, own, keys }
     }
 
     /// How many times a key took over a slot still counting, because every
@@ -165,7 +165,7 @@ impl<'a> SlotTable<'a> {
     }
 }
 
-impl SharedCounters for SlotTable<'_> {
+impl Windows for WindowTable<'_> {
     fn incr(&self, key: &[u8], window_secs: u32, now_secs: u64) -> u64 {
         let (first, size, this) = self.locate(key, window_secs, now_secs);
         let bucket = &self.slots[first..first + size];
@@ -528,7 +528,7 @@ mod tests {
     #[test]
     fn counts_per_key_and_window() {
         let slots = table(1024);
-        let t = SlotTable::new(&slots);
+        let t = WindowTable::new(&slots);
         assert_eq!(t.incr(b"a", 10, 100), 1);
         assert_eq!(t.incr(b"a", 10, 105), 2);
         assert_eq!(t.incr(b"b", 10, 105), 1);
@@ -543,7 +543,7 @@ mod tests {
     #[test]
     fn threads_lose_no_count() {
         let slots = table(64);
-        let t = SlotTable::new(&slots);
+        let t = WindowTable::new(&slots);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
@@ -588,7 +588,7 @@ mod tests {
     #[test]
     fn a_full_table_still_counts() {
         let slots = table(4);
-        let t = SlotTable::new(&slots);
+        let t = WindowTable::new(&slots);
         for i in 0..100u32 {
             assert!(t.incr(&i.to_le_bytes(), 60, 0) >= 1);
         }
@@ -671,7 +671,7 @@ mod tests {
     fn separately_initialised_tables_hash_apart() {
         let a_slots = table(1024);
         let b_slots = table(1024);
-        let (a, b) = (SlotTable::new(&a_slots), SlotTable::new(&b_slots));
+        let (a, b) = (WindowTable::new(&a_slots), WindowTable::new(&b_slots));
         for k in 0..4u32 {
             a.incr(&k.to_le_bytes(), 60, 0);
             b.incr(&k.to_le_bytes(), 60, 0);
@@ -689,11 +689,11 @@ mod tests {
     fn every_view_of_one_table_agrees() {
         let slots = table(1024);
         // The master's, before fork, then a worker's and a reload's.
-        let master = SlotTable::new(&slots);
+        let master = WindowTable::new(&slots);
         let keys = words(&slots[1024 - SLOT_RESERVED..]);
         assert!(keys[K0] != 0 && keys[K1] != 0);
-        let worker = SlotTable::new(&slots);
-        let reload = SlotTable::new(&slots);
+        let worker = WindowTable::new(&slots);
+        let reload = WindowTable::new(&slots);
         assert_eq!(words(&slots[1024 - SLOT_RESERVED..]), keys, "drawn once");
         assert_eq!(master.incr(b"k", 60, 0), 1);
         assert_eq!(worker.incr(b"k", 60, 0), 2);
@@ -703,7 +703,7 @@ mod tests {
         let fresh = table(64);
         std::thread::scope(|s| {
             let views: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| SlotTable::new(&fresh).keys))
+                .map(|_| s.spawn(|| WindowTable::new(&fresh).keys))
                 .collect();
             let keys: Vec<_> = views.into_iter().map(|v| v.join().unwrap()).collect();
             assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
@@ -713,7 +713,7 @@ mod tests {
     #[test]
     fn an_eviction_is_counted_and_keeps_the_count() {
         let slots = table(SLOT_RESERVED + 1);
-        let t = SlotTable::new(&slots);
+        let t = WindowTable::new(&slots);
         for _ in 0..5 {
             t.incr(b"a", 60, 0);
         }
@@ -731,7 +731,7 @@ mod tests {
     #[test]
     fn a_flood_of_fresh_keys_does_not_reset_a_heavy_key() {
         let slots = table(64);
-        let t = SlotTable::new(&slots);
+        let t = WindowTable::new(&slots);
         for _ in 0..500 {
             t.incr(b"heavy", 60, 0);
         }
@@ -745,7 +745,7 @@ mod tests {
     #[test]
     fn a_flood_in_short_windows_does_not_reset_a_long_window() {
         let slots = table(SLOT_RESERVED + 8);
-        let t = SlotTable::new(&slots);
+        let t = WindowTable::new(&slots);
         for _ in 0..50 {
             t.incr(b"heavy", 3600, 10);
         }
@@ -759,7 +759,7 @@ mod tests {
     #[test]
     fn never_counts_lower_than_the_truth() {
         let slots = table(SLOT_RESERVED + 32);
-        let t = SlotTable::new(&slots);
+        let t = WindowTable::new(&slots);
         let mut truth = std::collections::HashMap::new();
         let mut x = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..20_000 {
@@ -779,7 +779,7 @@ mod tests {
     #[test]
     fn threads_flooding_a_small_table_keep_a_heavy_count() {
         let slots = table(SLOT_RESERVED + 16);
-        let t = SlotTable::new(&slots);
+        let t = WindowTable::new(&slots);
         std::thread::scope(|s| {
             for thread in 0..4u32 {
                 s.spawn(move || {

@@ -19,7 +19,7 @@ use ngx::ngx_log_error;
 
 use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
-use crate::live::shared_counters;
+use crate::live::shared_windows;
 use crate::location::zone_for;
 use crate::request::NgxRequest;
 use crate::steps::{fail_step, log_limited, log_outcome, record, run_sampled, LogFamily};
@@ -83,17 +83,17 @@ pub struct graft_decision_t {
 
 /// The last decision handed to Lua, kept alive until the next run: the
 /// pointers in a `graft_decision_t` point into it. An nginx worker is one
-/// thread and Lua reads the decision before it can yield, so one slot per
+/// thread and Lua reads the decision before it can yield, so one buffer per
 /// thread suffices.
 #[derive(Default)]
-struct Slot {
+struct DecisionOut {
     decision: Option<Decision>,
     headers: Vec<graft_header_t>,
     message: String,
 }
 
 thread_local! {
-    static SLOT: RefCell<Slot> = RefCell::default();
+    static OUT: RefCell<DecisionOut> = RefCell::default();
 }
 
 fn action_code(a: HeaderAction) -> c_int {
@@ -123,7 +123,7 @@ fn push_log(headers: &mut Vec<graft_header_t>, lines: &[String]) {
     );
 }
 
-impl Slot {
+impl DecisionOut {
     /// Keeps `decision` and describes it in `out`.
     fn fill(&mut self, decision: Decision, out: &mut graft_decision_t) {
         self.headers.clear();
@@ -408,7 +408,7 @@ pub unsafe extern "C" fn graft_ffi_run(
         let Some((zone_name, step)) = step(config, zone, step_index) else {
             return GRAFT_ERROR;
         };
-        let Some(counters) = shared_counters() else {
+        let Some(windows) = shared_windows() else {
             return GRAFT_ERROR;
         };
         let view = NgxRequest::new(r);
@@ -422,7 +422,7 @@ pub unsafe extern "C" fn graft_ffi_run(
         let ctx = Context {
             zone: zone_name,
             now_secs: u64::try_from(ngx_time()).unwrap_or(0),
-            counters: &counters,
+            windows: &windows,
         };
         let outcome = run_sampled(step, &view, &ctx);
         log_outcome(r, zone_name, step.module_name, &outcome);
@@ -434,21 +434,21 @@ pub unsafe extern "C" fn graft_ffi_run(
             };
             record(r, zone_name, step, served);
         }
-        SLOT.with_borrow_mut(|slot| match outcome {
+        OUT.with_borrow_mut(|buf| match outcome {
             Outcome::Decided(d) => {
-                slot.fill(d, out);
+                buf.fill(d, out);
                 GRAFT_OK
             }
             Outcome::Declined => {
-                slot.fail("declined".into(), out);
+                buf.fail("declined".into(), out);
                 GRAFT_DECLINED
             }
             Outcome::Failed(e) => {
-                slot.fail(e, out);
+                buf.fail(e, out);
                 GRAFT_ERROR
             }
             Outcome::Panicked(e) => {
-                slot.fail(e, out);
+                buf.fail(e, out);
                 GRAFT_PANIC
             }
         })

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
-use graft_engine::shared::{CounterTable, SlotTable};
+use graft_engine::shared::{CounterTable, WindowTable};
 use graft_engine::Config;
 use ngx::ffi::{
     ngx_add_timer, ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_event_t,
@@ -127,7 +127,7 @@ pub unsafe extern "C" fn set_config(
                     count_refused(counters);
                     return NGX_CONF_ERROR;
                 }
-                config.attach(counters, SlotTable::new(windows));
+                config.attach(counters, WindowTable::new(windows));
                 let config = Arc::new(config);
                 *lock(&LOADED) = Some(config.clone());
                 // This cycle serves what it loaded now, not what an earlier
@@ -277,7 +277,7 @@ fn parse_attached(mcf: &MainConf, text: &[u8]) -> Result<Config, String> {
     };
     let counters = CounterTable::new(counters);
     config.fits(&counters)?;
-    config.attach(counters, SlotTable::new(windows));
+    config.attach(counters, WindowTable::new(windows));
     Ok(config)
 }
 
@@ -396,7 +396,7 @@ fn shared_slots(
     // Draws the table's hash keys now, in the master, before the fork:
     // every worker then hashes with the same keys, and no client can
     // know them.
-    SlotTable::new(windows);
+    WindowTable::new(windows);
     Some((
         windows,
         shared_words(&COUNTERS, cf, counter_words(counter_bytes))?,
@@ -404,6 +404,6 @@ fn shared_slots(
 }
 
 /// The windowed counters every worker shares, for the modules' context.
-pub fn shared_counters() -> Option<SlotTable<'static>> {
-    WINDOWS.get().copied().flatten().map(SlotTable::new)
+pub fn shared_windows() -> Option<WindowTable<'static>> {
+    WINDOWS.get().copied().flatten().map(WindowTable::new)
 }

@@ -31,7 +31,7 @@ use crate::conf::{current_config, loc_conf};
 use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
 use crate::headers::{pool_str, push_header, remove_request_header, response_header};
-use crate::live::shared_counters;
+use crate::live::shared_windows;
 use crate::location::zone_for;
 use crate::request::NgxRequest;
 use crate::steps::{
@@ -144,7 +144,7 @@ fn run_steps(
     mut fell_back: bool,
     lua_follows: bool,
 ) -> ngx_int_t {
-    let Some(counters) = shared_counters() else {
+    let Some(windows) = shared_windows() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     // Whatever ends the request from here (an answer, an error) ends its
@@ -163,7 +163,7 @@ fn run_steps(
             let ctx = Context {
                 zone: &zone.name,
                 now_secs: u64::try_from(ngx_time()).unwrap_or(0),
-                counters: &counters,
+                windows: &windows,
             };
             let outcome = run_sampled(step, &NgxRequest::new(r), &ctx);
             log_outcome(r, &zone.name, step.module_name, &outcome);

@@ -1,7 +1,7 @@
 use super::*;
-use crate::shared::{CounterTable, SlotTable};
+use crate::shared::{CounterTable, WindowTable};
 use crate::{run_request_phase, Count, Kill, Outcome};
-use graft_contract::{Context, Decision, LocalCounters, OwnedRequest};
+use graft_contract::{Context, Decision, LocalWindows, OwnedRequest};
 
 fn parse(text: &str) -> Result<Config, Box<LoadError>> {
     Config::parse(Path::new("/etc/graft/graft.json"), text.as_bytes())
@@ -166,7 +166,7 @@ fn a_panic_in_a_module_is_an_outcome_and_is_counted() {
     let c = parse(GOOD).unwrap();
     let z = &c.zones[c.zone_index(b"example.com").unwrap()];
     let probe = &z.steps[1];
-    let counters = LocalCounters::default();
+    let counters = LocalWindows::default();
     let ctx = Context::local(0, &counters);
     let out = run_request_phase(probe, &OwnedRequest::get("example.com", "/boom/x"), &ctx);
     assert_eq!(out, Outcome::Panicked("probe panics on /boom/x".into()));
@@ -180,14 +180,14 @@ fn a_panic_in_a_module_is_an_outcome_and_is_counted() {
     assert_eq!(counters["zones"]["example.com"][1]["module"], "probe");
 }
 
-fn leaked_tables() -> (CounterTable<'static>, SlotTable<'static>) {
+fn leaked_tables() -> (CounterTable<'static>, WindowTable<'static>) {
     use std::sync::atomic::AtomicU64;
     let words = |n: usize| -> &'static [AtomicU64] {
         Box::leak((0..n).map(|_| AtomicU64::new(0)).collect())
     };
     (
         CounterTable::new(words(2 * (1 + 512))),
-        SlotTable::new(words(1024)),
+        WindowTable::new(words(1024)),
     )
 }
 
