@@ -17,7 +17,6 @@
 //! module and field, and nothing of the file is applied.
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +30,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::counters::{kill_key, Kill};
+use crate::error::{Error, ErrorKind};
 use crate::shared::{CounterTable, WindowTable};
 use crate::{registry, Count, Counters};
 
@@ -318,30 +318,23 @@ fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
 }
 
-/// A refused configuration: where, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadError {
-    pub file: PathBuf,
-    pub zone: Option<String>,
-    /// The module's position in its zone (from 0) and its name, when known.
-    pub module: Option<(usize, String)>,
-    pub error: ConfigError,
-}
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(zone) = &self.zone {
-            write!(f, ": zone \"{zone}\"")?;
-        }
-        if let Some((i, name)) = &self.module {
-            write!(f, ": module #{i} \"{name}\"")?;
-        }
-        write!(f, ": {}", self.error)
+/// A refused configuration: where (file, zone, module) and why (the
+/// field and what is wrong with it).
+fn refused(
+    file: &Path,
+    zone: Option<&str>,
+    module: Option<(usize, &str)>,
+    error: ConfigError,
+) -> Error {
+    let mut at = file.display().to_string();
+    if let Some(zone) = zone {
+        at.push_str(&format!(": zone \"{zone}\""));
     }
+    if let Some((i, name)) = module {
+        at.push_str(&format!(": module #{i} \"{name}\""));
+    }
+    Error::with_source(ErrorKind::Config, at, error)
 }
-
-impl std::error::Error for LoadError {}
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -356,15 +349,8 @@ fn valid_host(host: &str) -> bool {
 
 impl Config {
     /// Reads, parses and validates a configuration file.
-    pub fn load(path: &Path) -> Result<Config, Box<LoadError>> {
-        let err = |e: ConfigError| {
-            Box::new(LoadError {
-                file: path.to_path_buf(),
-                zone: None,
-                module: None,
-                error: e,
-            })
-        };
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let err = |e: ConfigError| refused(path, None, None, e);
         let meta = std::fs::metadata(path).map_err(|e| err(ConfigError::new("", e.to_string())))?;
         if meta.len() > MAX_FILE_BYTES {
             return Err(err(ConfigError::new(
@@ -380,7 +366,7 @@ impl Config {
     }
 
     /// Parses and validates a configuration held in memory; `source` names it in errors.
-    pub fn parse(source: &Path, text: &[u8]) -> Result<Config, Box<LoadError>> {
+    pub fn parse(source: &Path, text: &[u8]) -> Result<Config, Error> {
         let started = std::time::Instant::now();
         let config = Config::parse_inner(source, text)?;
         tracing::info!(
@@ -394,14 +380,9 @@ impl Config {
         Ok(config)
     }
 
-    fn parse_inner(source: &Path, text: &[u8]) -> Result<Config, Box<LoadError>> {
+    fn parse_inner(source: &Path, text: &[u8]) -> Result<Config, Error> {
         let at = |zone: Option<&str>, module: Option<(usize, &str)>, e: ConfigError| {
-            Box::new(LoadError {
-                file: source.to_path_buf(),
-                zone: zone.map(str::to_string),
-                module: module.map(|(i, n)| (i, n.to_string())),
-                error: e,
-            })
+            refused(source, zone, module, e)
         };
         let file = read_file(text).map_err(|e| at(None, None, e))?;
         let mut zones = Vec::with_capacity(file.zones.len());
@@ -451,7 +432,7 @@ impl Config {
     /// Checks that the shared counter table holds every counter this
     /// configuration's steps may use, with room to spare (a table fuller
     /// than three quarters starts losing counts to its probe limit).
-    pub fn fits(&self, counters: &CounterTable<'_>) -> Result<(), String> {
+    pub fn fits(&self, counters: &CounterTable<'_>) -> Result<(), Error> {
         let steps: usize = self.zones.iter().map(|z| z.steps.len()).sum();
         let modules: std::collections::HashSet<_> = self
             .zones
@@ -462,9 +443,9 @@ impl Config {
         let needed = steps * crate::counters::KEYS_PER_STEP + modules.len() * series;
         let room = counters.capacity() / 4 * 3;
         if needed > room {
-            return Err(format!(
+            return Err(Error::new(ErrorKind::Capacity, format!(
                 "{steps} steps need {needed} shared counters, over the {room} that graft_shared_memory makes room for: raise it (a restart applies it)"
-            ));
+            )));
         }
         Ok(())
     }
@@ -501,31 +482,42 @@ impl Config {
 
     /// Throws (or resets, with `Kill::Off`) the kill switch of `module`, in
     /// `zone` or, without one, in every zone.
-    pub fn set_kill(&self, zone: Option<&str>, module: &str, kill: Kill) -> Result<(), String> {
+    pub fn set_kill(&self, zone: Option<&str>, module: &str, kill: Kill) -> Result<(), Error> {
+        let not_found = |what: String| Error::new(ErrorKind::NotFound, what);
+        let not_stored = |e| Error::with_source(ErrorKind::Switch, "", e);
         if registry::factory(module).is_none() {
-            return Err(format!("no module \"{module}\""));
+            return Err(not_found(format!("no module \"{module}\"")));
         }
         match zone {
             Some(z) => {
                 let zone = self
                     .zone_named(z)
                     .map(|i| &self.zones[i])
-                    .ok_or_else(|| format!("no zone \"{z}\""))?;
+                    .ok_or_else(|| not_found(format!("no zone \"{z}\"")))?;
                 let steps: Vec<_> = zone
                     .steps
                     .iter()
                     .filter(|s| s.module_name == module)
                     .collect();
                 if steps.is_empty() {
-                    return Err(format!("zone \"{z}\" has no module \"{module}\""));
+                    return Err(not_found(format!(
+                        "zone \"{z}\" has no module \"{module}\""
+                    )));
                 }
                 for s in steps {
-                    s.counters.set_kill(kill)?;
+                    s.counters.set_kill(kill).map_err(not_stored)?;
                 }
             }
             None => match self.shared.get() {
-                Some(t) => t.set_switch(kill_key(None, module), kill as u64)?,
-                None => return Err("no shared memory".into()),
+                Some(t) => t
+                    .set_switch(kill_key(None, module), kill as u64)
+                    .map_err(not_stored)?,
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Capacity,
+                        "no shared memory for kill switches",
+                    ))
+                }
             },
         }
         Ok(())

@@ -9,6 +9,7 @@
 //! number of headers. `@client: ADDR` is not a header: it is the loopback
 //! address the request is sent from. In every field `\xNN` is the byte NN,
 //! `\t` a tab and `\\` a backslash, so a line can carry any byte.
+use crate::error::{Error, ErrorKind};
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,13 +135,13 @@ impl CorpusRequest {
 }
 
 /// Parses a corpus; errors name the line.
-pub fn parse(text: &str) -> Result<Vec<CorpusRequest>, String> {
+pub fn parse(text: &str) -> Result<Vec<CorpusRequest>, Error> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let err = |e: String| format!("line {}: {e}", n + 1);
+        let err = |e: String| Error::new(ErrorKind::Corpus, format!("line {}: {e}", n + 1));
         let mut fields = line.split('\t');
         let mut next = |what: &str| fields.next().ok_or_else(|| err(format!("no {what}")));
         let method = unescape(next("method")?).map_err(err)?;
@@ -186,8 +187,8 @@ mod tests {
         };
         let parsed = parse(&req.to_line()).unwrap();
         assert_eq!(parsed, vec![req]);
-        assert!(parse("GET\ta\t/\t@client: 10.0.0.1")
-            .unwrap_err()
-            .contains("loopback"));
+        let e = parse("GET\ta\t/\t@client: 10.0.0.1").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corpus);
+        assert!(e.to_string().contains("loopback"), "{e}");
     }
 }

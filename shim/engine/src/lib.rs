@@ -20,12 +20,14 @@ pub mod corpus;
 pub mod counters;
 pub mod diff_ring;
 pub mod dispatch;
+pub mod error;
 pub mod log_budget;
 pub mod metrics;
 pub mod registry;
 pub mod shared;
 pub mod snapshot;
 
-pub use config::{Config, LoadError, Mode, Step, Zone};
+pub use config::{Config, Mode, Step, Zone};
 pub use counters::{Count, Counters, Impl, Kill};
 pub use dispatch::{run_request_phase, Outcome};
+pub use error::{Error, ErrorKind};

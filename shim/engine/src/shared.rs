@@ -251,12 +251,6 @@ impl fmt::Display for SwitchError {
 
 impl std::error::Error for SwitchError {}
 
-impl From<SwitchError> for String {
-    fn from(e: SwitchError) -> String {
-        e.to_string()
-    }
-}
-
 /// Counters by key, in a table of atomic word pairs (key, count) that
 /// every worker maps: adding is lock-free, and what one worker adds every
 /// worker reads. A key takes the first free pair of [`PROBES`] from its
@@ -625,7 +619,7 @@ mod tests {
         assert_eq!(t.switch(1 << 8), 0);
         assert_eq!(t.set_switch(3 << 8, 4), Err(SwitchError::Value(4)));
         assert_eq!(t.switch(3 << 8), 1, "a refused value changes nothing");
-        let message: String = SwitchError::Full.into();
+        let message = SwitchError::Full.to_string();
         assert!(message.contains("not thrown"), "{message}");
     }
 

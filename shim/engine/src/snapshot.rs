@@ -13,6 +13,8 @@
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, ErrorKind};
+
 const LOCK: usize = 0;
 const SEQ: usize = 1;
 const EPOCH: usize = 2;
@@ -48,12 +50,7 @@ impl<'a> Snapshot<'a> {
     /// Stores `text` for every reader and returns the new epoch. `me` names
     /// this writer (its pid); `alive` tells whether a lock's holder still
     /// runs, so that a lock left by a dead writer is taken over.
-    pub fn publish(
-        &self,
-        text: &[u8],
-        me: u64,
-        alive: impl Fn(u64) -> bool,
-    ) -> Result<u64, String> {
+    pub fn publish(&self, text: &[u8], me: u64, alive: impl Fn(u64) -> bool) -> Result<u64, Error> {
         // A worker waits here with its connections: briefly.
         self.publish_within(text, me, alive, Duration::from_secs(1))
     }
@@ -66,12 +63,15 @@ impl<'a> Snapshot<'a> {
         me: u64,
         alive: impl Fn(u64) -> bool,
         wait: Duration,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, Error> {
         if text.len() > self.capacity() {
-            return Err(format!(
-                "{} bytes, over the limit of {} for a live apply (use nginx -s reload)",
-                text.len(),
-                self.capacity()
+            return Err(Error::new(
+                ErrorKind::Snapshot,
+                format!(
+                    "{} bytes, over the limit of {} for a live apply (use nginx -s reload)",
+                    text.len(),
+                    self.capacity()
+                ),
             ));
         }
         let lock = &self.header[LOCK];
@@ -88,7 +88,10 @@ impl<'a> Snapshot<'a> {
                     break
                 }
                 Err(_) if Instant::now() > deadline => {
-                    return Err("another live apply is under way; try again".into())
+                    return Err(Error::new(
+                        ErrorKind::Snapshot,
+                        "another live apply is under way; try again",
+                    ))
                 }
                 Err(_) => std::thread::yield_now(),
             }
@@ -147,9 +150,9 @@ mod tests {
         let w = words(HEADER_WORDS + 4);
         let s = Snapshot::new(&w);
         assert_eq!(s.epoch(), 0);
-        assert_eq!(s.publish(b"first text", 1, |_| true), Ok(1));
+        assert_eq!(s.publish(b"first text", 1, |_| true).unwrap(), 1);
         assert_eq!(s.read(), Some((1, b"first text".to_vec())));
-        assert_eq!(s.publish(b"2nd", 1, |_| true), Ok(2));
+        assert_eq!(s.publish(b"2nd", 1, |_| true).unwrap(), 2);
         assert_eq!(s.read(), Some((2, b"2nd".to_vec())));
         assert!(
             s.publish(&[b'x'; 33], 1, |_| true).is_err(),

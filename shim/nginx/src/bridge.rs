@@ -900,7 +900,10 @@ pub unsafe extern "C" fn graft_ffi_kill(
         };
         let result = crate::conf::current_config(r)
             .ok_or_else(|| "no graft_config".to_string())
-            .and_then(|c| c.set_kill(zone.as_deref(), &module, kill));
+            .and_then(|c| {
+                c.set_kill(zone.as_deref(), &module, kill)
+                    .map_err(|e| e.to_string())
+            });
         match result {
             Ok(()) => {
                 // SAFETY: a live request's connection and its log are valid.

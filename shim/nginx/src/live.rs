@@ -276,7 +276,7 @@ fn parse_attached(mcf: &MainConf, text: &[u8]) -> Result<Config, String> {
         return Err("no shared memory".into());
     };
     let counters = CounterTable::new(counters);
-    config.fits(&counters)?;
+    config.fits(&counters).map_err(|e| e.to_string())?;
     config.attach(counters, WindowTable::new(windows));
     Ok(config)
 }

@@ -35,6 +35,7 @@ pub fn epoch() -> u64 {
 pub fn publish(text: &[u8]) -> Result<u64, String> {
     let area = area().ok_or("no shared memory")?;
     area.publish(text, u64::from(std::process::id()), process_alive)
+        .map_err(|e| e.to_string())
 }
 
 /// The last text applied live and its epoch, read consistently.
