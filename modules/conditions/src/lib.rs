@@ -710,6 +710,18 @@ impl Node {
         let obj = v
             .as_object()
             .ok_or_else(|| ConfigError::new("", "a condition is an object"))?;
+        if let Some(node) = Node::parse_combination(obj, depth)? {
+            return Ok(node);
+        }
+        Node::parse_test(obj)
+    }
+
+    /// `{ "all": [...] }`, `{ "any": [...] }` or `{ "not": {...} }`, each
+    /// alone in its object; `None` for anything else.
+    fn parse_combination(
+        obj: &serde_json::Map<String, Value>,
+        depth: usize,
+    ) -> Result<Option<Node>, ConfigError> {
         for (key, list) in [("all", true), ("any", false)] {
             if let Some(items) = obj.get(key) {
                 if obj.len() != 1 {
@@ -728,11 +740,11 @@ impl Node {
                         Node::parse_at(c, depth + 1).map_err(|e| e.within(&format!("{key}[{i}]")))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                return Ok(if list {
+                return Ok(Some(if list {
                     Node::All(parsed)
                 } else {
                     Node::Any(parsed)
-                });
+                }));
             }
         }
         if let Some(inner) = obj.get("not") {
@@ -740,8 +752,13 @@ impl Node {
                 return Err(ConfigError::new("", "\"not\" stands alone in its object"));
             }
             let inner = Node::parse_at(inner, depth + 1).map_err(|e| e.within("not"))?;
-            return Ok(Node::Not(Box::new(inner)));
+            return Ok(Some(Node::Not(Box::new(inner))));
         }
+        Ok(None)
+    }
+
+    /// `{ "field": ..., "op": ..., "value" | "values": ... }`.
+    fn parse_test(obj: &serde_json::Map<String, Value>) -> Result<Node, ConfigError> {
         for key in obj.keys() {
             if !["field", "op", "value", "values"].contains(&key.as_str()) {
                 return Err(ConfigError::new(
@@ -759,41 +776,10 @@ impl Node {
             .get("op")
             .and_then(Value::as_str)
             .ok_or_else(|| ConfigError::new("op", "missing, or not a string"))?;
-        let value = || {
-            obj.get("value").and_then(Value::as_str).ok_or_else(|| {
-                ConfigError::new("value", format!("\"{op_name}\" needs a string \"value\""))
-            })
-        };
-        let values = || {
-            obj.get("values")
-                .ok_or_else(|| {
-                    ConfigError::new("values", format!("\"{op_name}\" needs a list \"values\""))
-                })
-                .and_then(|v| strings(v, "values"))
-        };
-        let op = match op_name {
-            "equals" => Op::Equals(value()?.as_bytes().to_vec()),
-            "prefix" => Op::Prefix(value()?.as_bytes().to_vec()),
-            "contains" => Op::Contains(value()?.as_bytes().to_vec()),
-            "regex" => Op::Regex(compile_regex(value()?).map_err(|e| ConfigError::new("value", e))?),
-            "in" => Op::In(values()?.into_iter().collect()),
-            "in_prefix" => {
-                let mut set = JointPrefixSet::new();
-                for (i, p) in values()?.iter().enumerate() {
-                    let p = String::from_utf8_lossy(p);
-                    let net = parse_prefix(&p).map_err(|e| ConfigError::new(format!("values[{i}]"), e))?;
-                    set.insert(net);
-                }
-                Op::InPrefix(Box::new(set))
-            }
-            other => {
-                return Err(ConfigError::new(
-                    "op",
-                    format!("unknown operator \"{other}\"; known: equals, prefix, contains, regex, in, in_prefix"),
-                ))
-            }
-        };
-        Ok(Node::Test { field, op })
+        Ok(Node::Test {
+            field,
+            op: parse_op(obj, op_name)?,
+        })
     }
 
     fn eval(&self, subject: &Subject) -> bool {
@@ -804,6 +790,45 @@ impl Node {
             Node::Test { field, op } => test(field, op, subject),
         }
     }
+}
+
+/// The operator `op_name` with the value(s) it needs from `obj`.
+fn parse_op(obj: &serde_json::Map<String, Value>, op_name: &str) -> Result<Op, ConfigError> {
+    let value = || {
+        obj.get("value").and_then(Value::as_str).ok_or_else(|| {
+            ConfigError::new("value", format!("\"{op_name}\" needs a string \"value\""))
+        })
+    };
+    let values = || {
+        obj.get("values")
+            .ok_or_else(|| {
+                ConfigError::new("values", format!("\"{op_name}\" needs a list \"values\""))
+            })
+            .and_then(|v| strings(v, "values"))
+    };
+    Ok(match op_name {
+        "equals" => Op::Equals(value()?.as_bytes().to_vec()),
+        "prefix" => Op::Prefix(value()?.as_bytes().to_vec()),
+        "contains" => Op::Contains(value()?.as_bytes().to_vec()),
+        "regex" => Op::Regex(compile_regex(value()?).map_err(|e| ConfigError::new("value", e))?),
+        "in" => Op::In(values()?.into_iter().collect()),
+        "in_prefix" => {
+            let mut set = JointPrefixSet::new();
+            for (i, p) in values()?.iter().enumerate() {
+                let p = String::from_utf8_lossy(p);
+                let net =
+                    parse_prefix(&p).map_err(|e| ConfigError::new(format!("values[{i}]"), e))?;
+                set.insert(net);
+            }
+            Op::InPrefix(Box::new(set))
+        }
+        other => {
+            return Err(ConfigError::new(
+                "op",
+                format!("unknown operator \"{other}\"; known: equals, prefix, contains, regex, in, in_prefix"),
+            ))
+        }
+    })
 }
 
 fn op_matches(op: &Op, v: &[u8]) -> bool {
