@@ -355,6 +355,34 @@ fn machine() -> String {
 }
 
 fn main() {
+    let (rounds, seconds) = parse_args();
+    let out_dir = root().join("target/graft-bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let script = wrk_script(&out_dir);
+    let machine = machine();
+    eprintln!("machine: {machine}");
+    let (samples, calls) = measure_load(&script, rounds, seconds);
+    let memory = measure_zones();
+    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+    let rps: Vec<f64> = (0..VARIANTS.len()).map(|i| med(i, &|s| s.rps)).collect();
+    let cpu: Vec<f64> = (0..VARIANTS.len())
+        .map(|i| med(i, &|s| s.cpu_us_per_req))
+        .collect();
+    let mut md = format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n");
+    md.push_str(&table(&samples, &memory));
+    md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
+    std::fs::write(out_dir.join("results.md"), &md).unwrap();
+    chart(&out_dir.join("bench.svg"), &rps, &cpu, &machine);
+    println!("{md}");
+    println!(
+        "written: {} and {}",
+        out_dir.join("results.md").display(),
+        out_dir.join("bench.svg").display()
+    );
+}
+
+/// `--rounds N --seconds S`.
+fn parse_args() -> (usize, u64) {
     let mut args = std::env::args().skip(1);
     let (mut rounds, mut seconds) = (3usize, 5u64);
     while let Some(a) = args.next() {
@@ -367,13 +395,13 @@ fn main() {
             }
         }
     }
-    let out_dir = root().join("target/graft-bench");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let script = wrk_script(&out_dir);
-    let machine = machine();
-    eprintln!("machine: {machine}");
+    (rounds, seconds)
+}
 
-    // Throughput, CPU and latency: all variants up at once, runs alternating.
+/// Throughput, CPU and latency: every variant up at once, runs
+/// alternating; the samples of each variant, and the bridge variant's
+/// timing of one call.
+fn measure_load(script: &Path, rounds: usize, seconds: u64) -> (Vec<Vec<Sample>>, String) {
     let servers: Vec<(Variant, Server)> = VARIANTS
         .iter()
         .map(|&v| {
@@ -389,7 +417,7 @@ fn main() {
             let (status, _) = s.get("shop.example", "/admin/users");
             assert_eq!(status, 403, "{}: the WAF did not block", v.name());
         }
-        run_wrk(s, &script, 1);
+        run_wrk(s, script, 1);
     }
     let mut samples: Vec<Vec<Sample>> = VARIANTS.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
@@ -397,7 +425,7 @@ fn main() {
             let i = (k + round) % VARIANTS.len();
             let (v, s) = &servers[i];
             eprintln!("round {}/{rounds}: {}", round + 1, v.name());
-            samples[i].push(run_wrk(s, &script, seconds));
+            samples[i].push(run_wrk(s, script, seconds));
         }
     }
     let calls = servers
@@ -406,25 +434,33 @@ fn main() {
         .map(|(_, s)| s.get("localhost", "/bench/calls").1)
         .unwrap_or_default();
     for (v, s) in &servers {
-        let log = std::fs::read_to_string(s.prefix.join("error.log")).unwrap_or_default();
-        // A static 404 (the plain variant has no WAF or redirects) is not a fault.
-        let bad: Vec<_> = log
-            .lines()
-            .filter(|l| {
-                ["[error]", "[alert]", "[crit]"]
-                    .iter()
-                    .any(|t| l.contains(t))
-                    && !l.contains("open() \"")
-            })
-            .take(3)
-            .collect();
-        if !bad.is_empty() {
-            eprintln!("warning: {} logged errors: {bad:?}", v.name());
-        }
+        warn_on_logged_errors(*v, s);
     }
-    drop(servers);
+    (samples, calls)
+}
 
-    // Memory and load time with ten thousand zones.
+/// Says so when a variant's error log has errors (a static 404 of the
+/// plain variant, which has no WAF or redirects, is not one).
+fn warn_on_logged_errors(v: Variant, s: &Server) {
+    let log = std::fs::read_to_string(s.prefix.join("error.log")).unwrap_or_default();
+    let bad: Vec<_> = log
+        .lines()
+        .filter(|l| {
+            ["[error]", "[alert]", "[crit]"]
+                .iter()
+                .any(|t| l.contains(t))
+                && !l.contains("open() \"")
+        })
+        .take(3)
+        .collect();
+    if !bad.is_empty() {
+        eprintln!("warning: {} logged errors: {bad:?}", v.name());
+    }
+}
+
+/// Memory and start time with ten thousand zones: (variant, worker RSS
+/// in KiB, seconds to start).
+fn measure_zones() -> Vec<(Variant, u64, f64)> {
     let mut memory = Vec::new();
     for &v in &VARIANTS {
         let config = v.mode().map(many_zones);
@@ -444,7 +480,11 @@ fn main() {
             memory.last().unwrap().1
         );
     }
+    memory
+}
 
+/// The results table: every variant against plain nginx and the Lua pipeline.
+fn table(samples: &[Vec<Sample>], memory: &[(Variant, u64, f64)]) -> String {
     let med = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
     let rps: Vec<f64> = (0..VARIANTS.len()).map(|i| med(i, &|s| s.rps)).collect();
     let cpu: Vec<f64> = (0..VARIANTS.len())
@@ -452,7 +492,6 @@ fn main() {
         .collect();
     let lua = 1usize;
     let mut md = String::new();
-    md.push_str(&format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n"));
     md.push_str("| variant | req/s | vs plain | vs Lua | CPU µs/req | vs Lua | p50 ms | p99 ms | RSS, 10k zones (MiB) | vs Lua | start, 10k zones (s) |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (i, v) in VARIANTS.iter().enumerate() {
@@ -472,15 +511,7 @@ fn main() {
             start,
         ));
     }
-    md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
-    std::fs::write(out_dir.join("results.md"), &md).unwrap();
-    chart(&out_dir.join("bench.svg"), &rps, &cpu, &machine);
-    println!("{md}");
-    println!(
-        "written: {} and {}",
-        out_dir.join("results.md").display(),
-        out_dir.join("bench.svg").display()
-    );
+    md
 }
 
 fn chart(path: &Path, rps: &[f64], cpu: &[f64], machine: &str) {
