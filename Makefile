@@ -21,6 +21,11 @@ ADMIN_PORT ?= 8081
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 GRAFT_MODULE ?= $(CURDIR)/$(MODULE)
+# graft's own test module (`probe`) is in the module that `make run` and the
+# tests load; the package's module is built without it, apart.
+TEST_FEATURES := --features graft-nginx/probe
+PACKAGE_TARGET := target/package
+PACKAGE_MODULE := $(PACKAGE_TARGET)/release/libngx_http_graft_module.so
 # Every module crate with criterion benches (modules/<name>/benches).
 BENCH_CRATES := $(foreach d,$(filter-out modules/template/benches,$(wildcard modules/*/benches)),-p graft-$(subst _,-,$(notdir $(patsubst %/benches,%,$(d)))))
 export GRAFT_MODULE
@@ -49,7 +54,7 @@ $(NGINX_BUILD)/ngx_auto_config.h: | deps
 		./configure "$${NGX_CONF_FLAGS[@]}" --builddir=$(CURDIR)/$(NGINX_BUILD) > $(CURDIR)/$(NGINX_BUILD).log
 
 build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against the distribution's nginx
-	cargo build --release -p graft-nginx
+	cargo build --release -p graft-nginx $(TEST_FEATURES)
 
 run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=..., CONFIG=your graft file)
 	@if [ -f $(RUN_PREFIX)/nginx.pid ] && kill -0 $$(cat $(RUN_PREFIX)/nginx.pid) 2>/dev/null; then \
@@ -73,7 +78,7 @@ stop: ## Stop the nginx that `make run` started
 # against a real nginx. A run in which no test ran is a failure.
 test: build ## Run every test
 	mkdir -p build
-	cargo test --release --workspace 2>&1 | tee build/test.log
+	cargo test --release --workspace $(TEST_FEATURES) 2>&1 | tee build/test.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "%d passed, %d failed\n", passed, failed; exit (passed == 0 || failed > 0) }' build/test.log
 
@@ -95,9 +100,10 @@ VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"
 IMAGE ?= graft:$(VERSION)
 PROMETHEUS_IMAGE ?= graft-prometheus:$(VERSION)
 
-deb: build ## Build the Debian package (target/deb/libnginx-mod-http-graft_*.deb)
+deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian package (target/deb/libnginx-mod-http-graft_*.deb)
+	cargo build --release -p graft-nginx --target-dir $(PACKAGE_TARGET)
 	rm -f target/deb/*.deb
-	nginx/debian/build.sh $(MODULE) target/deb
+	nginx/debian/build.sh $(PACKAGE_MODULE) target/deb
 
 docker-base: ## Make the debian:12 base image from Debian's archive (no registry needed)
 	@docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
@@ -115,7 +121,8 @@ package-test: docker ## Install the package in a fresh Debian 12 container and t
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check
-	cargo clippy --release --workspace --all-targets -- -D warnings
+	cargo clippy --release --workspace --all-targets $(TEST_FEATURES) -- -D warnings
+	cargo clippy --release -p graft-nginx -- -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all

@@ -91,6 +91,10 @@ check "a reload refuses it, naming the field" "rules[0].when" inside grep emerg 
 check "the running configuration still blocks" "HTTP/1.1 403" status http://127.0.0.1:8080/admin/users
 check "the refusal is counted" "graft_configuration_refused_total{} 2" \
     inside curl -fsS http://127.0.0.1:8080/graft/metrics
+# graft's own test module is not in the package.
+inside sh -c 'printf "%s" "{ \"zones\": { \"*\": { \"modules\": [ { \"module\": \"probe\", \"mode\": \"rust\" } ] } } }" > /etc/nginx/graft.json'
+check "the package has no test module (probe)" 'module #0 "probe": field "module": unknown module; known: redirects, url_normalize, ip_access, waf, headers, rate_limit in' \
+    inside sh -c 'nginx -t 2>&1; true'
 inside mv /etc/nginx/graft.json.good /etc/nginx/graft.json
 for _ in $(seq 100); do
     [[ $(query alerts) == *'"alertname":"GraftConfigurationRefused"'*'"state":"firing"'* ]] && break

@@ -36,7 +36,7 @@ fill "$t/parity.rs.in" "$root/tests/tests/parity_$name.rs"
 sed -i -e "s|^    \"shim/engine\",|    \"modules/$name\",\n    \"shim/engine\",|" \
     -e "s|^graft-contract = { path = \"modules/contract\" }|&\ngraft-$crate = { path = \"modules/$name\" }|" "$root/Cargo.toml"
 sed -i "s|^graft-contract.workspace = true|&\ngraft-$crate.workspace = true|" "$root/shim/engine/Cargo.toml"
-sed -i "s|^    &graft_probe::FACTORY,|    \&graft_$name::FACTORY,\n&|" "$root/shim/engine/src/registry.rs"
+sed -i "s|^    // New modules above this line (make new-module).|    \&graft_$name::FACTORY,\n&|" "$root/shim/engine/src/registry.rs"
 grep -q "^    \"modules/$name\",$" "$root/Cargo.toml" &&
     grep -q "graft-$crate.workspace" "$root/shim/engine/Cargo.toml" &&
     grep -q "graft_$name::FACTORY" "$root/shim/engine/src/registry.rs" ||

@@ -55,7 +55,15 @@ fn a_new_module_builds_and_passes_its_parity_test() {
     };
     run(
         &scratch,
-        &mut cargo(&["build", "--release", "-q", "-p", "graft-nginx"]),
+        &mut cargo(&[
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "graft-nginx",
+            "--features",
+            "probe",
+        ]),
     );
     let unit = run(
         &scratch,
