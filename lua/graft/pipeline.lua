@@ -163,18 +163,23 @@ end
 
 -- A step no implementation could decide: Rust counts it, logs it within
 -- the budget of failure lines, and says what its failure policy serves.
-local function failed(r, zone, index, why)
-    why = tostring(why)
-    local status = C.graft_ffi_fail(r, zone, index, why, #why)
+-- The decision a failure policy's answer stands for (graft_ffi_fail,
+-- graft_ffi_fail_module): continue, or respond with its status; an error
+-- code means not even the failure could be recorded: nothing gets through.
+local function policy_decision(status, what)
     if status == GRAFT_FAIL_CONTINUE then
         return contract.CONTINUE
     end
     if status < 0 then
-        -- Not even the failure could be recorded: let nothing through.
-        ngx_log(ERR, "graft: the failure of step ", index, " could not be recorded: ", status)
+        ngx_log(ERR, "graft: the failure of ", what, " could not be recorded: ", status)
         status = 500
     end
     return { kind = "respond", status = status, headers = {}, body = "" }
+end
+
+local function failed(r, zone, index, why)
+    why = tostring(why)
+    return policy_decision(C.graft_ffi_fail(r, zone, index, why, #why), "a step")
 end
 
 -- Serves the step from Lua, or by its failure policy when Lua cannot.
@@ -393,15 +398,7 @@ local function module_failed(r, module, why)
     if status == GRAFT_ERROR then
         error("graft.decide: no module \"" .. module .. "\"", 3)
     end
-    if status == GRAFT_FAIL_CONTINUE then
-        return contract.CONTINUE
-    end
-    if status < 0 then
-        -- Not even the failure could be recorded: let nothing through.
-        ngx_log(ERR, "graft.decide: the failure of module \"", module, "\" could not be recorded: ", status)
-        status = 500
-    end
-    return { kind = "respond", status = status, headers = {}, body = "" }
+    return policy_decision(status, module)
 end
 
 -- Runs one module of the request's zone (or of the zone named `scope`)

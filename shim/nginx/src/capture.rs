@@ -37,7 +37,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_conf_log_error;
 
-use crate::conf::{conf_args, main_conf, Capture, MainConf, NGX_CONF_ERROR};
+use crate::conf::{main_conf, main_directive, Capture, NGX_CONF_ERROR};
 use crate::guard::guarded;
 use crate::request::NgxRequest;
 use crate::steps::{log_limited, LogFamily};
@@ -71,8 +71,8 @@ pub unsafe extern "C" fn set_capture(
     conf: *mut c_void,
 ) -> *mut c_char {
     guarded(NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes our main conf, and a directive's cf.
-        let (mcf, args) = unsafe { (&mut *(conf as *mut MainConf), conf_args(cf)) };
+        // SAFETY: nginx calls a directive's handler with graft's main conf.
+        let (mcf, args) = unsafe { main_directive(cf, conf) };
         if mcf.capture.is_some() {
             return c"is duplicate".as_ptr() as *mut c_char;
         }

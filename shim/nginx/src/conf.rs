@@ -161,6 +161,20 @@ pub unsafe fn ctx_slot(r: &ngx_http_request_t) -> *mut *mut c_void {
     unsafe { r.ctx.add(Graft::module().ctx_index) }
 }
 
+/// A main-conf directive's handler arguments: graft's main conf and the
+/// directive's words.
+///
+/// # Safety
+/// `conf` is the main conf nginx passes to a directive of graft's (made by
+/// create_main_conf) and `cf` nginx's state while it calls the handler.
+pub unsafe fn main_directive<'a>(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+) -> (&'a mut MainConf, &'a [ngx_str_t]) {
+    // SAFETY: the caller's contract, as this function's # Safety says.
+    unsafe { (&mut *(conf as *mut MainConf), conf_args(cf)) }
+}
+
 /// The directive being parsed and its arguments (`cf->args`).
 ///
 /// # Safety

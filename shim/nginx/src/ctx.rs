@@ -17,6 +17,9 @@ use graft_contract::HeaderOp;
 use graft_engine::Config;
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add};
 
+// The record sits in graft's slot of r->ctx (`conf::ctx_slot`), and is
+// found again from the pool's cleanups after an internal redirect clears
+// r->ctx: ngx's `get_module_ctx`/`set_module_ctx` cover the first part only.
 use crate::conf::{ctx_slot as slot, current_config};
 
 pub struct RequestCtx {

@@ -21,12 +21,12 @@ use graft_engine::Config;
 use ngx::ffi::{
     ngx_add_timer, ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t, ngx_event_t,
     ngx_exiting, ngx_http_request_t, ngx_int_t, ngx_msec_t, ngx_parse_size, ngx_pcalloc, ngx_quit,
-    ngx_str_t, ngx_terminate, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
+    ngx_terminate, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
-use crate::conf::{conf_args, main_conf, Graft, MainConf, NGX_CONF_ERROR};
+use crate::conf::{main_conf, main_directive, Graft, MainConf, NGX_CONF_ERROR};
 use crate::guard::guarded;
 use crate::snapshot;
 
@@ -41,8 +41,8 @@ pub unsafe extern "C" fn set_shared_memory(
     conf: *mut c_void,
 ) -> *mut c_char {
     guarded(NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes our main conf, and a directive's cf.
-        let (mcf, args) = unsafe { (&mut *(conf as *mut MainConf), conf_args(cf)) };
+        // SAFETY: nginx calls a directive's handler with graft's main conf.
+        let (mcf, args) = unsafe { main_directive(cf, conf) };
         if mcf.config.is_some() {
             return c"must come before graft_config".as_ptr() as *mut c_char;
         }
@@ -75,12 +75,10 @@ pub unsafe extern "C" fn set_config(
     conf: *mut c_void,
 ) -> *mut c_char {
     guarded(NGX_CONF_ERROR, || {
-        // SAFETY: nginx passes the main conf create_main_conf made for this
-        // cycle, and `cf->args` holds the directive and its one argument.
-        let (mcf, mut name) = unsafe {
-            let args = (*(*cf).args).elts as *const ngx_str_t;
-            (&mut *(conf as *mut MainConf), *args.add(1))
-        };
+        // SAFETY: nginx calls a directive's handler with graft's main conf;
+        // graft_config takes one argument (NGX_CONF_TAKE1).
+        let (mcf, args) = unsafe { main_directive(cf, conf) };
+        let mut name = args[1];
         if mcf.config.is_some() {
             return c"is duplicate".as_ptr() as *mut c_char;
         }

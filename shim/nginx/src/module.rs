@@ -19,6 +19,11 @@ use crate::conf::{LocConf, MainConf};
 use crate::guard::guarded;
 use crate::{capture, live, location, native};
 
+// The module context names graft's own functions rather than the defaults
+// of ngx's `HttpModule` trait: create_main_conf also registers the module
+// for `conf::Graft` (the bottom of the crate cannot name this static), and
+// merge_loc_conf needs nginx's conf to refuse a `graft_scope` with its file
+// and line, which ngx's `Merge` does not pass.
 static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
     postconfiguration: Some(postconfiguration),
