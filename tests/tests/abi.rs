@@ -1,6 +1,6 @@
 //! The ABI is written three times: shim/include/graft.h, the ffi.cdef in
-//! lua/graft.lua, and the Rust exports. These tests fail when they disagree.
-//! (Structure layouts are checked again at run time: graft.lua passes its
+//! lua/graft/abi.lua, and the Rust exports. These tests fail when they disagree.
+//! (Structure layouts are checked again at run time: graft/abi.lua passes its
 //! sizes to graft_ffi_abi_version when nginx loads it.)
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -79,19 +79,27 @@ fn constants_agree_in_header_lua_and_rust() {
             assert_eq!(got, *value, "{name} in shim/nginx/src");
         }
     }
-    // Count codes are the engine's Count discriminants.
-    for (name, value) in defines
-        .iter()
-        .filter(|(n, _)| n.starts_with("GRAFT_COUNT_"))
-    {
-        let variant: String = name["GRAFT_COUNT_".len()..]
-            .split('_')
-            .map(|w| w[..1].to_string() + &w[1..].to_lowercase())
-            .collect();
-        assert!(
-            engine.contains(&format!("    {variant} = {value},")),
-            "Count::{variant} is not {value}"
-        );
+    // Codes that are Rust enums' discriminants: Count and Impl in the
+    // engine, LogFamily in the shim.
+    let steps = read("shim/nginx/src/steps.rs");
+    for (prefix, rust, in_file) in [
+        ("GRAFT_COUNT_", "Count", &engine),
+        ("GRAFT_IMPL_", "Impl", &engine),
+        ("GRAFT_LOG_", "LogFamily", &steps),
+    ] {
+        let mut checked = 0;
+        for (name, value) in defines.iter().filter(|(n, _)| n.starts_with(prefix)) {
+            let variant: String = name[prefix.len()..]
+                .split('_')
+                .map(|w| w[..1].to_string() + &w[1..].to_lowercase())
+                .collect();
+            assert!(
+                in_file.contains(&format!("    {variant} = {value},")),
+                "{rust}::{variant} is not {value}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 2, "no {prefix} codes in graft.h");
     }
 }
 

@@ -1,5 +1,5 @@
 //! rate_limit: per-zone limits by key over fixed windows, counted across
-//! every worker process (the context's shared counters).
+//! every worker process (the context's windows, `ctx.windows`).
 //!
 //! ```json
 //! { "limits": [ { "name": "api", "key": "client", "limit": 100, "window": 60,

@@ -6,7 +6,7 @@
 //! - [`registry`]: the Rust product modules graft knows, in a fixed order;
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
 //! - [`counters`]: what happened, per zone, module and path;
-//! - [`shared`]: windowed counters over a table that every worker maps;
+//! - [`shared`]: the counter table and the window table every worker maps;
 //! - [`diff_ring`]: the last shadow differences, for the dashboard;
 //! - [`snapshot`]: the configuration text applied live, for every worker;
 //! - [`log_budget`]: how many log lines a second each family may write.

@@ -1,6 +1,6 @@
 //! A budget of log lines per second, so that no request can make graft
 //! write without bound: every per-request line family (decision lines of
-//! blocks and limits, failures, shadow differences) spends from its own
+//! blocks and limits, failures, shadow differences, declines) spends from its own
 //! budget, and the first line after a second that ran out says how many
 //! were left out. What is left out of the log is still counted in the
 //! metrics.

@@ -1,7 +1,7 @@
 //! Tables of atomic words that every worker process maps (the nginx shim
 //! puts them in shared memory made by the master before the workers fork):
-//! [`WindowTable`], counters in fixed windows (rate limits, rollback), and
-//! [`CounterTable`], counters by key (metrics) and the kill switches.
+//! [`WindowTable`], counts in fixed windows (rate limits, rollback), and
+//! [`CounterTable`], the steps' counters by key (metrics) and the kill switches.
 //!
 //! Both are lock-free: every change is one compare-and-swap or one
 //! fetch-add on a word, so that no count is lost between processes.

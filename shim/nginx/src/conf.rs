@@ -1,5 +1,6 @@
 //! graft's configuration structures in nginx, and how every other file
-//! finds them: the bottom of the crate, importing no other file of it.
+//! finds them: below every file that needs them, importing no other file
+//! of the crate.
 //!
 //! The `ngx_module_t` itself is defined in `module.rs`, the top of the
 //! crate, because it names every handler; it registers itself here

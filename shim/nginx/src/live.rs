@@ -356,7 +356,7 @@ extern "C" {
 /// million counters (36 a step: 80,000 steps within three quarters) and
 /// 260,000 kill switches. Pages are only used when touched.
 const DEFAULT_COUNTER_BYTES: usize = 64 << 20;
-/// The windowed counters (rate limits, rollback windows): 4 MiB, 520,000
+/// The window table (rate limits, rollback windows): 4 MiB, 520,000
 /// slots.
 const DEFAULT_WINDOW_BYTES: usize = 4 << 20;
 
@@ -401,7 +401,7 @@ fn shared_slots(
     ))
 }
 
-/// The windowed counters every worker shares, for the modules' context.
+/// The window table every worker shares, for the modules' context.
 pub fn shared_windows() -> Option<WindowTable<'static>> {
     WINDOWS.get().copied().flatten().map(WindowTable::new)
 }

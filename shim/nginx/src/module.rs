@@ -21,7 +21,7 @@ use crate::{capture, live, location, native};
 
 // The module context names graft's own functions rather than the defaults
 // of ngx's `HttpModule` trait: create_main_conf also registers the module
-// for `conf::Graft` (the bottom of the crate cannot name this static), and
+// for `conf::Graft` (conf.rs, below every file that uses it, cannot name this static), and
 // merge_loc_conf needs nginx's conf to refuse a `graft_scope` with its file
 // and line, which ngx's `Merge` does not pass.
 static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
