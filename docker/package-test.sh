@@ -83,11 +83,16 @@ inside sed -i 's/"op": "prefix"/"op": "prefixx"/' /etc/nginx/graft.json
 check "nginx -t refuses a bad graft file, naming the field" "rules[0].when" inside sh -c 'nginx -t 2>&1; true'
 check "a live apply refuses it" "refused, the running configuration goes on" \
     inside curl -sS -X POST http://127.0.0.1:8081/graft/admin/apply
-# `nginx -s reload` would check the file itself and not signal: signal the
-# master as systemd's reload does.
-inside sh -c 'kill -HUP "$(cat /run/nginx.pid)"'
+# `nginx -s reload` (systemd's reload, Debian's init script) checks the
+# file itself and signals nothing: refused, and the file shows unapplied.
+check "nginx -s reload refuses it" "rules[0].when" inside sh -c 'nginx -s reload 2>&1; true'
+check "the file on disk shows unapplied" "graft_configuration_file_unapplied{} 1" \
+    inside curl -fsS http://127.0.0.1:8080/graft/metrics
+# A reload signal the master gets (kill -HUP) is refused by the master.
+inside sh -c ': > /var/log/nginx/error.log; kill -HUP "$(cat /run/nginx.pid)"'
 sleep 1
-check "a reload refuses it, naming the field" "rules[0].when" inside grep emerg /var/log/nginx/error.log
+check "a reload signal is refused by the master, naming the field" "rules[0].when" \
+    inside grep emerg /var/log/nginx/error.log
 check "the running configuration still blocks" "HTTP/1.1 403" status http://127.0.0.1:8080/admin/users
 check "the refusal is counted" "graft_configuration_refused_total{} 2" \
     inside curl -fsS http://127.0.0.1:8080/graft/metrics
@@ -96,11 +101,14 @@ inside sh -c 'printf "%s" "{ \"zones\": { \"*\": { \"modules\": [ { \"module\": 
 check "the package has no test module (probe)" 'module #0 "probe": field "module": unknown module; known: redirects, url_normalize, ip_access, waf, headers, rate_limit in' \
     inside sh -c 'nginx -t 2>&1; true'
 inside mv /etc/nginx/graft.json.good /etc/nginx/graft.json
+check "the good file back on disk is the one serving" "graft_configuration_file_unapplied{} 0" \
+    inside curl -fsS http://127.0.0.1:8080/graft/metrics
 for _ in $(seq 100); do
-    [[ $(query alerts) == *'"alertname":"GraftConfigurationRefused"'*'"state":"firing"'* ]] && break
+    [[ $(query 'query?query=ALERTS%7Balertname%3D%22GraftConfigurationRefused%22%2Calertstate%3D%22firing%22%7D') == *'"alertname":"GraftConfigurationRefused"'* ]] && break
     sleep 0.3
 done
-check "Prometheus fires GraftConfigurationRefused" '"state":"firing"' query alerts
+check "Prometheus fires GraftConfigurationRefused" '"alertname":"GraftConfigurationRefused"' \
+    query 'query?query=ALERTS%7Balertname%3D%22GraftConfigurationRefused%22%2Calertstate%3D%22firing%22%7D'
 docker rm -f "$name-prometheus" >/dev/null
 
 # Going back: take graft's lines out, remove the package; nginx still starts.

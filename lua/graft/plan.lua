@@ -17,6 +17,7 @@ local collectgarbage = collectgarbage
 local pcall = pcall
 local require = require
 local tostring = tostring
+local type = type
 
 local GRAFT_OK = abi.GRAFT_OK
 local GRAFT_DONE = abi.GRAFT_DONE
@@ -44,6 +45,9 @@ local function plan_from(data)
         end
         if not ok then
             entry.missing = "no Lua implementation of module \"" .. step.module .. "\": " .. tostring(mod)
+        elseif type(mod) ~= "table" or type(mod.new) ~= "function" then
+            entry.missing = "Lua module \"" .. step.module .. "\" has no new(config, zone): it returned "
+                            .. tostring(mod)
         else
             local built, inst, ierr = pcall(mod.new, step.config, data.zone)
             if not built then

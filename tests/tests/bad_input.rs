@@ -111,6 +111,20 @@ fn a_refused_reload_leaves_the_running_configuration_serving() {
         metric(&text, "graft_configuration_refused_total{}")
     };
     assert_eq!(refused(&nginx), Some(1), "the refused reload is counted");
+    let unapplied = |nginx: &Nginx| {
+        let text = nginx.get("localhost", "/graft/metrics").text();
+        metric(&text, "graft_configuration_file_unapplied{}")
+    };
+    assert_eq!(
+        unapplied(&nginx),
+        Some(1),
+        "the file on disk is not serving"
+    );
+    // `nginx -s reload` checks the file itself and signals nothing: not a
+    // refusal the master saw, but the file stays unapplied.
+    assert!(!nginx.run(&["-s", "reload"]).status.success());
+    assert_eq!(refused(&nginx), Some(1));
+    assert_eq!(unapplied(&nginx), Some(1));
 
     // A good file is then taken, whole.
     nginx.write_config(&one_zone(
@@ -119,12 +133,14 @@ fn a_refused_reload_leaves_the_running_configuration_serving() {
         "rules": [ { "from": "/fresh", "to": "/new", "status": 302 } ] } }]),
     ));
     nginx.reload();
+    assert_eq!(unapplied(&nginx), Some(0), "the file on disk serves");
     assert_eq!(nginx.get("localhost", "/fresh").status, 302);
     assert_eq!(nginx.get("localhost", "/old").status, 200);
     assert_ne!(nginx.counters()["generation"], generation);
-    // The refused reload is the only [emerg] line.
+    // The refused reload and `nginx -s reload`'s own check are the only
+    // [emerg] lines.
     let log = nginx.error_log();
-    assert_eq!(log.matches("[emerg]").count(), 1, "{log}");
+    assert_eq!(log.matches("[emerg]").count(), 2, "{log}");
     assert_eq!(refused(&nginx), Some(1));
     // `nginx -t` reads a file in a process of its own: not counted.
     nginx.write_config("{ not json");

@@ -68,6 +68,42 @@ fn a_missing_legacy_module_refuses_start_and_reload_naming_zone_and_module() {
 }
 
 #[test]
+fn a_legacy_file_that_is_not_a_module_refuses_start_and_a_live_apply() {
+    let nginx = Nginx::prepare(&one_zone(
+        "a.test",
+        json!([{ "module": "waf", "mode": "rust", "config": { "rules": [] } }]),
+    ));
+    let legacy = nginx.prefix.join("graft/lua/graft/legacy/ip_access.lua");
+    std::fs::write(&legacy, "return true\n").unwrap();
+    // Not named by the configuration: nginx starts.
+    let (ok, text) = start_output(&nginx);
+    assert!(ok, "{text}");
+    // A live apply naming it is refused whole, and counted.
+    nginx.write_config(&one_zone(
+        "a.test",
+        json!([{ "module": "ip_access", "mode": "rust", "config": { "deny": ["127.0.0.1"] } }]),
+    ));
+    let r = nginx.admin("POST", "/graft/admin/apply");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("\"ip_access\" has no new(config, zone)"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        nginx.get("a.test", "/").status,
+        200,
+        "the old configuration serves"
+    );
+    let metrics = nginx.get("a.test", "/graft/metrics").text();
+    assert_eq!(
+        metric(&metrics, "graft_configuration_refused_total{}"),
+        Some(1),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn a_legacy_module_refusing_its_configuration_refuses_start() {
     let nginx = Nginx::prepare(&one_zone(
         "a.test",

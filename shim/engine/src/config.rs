@@ -235,6 +235,9 @@ pub struct Config {
     shared: OnceLock<CounterTable<'static>>,
     windows: OnceLock<WindowTable<'static>>,
     pub source: PathBuf,
+    /// A hash of the text it was parsed from, to tell whether the file on
+    /// disk is still this configuration ([`Config::file_unapplied`]).
+    text_hash: u64,
     /// Distinguishes one loaded configuration from the next in this process.
     pub generation: u64,
     pub zones: Vec<Zone>,
@@ -408,6 +411,7 @@ impl Config {
             shared: OnceLock::new(),
             windows: OnceLock::new(),
             source: source.to_path_buf(),
+            text_hash: text_hash(text),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             zones,
             by_host,
@@ -464,6 +468,28 @@ impl Config {
     /// is too small for the configuration).
     pub fn counters_lost(&self) -> u64 {
         self.shared.get().map_or(0, CounterTable::lost)
+    }
+
+    /// Whether the file this configuration came from now holds another
+    /// text: a reload or live apply refused it, or none was made since it
+    /// changed. `None` when the file cannot be read. The file is read again
+    /// only when its size or modification time moved since this process
+    /// last looked.
+    pub fn file_unapplied(&self) -> Option<bool> {
+        static SEEN: std::sync::Mutex<Option<(PathBuf, u64, std::time::SystemTime, u64)>> =
+            std::sync::Mutex::new(None);
+        let meta = std::fs::metadata(&self.source).ok()?;
+        let (len, modified) = (meta.len(), meta.modified().ok()?);
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        let hash = match &*seen {
+            Some((path, l, m, h)) if *path == self.source && *l == len && *m == modified => *h,
+            _ => {
+                let h = text_hash(&std::fs::read(&self.source).ok()?);
+                *seen = Some((self.source.clone(), len, modified, h));
+                h
+            }
+        };
+        Some(hash != self.text_hash)
     }
 
     /// Graft files a running nginx refused (on reload or in a live apply)
@@ -567,6 +593,12 @@ impl Config {
         }
         serde_json::json!({ "generation": self.generation, "zones": zones, "series": series })
     }
+}
+
+fn text_hash(text: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// The file's outer shape: valid JSON, an object of zones, within the

@@ -146,11 +146,22 @@ impl Collector for Snapshot {
             &mut encoder,
             (
                 "graft_configuration_refused",
-                "Graft files this nginx refused since it started, on reload or in a live apply (the running configuration went on serving).",
+                "Graft files this nginx refused since it started, on a reload signal its master received or in a live apply (the running configuration went on serving). `nginx -s reload` and systemd's reload check the file first and do not signal a bad one: graft_configuration_file_unapplied shows those.",
             ),
             MetricType::Counter,
             config.configurations_refused(),
         )?;
+        if let Some(unapplied) = config.file_unapplied() {
+            single(
+                &mut encoder,
+                (
+                    "graft_configuration_file_unapplied",
+                    "1 when the graft file on disk is not the configuration serving: a reload or live apply refused it, or none was made since it changed.",
+                ),
+                MetricType::Gauge,
+                u64::from(unapplied),
+            )?;
+        }
         single(
             &mut encoder,
             (

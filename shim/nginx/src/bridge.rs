@@ -249,7 +249,7 @@ unsafe fn export_text(
         let Some(config) = (unsafe { request(r) }).and_then(ctx::config) else {
             return GRAFT_NO_CONFIG;
         };
-        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety); `buf` is writable for `*len` bytes and `len` is writable (# Safety).
+        // SAFETY: `buf` is writable for `*len` bytes (# Safety).
         unsafe { copy_out(text(config).as_bytes(), buf, len) }
     })
 }
@@ -374,7 +374,7 @@ pub unsafe extern "C" fn graft_ffi_plan(
         let Some(zone) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
             return GRAFT_ERROR;
         };
-        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety); `buf` is writable for `*len` bytes and `len` is writable (# Safety).
+        // SAFETY: `buf` is writable for `*len` bytes (# Safety).
         unsafe { copy_out(zone.plan_json.as_bytes(), buf, len) }
     })
 }
@@ -790,7 +790,7 @@ pub unsafe extern "C" fn graft_ffi_plans(
             return GRAFT_ERROR;
         };
         match config.zones.get(zone) {
-            // SAFETY: each pointer is null or points at its length of readable bytes (# Safety); `buf` is writable for `*len` bytes and `len` is writable (# Safety).
+            // SAFETY: `buf` is writable for `*len` bytes (# Safety).
             Some(z) => unsafe { copy_out(z.plan_json.as_bytes(), buf, len) },
             None => GRAFT_DONE,
         }
@@ -854,7 +854,7 @@ pub unsafe extern "C" fn graft_ffi_apply(
             Ok(m) => (GRAFT_OK, m),
             Err(e) => (GRAFT_ERROR, e),
         };
-        // SAFETY: `buf` is writable for `*len` bytes and `len` is writable (# Safety).
+        // SAFETY: `buf` is writable for `*len` bytes (# Safety).
         unsafe { copy_message(&message, buf, len) };
         rc
     })
@@ -918,7 +918,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
                 GRAFT_OK
             }
             Err(e) => {
-                // SAFETY: `buf` is writable for `*len` bytes and `len` is writable (# Safety).
+                // SAFETY: `buf` is writable for `*len` bytes (# Safety).
                 unsafe { copy_message(&e, buf, len) };
                 GRAFT_ERROR
             }
