@@ -109,7 +109,7 @@ impl Step {
     /// switch could not be thrown (`Err`: the step goes on in its mode).
     pub fn record(&self, what: Count, now_secs: u64) -> Option<Result<String, String>> {
         self.counters.add(what);
-        self.counters.add_series(self.module_name, what, now_secs);
+        self.counters.add_series(what, now_secs);
         let rollback = self.rollback.as_ref()?;
         let windows = self.windows.get()?;
         let bad = matches!(what, Count::Fallback | Count::ShadowDiff);

@@ -76,6 +76,8 @@ impl Count {
 pub struct Counters {
     /// Names the step in the shared table: zone, position and module.
     key: u64,
+    /// Where its module's per-minute series keys start.
+    series_base: u64,
     /// The kill switches that concern the step: its module in its zone, and
     /// its module everywhere.
     zone_kill: u64,
@@ -150,10 +152,24 @@ pub const SERVED: [Count; 6] = [
     Count::Failed,
 ];
 
-fn series_key(module: &str, what: Count, minute: u64) -> u64 {
+/// Where a module's series keys start: one hash of its name, made once
+/// per step at load (not per request).
+fn series_base(module: &str) -> u64 {
     let mut h = DefaultHasher::new();
-    ("series", module, what as u8, minute % SERIES_MINUTES).hash(&mut h);
+    ("series", module).hash(&mut h);
     h.finish()
+}
+
+/// A 64-bit mixer (splitmix64's finalizer): derives the keys of one step
+/// or module from its base hash with a few operations per request.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn series_key(base: u64, what: Count, minute: u64) -> u64 {
+    mix(base ^ ((u64::from(what as u8) << 8) | (minute % SERIES_MINUTES)))
 }
 
 /// A module's count of `what` in each of the `n` minutes up to the one
@@ -170,7 +186,7 @@ pub fn series(
         .rev()
         .map(|back| {
             let minute = now.saturating_sub(back);
-            table.get_in_minute(series_key(module, what, minute), minute)
+            table.get_in_minute(series_key(series_base(module), what, minute), minute)
         })
         .collect()
 }
@@ -204,6 +220,7 @@ impl Counters {
         (zone, index, module).hash(&mut h);
         Counters {
             key: h.finish(),
+            series_base: series_base(module),
             zone_kill: kill_key(Some(zone), module),
             module_kill: kill_key(None, module),
             ..Counters::default()
@@ -230,10 +247,10 @@ impl Counters {
 
     /// Counts `what` in its module's time series for the minute holding
     /// `now_secs`.
-    pub fn add_series(&self, module: &str, what: Count, now_secs: u64) {
+    pub fn add_series(&self, what: Count, now_secs: u64) {
         if let (Some(t), true) = (self.shared.get(), SERVED.contains(&what)) {
             let minute = now_secs / 60;
-            t.add_in_minute(series_key(module, what, minute), minute);
+            t.add_in_minute(series_key(self.series_base, what, minute), minute);
         }
     }
 
@@ -271,9 +288,11 @@ impl Counters {
     }
 
     fn latency_key(&self, imp: Impl, slot: u64) -> u64 {
-        let mut h = DefaultHasher::new();
-        (self.key, "latency", imp as u8, slot).hash(&mut h);
-        h.finish()
+        const LATENCY: u64 = 0x6C61_7465_6E63_7900; // "latency"
+        mix(self.key
+            ^ LATENCY
+            ^ (u64::from(imp as u8) << 48)
+            ^ slot.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
     /// Records how long one implementation took at this step (shared
