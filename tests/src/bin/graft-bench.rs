@@ -372,13 +372,66 @@ fn main() {
     md.push_str(&table(&samples, &memory));
     md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
     std::fs::write(out_dir.join("results.md"), &md).unwrap();
+    let json = results_json(&machine, (rounds, seconds), &samples, &memory, &calls);
+    std::fs::write(
+        out_dir.join("results.json"),
+        serde_json::to_string_pretty(&json).unwrap() + "\n",
+    )
+    .unwrap();
     chart(&out_dir.join("bench.svg"), &rps, &cpu, &machine);
     println!("{md}");
     println!(
-        "written: {} and {}",
+        "written: {}, {} and {}",
         out_dir.join("results.md").display(),
+        out_dir.join("results.json").display(),
         out_dir.join("bench.svg").display()
     );
+}
+
+/// Every figure of the run, machine-readable: per variant the medians and
+/// their ratios to plain nginx and to the Lua pipeline, and graft's own
+/// CPU per request above plain nginx.
+fn results_json(
+    machine: &str,
+    (rounds, seconds): (usize, u64),
+    samples: &[Vec<Sample>],
+    memory: &[(Variant, u64, f64)],
+    calls: &str,
+) -> Value {
+    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+    let (plain, lua) = (0usize, 1usize);
+    let cpu = |i: usize| med(i, &|s| s.cpu_us_per_req);
+    let rps = |i: usize| med(i, &|s| s.rps);
+    let variants: Vec<Value> = VARIANTS
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (_, rss_kib, start_s) = memory[i];
+            json!({
+                "variant": v.slug(),
+                "name": v.name(),
+                "rps": rps(i),
+                "rps_vs_plain": rps(i) / rps(plain),
+                "rps_vs_lua": rps(i) / rps(lua),
+                "cpu_us_per_req": cpu(i),
+                "cpu_vs_lua": cpu(i) / cpu(lua),
+                "own_cpu_us_per_req": cpu(i) - cpu(plain),
+                "own_cpu_vs_lua_own": (cpu(i) - cpu(plain)) / (cpu(lua) - cpu(plain)),
+                "p50_ms": med(i, &|s| s.p50_ms),
+                "p99_ms": med(i, &|s| s.p99_ms),
+                "rss_kib_10k_zones": rss_kib,
+                "rss_vs_lua": rss_kib as f64 / memory[lua].1 as f64,
+                "start_s_10k_zones": start_s,
+            })
+        })
+        .collect();
+    json!({
+        "machine": machine,
+        "rounds": rounds,
+        "seconds": seconds,
+        "variants": variants,
+        "bridge_call": serde_json::from_str::<Value>(calls.trim()).unwrap_or(Value::Null),
+    })
 }
 
 /// `--rounds N --seconds S`.
@@ -511,6 +564,19 @@ fn table(samples: &[Vec<Sample>], memory: &[(Variant, u64, f64)]) -> String {
             start,
         ));
     }
+    // What graft itself costs: CPU per request above plain nginx's.
+    let own = |i: usize| cpu[i] - cpu[0];
+    md.push_str("\ngraft's own CPU per request, above plain nginx's:");
+    for (i, v) in VARIANTS.iter().enumerate().skip(1) {
+        md.push_str(&format!(
+            " {} {:.1} µs ({:.2} of the Lua pipeline's own);",
+            v.name(),
+            own(i),
+            own(i) / own(lua)
+        ));
+    }
+    md.pop();
+    md.push_str(".\n");
     md
 }
 
