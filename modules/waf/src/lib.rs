@@ -25,7 +25,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use graft_conditions::{
-    compile_regex, lua_conditions_in, pcre_pattern, Condition, Subject, REGEX_SIZE_LIMIT,
+    compile_regex, lua_conditions_in, pcre_pattern, Condition, EqualsIndex, Subject,
+    REGEX_SIZE_LIMIT,
 };
 use graft_contract::{
     parse_config, Changes, ConfigError, Configured, Context, Decision, Factory, FailurePolicy,
@@ -131,8 +132,49 @@ struct Rule {
     status: u16,
 }
 
+/// Rules in the order they apply: one rule tested alone, or a run of
+/// consecutive rules that each test one field for equality with a value,
+/// answered together by one lookup per value of that field.
+enum Segment {
+    One(usize),
+    Equals(EqualsIndex),
+}
+
+/// Runs shorter than this are tested rule by rule.
+const FOLD_FROM: usize = 4;
+
+/// The segments of `rules`: runs of at least [`FOLD_FROM`] same-field
+/// `equals` rules folded into one index each.
+fn segments(rules: &[Rule]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < rules.len() {
+        let Some((field, _)) = rules[i].when.equals_test() else {
+            out.push(Segment::One(i));
+            i += 1;
+            continue;
+        };
+        let end = (i..rules.len())
+            .find(|&j| rules[j].when.equals_test().is_none_or(|(f, _)| f != field))
+            .unwrap_or(rules.len());
+        if end - i < FOLD_FROM {
+            out.extend((i..end).map(Segment::One));
+        } else {
+            let mut index = EqualsIndex::new(field);
+            for (j, rule) in rules.iter().enumerate().take(end).skip(i) {
+                let (_, value) = rule.when.equals_test().expect("in the run");
+                index.insert(value, j);
+            }
+            out.push(Segment::Equals(index));
+        }
+        i = end;
+    }
+    out
+}
+
 pub struct Waf {
     rules: Vec<Rule>,
+    segments: Vec<Segment>,
     /// Every pattern of every enabled list, and the list each belongs to.
     signatures: Option<Arc<RegexSet>>,
     pattern_list: Vec<usize>,
@@ -187,6 +229,7 @@ impl Waf {
             Some(signature_set(&config.signatures, &patterns)?)
         };
         Ok(Waf {
+            segments: segments(&rules),
             rules,
             signatures,
             pattern_list,
@@ -249,24 +292,37 @@ impl Module for Waf {
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
         let mut log = Vec::new();
-        for rule in &self.rules {
-            if !rule.when.eval(&subject) {
-                continue;
+        // What a matching rule does: answer (block, allow) or log and go on.
+        let apply = |rule: &Rule, log: &mut Vec<String>| match rule.action {
+            Action::Block => Some(blocked(
+                rule.status,
+                format!("rule \"{}\" blocked the request", rule.id),
+            )),
+            Action::Allow => Some(Decision::Continue(Changes {
+                log: std::mem::take(log),
+                ..Changes::default()
+            })),
+            Action::Log => {
+                log.push(format!("rule \"{}\" matched", rule.id));
+                None
             }
-            match rule.action {
-                Action::Block => {
-                    return Ok(blocked(
-                        rule.status,
-                        format!("rule \"{}\" blocked the request", rule.id),
-                    ))
+        };
+        for segment in &self.segments {
+            let decided = match segment {
+                Segment::One(i) => {
+                    let rule = &self.rules[*i];
+                    rule.when
+                        .eval(&subject)
+                        .then(|| apply(rule, &mut log))
+                        .flatten()
                 }
-                Action::Allow => {
-                    return Ok(Decision::Continue(Changes {
-                        log,
-                        ..Changes::default()
-                    }))
-                }
-                Action::Log => log.push(format!("rule \"{}\" matched", rule.id)),
+                Segment::Equals(index) => index
+                    .matching(&subject)
+                    .into_iter()
+                    .find_map(|i| apply(&self.rules[i], &mut log)),
+            };
+            if let Some(d) = decided {
+                return Ok(d);
             }
         }
         if let Some(list) = self.signature_hit(&subject) {

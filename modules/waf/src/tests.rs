@@ -232,3 +232,111 @@ fn lua_config_hands_pcre_the_very_end_for_dollar() {
         None
     );
 }
+
+mod folded {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs of rules on one field (mostly `equals` tests, so that runs of
+    /// four and more fold; now and then a `prefix` test that breaks one),
+    /// with any values and actions.
+    fn rules() -> impl Strategy<Value = Vec<serde_json::Value>> {
+        let run = (
+            prop::sample::select(vec!["args", "arg:q", "path", "header:x-a", "method"]),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["equals", "equals", "equals", "equals", "prefix"]),
+                    prop::sample::select(vec!["a", "b", "/p", "GET", "q", "1", ""]),
+                    prop::sample::select(vec!["block", "allow", "log", "log"]),
+                ),
+                1..9,
+            ),
+        );
+        prop::collection::vec(run, 0..5).prop_map(|runs| {
+            let mut rules = Vec::new();
+            for (field, tests) in runs {
+                for (op, value, action) in tests {
+                    rules.push(json!({
+                        "id": format!("r{}", rules.len()), "action": action,
+                        "when": { "field": field, "op": op, "value": value } }));
+                }
+            }
+            rules
+        })
+    }
+
+    fn request() -> impl Strategy<Value = OwnedRequest> {
+        (
+            prop::sample::select(vec![
+                "/p",
+                "/p?q=a",
+                "/x?a=b&q=1",
+                "/?b",
+                "/p?q=&q=b",
+                "/?GET=a",
+            ]),
+            prop::option::of(prop::sample::select(vec!["a", "b", "/p", ""])),
+        )
+            .prop_map(|(target, header)| {
+                let mut req = OwnedRequest::get("a.test", target);
+                if let Some(h) = header {
+                    req.headers.push((b"X-A".to_vec(), h.as_bytes().to_vec()));
+                }
+                req
+            })
+    }
+
+    /// Folded runs decide exactly as the rules tested one by one: the
+    /// same answer and the same log lines, in the same order.
+    #[test]
+    fn folding_changes_no_decision() {
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config::with_cases(256));
+        let folds = std::cell::Cell::new(0);
+        let strategy = (rules(), prop::collection::vec(request(), 16));
+        runner
+            .run(&strategy, |(rules, reqs)| {
+                let config = json!({ "rules": rules });
+                let folded = Waf::from_config(&config).unwrap();
+                let n = folded
+                    .segments
+                    .iter()
+                    .filter(|s| matches!(s, Segment::Equals(_)));
+                folds.set(folds.get() + n.count());
+                let mut one_by_one = Waf::from_config(&config).unwrap();
+                one_by_one.segments = (0..one_by_one.rules.len()).map(Segment::One).collect();
+                let windows = LocalWindows::default();
+                let ctx = Context::local(0, &windows);
+                for req in &reqs {
+                    prop_assert_eq!(
+                        folded.on_request(req, &ctx).unwrap(),
+                        one_by_one.on_request(req, &ctx).unwrap(),
+                        "{:?}",
+                        req
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            folds.get() > 50,
+            "too few runs folded to test: {}",
+            folds.get()
+        );
+    }
+
+    #[test]
+    fn a_long_run_is_folded_into_one_lookup() {
+        let rules: Vec<_> = (0..40)
+            .map(|i| json!({ "id": format!("r{i}"), "action": "block",
+                             "when": { "field": "args", "op": "equals", "value": format!("v{i}") } }))
+            .collect();
+        let waf = Waf::from_config(&json!({ "rules": rules })).unwrap();
+        assert_eq!(waf.segments.len(), 1);
+        assert!(matches!(waf.segments[0], Segment::Equals(_)));
+        let d = decide(json!({ "rules": rules }), "/?x=v39");
+        assert_eq!(status(&d), Some(403));
+        let d = decide(json!({ "rules": rules }), "/?x=v40");
+        assert_eq!(status(&d), None);
+    }
+}
