@@ -132,49 +132,52 @@ struct Rule {
     status: u16,
 }
 
-/// Rules in the order they apply: one rule tested alone, or a run of
-/// consecutive rules that each test one field for equality with a value,
-/// answered together by one lookup per value of that field.
-enum Segment {
-    One(usize),
-    Equals(EqualsIndex),
+/// A run of consecutive rules that each test one field for equality with
+/// a value (rules `first..end`), answered together by one lookup per value
+/// of that field.
+struct Fold {
+    first: usize,
+    end: usize,
+    index: EqualsIndex,
 }
 
 /// Runs shorter than this are tested rule by rule.
 const FOLD_FROM: usize = 4;
 
-/// The segments of `rules`: runs of at least [`FOLD_FROM`] same-field
-/// `equals` rules folded into one index each.
-fn segments(rules: &[Rule]) -> Vec<Segment> {
+/// The runs of at least [`FOLD_FROM`] same-field `equals` rules, in order.
+/// A WAF with none keeps an empty list: no memory per zone for this.
+fn folds(rules: &[Rule]) -> Vec<Fold> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < rules.len() {
         let Some((field, _)) = rules[i].when.equals_test() else {
-            out.push(Segment::One(i));
             i += 1;
             continue;
         };
         let end = (i..rules.len())
             .find(|&j| rules[j].when.equals_test().is_none_or(|(f, _)| f != field))
             .unwrap_or(rules.len());
-        if end - i < FOLD_FROM {
-            out.extend((i..end).map(Segment::One));
-        } else {
+        if end - i >= FOLD_FROM {
             let mut index = EqualsIndex::new(field);
             for (j, rule) in rules.iter().enumerate().take(end).skip(i) {
                 let (_, value) = rule.when.equals_test().expect("in the run");
                 index.insert(value, j);
             }
-            out.push(Segment::Equals(index));
+            out.push(Fold {
+                first: i,
+                end,
+                index,
+            });
         }
         i = end;
     }
+    out.shrink_to_fit();
     out
 }
 
 pub struct Waf {
     rules: Vec<Rule>,
-    segments: Vec<Segment>,
+    folds: Vec<Fold>,
     /// Every pattern of every enabled list, and the list each belongs to.
     signatures: Option<Arc<RegexSet>>,
     pattern_list: Vec<usize>,
@@ -229,7 +232,7 @@ impl Waf {
             Some(signature_set(&config.signatures, &patterns)?)
         };
         Ok(Waf {
-            segments: segments(&rules),
+            folds: folds(&rules),
             rules,
             signatures,
             pattern_list,
@@ -307,23 +310,27 @@ impl Module for Waf {
                 None
             }
         };
-        for segment in &self.segments {
-            let decided = match segment {
-                Segment::One(i) => {
-                    let rule = &self.rules[*i];
-                    rule.when
-                        .eval(&subject)
-                        .then(|| apply(rule, &mut log))
-                        .flatten()
-                }
-                Segment::Equals(index) => index
-                    .matching(&subject)
+        let mut folds = self.folds.iter().peekable();
+        let mut i = 0;
+        while i < self.rules.len() {
+            if let Some(fold) = folds.next_if(|f| f.first == i) {
+                let hits = fold.index.matching(&subject);
+                if let Some(d) = hits
                     .into_iter()
-                    .find_map(|i| apply(&self.rules[i], &mut log)),
-            };
-            if let Some(d) = decided {
-                return Ok(d);
+                    .find_map(|j| apply(&self.rules[j], &mut log))
+                {
+                    return Ok(d);
+                }
+                i = fold.end;
+                continue;
             }
+            let rule = &self.rules[i];
+            if rule.when.eval(&subject) {
+                if let Some(d) = apply(rule, &mut log) {
+                    return Ok(d);
+                }
+            }
+            i += 1;
         }
         if let Some(list) = self.signature_hit(&subject) {
             let name = &self.list_names[list];

@@ -298,13 +298,9 @@ mod folded {
             .run(&strategy, |(rules, reqs)| {
                 let config = json!({ "rules": rules });
                 let folded = Waf::from_config(&config).unwrap();
-                let n = folded
-                    .segments
-                    .iter()
-                    .filter(|s| matches!(s, Segment::Equals(_)));
-                folds.set(folds.get() + n.count());
+                folds.set(folds.get() + folded.folds.len());
                 let mut one_by_one = Waf::from_config(&config).unwrap();
-                one_by_one.segments = (0..one_by_one.rules.len()).map(Segment::One).collect();
+                one_by_one.folds = Vec::new();
                 let windows = LocalWindows::default();
                 let ctx = Context::local(0, &windows);
                 for req in &reqs {
@@ -332,8 +328,8 @@ mod folded {
                              "when": { "field": "args", "op": "equals", "value": format!("v{i}") } }))
             .collect();
         let waf = Waf::from_config(&json!({ "rules": rules })).unwrap();
-        assert_eq!(waf.segments.len(), 1);
-        assert!(matches!(waf.segments[0], Segment::Equals(_)));
+        assert_eq!(waf.folds.len(), 1);
+        assert_eq!((waf.folds[0].first, waf.folds[0].end), (0, 40));
         let d = decide(json!({ "rules": rules }), "/?x=v39");
         assert_eq!(status(&d), Some(403));
         let d = decide(json!({ "rules": rules }), "/?x=v40");
