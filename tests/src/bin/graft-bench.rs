@@ -75,10 +75,20 @@ struct Server {
 
 impl Server {
     fn start(variant: Variant, config: Option<&Value>, tag: &str) -> Server {
+        let pipeline = match variant {
+            Variant::Plain => "",
+            Variant::Native => "graft_native on;",
+            _ => "access_by_lua_block { require(\"graft\").access() }\n            header_filter_by_lua_block { require(\"graft\").header_filter() }",
+        };
+        Server::start_with(&format!("{tag}-{}", variant.slug()), config, "", pipeline)
+    }
+
+    /// A server named `name`: graft's file `config` (if any), `http` more
+    /// directives of the http block, `location` those of the location
+    /// serving the pages.
+    fn start_with(name: &str, config: Option<&Value>, http: &str, location: &str) -> Server {
         // Outside the clone, where nginx's workers (not root) can read.
-        let prefix = std::env::temp_dir()
-            .join("graft-bench")
-            .join(format!("{tag}-{}", variant.slug()));
+        let prefix = std::env::temp_dir().join("graft-bench").join(name);
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(prefix.join("tmp")).unwrap();
         std::fs::create_dir_all(prefix.join("html/static")).unwrap();
@@ -98,7 +108,7 @@ impl Server {
             .status();
         graft_tests::lay_out_prefix(&prefix);
         let port = graft_tests::free_port();
-        let graft_config = match config {
+        let mut graft_config = match config {
             Some(c) => {
                 let path = prefix.join("graft.json");
                 std::fs::write(&path, c.to_string()).unwrap();
@@ -106,18 +116,14 @@ impl Server {
             }
             None => String::new(),
         };
-        let pipeline = match variant {
-            Variant::Plain => "",
-            Variant::Native => "graft_native on;",
-            _ => "access_by_lua_block { require(\"graft\").access() }\n            header_filter_by_lua_block { require(\"graft\").header_filter() }",
-        };
+        graft_config.push_str(http);
         let conf = std::fs::read_to_string(root().join("nginx/bench.conf.in"))
             .unwrap()
             .replace("@GRAFT_MODULE@", module_path().to_str().unwrap())
             .replace("@PREFIX@", prefix.to_str().unwrap())
             .replace("@GRAFT_ROOT@", prefix.join("graft").to_str().unwrap())
             .replace("@GRAFT_CONFIG@", &graft_config)
-            .replace("@PIPELINE@", pipeline)
+            .replace("@PIPELINE@", location)
             .replace("@PORT@", &port.to_string());
         std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
         graft_tests::run_ok(
@@ -363,6 +369,7 @@ fn main() {
     eprintln!("machine: {machine}");
     let (samples, calls) = measure_load(&script, rounds, seconds);
     let memory = measure_zones();
+    let versus = measure_versus(&out_dir, rounds, seconds);
     let med = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
     let rps: Vec<f64> = (0..VARIANTS.len()).map(|i| med(i, &|s| s.rps)).collect();
     let cpu: Vec<f64> = (0..VARIANTS.len())
@@ -370,9 +377,31 @@ fn main() {
         .collect();
     let mut md = format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n");
     md.push_str(&table(&samples, &memory));
+    md.push_str("\nEach module alone in the native pipeline against what nginx itself offers for the job, on the same page requests; CPU per request above plain nginx's (the same requests, no module):\n\n| job | nginx | nginx's own µs/req | graft | graft's own µs/req | graft / nginx |\n|---|---|---:|---|---:|---:|\n");
+    for (job, n, g) in &versus {
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {} | {:.2} | {:.2} |\n",
+            job.job,
+            job.nginx,
+            n,
+            job.graft["zones"]["*"]["modules"][0]["module"]
+                .as_str()
+                .unwrap_or("?"),
+            g,
+            g / n
+        ));
+    }
     md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
     std::fs::write(out_dir.join("results.md"), &md).unwrap();
-    let json = results_json(&machine, (rounds, seconds), &samples, &memory, &calls);
+    let mut json = results_json(&machine, (rounds, seconds), &samples, &memory, &calls);
+    json["versus"] = versus
+        .iter()
+        .map(|(job, n, g)| {
+            json!({ "job": job.job, "nginx": job.nginx, "nginx_own_cpu_us_per_req": n,
+                    "graft_module": job.graft["zones"]["*"]["modules"][0]["module"],
+                    "graft_own_cpu_us_per_req": g, "graft_vs_nginx": g / n })
+        })
+        .collect();
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap() + "\n",
@@ -534,6 +563,127 @@ fn measure_zones() -> Vec<(Variant, u64, f64)> {
         );
     }
     memory
+}
+
+/// One job done two ways on the same requests: by nginx's own module, and
+/// by graft's module alone in the native pipeline.
+struct Versus {
+    job: &'static str,
+    nginx: &'static str,
+    nginx_http: String,
+    nginx_location: String,
+    graft: Value,
+    /// A request that must answer as the job means it to, and its status.
+    check: (&'static str, u16),
+}
+
+fn versus_jobs() -> Vec<Versus> {
+    let zone = |modules: Value| json!({ "zones": { "*": { "modules": modules } } });
+    let prefixes: Vec<String> = (0..1000)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let map: String = (0..1000)
+        .map(|i| format!("        /old/{i} /new/{i};\n"))
+        .collect();
+    vec![
+        Versus {
+            job: "1,000 denied prefixes, request allowed",
+            nginx: "allow/deny",
+            nginx_http: String::new(),
+            nginx_location: prefixes
+                .iter()
+                .map(|p| format!("deny {p}; "))
+                .collect::<String>()
+                + "allow all;",
+            graft: zone(
+                json!([{ "module": "ip_access", "mode": "rust", "config": { "deny": prefixes } }]),
+            ),
+            check: ("/index.html", 200),
+        },
+        Versus {
+            job: "a rate limit per client, never reached",
+            nginx: "limit_req",
+            nginx_http: "limit_req_zone $binary_remote_addr zone=bench:10m rate=1000000r/s;".into(),
+            nginx_location: "limit_req zone=bench burst=1000000 nodelay;".into(),
+            graft: zone(
+                json!([{ "module": "rate_limit", "mode": "rust", "config": { "limits": [
+                { "name": "clients", "key": "client", "limit": 1048575, "window": 1 } ] } }]),
+            ),
+            check: ("/index.html", 200),
+        },
+        Versus {
+            job: "1,000 exact redirects, request not redirected",
+            nginx: "map + return",
+            nginx_http: format!("map $uri $bench_target {{\n        default \"\";\n{map}    }}"),
+            nginx_location: "if ($bench_target) { return 301 $bench_target; }".into(),
+            graft: zone(
+                json!([{ "module": "redirects", "mode": "rust", "config": { "rules":
+                (0..1000).map(|i| json!({ "from": format!("/old/{i}"), "to": format!("/new/{i}") })).collect::<Vec<_>>() } }]),
+            ),
+            check: ("/old/999", 301),
+        },
+        Versus {
+            job: "one response header set",
+            nginx: "add_header",
+            nginx_http: String::new(),
+            nginx_location: "add_header X-Frame-Options DENY;".into(),
+            graft: zone(
+                json!([{ "module": "headers", "mode": "rust", "config": { "rules": [
+                { "response": [ { "set": "X-Frame-Options", "value": "DENY" } ] } ] } }]),
+            ),
+            check: ("/index.html", 200),
+        },
+    ]
+}
+
+/// Each job by nginx's module and by graft's, against plain nginx, runs
+/// alternating: (job, nginx's module, nginx's own CPU µs/req, graft's).
+fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<(Versus, f64, f64)> {
+    let script = dir.join("page.lua");
+    std::fs::write(
+        &script,
+        "request = function()\n  return wrk.format(\"GET\", \"/index.html\", { [\"Host\"] = \"localhost\" })\nend\n",
+    )
+    .unwrap();
+    let plain = Server::start_with("versus-plain", None, "", "");
+    let mut out = Vec::new();
+    for (k, job) in versus_jobs().into_iter().enumerate() {
+        let nginx = Server::start_with(
+            &format!("versus-{k}-nginx"),
+            None,
+            &job.nginx_http,
+            &job.nginx_location,
+        );
+        let graft = Server::start_with(
+            &format!("versus-{k}-graft"),
+            Some(&job.graft),
+            "",
+            "graft_native on;",
+        );
+        for s in [&nginx, &graft] {
+            let (status, _) = s.get("localhost", job.check.0);
+            assert_eq!(
+                status, job.check.1,
+                "{}: {} answered {status}",
+                job.job, job.check.0
+            );
+        }
+        let mut cpu: [Vec<f64>; 3] = Default::default();
+        for _ in 0..rounds {
+            for (i, s) in [&plain, &nginx, &graft].into_iter().enumerate() {
+                cpu[i].push(run_wrk(s, &script, seconds).cpu_us_per_req);
+            }
+        }
+        let [p, n, g] = cpu.map(median);
+        eprintln!(
+            "versus {}: nginx {:.2} µs, graft {:.2} µs above plain",
+            job.job,
+            n - p,
+            g - p
+        );
+        out.push((job, n - p, g - p));
+    }
+    out
 }
 
 /// The results table: every variant against plain nginx and the Lua pipeline.
