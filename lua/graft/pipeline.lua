@@ -166,12 +166,12 @@ end
 -- The decision a failure policy's answer stands for (graft_ffi_fail,
 -- graft_ffi_fail_module): continue, or respond with its status; an error
 -- code means not even the failure could be recorded: nothing gets through.
-local function policy_decision(status, what)
+local function policy_decision(status, kind, name)
     if status == GRAFT_FAIL_CONTINUE then
         return contract.CONTINUE
     end
     if status < 0 then
-        ngx_log(ERR, "graft: the failure of ", what, " could not be recorded: ", status)
+        ngx_log(ERR, "graft: the failure of ", kind, " ", name, " could not be recorded: ", status)
         status = 500
     end
     return { kind = "respond", status = status, headers = {}, body = "" }
@@ -179,7 +179,7 @@ end
 
 local function failed(r, zone, index, why)
     why = tostring(why)
-    return policy_decision(C.graft_ffi_fail(r, zone, index, why, #why), "a step")
+    return policy_decision(C.graft_ffi_fail(r, zone, index, why, #why), "step", index)
 end
 
 -- Serves the step from Lua, or by its failure policy when Lua cannot.
@@ -398,7 +398,7 @@ local function module_failed(r, module, why)
     if status == GRAFT_ERROR then
         error("graft.decide: no module \"" .. module .. "\"", 3)
     end
-    return policy_decision(status, module)
+    return policy_decision(status, "module", module)
 end
 
 -- Runs one module of the request's zone (or of the zone named `scope`)

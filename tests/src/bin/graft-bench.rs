@@ -337,6 +337,17 @@ fn run_wrk(server: &Server, script: &Path, seconds: u64) -> Sample {
     }
 }
 
+/// Each figure's median over a variant's runs.
+fn medians(runs: &[Sample]) -> Sample {
+    let of = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+    Sample {
+        rps: of(|s| s.rps),
+        cpu_us_per_req: of(|s| s.cpu_us_per_req),
+        p50_ms: of(|s| s.p50_ms),
+        p99_ms: of(|s| s.p99_ms),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -370,13 +381,9 @@ fn main() {
     let (samples, calls) = measure_load(&script, rounds, seconds);
     let memory = measure_zones();
     let versus = measure_versus(&out_dir, rounds, seconds);
-    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
-    let rps: Vec<f64> = (0..VARIANTS.len()).map(|i| med(i, &|s| s.rps)).collect();
-    let cpu: Vec<f64> = (0..VARIANTS.len())
-        .map(|i| med(i, &|s| s.cpu_us_per_req))
-        .collect();
+    let medians: Vec<Sample> = samples.iter().map(|s| medians(s)).collect();
     let mut md = format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n");
-    md.push_str(&table(&samples, &memory));
+    md.push_str(&table(&medians, &memory));
     md.push_str("\nEach module alone in the native pipeline against what nginx itself offers for the job, on the same page requests; CPU per request above plain nginx's (the same requests, no module):\n\n| job | nginx | nginx's own µs/req | graft | graft's own µs/req | graft / nginx |\n|---|---|---:|---|---:|---:|\n");
     for (job, n, g) in &versus {
         // Below a quarter of a microsecond, the difference of two medians
@@ -399,7 +406,7 @@ fn main() {
     }
     md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
     std::fs::write(out_dir.join("results.md"), &md).unwrap();
-    let mut json = results_json(&machine, (rounds, seconds), &samples, &memory, &calls);
+    let mut json = results_json(&machine, (rounds, seconds), &medians, &memory, &calls);
     json["versus"] = versus
         .iter()
         .map(|(job, n, g)| {
@@ -413,6 +420,8 @@ fn main() {
         serde_json::to_string_pretty(&json).unwrap() + "\n",
     )
     .unwrap();
+    let (rps, cpu): (Vec<f64>, Vec<f64>) =
+        medians.iter().map(|m| (m.rps, m.cpu_us_per_req)).unzip();
     chart(&out_dir.join("bench.svg"), &rps, &cpu, &machine);
     println!("{md}");
     println!(
@@ -429,14 +438,13 @@ fn main() {
 fn results_json(
     machine: &str,
     (rounds, seconds): (usize, u64),
-    samples: &[Vec<Sample>],
+    medians: &[Sample],
     memory: &[(Variant, u64, f64)],
     calls: &str,
 ) -> Value {
-    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
     let (plain, lua) = (0usize, 1usize);
-    let cpu = |i: usize| med(i, &|s| s.cpu_us_per_req);
-    let rps = |i: usize| med(i, &|s| s.rps);
+    let cpu = |i: usize| medians[i].cpu_us_per_req;
+    let rps = |i: usize| medians[i].rps;
     let variants: Vec<Value> = VARIANTS
         .iter()
         .enumerate()
@@ -452,8 +460,8 @@ fn results_json(
                 "cpu_vs_lua": cpu(i) / cpu(lua),
                 "own_cpu_us_per_req": cpu(i) - cpu(plain),
                 "own_cpu_vs_lua_own": (cpu(i) - cpu(plain)) / (cpu(lua) - cpu(plain)),
-                "p50_ms": med(i, &|s| s.p50_ms),
-                "p99_ms": med(i, &|s| s.p99_ms),
+                "p50_ms": medians[i].p50_ms,
+                "p99_ms": medians[i].p99_ms,
                 "rss_kib_10k_zones": rss_kib,
                 "rss_vs_lua": rss_kib as f64 / memory[lua].1 as f64,
                 "start_s_10k_zones": start_s,
@@ -693,12 +701,9 @@ fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<(Versus, f64, 
 }
 
 /// The results table: every variant against plain nginx and the Lua pipeline.
-fn table(samples: &[Vec<Sample>], memory: &[(Variant, u64, f64)]) -> String {
-    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
-    let rps: Vec<f64> = (0..VARIANTS.len()).map(|i| med(i, &|s| s.rps)).collect();
-    let cpu: Vec<f64> = (0..VARIANTS.len())
-        .map(|i| med(i, &|s| s.cpu_us_per_req))
-        .collect();
+fn table(medians: &[Sample], memory: &[(Variant, u64, f64)]) -> String {
+    let rps: Vec<f64> = medians.iter().map(|m| m.rps).collect();
+    let cpu: Vec<f64> = medians.iter().map(|m| m.cpu_us_per_req).collect();
     let lua = 1usize;
     let mut md = String::new();
     md.push_str("| variant | req/s | vs plain | vs Lua | CPU µs/req | vs Lua | p50 ms | p99 ms | RSS, 10k zones (MiB) | vs Lua | start, 10k zones (s) |\n");
@@ -713,8 +718,8 @@ fn table(samples: &[Vec<Sample>], memory: &[(Variant, u64, f64)]) -> String {
             rps[i] / rps[lua],
             cpu[i],
             cpu[i] / cpu[lua],
-            med(i, &|s| s.p50_ms),
-            med(i, &|s| s.p99_ms),
+            medians[i].p50_ms,
+            medians[i].p99_ms,
             rss as f64 / 1024.0,
             rss as f64 / memory[lua].1 as f64,
             start,
