@@ -71,7 +71,7 @@ local _M = {
     GRAFT_FAIL_CONTINUE = 0,
 
     -- One call in this many has its latency measured, on either side.
-    GRAFT_SAMPLE_EVERY = 8,
+    GRAFT_SAMPLE_EVERY = 32,
 }
 
 local GRAFT_ABI_VERSION = _M.GRAFT_ABI_VERSION

@@ -22,7 +22,7 @@
 typedef struct ngx_http_request_s ngx_http_request_t;
 
 /* One call in this many has its latency timed, on either side. */
-#define GRAFT_SAMPLE_EVERY  8
+#define GRAFT_SAMPLE_EVERY  32
 
 /* graft_ffi_observe's `what`: the implementation timed. */
 #define GRAFT_IMPL_LUA   0

@@ -64,13 +64,13 @@ fn a_canary_keeps_each_client_on_one_side() {
         (rust, lua),
         (4 * on_rust as u64, 4 * (200 - on_rust) as u64)
     );
-    // Latency is sampled (one call in 8) on both sides.
+    // Latency is sampled (one call in 32) on both sides.
     for imp in ["lua", "rust"] {
         let series = format!(
             r#"graft_latency_seconds_count{{zone="canary.test",module="probe",impl="{imp}"}}"#
         );
         let n = metric(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert!(n >= 8, "{series} {n}");
+        assert!(n >= 3, "{series} {n}");
         let inf = format!(
             r#"graft_latency_seconds_bucket{{le="+Inf",zone="canary.test",module="probe",impl="{imp}"}}"#
         );
@@ -86,6 +86,17 @@ fn metrics_are_summed_over_workers_and_outlive_a_killed_worker() {
         assert_eq!(nginx.get("localhost", "/old").status, 301);
     }
     let series = r#"graft_requests_total{zone="localhost",module="redirects",path="rust"}"#;
+    // Each worker counts in its own memory and adds its counts to the
+    // shared table every 250 ms (and whenever it answers for the metrics).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while metric(&metrics(&nginx), series) != Some(300) {
+        assert!(
+            Instant::now() < deadline,
+            "the workers' counts never added up to 300: {:?}",
+            metric(&metrics(&nginx), series)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for _ in 0..6 {
         // Whichever worker answers, it reports every worker's count.
         assert_eq!(metric(&metrics(&nginx), series), Some(300));

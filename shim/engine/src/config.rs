@@ -109,7 +109,6 @@ impl Step {
     /// switch could not be thrown (`Err`: the step goes on in its mode).
     pub fn record(&self, what: Count, now_secs: u64) -> Option<Result<String, String>> {
         self.counters.add(what);
-        self.counters.add_series(what, now_secs);
         let rollback = self.rollback.as_ref()?;
         let windows = self.windows.get()?;
         let bad = matches!(what, Count::Fallback | Count::ShadowDiff);
@@ -461,6 +460,14 @@ impl Config {
         for step in self.zones.iter().flat_map(|z| &z.steps) {
             step.counters.share(counters);
             let _ = step.windows.set(windows);
+        }
+    }
+
+    /// Moves what this process counted on every step into the shared
+    /// table (see `Counters::flush`).
+    pub fn flush_counts(&self, now_secs: u64) {
+        for step in self.zones.iter().flat_map(|z| &z.steps) {
+            step.counters.flush(now_secs);
         }
     }
 

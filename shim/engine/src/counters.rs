@@ -1,7 +1,7 @@
 //! Per-step counters of what happened to requests.
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::shared::{CounterTable, SwitchError};
@@ -69,9 +69,15 @@ impl Count {
     }
 }
 
-/// One step's counters: in this process until a shared table is attached
-/// (the nginx module attaches one that every worker maps, so that counts
-/// are summed across workers and survive a worker's restart and reloads).
+/// One step's counters. A count is first added in this process (`local`,
+/// one uncontended add, no hashing and no shared memory on the request
+/// path); once a shared table is attached (the nginx module attaches one
+/// that every worker maps, so that counts are summed across workers and
+/// survive a worker's restart and reloads) `flush` moves what this process
+/// counted into it, with each module's per-minute series. The nginx module
+/// flushes every step on each worker's 250 ms timer, before it reads the
+/// table, when a worker exits, and when a configuration is dropped; a
+/// worker killed outright loses what it counted since its last flush.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Names the step in the shared table: zone, position and module.
@@ -82,9 +88,25 @@ pub struct Counters {
     /// its module everywhere.
     zone_kill: u64,
     module_kill: u64,
+    /// Counted in this process and not yet flushed to the shared table
+    /// (everything, while there is none).
     local: [AtomicU64; Count::ALL.len()],
+    /// Set by `add`, cleared by `flush`: a flush of many steps skips the
+    /// ones that counted nothing.
+    dirty: AtomicBool,
     local_kill: AtomicU64,
     shared: OnceLock<CounterTable<'static>>,
+}
+
+impl Drop for Counters {
+    /// A configuration replaced (by a live apply or a reload) keeps what
+    /// this process counted on it.
+    fn drop(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.flush(now);
+    }
 }
 
 /// A kill switch's state: what sent a module back to Lua.
@@ -218,13 +240,12 @@ impl Counters {
     pub fn new(zone: &str, index: usize, module: &str) -> Self {
         let mut h = DefaultHasher::new();
         (zone, index, module).hash(&mut h);
-        Counters {
-            key: h.finish(),
-            series_base: series_base(module),
-            zone_kill: kill_key(Some(zone), module),
-            module_kill: kill_key(None, module),
-            ..Counters::default()
-        }
+        let mut c = Counters::default();
+        c.key = h.finish();
+        c.series_base = series_base(module);
+        c.zone_kill = kill_key(Some(zone), module);
+        c.module_kill = kill_key(None, module);
+        c
     }
 
     /// Counts in `table` from now on.
@@ -236,28 +257,45 @@ impl Counters {
         self.key ^ (u64::from(what as u8) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 
+    /// Counts one `what`, in this process until the next `flush`.
     pub fn add(&self, what: Count) {
-        match self.shared.get() {
-            Some(t) => t.add(self.slot_key(what), 1),
-            None => {
-                self.local[what as usize].fetch_add(1, Ordering::Relaxed);
+        self.local[what as usize].fetch_add(1, Ordering::Relaxed);
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves what this process counted into the shared table (nothing to
+    /// do without one), the paths that served into their module's series
+    /// for the minute holding `now_secs`.
+    pub fn flush(&self, now_secs: u64) {
+        let Some(t) = self.shared.get() else {
+            return;
+        };
+        if !self.dirty.load(Ordering::Relaxed) {
+            return;
+        }
+        self.dirty.store(false, Ordering::Relaxed);
+        let minute = now_secs / 60;
+        for what in Count::ALL {
+            let n = self.local[what as usize].swap(0, Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            t.add(self.slot_key(what), n);
+            if SERVED.contains(&what) {
+                t.add_in_minute(series_key(self.series_base, what, minute), minute, n);
             }
         }
     }
 
-    /// Counts `what` in its module's time series for the minute holding
-    /// `now_secs`.
-    pub fn add_series(&self, what: Count, now_secs: u64) {
-        if let (Some(t), true) = (self.shared.get(), SERVED.contains(&what)) {
-            let minute = now_secs / 60;
-            t.add_in_minute(series_key(self.series_base, what, minute), minute);
-        }
-    }
-
+    /// The count of `what`: every process's flushed counts and this
+    /// process's own not yet flushed.
     pub fn get(&self, what: Count) -> u64 {
+        let local = self.local[what as usize].load(Ordering::Relaxed);
         match self.shared.get() {
-            Some(t) => t.get(self.slot_key(what)),
-            None => self.local[what as usize].load(Ordering::Relaxed),
+            Some(t) => t.get(self.slot_key(what)) + local,
+            None => local,
         }
     }
 
@@ -380,6 +418,36 @@ mod tests {
     }
 
     #[test]
+    fn counts_reach_the_shared_table_on_flush_and_when_dropped() {
+        let table = leaked(2 * 1024);
+        let a = Counters::new("a.com", 0, "waf");
+        a.share(table);
+        a.add(Count::Rust);
+        a.add(Count::Rust);
+        a.add(Count::Decline);
+        // This process sees its own counts at once; the table not yet.
+        assert_eq!(a.get(Count::Rust), 2);
+        let other = Counters::new("a.com", 0, "waf");
+        other.share(table);
+        assert_eq!(other.get(Count::Rust), 0);
+        a.flush(600);
+        assert_eq!(other.get(Count::Rust), 2, "flushed for every process");
+        assert_eq!(a.get(Count::Rust), 2, "and not counted twice here");
+        assert_eq!(other.get(Count::Decline), 1);
+        assert_eq!(series(&table, "waf", Count::Rust, 600, 1), vec![2]);
+        assert_eq!(
+            series(&table, "waf", Count::Decline, 600, 1),
+            vec![0],
+            "a decline serves nothing: no series"
+        );
+        a.flush(600);
+        assert_eq!(other.get(Count::Rust), 2, "a second flush adds nothing");
+        a.add(Count::Fallback);
+        drop(a);
+        assert_eq!(other.get(Count::Fallback), 1, "dropped counters flush");
+    }
+
+    #[test]
     fn step_counters_filling_the_table_leave_the_kill_switches_room() {
         let table = leaked(2 * (1 + 32));
         let steps: Vec<_> = (0..200)
@@ -390,6 +458,7 @@ mod tests {
             for c in Count::ALL {
                 s.add(c);
             }
+            s.flush(0);
         }
         assert!(table.lost() > 0, "the table is full of counters");
         assert_eq!(steps[7].set_kill(Kill::Manual), Ok(()));

@@ -341,21 +341,23 @@ impl<'a> CounterTable<'a> {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    /// Adds one to `key`'s count for `minute`: the word holds the minute
-    /// (high 32 bits) and its count (low 32 bits), started again when a new
-    /// minute comes (a ring of per-minute keys is the caller's).
-    pub fn add_in_minute(&self, key: u64, minute: u64) {
+    /// Adds `n` to `key`'s count for `minute`: the word holds the minute
+    /// (high 32 bits) and its count (low 32 bits, saturating), started
+    /// again when a new minute comes (a ring of per-minute keys is the
+    /// caller's).
+    pub fn add_in_minute(&self, key: u64, minute: u64, n: u64) {
         let Some(word) = self.find(key, true) else {
-            self.own[LOST].fetch_add(1, Ordering::Relaxed);
+            self.own[LOST].fetch_add(n, Ordering::Relaxed);
             return;
         };
+        let n = n.min(0xffff_ffff);
         let stamp = (minute & 0xffff_ffff) << 32;
         let mut cur = word.load(Ordering::Relaxed);
         loop {
             let next = if cur & !0xffff_ffff == stamp {
-                stamp | ((cur + 1) & 0xffff_ffff)
+                stamp | (cur & 0xffff_ffff).saturating_add(n).min(0xffff_ffff)
             } else {
-                stamp | 1
+                stamp | n
             };
             match word.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
@@ -504,11 +506,11 @@ mod tests {
     fn per_minute_counts_start_again_each_minute() {
         let slots = table(2 * 64);
         let t = CounterTable::new(&slots);
-        t.add_in_minute(7, 100);
-        t.add_in_minute(7, 100);
+        t.add_in_minute(7, 100, 1);
+        t.add_in_minute(7, 100, 1);
         assert_eq!(t.get_in_minute(7, 100), 2);
         assert_eq!(t.get_in_minute(7, 101), 0);
-        t.add_in_minute(7, 116);
+        t.add_in_minute(7, 116, 1);
         assert_eq!(t.get_in_minute(7, 116), 1, "a new minute starts at one");
         assert_eq!(t.get_in_minute(7, 100), 0, "the old minute is gone");
     }

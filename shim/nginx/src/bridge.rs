@@ -425,7 +425,9 @@ pub unsafe extern "C" fn graft_ffi_run(
             windows: &windows,
         };
         let outcome = run_sampled(step, &view, &ctx);
-        log_outcome(r, zone_name, step.module_name, &outcome);
+        if !matches!(outcome, Outcome::Decided(_)) {
+            log_outcome(r, zone_name, step.module_name, &outcome);
+        }
         if mode == Mode::Rust {
             let served = if matches!(outcome, Outcome::Decided(_)) {
                 Count::Rust
@@ -433,6 +435,18 @@ pub unsafe extern "C" fn graft_ffi_run(
                 Count::Fallback
             };
             record(r, zone_name, step, served);
+        }
+        if let Outcome::Decided(Decision::Continue(changes)) = &outcome {
+            if changes.is_empty() {
+                // Nothing to hand over, so nothing is kept: only the fields
+                // the Lua side reads of a continue are written.
+                out.kind = GRAFT_CONTINUE;
+                out.uri = null();
+                out.uri_len = 0;
+                out.headers = null();
+                out.nheaders = 0;
+                return GRAFT_OK;
+            }
         }
         OUT.with_borrow_mut(|buf| match outcome {
             Outcome::Decided(d) => {
@@ -810,7 +824,12 @@ pub unsafe extern "C" fn graft_ffi_metrics(
 ) -> c_int {
     // SAFETY: `r`, `buf` and `len` are as this function's # Safety says,
     // which is what export_text asks.
-    unsafe { export_text(r, buf, len, graft_engine::metrics::prometheus_text) }
+    unsafe {
+        export_text(r, buf, len, |c| {
+            c.flush_counts(u64::try_from(ngx_time()).unwrap_or(0));
+            graft_engine::metrics::prometheus_text(c)
+        })
+    }
 }
 
 /// Applies the configuration file live (admin), in two stages so that the
@@ -969,7 +988,9 @@ pub unsafe extern "C" fn graft_ffi_counters(
     // which is what export_text asks.
     unsafe {
         export_text(r, buf, len, |c| {
-            let mut v = c.counters_value(u64::try_from(ngx_time()).unwrap_or(0));
+            let now = u64::try_from(ngx_time()).unwrap_or(0);
+            c.flush_counts(now);
+            let mut v = c.counters_value(now);
             v["diffs"] = crate::diffs::recent().into();
             v.to_string()
         })

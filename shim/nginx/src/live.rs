@@ -198,6 +198,7 @@ unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
         // SAFETY: the event made in init_process; its data is the cycle's
         // main conf and its log the cycle's log.
         let (ev, mcf) = unsafe { (&mut *ev, &*((*ev).data as *const MainConf)) };
+        flush_counts(mcf);
         // SAFETY: nginx's process-wide flags, read in its own thread.
         if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
             return;
@@ -205,6 +206,30 @@ unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
         catch_up(mcf, ev.log);
         // SAFETY: re-arms the worker's own timer event.
         unsafe { ngx_add_timer(ev, EPOCH_CHECK_MS) };
+    })
+}
+
+/// Moves what this worker counted on the configuration it serves into the
+/// shared table (a replaced configuration flushes its own when dropped).
+fn flush_counts(mcf: &MainConf) {
+    if let Some(config) = mcf.config.as_ref() {
+        let now = u64::try_from(ngx::ffi::ngx_time()).unwrap_or(0);
+        config.load().flush_counts(now);
+    }
+}
+
+/// A worker leaving (a reload, a shutdown) keeps what it counted since
+/// its last tick.
+pub unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
+    guarded((), || {
+        if !crate::conf::registered() {
+            return;
+        }
+        // SAFETY: nginx passes the worker's cycle, whose http main confs
+        // hold ours for as long as the cycle lives.
+        if let Some(mcf) = Graft::main_conf(unsafe { &*cycle }) {
+            flush_counts(mcf);
+        }
     })
 }
 
@@ -403,5 +428,7 @@ fn shared_slots(
 
 /// The window table every worker shares, for the modules' context.
 pub fn shared_windows() -> Option<WindowTable<'static>> {
-    WINDOWS.get().copied().flatten().map(WindowTable::new)
+    // Made once per worker (its hash keys were drawn in the master).
+    static TABLE: OnceLock<Option<WindowTable<'static>>> = OnceLock::new();
+    *TABLE.get_or_init(|| WINDOWS.get().copied().flatten().map(WindowTable::new))
 }

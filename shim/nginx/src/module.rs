@@ -89,6 +89,7 @@ pub static mut ngx_http_graft_module: ngx_module_t = ngx_module_t {
     commands: unsafe { addr_of_mut!(NGX_HTTP_GRAFT_COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_process: Some(live::init_process),
+    exit_process: Some(live::exit_process),
     ..ngx_module_t::default()
 };
 

@@ -18,7 +18,7 @@ thread_local! {
 }
 
 /// One call in this many has its latency measured (on either side).
-pub const GRAFT_SAMPLE_EVERY: c_int = 8;
+pub const GRAFT_SAMPLE_EVERY: c_int = 32;
 
 /// Runs a step's Rust side, timing one call in `GRAFT_SAMPLE_EVERY`.
 pub fn run_sampled(step: &Step, req: &NgxRequest, ctx: &Context) -> Outcome {
