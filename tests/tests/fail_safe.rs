@@ -812,6 +812,9 @@ fn a_configuration_the_shared_tables_cannot_count_is_refused() {
     let config = json!({ "zones": {
         "a.test": { "modules": modules },
         "b.test": { "modules": modules },
+        "c.test": { "modules": modules },
+        "d.test": { "modules": modules },
+        "e.test": { "modules": modules },
     } });
     let nginx = Nginx::prepare(&config.to_string());
     let conf = nginx.prefix.join("nginx.conf");
@@ -826,7 +829,7 @@ fn a_configuration_the_shared_tables_cannot_count_is_refused() {
     let (ok, out) = nginx.test_config();
     assert!(!ok, "{out}");
     assert!(
-        out.contains("100 steps need 3696 shared counters") && out.contains("graft_shared_memory"),
+        out.contains("250 steps need 3622 shared counters") && out.contains("graft_shared_memory"),
         "{out}"
     );
     // Room enough: it starts; a reload asking for another size is refused

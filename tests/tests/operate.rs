@@ -64,17 +64,23 @@ fn a_canary_keeps_each_client_on_one_side() {
         (rust, lua),
         (4 * on_rust as u64, 4 * (200 - on_rust) as u64)
     );
-    // Latency is sampled (one call in 32) on both sides.
+    // Latency is sampled (one call in 32) on both sides: a histogram per
+    // module, and each step's total and samples.
     for imp in ["lua", "rust"] {
-        let series = format!(
-            r#"graft_latency_seconds_count{{zone="canary.test",module="probe",impl="{imp}"}}"#
-        );
+        let series = format!(r#"graft_latency_seconds_count{{module="probe",impl="{imp}"}}"#);
         let n = metric(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
         assert!(n >= 3, "{series} {n}");
-        let inf = format!(
-            r#"graft_latency_seconds_bucket{{le="+Inf",zone="canary.test",module="probe",impl="{imp}"}}"#
-        );
+        let inf =
+            format!(r#"graft_latency_seconds_bucket{{le="+Inf",module="probe",impl="{imp}"}}"#);
         assert_eq!(metric(&text, &inf), Some(n), "{text}");
+        let step = format!(
+            r#"graft_step_latency_samples_total{{zone="canary.test",module="probe",impl="{imp}"}}"#
+        );
+        assert_eq!(
+            metric(&text, &step),
+            Some(n),
+            "only canary.test runs probe: its samples are the module's\n{text}"
+        );
     }
     nginx.assert_clean_log(&[]);
 }

@@ -34,7 +34,9 @@
 //! The Lua legacy implementation is `lua/graft/legacy/redirects.lua`.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
 
 use graft_contract::{
     parse_config, ConfigError, Configured, Context, Decision, Factory, HeaderName, HeaderValue,
@@ -45,8 +47,9 @@ use serde::Deserialize;
 pub const NAME: &str = "redirects";
 
 /// Limits checked at load: a configuration over them is refused.
-pub const MAX_RULES: usize = 100_000;
+pub const MAX_RULES: usize = 1_000_000;
 pub const MAX_TARGET_LEN: usize = 4096;
+pub const MAX_FROM_LEN: usize = 4096;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +104,7 @@ enum QueryMode {
     Drop,
 }
 
+/// A checked rule, before it is packed into its table.
 #[derive(Debug)]
 struct Rule {
     to: Vec<u8>,
@@ -112,11 +116,126 @@ struct Rule {
     target_has_query: bool,
 }
 
+/// A rule as a lookup returns it: its target borrowed from its table.
+#[derive(Debug, Clone, Copy)]
+struct Found<'a> {
+    to: &'a [u8],
+    path_end: usize,
+    status: u16,
+    query: QueryMode,
+    target_has_query: bool,
+}
+
+/// A rule in its table: where its `from` and `to` lie in the table's
+/// text, and the rest of it, in 16 bytes.
+#[derive(Debug)]
+struct Packed {
+    at: u32,
+    from_len: u16,
+    to_len: u16,
+    path_end: u16,
+    status: u16,
+    query: QueryMode,
+    target_has_query: bool,
+}
+
+/// The rules of one match kind: every `from` and `to` back to back in one
+/// text, the rules in one array, and a hash index of rule numbers.
+#[derive(Debug, Default)]
+struct Table {
+    text: Vec<u8>,
+    rules: Vec<Packed>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+/// A rule's `from` in its table's text.
+fn source<'t>(text: &'t [u8], p: &Packed) -> &'t [u8] {
+    let at = p.at as usize;
+    &text[at..at + usize::from(p.from_len)]
+}
+
+impl Table {
+    /// Adds a rule; `false` when `from` has one already (nothing added).
+    fn insert(&mut self, from: &[u8], rule: Rule) -> bool {
+        let hash = self.hasher.hash_one(from);
+        let Table {
+            text,
+            rules,
+            index,
+            hasher,
+        } = self;
+        let from_of = |i: &u32| {
+            let p: &Packed = &rules[*i as usize];
+            &text[p.at as usize..p.at as usize + usize::from(p.from_len)]
+        };
+        match index.entry(
+            hash,
+            |i| from_of(i) == from,
+            |i| hasher.hash_one(from_of(i)),
+        ) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
+                // Lengths were checked against MAX_FROM_LEN and MAX_TARGET_LEN
+                // (both under 65,536), and the rule count against MAX_RULES.
+                let n = u32::try_from(rules.len()).expect("at most MAX_RULES rules");
+                let at = u32::try_from(text.len()).expect("under 4 GiB of rule text");
+                text.extend_from_slice(from);
+                text.extend_from_slice(&rule.to);
+                rules.push(Packed {
+                    at,
+                    from_len: u16::try_from(from.len()).expect("from checked"),
+                    to_len: u16::try_from(rule.to.len()).expect("to checked"),
+                    path_end: u16::try_from(rule.path_end).expect("within to"),
+                    status: rule.status,
+                    query: rule.query,
+                    target_has_query: rule.target_has_query,
+                });
+                slot.insert(n);
+                true
+            }
+        }
+    }
+
+    /// Gives back what building the table reserved beyond its needs.
+    fn shrink(&mut self) {
+        self.text.shrink_to_fit();
+        self.rules.shrink_to_fit();
+        let Table {
+            text,
+            rules,
+            index,
+            hasher,
+        } = self;
+        index.shrink_to_fit(|i| hasher.hash_one(source(text, &rules[*i as usize])));
+    }
+
+    fn get(&self, from: &[u8]) -> Option<Found<'_>> {
+        let hash = self.hasher.hash_one(from);
+        let &i = self.index.find(hash, |i| {
+            source(&self.text, &self.rules[*i as usize]) == from
+        })?;
+        let p = &self.rules[i as usize];
+        let to_at = p.at as usize + usize::from(p.from_len);
+        Some(Found {
+            to: &self.text[to_at..to_at + usize::from(p.to_len)],
+            path_end: usize::from(p.path_end),
+            status: p.status,
+            query: p.query,
+            target_has_query: p.target_has_query,
+        })
+    }
+
+    fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rules.iter().map(|p| usize::from(p.from_len))
+    }
+}
+
 /// The redirects of one zone, indexed for lookup.
 #[derive(Debug)]
 pub struct Redirects {
-    exact: HashMap<Vec<u8>, Rule>,
-    prefix: HashMap<Vec<u8>, Rule>,
+    exact: Table,
+    prefix: Table,
     /// Distinct prefix lengths, longest first: a lookup tries each once.
     prefix_lengths: Vec<usize>,
 }
@@ -134,8 +253,8 @@ impl Redirects {
                 ),
             ));
         }
-        let mut exact = HashMap::new();
-        let mut prefix = HashMap::new();
+        let mut exact = Table::default();
+        let mut prefix = Table::default();
         for (i, rc) in config.rules.into_iter().enumerate() {
             let at = format!("rules[{i}]");
             let (from, kind) = (rc.from.clone(), rc.kind);
@@ -144,7 +263,7 @@ impl Redirects {
                 MatchKind::Exact => &mut exact,
                 MatchKind::Prefix => &mut prefix,
             };
-            if table.insert(from.clone().into_bytes(), rule).is_some() {
+            if !table.insert(from.as_bytes(), rule) {
                 return Err(ConfigError::new(
                     format!("{at}.from"),
                     format!("\"{from}\" has a rule of the same match kind already"),
@@ -166,12 +285,14 @@ impl Redirects {
                     query: bulk.query,
                 })
                 .map_err(|e| ConfigError::new(&at, e.to_string()))?;
-                if exact.insert(from.clone().into_bytes(), rule).is_some() {
+                if !exact.insert(from.as_bytes(), rule) {
                     return Err(ConfigError::new(at, "has an exact rule already"));
                 }
             }
         }
-        let mut prefix_lengths: Vec<usize> = prefix.keys().map(Vec::len).collect();
+        exact.shrink();
+        prefix.shrink();
+        let mut prefix_lengths: Vec<usize> = prefix.lengths().collect();
         prefix_lengths.sort_unstable_by(|a, b| b.cmp(a));
         prefix_lengths.dedup();
         Ok(Redirects {
@@ -181,7 +302,7 @@ impl Redirects {
         })
     }
 
-    fn find<'a>(&'a self, path: &'a [u8]) -> Option<(&'a Rule, &'a [u8])> {
+    fn find<'a>(&'a self, path: &'a [u8]) -> Option<(Found<'a>, &'a [u8])> {
         if let Some(rule) = self.exact.get(path) {
             return Some((rule, &[]));
         }
@@ -234,6 +355,12 @@ fn joinable_target(to: &[u8]) -> bool {
 fn validate(rc: RuleConfig) -> Result<Rule, ConfigError> {
     if !rc.from.starts_with('/') {
         return Err(ConfigError::new("from", "must start with \"/\""));
+    }
+    if rc.from.len() > MAX_FROM_LEN {
+        return Err(ConfigError::new(
+            "from",
+            format!("longer than {MAX_FROM_LEN} bytes"),
+        ));
     }
     if rc.from.bytes().any(|b| b < 0x20 || b == 0x7f) {
         return Err(ConfigError::new("from", "has a control character"));
@@ -305,7 +432,7 @@ impl Module for Redirects {
         };
         let mut location = Vec::with_capacity(rule.to.len() + rest.len() + 64);
         if rest.is_empty() {
-            location.extend_from_slice(&rule.to);
+            location.extend_from_slice(rule.to);
         } else {
             // The rest joins the target's path with exactly one `/`, so it
             // can neither extend the target's host nor start with `//`.

@@ -69,15 +69,16 @@ impl Mode {
 pub struct Step {
     pub module_name: &'static str,
     pub mode: Mode,
-    pub canary: Option<Canary>,
-    pub rollback: Option<Rollback>,
+    pub canary: Option<Box<Canary>>,
+    pub rollback: Option<Box<Rollback>>,
     /// What the step does with a request it cannot decide.
     pub on_failure: FailurePolicy,
     pub module: Box<dyn Module>,
     pub counters: Counters,
     /// Windowed counters every worker shares, for the rollback.
-    windows: OnceLock<WindowTable<'static>>,
-    window_key: Vec<u8>,
+    windows: OnceLock<&'static WindowTable<'static>>,
+    /// The rollback's window keys start with this (empty without one).
+    window_key: Box<[u8]>,
 }
 
 /// When to send a step back to Lua by itself: more than `max_rate` of the
@@ -115,7 +116,7 @@ impl Step {
         if !bad && !matches!(what, Count::Rust | Count::ShadowMatch) {
             return None;
         }
-        let mut key = self.window_key.clone();
+        let mut key = self.window_key.to_vec();
         key.push(b't');
         let total = windows.incr(&key, rollback.window, now_secs);
         key.pop();
@@ -226,8 +227,20 @@ pub struct Zone {
     pub name: String,
     pub steps: Vec<Step>,
     /// What the Lua side needs to build its legacy modules for this zone,
-    /// serialized once at load.
-    pub plan_json: String,
+    /// serialized once at load and kept compressed (LZ4): a worker's Lua
+    /// side asks for it once, and a native-only location never does.
+    plan: Box<[u8]>,
+}
+
+impl Zone {
+    /// The zone's plan for the Lua side, as JSON.
+    pub fn plan_json(&self) -> String {
+        lz4_flex::decompress_size_prepended(&self.plan)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            // Compressed by this process from a String at load: cannot fail.
+            .unwrap_or_default()
+    }
 }
 
 pub struct Config {
@@ -442,8 +455,8 @@ impl Config {
             .iter()
             .flat_map(|z| z.steps.iter().map(|s| s.module_name))
             .collect();
-        let series = crate::counters::SERVED.len() * crate::counters::SERIES_MINUTES as usize;
-        let needed = steps * crate::counters::KEYS_PER_STEP + modules.len() * series;
+        let needed = steps * crate::counters::KEYS_PER_STEP
+            + modules.len() * crate::counters::KEYS_PER_MODULE;
         let room = counters.capacity() / 4 * 3;
         if needed > room {
             return Err(Error::new(ErrorKind::Capacity, format!(
@@ -457,6 +470,10 @@ impl Config {
     pub fn attach(&self, counters: CounterTable<'static>, windows: WindowTable<'static>) {
         let _ = self.shared.set(counters);
         let _ = self.windows.set(windows);
+        let (counters, windows) = (
+            crate::shared::interned_counters(counters),
+            crate::shared::interned_windows(windows),
+        );
         for step in self.zones.iter().flat_map(|z| &z.steps) {
             step.counters.share(counters);
             let _ = step.windows.set(windows);
@@ -468,6 +485,31 @@ impl Config {
     pub fn flush_counts(&self, now_secs: u64) {
         for step in self.zones.iter().flat_map(|z| &z.steps) {
             step.counters.flush(now_secs);
+        }
+    }
+
+    /// The modules this configuration uses, each once, in the order they
+    /// first appear.
+    pub fn module_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = Vec::new();
+        for step in self.zones.iter().flat_map(|z| &z.steps) {
+            if !names.contains(&step.module_name) {
+                names.push(step.module_name);
+            }
+        }
+        names
+    }
+
+    /// A module's latency histogram for one implementation (empty without
+    /// a shared table).
+    pub fn module_latency(&self, module: &str, imp: crate::Impl) -> crate::counters::Latency {
+        match self.shared.get() {
+            Some(t) => crate::counters::module_latency(t, module, imp),
+            None => crate::counters::Latency {
+                sum_secs: 0.0,
+                count: 0,
+                buckets: Vec::new(),
+            },
         }
     }
 
@@ -679,7 +721,12 @@ fn parse_zone(host: &str, raw: &RawValue) -> Result<Zone, InZone> {
     }
     Ok(Zone {
         name: host.to_string(),
-        plan_json: serde_json::json!({ "zone": host, "steps": plan }).to_string(),
+        plan: lz4_flex::compress_prepend_size(
+            serde_json::json!({ "zone": host, "steps": plan })
+                .to_string()
+                .as_bytes(),
+        )
+        .into_boxed_slice(),
         steps,
     })
 }
@@ -727,16 +774,21 @@ fn parse_step(
             ));
         }
     }
+    let window_key = if sc.rollback.is_some() {
+        format!("rollback\0{host}\0{i}\0{}\0", factory.name()).into_bytes()
+    } else {
+        Vec::new()
+    };
     let step = Step {
         module_name: factory.name(),
         mode: sc.mode,
-        canary,
-        rollback: sc.rollback,
+        canary: canary.map(Box::new),
+        rollback: sc.rollback.map(Box::new),
         on_failure,
         module,
         counters: Counters::new(host, i, factory.name()),
         windows: OnceLock::new(),
-        window_key: format!("rollback\0{host}\0{i}\0{}\0", factory.name()).into_bytes(),
+        window_key: window_key.into_boxed_slice(),
     };
     Ok((step, plan))
 }

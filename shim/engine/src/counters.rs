@@ -95,7 +95,7 @@ pub struct Counters {
     /// ones that counted nothing.
     dirty: AtomicBool,
     local_kill: AtomicU64,
-    shared: OnceLock<CounterTable<'static>>,
+    shared: OnceLock<&'static CounterTable<'static>>,
 }
 
 impl Drop for Counters {
@@ -157,8 +157,14 @@ impl Impl {
 pub const LATENCY_BUCKETS_US: [u64; 11] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
 
 /// Counters one step may use in the shared table: one per [`Count`], and
-/// per implementation a latency bucket each, +Inf and the sum.
-pub const KEYS_PER_STEP: usize = Count::ALL.len() + 2 * (LATENCY_BUCKETS_US.len() + 2);
+/// per implementation the time its sampled calls took and how many.
+pub const KEYS_PER_STEP: usize = Count::ALL.len() + 2 * 2;
+
+/// Counters each module uses in the shared table beyond its steps': per
+/// implementation, its latency histogram (the buckets, +Inf and the sum,
+/// summed over its zones), and its per-minute series.
+pub const KEYS_PER_MODULE: usize =
+    2 * (LATENCY_BUCKETS_US.len() + 2) + SERVED.len() * SERIES_MINUTES as usize;
 
 /// Minutes a module's time series keeps (a ring of per-minute counts, per
 /// module, summed over its zones and every worker).
@@ -213,6 +219,32 @@ pub fn series(
         .collect()
 }
 
+fn latency_key(base: u64, imp: Impl, slot: u64) -> u64 {
+    const LATENCY: u64 = 0x6C61_7465_6E63_7900; // "latency"
+    mix(base ^ LATENCY ^ (u64::from(imp as u8) << 48) ^ slot.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// A module's latency histogram for one implementation, summed over its
+/// zones and every worker.
+pub fn module_latency(table: &CounterTable<'_>, module: &str, imp: Impl) -> Latency {
+    let base = series_base(module);
+    let mut buckets = Vec::with_capacity(LATENCY_BUCKETS_US.len() + 1);
+    let mut count = 0;
+    for (i, &b) in LATENCY_BUCKETS_US.iter().enumerate() {
+        let n = table.get(latency_key(base, imp, i as u64));
+        count += n;
+        buckets.push((b as f64 / 1e6, n));
+    }
+    let n = table.get(latency_key(base, imp, LATENCY_BUCKETS_US.len() as u64));
+    count += n;
+    buckets.push((f64::INFINITY, n));
+    Latency {
+        sum_secs: table.get(latency_key(base, imp, u64::MAX)) as f64 / 1e9,
+        count,
+        buckets,
+    }
+}
+
 /// A latency histogram as Prometheus wants it: sum (seconds), count, and
 /// per-bucket (upper bound in seconds, count) pairs, the last +Inf.
 pub struct Latency {
@@ -249,7 +281,7 @@ impl Counters {
     }
 
     /// Counts in `table` from now on.
-    pub fn share(&self, table: CounterTable<'static>) {
+    pub fn share(&self, table: &'static CounterTable<'static>) {
         let _ = self.shared.set(table);
     }
 
@@ -325,52 +357,38 @@ impl Counters {
         }
     }
 
-    fn latency_key(&self, imp: Impl, slot: u64) -> u64 {
-        const LATENCY: u64 = 0x6C61_7465_6E63_7900; // "latency"
-        mix(self.key
-            ^ LATENCY
-            ^ (u64::from(imp as u8) << 48)
-            ^ slot.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    /// A step's total sampled time (`which` 0) and sample count (1).
+    fn step_latency_key(&self, imp: Impl, which: u64) -> u64 {
+        latency_key(self.key, imp, which)
     }
 
-    /// Records how long one implementation took at this step (shared
+    /// Records how long one implementation took at this step: in the
+    /// step's total and count, and in its module's histogram (shared
     /// memory only: without it, latencies are not kept).
     pub fn observe(&self, imp: Impl, nanos: u64) {
         let Some(t) = self.shared.get() else {
             return;
         };
+        t.add(self.step_latency_key(imp, 0), nanos);
+        t.add(self.step_latency_key(imp, 1), 1);
         let micros = nanos / 1000;
         let bucket = LATENCY_BUCKETS_US
             .iter()
             .position(|&b| micros <= b)
             .unwrap_or(LATENCY_BUCKETS_US.len());
-        t.add(self.latency_key(imp, bucket as u64), 1);
-        t.add(self.latency_key(imp, u64::MAX), nanos);
+        t.add(latency_key(self.series_base, imp, bucket as u64), 1);
+        t.add(latency_key(self.series_base, imp, u64::MAX), nanos);
     }
 
-    pub fn latency(&self, imp: Impl) -> Latency {
-        let Some(t) = self.shared.get() else {
-            return Latency {
-                sum_secs: 0.0,
-                count: 0,
-                buckets: Vec::new(),
-            };
-        };
-        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS_US.len() + 1);
-        let mut count = 0;
-        for (i, &b) in LATENCY_BUCKETS_US.iter().enumerate() {
-            let n = t.get(self.latency_key(imp, i as u64));
-            count += n;
-            buckets.push((b as f64 / 1e6, n));
-        }
-        let n = t.get(self.latency_key(imp, LATENCY_BUCKETS_US.len() as u64));
-        count += n;
-        buckets.push((f64::INFINITY, n));
-        Latency {
-            sum_secs: t.get(self.latency_key(imp, u64::MAX)) as f64 / 1e9,
-            count,
-            buckets,
-        }
+    /// The time one implementation's sampled calls took at this step, in
+    /// seconds, and how many were sampled.
+    pub fn latency(&self, imp: Impl) -> (f64, u64) {
+        self.shared.get().map_or((0.0, 0), |t| {
+            (
+                t.get(self.step_latency_key(imp, 0)) as f64 / 1e9,
+                t.get(self.step_latency_key(imp, 1)),
+            )
+        })
     }
 
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
@@ -380,11 +398,11 @@ impl Counters {
             .collect();
         m.insert("killed".into(), (self.kill() as u64).into());
         for imp in [Impl::Lua, Impl::Rust] {
-            let l = self.latency(imp);
-            let mean_us = if l.count == 0 {
+            let (sum_secs, count) = self.latency(imp);
+            let mean_us = if count == 0 {
                 0.0
             } else {
-                l.sum_secs * 1e6 / l.count as f64
+                sum_secs * 1e6 / count as f64
             };
             m.insert(format!("{}_mean_us", imp.name()), mean_us.into());
         }
@@ -397,8 +415,10 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
 
-    fn leaked(words: usize) -> CounterTable<'static> {
-        CounterTable::new(Box::leak((0..words).map(|_| AtomicU64::new(0)).collect()))
+    fn leaked(words: usize) -> &'static CounterTable<'static> {
+        crate::shared::interned_counters(CounterTable::new(Box::leak(
+            (0..words).map(|_| AtomicU64::new(0)).collect(),
+        )))
     }
 
     #[test]

@@ -59,6 +59,44 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Each step's sampled time and sample count, per implementation: its
+    /// mean where the module's histogram has the distribution.
+    fn step_latency(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, seconds) in [
+            (
+                "graft_step_latency_seconds",
+                "Time one implementation took to decide at a step, over its sampled calls.",
+                true,
+            ),
+            (
+                "graft_step_latency_samples",
+                "Calls whose time was sampled at a step (one in 32).",
+                false,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (zone, step) in self.steps() {
+                for imp in [Impl::Lua, Impl::Rust] {
+                    let (sum_secs, count) = step.counters.latency(imp);
+                    let labels = [
+                        ("zone", zone),
+                        ("module", step.module_name),
+                        ("impl", imp.name()),
+                    ];
+                    let encoder = family.encode_family(&labels)?;
+                    if seconds {
+                        ConstCounter::new(sum_secs).encode(encoder)?;
+                    } else {
+                        ConstCounter::new(count).encode(encoder)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A family of one series with no labels: a counter, or a gauge.
 fn single(
     encoder: &mut DescriptorEncoder,
@@ -96,23 +134,20 @@ impl Collector for Snapshot {
         )?;
         let mut family = encoder.encode_descriptor(
             "graft_latency_seconds",
-            "Time one implementation took to decide at a step, sampled one request in 8.",
+            "Time one implementation of a module took to decide, summed over its zones, sampled one call in 32.",
             None,
             MetricType::Histogram,
         )?;
-        for (zone, step) in self.steps() {
+        for module in self.0.module_names() {
             for imp in [Impl::Lua, Impl::Rust] {
-                let l = step.counters.latency(imp);
-                let labels = [
-                    ("zone", zone),
-                    ("module", step.module_name),
-                    ("impl", imp.name()),
-                ];
+                let l = self.0.module_latency(module, imp);
+                let labels = [("module", module), ("impl", imp.name())];
                 family
                     .encode_family(&labels)?
                     .encode_histogram::<NoLabels>(l.sum_secs, l.count, &l.buckets, None)?;
             }
         }
+        self.step_latency(&mut encoder)?;
         let mut family = encoder.encode_descriptor(
             "graft_module_killed",
             "1 when an operator's kill switch sends the module back to Lua, 2 when an automatic rollback did, else 0.",
@@ -209,6 +244,20 @@ mod tests {
             text.contains(
                 r#"graft_rust_outcomes_total{zone="a.test",module="probe",outcome="panic"} 0"#
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"graft_step_latency_samples_total{zone="a.test",module="probe",impl="rust"} 0"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"graft_latency_seconds_count{module="probe",impl="lua"} 0"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"graft_latency_seconds_count{zone="#),
             "{text}"
         );
         assert!(text.contains("# TYPE graft_requests counter"), "{text}");

@@ -272,6 +272,41 @@ pub struct CounterTable<'a> {
     counters: &'a [AtomicU64],
 }
 
+/// The one `&'static` copy of a table over memory mapped for the life of
+/// the process: steps hold this reference (8 bytes) rather than a copy of
+/// the table's bounds each. A process maps its tables once, so this keeps
+/// one copy per table, not one per configuration.
+pub fn interned_counters(t: CounterTable<'static>) -> &'static CounterTable<'static> {
+    static TABLES: std::sync::Mutex<Vec<&'static CounterTable<'static>>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&known) = tables
+        .iter()
+        .find(|k| std::ptr::eq(k.own.as_ptr(), t.own.as_ptr()))
+    {
+        return known;
+    }
+    let table: &'static CounterTable<'static> = Box::leak(Box::new(t));
+    tables.push(table);
+    table
+}
+
+/// As [`interned_counters`], for a window table.
+pub fn interned_windows(t: WindowTable<'static>) -> &'static WindowTable<'static> {
+    static TABLES: std::sync::Mutex<Vec<&'static WindowTable<'static>>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&known) = tables
+        .iter()
+        .find(|k| std::ptr::eq(k.own.as_ptr(), t.own.as_ptr()))
+    {
+        return known;
+    }
+    let table: &'static WindowTable<'static> = Box::leak(Box::new(t));
+    tables.push(table);
+    table
+}
+
 const THROWN: usize = 0;
 const LOST: usize = 1;
 /// One pair in this many, after the table's own, is kill switches' room.

@@ -375,7 +375,7 @@ pub unsafe extern "C" fn graft_ffi_plan(
             return GRAFT_ERROR;
         };
         // SAFETY: `buf` is writable for `*len` bytes (# Safety).
-        unsafe { copy_out(zone.plan_json.as_bytes(), buf, len) }
+        unsafe { copy_out(zone.plan_json().as_bytes(), buf, len) }
     })
 }
 
@@ -805,7 +805,7 @@ pub unsafe extern "C" fn graft_ffi_plans(
         };
         match config.zones.get(zone) {
             // SAFETY: `buf` is writable for `*len` bytes (# Safety).
-            Some(z) => unsafe { copy_out(z.plan_json.as_bytes(), buf, len) },
+            Some(z) => unsafe { copy_out(z.plan_json().as_bytes(), buf, len) },
             None => GRAFT_DONE,
         }
     })

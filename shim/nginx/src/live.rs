@@ -377,10 +377,11 @@ extern "C" {
 }
 
 /// The step counters and kill switches every worker shares, unless
-/// `graft_shared_memory` says otherwise: 64 MiB, room for about 3.9
-/// million counters (36 a step: 80,000 steps within three quarters) and
-/// 260,000 kill switches. Pages are only used when touched.
-const DEFAULT_COUNTER_BYTES: usize = 64 << 20;
+/// `graft_shared_memory` says otherwise: 32 MiB, room for about 1.97
+/// million counters (14 a step: about 100,000 steps within three
+/// quarters, about 320 bytes a step) and 130,000 kill switches. Pages are
+/// only used when touched.
+const DEFAULT_COUNTER_BYTES: usize = 32 << 20;
 /// The window table (rate limits, rollback windows): 4 MiB, 520,000
 /// slots.
 const DEFAULT_WINDOW_BYTES: usize = 4 << 20;

@@ -30,7 +30,7 @@ fn loads_zones_in_order_and_finds_them_by_host() {
     assert_eq!(names, [("redirects", Mode::Rust), ("probe", Mode::Shadow)]);
     let other = &c.zones[c.zone_index(b"other.org").unwrap()];
     assert_eq!(other.name, "*");
-    let plan: serde_json::Value = serde_json::from_str(&z.plan_json).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&z.plan_json()).unwrap();
     assert_eq!(plan["steps"][1]["config"]["panic_on"], "/boom");
     assert_eq!(plan["steps"][0]["mode"], "rust");
 }
