@@ -11,7 +11,10 @@
 //! markdown table (and ratios to plain nginx and to the Lua pipeline) and
 //! an SVG chart, under target/graft-bench/.
 //!
-//!     graft-bench [--rounds N] [--seconds S]
+//! And how cost grows with WAF rules, bulk redirects and zones, Lua
+//! against native (`--scaling-only` measures only that).
+//!
+//!     graft-bench [--rounds N] [--seconds S] [--scaling-only]
 use std::io::{Read, Write};
 
 use std::net::TcpStream;
@@ -58,6 +61,15 @@ impl Variant {
             Variant::Shadow => "shadow",
         }
     }
+    /// What the pages' location runs.
+    fn pipeline(self) -> &'static str {
+        match self {
+            Variant::Plain => "",
+            Variant::Native => "graft_native on;",
+            _ => "access_by_lua_block { require(\"graft\").access() }\n            header_filter_by_lua_block { require(\"graft\").header_filter() }",
+        }
+    }
+
     fn mode(self) -> Option<&'static str> {
         match self {
             Variant::Plain => None,
@@ -75,12 +87,12 @@ struct Server {
 
 impl Server {
     fn start(variant: Variant, config: Option<&Value>, tag: &str) -> Server {
-        let pipeline = match variant {
-            Variant::Plain => "",
-            Variant::Native => "graft_native on;",
-            _ => "access_by_lua_block { require(\"graft\").access() }\n            header_filter_by_lua_block { require(\"graft\").header_filter() }",
-        };
-        Server::start_with(&format!("{tag}-{}", variant.slug()), config, "", pipeline)
+        Server::start_with(
+            &format!("{tag}-{}", variant.slug()),
+            config,
+            "",
+            variant.pipeline(),
+        )
     }
 
     /// A server named `name`: graft's file `config` (if any), `http` more
@@ -108,15 +120,13 @@ impl Server {
             .status();
         graft_tests::lay_out_prefix(&prefix);
         let port = graft_tests::free_port();
-        let mut graft_config = match config {
-            Some(c) => {
-                let path = prefix.join("graft.json");
-                std::fs::write(&path, c.to_string()).unwrap();
-                format!("graft_config {};", path.display())
-            }
-            None => String::new(),
-        };
-        graft_config.push_str(http);
+        // `http` first: graft_shared_memory must come before graft_config.
+        let mut graft_config = http.to_string();
+        if let Some(c) = config {
+            let path = prefix.join("graft.json");
+            std::fs::write(&path, c.to_string()).unwrap();
+            graft_config.push_str(&format!("\n    graft_config {};", path.display()));
+        }
         let conf = std::fs::read_to_string(root().join("nginx/bench.conf.in"))
             .unwrap()
             .replace("@GRAFT_MODULE@", module_path().to_str().unwrap())
@@ -137,7 +147,8 @@ impl Server {
                 .args(["-e", prefix.join("error.log").to_str().unwrap()]),
         );
         let server = Server { prefix, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A Lua pipeline with 100,000 zones checks every zone's plan at start.
+        let deadline = Instant::now() + Duration::from_secs(300);
         while server.worker().is_none() || TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "nginx did not come up");
             std::thread::sleep(Duration::from_millis(20));
@@ -372,15 +383,25 @@ fn machine() -> String {
 }
 
 fn main() {
-    let (rounds, seconds) = parse_args();
+    let (rounds, seconds, scaling_only) = parse_args();
     let out_dir = root().join("target/graft-bench");
     std::fs::create_dir_all(&out_dir).unwrap();
+    if scaling_only {
+        let machine = machine();
+        let scaling = measure_scaling(&out_dir, seconds.min(2));
+        let md = format!("Machine: {machine}.\n{}", scaling_table(&scaling));
+        std::fs::write(out_dir.join("scaling.md"), &md).unwrap();
+        scaling_chart(&out_dir.join("scaling.svg"), &scaling, &machine);
+        println!("{md}");
+        return;
+    }
     let script = wrk_script(&out_dir);
     let machine = machine();
     eprintln!("machine: {machine}");
     let (samples, calls) = measure_load(&script, rounds, seconds);
     let memory = measure_zones();
     let versus = measure_versus(&out_dir, rounds, seconds);
+    let scaling = measure_scaling(&out_dir, seconds.min(2));
     let medians: Vec<Sample> = samples.iter().map(|s| medians(s)).collect();
     let mut md = format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n");
     md.push_str(&table(&medians, &memory));
@@ -404,6 +425,7 @@ fn main() {
             g,
         ));
     }
+    md.push_str(&scaling_table(&scaling));
     md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
     std::fs::write(out_dir.join("results.md"), &md).unwrap();
     let mut json = results_json(&machine, (rounds, seconds), &medians, &memory, &calls);
@@ -415,6 +437,8 @@ fn main() {
                     "graft_own_cpu_us_per_req": g, "graft_vs_nginx": g / n })
         })
         .collect();
+    json["scaling"] = scaling.iter().map(Scale::to_json).collect();
+    scaling_chart(&out_dir.join("scaling.svg"), &scaling, &machine);
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap() + "\n",
@@ -425,10 +449,11 @@ fn main() {
     chart(&out_dir.join("bench.svg"), &rps, &cpu, &machine);
     println!("{md}");
     println!(
-        "written: {}, {} and {}",
+        "written: {}, {}, {} and {}",
         out_dir.join("results.md").display(),
         out_dir.join("results.json").display(),
-        out_dir.join("bench.svg").display()
+        out_dir.join("bench.svg").display(),
+        out_dir.join("scaling.svg").display()
     );
 }
 
@@ -478,20 +503,21 @@ fn results_json(
 }
 
 /// `--rounds N --seconds S`.
-fn parse_args() -> (usize, u64) {
+fn parse_args() -> (usize, u64, bool) {
     let mut args = std::env::args().skip(1);
-    let (mut rounds, mut seconds) = (3usize, 5u64);
+    let (mut rounds, mut seconds, mut scaling_only) = (3usize, 5u64, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
             "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(seconds),
+            "--scaling-only" => scaling_only = true,
             _ => {
-                eprintln!("usage: graft-bench [--rounds N] [--seconds S]");
+                eprintln!("usage: graft-bench [--rounds N] [--seconds S] [--scaling-only]");
                 std::process::exit(2);
             }
         }
     }
-    (rounds, seconds)
+    (rounds, seconds, scaling_only)
 }
 
 /// Throughput, CPU and latency: every variant up at once, runs
@@ -561,7 +587,18 @@ fn measure_zones() -> Vec<(Variant, u64, f64)> {
     for &v in &VARIANTS {
         let config = v.mode().map(many_zones);
         let started = Instant::now();
-        let s = Server::start(v, config.as_ref(), "zones");
+        // 50,000 steps: the counter table sized as the README says, about
+        // 320 bytes a step.
+        let s = Server::start_with(
+            &format!("zones-{}", v.slug()),
+            config.as_ref(),
+            if v == Variant::Plain {
+                ""
+            } else {
+                "graft_shared_memory 16m;"
+            },
+            v.pipeline(),
+        );
         let start_secs = started.elapsed().as_secs_f64();
         if v != Variant::Plain {
             // Every zone once, so the Lua side builds every zone's plan too.
@@ -781,6 +818,310 @@ fn chart(path: &Path, rps: &[f64], cpu: &[f64], machine: &str) {
                 bar
             }))
             .unwrap();
+    }
+    root_area.titled(machine, ("sans-serif", 10)).ok();
+    root_area.present().unwrap();
+}
+
+/// The dimensions a user sizing graft asks about, and their sizes.
+const SERIES: [(&str, &[usize]); 3] = [
+    ("WAF rules in a zone", &[10, 100, 1_000]),
+    ("bulk redirects in a zone", &[10, 1_000, 100_000, 1_000_000]),
+    ("zones", &[10, 1_000, 10_000, 100_000]),
+];
+
+/// One implementation at one point of a series.
+struct Point {
+    /// Worker CPU per request above plain nginx's, on the same requests.
+    cpu_us: f64,
+    rss_kib: u64,
+    start_s: f64,
+}
+
+/// One point of a series: the Lua pipeline and the native one.
+struct Scale {
+    series: &'static str,
+    size: usize,
+    lua: Point,
+    native: Point,
+}
+
+impl Scale {
+    fn to_json(&self) -> Value {
+        let point = |p: &Point| json!({ "own_cpu_us_per_req": p.cpu_us, "rss_kib": p.rss_kib, "start_s": p.start_s });
+        json!({ "series": self.series, "size": self.size,
+                "lua": point(&self.lua), "native": point(&self.native),
+                "native_vs_lua_cpu": self.native.cpu_us / self.lua.cpu_us,
+                "native_vs_lua_rss": self.native.rss_kib as f64 / self.lua.rss_kib as f64 })
+    }
+}
+
+/// A series' configuration at `size` in `mode`, the paths its requests
+/// take (every zone's requests go to `zone{i}.example` for i below the
+/// third figure), and how many steps it has.
+fn scaling_config(series: &str, size: usize, mode: &str) -> (Value, Vec<String>, usize, usize) {
+    let one_zone = |modules: Value| json!({ "zones": { "*": { "modules": modules } } });
+    match series {
+        "WAF rules in a zone" => {
+            // Half prefix rules on the path, then half equality rules on
+            // one header (a run the WAF folds into one lookup); the
+            // requests match none, so every rule is tried.
+            let rules: Vec<Value> = (0..size)
+                .map(|r| {
+                    if r < size / 2 {
+                        json!({ "id": format!("p{r}"), "action": "block",
+                                "when": { "field": "path", "op": "prefix", "value": format!("/blocked/{r}/") } })
+                    } else {
+                        json!({ "id": format!("t{r}"), "action": "block",
+                                "when": { "field": "header:x-tenant", "op": "equals", "value": format!("banned-{r}") } })
+                    }
+                })
+                .collect();
+            let config = one_zone(json!([
+                { "module": "waf", "mode": mode, "config": { "rules": rules } }
+            ]));
+            (config, vec!["/index.html".into()], 1, 1)
+        }
+        "bulk redirects in a zone" => {
+            let map: serde_json::Map<String, Value> = (0..size)
+                .map(|i| (format!("/old/{i}"), json!(format!("/new/{i}"))))
+                .collect();
+            let config = one_zone(json!([
+                { "module": "redirects", "mode": mode, "config": { "bulk": { "map": map } } }
+            ]));
+            // Half the requests redirected, half not.
+            let mut paths: Vec<String> = (0..50)
+                .map(|k| format!("/old/{}", (k * 7919) % size))
+                .collect();
+            paths.extend((0..50).map(|_| "/index.html".to_string()));
+            (config, paths, 1, 1)
+        }
+        _ => {
+            let mut zones = serde_json::Map::new();
+            for i in 0..size {
+                let rules: Vec<Value> = (0..10)
+                    .map(|r| json!({ "id": format!("r{r}"), "action": "block",
+                                     "when": { "field": "path", "op": "prefix", "value": format!("/blocked/{i}/{r}") } }))
+                    .collect();
+                let redirects: Vec<Value> = (0..10)
+                    .map(|r| json!({ "from": format!("/old/{r}"), "to": format!("/new/{i}/{r}") }))
+                    .collect();
+                zones.insert(
+                    format!("zone{i}.example"),
+                    json!({ "modules": [
+                        { "module": "url_normalize", "mode": mode },
+                        { "module": "ip_access", "mode": mode, "config": { "deny": [format!("10.{}.{}.0/24", (i / 256) % 256, i % 256)] } },
+                        { "module": "waf", "mode": mode, "config": { "rules": rules, "signatures": ["sql_injection"] } },
+                        { "module": "redirects", "mode": mode, "config": { "rules": redirects } },
+                        { "module": "headers", "mode": mode, "config": { "rules": [ { "response": [ { "set": "X-Zone", "value": format!("z{i}") } ] } ] } },
+                    ] }),
+                );
+            }
+            (
+                json!({ "zones": zones }),
+                vec!["/index.html".into()],
+                size.min(100),
+                5 * size,
+            )
+        }
+    }
+}
+
+/// A wrk script sending `paths` round robin over `hosts` hosts.
+fn scaling_script(dir: &Path, paths: &[String], hosts: usize, named_zones: bool) -> PathBuf {
+    let host_list: Vec<String> = (0..hosts)
+        .map(|i| {
+            if named_zones {
+                format!("\"zone{i}.example\"")
+            } else {
+                "\"localhost\"".to_string()
+            }
+        })
+        .collect();
+    let path_list: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
+    let script = format!(
+        "local hosts = {{ {} }}\nlocal paths = {{ {} }}\nlocal i = 0\n\
+         request = function()\n  i = i + 1\n  \
+         return wrk.format(\"GET\", paths[i % #paths + 1], {{ [\"Host\"] = hosts[i % #hosts + 1] }})\nend\n",
+        host_list.join(", "),
+        path_list.join(", ")
+    );
+    let path = dir.join("scaling.lua");
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+/// How cost grows: for each series and size, the Lua pipeline and the
+/// native one, each in its own nginx with graft's counter table sized as
+/// the README says (about 320 bytes a step): CPU per request above plain
+/// nginx's on the same requests (runs alternating), worker RSS after every
+/// zone has served a request, and the time from starting nginx to its
+/// first answer.
+fn measure_scaling(dir: &Path, seconds: u64) -> Vec<Scale> {
+    let plain = Server::start_with("scaling-plain", None, "", "");
+    let mut out = Vec::new();
+    for (series, sizes) in SERIES {
+        for &size in sizes {
+            let named = series == "zones";
+            let (_, paths, hosts, steps) = scaling_config(series, size, "lua");
+            let script = scaling_script(dir, &paths, hosts, named);
+            let counters_mib = (steps * 320).div_ceil(1 << 20).max(1);
+            let http = format!("graft_shared_memory {counters_mib}m;");
+            let mut points = Vec::new();
+            let mut servers = Vec::new();
+            for (mode, location) in [
+                ("lua", Variant::Lua.pipeline()),
+                ("rust", Variant::Native.pipeline()),
+            ] {
+                let (config, ..) = scaling_config(series, size, mode);
+                let started = Instant::now();
+                // graft_shared_memory goes before graft_config.
+                let s =
+                    Server::start_with(&format!("scaling-{mode}"), Some(&config), &http, location);
+                let start_s = started.elapsed().as_secs_f64();
+                if named {
+                    // Every zone once, so the Lua side builds every plan.
+                    touch_every_zone(&s, size);
+                }
+                let (status, _) = s.get(
+                    if named { "zone0.example" } else { "localhost" },
+                    "/index.html",
+                );
+                assert_eq!(
+                    status, 200,
+                    "{series} {size} {mode}: /index.html answered {status}"
+                );
+                run_wrk(&s, &script, 1);
+                servers.push((s, start_s));
+            }
+            let mut cpu: [Vec<f64>; 3] = Default::default();
+            for _ in 0..2 {
+                cpu[0].push(run_wrk(&plain, &script, seconds).cpu_us_per_req);
+                for (k, (s, _)) in servers.iter().enumerate() {
+                    cpu[k + 1].push(run_wrk(s, &script, seconds).cpu_us_per_req);
+                }
+            }
+            let [p, l, n] = cpu.map(median);
+            for (k, (s, start_s)) in servers.iter().enumerate() {
+                points.push(Point {
+                    cpu_us: [l, n][k] - p,
+                    rss_kib: s.worker_rss_kib(),
+                    start_s: *start_s,
+                });
+            }
+            let native = points.pop().unwrap();
+            let lua = points.pop().unwrap();
+            eprintln!(
+                "{series} {size}: CPU above plain Lua {:.2} µs, native {:.2} µs; RSS Lua {} MiB, native {} MiB; start Lua {:.1} s, native {:.1} s",
+                lua.cpu_us, native.cpu_us, lua.rss_kib / 1024, native.rss_kib / 1024, lua.start_s, native.start_s
+            );
+            drop(servers);
+            out.push(Scale {
+                series,
+                size,
+                lua,
+                native,
+            });
+        }
+    }
+    out
+}
+
+/// One request to each of `size` zones, from four threads.
+fn touch_every_zone(s: &Server, size: usize) {
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            scope.spawn(move || {
+                for i in (t..size).step_by(4) {
+                    s.get(&format!("zone{i}.example"), "/index.html");
+                }
+            });
+        }
+    });
+}
+
+fn scaling_table(scaling: &[Scale]) -> String {
+    let mut md = String::from("\nHow cost grows (graft's counter table sized at about 320 bytes a step, as the README says). CPU per request above plain nginx's on the same requests; RSS of the one worker after every zone served a request; start: from starting nginx to its first answer.\n\n| series | size | Lua µs/req | native µs/req | native / Lua | Lua RSS MiB | native RSS MiB | native / Lua | Lua start s | native start s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for p in scaling {
+        let cpu_ratio = if p.lua.cpu_us >= 0.25 {
+            format!("{:.2}", p.native.cpu_us / p.lua.cpu_us)
+        } else {
+            "within noise".into()
+        };
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {cpu_ratio} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |\n",
+            p.series,
+            p.size,
+            p.lua.cpu_us,
+            p.native.cpu_us,
+            p.lua.rss_kib as f64 / 1024.0,
+            p.native.rss_kib as f64 / 1024.0,
+            p.native.rss_kib as f64 / p.lua.rss_kib as f64,
+            p.lua.start_s,
+            p.native.start_s,
+        ));
+    }
+    md
+}
+
+/// Per series, CPU per request and RSS against size (log scale), Lua and
+/// native.
+fn scaling_chart(path: &Path, scaling: &[Scale], machine: &str) {
+    use plotters::prelude::*;
+    let root_area = SVGBackend::new(path, (1200, 640)).into_drawing_area();
+    root_area.fill(&WHITE).unwrap();
+    let rows = root_area.split_evenly((2, SERIES.len()));
+    for (col, (series, _)) in SERIES.iter().enumerate() {
+        let points: Vec<&Scale> = scaling.iter().filter(|p| p.series == *series).collect();
+        let (min_x, max_x) = (
+            points.iter().map(|p| p.size).min().unwrap_or(1) as f64,
+            points.iter().map(|p| p.size).max().unwrap_or(10) as f64,
+        );
+        for (row, (what, of)) in [
+            (
+                "CPU µs/req above plain",
+                (|p: &Point| p.cpu_us) as fn(&Point) -> f64,
+            ),
+            ("worker RSS MiB", |p: &Point| p.rss_kib as f64 / 1024.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let area = &rows[row * SERIES.len() + col];
+            let max_y = points
+                .iter()
+                .flat_map(|p| [of(&p.lua), of(&p.native)])
+                .fold(0.0, f64::max)
+                * 1.15
+                + 0.1;
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("{series}: {what}"), ("sans-serif", 13))
+                .margin(10)
+                .x_label_area_size(28)
+                .y_label_area_size(50)
+                .build_cartesian_2d((min_x..max_x).log_scale(), 0.0..max_y)
+                .unwrap();
+            chart.configure_mesh().draw().unwrap();
+            for (name, color, pick) in [
+                ("Lua", RED, (|p: &Scale| &p.lua) as fn(&Scale) -> &Point),
+                ("native", BLUE, |p: &Scale| &p.native),
+            ] {
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().map(|p| (p.size as f64, of(pick(p)))),
+                        color.stroke_width(2),
+                    ))
+                    .unwrap()
+                    .label(name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .unwrap();
+        }
     }
     root_area.titled(machine, ("sans-serif", 10)).ok();
     root_area.present().unwrap();
