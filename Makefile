@@ -89,7 +89,8 @@ diff: build ## Replay the shipped corpus through Lua and Rust and show every dif
 corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
 	cargo run --release -q -p graft-tests --bin graft-corpus -- tests/corpus 10000
 
-bench: build ## Measure every variant with wrk on loopback (about 6 minutes); writes target/graft-bench/
+bench: build ## Measure every variant with wrk and callgrind on loopback (about 15 minutes); writes target/graft-bench/
+	@command -v valgrind >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q valgrind; }
 	cargo run --release -q -p graft-tests --bin graft-bench -- --rounds 3 --seconds 5
 	cargo bench -q $(BENCH_CRATES)
 

@@ -129,7 +129,7 @@ impl RateLimit {
 impl Module for RateLimit {
     fn on_request(&self, req: &dyn RequestView, ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
-        let mut key = Vec::new();
+        let mut key = Vec::with_capacity(128);
         for limit in &self.limits {
             if !limit.when.as_ref().is_none_or(|c| c.eval(&subject)) {
                 continue;
@@ -140,8 +140,11 @@ impl Module for RateLimit {
             key.extend_from_slice(limit.name.as_bytes());
             key.push(0);
             match &limit.key {
+                // The address's own bytes (4 or 16: the two families
+                // never share a key), not its text.
                 Key::Client => match req.client_addr() {
-                    Some(ip) => key.extend_from_slice(ip.to_string().as_bytes()),
+                    Some(std::net::IpAddr::V4(ip)) => key.extend_from_slice(&ip.octets()),
+                    Some(std::net::IpAddr::V6(ip)) => key.extend_from_slice(&ip.octets()),
                     None => continue,
                 },
                 Key::Header(name) => match req.header(name) {

@@ -12,9 +12,10 @@
 //! an SVG chart, under target/graft-bench/.
 //!
 //! And how cost grows with WAF rules, bulk redirects and zones, Lua
-//! against native (`--scaling-only` measures only that).
+//! against native (`--only scaling`, or `--only versus` for the modules
+//! against nginx's own, measures one part alone).
 //!
-//!     graft-bench [--rounds N] [--seconds S] [--scaling-only]
+//!     graft-bench [--rounds N] [--seconds S] [--only scaling|versus]
 use std::io::{Read, Write};
 
 use std::net::TcpStream;
@@ -99,6 +100,28 @@ impl Server {
     /// directives of the http block, `location` those of the location
     /// serving the pages.
     fn start_with(name: &str, config: Option<&Value>, http: &str, location: &str) -> Server {
+        let server = Server::prepare(name, config, http, location);
+        graft_tests::run_ok(
+            Command::new("nginx")
+                .args([
+                    "-p",
+                    server.prefix.to_str().unwrap(),
+                    "-c",
+                    server.prefix.join("nginx.conf").to_str().unwrap(),
+                ])
+                .args(["-e", server.prefix.join("error.log").to_str().unwrap()]),
+        );
+        // A Lua pipeline with 100,000 zones checks every zone's plan at start.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while server.worker().is_none() || TcpStream::connect(("127.0.0.1", server.port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// The prefix and nginx.conf of `start_with`, nginx not started.
+    fn prepare(name: &str, config: Option<&Value>, http: &str, location: &str) -> Server {
         // Outside the clone, where nginx's workers (not root) can read.
         let prefix = std::env::temp_dir().join("graft-bench").join(name);
         let _ = std::fs::remove_dir_all(&prefix);
@@ -136,24 +159,71 @@ impl Server {
             .replace("@PIPELINE@", location)
             .replace("@PORT@", &port.to_string());
         std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-        graft_tests::run_ok(
-            Command::new("nginx")
-                .args([
-                    "-p",
-                    prefix.to_str().unwrap(),
-                    "-c",
-                    prefix.join("nginx.conf").to_str().unwrap(),
-                ])
-                .args(["-e", prefix.join("error.log").to_str().unwrap()]),
-        );
-        let server = Server { prefix, port };
-        // A Lua pipeline with 100,000 zones checks every zone's plan at start.
+        Server { prefix, port }
+    }
+
+    /// Instructions per request: this server's nginx run as one process
+    /// under callgrind, counting only while `n` page requests are served
+    /// after a warm-up. Unlike time, the count does not move with the
+    /// machine's load. `None` without valgrind.
+    fn instructions_per_request(&self, host: &str, path: &str, n: usize) -> Option<f64> {
+        let conf = std::fs::read_to_string(self.prefix.join("nginx.conf"))
+            .unwrap()
+            .replacen(
+                "worker_processes 1;",
+                "worker_processes 1;\nmaster_process off;\ndaemon off;",
+                1,
+            );
+        let cg_conf = self.prefix.join("callgrind.conf");
+        std::fs::write(&cg_conf, conf).unwrap();
+        let out = self.prefix.join("callgrind.out");
+        let _ = std::fs::remove_file(&out);
+        let mut child = Command::new("valgrind")
+            .args(["--tool=callgrind", "--instr-atstart=no"])
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .args(["nginx", "-p", self.prefix.to_str().unwrap(), "-c"])
+            .arg(&cg_conf)
+            .args(["-e", self.prefix.join("callgrind.log").to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
         let deadline = Instant::now() + Duration::from_secs(300);
-        while server.worker().is_none() || TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not come up");
-            std::thread::sleep(Duration::from_millis(20));
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        server
+        for _ in 0..50 {
+            self.get(host, path);
+        }
+        let control = |on: &str| {
+            Command::new("callgrind_control")
+                .args(["-i", on, &child.id().to_string()])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let counted = control("on") && {
+            for _ in 0..n {
+                self.get(host, path);
+            }
+            control("off")
+        };
+        let _ = Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let totals: f64 = std::fs::read_to_string(&out)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("totals:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        counted.then_some(totals / n as f64)
     }
 
     fn master(&self) -> Option<i32> {
@@ -383,15 +453,21 @@ fn machine() -> String {
 }
 
 fn main() {
-    let (rounds, seconds, scaling_only) = parse_args();
+    let (rounds, seconds, only) = parse_args();
     let out_dir = root().join("target/graft-bench");
     std::fs::create_dir_all(&out_dir).unwrap();
-    if scaling_only {
+    // One part alone, written to its own file.
+    if let Some(part) = only {
         let machine = machine();
-        let scaling = measure_scaling(&out_dir, seconds.min(2));
-        let md = format!("Machine: {machine}.\n{}", scaling_table(&scaling));
-        std::fs::write(out_dir.join("scaling.md"), &md).unwrap();
-        scaling_chart(&out_dir.join("scaling.svg"), &scaling, &machine);
+        let md = if part == "scaling" {
+            let scaling = measure_scaling(&out_dir, seconds.min(2));
+            scaling_chart(&out_dir.join("scaling.svg"), &scaling, &machine);
+            scaling_table(&scaling)
+        } else {
+            versus_table(&measure_versus(&out_dir, rounds, seconds))
+        };
+        let md = format!("Machine: {machine}.\n{md}");
+        std::fs::write(out_dir.join(format!("{part}.md")), &md).unwrap();
         println!("{md}");
         return;
     }
@@ -405,36 +481,22 @@ fn main() {
     let medians: Vec<Sample> = samples.iter().map(|s| medians(s)).collect();
     let mut md = format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n");
     md.push_str(&table(&medians, &memory));
-    md.push_str("\nEach module alone in the native pipeline against what nginx itself offers for the job, on the same page requests; CPU per request above plain nginx's (the same requests, no module):\n\n| job | nginx | nginx's own µs/req | graft | graft's own µs/req | graft / nginx |\n|---|---|---:|---|---:|---:|\n");
-    for (job, n, g) in &versus {
-        // Below a quarter of a microsecond, the difference of two medians
-        // is this machine's noise, not a cost: no ratio.
-        let ratio = if *n >= 0.25 {
-            format!("{:.2}", g / n)
-        } else {
-            "within noise".into()
-        };
-        md.push_str(&format!(
-            "| {} | {} | {:.2} | {} | {:.2} | {ratio} |\n",
-            job.job,
-            job.nginx,
-            n,
-            job.graft["zones"]["*"]["modules"][0]["module"]
-                .as_str()
-                .unwrap_or("?"),
-            g,
-        ));
-    }
+    md.push_str(&versus_table(&versus));
     md.push_str(&scaling_table(&scaling));
     md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
     std::fs::write(out_dir.join("results.md"), &md).unwrap();
     let mut json = results_json(&machine, (rounds, seconds), &medians, &memory, &calls);
     json["versus"] = versus
         .iter()
-        .map(|(job, n, g)| {
-            json!({ "job": job.job, "nginx": job.nginx, "nginx_own_cpu_us_per_req": n,
-                    "graft_module": job.graft["zones"]["*"]["modules"][0]["module"],
-                    "graft_own_cpu_us_per_req": g, "graft_vs_nginx": g / n })
+        .map(|v| {
+            json!({ "job": v.job.job, "nginx": v.job.nginx,
+                    "nginx_own_cpu_us_per_req": v.nginx_us,
+                    "graft_module": v.job.graft["zones"]["*"]["modules"][0]["module"],
+                    "graft_own_cpu_us_per_req": v.graft_us,
+                    "graft_vs_nginx": v.graft_us / v.nginx_us,
+                    "nginx_own_instructions_per_req": v.nginx_instructions,
+                    "graft_own_instructions_per_req": v.graft_instructions,
+                    "graft_vs_nginx_instructions": v.graft_instructions.zip(v.nginx_instructions).map(|(g, n)| g / n) })
         })
         .collect();
     json["scaling"] = scaling.iter().map(Scale::to_json).collect();
@@ -503,21 +565,21 @@ fn results_json(
 }
 
 /// `--rounds N --seconds S`.
-fn parse_args() -> (usize, u64, bool) {
+fn parse_args() -> (usize, u64, Option<String>) {
     let mut args = std::env::args().skip(1);
-    let (mut rounds, mut seconds, mut scaling_only) = (3usize, 5u64, false);
+    let (mut rounds, mut seconds, mut only) = (3usize, 5u64, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
             "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(seconds),
-            "--scaling-only" => scaling_only = true,
+            "--only" => only = args.next().filter(|o| o == "scaling" || o == "versus"),
             _ => {
-                eprintln!("usage: graft-bench [--rounds N] [--seconds S] [--scaling-only]");
+                eprintln!("usage: graft-bench [--rounds N] [--seconds S] [--only scaling|versus]");
                 std::process::exit(2);
             }
         }
     }
-    (rounds, seconds, scaling_only)
+    (rounds, seconds, only)
 }
 
 /// Throughput, CPU and latency: every variant up at once, runs
@@ -689,7 +751,20 @@ fn versus_jobs() -> Vec<Versus> {
 
 /// Each job by nginx's module and by graft's, against plain nginx, runs
 /// alternating: (job, nginx's module, nginx's own CPU µs/req, graft's).
-fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<(Versus, f64, f64)> {
+/// One job's result: each side's own cost above plain nginx's, in CPU
+/// time (medians under wrk) and in instructions (callgrind).
+struct VersusResult {
+    job: Versus,
+    nginx_us: f64,
+    graft_us: f64,
+    nginx_instructions: Option<f64>,
+    graft_instructions: Option<f64>,
+}
+
+/// Requests counted under callgrind, per server.
+const CALLGRIND_REQUESTS: usize = 400;
+
+fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<VersusResult> {
     let script = dir.join("page.lua");
     std::fs::write(
         &script,
@@ -697,6 +772,8 @@ fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<(Versus, f64, 
     )
     .unwrap();
     let plain = Server::start_with("versus-plain", None, "", "");
+    let plain_instructions = Server::prepare("versus-plain-cg", None, "", "")
+        .instructions_per_request("localhost", "/index.html", CALLGRIND_REQUESTS);
     let mut out = Vec::new();
     for (k, job) in versus_jobs().into_iter().enumerate() {
         let nginx = Server::start_with(
@@ -726,15 +803,77 @@ fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<(Versus, f64, 
             }
         }
         let [p, n, g] = cpu.map(median);
+        drop((nginx, graft));
+        let own = |name: &str, config: Option<&Value>, http: &str, location: &str| {
+            // The page requests wrk sends, which every job lets through.
+            let count = Server::prepare(name, config, http, location).instructions_per_request(
+                "localhost",
+                "/index.html",
+                CALLGRIND_REQUESTS,
+            );
+            Some(count? - plain_instructions?)
+        };
+        let nginx_instructions = own(
+            &format!("versus-{k}-nginx-cg"),
+            None,
+            &job.nginx_http,
+            &job.nginx_location,
+        );
+        let graft_instructions = own(
+            &format!("versus-{k}-graft-cg"),
+            Some(&job.graft),
+            "",
+            "graft_native on;",
+        );
         eprintln!(
-            "versus {}: nginx {:.2} µs, graft {:.2} µs above plain",
+            "versus {}: nginx {:.2} µs, graft {:.2} µs above plain; instructions nginx {nginx_instructions:?}, graft {graft_instructions:?}",
             job.job,
             n - p,
             g - p
         );
-        out.push((job, n - p, g - p));
+        out.push(VersusResult {
+            job,
+            nginx_us: n - p,
+            graft_us: g - p,
+            nginx_instructions,
+            graft_instructions,
+        });
     }
     out
+}
+
+/// Each module against nginx's own for the job: CPU time (noisy) and
+/// instructions (not), each above plain nginx's on the same requests.
+fn versus_table(versus: &[VersusResult]) -> String {
+    let mut md = String::from("\nEach module alone in the native pipeline against what nginx itself offers for the job, on the same page requests; each side's own cost above plain nginx's on the same requests, as CPU time under wrk (medians) and as instructions per request under callgrind (400 requests after a warm-up; the count does not move with the machine's load):\n\n| job | nginx | nginx's own µs/req | graft | graft's own µs/req | graft / nginx | nginx's own instructions/req | graft's own instructions/req | graft / nginx |\n|---|---|---:|---|---:|---:|---:|---:|---:|\n");
+    for v in versus {
+        // Below a quarter of a microsecond, the difference of two medians
+        // is this machine's noise, not a cost: no ratio.
+        let ratio = if v.nginx_us >= 0.25 {
+            format!("{:.2}", v.graft_us / v.nginx_us)
+        } else {
+            "within noise".into()
+        };
+        let count = |c: Option<f64>| c.map_or("-".into(), |c| format!("{c:.0}"));
+        let count_ratio = match (v.graft_instructions, v.nginx_instructions) {
+            (Some(g), Some(n)) if n >= 50.0 => format!("{:.2}", g / n),
+            (Some(_), Some(_)) => "nginx's cost is below 50".into(),
+            _ => "-".into(),
+        };
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {} | {:.2} | {ratio} | {} | {} | {count_ratio} |\n",
+            v.job.job,
+            v.job.nginx,
+            v.nginx_us,
+            v.job.graft["zones"]["*"]["modules"][0]["module"]
+                .as_str()
+                .unwrap_or("?"),
+            v.graft_us,
+            count(v.nginx_instructions),
+            count(v.graft_instructions),
+        ));
+    }
+    md
 }
 
 /// The results table: every variant against plain nginx and the Lua pipeline.
