@@ -1,6 +1,7 @@
 //! Header names and values that are safe to write: the only way to build a
 //! decision's headers, so a CR, LF or NUL can never reach the wire.
 use std::fmt;
+use std::sync::Arc;
 
 /// Why a header name or value was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +17,16 @@ impl fmt::Display for InvalidHeader {
 
 impl std::error::Error for InvalidHeader {}
 
-/// A header name: an RFC 9110 token, at most 256 bytes.
+/// A header name: an RFC 9110 token, at most 256 bytes. Shared, not
+/// copied, when cloned: a module's configured headers go into every
+/// request's decision without an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HeaderName(String);
+pub struct HeaderName(Arc<str>);
 
-/// A header value: no CR, LF, NUL or other control byte but tab, at most 8 KiB.
+/// A header value: no CR, LF, NUL or other control byte but tab, at most
+/// 8 KiB. Shared, not copied, when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HeaderValue(Vec<u8>);
+pub struct HeaderValue(Arc<[u8]>);
 
 pub const MAX_HEADER_NAME: usize = 256;
 pub const MAX_HEADER_VALUE: usize = 8192;
@@ -48,7 +52,7 @@ impl HeaderName {
                 reason: "header name has a character that is not allowed in a token",
             });
         }
-        Ok(HeaderName(name.to_string()))
+        Ok(HeaderName(Arc::from(name)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -69,7 +73,7 @@ impl HeaderValue {
                 reason: "header value has a CR, LF, NUL or other control character",
             });
         }
-        Ok(HeaderValue(value))
+        Ok(HeaderValue(Arc::from(value)))
     }
 
     pub fn as_bytes(&self) -> &[u8] {

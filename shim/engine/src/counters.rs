@@ -454,9 +454,9 @@ mod tests {
         assert_eq!(other.get(Count::Rust), 2, "flushed for every process");
         assert_eq!(a.get(Count::Rust), 2, "and not counted twice here");
         assert_eq!(other.get(Count::Decline), 1);
-        assert_eq!(series(&table, "waf", Count::Rust, 600, 1), vec![2]);
+        assert_eq!(series(table, "waf", Count::Rust, 600, 1), vec![2]);
         assert_eq!(
-            series(&table, "waf", Count::Decline, 600, 1),
+            series(table, "waf", Count::Decline, 600, 1),
             vec![0],
             "a decline serves nothing: no series"
         );

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use graft_contract::HeaderOp;
 use graft_engine::Config;
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add};
+use smallvec::SmallVec;
 
 // The record sits in graft's slot of r->ctx (`conf::ctx_slot`), and is
 // found again from the pool's cleanups after an internal redirect clears
@@ -29,7 +30,7 @@ pub struct RequestCtx {
     /// The zones the pipeline ran for, the current one last (it runs once
     /// per main request and zone: an internal redirect into a location
     /// scoped to another zone runs that zone's steps too).
-    pub ran_zones: Vec<usize>,
+    pub ran_zones: SmallVec<[usize; 2]>,
     /// The zone of the request's host, looked up once (main requests
     /// only): a step's edit of the Host header never moves the request to
     /// another zone's steps.
@@ -75,7 +76,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
         ctx.write(RequestCtx {
             config,
             pipeline: Pipeline::NotStarted,
-            ran_zones: Vec::new(),
+            ran_zones: SmallVec::new(),
             host_zone: None,
             resume_at: Some(0),
             fallback: false,

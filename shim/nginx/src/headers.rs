@@ -11,7 +11,7 @@ use std::ptr::{addr_of_mut, null_mut};
 
 use graft_contract::HeaderAction;
 use ngx::ffi::{
-    ngx_array_push, ngx_array_t, ngx_hash_key_lc, ngx_http_request_t, ngx_list_part_t,
+    ngx_array_push, ngx_array_t, ngx_hash_strlow, ngx_http_request_t, ngx_list_part_t,
     ngx_list_push, ngx_list_t, ngx_palloc, ngx_parse_http_time, ngx_pnalloc, ngx_pool_t, ngx_str_t,
     ngx_table_elt_t,
 };
@@ -41,18 +41,25 @@ pub fn push_header(
     value: &[u8],
 ) -> Option<*mut ngx_table_elt_t> {
     let key = pool_str(pool, name.as_bytes())?;
-    let lower = pool_str(pool, name.to_ascii_lowercase().as_bytes())?;
     let value = pool_str(pool, value)?;
-    // SAFETY: ngx_list_push returns a slot of the list's element type
-    // (ngx_table_elt_t for header lists) from the list's pool, or null.
+    // SAFETY: ngx_pnalloc returns `key.len` writable bytes from a live pool
+    // (or null), which ngx_hash_strlow fills with the lower-case copy of the
+    // key's `key.len` bytes; ngx_list_push returns a slot of the list's
+    // element type (ngx_table_elt_t for header lists) from the list's pool,
+    // or null.
     unsafe {
-        let h = (ngx_list_push(list) as *mut ngx_table_elt_t).as_mut()?;
+        let lower = ngx_pnalloc(pool, key.len.max(1)) as *mut u8;
+        if lower.is_null() {
+            return None;
+        }
         // nginx's hash of the lower-case name, as its parser sets it: a
         // proxy finds the headers it overrides by it.
-        h.hash = ngx_hash_key_lc(lower.data, lower.len).max(1);
+        let hash = ngx_hash_strlow(lower, key.data, key.len).max(1);
+        let h = (ngx_list_push(list) as *mut ngx_table_elt_t).as_mut()?;
+        h.hash = hash;
         h.key = key;
         h.value = value;
-        h.lowcase_key = lower.data;
+        h.lowcase_key = lower;
         Some(h)
     }
 }

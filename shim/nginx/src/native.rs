@@ -245,7 +245,12 @@ fn apply(r: &mut ngx_http_request_t, changes: Changes) -> Result<(), ()> {
     }
     if !changes.response_headers.is_empty() {
         if let Some(ctx) = ctx::existing(r) {
-            ctx.response_ops.extend(changes.response_headers);
+            if ctx.response_ops.is_empty() {
+                // The module's list itself: no copy, no allocation.
+                ctx.response_ops = changes.response_headers;
+            } else {
+                ctx.response_ops.extend(changes.response_headers);
+            }
         }
     }
     Ok(())
