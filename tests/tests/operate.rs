@@ -147,6 +147,28 @@ fn metrics_are_summed_over_workers_and_outlive_a_killed_worker() {
 /// request has its own connection: a keep-alive connection that an old
 /// worker closes at a reload races the client's next request on it (HTTP's
 /// race, not graft's), and would hide what this measures.
+#[test]
+fn what_a_worker_counted_outlives_its_exit_on_a_reload() {
+    // A worker counts in its own memory and adds to the shared table every
+    // 250 ms; one that leaves on a reload adds what it counted since then
+    // as it exits (graft's exit hook, and its configuration's drop with the
+    // cycle: without both, this count is 0). The reload comes a few
+    // milliseconds after the requests, well before the next tick.
+    let nginx = Nginx::start(&config());
+    for _ in 0..20 {
+        assert_eq!(nginx.get("localhost", "/old").status, 301);
+    }
+    nginx.reload();
+    let series = r#"graft_requests_total{zone="localhost",module="redirects",path="rust"}"#;
+    assert_eq!(
+        metric(&metrics(&nginx), series),
+        Some(20),
+        "{}",
+        metrics(&nginx)
+    );
+    nginx.assert_clean_log(&[]);
+}
+
 fn wrk(nginx: &Nginx, path: &str, seconds: u64) -> std::thread::JoinHandle<String> {
     let url = format!("http://127.0.0.1:{}{path}", nginx.port);
     std::thread::spawn(move || {

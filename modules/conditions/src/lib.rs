@@ -874,10 +874,11 @@ fn test(field: &Field, op: &Op, s: &Subject) -> bool {
             (_, Some(ip)) => op_matches(op, ip.to_string().as_bytes()),
             (_, None) => false,
         },
-        Field::Arg(name) => s.args().iter().any(|(n, v)| n == name && op_matches(op, v)),
+        Field::Arg(name) => s
+            .args()
+            .any(|(n, v)| n == name.as_slice() && op_matches(op, v)),
         Field::Args => s
             .args()
-            .iter()
             .any(|(n, v)| op_matches(op, n) || op_matches(op, v)),
         Field::Header(name) => {
             let mut hit = false;
@@ -924,10 +925,9 @@ fn for_each_value(field: &Field, s: &Subject, f: &mut dyn FnMut(&[u8])) {
         }
         Field::Arg(name) => s
             .args()
-            .iter()
-            .filter(|(n, _)| n == name)
+            .filter(|(n, _)| *n == name.as_slice())
             .for_each(|(_, v)| f(v)),
-        Field::Args => s.args().iter().for_each(|(n, v)| {
+        Field::Args => s.args().for_each(|(n, v)| {
             f(n);
             f(v);
         }),
@@ -952,7 +952,7 @@ pub struct EqualsIndex {
     field: Field,
     /// Each value, and the positions (ascending) of the conditions that
     /// compare the field with it.
-    by_value: std::collections::HashMap<Vec<u8>, Vec<usize>>,
+    by_value: hashbrown::HashMap<Vec<u8>, Vec<usize>>,
 }
 
 impl EqualsIndex {
@@ -991,7 +991,17 @@ impl EqualsIndex {
 /// decoded on first use, once.
 pub struct Subject<'a> {
     pub req: &'a dyn RequestView,
-    args: OnceCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    args: OnceCell<DecodedArgs>,
+}
+
+/// A request's query arguments, decoded: every name and value back to back
+/// in one buffer, with where each ends (a few allocations for them all,
+/// not two an argument).
+#[derive(Default)]
+struct DecodedArgs {
+    bytes: Vec<u8>,
+    /// Per argument, where its name ends and where its value ends.
+    ends: Vec<(usize, usize)>,
 }
 
 impl<'a> Subject<'a> {
@@ -1002,16 +1012,28 @@ impl<'a> Subject<'a> {
         }
     }
 
-    /// Every query argument, decoded (no value: empty).
-    pub fn args(&self) -> &[(Vec<u8>, Vec<u8>)] {
-        self.args.get_or_init(|| {
-            let mut out = Vec::new();
+    /// Every query argument, decoded (no value: empty), in order.
+    pub fn args(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let decoded = self.args.get_or_init(|| {
+            let mut out = DecodedArgs::default();
             if let Some(q) = self.req.query() {
                 for_each_arg(q, |n, v| {
-                    out.push((n.to_vec(), v.unwrap_or_default().to_vec()))
+                    out.bytes.extend_from_slice(n);
+                    let name_end = out.bytes.len();
+                    out.bytes.extend_from_slice(v.unwrap_or_default());
+                    out.ends.push((name_end, out.bytes.len()));
                 });
             }
             out
+        });
+        let mut start = 0;
+        decoded.ends.iter().map(move |&(name_end, end)| {
+            let arg = (
+                &decoded.bytes[start..name_end],
+                &decoded.bytes[name_end..end],
+            );
+            start = end;
+            arg
         })
     }
 }

@@ -247,6 +247,11 @@ impl Waf {
         let set = self.signatures.as_ref()?;
         let mut first: Option<usize> = None;
         let mut check = |value: &[u8]| {
+            // Most values match nothing: a yes-or-no search first, which
+            // allocates nothing; which lists matched only on a match.
+            if !set.is_match(value) {
+                return;
+            }
             for p in set.matches(value).iter() {
                 let list = self.pattern_list[p];
                 first = Some(first.map_or(list, |f| f.min(list)));

@@ -343,7 +343,7 @@ pub unsafe extern "C" fn graft_ffi_zone(
             match zone_for(r, ctx) {
                 Ok(z) => z,
                 Err(e) => {
-                    log_limited(r, LogFamily::Failure, &format!("graft: {e}"));
+                    log_limited(r, LogFamily::Failure, format_args!("graft: {e}"));
                     return GRAFT_ERROR;
                 }
             }
@@ -623,7 +623,7 @@ pub unsafe extern "C" fn graft_ffi_fail_module(
         log_limited(
             r,
             LogFamily::Failure,
-            &format!(
+            format_args!(
                 "graft: module \"{module}\" could not decide: {}; its failure policy {serves}",
                 String::from_utf8_lossy(why)
             ),

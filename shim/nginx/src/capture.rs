@@ -164,7 +164,7 @@ pub unsafe extern "C" fn capture_handler(r: *mut ngx_http_request_t) -> ngx_int_
             log_limited(
                 r,
                 LogFamily::Decline,
-                &format!(
+                format_args!(
                     "graft: capture file full ({} bytes): {skipped} requests not captured; rotate it (nginx -s reopen)",
                     capture.max
                 ),
@@ -174,7 +174,7 @@ pub unsafe extern "C" fn capture_handler(r: *mut ngx_http_request_t) -> ngx_int_
         // One write of the whole line: the file is opened to append, so
         // the workers' lines never interleave.
         if let Err(e) = file.write_all(line.as_bytes()) {
-            log_limited(r, LogFamily::Failure, &format!("graft: capture: {e}"));
+            log_limited(r, LogFamily::Failure, format_args!("graft: capture: {e}"));
         }
         NGX_DECLINED as ngx_int_t
     })

@@ -84,7 +84,7 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             Ok(Some(zone)) => zone,
             Ok(None) => return NGX_DECLINED as ngx_int_t,
             Err(e) => {
-                log_limited(r, LogFamily::Failure, &format!("graft: {e}"));
+                log_limited(r, LogFamily::Failure, format_args!("graft: {e}"));
                 return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
             }
         };

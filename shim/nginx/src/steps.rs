@@ -51,7 +51,7 @@ pub fn log_outcome(r: &ngx_http_request_t, zone: &str, module: &str, outcome: &O
     log_limited(
         r,
         family,
-        &format!("graft: zone \"{zone}\" module \"{module}\" {what}"),
+        format_args!("graft: zone \"{zone}\" module \"{module}\" {what}"),
     );
 }
 
@@ -62,7 +62,7 @@ pub fn log_decision_lines(r: &ngx_http_request_t, zone: &str, module: &str, line
         log_limited(
             r,
             LogFamily::Decision,
-            &format!("graft: zone \"{zone}\" module \"{module}\": {line}"),
+            format_args!("graft: zone \"{zone}\" module \"{module}\": {line}"),
         );
     }
 }
@@ -90,7 +90,7 @@ pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
         Err(line) => log_limited(
             r,
             LogFamily::Failure,
-            &format!("graft: zone \"{zone}\" module \"{module}\" {line}"),
+            format_args!("graft: zone \"{zone}\" module \"{module}\" {line}"),
         ),
     }
 }
@@ -107,7 +107,7 @@ pub fn fail_step(r: &ngx_http_request_t, zone: &str, step: &Step, why: &str) -> 
     log_limited(
         r,
         LogFamily::Failure,
-        &format!(
+        format_args!(
             "graft: zone \"{zone}\" module \"{}\" could not decide: {why}; its failure policy {serves}",
             step.module_name
         ),
@@ -156,8 +156,9 @@ thread_local! {
 
 /// Writes one line of a family to the request's log, unless the family's
 /// budget for this second is spent; the next line written says how many
-/// were left out.
-pub fn log_limited(r: &ngx_http_request_t, family: LogFamily, line: &str) {
+/// were left out. The line is formatted only when it is written (callers
+/// pass `format_args!`).
+pub fn log_limited(r: &ngx_http_request_t, family: LogFamily, line: impl std::fmt::Display) {
     let now = u64::try_from(ngx_time()).unwrap_or(0);
     let Some(skipped) = BUDGETS.with_borrow_mut(|b| b[family as usize].allow(now)) else {
         return;
