@@ -140,11 +140,17 @@ impl Module for RateLimit {
             key.extend_from_slice(limit.name.as_bytes());
             key.push(0);
             match &limit.key {
-                // The address's own bytes (4 or 16: the two families
-                // never share a key), not its text.
+                // The address's own bytes after its family's tag, not its
+                // text: no two clients, and no other kind of key, share one.
                 Key::Client => match req.client_addr() {
-                    Some(std::net::IpAddr::V4(ip)) => key.extend_from_slice(&ip.octets()),
-                    Some(std::net::IpAddr::V6(ip)) => key.extend_from_slice(&ip.octets()),
+                    Some(std::net::IpAddr::V4(ip)) => {
+                        key.push(4);
+                        key.extend_from_slice(&ip.octets());
+                    }
+                    Some(std::net::IpAddr::V6(ip)) => {
+                        key.push(6);
+                        key.extend_from_slice(&ip.octets());
+                    }
                     None => continue,
                 },
                 Key::Header(name) => match req.header(name) {

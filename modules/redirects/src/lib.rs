@@ -156,8 +156,9 @@ fn source<'t>(text: &'t [u8], p: &Packed) -> &'t [u8] {
 }
 
 impl Table {
-    /// Adds a rule; `false` when `from` has one already (nothing added).
-    fn insert(&mut self, from: &[u8], rule: Rule) -> bool {
+    /// Adds a rule: `Ok(false)` when `from` has one already (nothing
+    /// added), an error when the table's text would pass 4 GiB.
+    fn insert(&mut self, from: &[u8], rule: Rule) -> Result<bool, ConfigError> {
         let hash = self.hasher.hash_one(from);
         let Table {
             text,
@@ -174,12 +175,19 @@ impl Table {
             |i| from_of(i) == from,
             |i| hasher.hash_one(from_of(i)),
         ) {
-            Entry::Occupied(_) => false,
+            Entry::Occupied(_) => Ok(false),
             Entry::Vacant(slot) => {
-                // Lengths were checked against MAX_FROM_LEN and MAX_TARGET_LEN
-                // (both under 65,536), and the rule count against MAX_RULES.
-                let n = u32::try_from(rules.len()).expect("at most MAX_RULES rules");
-                let at = u32::try_from(text.len()).expect("under 4 GiB of rule text");
+                let too_large = || ConfigError::new("rules", "over 4 GiB of redirect text");
+                let n = u32::try_from(rules.len()).map_err(|_| too_large())?;
+                let at = u32::try_from(text.len())
+                    .ok()
+                    .filter(|at| {
+                        at.checked_add((from.len() + rule.to.len()) as u32)
+                            .is_some()
+                    })
+                    .ok_or_else(too_large)?;
+                // Lengths were checked against MAX_FROM_LEN and MAX_TARGET_LEN,
+                // both under 65,536, before a rule reaches its table.
                 text.extend_from_slice(from);
                 text.extend_from_slice(&rule.to);
                 rules.push(Packed {
@@ -192,7 +200,7 @@ impl Table {
                     target_has_query: rule.target_has_query,
                 });
                 slot.insert(n);
-                true
+                Ok(true)
             }
         }
     }
@@ -263,7 +271,7 @@ impl Redirects {
                 MatchKind::Exact => &mut exact,
                 MatchKind::Prefix => &mut prefix,
             };
-            if !table.insert(from.as_bytes(), rule) {
+            if !table.insert(from.as_bytes(), rule)? {
                 return Err(ConfigError::new(
                     format!("{at}.from"),
                     format!("\"{from}\" has a rule of the same match kind already"),
@@ -285,7 +293,7 @@ impl Redirects {
                     query: bulk.query,
                 })
                 .map_err(|e| ConfigError::new(&at, e.to_string()))?;
-                if !exact.insert(from.as_bytes(), rule) {
+                if !exact.insert(from.as_bytes(), rule)? {
                     return Err(ConfigError::new(at, "has an exact rule already"));
                 }
             }

@@ -227,19 +227,28 @@ pub struct Zone {
     pub name: String,
     pub steps: Vec<Step>,
     /// What the Lua side needs to build its legacy modules for this zone,
-    /// serialized once at load and kept compressed (LZ4): a worker's Lua
-    /// side asks for it once, and a native-only location never does.
+    /// serialized once at load and kept compressed (LZ4), expanded when the
+    /// Lua side asks: at start, to check every zone's legacy modules, and
+    /// when a worker's Lua side first serves the zone (never for a zone
+    /// only native locations serve).
     plan: Box<[u8]>,
 }
 
 impl Zone {
     /// The zone's plan for the Lua side, as JSON.
     pub fn plan_json(&self) -> String {
-        lz4_flex::decompress_size_prepended(&self.plan)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            // Compressed by this process from a String at load: cannot fail.
-            .unwrap_or_default()
+        // Compressed by this process from a String at load: an error here
+        // is a bug, and the Lua side refuses the empty plan it gets.
+        match lz4_flex::decompress_size_prepended(&self.plan)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| String::from_utf8(bytes).map_err(|e| e.to_string()))
+        {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!("zone \"{}\": its plan cannot be read back: {e}", self.name);
+                String::new()
+            }
+        }
     }
 }
 

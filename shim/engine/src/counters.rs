@@ -102,6 +102,11 @@ impl Drop for Counters {
     /// A configuration replaced (by a live apply or a reload) keeps what
     /// this process counted on it.
     fn drop(&mut self) {
+        if self.shared.get().is_none() {
+            return;
+        }
+        // Whatever another thread left unmarked: every count goes.
+        self.dirty.store(true, Ordering::Relaxed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -389,8 +389,12 @@ impl<'a> CounterTable<'a> {
         let stamp = (minute & 0xffff_ffff) << 32;
         let mut cur = word.load(Ordering::Relaxed);
         loop {
-            let next = if cur & !0xffff_ffff == stamp {
-                stamp | (cur & 0xffff_ffff).saturating_add(n).min(0xffff_ffff)
+            let held = cur & !0xffff_ffff;
+            // A flush that carries an older minute than the word holds (a
+            // worker's counts from just before the minute turned) adds to
+            // the newer minute rather than wiping it.
+            let next = if held >= stamp {
+                held | (cur & 0xffff_ffff).saturating_add(n).min(0xffff_ffff)
             } else {
                 stamp | n
             };
@@ -548,6 +552,12 @@ mod tests {
         t.add_in_minute(7, 116, 1);
         assert_eq!(t.get_in_minute(7, 116), 1, "a new minute starts at one");
         assert_eq!(t.get_in_minute(7, 100), 0, "the old minute is gone");
+        t.add_in_minute(7, 115, 3);
+        assert_eq!(
+            t.get_in_minute(7, 116),
+            4,
+            "a late flush of an older minute adds to the newer one, never wipes it"
+        );
     }
 
     use super::*;

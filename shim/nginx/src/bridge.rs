@@ -438,13 +438,8 @@ pub unsafe extern "C" fn graft_ffi_run(
         }
         if let Outcome::Decided(Decision::Continue(changes)) = &outcome {
             if changes.is_empty() {
-                // Nothing to hand over, so nothing is kept: only the fields
-                // the Lua side reads of a continue are written.
-                out.kind = GRAFT_CONTINUE;
-                out.uri = null();
-                out.uri_len = 0;
-                out.headers = null();
-                out.nheaders = 0;
+                // Nothing to hand over, so nothing is kept.
+                *out = empty_decision();
                 return GRAFT_OK;
             }
         }

@@ -33,7 +33,9 @@ pub fn pool_str(pool: *mut ngx_pool_t, bytes: &[u8]) -> Option<ngx_str_t> {
     }
 }
 
-/// Appends a header to one of a request's header lists, in place.
+/// Appends a header to one of a request's header lists, in place. `pool`
+/// is the request's own pool (the key, the value and the lower-case key
+/// live there, as long as the request and its lists).
 pub fn push_header(
     pool: *mut ngx_pool_t,
     list: &mut ngx_list_t,
@@ -42,11 +44,12 @@ pub fn push_header(
 ) -> Option<*mut ngx_table_elt_t> {
     let key = pool_str(pool, name.as_bytes())?;
     let value = pool_str(pool, value)?;
-    // SAFETY: ngx_pnalloc returns `key.len` writable bytes from a live pool
-    // (or null), which ngx_hash_strlow fills with the lower-case copy of the
-    // key's `key.len` bytes; ngx_list_push returns a slot of the list's
-    // element type (ngx_table_elt_t for header lists) from the list's pool,
-    // or null.
+    // SAFETY: `pool` is the request's pool (this function's contract), so
+    // ngx_pnalloc returns at least `key.len` writable bytes (or null), which
+    // ngx_hash_strlow fills with the lower-case copy of the key's `key.len`
+    // bytes. ngx_list_push returns an uninitialised slot of the list's
+    // element type (ngx_table_elt_t for header lists), or null: it is
+    // written whole before a reference to it is made.
     unsafe {
         let lower = ngx_pnalloc(pool, key.len.max(1)) as *mut u8;
         if lower.is_null() {
@@ -55,12 +58,17 @@ pub fn push_header(
         // nginx's hash of the lower-case name, as its parser sets it: a
         // proxy finds the headers it overrides by it.
         let hash = ngx_hash_strlow(lower, key.data, key.len).max(1);
-        let h = (ngx_list_push(list) as *mut ngx_table_elt_t).as_mut()?;
-        h.hash = hash;
-        h.key = key;
-        h.value = value;
-        h.lowcase_key = lower;
-        Some(h)
+        let slot = ngx_list_push(list) as *mut ngx_table_elt_t;
+        if slot.is_null() {
+            return None;
+        }
+        let mut elt: ngx_table_elt_t = std::mem::zeroed();
+        elt.hash = hash;
+        elt.key = key;
+        elt.value = value;
+        elt.lowcase_key = lower;
+        slot.write(elt);
+        Some(slot)
     }
 }
 

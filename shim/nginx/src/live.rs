@@ -209,13 +209,22 @@ unsafe extern "C" fn epoch_timer(ev: *mut ngx_event_t) {
     })
 }
 
-/// Moves what this worker counted on the configuration it serves into the
-/// shared table (a replaced configuration flushes its own when dropped).
+/// Moves what this worker counted on the configuration it serves, and on
+/// the replaced ones requests still hold, into the shared table.
 fn flush_counts(mcf: &MainConf) {
+    let now = u64::try_from(ngx::ffi::ngx_time()).unwrap_or(0);
     if let Some(config) = mcf.config.as_ref() {
-        let now = u64::try_from(ngx::ffi::ngx_time()).unwrap_or(0);
         config.load().flush_counts(now);
     }
+    RETIRED.with_borrow_mut(|retired| {
+        retired.retain(|weak| match weak.upgrade() {
+            Some(config) => {
+                config.flush_counts(now);
+                true
+            }
+            None => false,
+        })
+    });
 }
 
 /// A worker leaving (a reload, a shutdown) keeps what it counted since
@@ -309,8 +318,26 @@ fn load_into(mcf: &MainConf, text: &[u8]) -> Result<u64, String> {
     let cell = mcf.config.as_ref().ok_or("no graft_config")?;
     let config = parse_attached(mcf, text)?;
     let generation = config.generation;
-    cell.store(Arc::new(config));
+    retire(cell.swap(Arc::new(config)));
     Ok(generation)
+}
+
+thread_local! {
+    /// Configurations this worker replaced that requests in flight still
+    /// hold (a long download, a websocket): flushed on every tick until
+    /// the last request lets go of them.
+    static RETIRED: std::cell::RefCell<Vec<std::sync::Weak<Config>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes a replaced configuration out of service: what this worker counted
+/// on it goes to the shared table now, and on each tick while requests
+/// still hold it.
+fn retire(old: Arc<Config>) {
+    old.flush_counts(u64::try_from(ngx::ffi::ngx_time()).unwrap_or(0));
+    if Arc::strong_count(&old) > 1 {
+        RETIRED.with_borrow_mut(|r| r.push(Arc::downgrade(&old)));
+    }
 }
 
 /// First stage of a live apply: reads and validates the file and keeps it
@@ -362,7 +389,7 @@ pub fn commit_live(r: &ngx_http_request_t) -> Result<u64, String> {
         .ok_or("nothing checked to apply")?;
     let epoch = snapshot::publish(&text)?;
     let generation = config.generation;
-    cell.store(config);
+    retire(cell.swap(config));
     APPLIED_EPOCH.store(epoch, Ordering::Relaxed);
     drop(text);
     // SAFETY: glibc's malloc_trim only releases free memory.
@@ -379,7 +406,7 @@ extern "C" {
 /// The step counters and kill switches every worker shares, unless
 /// `graft_shared_memory` says otherwise: 32 MiB, room for about 1.97
 /// million counters (14 a step: about 100,000 steps within three
-/// quarters, about 320 bytes a step) and 130,000 kill switches. Pages are
+/// quarters, about 320 bytes a step) and about 260,000 kill switches. Pages are
 /// only used when touched.
 const DEFAULT_COUNTER_BYTES: usize = 32 << 20;
 /// The window table (rate limits, rollback windows): 4 MiB, 520,000
