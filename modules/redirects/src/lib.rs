@@ -166,10 +166,7 @@ impl Table {
             index,
             hasher,
         } = self;
-        let from_of = |i: &u32| {
-            let p: &Packed = &rules[*i as usize];
-            &text[p.at as usize..p.at as usize + usize::from(p.from_len)]
-        };
+        let from_of = |i: &u32| source(text, &rules[*i as usize]);
         match index.entry(
             hash,
             |i| from_of(i) == from,

@@ -275,36 +275,34 @@ pub struct CounterTable<'a> {
 /// The one `&'static` copy of a table over memory mapped for the life of
 /// the process: steps hold this reference (8 bytes) rather than a copy of
 /// the table's bounds each. A process maps its tables once, so this keeps
-/// one copy per table, not one per configuration.
-pub fn interned_counters(t: CounterTable<'static>) -> &'static CounterTable<'static> {
-    static TABLES: std::sync::Mutex<Vec<&'static CounterTable<'static>>> =
-        std::sync::Mutex::new(Vec::new());
-    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(&known) = tables
-        .iter()
-        .find(|k| std::ptr::eq(k.own.as_ptr(), t.own.as_ptr()))
-    {
-        return known;
+/// one copy per table (told apart by `first`, its first word), not one per
+/// configuration.
+fn interned<T: Sync + 'static>(
+    known: &std::sync::Mutex<Vec<&'static T>>,
+    t: T,
+    first: fn(&T) -> *const AtomicU64,
+) -> &'static T {
+    let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&table) = known.iter().find(|k| std::ptr::eq(first(k), first(&t))) {
+        return table;
     }
-    let table: &'static CounterTable<'static> = Box::leak(Box::new(t));
-    tables.push(table);
+    let table: &'static T = Box::leak(Box::new(t));
+    known.push(table);
     table
 }
 
-/// As [`interned_counters`], for a window table.
-pub fn interned_windows(t: WindowTable<'static>) -> &'static WindowTable<'static> {
-    static TABLES: std::sync::Mutex<Vec<&'static WindowTable<'static>>> =
+/// A counter table, interned (see [`interned`]).
+pub fn interned_counters(t: CounterTable<'static>) -> &'static CounterTable<'static> {
+    static KNOWN: std::sync::Mutex<Vec<&'static CounterTable<'static>>> =
         std::sync::Mutex::new(Vec::new());
-    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(&known) = tables
-        .iter()
-        .find(|k| std::ptr::eq(k.own.as_ptr(), t.own.as_ptr()))
-    {
-        return known;
-    }
-    let table: &'static WindowTable<'static> = Box::leak(Box::new(t));
-    tables.push(table);
-    table
+    interned(&KNOWN, t, |t| t.own.as_ptr())
+}
+
+/// A window table, interned (see [`interned`]).
+pub fn interned_windows(t: WindowTable<'static>) -> &'static WindowTable<'static> {
+    static KNOWN: std::sync::Mutex<Vec<&'static WindowTable<'static>>> =
+        std::sync::Mutex::new(Vec::new());
+    interned(&KNOWN, t, |t| t.own.as_ptr())
 }
 
 const THROWN: usize = 0;
