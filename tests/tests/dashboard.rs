@@ -14,6 +14,9 @@ fn the_dashboard_shows_modes_shares_and_rates() {
         "blog.test": { "modules": [ { "module": "probe", "mode": "canary", "percent": 50 } ] },
         // A step whose Lua side throws: every request is a failure.
         "fail.test": { "modules": [ { "module": "probe", "mode": "lua", "config": { "continue": true, "lua_error_on": "/" } } ] },
+        // A step whose Rust side takes 3 ms against a budget of 1 ms.
+        "slow.test": { "modules": [ { "module": "probe", "mode": "rust",
+            "config": { "slow_on": "/", "slow_us": 3000 }, "budget": { "us": 1000 } } ] },
     }})
     .to_string();
     let nginx = Nginx::start(&config);
@@ -21,6 +24,9 @@ fn the_dashboard_shows_modes_shares_and_rates() {
         nginx.get("shop.test", if i % 2 == 0 { "/old" } else { "/page" });
         nginx.get("blog.test", "/post");
         nginx.get("fail.test", "/page");
+    }
+    for _ in 0..10 {
+        nginx.get("slow.test", "/page");
     }
     let out_dir = root().join("target/graft-tests");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -65,6 +71,12 @@ fn the_dashboard_shows_modes_shares_and_rates() {
     assert!(dom.contains(r#"<td>shop.test</td><td>redirects</td><td><span class="mode rust">rust</span></td><td class="num">40</td><td class="num">100.0 %</td>"#), "{dom}");
     // The shadowed probe always differs (it answers "rust" against "lua").
     assert!(dom.contains(r#"<td class="num bad">100.0 %</td>"#), "{dom}");
+    // Each step's Rust time against its budget, and the calls over it.
+    assert!(
+        dom.contains(r#" / 1000</td><td class="num bad">10</td></tr>"#),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"budget µs"#), "{dom}");
     // Failures are shown, in red.
     assert!(dom.contains(r#"<td class="num bad">40</td>"#), "{dom}");
     // Where each zone stands: as far as its least migrated step.

@@ -381,6 +381,78 @@ fn too_many_fallbacks_roll_a_module_back_by_itself() {
 }
 
 #[test]
+fn a_rust_call_over_its_time_budget_is_counted_logged_and_past_the_threshold_rolled_back() {
+    // The probe sleeps 20 ms on /slow; the budget is 5 ms a call, and more
+    // than half the calls over it in a minute send the step back to Lua.
+    let config = json!({ "zones": { "localhost": { "modules": [
+        { "module": "probe", "mode": "rust", "config": { "slow_on": "/slow", "slow_us": 20000 },
+          "budget": { "us": 5000, "max_rate": 0.5, "min_requests": 6, "window": 60 } } ] } } })
+    .to_string();
+    let nginx = Nginx::start(&config);
+    for path in ["/fast", "/fast", "/fast", "/slow", "/slow", "/slow"] {
+        let r = nginx.get("localhost", path);
+        assert_eq!(r.header("X-Graft-Impl"), Some("rust"), "{path}");
+    }
+    // 3 of 6 over the budget: not over half yet. A slow call is still
+    // served: the budget judges the step, not the request.
+    assert_eq!(nginx.counter("localhost", 0, "over_budget"), 3);
+    assert_eq!(nginx.counter("localhost", 0, "killed"), 0);
+    assert_eq!(
+        nginx.get("localhost", "/slow").header("X-Graft-Impl"),
+        Some("rust")
+    );
+    // 4 of 7: the step rolled itself back.
+    assert_eq!(nginx.counter("localhost", 0, "killed"), 2);
+    assert_eq!(
+        nginx.get("localhost", "/fast").header("X-Graft-Impl"),
+        Some("lua")
+    );
+    let counters = nginx.counters();
+    assert_eq!(counters["zones"]["localhost"][0]["budget_us"], 5000);
+    let text = metrics(&nginx);
+    for series in [
+        r#"graft_rust_outcomes_total{zone="localhost",module="probe",outcome="over_budget"} 4"#,
+        r#"graft_step_budget_seconds{zone="localhost",module="probe"} 0.005"#,
+        r#"graft_module_killed{zone="localhost",module="probe"} 2"#,
+    ] {
+        assert!(text.contains(series), "{series} not in\n{text}");
+    }
+    let log = nginx.error_log();
+    assert!(
+        log.contains(r#"module "probe" rolled back to lua: 4 of 7 calls went over its time budget of 5000 µs in 60 s, over 50%"#),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#"graft: zone "localhost" module "probe" took "#)
+            && log.contains(" µs, over its time budget of 5000 µs"),
+        "{log}"
+    );
+    nginx.assert_clean_log(&[]);
+}
+
+#[test]
+fn a_time_budget_without_a_threshold_counts_and_logs_but_never_rolls_back() {
+    let config = json!({ "zones": { "localhost": { "modules": [
+        { "module": "probe", "mode": "rust", "config": { "slow_on": "/slow", "slow_us": 20000 },
+          "budget": { "us": 5000 } } ] } } })
+    .to_string();
+    let nginx = Nginx::start_native(&config);
+    for _ in 0..12 {
+        let r = nginx.get("localhost", "/slow");
+        assert_eq!(r.header("X-Graft-Impl"), Some("rust"));
+    }
+    assert_eq!(nginx.counter("localhost", 0, "over_budget"), 12);
+    assert_eq!(nginx.counter("localhost", 0, "native"), 12);
+    assert_eq!(nginx.counter("localhost", 0, "killed"), 0);
+    let log = nginx.error_log();
+    assert!(
+        log.contains(" µs, over its time budget of 5000 µs"),
+        "{log}"
+    );
+    nginx.assert_clean_log(&[]);
+}
+
+#[test]
 fn a_configuration_applied_live_reaches_every_worker_and_a_bad_one_changes_nothing() {
     let rules = |to: &str| {
         json!({ "zones": { "localhost": { "modules": [

@@ -7,7 +7,8 @@
 //! except on paths that start with one of its configured prefixes: there
 //! it declines, returns an error, or panics; the Lua twin throws on
 //! `lua_error_on`, answers no decision on `lua_bad_on`, and refuses to be
-//! built with `lua_refuse`. Shadow mode always sees a difference between
+//! built with `lua_refuse`. On paths under `slow_on` its Rust side takes
+//! `slow_us` microseconds first (a call over a time budget). Shadow mode always sees a difference between
 //! the two.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,12 @@ pub struct Probe {
     error_on: Option<String>,
     #[serde(default)]
     panic_on: Option<String>,
+    /// Takes `slow_us` microseconds (2000 by default) on these paths, then
+    /// answers as usual: a call over a time budget.
+    #[serde(default)]
+    slow_on: Option<String>,
+    #[serde(default = "default_slow_us")]
+    slow_us: u64,
     /// Continue (with `X-Probe: rust`) instead of answering.
     #[serde(default, rename = "continue")]
     go_on: bool,
@@ -43,6 +50,10 @@ pub struct Probe {
     lua_refuse: bool,
 }
 
+fn default_slow_us() -> u64 {
+    2000
+}
+
 fn starts_with(path: &[u8], prefix: &Option<String>) -> bool {
     prefix
         .as_deref()
@@ -54,6 +65,9 @@ impl Module for Probe {
         let path = req.path();
         if starts_with(path, &self.panic_on) {
             panic!("probe panics on {}", String::from_utf8_lossy(path));
+        }
+        if starts_with(path, &self.slow_on) {
+            std::thread::sleep(std::time::Duration::from_micros(self.slow_us));
         }
         if starts_with(path, &self.error_on) {
             return Err(ModuleError::new("probe fails on this path"));

@@ -71,13 +71,17 @@ pub struct Step {
     pub mode: Mode,
     pub canary: Option<Box<Canary>>,
     pub rollback: Option<Box<Rollback>>,
+    /// How long one Rust call may take, and when too many calls over it
+    /// send the step back to Lua.
+    pub budget: Option<Box<Budget>>,
     /// What the step does with a request it cannot decide.
     pub on_failure: FailurePolicy,
     pub module: Box<dyn Module>,
     pub counters: Counters,
     /// Windowed counters every worker shares, for the rollback.
     windows: OnceLock<&'static WindowTable<'static>>,
-    /// The rollback's window keys start with this (empty without one).
+    /// The window keys of its rollback and its budget's threshold start
+    /// with this (empty without either).
     window_key: Box<[u8]>,
 }
 
@@ -93,6 +97,60 @@ pub struct Rollback {
     pub min_requests: u64,
     #[serde(default = "default_window")]
     pub window: u32,
+}
+
+/// A time budget for one call of the step's Rust side, in microseconds
+/// (`us`). A call over it is counted (`over_budget`) and logged, and is
+/// still served: the budget judges the step, not the request. With
+/// `max_rate`, the step rolls itself back to Lua when more than that share
+/// of its Rust calls in the last `window` seconds went over it, once at
+/// least `min_requests` calls were made.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub us: u64,
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    #[serde(default = "default_window")]
+    pub window: u32,
+}
+
+/// The longest budget a step may have: ten seconds.
+pub const MAX_BUDGET_US: u64 = 10_000_000;
+
+impl Budget {
+    fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_BUDGET_US).contains(&self.us) {
+            return Err(ConfigError::new(
+                "budget.us",
+                format!("{} is not a time from 1 to {MAX_BUDGET_US} µs", self.us),
+            ));
+        }
+        if self.max_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return Err(ConfigError::new(
+                "budget.max_rate",
+                "is a share from 0 to 1",
+            ));
+        }
+        if self.window == 0 || self.window > 86_400 {
+            return Err(ConfigError::new(
+                "budget.window",
+                "is seconds from 1 to 86400",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A Rust call that went over its step's budget: the budget, and when
+/// the call sent the step back to Lua, why (`Ok`) or why it could not
+/// (`Err`).
+#[derive(Debug, PartialEq)]
+pub struct OverBudget {
+    pub budget_us: u64,
+    pub rollback: Option<Result<String, String>>,
 }
 
 fn default_min_requests() -> u64 {
@@ -140,6 +198,51 @@ impl Step {
             });
         }
         None
+    }
+
+    /// Judges one Rust call's time against the step's budget (nothing to
+    /// do without one): a call over it is counted; with a threshold, every
+    /// call is counted in the budget's window and the step's kill switch is
+    /// thrown when the share over it crosses the threshold.
+    pub fn check_budget(&self, nanos: u64, now_secs: u64) -> Option<OverBudget> {
+        let budget = self.budget.as_ref()?;
+        let over = nanos > budget.us.saturating_mul(1000);
+        if over {
+            self.counters.add(Count::OverBudget);
+        }
+        let rollback = match (budget.max_rate, self.windows.get()) {
+            (Some(max_rate), Some(windows)) => {
+                let mut key = self.window_key.to_vec();
+                key.push(b'C');
+                let calls = windows.incr(&key, budget.window, now_secs);
+                key.pop();
+                key.push(b'O');
+                let slow = if over {
+                    windows.incr(&key, budget.window, now_secs)
+                } else {
+                    windows.get(&key, budget.window, now_secs)
+                };
+                let crossed =
+                    over && calls >= budget.min_requests && (slow as f64) > max_rate * calls as f64;
+                (crossed && self.counters.kill() == Kill::Off).then(|| {
+                    let why = format!(
+                        "{slow} of {calls} calls went over its time budget of {} µs in {} s, over {}%",
+                        budget.us,
+                        budget.window,
+                        max_rate * 100.0
+                    );
+                    match self.counters.set_kill(Kill::Automatic) {
+                        Ok(()) => Ok(format!("rolled back to lua: {why}")),
+                        Err(e) => Err(format!("could not roll back to lua ({why}): {e}")),
+                    }
+                })
+            }
+            _ => None,
+        };
+        over.then_some(OverBudget {
+            budget_us: budget.us,
+            rollback,
+        })
     }
 
     /// What the step serves for a request it cannot decide, by its
@@ -297,6 +400,9 @@ struct StepConfig {
     /// Send the step back to Lua by itself when too much goes wrong.
     #[serde(default)]
     rollback: Option<Rollback>,
+    /// How long one Rust call may take.
+    #[serde(default)]
+    budget: Option<Budget>,
     /// What to do with a request the step cannot decide; the module's
     /// default when absent.
     #[serde(default)]
@@ -626,6 +732,9 @@ impl Config {
                         let mut m = s.counters.to_json();
                         m.insert("module".into(), s.module_name.into());
                         m.insert("mode".into(), s.mode.name().into());
+                        if let Some(b) = &s.budget {
+                            m.insert("budget_us".into(), b.us.into());
+                        }
                         serde_json::Value::Object(m)
                     })
                     .collect();
@@ -783,7 +892,11 @@ fn parse_step(
             ));
         }
     }
-    let window_key = if sc.rollback.is_some() {
+    if let Some(b) = &sc.budget {
+        b.check()?;
+    }
+    let budget_threshold = sc.budget.as_ref().is_some_and(|b| b.max_rate.is_some());
+    let window_key = if sc.rollback.is_some() || budget_threshold {
         format!("rollback\0{host}\0{i}\0{}\0", factory.name()).into_bytes()
     } else {
         Vec::new()
@@ -793,6 +906,7 @@ fn parse_step(
         mode: sc.mode,
         canary: canary.map(Box::new),
         rollback: sc.rollback.map(Box::new),
+        budget: sc.budget.map(Box::new),
         on_failure,
         module,
         counters: Counters::new(host, i, factory.name()),

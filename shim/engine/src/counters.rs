@@ -33,10 +33,13 @@ pub enum Count {
     /// Served by the Rust implementation in the native pipeline (also
     /// counted as `Rust`): the step runs with no Lua in the request's path.
     Native = 9,
+    /// A Rust call took longer than its step's time budget (it was still
+    /// served; counted besides what served it).
+    OverBudget = 10,
 }
 
 impl Count {
-    pub const ALL: [Count; 10] = [
+    pub const ALL: [Count; 11] = [
         Count::Lua,
         Count::Rust,
         Count::Fallback,
@@ -47,6 +50,7 @@ impl Count {
         Count::Panic,
         Count::Failed,
         Count::Native,
+        Count::OverBudget,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +65,7 @@ impl Count {
             Count::Panic => "panic",
             Count::Failed => "failed",
             Count::Native => "native",
+            Count::OverBudget => "over_budget",
         }
     }
 

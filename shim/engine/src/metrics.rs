@@ -14,8 +14,13 @@ use crate::{Config, Count, Impl, Step};
 type NoLabels = [(&'static str, &'static str); 0];
 const NO_LABELS: NoLabels = [];
 
-/// What the Rust side could not do.
-const FAULTS: [Count; 3] = [Count::Decline, Count::Error, Count::Panic];
+/// What the Rust side could not do, or did too slowly.
+const FAULTS: [Count; 4] = [
+    Count::Decline,
+    Count::Error,
+    Count::Panic,
+    Count::OverBudget,
+];
 
 struct Snapshot(Arc<Config>);
 
@@ -127,7 +132,7 @@ impl Collector for Snapshot {
             &mut encoder,
             (
                 "graft_rust_outcomes",
-                "Requests on which a module's Rust side declined, returned an error or panicked.",
+                "Requests on which a module's Rust side declined, returned an error, panicked, or took longer than its step's time budget (over_budget; the call was still served).",
             ),
             "outcome",
             &FAULTS,
@@ -148,6 +153,18 @@ impl Collector for Snapshot {
             }
         }
         self.step_latency(&mut encoder)?;
+        let mut family = encoder.encode_descriptor(
+            "graft_step_budget_seconds",
+            "The time budget of one Rust call at a step (steps with a budget only): compare with graft_step_latency_seconds_total / graft_step_latency_samples_total.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (zone, step) in self.steps() {
+            if let Some(b) = &step.budget {
+                let labels = [("zone", zone), ("module", step.module_name)];
+                ConstGauge::new(b.us as f64 / 1e6).encode(family.encode_family(&labels)?)?;
+            }
+        }
         let mut family = encoder.encode_descriptor(
             "graft_module_killed",
             "1 when an operator's kill switch sends the module back to Lua, 2 when an automatic rollback did, else 0.",

@@ -424,7 +424,7 @@ pub unsafe extern "C" fn graft_ffi_run(
             now_secs: u64::try_from(ngx_time()).unwrap_or(0),
             windows: &windows,
         };
-        let outcome = run_sampled(step, &view, &ctx);
+        let outcome = run_sampled(r, zone_name, step, &view, &ctx);
         if !matches!(outcome, Outcome::Decided(_)) {
             log_outcome(r, zone_name, step.module_name, &outcome);
         }

@@ -165,7 +165,7 @@ fn run_steps(
                 now_secs: u64::try_from(ngx_time()).unwrap_or(0),
                 windows: &windows,
             };
-            let outcome = run_sampled(step, &NgxRequest::new(r), &ctx);
+            let outcome = run_sampled(r, &zone.name, step, &NgxRequest::new(r), &ctx);
             log_outcome(r, &zone.name, step.module_name, &outcome);
             match outcome {
                 Outcome::Decided(d) => {

@@ -20,20 +20,47 @@ thread_local! {
 /// One call in this many has its latency measured (on either side).
 pub const GRAFT_SAMPLE_EVERY: c_int = 32;
 
-/// Runs a step's Rust side, timing one call in `GRAFT_SAMPLE_EVERY`.
-pub fn run_sampled(step: &Step, req: &NgxRequest, ctx: &Context) -> Outcome {
+/// Runs a step's Rust side, timing one call in `GRAFT_SAMPLE_EVERY` for
+/// the latency metrics, and every call of a step with a time budget: a
+/// call over it is counted and logged within the budget of its line
+/// family, and may roll the step back (`Step::check_budget`).
+pub fn run_sampled(
+    r: &ngx_http_request_t,
+    zone: &str,
+    step: &Step,
+    req: &NgxRequest,
+    ctx: &Context,
+) -> Outcome {
     let n = SAMPLE.with(|s| {
         let n = s.get().wrapping_add(1);
         s.set(n);
         n
     });
-    if !n.is_multiple_of(GRAFT_SAMPLE_EVERY.unsigned_abs()) {
+    let sampled = n.is_multiple_of(GRAFT_SAMPLE_EVERY.unsigned_abs());
+    if !sampled && step.budget.is_none() {
         return run_request_phase(step, req, ctx);
     }
     let started = std::time::Instant::now();
     let outcome = run_request_phase(step, req, ctx);
     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    step.counters.observe(Impl::Rust, nanos);
+    if sampled {
+        step.counters.observe(Impl::Rust, nanos);
+    }
+    if let Some(over) = step.check_budget(nanos, ctx.now_secs) {
+        let module = step.module_name;
+        log_limited(
+            r,
+            LogFamily::Budget,
+            format_args!(
+                "graft: zone \"{zone}\" module \"{module}\" took {} µs, over its time budget of {} µs",
+                nanos / 1000,
+                over.budget_us
+            ),
+        );
+        if let Some(result) = over.rollback {
+            log_state_change(r, zone, module, result);
+        }
+    }
     outcome
 }
 
@@ -71,10 +98,20 @@ pub fn log_decision_lines(r: &ngx_http_request_t, zone: &str, module: &str, line
 /// rollback when this request made one happen (or could not).
 pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
     let now = u64::try_from(ngx_time()).unwrap_or(0);
-    let Some(result) = step.record(what, now) else {
-        return;
-    };
-    let module = step.module_name;
+    if let Some(result) = step.record(what, now) {
+        log_state_change(r, zone, step.module_name, result);
+    }
+}
+
+/// Logs a step's automatic rollback (`Ok`: once, outside any budget), or
+/// why its kill switch could not be thrown (`Err`: tried again on every
+/// bad request while it fails, so within the budget of failure lines).
+fn log_state_change(
+    r: &ngx_http_request_t,
+    zone: &str,
+    module: &str,
+    result: Result<String, String>,
+) {
     match result {
         // Once per rollback: a change of state, outside any budget.
         Ok(line) => {
@@ -127,31 +164,35 @@ pub enum LogFamily {
     Diff = 2,
     /// A Rust side that declined: info.
     Decline = 3,
+    /// A Rust call over its step's time budget: warn.
+    Budget = 4,
 }
 
 /// Lines a second each family may write, per worker.
 pub const LOG_LINES_PER_SECOND: u32 = 10;
 
 impl LogFamily {
-    pub const ALL: [LogFamily; 4] = [
+    pub const ALL: [LogFamily; 5] = [
         LogFamily::Decision,
         LogFamily::Failure,
         LogFamily::Diff,
         LogFamily::Decline,
+        LogFamily::Budget,
     ];
 
     fn level(self) -> ngx::ffi::ngx_uint_t {
         (match self {
             LogFamily::Failure => NGX_LOG_ERR,
             LogFamily::Decline => NGX_LOG_INFO,
-            LogFamily::Decision | LogFamily::Diff => NGX_LOG_WARN,
+            LogFamily::Decision | LogFamily::Diff | LogFamily::Budget => NGX_LOG_WARN,
         }) as ngx::ffi::ngx_uint_t
     }
 }
 
 thread_local! {
-    static BUDGETS: RefCell<[LogBudget; 4]> =
-        const { RefCell::new([const { LogBudget::new(LOG_LINES_PER_SECOND) }; 4]) };
+    static BUDGETS: RefCell<[LogBudget; LogFamily::ALL.len()]> = const {
+        RefCell::new([const { LogBudget::new(LOG_LINES_PER_SECOND) }; LogFamily::ALL.len()])
+    };
 }
 
 /// Writes one line of a family to the request's log, unless the family's

@@ -226,6 +226,86 @@ fn a_rollback_threshold_sends_the_step_back_to_lua() {
 }
 
 #[test]
+fn calls_over_a_time_budget_are_counted_and_past_its_threshold_roll_the_step_back() {
+    let c = parse(r#"{ "zones": { "a.com": { "modules": [
+        { "module": "probe", "mode": "rust", "budget": { "us": 100, "max_rate": 0.25, "min_requests": 8 } } ] },
+        "b.com": { "modules": [
+        { "module": "probe", "mode": "rust", "budget": { "us": 100 } },
+        { "module": "probe", "mode": "rust" } ] } } }"#)
+    .unwrap();
+    let (counters, windows) = leaked_tables();
+    c.attach(counters, windows);
+    let with_threshold = &c.zones[0].steps[0];
+    let [count_only, none] = &c.zones[1].steps[..] else {
+        panic!("two steps")
+    };
+    let req = OwnedRequest::get("a.com", "/");
+    assert_eq!(none.check_budget(u64::MAX, 1000), None, "no budget");
+    for _ in 0..6 {
+        assert_eq!(
+            with_threshold.check_budget(100_000, 1000),
+            None,
+            "at the budget"
+        );
+    }
+    let over = |nanos| with_threshold.check_budget(nanos, 1000).expect("over");
+    assert_eq!(over(100_001).rollback, None, "1 of 7: under min_requests");
+    assert_eq!(over(200_000).rollback, None, "2 of 8 is 25%: not over it");
+    let why = over(300_000)
+        .rollback
+        .expect("3 of 9 is over 25%")
+        .expect("the switch is thrown");
+    assert_eq!(
+        why,
+        "rolled back to lua: 3 of 9 calls went over its time budget of 100 µs in 60 s, over 25%"
+    );
+    assert_eq!(with_threshold.mode_for(&req), Mode::Lua);
+    assert_eq!(over(300_000).rollback, None, "thrown once");
+    assert_eq!(with_threshold.counters.get(Count::OverBudget), 4);
+    for _ in 0..20 {
+        let o = count_only.check_budget(1_000_000, 1000).expect("over");
+        assert_eq!(
+            o,
+            OverBudget {
+                budget_us: 100,
+                rollback: None
+            }
+        );
+    }
+    assert_eq!(count_only.counters.get(Count::OverBudget), 20);
+    assert_eq!(
+        count_only.mode_for(&req),
+        Mode::Rust,
+        "no threshold: never rolled back"
+    );
+    let json = c.counters_value(1000);
+    assert_eq!(json["zones"]["b.com"][0]["budget_us"], 100);
+    assert!(json["zones"]["b.com"][1].get("budget_us").is_none());
+}
+
+#[test]
+fn a_bad_time_budget_is_refused_with_its_field_named() {
+    for (budget, field) in [
+        (r#"{ "us": 0 }"#, "budget.us"),
+        (r#"{ "us": 20000000 }"#, "budget.us"),
+        (r#"{ "us": 10, "max_rate": 1.5 }"#, "budget.max_rate"),
+        (
+            r#"{ "us": 10, "max_rate": 0.1, "window": 0 }"#,
+            "budget.window",
+        ),
+        (r#"{ "us": 10, "limit": 3 }"#, "budget.limit"),
+        (r#"{ "us": -1 }"#, "budget.us"),
+    ] {
+        let text = format!(
+            r#"{{ "zones": {{ "a.com": {{ "modules": [ {{ "module": "probe", "mode": "rust", "budget": {budget} }} ] }} }} }}"#
+        );
+        let got = error(&text);
+        let want = format!(r#"zone "a.com": module #0 "probe": field "{field}""#);
+        assert!(got.contains(&want), "{budget}: got {got}\nwant {want}");
+    }
+}
+
+#[test]
 fn kill_switches_per_zone_and_everywhere() {
     let c = parse(GOOD).unwrap();
     let (counters, windows) = leaked_tables();
