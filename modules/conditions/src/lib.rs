@@ -11,6 +11,13 @@
 //! argument or header; an argument's name counts as one of its values).
 //! An argument without `=` has the empty value.
 //!
+//! Body fields, in zones that read request bodies (`graft_contract::body`;
+//! no body: no value): `body` (the raw bytes, as far as the zone reads
+//! them), `body_arg:<name>` and `body_args` (the arguments of an
+//! `application/x-www-form-urlencoded` body, as query arguments are read),
+//! `json` (every string of a JSON body, keys included, at any depth). Each
+//! is decoded once per request, on first use.
+//!
 //! Operators: `equals`, `prefix`, `contains`, `regex` (a linear-time
 //! engine, byte semantics, at most [`MAX_REGEX_LEN`] bytes, in the subset
 //! the Rust engine and PCRE read alike: [`check_portable`]), `in` (a set of
@@ -26,6 +33,7 @@ use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::sync::{Mutex, OnceLock};
 
+use graft_contract::body::{for_each_json_string, BodyKind};
 use graft_contract::{args::for_each_arg, ConfigError, RequestView};
 use ipnet::IpNet;
 use prefix_trie::joint::set::JointPrefixSet;
@@ -54,6 +62,19 @@ enum Field {
     Args,
     Header(Vec<u8>),
     Headers,
+    Body,
+    BodyArg(Vec<u8>),
+    BodyArgs,
+    Json,
+}
+
+impl Field {
+    fn reads_body(&self) -> bool {
+        matches!(
+            self,
+            Field::Body | Field::BodyArg(_) | Field::BodyArgs | Field::Json
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -676,12 +697,16 @@ fn parse_field(name: &str) -> Result<Field, String> {
         "client" => Field::Client,
         "args" => Field::Args,
         "headers" => Field::Headers,
+        "body" => Field::Body,
+        "body_args" => Field::BodyArgs,
+        "json" => Field::Json,
         _ => match name.split_once(':') {
             Some(("arg", a)) if !a.is_empty() => Field::Arg(a.as_bytes().to_vec()),
+            Some(("body_arg", a)) if !a.is_empty() => Field::BodyArg(a.as_bytes().to_vec()),
             Some(("header", h)) if !h.is_empty() => Field::Header(h.to_ascii_lowercase().into_bytes()),
             _ => {
                 return Err(format!(
-                    "unknown field \"{name}\"; known: method, path, host, query, client, args, headers, arg:<name>, header:<name>"
+                    "unknown field \"{name}\"; known: method, path, host, query, client, args, headers, arg:<name>, header:<name>, body, body_args, body_arg:<name>, json"
                 ))
             }
         },
@@ -709,6 +734,11 @@ impl Condition {
 
     pub fn eval(&self, subject: &Subject) -> bool {
         self.0.eval(subject)
+    }
+
+    /// Whether the condition tests a field of the request body.
+    pub fn reads_body(&self) -> bool {
+        self.0.reads_body()
     }
 }
 
@@ -793,6 +823,14 @@ impl Node {
             field,
             op: parse_op(obj, op_name)?,
         })
+    }
+
+    fn reads_body(&self) -> bool {
+        match self {
+            Node::All(c) | Node::Any(c) => c.iter().any(Node::reads_body),
+            Node::Not(c) => c.reads_body(),
+            Node::Test { field, .. } => field.reads_body(),
+        }
     }
 
     fn eval(&self, subject: &Subject) -> bool {
@@ -880,6 +918,14 @@ fn test(field: &Field, op: &Op, s: &Subject) -> bool {
         Field::Args => s
             .args()
             .any(|(n, v)| op_matches(op, n) || op_matches(op, v)),
+        Field::Body => req.body().is_some_and(|b| op_matches(op, b)),
+        Field::BodyArg(name) => s
+            .body_args()
+            .any(|(n, v)| n == name.as_slice() && op_matches(op, v)),
+        Field::BodyArgs => s
+            .body_args()
+            .any(|(n, v)| op_matches(op, n) || op_matches(op, v)),
+        Field::Json => s.json_strings().any(|v| op_matches(op, v)),
         Field::Header(name) => {
             let mut hit = false;
             req.for_each_header(&mut |n, v| {
@@ -931,6 +977,20 @@ fn for_each_value(field: &Field, s: &Subject, f: &mut dyn FnMut(&[u8])) {
             f(n);
             f(v);
         }),
+        Field::Body => {
+            if let Some(b) = req.body() {
+                f(b);
+            }
+        }
+        Field::BodyArg(name) => s
+            .body_args()
+            .filter(|(n, _)| *n == name.as_slice())
+            .for_each(|(_, v)| f(v)),
+        Field::BodyArgs => s.body_args().for_each(|(n, v)| {
+            f(n);
+            f(v);
+        }),
+        Field::Json => s.json_strings().for_each(f),
         Field::Header(name) => req.for_each_header(&mut |n, v| {
             if n.eq_ignore_ascii_case(name) {
                 f(v);
@@ -992,6 +1052,8 @@ impl EqualsIndex {
 pub struct Subject<'a> {
     pub req: &'a dyn RequestView,
     args: OnceCell<DecodedArgs>,
+    body_args: OnceCell<DecodedArgs>,
+    json: OnceCell<DecodedArgs>,
 }
 
 /// A request's query arguments, decoded: every name and value back to back
@@ -1009,23 +1071,72 @@ impl<'a> Subject<'a> {
         Subject {
             req,
             args: OnceCell::new(),
+            body_args: OnceCell::new(),
+            json: OnceCell::new(),
         }
     }
 
     /// Every query argument, decoded (no value: empty), in order.
     pub fn args(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        let decoded = self.args.get_or_init(|| {
+        let decoded = self
+            .args
+            .get_or_init(|| DecodedArgs::of_query(self.req.query()));
+        decoded.pairs()
+    }
+
+    /// Every argument of a form body, decoded as query arguments are (none
+    /// without a body, or for another `Content-Type`), in order.
+    pub fn body_args(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let decoded = self.body_args.get_or_init(|| {
+            let form = self
+                .req
+                .body()
+                .filter(|_| BodyKind::of(self.req.header(b"content-type")) == BodyKind::Form);
+            DecodedArgs::of_query(form)
+        });
+        decoded.pairs()
+    }
+
+    /// Every string of a JSON body, decoded (`graft_contract::body`), in
+    /// order (none without a body, or for another `Content-Type`).
+    pub fn json_strings(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let decoded = self.json.get_or_init(|| {
             let mut out = DecodedArgs::default();
-            if let Some(q) = self.req.query() {
-                for_each_arg(q, |n, v| {
-                    out.bytes.extend_from_slice(n);
-                    let name_end = out.bytes.len();
-                    out.bytes.extend_from_slice(v.unwrap_or_default());
-                    out.ends.push((name_end, out.bytes.len()));
+            if let Some(body) = self
+                .req
+                .body()
+                .filter(|_| BodyKind::of(self.req.header(b"content-type")) == BodyKind::Json)
+            {
+                for_each_json_string(body, |s| {
+                    let start = out.bytes.len();
+                    out.bytes.extend_from_slice(s);
+                    out.ends.push((start, out.bytes.len()));
                 });
             }
             out
         });
+        decoded.pairs().map(|(_, v)| v)
+    }
+}
+
+impl DecodedArgs {
+    fn of_query(query: Option<&[u8]>) -> DecodedArgs {
+        let mut out = DecodedArgs::default();
+        if let Some(q) = query {
+            for_each_arg(q, |n, v| {
+                out.bytes.extend_from_slice(n);
+                let name_end = out.bytes.len();
+                out.bytes.extend_from_slice(v.unwrap_or_default());
+                out.ends.push((name_end, out.bytes.len()));
+            });
+        }
+        out
+    }
+
+    /// Each entry's two parts (a name and a value; for strings, empty and
+    /// the string).
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let decoded = self;
         let mut start = 0;
         decoded.ends.iter().map(move |&(name_end, end)| {
             let arg = (

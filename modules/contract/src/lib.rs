@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod body;
 mod context;
 mod decision;
 mod error;
@@ -33,6 +34,13 @@ pub trait Module: Send + Sync {
     /// not handle: graft then serves it through the Lua implementation.
     fn on_request(&self, _req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         Ok(Decision::Continue(Changes::default()))
+    }
+
+    /// Whether `on_request` reads the request body ([`RequestView::body`]).
+    /// graft reads bodies only for zones with a module that does, and
+    /// refuses a configuration that puts one in a zone with no body limit.
+    fn wants_body(&self) -> bool {
+        false
     }
 }
 

@@ -25,6 +25,12 @@ pub trait RequestView {
     fn for_each_header(&self, f: &mut HeaderVisitor<'_>);
     /// The client's address, when the connection has one.
     fn client_addr(&self) -> Option<IpAddr>;
+    /// The request body, as far as the zone reads it: at most its
+    /// `max_bytes` (a longer body is cut there). `None` in a zone that
+    /// reads no bodies, or for a request without one.
+    fn body(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// A request held in owned memory: for tests, replay and the parity harness.
@@ -37,6 +43,7 @@ pub struct OwnedRequest {
     pub host: Vec<u8>,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     pub client: Option<IpAddr>,
+    pub body: Option<Vec<u8>>,
 }
 
 impl OwnedRequest {
@@ -54,6 +61,7 @@ impl OwnedRequest {
             host: host.as_bytes().to_vec(),
             headers: vec![(b"Host".to_vec(), host.as_bytes().to_vec())],
             client: None,
+            body: None,
         }
     }
 }
@@ -89,5 +97,8 @@ impl RequestView for OwnedRequest {
     }
     fn client_addr(&self) -> Option<IpAddr> {
         self.client
+    }
+    fn body(&self) -> Option<&[u8]> {
+        self.body.as_deref()
     }
 }

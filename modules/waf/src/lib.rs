@@ -5,14 +5,19 @@
 //!              { "id": "office", "when": <condition>, "action": "allow" },
 //!              { "id": "curl", "when": <condition>, "action": "log" } ],
 //!   "signatures": [ "sql_injection", "path_traversal", "script_injection" ],
-//!   "signature_action": "block", "signature_status": 403 }
+//!   "signature_action": "block", "signature_status": 403,
+//!   "inspect_body": true }
 //! ```
 //!
 //! Rules run in order: `block` answers with its status, `allow` lets the
 //! request through and skips the rest (signatures included), `log` writes a
 //! line and goes on. Then each signature list, in order, is matched against
 //! the decoded path and the name and value of every query argument, however
-//! many there are. Conditions are `graft-conditions`; the lists are
+//! many there are, and with `inspect_body` the name and value of every
+//! argument of a form body and every string of a JSON body (in a zone that
+//! reads bodies: `graft_contract::body`). Rules read bodies through the
+//! conditions' body fields (`body`, `body_args`, `body_arg:<name>`,
+//! `json`). Conditions are `graft-conditions`; the lists are
 //! `signatures.json`, regular expressions in the subset PCRE and Rust's
 //! linear-time engine read alike (`graft_conditions::check_portable`, as
 //! for every regex), compiled once at load. The Lua side is handed each
@@ -97,6 +102,9 @@ struct Config {
     signature_action: Action,
     #[serde(default = "forbidden")]
     signature_status: u16,
+    /// Signatures are also matched against form and JSON bodies.
+    #[serde(default)]
+    inspect_body: bool,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +192,9 @@ pub struct Waf {
     list_names: Vec<String>,
     signature_action: Action,
     signature_status: u16,
+    inspect_body: bool,
+    /// Whether any rule or the signatures read the body.
+    wants_body: bool,
 }
 
 fn check_status(status: u16, field: &str) -> Result<(), ConfigError> {
@@ -231,7 +242,11 @@ impl Waf {
         } else {
             Some(signature_set(&config.signatures, &patterns)?)
         };
+        let wants_body = rules.iter().any(|r| r.when.reads_body())
+            || (config.inspect_body && !config.signatures.is_empty());
         Ok(Waf {
+            inspect_body: config.inspect_body,
+            wants_body,
             folds: folds(&rules),
             rules,
             signatures,
@@ -261,6 +276,13 @@ impl Waf {
         for (name, value) in subject.args() {
             check(name);
             check(value);
+        }
+        if self.inspect_body {
+            for (name, value) in subject.body_args() {
+                check(name);
+                check(value);
+            }
+            subject.json_strings().for_each(&mut check);
         }
         first
     }
@@ -297,6 +319,10 @@ fn blocked(status: u16, line: String) -> Decision {
 }
 
 impl Module for Waf {
+    fn wants_body(&self) -> bool {
+        self.wants_body
+    }
+
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
         let mut log = Vec::new();

@@ -336,3 +336,96 @@ mod folded {
         assert_eq!(status(&d), None);
     }
 }
+
+fn decide_body(config: serde_json::Value, content_type: &str, body: &str) -> Decision {
+    let waf = Waf::from_config(&config).unwrap();
+    let mut req = OwnedRequest::get("a.test", "/");
+    req.method = b"POST".to_vec();
+    req.headers
+        .push((b"Content-Type".to_vec(), content_type.as_bytes().to_vec()));
+    req.body = Some(body.as_bytes().to_vec());
+    let windows = LocalWindows::default();
+    waf.on_request(&req, &Context::local(0, &windows)).unwrap()
+}
+
+#[test]
+fn with_inspect_body_signatures_catch_form_and_json_bodies_at_any_depth() {
+    let mut config = all_lists();
+    config["inspect_body"] = json!(true);
+    let form = "application/x-www-form-urlencoded";
+    let json_ct = "application/json; charset=utf-8";
+    for (ct, body) in [
+        (form, "q=1%27%20UNION%20SELECT%20password%20FROM%20users"),
+        (form, "a=1&q=1'+UNION+SELECT+password+FROM+users"),
+        (json_ct, r#"{"q":"1' UNION SELECT password FROM users"}"#),
+        (
+            json_ct,
+            r#"{"a":[{"b":[[{"c":"<script>alert(1)</script>"}]]}]}"#,
+        ),
+        (json_ct, r#"{"\u003cscript\u003e":1}"#),
+        // Broken or cut JSON is read as far as it goes.
+        (json_ct, r#"{"q": "../../etc/passwd"  ,,, "#),
+    ] {
+        assert_eq!(
+            status(&decide_body(config.clone(), ct, body)),
+            Some(403),
+            "{ct}: {body}"
+        );
+    }
+    for (ct, body) in [
+        (form, "q=hello+world&page=2"),
+        (json_ct, r#"{"q":"hello","n":[1,2,{"x":"y"}]}"#),
+    ] {
+        assert_eq!(
+            status(&decide_body(config.clone(), ct, body)),
+            None,
+            "{body}"
+        );
+    }
+    // Without inspect_body, signatures read path and query only.
+    assert_eq!(
+        status(&decide_body(
+            all_lists(),
+            form,
+            "q=1'+UNION+SELECT+x+FROM+y"
+        )),
+        None
+    );
+    assert!(!Waf::from_config(&all_lists()).unwrap().wants_body());
+    assert!(Waf::from_config(&config).unwrap().wants_body());
+}
+
+#[test]
+fn rules_read_body_fields() {
+    let config = json!({ "rules": [
+        { "id": "no-admin-role", "when": { "field": "body_arg:role", "op": "equals", "value": "admin" }, "action": "block" },
+        { "id": "no-json-debug", "when": { "field": "json", "op": "equals", "value": "debug" }, "action": "block", "status": 400 },
+        { "id": "raw", "when": { "field": "body", "op": "prefix", "value": "MAGIC" }, "action": "block", "status": 418 } ] });
+    assert!(Waf::from_config(&config).unwrap().wants_body());
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(
+        status(&decide_body(config.clone(), form, "name=x&role=admin")),
+        Some(403)
+    );
+    assert_eq!(
+        status(&decide_body(
+            config.clone(),
+            "application/vnd.api+json",
+            r#"{"mode":{"level":"debug"}}"#
+        )),
+        Some(400)
+    );
+    assert_eq!(
+        status(&decide_body(config.clone(), "text/plain", "MAGIC!")),
+        Some(418)
+    );
+    // A form field in a JSON body is not a form field.
+    assert_eq!(
+        status(&decide_body(
+            config,
+            "application/json",
+            r#"{"x":"role=admin"}"#
+        )),
+        None
+    );
+}
