@@ -329,6 +329,10 @@ impl Canary {
 pub struct Zone {
     pub name: String,
     pub steps: Vec<Step>,
+    /// How the zone reads request bodies, when one of its modules reads
+    /// them (`None` otherwise, even with a `"body"` in the file: no body is
+    /// read that no module looks at).
+    pub body: Option<BodyLimit>,
     /// What the Lua side needs to build its legacy modules for this zone,
     /// serialized once at load and kept compressed (LZ4), expanded when the
     /// Lua side asks: at start, to check every zone's legacy modules, and
@@ -382,6 +386,76 @@ struct FileConfig<'a> {
 #[serde(deny_unknown_fields)]
 struct ZoneConfig {
     modules: Vec<serde_json::Value>,
+    #[serde(default)]
+    body: Option<BodyConfig>,
+}
+
+/// The largest `max_bytes` a zone may read of a request body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A zone's `"body": { "max_bytes": N, "over": "inspect" | { "respond": S } }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodyConfig {
+    max_bytes: usize,
+    over: OnFailure,
+}
+
+/// How much of a request body a zone's modules read, and what a longer
+/// body gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit {
+    pub max_bytes: usize,
+    pub over: OverLimit,
+}
+
+/// What a request whose body is longer than the zone's `max_bytes` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverLimit {
+    /// Its first `max_bytes` are inspected (and the whole body is passed on).
+    Inspect,
+    /// An answer with this status, before any step runs.
+    Respond(u16),
+}
+
+impl BodyConfig {
+    fn limit(&self) -> Result<BodyLimit, ConfigError> {
+        if !(1..=MAX_BODY_BYTES).contains(&self.max_bytes) {
+            return Err(ConfigError::new(
+                "body.max_bytes",
+                format!(
+                    "{} is not a size from 1 to {MAX_BODY_BYTES} bytes",
+                    self.max_bytes
+                ),
+            ));
+        }
+        let over = match &self.over {
+            OnFailure::Word(w) if w == "inspect" => OverLimit::Inspect,
+            OnFailure::Respond { respond } if (400..=599).contains(respond) => {
+                OverLimit::Respond(*respond)
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "body.over",
+                    "is \"inspect\" (the first max_bytes) or { \"respond\": <status 400-599> }",
+                ))
+            }
+        };
+        Ok(BodyLimit {
+            max_bytes: self.max_bytes,
+            over,
+        })
+    }
+}
+
+impl BodyLimit {
+    fn plan(&self) -> serde_json::Value {
+        let over = match self.over {
+            OverLimit::Inspect => "inspect".into(),
+            OverLimit::Respond(status) => serde_json::json!({ "respond": status }),
+        };
+        serde_json::json!({ "max_bytes": self.max_bytes, "over": over })
+    }
 }
 
 #[derive(Deserialize)]
@@ -656,6 +730,21 @@ impl Config {
         Some(hash != self.text_hash)
     }
 
+    /// Counts a request of `zone` whose body was longer than the zone's
+    /// `max_bytes` (in the shared table at once: it is rare).
+    pub fn count_body_over(&self, zone: &str) {
+        if let Some(t) = self.shared.get() {
+            t.add(crate::counters::body_over_key(zone), 1);
+        }
+    }
+
+    /// Requests of `zone` whose body was longer than its `max_bytes`.
+    pub fn bodies_over(&self, zone: &str) -> u64 {
+        self.shared
+            .get()
+            .map_or(0, |t| t.get(crate::counters::body_over_key(zone)))
+    }
+
     /// Graft files a running nginx refused (on reload or in a live apply)
     /// since it started.
     pub fn configurations_refused(&self) -> u64 {
@@ -825,6 +914,12 @@ fn parse_zone(host: &str, raw: &RawValue) -> Result<Zone, InZone> {
             ),
         ));
     }
+    let limit = zc
+        .body
+        .as_ref()
+        .map(BodyConfig::limit)
+        .transpose()
+        .map_err(|e| (None, e))?;
     let mut steps = Vec::with_capacity(zc.modules.len());
     let mut plan = Vec::with_capacity(zc.modules.len());
     for (i, step_value) in zc.modules.iter().enumerate() {
@@ -834,18 +929,28 @@ fn parse_zone(host: &str, raw: &RawValue) -> Result<Zone, InZone> {
             .unwrap_or("?");
         let (step, step_plan) =
             parse_step(host, i, step_value).map_err(|e| (Some((i, named.to_string())), e))?;
+        if step.module.wants_body() && limit.is_none() {
+            return Err((
+                Some((i, named.to_string())),
+                ConfigError::new(
+                    "body",
+                    "this module reads request bodies: give the zone a \"body\": { \"max_bytes\": <bytes>, \"over\": \"inspect\" or { \"respond\": 413 } }",
+                ),
+            ));
+        }
         steps.push(step);
         plan.push(step_plan);
     }
+    let body = limit.filter(|_| steps.iter().any(|s| s.module.wants_body()));
+    let mut zone_plan = serde_json::json!({ "zone": host, "steps": plan });
+    if let Some(b) = &body {
+        zone_plan["body"] = b.plan();
+    }
     Ok(Zone {
         name: host.to_string(),
-        plan: lz4_flex::compress_prepend_size(
-            serde_json::json!({ "zone": host, "steps": plan })
-                .to_string()
-                .as_bytes(),
-        )
-        .into_boxed_slice(),
+        plan: lz4_flex::compress_prepend_size(zone_plan.to_string().as_bytes()).into_boxed_slice(),
         steps,
+        body,
     })
 }
 

@@ -271,6 +271,13 @@ pub fn refused_key() -> u64 {
     h.finish()
 }
 
+/// The key of the count of a zone's request bodies over its `max_bytes`.
+pub fn body_over_key(zone: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    ("body_over", zone).hash(&mut h);
+    h.finish()
+}
+
 /// The key of a kill switch: `zone` None for the module in every zone.
 pub fn kill_key(zone: Option<&str>, module: &str) -> u64 {
     let mut h = DefaultHasher::new();

@@ -27,7 +27,7 @@ pub mod registry;
 pub mod shared;
 pub mod snapshot;
 
-pub use config::{Config, Mode, Step, Zone};
+pub use config::{BodyLimit, Config, Mode, OverLimit, Step, Zone};
 pub use counters::{Count, Counters, Impl, Kill};
 pub use dispatch::{run_request_phase, Outcome};
 pub use error::{Error, ErrorKind};

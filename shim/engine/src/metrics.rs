@@ -176,6 +176,17 @@ impl Collector for Snapshot {
             ConstGauge::new(step.counters.kill() as i64).encode(family.encode_family(&labels)?)?;
         }
         let config = &self.0;
+        let mut family = encoder.encode_descriptor(
+            "graft_request_bodies_over_limit",
+            "Requests whose body was longer than their zone's body max_bytes (zones that read bodies only): answered with the zone's status, or inspected as far as max_bytes, by its \"over\".",
+            None,
+            MetricType::Counter,
+        )?;
+        for zone in config.zones.iter().filter(|z| z.body.is_some()) {
+            let labels = [("zone", zone.name.as_str())];
+            ConstCounter::new(config.bodies_over(&zone.name))
+                .encode(family.encode_family(&labels)?)?;
+        }
         single(
             &mut encoder,
             (

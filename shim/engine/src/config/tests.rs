@@ -350,3 +350,54 @@ fn a_configuration_must_fit_the_shared_counters() {
     let roomy = words(4096);
     assert!(c.fits(&CounterTable::new(&roomy)).is_ok());
 }
+
+#[test]
+fn a_module_that_reads_bodies_needs_its_zone_to_say_how_much() {
+    let waf = r#"{ "module": "waf", "mode": "rust", "config": { "signatures": ["sql_injection"], "inspect_body": true } }"#;
+    let got = error(&format!(
+        r#"{{ "zones": {{ "a.com": {{ "modules": [ {{ "module": "probe", "mode": "lua" }}, {waf} ] }} }} }}"#
+    ));
+    assert!(
+        got.contains(
+            r#"zone "a.com": module #1 "waf": field "body": this module reads request bodies"#
+        ),
+        "{got}"
+    );
+    for (body, field) in [
+        (r#"{ "max_bytes": 0, "over": "inspect" }"#, "body.max_bytes"),
+        (r#"{ "max_bytes": 1024, "over": "skip" }"#, "body.over"),
+        (
+            r#"{ "max_bytes": 1024, "over": { "respond": 200 } }"#,
+            "body.over",
+        ),
+        (r#"{ "max_bytes": 1024 }"#, "body"),
+    ] {
+        let got = error(&format!(
+            r#"{{ "zones": {{ "a.com": {{ "body": {body}, "modules": [ {waf} ] }} }} }}"#
+        ));
+        assert!(
+            got.contains(&format!(r#"zone "a.com": field "{field}""#)),
+            "{body}: {got}"
+        );
+    }
+    let c = parse(&format!(
+        r#"{{ "zones": {{ "a.com": {{ "body": {{ "max_bytes": 1024, "over": {{ "respond": 413 }} }}, "modules": [ {waf} ] }},
+            "b.com": {{ "body": {{ "max_bytes": 1024, "over": "inspect" }}, "modules": [ {{ "module": "probe", "mode": "rust" }} ] }} }} }}"#
+    ))
+    .unwrap();
+    let a = &c.zones[c.zone_named("a.com").unwrap()];
+    assert_eq!(
+        a.body,
+        Some(BodyLimit {
+            max_bytes: 1024,
+            over: OverLimit::Respond(413)
+        })
+    );
+    let plan: serde_json::Value = serde_json::from_str(&a.plan_json()).unwrap();
+    assert_eq!(
+        plan["body"],
+        serde_json::json!({ "max_bytes": 1024, "over": { "respond": 413 } })
+    );
+    let b = &c.zones[c.zone_named("b.com").unwrap()];
+    assert_eq!(b.body, None, "no module there reads bodies: none is read");
+}
