@@ -17,7 +17,7 @@ local tonumber = tonumber
 local tostring = tostring
 
 local _M = {
-    GRAFT_ABI_VERSION = 7,
+    GRAFT_ABI_VERSION = 8,
 
     GRAFT_OK = 0,
     GRAFT_ERROR = -1,
@@ -119,6 +119,7 @@ int graft_ffi_plans(ngx_http_request_t *r, int which, int zone, unsigned char *b
 int graft_ffi_response_header(ngx_http_request_t *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
 int graft_ffi_fail_module(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
 int graft_ffi_note_diff(ngx_http_request_t *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
+int graft_ffi_body(ngx_http_request_t *r, int zone);
 ]]
 
 -- The monotonic clock, for the sampled latency of the Lua side.

@@ -2,7 +2,10 @@
 -- compile(cond) turns the JSON condition into a tree of closures, once.
 --
 -- req fields used: method, path, host, query, client, args (as
--- ngx.req.get_uri_args(0) gives them), headers (as ngx.req.get_headers(0)).
+-- ngx.req.get_uri_args(0) gives them), headers (as ngx.req.get_headers(0));
+-- in zones that read bodies, body (the bytes as far as the zone reads
+-- them), body_args (a form body's arguments, as ngx.decode_args(body, 0)
+-- gives them) and json (every string of a JSON body, graft.body).
 
 local ip = require "graft.ip"
 
@@ -100,6 +103,30 @@ local function make_test(cond)
             end
             return false
         end
+    elseif field == "body" then
+        return function(req)
+            local v = req.body
+            return v ~= nil and test(v)
+        end
+    elseif field == "body_args" then
+        return function(req)
+            for name, entry in pairs(req.body_args) do
+                if test(name) or any_value(entry, test) then
+                    return true
+                end
+            end
+            return false
+        end
+    elseif field == "json" then
+        return function(req)
+            local strings = req.json
+            for i = 1, #strings do
+                if test(strings[i]) then
+                    return true
+                end
+            end
+            return false
+        end
     elseif field == "headers" then
         return function(req)
             for _, entry in pairs(req.headers) do
@@ -110,9 +137,11 @@ local function make_test(cond)
             return false
         end
     end
-    local kind, name = field:match("^(%a+):(.+)$")
+    local kind, name = field:match("^([%a_]+):(.+)$")
     if kind == "arg" then
         return function(req) return any_value(req.args[name], test) end
+    elseif kind == "body_arg" then
+        return function(req) return any_value(req.body_args[name], test) end
     elseif kind == "header" then
         name = lower(name)
         return function(req) return any_value(req.headers[name], test) end

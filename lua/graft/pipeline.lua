@@ -57,6 +57,7 @@ local GRAFT_SAMPLE_EVERY = abi.GRAFT_SAMPLE_EVERY
 local GRAFT_TARGET_LOG = abi.GRAFT_TARGET_LOG
 local GRAFT_TARGET_REQUEST = abi.GRAFT_TARGET_REQUEST
 local GRAFT_USE_LUA = abi.GRAFT_USE_LUA
+local read_body = ngx_req.read_body
 
 local _M = {}
 
@@ -332,6 +333,23 @@ local function step_decision(r, zone, index, step, req, lua_only)
     return d
 end
 
+-- A zone whose modules read request bodies: nginx reads the body (at
+-- most client_max_body_size; into a file past client_body_buffer_size),
+-- then graft says whether the request goes on (nil) or the status it is
+-- answered with (a body over the zone's max_bytes it answers, or one that
+-- cannot be read). How much each request object reads: `max_bytes`.
+local function zone_body(r, zone, body)
+    if not body then
+        return nil, nil
+    end
+    read_body()
+    local status = C.graft_ffi_body(r, zone)
+    if status ~= GRAFT_OK then
+        return body.max_bytes, status > 0 and status or 500
+    end
+    return body.max_bytes, nil
+end
+
 -- Runs the zone's modules for the current request. Call it from
 -- access_by_lua*.
 function _M.access()
@@ -370,7 +388,11 @@ function _M.access()
         ngx_log(ERR, "graft: no plan for the request's zone: ", err)
         return ngx_exit(500)
     end
-    local req = new_request()
+    local body_max, refused = zone_body(r, zone, plan.body)
+    if refused then
+        return ngx_exit(refused)
+    end
+    local req = new_request(body_max)
     local native_fallback = fallback_ptr[0] == GRAFT_RESUME_FALLBACK
     for i = first + 1, #plan do
         -- Rust already declined or failed on the first step natively (and
@@ -386,7 +408,7 @@ function _M.access()
                 return respond(d)
             end
         elseif changed then
-            req = new_request()
+            req = new_request(body_max)
         end
     end
 end
@@ -434,7 +456,11 @@ function _M.decide(module, scope)
     end
     for i = 1, #plan do
         if plan[i].module == module then
-            return step_decision(r, zone, i - 1, plan[i], new_request(), false)
+            local body_max, refused = zone_body(r, zone, plan.body)
+            if refused then
+                return policy_decision(refused, "body", module)
+            end
+            return step_decision(r, zone, i - 1, plan[i], new_request(body_max), false)
         end
     end
     return module_failed(r, module, "the request's zone has no step of it")

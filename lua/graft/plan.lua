@@ -61,6 +61,8 @@ local function plan_from(data)
         end
         plan[i] = entry
     end
+    -- How the zone reads request bodies (nil: it reads none).
+    plan.body = data.body
     return plan
 end
 

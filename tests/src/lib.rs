@@ -379,6 +379,29 @@ impl Nginx {
         })
     }
 
+    /// Sends a request in `pieces`, each written on its own after a pause
+    /// (nginx reads it in as many reads), and reads the response.
+    pub fn raw_in_pieces(&self, pieces: &[&[u8]]) -> Response {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        for piece in pieces {
+            s.write_all(piece).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        parse_response(&buf).unwrap_or_else(|| {
+            panic!(
+                "no HTTP response to {} pieces: {:?}\n{}",
+                pieces.len(),
+                String::from_utf8_lossy(&buf),
+                self.error_log()
+            )
+        })
+    }
+
     /// A request to the admin listener.
     pub fn admin(&self, method: &str, target: &str) -> Response {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();

@@ -1,7 +1,8 @@
 -- WAF, the legacy Lua implementation (the Rust one is modules/waf): rules
 -- in order (block / allow / log), then signature lists, each compiled into
 -- one alternation and matched with ngx.re (PCRE JIT, compiled-regex cache)
--- against the decoded path and every query argument's name and value.
+-- against the decoded path and every query argument's name and value, and
+-- with inspect_body every form-body argument and every JSON-body string.
 
 local conditions = require "graft.conditions"
 
@@ -38,6 +39,7 @@ function _M.new(conf)
         lists = lists,
         signature_action = conf.signature_action or "block",
         signature_status = conf.signature_status or 403,
+        inspect_body = conf.inspect_body == true,
     }, mt)
 end
 
@@ -70,6 +72,19 @@ local function any_arg_hits(regex, args)
     return false
 end
 
+local function any_string_hits(regex, strings)
+    for i = 1, #strings do
+        if hit(regex, strings[i]) then
+            return true
+        end
+    end
+    return false
+end
+
+local function body_hits(regex, req)
+    return any_arg_hits(regex, req.body_args) or any_string_hits(regex, req.json)
+end
+
 function _M.on_request(self, req)
     local log
     local rules = self.rules
@@ -95,7 +110,8 @@ function _M.on_request(self, req)
         local path, args = req.path, req.args
         for i = 1, #lists do
             local list = lists[i]
-            if hit(list.regex, path) or any_arg_hits(list.regex, args) then
+            if hit(list.regex, path) or any_arg_hits(list.regex, args)
+                or (self.inspect_body and body_hits(list.regex, req)) then
                 if self.signature_action == "block" then
                     return {
                         kind = "respond", status = self.signature_status, headers = {}, body = "",

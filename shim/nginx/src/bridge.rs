@@ -22,9 +22,11 @@ use crate::guard::guarded;
 use crate::live::shared_windows;
 use crate::location::zone_for;
 use crate::request::NgxRequest;
-use crate::steps::{fail_step, log_limited, log_outcome, record, run_sampled, LogFamily};
+use crate::steps::{
+    fail_step, log_limited, log_outcome, record, run_sampled, zone_body, LogFamily,
+};
 
-pub const GRAFT_ABI_VERSION: c_int = 7;
+pub const GRAFT_ABI_VERSION: c_int = 8;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -411,7 +413,16 @@ pub unsafe extern "C" fn graft_ffi_run(
         let Some(windows) = shared_windows() else {
             return GRAFT_ERROR;
         };
-        let view = NgxRequest::new(r);
+        let view = match config
+            .zones
+            .get(usize::try_from(zone).unwrap_or(usize::MAX))
+            .map(|z| zone_body(r, z))
+        {
+            Some(Ok(body)) => NgxRequest::with_body(r, body),
+            // The Lua side asks graft_ffi_body first; a body it did not
+            // have read cannot be inspected: Rust does not decide.
+            Some(Err(_)) | None => return GRAFT_ERROR,
+        };
         // The mode for this request: a canary resolves per client, a thrown
         // kill switch sends the step to Lua.
         let mode = step.mode_for(&view);
@@ -624,6 +635,33 @@ pub unsafe extern "C" fn graft_ffi_fail_module(
             ),
         );
         code
+    })
+}
+
+/// The Lua side read the request body (`ngx.req.read_body()`) for a zone
+/// whose plan has one: 0 to go on, or the status to answer the request
+/// with (`steps::zone_body`: a body over the zone's `max_bytes` that it
+/// answers, or one graft cannot read); `GRAFT_ERROR` for no such zone.
+///
+/// # Safety
+/// `r` is null or the current request.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_body(r: *mut c_void, zone: c_int) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let Some(config) = ctx::config(r).cloned() else {
+            return GRAFT_NO_CONFIG;
+        };
+        let Some(zone) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
+            return GRAFT_ERROR;
+        };
+        match zone_body(r, zone) {
+            Ok(_) => GRAFT_OK,
+            Err(status) => c_int::from(status),
+        }
     })
 }
 

@@ -44,6 +44,12 @@ pub struct RequestCtx {
     pub fallback: bool,
     /// Response-header changes the native pipeline decided.
     pub response_ops: Vec<HeaderOp>,
+    /// Whether the native pipeline has asked nginx for the request body
+    /// (it runs again once the body is in).
+    pub body_asked: bool,
+    /// The body as far as a zone reads it (its `max_bytes`, and what was
+    /// read), taken once from what nginx read.
+    pub body: Option<(usize, Arc<[u8]>)>,
 }
 
 /// How far the pipeline went for a request.
@@ -81,6 +87,8 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             resume_at: Some(0),
             fallback: false,
             response_ops: Vec::new(),
+            body_asked: false,
+            body: None,
         });
         cln.handler = Some(drop_ctx);
         *slot(r) = ctx as *mut c_void;

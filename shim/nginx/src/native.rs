@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use graft_contract::{Changes, Context, Decision, HeaderAction, Response};
 use graft_engine::{Count, Mode, Outcome, Zone};
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_discard_request_body,
-    ngx_http_finalize_request, ngx_http_output_filter, ngx_http_output_header_filter_pt,
-    ngx_http_request_t, ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
+    ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_core_run_phases,
+    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter,
+    ngx_http_output_header_filter_pt, ngx_http_read_client_request_body, ngx_http_request_t,
+    ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
     ngx_http_top_header_filter, ngx_int_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
 };
 
 use crate::conf::{current_config, loc_conf};
@@ -33,9 +34,11 @@ use crate::guard::guarded;
 use crate::headers::{pool_str, push_header, remove_request_header, response_header};
 use crate::live::shared_windows;
 use crate::location::zone_for;
+use crate::request::has_body;
 use crate::request::NgxRequest;
 use crate::steps::{
-    fail_step, log_decision_lines, log_limited, log_outcome, record, run_sampled, LogFamily,
+    body_declared_over, fail_step, log_decision_lines, log_limited, log_outcome, record,
+    run_sampled, zone_body, LogFamily,
 };
 
 /// The next header filter in nginx's chain, a code address that is the same
@@ -92,11 +95,48 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         if ctx.ran_zones.contains(&zone) {
             return NGX_DECLINED as ngx_int_t;
         }
+        let config = ctx.config.clone();
+        // A zone whose modules read bodies: the body first, then this
+        // handler again (from `body_read`).
+        if config.zones[zone].body.is_some() && has_body(r) && !ctx.body_asked {
+            if let Some(status) = body_declared_over(r, &config, &config.zones[zone]) {
+                return status as ngx_int_t;
+            }
+            ctx.body_asked = true;
+            // A body nginx writes to a temporary file keeps its name until
+            // the request ends (as ngx.req.read_body() asks), so that a
+            // Lua handler after this one can still open it.
+            r.set_request_body_in_persistent_file(1);
+            r.set_request_body_in_clean_file(1);
+            // SAFETY: a live main request in its access phase; nginx calls
+            // `body_read` once the whole body is in (at once when it is).
+            let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_read)) };
+            if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+                return rc;
+            }
+            // SAFETY: reading the body took a reference on the request;
+            // NGX_DONE gives this handler's back, as nginx's mirror does.
+            unsafe { ngx_http_finalize_request(r, NGX_DONE as ngx_int_t) };
+            return NGX_DONE as ngx_int_t;
+        }
         ctx.pipeline = Pipeline::Native;
         ctx.ran_zones.push(zone);
         ctx.fallback = false;
-        let config = ctx.config.clone();
         run_steps(r, &config.zones[zone], 0, false, true)
+    })
+}
+
+/// The request body is in: the phases run again from the access phase,
+/// where `access_handler` now runs the pipeline.
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    guarded((), || {
+        // SAFETY: nginx calls a body's post handler with its live request;
+        // running its phases again is what a phase handler that waited for
+        // the body does (nginx's mirror module does the same).
+        unsafe {
+            (*r).write_event_handler = Some(ngx_http_core_run_phases);
+            ngx_http_core_run_phases(r);
+        }
     })
 }
 
@@ -147,6 +187,10 @@ fn run_steps(
     let Some(windows) = shared_windows() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    let body = match zone_body(r, zone) {
+        Ok(body) => body,
+        Err(status) => return status as ngx_int_t,
+    };
     // Whatever ends the request from here (an answer, an error) ends its
     // pipeline: an internal redirect to an error page never runs it again.
     // Only a hand-on to the Lua bridge names a step to resume at.
@@ -165,7 +209,8 @@ fn run_steps(
                 now_secs: u64::try_from(ngx_time()).unwrap_or(0),
                 windows: &windows,
             };
-            let outcome = run_sampled(r, &zone.name, step, &NgxRequest::new(r), &ctx);
+            let view = NgxRequest::with_body(r, body.clone());
+            let outcome = run_sampled(r, &zone.name, step, &view, &ctx);
             log_outcome(r, &zone.name, step.module_name, &outcome);
             match outcome {
                 Outcome::Decided(d) => {

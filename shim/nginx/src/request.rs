@@ -2,6 +2,7 @@
 //! nothing is copied, every slice points into the request's memory.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use graft_contract::{HeaderVisitor, RequestView};
 use ngx::ffi::{
@@ -11,11 +12,85 @@ use ngx::ffi::{
 
 pub struct NgxRequest<'r> {
     r: &'r ngx_http_request_t,
+    /// The body as far as the zone reads it (`steps::zone_body`).
+    body: Option<Arc<[u8]>>,
 }
 
 impl<'r> NgxRequest<'r> {
     pub fn new(r: &'r ngx_http_request_t) -> Self {
-        NgxRequest { r }
+        NgxRequest { r, body: None }
+    }
+
+    /// The view of a request whose zone reads bodies, with what it read.
+    pub fn with_body(r: &'r ngx_http_request_t, body: Option<Arc<[u8]>>) -> Self {
+        NgxRequest { r, body }
+    }
+}
+
+/// Whether the request comes with a body (a length above 0, or chunked).
+pub fn has_body(r: &ngx_http_request_t) -> bool {
+    r.headers_in.content_length_n > 0 || r.headers_in.chunked() != 0
+}
+
+/// What nginx has of a request's body.
+pub enum BodyRead {
+    /// No body was read for this request (none asked, or still reading).
+    NotRead,
+    /// Its first `max` bytes (fewer if shorter), and its whole length.
+    Read(Vec<u8>, u64),
+    /// A part in a temporary file could not be read.
+    Unreadable(std::io::Error),
+}
+
+/// The first `max` bytes of the body nginx read for the request, from
+/// memory or from the temporary file a longer body was written to, and
+/// the body's whole length.
+pub fn body_prefix(r: &ngx_http_request_t, max: usize) -> BodyRead {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: request_body is null or nginx's record of the body it read;
+    // once reading is done its chain holds buffers of memory (pos..last,
+    // valid for the request's life) or of a file (file_pos..file_last of
+    // an open file nginx owns: borrowed here, never closed, hence
+    // ManuallyDrop).
+    unsafe {
+        let Some(rb) = r.request_body.as_ref() else {
+            return BodyRead::NotRead;
+        };
+        if r.reading_body() != 0 {
+            return BodyRead::NotRead;
+        }
+        let mut out = Vec::new();
+        let mut total: u64 = 0;
+        let mut cl = rb.bufs;
+        while let Some(link) = cl.as_ref() {
+            cl = link.next;
+            let Some(b) = link.buf.as_ref() else {
+                continue;
+            };
+            let room = max.saturating_sub(out.len());
+            if b.in_file() != 0 && !b.file.is_null() {
+                let len = u64::try_from(b.file_last - b.file_pos).unwrap_or(0);
+                total += len;
+                let want = room.min(usize::try_from(len).unwrap_or(usize::MAX));
+                if want > 0 {
+                    let file =
+                        std::mem::ManuallyDrop::new(std::fs::File::from_raw_fd((*b.file).fd));
+                    let mut part = vec![0u8; want];
+                    let at = u64::try_from(b.file_pos).unwrap_or(0);
+                    if let Err(e) = file.read_exact_at(&mut part, at) {
+                        return BodyRead::Unreadable(e);
+                    }
+                    out.extend_from_slice(&part);
+                }
+            } else if !b.pos.is_null() && b.last > b.pos {
+                let len = usize::try_from(b.last.offset_from(b.pos)).unwrap_or(0);
+                total += len as u64;
+                let take = room.min(len);
+                out.extend_from_slice(std::slice::from_raw_parts(b.pos, take));
+            }
+        }
+        BodyRead::Read(out, total)
     }
 }
 
@@ -77,6 +152,10 @@ impl RequestView for NgxRequest<'_> {
 
     fn for_each_header(&self, f: &mut HeaderVisitor<'_>) {
         self.for_each_table_elt(&mut |h| f(bytes(&h.key), bytes(&h.value)));
+    }
+
+    fn body(&self) -> Option<&[u8]> {
+        self.body.as_deref()
     }
 
     fn client_addr(&self) -> Option<IpAddr> {

@@ -11,7 +11,7 @@ use graft_engine::{run_request_phase, Count, Impl, Outcome, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
-use crate::request::NgxRequest;
+use crate::request::{body_prefix, has_body, BodyRead, NgxRequest};
 
 thread_local! {
     static SAMPLE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
@@ -62,6 +62,104 @@ pub fn run_sampled(
         }
     }
     outcome
+}
+
+/// The request body as the zone's modules read it: `Ok(None)` for a zone
+/// that reads no bodies or a request without one; the first `max_bytes`
+/// of a longer body if the zone inspects those (counted and logged), or
+/// `Err(status)` to answer the request with before any step runs: the
+/// zone's status for a longer body, 500 for a body graft should have but
+/// cannot read (never "no body": what is not read is not let through).
+/// Taken once a request from what nginx read (the native pipeline, or the
+/// Lua side's `ngx.req.read_body()`).
+pub fn zone_body(
+    r: &ngx_http_request_t,
+    zone: &graft_engine::Zone,
+) -> Result<Option<std::sync::Arc<[u8]>>, u16> {
+    use graft_engine::OverLimit;
+    let Some(limit) = zone.body else {
+        return Ok(None);
+    };
+    if !has_body(r) {
+        return Ok(None);
+    }
+    let Some(ctx) = crate::ctx::of(r) else {
+        return Err(500);
+    };
+    if let Some((max, body)) = &ctx.body {
+        if *max == limit.max_bytes {
+            return Ok(Some(body.clone()));
+        }
+    }
+    let name = &zone.name;
+    let (prefix, total) = match body_prefix(r, limit.max_bytes) {
+        BodyRead::Read(prefix, total) => (prefix, total),
+        BodyRead::NotRead => {
+            log_limited(
+                r,
+                LogFamily::Failure,
+                format_args!("graft: zone \"{name}\": the request body was not read before its modules ran: answered 500"),
+            );
+            return Err(500);
+        }
+        BodyRead::Unreadable(e) => {
+            log_limited(
+                r,
+                LogFamily::Failure,
+                format_args!("graft: zone \"{name}\": the request body's temporary file cannot be read ({e}): answered 500"),
+            );
+            return Err(500);
+        }
+    };
+    if total > limit.max_bytes as u64 {
+        ctx.config.count_body_over(name);
+        let max = limit.max_bytes;
+        match limit.over {
+            OverLimit::Respond(status) => {
+                log_limited(
+                    r,
+                    LogFamily::Decision,
+                    format_args!("graft: zone \"{name}\": request body of {total} bytes is over its max_bytes of {max}: answered {status}"),
+                );
+                return Err(status);
+            }
+            OverLimit::Inspect => log_limited(
+                r,
+                LogFamily::Decision,
+                format_args!("graft: zone \"{name}\": request body of {total} bytes is over its max_bytes of {max}: its first {max} bytes inspected"),
+            ),
+        }
+    }
+    let body: std::sync::Arc<[u8]> = prefix.into();
+    ctx.body = Some((limit.max_bytes, body.clone()));
+    Ok(Some(body))
+}
+
+/// A request whose body a zone would refuse for its declared length
+/// alone: the status, counted and logged, before anything is read.
+pub fn body_declared_over(
+    r: &ngx_http_request_t,
+    config: &graft_engine::Config,
+    zone: &graft_engine::Zone,
+) -> Option<u16> {
+    let limit = zone.body?;
+    let graft_engine::OverLimit::Respond(status) = limit.over else {
+        return None;
+    };
+    let declared = u64::try_from(r.headers_in.content_length_n).ok()?;
+    if declared <= limit.max_bytes as u64 {
+        return None;
+    }
+    config.count_body_over(&zone.name);
+    log_limited(
+        r,
+        LogFamily::Decision,
+        format_args!(
+            "graft: zone \"{}\": request body of {declared} bytes is over its max_bytes of {}: answered {status}",
+            zone.name, limit.max_bytes
+        ),
+    );
+    Some(status)
 }
 
 /// Logs a Rust outcome that is not a decision, within its family's
