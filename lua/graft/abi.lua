@@ -119,6 +119,9 @@ int graft_ffi_plans(ngx_http_request_t *r, int which, int zone, unsigned char *b
 int graft_ffi_response_header(ngx_http_request_t *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
 int graft_ffi_fail_module(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
 int graft_ffi_note_diff(ngx_http_request_t *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
+/* After ngx.req.read_body() in a zone whose plan has a body: 0 to go on,
+   or the status to answer with (the body over the zone's max_bytes with
+   "over": { "respond" }, or a body graft cannot read). */
 int graft_ffi_body(ngx_http_request_t *r, int zone);
 ]]
 

@@ -829,7 +829,7 @@ fn a_configuration_the_shared_tables_cannot_count_is_refused() {
     let (ok, out) = nginx.test_config();
     assert!(!ok, "{out}");
     assert!(
-        out.contains("250 steps need 3622 shared counters") && out.contains("graft_shared_memory"),
+        out.contains("250 steps need 3872 shared counters") && out.contains("graft_shared_memory"),
         "{out}"
     );
     // Room enough: it starts; a reload asking for another size is refused
