@@ -7,7 +7,8 @@
 //!
 //! Fields are separated by tabs: method, host, request target, then any
 //! number of headers. `@client: ADDR` is not a header: it is the loopback
-//! address the request is sent from. In every field `\xNN` is the byte NN,
+//! address the request is sent from; nor is `@body: BYTES`, the request's
+//! body (sent with its `Content-Length`). In every field `\xNN` is the byte NN,
 //! `\t` a tab and `\\` a backslash, so a line can carry any byte.
 use crate::error::{Error, ErrorKind};
 use std::net::Ipv4Addr;
@@ -19,6 +20,7 @@ pub struct CorpusRequest {
     pub target: Vec<u8>,
     pub headers: Vec<Vec<u8>>,
     pub client: Option<Ipv4Addr>,
+    pub body: Option<Vec<u8>>,
 }
 
 fn unescape(field: &str) -> Result<Vec<u8>, String> {
@@ -72,7 +74,17 @@ impl CorpusRequest {
             target: target.as_bytes().to_vec(),
             headers: vec![],
             client: None,
+            body: None,
         }
+    }
+
+    /// A POST of `body` with that `Content-Type`.
+    pub fn post(host: &str, target: &str, content_type: &str, body: &[u8]) -> Self {
+        let mut req =
+            CorpusRequest::get(host, target).header(&format!("Content-Type: {content_type}"));
+        req.method = b"POST".to_vec();
+        req.body = Some(body.to_vec());
+        req
     }
 
     pub fn header(mut self, h: &str) -> Self {
@@ -95,6 +107,9 @@ impl CorpusRequest {
         if let Some(c) = self.client {
             fields.push(format!("@client: {c}"));
         }
+        if let Some(body) = &self.body {
+            fields.push(format!("@body: {}", escape(body)));
+        }
         fields.join("\t")
     }
 
@@ -111,7 +126,13 @@ impl CorpusRequest {
             w.extend_from_slice(h);
             w.extend_from_slice(b"\r\n");
         }
+        if let Some(body) = &self.body {
+            w.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
         w.extend_from_slice(b"Connection: close\r\n\r\n");
+        if let Some(body) = &self.body {
+            w.extend_from_slice(body);
+        }
         w
     }
 
@@ -129,6 +150,10 @@ impl CorpusRequest {
         }
         if let Some(c) = self.client {
             s.push_str(&format!(" from {c}"));
+        }
+        if let Some(body) = &self.body {
+            let shown = escape(&body[..body.len().min(80)]);
+            s.push_str(&format!(" with a {}-byte body: {shown}", body.len()));
         }
         s
     }
@@ -153,9 +178,12 @@ pub fn parse(text: &str) -> Result<Vec<CorpusRequest>, Error> {
             target,
             headers: vec![],
             client: None,
+            body: None,
         };
         for f in fields {
-            if let Some(addr) = f.strip_prefix("@client: ") {
+            if let Some(body) = f.strip_prefix("@body: ") {
+                req.body = Some(unescape(body).map_err(err)?);
+            } else if let Some(addr) = f.strip_prefix("@client: ") {
                 req.client = Some(
                     addr.parse()
                         .map_err(|_| err(format!("bad @client {addr}")))?,
@@ -184,6 +212,7 @@ mod tests {
             target: b"/p/\xff\x00\t\\x".to_vec(),
             headers: vec![b"X-A: \x01\xfe".to_vec()],
             client: Some("127.0.0.9".parse().unwrap()),
+            body: Some(b"q=1\t\xff\\{\"a\":[]}".to_vec()),
         };
         let parsed = parse(&req.to_line()).unwrap();
         assert_eq!(parsed, vec![req]);

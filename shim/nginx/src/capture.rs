@@ -12,7 +12,9 @@
 //! file holds `max` bytes nothing more is written until it is rotated
 //! (counted, and said in the error log within its budget). Authorization,
 //! Cookie, Proxy-Authorization, X-Forwarded-For and X-Real-IP are never
-//! written, nor the headers `drop=` names; the target is written as sent
+//! written, nor request bodies (nor so their Content-Length and
+//! Transfer-Encoding: a captured request replays without its body), nor
+//! the headers `drop=` names; the target is written as sent
 //! (a query string carrying a token is: `drop=` cannot reach it). Headers
 //! are written as the client sent them: the capture runs in nginx's
 //! post-read phase, before any step changes the request. A client address becomes a loopback one with the same
@@ -44,12 +46,17 @@ use crate::steps::{log_limited, LogFamily};
 
 /// Headers never written to a capture, whatever the configuration says:
 /// credentials, and the client addresses proxies forward.
-const ALWAYS_DROPPED: [&str; 5] = [
+/// Bodies are not captured (they carry passwords, tokens and personal
+/// data), so neither are the headers that announce one: a captured request
+/// is replayed without its body.
+const ALWAYS_DROPPED: [&str; 7] = [
     "authorization",
     "cookie",
     "proxy-authorization",
     "x-forwarded-for",
     "x-real-ip",
+    "content-length",
+    "transfer-encoding",
 ];
 
 /// Requests not written because the file was full, in this worker.
@@ -214,6 +221,7 @@ impl Capture {
             target: view.raw_uri().to_vec(),
             headers,
             client,
+            body: None,
         }
     }
 }

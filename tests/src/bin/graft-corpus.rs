@@ -55,7 +55,8 @@ fn zone_config(zone: &str, i: usize) -> Value {
             "allow": ["127.0.0.0/8", "::1"], "deny": ["127.0.0.66", "127.0.66.0/24"],
             "default": if zone == "admin.example" { "deny" } else { "allow" } } }),
         json!({ "module": "waf", "mode": "lua", "config": {
-            "rules": rules, "signatures": ["sql_injection", "path_traversal", "script_injection"] } }),
+            "rules": rules, "signatures": ["sql_injection", "path_traversal", "script_injection"],
+            "inspect_body": true } }),
         json!({ "module": "redirects", "mode": "lua", "config": {
             "rules": [
                 { "from": "/old", "to": "/new" },
@@ -77,7 +78,46 @@ fn zone_config(zone: &str, i: usize) -> Value {
             { "name": "clients", "key": "client", "limit": 1000000, "window": 60 } ] } }),
         );
     }
-    json!({ "modules": modules })
+    json!({ "body": { "max_bytes": 4096, "over": { "respond": 413 } }, "modules": modules })
+}
+
+/// A request body: a form or JSON (nested, sometimes cut or broken), with
+/// a payload in it now and then, or a body over the zones' 4 KiB.
+fn body(rng: &mut ChaCha8Rng) -> (&'static str, Vec<u8>) {
+    let value = if rng.random_bool(0.3) {
+        pick(rng, PAYLOADS).to_string()
+    } else {
+        format!("item-{}", rng.random_range(0..1000))
+    };
+    match rng.random_range(0..10) {
+        0..=3 => (
+            "application/x-www-form-urlencoded",
+            format!("name=x&q={value}&page={}", rng.random_range(0..50)).into_bytes(),
+        ),
+        4..=7 => {
+            // JSON carries the payload decoded, as a client would send it.
+            let mut decoded = Vec::new();
+            graft_contract::args::decode_component(value.as_bytes(), &mut decoded);
+            let s = serde_json::to_string(&String::from_utf8_lossy(&decoded)).unwrap();
+            let depth = rng.random_range(0..6);
+            let doc = format!(
+                "{}{{\"q\":{s},\"n\":[1,2]}}{}",
+                "{\"a\":[".repeat(depth),
+                "]}".repeat(depth)
+            );
+            let cut = if rng.random_bool(0.1) {
+                doc.len() / 2
+            } else {
+                doc.len()
+            };
+            ("application/json", doc.as_bytes()[..cut].to_vec())
+        }
+        8 => ("text/plain", value.into_bytes()),
+        _ => (
+            "application/x-www-form-urlencoded",
+            format!("big={}&q={value}", "a".repeat(5000)).into_bytes(),
+        ),
+    }
 }
 
 fn config() -> Value {
@@ -215,6 +255,10 @@ fn request(rng: &mut ChaCha8Rng) -> CorpusRequest {
         80..=87 => CorpusRequest::get(zone, pick::<&str>(rng, ODD_PATHS)),
         88..=93 => CorpusRequest::get("api.example", "/api/v1/items")
             .header(&format!("X-Api-Key: key-{}", rng.random_range(0..8))),
+        94..=96 => {
+            let (content_type, body) = body(rng);
+            CorpusRequest::post(zone, pick::<&str>(rng, PAGES), content_type, &body)
+        }
         _ => {
             let mut r = CorpusRequest::get(zone, pick::<&str>(rng, PAGES));
             r.method = pick(rng, &["POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"])
