@@ -42,6 +42,39 @@ pub trait Module: Send + Sync {
     fn wants_body(&self) -> bool {
         false
     }
+
+    /// The response-body phase: a rewriter for this response's body, or
+    /// `None` to leave it as it is (the default). Called once a response,
+    /// when its headers are known; the rewriter then gets the body chunk by
+    /// chunk, as it streams, and keeps what it needs between chunks (never
+    /// the whole body). graft removes `Content-Length` from a response it
+    /// rewrites.
+    fn on_response_body(&self, _head: &ResponseHead<'_>) -> Option<Box<dyn BodyRewriter>> {
+        None
+    }
+
+    /// Whether the module has a response-body phase at all.
+    fn rewrites_bodies(&self) -> bool {
+        false
+    }
+}
+
+/// What the response-body phase knows of a response: its status and the
+/// headers that say what the body is.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseHead<'a> {
+    pub status: u16,
+    pub content_type: Option<&'a [u8]>,
+    pub content_encoding: Option<&'a [u8]>,
+}
+
+/// One response body's rewriter: chunks in, chunks out.
+pub trait BodyRewriter {
+    /// Takes the next chunk of the body and appends to `out` what can be
+    /// written so far.
+    fn write(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), ModuleError>;
+    /// The body ended: appends the rest to `out`.
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), ModuleError>;
 }
 
 /// Builds a module from its configuration. Registered once per module name;

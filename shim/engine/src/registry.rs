@@ -8,6 +8,7 @@ static PRODUCT: &[&dyn ModuleFactory] = &[
     &graft_ip_access::FACTORY,
     &graft_waf::FACTORY,
     &graft_headers::FACTORY,
+    &graft_html_rewrite::FACTORY,
     &graft_rate_limit::FACTORY,
     // New modules above this line (make new-module).
 ];

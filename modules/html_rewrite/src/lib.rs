@@ -1,0 +1,346 @@
+//! `html_rewrite`: rewrites HTML responses as they stream, on `lol_html`
+//! (Cloudflare's streaming HTML rewriter): chunks in, chunks out, never
+//! the whole document in memory.
+//!
+//! ```json
+//! { "head_end": "<script src=\"/rum.js\"></script>",
+//!   "https_hosts": ["example.com", "cdn.example.com"],
+//!   "obfuscate_emails": true }
+//! ```
+//!
+//! - `head_end`: HTML inserted just before `</head>`.
+//! - `https_hosts`: an `href`, `src` or `action` attribute whose value is
+//!   `http://` and one of these hosts (any case; then the end, `/`, `?`,
+//!   `#` or `:`) gets `https://` instead. The changed tag is written out
+//!   again as `lol_html` writes one: its name, then each attribute after a
+//!   single space (unchanged ones exactly as they were, the changed one as
+//!   `name="value"` with `"` as `&quot;`), then ` />` or `>`.
+//! - `obfuscate_emails`: in text (not in scripts, styles, titles, text
+//!   areas, comments or attributes), each address's `@` becomes `&#64;`
+//!   ([`obfuscate`]). A text node longer than [`MAX_TEXT`] is left as it
+//!   is (no unbounded buffering).
+//!
+//! Only `text/html` responses that are not compressed are rewritten; the
+//! others pass untouched (`on_response_body` gives no rewriter). The Lua
+//! twin is `lua/graft/legacy/html_rewrite.lua`.
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use graft_contract::{
+    parse_config, BodyRewriter, ConfigError, Configured, Factory, Module, ModuleError, ResponseHead,
+};
+use lol_html::html_content::{ContentType, TextType};
+use lol_html::{doc_text, element, HtmlRewriter, MemorySettings, Settings};
+use serde::Deserialize;
+
+pub const NAME: &str = "html_rewrite";
+/// The longest text node whose addresses are obfuscated.
+pub const MAX_TEXT: usize = 64 * 1024;
+/// The most memory one response's rewriter may hold (`lol_html`'s own
+/// buffers): a document that needs more fails the step.
+pub const MAX_MEMORY: usize = 8 * 1024 * 1024;
+pub const MAX_HOSTS: usize = 10_000;
+pub const MAX_SNIPPET: usize = 64 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    head_end: Option<String>,
+    #[serde(default)]
+    https_hosts: Vec<String>,
+    #[serde(default)]
+    obfuscate_emails: bool,
+}
+
+/// The module, its configuration checked and shared by every response's
+/// rewriter.
+pub struct HtmlRewrite(Arc<Rules>);
+
+struct Rules {
+    head_end: Option<String>,
+    /// Lower case.
+    https_hosts: Vec<String>,
+    obfuscate_emails: bool,
+}
+
+impl HtmlRewrite {
+    pub fn from_config(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        let c: Config = parse_config(config)?;
+        if c.head_end.as_ref().is_some_and(|s| s.len() > MAX_SNIPPET) {
+            return Err(ConfigError::new(
+                "head_end",
+                format!("longer than {MAX_SNIPPET} bytes"),
+            ));
+        }
+        if c.https_hosts.len() > MAX_HOSTS {
+            return Err(ConfigError::new(
+                "https_hosts",
+                format!("more than {MAX_HOSTS} hosts"),
+            ));
+        }
+        for (i, h) in c.https_hosts.iter().enumerate() {
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                return Err(ConfigError::new(
+                    format!("https_hosts[{i}]"),
+                    "a host name: letters, digits, \".\" and \"-\"",
+                ));
+            }
+        }
+        Ok(HtmlRewrite(Arc::new(Rules {
+            head_end: c.head_end,
+            https_hosts: c
+                .https_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            obfuscate_emails: c.obfuscate_emails,
+        })))
+    }
+
+    /// A rewriter for one document, whatever its headers say.
+    pub fn rewriter(&self) -> Box<dyn BodyRewriter> {
+        Box::new(Rewriter::new(self.0.clone()))
+    }
+}
+
+/// Whether a response is one this module rewrites: `text/html`, not
+/// compressed.
+pub fn rewritable(head: &ResponseHead<'_>) -> bool {
+    let html = head.content_type.is_some_and(|ct| {
+        let media = ct.split(|&b| b == b';').next().unwrap_or_default();
+        media.trim_ascii().eq_ignore_ascii_case(b"text/html")
+    });
+    let plain = head.content_encoding.is_none_or(|e| {
+        e.trim_ascii().is_empty() || e.trim_ascii().eq_ignore_ascii_case(b"identity")
+    });
+    html && plain
+}
+
+/// The `https://` form of an attribute value, when it is an `http://`
+/// link to one of `hosts`.
+pub fn upgrade(value: &str, hosts: &[String]) -> Option<String> {
+    let b = value.as_bytes();
+    if b.len() < 7 || !b[..7].eq_ignore_ascii_case(b"http://") {
+        return None;
+    }
+    let rest = &value[7..];
+    let end = rest
+        .find(['/', '?', '#', ':'])
+        .unwrap_or(rest.len());
+    let host = &rest[..end];
+    hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host))
+        .then(|| format!("https://{rest}"))
+}
+
+fn is_local(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._%+-".contains(&b)
+}
+
+fn is_domain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'.' || b == b'-'
+}
+
+/// The length of the longest start of `run` (domain characters) that is a
+/// domain: labels of letters, digits and `-`, none empty, at least two,
+/// the last of two letters or more.
+fn domain_len(run: &[u8]) -> Option<usize> {
+    let mut best = None;
+    let mut label_start = 0;
+    let mut labels = 1;
+    for i in 0..=run.len() {
+        let at_end = i == run.len() || run[i] == b'.';
+        if !at_end {
+            continue;
+        }
+        let label = &run[label_start..i];
+        if label.is_empty() {
+            break;
+        }
+        if labels >= 2 && label.len() >= 2 && label.iter().all(u8::is_ascii_alphabetic) {
+            best = Some(i);
+        }
+        labels += 1;
+        label_start = i + 1;
+    }
+    best
+}
+
+/// Obfuscates the e-mail addresses of a text: each `@` with at least one
+/// address character (letters, digits, `._%+-`) just before it and a
+/// domain just after it ([`domain_len`]) becomes `&#64;`. Scans left to
+/// right; after an address, from its end. The Lua twin does exactly this.
+pub fn obfuscate(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut from = 0; // copied up to here
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'@' || i == 0 || !is_local(b[i - 1]) {
+            i += 1;
+            continue;
+        }
+        let run_end = (i + 1..b.len())
+            .find(|&j| !is_domain(b[j]))
+            .unwrap_or(b.len());
+        match domain_len(&b[i + 1..run_end]) {
+            Some(len) => {
+                out.push_str(&text[from..i]);
+                out.push_str("&#64;");
+                from = i + 1;
+                i = i + 1 + len;
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
+/// One document's rewriter: `lol_html`'s, writing into `out`.
+struct Rewriter {
+    inner: Option<HtmlRewriter<'static, Sink>>,
+    out: Rc<RefCell<Vec<u8>>>,
+}
+
+struct Sink(Rc<RefCell<Vec<u8>>>);
+
+impl lol_html::OutputSink for Sink {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        self.0.borrow_mut().extend_from_slice(chunk);
+    }
+}
+
+impl Rewriter {
+    fn new(rules: Arc<Rules>) -> Self {
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let mut elements = Vec::new();
+        if let Some(snippet) = rules.head_end.clone() {
+            elements.push(element!("head", move |el| {
+                el.append(&snippet, ContentType::Html);
+                Ok(())
+            }));
+        }
+        if !rules.https_hosts.is_empty() {
+            for attr in ["href", "src", "action"] {
+                let rules = rules.clone();
+                let selector = format!("[{attr}]");
+                elements.push(element!(selector, move |el| {
+                    if let Some(v) = el.get_attribute(attr) {
+                        if let Some(up) = upgrade(&v, &rules.https_hosts) {
+                            el.set_attribute(attr, &up)?;
+                        }
+                    }
+                    Ok(())
+                }));
+            }
+        }
+        let mut texts = Vec::new();
+        if rules.obfuscate_emails {
+            let buf = Rc::new(RefCell::new(String::new()));
+            let too_long = Rc::new(std::cell::Cell::new(false));
+            texts.push(doc_text!(move |t| {
+                if t.text_type() != TextType::Data {
+                    return Ok(());
+                }
+                let mut buf = buf.borrow_mut();
+                if !too_long.get() {
+                    buf.push_str(t.as_str());
+                    if buf.len() > MAX_TEXT {
+                        // Too long to hold: what was held goes out as it
+                        // was, and the rest of the node passes.
+                        too_long.set(true);
+                        let held = std::mem::take(&mut *buf);
+                        t.replace(&held, ContentType::Html);
+                    } else {
+                        t.remove();
+                    }
+                }
+                if t.last_in_text_node() {
+                    if !too_long.get() {
+                        let whole = std::mem::take(&mut *buf);
+                        t.replace(&obfuscate(&whole), ContentType::Html);
+                    }
+                    too_long.set(false);
+                    buf.clear();
+                }
+                Ok(())
+            }));
+        }
+        let settings = Settings {
+            element_content_handlers: elements,
+            document_content_handlers: texts,
+            memory_settings: MemorySettings {
+                max_allowed_memory_usage: MAX_MEMORY,
+                ..MemorySettings::new()
+            },
+            ..Settings::new()
+        };
+        let inner = HtmlRewriter::new(settings, Sink(out.clone()));
+        Rewriter {
+            inner: Some(inner),
+            out,
+        }
+    }
+
+    fn drain(&self, out: &mut Vec<u8>) {
+        out.append(&mut self.out.borrow_mut());
+    }
+}
+
+impl BodyRewriter for Rewriter {
+    fn write(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), ModuleError> {
+        let inner = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| ModuleError::new("html_rewrite: the document already ended"))?;
+        let r = inner.write(chunk);
+        self.drain(out);
+        r.map_err(|e| ModuleError::new(format!("html_rewrite: {e}")))
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), ModuleError> {
+        let inner = self
+            .inner
+            .take()
+            .ok_or_else(|| ModuleError::new("html_rewrite: the document already ended"))?;
+        let r = inner.end();
+        self.drain(out);
+        r.map_err(|e| ModuleError::new(format!("html_rewrite: {e}")))
+    }
+}
+
+impl Module for HtmlRewrite {
+    fn rewrites_bodies(&self) -> bool {
+        true
+    }
+
+    fn on_response_body(&self, head: &ResponseHead<'_>) -> Option<Box<dyn BodyRewriter>> {
+        rewritable(head).then(|| self.rewriter())
+    }
+}
+
+impl Configured for HtmlRewrite {
+    const NAME: &'static str = NAME;
+
+    fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_config(config)
+    }
+}
+
+/// The registry's factory of this module.
+pub static FACTORY: Factory<HtmlRewrite> = Factory::new();
+
+pub mod sample;
+
+#[cfg(test)]
+mod tests;
