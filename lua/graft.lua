@@ -14,10 +14,12 @@
 --   graft/plan.lua      a zone's plan, and the check of every legacy module
 --   graft/pipeline.lua  the steps of a request, decide and apply (hot path)
 --   graft/admin.lua     counters, metrics and the admin API
+--   graft/response.lua  the response-body phase (header and body filters)
 local abi = require "graft.abi"
 local pipeline = require "graft.pipeline"
 local admin = require "graft.admin"
 local plan = require "graft.plan"
+local response = require "graft.response"
 
 local _M = {
     version = "0.1.0",
@@ -29,13 +31,11 @@ local _M = {
     serve_metrics = admin.serve_metrics,
     serve_counters = admin.serve_counters,
     admin = admin.admin,
+    -- The response-body phase's Lua side (response-header changes are
+    -- applied by graft's own header filter, whichever side decided them).
+    header_filter = response.header_filter,
+    body_filter = response.body_filter,
 }
-
--- Kept for configurations that call it from header_filter_by_lua*: the
--- response-header changes of every step are now applied by graft's own
--- header filter in the nginx module, whichever side decided them.
-function _M.header_filter()
-end
 
 -- Started from init_by_lua (at start and on each reload): every legacy
 -- module the configuration names must load and build now, or nginx refuses

@@ -49,6 +49,7 @@ local _M = {
     GRAFT_COUNT_SHADOW_DIFF = 4,
     GRAFT_COUNT_FAILED = 8,
     GRAFT_COUNT_NATIVE = 9,
+    GRAFT_COUNT_UNTOUCHED = 11,
 
     GRAFT_LOG_DECISION = 0,
     GRAFT_LOG_FAILURE = 1,
@@ -123,6 +124,10 @@ int graft_ffi_note_diff(ngx_http_request_t *r, int zone, int step, const unsigne
    or the status to answer with (the body over the zone's max_bytes with
    "over": { "respond" }, or a body graft cannot read). */
 int graft_ffi_body(ngx_http_request_t *r, int zone);
+/* The response-body phase: whether the Lua side serves step `step` of
+   the zone for this response (GRAFT_USE_LUA) or Rust does (GRAFT_OK),
+   as graft's header filter decided. */
+int graft_ffi_body_step(ngx_http_request_t *r, int zone, int step);
 ]]
 
 -- The monotonic clock, for the sampled latency of the Lua side.

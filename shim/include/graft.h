@@ -57,6 +57,7 @@ typedef struct ngx_http_request_s ngx_http_request_t;
 #define GRAFT_COUNT_SHADOW_DIFF   4
 #define GRAFT_COUNT_FAILED        8   /* counted by graft_ffi_fail */
 #define GRAFT_COUNT_NATIVE        9   /* counted by the native pipeline */
+#define GRAFT_COUNT_UNTOUCHED    11   /* a body-phase step left a response as it was */
 
 /* graft_ffi_log's `family`: each has its own budget of lines a second. */
 #define GRAFT_LOG_DECISION  0   /* lines a decision carries: warn */
@@ -129,6 +130,10 @@ int graft_ffi_note_diff(ngx_http_request_t *r, int zone, int step, const unsigne
    or the status to answer with (the body over the zone's max_bytes with
    "over": { "respond" }, or a body graft cannot read). */
 int graft_ffi_body(ngx_http_request_t *r, int zone);
+/* The response-body phase: whether the Lua side serves step `step` of
+   the zone for this response (GRAFT_USE_LUA) or Rust does (GRAFT_OK),
+   as graft's header filter decided. */
+int graft_ffi_body_step(ngx_http_request_t *r, int zone, int step);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

@@ -292,6 +292,11 @@ function _M.rewrite(self, doc)
     return concat(out)
 end
 
+-- The request phase: nothing to decide.
+function _M.on_request()
+    return { kind = "continue" }
+end
+
 -- The body phase: a rewriter for a text/html, uncompressed response, or
 -- nil. It collects the body and rewrites it at its end.
 function _M.on_response_body(self, head)

@@ -132,9 +132,7 @@ pub fn upgrade(value: &str, hosts: &[String]) -> Option<String> {
         return None;
     }
     let rest = &value[7..];
-    let end = rest
-        .find(['/', '?', '#', ':'])
-        .unwrap_or(rest.len());
+    let end = rest.find(['/', '?', '#', ':']).unwrap_or(rest.len());
     let host = &rest[..end];
     hosts
         .iter()

@@ -36,10 +36,13 @@ pub enum Count {
     /// A Rust call took longer than its step's time budget (it was still
     /// served; counted besides what served it).
     OverBudget = 10,
+    /// A step with a response-body phase left a response as it was (not
+    /// `text/html`, or compressed).
+    Untouched = 11,
 }
 
 impl Count {
-    pub const ALL: [Count; 11] = [
+    pub const ALL: [Count; 12] = [
         Count::Lua,
         Count::Rust,
         Count::Fallback,
@@ -51,6 +54,7 @@ impl Count {
         Count::Failed,
         Count::Native,
         Count::OverBudget,
+        Count::Untouched,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +70,7 @@ impl Count {
             Count::Failed => "failed",
             Count::Native => "native",
             Count::OverBudget => "over_budget",
+            Count::Untouched => "untouched",
         }
     }
 

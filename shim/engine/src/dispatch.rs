@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
-use graft_contract::{Context, Decision, RequestView};
+use graft_contract::{BodyRewriter, Context, Decision, RequestView, ResponseHead};
 
 use crate::{Count, Step};
 
@@ -48,6 +48,38 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "panic with a non-string payload".to_string()
     }
+}
+
+/// Runs `f` in a module's code: a panic is caught and becomes an error
+/// (`Err` with the panic's message, prefixed "panicked: "); an error is
+/// the module's. Counts an error or a panic on `step`.
+pub fn guarded_module<T>(
+    step: &Step,
+    f: impl FnOnce() -> Result<T, graft_contract::ModuleError>,
+) -> Result<T, String> {
+    IN_MODULE.with(|f| f.set(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    IN_MODULE.with(|f| f.set(false));
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            step.counters.add(Count::Error);
+            Err(format!("failed: {}", e.message))
+        }
+        Err(payload) => {
+            step.counters.add(Count::Panic);
+            Err(format!("panicked: {}", panic_message(payload.as_ref())))
+        }
+    }
+}
+
+/// The response-body phase of `step`'s module for one response: its
+/// rewriter, `None` for a response it leaves as it is, or why it failed.
+pub fn start_response_body(
+    step: &Step,
+    head: &ResponseHead<'_>,
+) -> Result<Option<Box<dyn BodyRewriter>>, String> {
+    guarded_module(step, || Ok(step.module.on_response_body(head)))
 }
 
 /// Runs the request phase of `step`'s module and counts a decline, error or

@@ -665,6 +665,36 @@ pub unsafe extern "C" fn graft_ffi_body(r: *mut c_void, zone: c_int) -> c_int {
     })
 }
 
+/// The response-body phase: `GRAFT_USE_LUA` when the Lua side serves step
+/// `step` of the zone for this response, `GRAFT_OK` when Rust does (as
+/// graft's header filter decided; for a response it did not see, by the
+/// step's mode for this request now); `GRAFT_ERROR` for no such step.
+///
+/// # Safety
+/// `r` is null or the current request.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_body_step(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let (r, _, step) = match unsafe { request_step(r, zone, step_index) } {
+            Ok(found) => found,
+            Err(rc) => return rc,
+        };
+        let index = usize::try_from(step_index).unwrap_or(usize::MAX);
+        let rust = crate::rewrite::rust_serves(r, index)
+            .unwrap_or_else(|| step.mode_for(&NgxRequest::new(r)) == Mode::Rust);
+        if rust {
+            GRAFT_OK
+        } else {
+            GRAFT_USE_LUA
+        }
+    })
+}
+
 /// The bytes a caller passed, or none.
 ///
 /// # Safety

@@ -13,9 +13,9 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use graft_contract::HeaderOp;
+use graft_contract::{BodyRewriter, HeaderOp};
 use graft_engine::Config;
-use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add};
+use ngx::ffi::{ngx_chain_t, ngx_http_request_t, ngx_pool_cleanup_add};
 use smallvec::SmallVec;
 
 // The record sits in graft's slot of r->ctx (`conf::ctx_slot`), and is
@@ -50,6 +50,17 @@ pub struct RequestCtx {
     /// The body as far as a zone reads it (its `max_bytes`, and what was
     /// read), taken once from what nginx read.
     pub body: Option<(usize, Arc<[u8]>)>,
+    /// The response-body phase: per step with one, whether Rust serves it
+    /// for this response (decided once, in the header filter; the Lua side
+    /// asks, `graft_ffi_body_step`).
+    /// (step, Rust serves it, the Lua side took it).
+    pub body_steps: SmallVec<[(usize, bool, bool); 2]>,
+    /// The Rust rewriters of this response's body, in step order.
+    pub rewriters: Vec<(usize, Box<dyn BodyRewriter>)>,
+    /// Output buffers the next body filter still holds, and ones it gave
+    /// back (reused: a long body does not grow the pool).
+    pub busy: *mut ngx_chain_t,
+    pub free: *mut ngx_chain_t,
 }
 
 /// How far the pipeline went for a request.
@@ -89,6 +100,10 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             response_ops: Vec::new(),
             body_asked: false,
             body: None,
+            body_steps: SmallVec::new(),
+            rewriters: Vec::new(),
+            busy: std::ptr::null_mut(),
+            free: std::ptr::null_mut(),
         });
         cln.handler = Some(drop_ctx);
         *slot(r) = ctx as *mut c_void;

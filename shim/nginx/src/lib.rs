@@ -11,6 +11,7 @@
 //!   (the top: it names every handler);
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
+//! - [`rewrite`]: the response-body phase, rewriters in nginx's body filter;
 //! - [`capture`]: `graft_capture`, a sample of live requests for replays;
 //! - [`steps`]: what a step does whoever runs it: run, count, fail, log;
 //! - [`live`]: `graft_config`, the shared tables, the live apply;
@@ -39,6 +40,7 @@ mod log;
 mod module;
 mod native;
 mod request;
+mod rewrite;
 mod shm;
 mod snapshot;
 mod steps;

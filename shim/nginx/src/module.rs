@@ -17,7 +17,7 @@ use ngx::ngx_string;
 
 use crate::conf::{LocConf, MainConf};
 use crate::guard::guarded;
-use crate::{capture, live, location, native};
+use crate::{capture, live, location, native, rewrite};
 
 // The module context names graft's own functions rather than the defaults
 // of ngx's `HttpModule` trait: create_main_conf also registers the module
@@ -140,6 +140,7 @@ unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
                 *h = handler;
             }
             native::install_header_filter();
+            rewrite::install_body_filter();
         }
         NGX_OK as ngx_int_t
     })

@@ -36,6 +36,7 @@ use crate::live::shared_windows;
 use crate::location::zone_for;
 use crate::request::has_body;
 use crate::request::NgxRequest;
+use crate::rewrite;
 use crate::steps::{
     body_declared_over, fail_step, log_decision_lines, log_limited, log_outcome, record,
     run_sampled, zone_body, LogFamily,
@@ -374,9 +375,14 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             return true;
         };
         let ops = std::mem::take(&mut ctx.response_ops);
-        ops.iter().all(|op| {
+        let (config, zone) = (ctx.config.clone(), ctx.ran_zones.last().copied());
+        let applied = ops.iter().all(|op| {
             response_header(req, op.action, op.name.as_str(), op.value.as_bytes()).is_some()
-        })
+        });
+        if let Some(zone) = zone.and_then(|z| config.zones.get(z)) {
+            rewrite::start(req, zone);
+        }
+        applied
     });
     if !applied {
         return NGX_ERROR as ngx_int_t;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use graft_contract::{HeaderVisitor, RequestView};
 use ngx::ffi::{
-    ngx_http_core_module, ngx_http_core_srv_conf_t, ngx_http_request_t, ngx_list_part_t, ngx_str_t,
-    ngx_table_elt_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+    ngx_buf_t, ngx_http_core_module, ngx_http_core_srv_conf_t, ngx_http_request_t, ngx_list_part_t,
+    ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
 };
 
 pub struct NgxRequest<'r> {
@@ -42,17 +42,45 @@ pub enum BodyRead {
     Unreadable(std::io::Error),
 }
 
+/// Appends to `into` at most `max` bytes of one buffer's data, from
+/// memory or from its file, and returns the buffer's whole length.
+///
+/// # Safety
+/// `b` is a live buffer of the request: in memory, pos..last are readable;
+/// in a file, `file` is nginx's open file for file_pos..file_last (it is
+/// borrowed here, never closed, hence ManuallyDrop).
+pub unsafe fn buf_bytes(b: &ngx_buf_t, max: usize, into: &mut Vec<u8>) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::FromRawFd;
+    let in_memory = b.temporary() != 0 || b.memory() != 0 || b.mmap() != 0;
+    // SAFETY: the caller's contract.
+    unsafe {
+        if !in_memory && b.in_file() != 0 && !b.file.is_null() {
+            let len = u64::try_from(b.file_last - b.file_pos).unwrap_or(0);
+            let want = max.min(usize::try_from(len).unwrap_or(usize::MAX));
+            if want > 0 {
+                let file = std::mem::ManuallyDrop::new(std::fs::File::from_raw_fd((*b.file).fd));
+                let mut part = vec![0u8; want];
+                file.read_exact_at(&mut part, u64::try_from(b.file_pos).unwrap_or(0))?;
+                into.extend_from_slice(&part);
+            }
+            Ok(len)
+        } else if !b.pos.is_null() && b.last > b.pos {
+            let len = usize::try_from(b.last.offset_from(b.pos)).unwrap_or(0);
+            into.extend_from_slice(std::slice::from_raw_parts(b.pos, max.min(len)));
+            Ok(len as u64)
+        } else {
+            Ok(0)
+        }
+    }
+}
+
 /// The first `max` bytes of the body nginx read for the request, from
 /// memory or from the temporary file a longer body was written to, and
 /// the body's whole length.
 pub fn body_prefix(r: &ngx_http_request_t, max: usize) -> BodyRead {
-    use std::os::unix::fs::FileExt;
-    use std::os::unix::io::FromRawFd;
     // SAFETY: request_body is null or nginx's record of the body it read;
-    // once reading is done its chain holds buffers of memory (pos..last,
-    // valid for the request's life) or of a file (file_pos..file_last of
-    // an open file nginx owns: borrowed here, never closed, hence
-    // ManuallyDrop).
+    // once reading is done its chain holds live buffers of the request.
     unsafe {
         let Some(rb) = r.request_body.as_ref() else {
             return BodyRead::NotRead;
@@ -69,25 +97,9 @@ pub fn body_prefix(r: &ngx_http_request_t, max: usize) -> BodyRead {
                 continue;
             };
             let room = max.saturating_sub(out.len());
-            if b.in_file() != 0 && !b.file.is_null() {
-                let len = u64::try_from(b.file_last - b.file_pos).unwrap_or(0);
-                total += len;
-                let want = room.min(usize::try_from(len).unwrap_or(usize::MAX));
-                if want > 0 {
-                    let file =
-                        std::mem::ManuallyDrop::new(std::fs::File::from_raw_fd((*b.file).fd));
-                    let mut part = vec![0u8; want];
-                    let at = u64::try_from(b.file_pos).unwrap_or(0);
-                    if let Err(e) = file.read_exact_at(&mut part, at) {
-                        return BodyRead::Unreadable(e);
-                    }
-                    out.extend_from_slice(&part);
-                }
-            } else if !b.pos.is_null() && b.last > b.pos {
-                let len = usize::try_from(b.last.offset_from(b.pos)).unwrap_or(0);
-                total += len as u64;
-                let take = room.min(len);
-                out.extend_from_slice(std::slice::from_raw_parts(b.pos, take));
+            match buf_bytes(b, room, &mut out) {
+                Ok(len) => total += len,
+                Err(e) => return BodyRead::Unreadable(e),
             }
         }
         BodyRead::Read(out, total)

@@ -1,0 +1,172 @@
+//! html_rewrite through the real nginx: an origin that sends a document
+//! in chunks (flushed one by one, cut anywhere), rewritten by Rust in
+//! graft's body filter or by the Lua twin in body_filter_by_lua, both
+//! equal to the module's own output; Content-Length removed; compressed
+//! and non-HTML responses untouched and counted; a step left to Lua in a
+//! location with no Lua filter counted as failed, never silent.
+use graft_contract::Module;
+use graft_html_rewrite::{sample, HtmlRewrite};
+use graft_tests::Nginx;
+use serde_json::json;
+
+fn rewrite_config() -> serde_json::Value {
+    json!({ "head_end": "<script src=\"/rum.js\"></script>",
+            "https_hosts": ["example.com", "cdn.example.com"],
+            "obfuscate_emails": true })
+}
+
+fn config(mode: &str) -> String {
+    json!({ "zones": { "localhost": { "modules": [
+        { "module": "html_rewrite", "mode": mode, "config": rewrite_config() } ] } } })
+    .to_string()
+}
+
+/// `/html/`: a Lua origin sending `html/native/<file>` in chunks of `?n=`
+/// bytes, each flushed on its own, with `?type=` and `?encoding=`; the
+/// Lua bridge in front of it, and graft's Lua filters. `/bare/`: the same
+/// origin with the bridge and no Lua filters. `/nat/`: the native pipeline
+/// alone, in front of static files.
+const EXTRA: &str = r#"
+        location /html/ {
+            access_by_lua_block { require("graft").access() }
+            header_filter_by_lua_block { require("graft").header_filter() }
+            body_filter_by_lua_block { require("graft").body_filter() }
+            content_by_lua_block {
+                local f = assert(io.open(ngx.config.prefix() .. "html/native/" .. ngx.var.arg_file, "rb"))
+                local doc = f:read("*a")
+                f:close()
+                ngx.header["Content-Type"] = ngx.var.arg_type or "text/html; charset=utf-8"
+                if ngx.var.arg_encoding then
+                    ngx.header["Content-Encoding"] = ngx.var.arg_encoding
+                end
+                ngx.header["Content-Length"] = #doc
+                local n = tonumber(ngx.var.arg_n) or #doc
+                for i = 1, #doc, n do
+                    ngx.print(doc:sub(i, i + n - 1))
+                    ngx.flush(true)
+                end
+            }
+        }
+        location /bare/ {
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block {
+                ngx.header["Content-Type"] = "text/html"
+                ngx.print("<html><head></head><body>a@example.org</body></html>")
+            }
+        }
+        location /nat/ {
+            graft_native on;
+            default_type text/html;
+            alias @PREFIX@/html/native/;
+        }
+"#;
+
+fn expected(doc: &str) -> String {
+    let m = HtmlRewrite::from_config(&rewrite_config()).unwrap();
+    let head = graft_contract::ResponseHead {
+        status: 200,
+        content_type: Some(b"text/html"),
+        content_encoding: None,
+    };
+    let mut rw = m.on_response_body(&head).unwrap();
+    let mut out = Vec::new();
+    rw.write(doc.as_bytes(), &mut out).unwrap();
+    rw.end(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn document() -> String {
+    let pieces: Vec<String> = sample::PIECES.iter().map(|p| p.to_string()).collect();
+    let mut body = Vec::new();
+    for _ in 0..40 {
+        body.extend(pieces.iter().cloned());
+    }
+    sample::document(&pieces[..4], &body)
+}
+
+#[test]
+fn both_sides_rewrite_a_chunked_document_as_the_module_does_however_it_is_cut() {
+    let doc = document();
+    let want = expected(&doc);
+    assert_ne!(want, doc);
+    for mode in ["rust", "lua"] {
+        let nginx = Nginx::start_extra(&config(mode), false, EXTRA);
+        std::fs::write(nginx.prefix.join("html/native/doc.html"), &doc).unwrap();
+        for n in [doc.len(), 4096, 997, 61, 7, 1] {
+            let r = nginx.get("localhost", &format!("/html/x?file=doc.html&n={n}"));
+            assert_eq!(r.status, 200);
+            assert_eq!(
+                r.text(),
+                want,
+                "{mode}, chunks of {n}: {}",
+                nginx.error_log()
+            );
+            assert_eq!(r.header("Content-Length"), None, "{mode}");
+        }
+        let side = if mode == "rust" { "rust" } else { "lua" };
+        assert_eq!(nginx.counter("localhost", 0, side), 6);
+        assert_eq!(nginx.counter("localhost", 0, "failed"), 0);
+        nginx.assert_clean_log(&[]);
+    }
+}
+
+#[test]
+fn the_native_pipeline_rewrites_a_static_file_sent_from_disk() {
+    let doc = document();
+    let nginx = Nginx::start_extra(&config("rust"), false, EXTRA);
+    std::fs::write(nginx.prefix.join("html/native/doc.html"), &doc).unwrap();
+    let r = nginx.get("localhost", "/nat/doc.html");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), expected(&doc));
+    assert_eq!(r.header("Content-Length"), None);
+    assert_eq!(nginx.counter("localhost", 0, "native"), 1);
+    nginx.assert_clean_log(&[]);
+}
+
+#[test]
+fn compressed_and_non_html_responses_pass_untouched_and_are_counted() {
+    let doc = document();
+    for mode in ["rust", "lua"] {
+        let nginx = Nginx::start_extra(&config(mode), false, EXTRA);
+        std::fs::write(nginx.prefix.join("html/native/doc.html"), &doc).unwrap();
+        for query in [
+            "file=doc.html&n=100&encoding=gzip",
+            "file=doc.html&n=100&type=text/plain",
+            "file=doc.html&n=100&type=application/json",
+        ] {
+            let r = nginx.get("localhost", &format!("/html/x?{query}"));
+            assert_eq!(r.text(), doc, "{mode} {query}");
+        }
+        assert_eq!(nginx.counter("localhost", 0, "untouched"), 3, "{mode}");
+        nginx.assert_clean_log(&[]);
+    }
+}
+
+#[test]
+fn a_step_left_to_lua_where_no_lua_filter_runs_is_counted_as_failed_not_skipped_in_silence() {
+    let nginx = Nginx::start_extra(&config("lua"), false, EXTRA);
+    let r = nginx.get("localhost", "/bare/x");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("a@example.org"), "{}", r.text());
+    assert_eq!(nginx.counter("localhost", 0, "failed"), 1);
+    let expected = "no Lua filter took it";
+    assert!(
+        nginx.error_log().contains(expected),
+        "{}",
+        nginx.error_log()
+    );
+    nginx.assert_clean_log(&[expected]);
+}
+
+#[test]
+fn shadow_is_refused_for_a_response_body_module() {
+    let nginx = Nginx::prepare(&config("shadow"));
+    let (ok, out) = nginx.test_config();
+    assert!(!ok);
+    assert!(
+        out.contains(
+            r#"module #0 "html_rewrite": field "mode": shadow compares request decisions"#
+        ),
+        "{out}"
+    );
+}
