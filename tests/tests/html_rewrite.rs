@@ -138,6 +138,13 @@ fn compressed_and_non_html_responses_pass_untouched_and_are_counted() {
             assert_eq!(r.text(), doc, "{mode} {query}");
         }
         assert_eq!(nginx.counter("localhost", 0, "untouched"), 3, "{mode}");
+        let text = nginx.get("localhost", "/graft/metrics").text();
+        assert!(
+            text.contains(
+                r#"graft_response_bodies_untouched_total{zone="localhost",module="html_rewrite"} 3"#
+            ),
+            "{mode}: {text}"
+        );
         nginx.assert_clean_log(&[]);
     }
 }

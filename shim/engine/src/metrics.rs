@@ -166,6 +166,17 @@ impl Collector for Snapshot {
             }
         }
         let mut family = encoder.encode_descriptor(
+            "graft_response_bodies_untouched",
+            "Responses a step with a response-body phase left as they were (not text/html, or compressed), per zone and module (such steps only).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (zone, step) in self.steps().filter(|(_, s)| s.module.rewrites_bodies()) {
+            let labels = [("zone", zone), ("module", step.module_name)];
+            ConstCounter::new(step.counters.get(Count::Untouched))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
             "graft_module_killed",
             "1 when an operator's kill switch sends the module back to Lua, 2 when an automatic rollback did, else 0.",
             None,
