@@ -35,6 +35,7 @@ local _M = {
     -- applied by graft's own header filter, whichever side decided them).
     header_filter = response.header_filter,
     body_filter = response.body_filter,
+    log = response.log,
 }
 
 -- Started from init_by_lua (at start and on each reload): every legacy

@@ -50,6 +50,7 @@ local _M = {
     GRAFT_COUNT_FAILED = 8,
     GRAFT_COUNT_NATIVE = 9,
     GRAFT_COUNT_UNTOUCHED = 11,
+    GRAFT_COUNT_DROPPED = 12,
 
     GRAFT_LOG_DECISION = 0,
     GRAFT_LOG_FAILURE = 1,
@@ -128,6 +129,11 @@ int graft_ffi_body(ngx_http_request_t *r, int zone);
    the zone for this response (GRAFT_USE_LUA) or Rust does (GRAFT_OK),
    as graft's header filter decided. */
 int graft_ffi_body_step(ngx_http_request_t *r, int zone, int step);
+/* The log phase: with line NULL, whether the Lua side serves step `step`
+   of the zone for this request (GRAFT_USE_LUA: it writes the record; in
+   shadow it then passes the record it wrote, in line, for Rust to compare)
+   or Rust does (GRAFT_OK). */
+int graft_ffi_log_step(ngx_http_request_t *r, int zone, int step, const unsigned char *line, size_t line_len);
 ]]
 
 -- The monotonic clock, for the sampled latency of the Lua side.

@@ -1,4 +1,7 @@
--- graft.response: the response-body phase on the Lua side. A zone's steps
+-- graft.response: the phases after the response starts, on the Lua side:
+-- the response-body phase, and the log phase (at the end of this file).
+--
+-- The response-body phase. A zone's steps
 -- whose legacy module has on_response_body(head) (html_rewrite), for the
 -- responses Lua serves them (graft's header filter in the nginx module
 -- decided which, by mode, canary and kill switch; Rust rewrote the others
@@ -27,6 +30,9 @@ local tonumber = tonumber
 local tostring = tostring
 
 local GRAFT_USE_LUA = abi.GRAFT_USE_LUA
+local GRAFT_COUNT_DROPPED = abi.GRAFT_COUNT_DROPPED
+local io_open = io.open
+local new_request = require("graft.request").new
 local GRAFT_COUNT_FAILED = abi.GRAFT_COUNT_FAILED
 local GRAFT_COUNT_UNTOUCHED = abi.GRAFT_COUNT_UNTOUCHED
 local GRAFT_LOG_FAILURE = abi.GRAFT_LOG_FAILURE
@@ -37,10 +43,10 @@ local _M = {}
 
 -- Counted as failed, and logged within the budget of failure lines: the
 -- response has started, so no failure policy can answer it.
-local function failed(r, zone, index, module, why)
+local function failed(r, zone, index, module, why, consequence)
     C.graft_ffi_count(r, zone, index, GRAFT_COUNT_FAILED)
-    local line = "graft: module \"" .. module .. "\" " .. tostring(why)
-                 .. ": the rest of the response body passes as it is"
+    local line = "graft: module \"" .. module .. "\" " .. tostring(why) .. ": "
+                 .. (consequence or "the rest of the response body passes as it is")
     C.graft_ffi_log(r, GRAFT_LOG_FAILURE, line, #line)
 end
 
@@ -116,6 +122,80 @@ function _M.body_filter()
         end
     end
     ngx.arg[1] = chunk
+end
+
+-- The log phase: a zone's steps whose legacy module has on_log(req, done)
+-- (request_log), for the requests Lua serves them (in shadow, Lua writes
+-- and Rust compares its own record):
+--
+--   log_by_lua_block { require("graft").log() }
+--
+-- Record files are opened once a worker and path, and written a line at a
+-- time; one that cannot be opened or written fails the step (counted,
+-- logged).
+local files = {}
+
+local function append(path, line)
+    local f = files[path]
+    if not f then
+        local err
+        f, err = io_open(path, "a")
+        if not f then
+            return nil, err
+        end
+        f:setvbuf("no")
+        files[path] = f
+    end
+    local ok, err = f:write(line, "\n")
+    if not ok then
+        files[path] = nil
+        return nil, err
+    end
+    return true
+end
+
+function _M.log()
+    local r = get_request()
+    if not r then
+        return
+    end
+    local zone = C.graft_ffi_zone(r, nil, 0, generation_ptr)
+    if zone < 0 then
+        return
+    end
+    local steps = plan.for_zone(r, zone, tonumber(generation_ptr[0]))
+    if not steps then
+        return
+    end
+    local req, done
+    for i = 1, #steps do
+        local step = steps[i]
+        local legacy = step.legacy
+        if legacy and legacy.on_log
+            and C.graft_ffi_log_step(r, zone, i - 1, nil, 0) == GRAFT_USE_LUA then
+            req = req or new_request()
+            done = done or { zone = step.zone, status = ngx.status,
+                             bytes_sent = tonumber(ngx.var.bytes_sent) or 0, time = ngx.time() }
+            local ok, out = pcall(legacy.on_log, legacy, req, done)
+            if not ok then
+                failed(r, zone, i - 1, step.module, "its Lua side threw: " .. tostring(out),
+                       "no record written")
+            elseif out and out.kind == "write" then
+                local written, err = append(out.path, out.line)
+                if not written then
+                    failed(r, zone, i - 1, step.module,
+                           "cannot write to " .. tostring(out.path) .. ": " .. tostring(err),
+                           "no record written")
+                end
+            elseif out and out.kind == "dropped" then
+                C.graft_ffi_count(r, zone, i - 1, GRAFT_COUNT_DROPPED)
+            end
+            if step.mode == "shadow" then
+                local line = ok and out and out.line or ""
+                C.graft_ffi_log_step(r, zone, i - 1, line, #line)
+            end
+        end
+    end
 end
 
 return _M

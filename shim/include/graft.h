@@ -58,6 +58,7 @@ typedef struct ngx_http_request_s ngx_http_request_t;
 #define GRAFT_COUNT_FAILED        8   /* counted by graft_ffi_fail */
 #define GRAFT_COUNT_NATIVE        9   /* counted by the native pipeline */
 #define GRAFT_COUNT_UNTOUCHED    11   /* a body-phase step left a response as it was */
+#define GRAFT_COUNT_DROPPED      12   /* a log record over its module's rate */
 
 /* graft_ffi_log's `family`: each has its own budget of lines a second. */
 #define GRAFT_LOG_DECISION  0   /* lines a decision carries: warn */
@@ -134,6 +135,11 @@ int graft_ffi_body(ngx_http_request_t *r, int zone);
    the zone for this response (GRAFT_USE_LUA) or Rust does (GRAFT_OK),
    as graft's header filter decided. */
 int graft_ffi_body_step(ngx_http_request_t *r, int zone, int step);
+/* The log phase: with line NULL, whether the Lua side serves step `step`
+   of the zone for this request (GRAFT_USE_LUA: it writes the record; in
+   shadow it then passes the record it wrote, in line, for Rust to compare)
+   or Rust does (GRAFT_OK). */
+int graft_ffi_log_step(ngx_http_request_t *r, int zone, int step, const unsigned char *line, size_t line_len);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

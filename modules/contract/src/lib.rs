@@ -57,6 +57,47 @@ pub trait Module: Send + Sync {
     fn rewrites_bodies(&self) -> bool {
         false
     }
+
+    /// The log phase, once a request after its response: a record to
+    /// write, or none. The default has none.
+    fn on_log(
+        &self,
+        _req: &dyn RequestView,
+        _done: &Completed<'_>,
+    ) -> Result<LogOutcome, ModuleError> {
+        Ok(LogOutcome::NotSampled)
+    }
+
+    /// Whether the module has a log phase at all.
+    fn logs_requests(&self) -> bool {
+        false
+    }
+}
+
+/// What the log phase knows of a request that was answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Completed<'a> {
+    /// The zone whose steps served it.
+    pub zone: &'a str,
+    pub status: u16,
+    /// Bytes sent to the client, headers included (nginx's `$bytes_sent`).
+    pub bytes_sent: u64,
+    /// The time, in seconds since the epoch (the server's cached clock).
+    pub time: u64,
+}
+
+/// What a log phase made of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutcome {
+    /// Not chosen by the module's sampling.
+    NotSampled,
+    /// A line to append to the file at `path`.
+    Write {
+        path: std::sync::Arc<str>,
+        line: String,
+    },
+    /// A record over the module's rate: not written, counted.
+    Dropped { line: String },
 }
 
 /// What the response-body phase knows of a response: its status and the

@@ -39,10 +39,12 @@ pub enum Count {
     /// A step with a response-body phase left a response as it was (not
     /// `text/html`, or compressed).
     Untouched = 11,
+    /// A log phase's record over its module's rate: not written.
+    Dropped = 12,
 }
 
 impl Count {
-    pub const ALL: [Count; 12] = [
+    pub const ALL: [Count; 13] = [
         Count::Lua,
         Count::Rust,
         Count::Fallback,
@@ -55,6 +57,7 @@ impl Count {
         Count::Native,
         Count::OverBudget,
         Count::Untouched,
+        Count::Dropped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Count {
             Count::Native => "native",
             Count::OverBudget => "over_budget",
             Count::Untouched => "untouched",
+            Count::Dropped => "dropped",
         }
     }
 

@@ -82,6 +82,15 @@ pub fn start_response_body(
     guarded_module(step, || Ok(step.module.on_response_body(head)))
 }
 
+/// The log phase of `step`'s module for one request.
+pub fn run_log_phase(
+    step: &Step,
+    req: &dyn RequestView,
+    done: &graft_contract::Completed<'_>,
+) -> Result<graft_contract::LogOutcome, String> {
+    guarded_module(step, || step.module.on_log(req, done))
+}
+
 /// Runs the request phase of `step`'s module and counts a decline, error or
 /// panic on the step. Serving counts (lua, rust, fallback, shadow) are the
 /// caller's, who knows which decision was served.

@@ -9,6 +9,7 @@ static PRODUCT: &[&dyn ModuleFactory] = &[
     &graft_waf::FACTORY,
     &graft_headers::FACTORY,
     &graft_html_rewrite::FACTORY,
+    &graft_request_log::FACTORY,
     &graft_rate_limit::FACTORY,
     // New modules above this line (make new-module).
 ];

@@ -695,6 +695,52 @@ pub unsafe extern "C" fn graft_ffi_body_step(
     })
 }
 
+/// The log phase: with `line` null, `GRAFT_USE_LUA` when the Lua side
+/// serves step `step` of the zone for this request (it writes the record)
+/// or `GRAFT_OK` when Rust does (`log_phase::rust_serves`, decided once a
+/// request); with `line`, the record the Lua side wrote, which a step in
+/// `shadow` compares with Rust's own (`GRAFT_OK`). `GRAFT_ERROR` for no
+/// such step.
+///
+/// # Safety
+/// `r` is null or the current request; `line` is null or points at
+/// `line_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_log_step(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+    line: *const c_uchar,
+    line_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let (r, _, step) = match unsafe { request_step(r, zone, step_index) } {
+            Ok(found) => found,
+            Err(rc) => return rc,
+        };
+        let index = usize::try_from(step_index).unwrap_or(usize::MAX);
+        if !line.is_null() {
+            let Some(config) = ctx::config(r).cloned() else {
+                return GRAFT_NO_CONFIG;
+            };
+            let Some(z) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
+                return GRAFT_ERROR;
+            };
+            if step.mode_for(&NgxRequest::new(r)) == Mode::Shadow {
+                // SAFETY: `line` points at `line_len` bytes (# Safety).
+                crate::log_phase::compare(r, z, step, unsafe { bytes(line, line_len) });
+            }
+            return GRAFT_OK;
+        }
+        match crate::log_phase::rust_serves(r, index, step, true) {
+            Some(true) => GRAFT_OK,
+            Some(false) => GRAFT_USE_LUA,
+            None => GRAFT_ERROR,
+        }
+    })
+}
+
 /// The bytes a caller passed, or none.
 ///
 /// # Safety

@@ -55,6 +55,8 @@ pub struct RequestCtx {
     /// asks, `graft_ffi_body_step`).
     /// (step, Rust serves it, the Lua side took it).
     pub body_steps: SmallVec<[(usize, bool, bool); 2]>,
+    /// The log phase, as `body_steps`.
+    pub log_steps: SmallVec<[(usize, bool, bool); 2]>,
     /// The Rust rewriters of this response's body, in step order.
     pub rewriters: Vec<(usize, Box<dyn BodyRewriter>)>,
     /// Output buffers the next body filter still holds, and ones it gave
@@ -101,6 +103,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             body_asked: false,
             body: None,
             body_steps: SmallVec::new(),
+            log_steps: SmallVec::new(),
             rewriters: Vec::new(),
             busy: std::ptr::null_mut(),
             free: std::ptr::null_mut(),

@@ -11,6 +11,7 @@
 //!   (the top: it names every handler);
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
+//! - [`log_phase`]: the log phase, records written per request;
 //! - [`rewrite`]: the response-body phase, rewriters in nginx's body filter;
 //! - [`capture`]: `graft_capture`, a sample of live requests for replays;
 //! - [`steps`]: what a step does whoever runs it: run, count, fail, log;
@@ -37,6 +38,7 @@ mod headers;
 mod live;
 mod location;
 mod log;
+mod log_phase;
 mod module;
 mod native;
 mod request;

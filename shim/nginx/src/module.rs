@@ -9,15 +9,16 @@ use ngx::ffi::{
     ngx_array_push, ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_str_slot, ngx_conf_t,
     ngx_http_conf_ctx_t, ngx_http_core_main_conf_t, ngx_http_core_module, ngx_http_handler_pt,
     ngx_http_module_t, ngx_http_phases, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-    ngx_http_phases_NGX_HTTP_POST_READ_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t,
-    ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
-    NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_OK,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE,
+    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_ERROR, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_OK,
 };
 use ngx::ngx_string;
 
 use crate::conf::{LocConf, MainConf};
 use crate::guard::guarded;
-use crate::{capture, live, location, native, rewrite};
+use crate::{capture, live, location, log_phase, native, rewrite};
 
 // The module context names graft's own functions rather than the defaults
 // of ngx's `HttpModule` trait: create_main_conf also registers the module
@@ -106,10 +107,11 @@ unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
 }
 
 /// Registers graft's phase handlers (post-read: the capture; access: the
-/// native pipeline; precontent: the native finish) and its header filter.
+/// native pipeline; precontent: the native finish; log: the records of
+/// the steps Rust serves), its header filter and its body filter.
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     guarded(NGX_ERROR as ngx_int_t, || {
-        let handlers: [(ngx_http_phases, ngx_http_handler_pt); 3] = [
+        let handlers: [(ngx_http_phases, ngx_http_handler_pt); 4] = [
             // Captured as the client sent it, before any step changes it.
             (
                 ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
@@ -122,6 +124,10 @@ unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
             (
                 ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
                 Some(native::finish_handler),
+            ),
+            (
+                ngx_http_phases_NGX_HTTP_LOG_PHASE,
+                Some(log_phase::log_handler),
             ),
         ];
         // SAFETY: during postconfiguration cf->ctx is the http block's

@@ -1,0 +1,186 @@
+//! The log phase: a zone's steps whose module writes a record per request
+//! (`Module::on_log`). nginx runs lua-nginx-module's log handler (a
+//! location's `log_by_lua_block { require("graft").log() }`) before
+//! graft's. For each such step the first of the two to ask decides, once a
+//! request, which side serves it (its mode for the request: a canary per
+//! client, a kill switch); the Lua side writes the records of the steps it
+//! serves (in `shadow`, it writes and Rust compares its own record with
+//! Lua's, `compare`), graft's handler the others. A step left to Lua that
+//! no Lua handler took is counted as failed and logged.
+//!
+//! Records are appended to their file by the worker, one `write` a line
+//! (files opened once a worker and path, like nginx's own access logs,
+//! blocking as theirs are). A file that cannot be opened or written is a
+//! failure of the step: counted and logged, never silent.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use graft_contract::{Completed, LogOutcome};
+use graft_engine::{run_log_phase, Count, Mode, Step, Zone};
+use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_time, NGX_OK};
+
+use crate::ctx;
+use crate::guard::guarded;
+use crate::request::NgxRequest;
+use crate::steps::{log_limited, record, LogFamily};
+
+thread_local! {
+    /// This worker's open record files, by path.
+    static FILES: RefCell<HashMap<Arc<str>, std::fs::File>> = RefCell::new(HashMap::new());
+}
+
+/// Appends one line to a record file.
+fn append(path: &Arc<str>, line: &str) -> std::io::Result<()> {
+    FILES.with_borrow_mut(|files| {
+        if !files.contains_key(path) {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&**path)?;
+            files.insert(path.clone(), f);
+        }
+        let f = files.get_mut(path).expect("inserted above");
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        let r = f.write_all(&buf);
+        if r.is_err() {
+            // Opened again next time (a rotated or removed file).
+            files.remove(path);
+        }
+        r
+    })
+}
+
+/// What the log phase knows of the request.
+fn completed<'z>(r: &ngx_http_request_t, zone: &'z str) -> Completed<'z> {
+    // SAFETY: a live request's connection is valid.
+    let sent = unsafe { r.connection.as_ref() }.map_or(0, |c| c.sent);
+    Completed {
+        zone,
+        status: u16::try_from(r.headers_out.status).unwrap_or(0),
+        bytes_sent: u64::try_from(sent).unwrap_or(0),
+        time: u64::try_from(ngx_time()).unwrap_or(0),
+    }
+}
+
+/// Whether Rust serves the log phase of step `index` for this request,
+/// decided once (by the first to ask). `lua_asks`: the Lua side is asking
+/// (it then takes the steps it serves).
+pub fn rust_serves(
+    r: &ngx_http_request_t,
+    index: usize,
+    step: &Step,
+    lua_asks: bool,
+) -> Option<bool> {
+    let mode = step.mode_for(&NgxRequest::new(r));
+    let ctx = ctx::existing(r)?;
+    let entry = match ctx.log_steps.iter_mut().position(|e| e.0 == index) {
+        Some(k) => &mut ctx.log_steps[k],
+        None => {
+            ctx.log_steps.push((index, mode == Mode::Rust, false));
+            ctx.log_steps.last_mut()?
+        }
+    };
+    if lua_asks && !entry.1 {
+        entry.2 = true;
+    }
+    Some(entry.1)
+}
+
+/// Mode `shadow`: compares the record the Lua side wrote with Rust's own,
+/// counting a difference (a match is the request phase's to count) and
+/// logging it within the budget of difference lines.
+pub fn compare(r: &ngx_http_request_t, zone: &Zone, step: &Step, lua_line: &[u8]) {
+    let done = completed(r, &zone.name);
+    let rust_line = match run_log_phase(step, &NgxRequest::new(r), &done) {
+        Ok(LogOutcome::Write { line, .. } | LogOutcome::Dropped { line }) => line,
+        Ok(LogOutcome::NotSampled) => String::new(),
+        Err(why) => format!("<{why}>"),
+    };
+    if rust_line.as_bytes() != lua_line {
+        record(r, &zone.name, step, Count::ShadowDiff);
+        log_limited(
+            r,
+            LogFamily::Diff,
+            format_args!(
+                "graft: shadow diff: zone \"{}\" module \"{}\" log record: lua {} rust {}",
+                zone.name,
+                step.module_name,
+                String::from_utf8_lossy(lua_line),
+                rust_line
+            ),
+        );
+    }
+}
+
+/// graft's log-phase handler.
+pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded((), || {
+        // SAFETY: nginx calls phase handlers with a live request.
+        let r = unsafe { &*r };
+        if !std::ptr::eq(r, r.main) {
+            return;
+        }
+        let Some(ctx) = ctx::existing(r) else {
+            return;
+        };
+        let config = ctx.config.clone();
+        let Some(zone) = ctx.ran_zones.last().and_then(|&z| config.zones.get(z)) else {
+            return;
+        };
+        for (i, step) in zone.steps.iter().enumerate() {
+            if step.module.logs_requests() {
+                run_step(r, zone, i, step);
+            }
+        }
+    });
+    NGX_OK as ngx_int_t
+}
+
+fn run_step(r: &ngx_http_request_t, zone: &Zone, i: usize, step: &Step) {
+    let Some(rust) = rust_serves(r, i, step, false) else {
+        return;
+    };
+    if !rust {
+        let took = ctx::existing(r)
+            .and_then(|c| c.log_steps.iter().find(|e| e.0 == i).map(|e| e.2))
+            .unwrap_or(false);
+        if !took {
+            record(r, &zone.name, step, Count::Failed);
+            log_limited(
+                r,
+                LogFamily::Failure,
+                format_args!(
+                    "graft: zone \"{}\" module \"{}\" is served by Lua for this request, but no Lua log handler took it (this location runs no graft.log()): no record written",
+                    zone.name, step.module_name
+                ),
+            );
+        }
+        return;
+    }
+    let done = completed(r, &zone.name);
+    let failed = |why: String| {
+        record(r, &zone.name, step, Count::Failed);
+        log_limited(
+            r,
+            LogFamily::Failure,
+            format_args!(
+                "graft: zone \"{}\" module \"{}\" {why}: no record written",
+                zone.name, step.module_name
+            ),
+        );
+    };
+    match run_log_phase(step, &NgxRequest::new(r), &done) {
+        Ok(LogOutcome::NotSampled) => {}
+        Ok(LogOutcome::Dropped { .. }) => step.counters.add(Count::Dropped),
+        Ok(LogOutcome::Write { path, line }) => {
+            if let Err(e) = append(&path, &line) {
+                failed(format!("cannot write to {path}: {e}"));
+            }
+        }
+        Err(why) => failed(why),
+    }
+}
