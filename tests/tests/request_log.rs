@@ -136,6 +136,13 @@ fn sampling_rate_and_failures_are_bounded_counted_and_logged() {
         // Six requests may straddle a second: at most 2 a second written.
         assert!((2..=4).contains(&n), "{mode}: {n}");
         assert_eq!(n + dropped, 6, "{mode}: every record written or counted");
+        let text = nginx.get("localhost", "/graft/metrics").text();
+        assert!(
+            text.contains(&format!(
+                r#"graft_log_records_dropped_total{{zone="localhost",module="request_log"}} {dropped}"#
+            )),
+            "{text}"
+        );
         nginx.assert_clean_log(&[]);
     }
     // A tenth of 300 distinct requests, both sides choosing the same ones.

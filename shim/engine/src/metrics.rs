@@ -177,6 +177,17 @@ impl Collector for Snapshot {
                 .encode(family.encode_family(&labels)?)?;
         }
         let mut family = encoder.encode_descriptor(
+            "graft_log_records_dropped",
+            "Records a step with a log phase did not write because they were over its module's rate, per zone and module (such steps only).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (zone, step) in self.steps().filter(|(_, s)| s.module.logs_requests()) {
+            let labels = [("zone", zone), ("module", step.module_name)];
+            ConstCounter::new(step.counters.get(Count::Dropped))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
             "graft_module_killed",
             "1 when an operator's kill switch sends the module back to Lua, 2 when an automatic rollback did, else 0.",
             None,
