@@ -475,6 +475,8 @@ fn main() {
             let scaling = measure_scaling(&out_dir, seconds.min(2));
             scaling_chart(&out_dir.join("scaling.svg"), &scaling, &machine);
             scaling_table(&scaling)
+        } else if part == "streams" {
+            streams_table(&measure_streams(&out_dir, rounds, seconds))
         } else {
             versus_table(&measure_versus(&out_dir, rounds, seconds))
         };
@@ -490,11 +492,13 @@ fn main() {
     let memory = measure_zones();
     let versus = measure_versus(&out_dir, rounds, seconds);
     let scaling = measure_scaling(&out_dir, seconds.min(2));
+    let streams = measure_streams(&out_dir, rounds, seconds);
     let medians: Vec<Sample> = samples.iter().map(|s| medians(s)).collect();
     let mut md = format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n");
     md.push_str(&table(&medians, &memory));
     md.push_str(&versus_table(&versus));
     md.push_str(&scaling_table(&scaling));
+    md.push_str(&streams_table(&streams));
     md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
     std::fs::write(out_dir.join("results.md"), &md).unwrap();
     let mut json = results_json(&machine, (rounds, seconds), &medians, &memory, &calls);
@@ -512,6 +516,15 @@ fn main() {
         })
         .collect();
     json["scaling"] = scaling.iter().map(Scale::to_json).collect();
+    json["streams"] = streams
+        .iter()
+        .map(|s| {
+            json!({ "job": s.job, "bytes_per_request": s.bytes,
+                    "plain_mb_per_s": s.mb_per_s[0], "native_mb_per_s": s.mb_per_s[1], "lua_mb_per_s": s.mb_per_s[2],
+                    "native_own_cpu_us_per_req": s.own_us[0], "lua_own_cpu_us_per_req": s.own_us[1],
+                    "native_vs_lua_mb_per_s": s.mb_per_s[1] / s.mb_per_s[2] })
+        })
+        .collect();
     scaling_chart(&out_dir.join("scaling.svg"), &scaling, &machine);
     std::fs::write(
         out_dir.join("results.json"),
@@ -584,9 +597,15 @@ fn parse_args() -> (usize, u64, Option<String>) {
         match a.as_str() {
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
             "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(seconds),
-            "--only" => only = args.next().filter(|o| o == "scaling" || o == "versus"),
+            "--only" => {
+                only = args
+                    .next()
+                    .filter(|o| ["scaling", "versus", "streams"].contains(&o.as_str()))
+            }
             _ => {
-                eprintln!("usage: graft-bench [--rounds N] [--seconds S] [--only scaling|versus]");
+                eprintln!(
+                    "usage: graft-bench [--rounds N] [--seconds S] [--only scaling|versus|streams]"
+                );
                 std::process::exit(2);
             }
         }
@@ -1312,4 +1331,157 @@ fn scaling_chart(path: &Path, scaling: &[Scale], machine: &str) {
     }
     root_area.titled(machine, ("sans-serif", 10)).ok();
     root_area.present().unwrap();
+}
+
+/// One streaming job (a body inspected, a document rewritten): MB/s of
+/// the bytes graft reads (the request body, or the response document)
+/// for plain nginx, native and Lua, and graft's own CPU per request above
+/// plain nginx's (native, Lua).
+struct Stream {
+    job: &'static str,
+    bytes: usize,
+    mb_per_s: [f64; 3],
+    own_us: [f64; 2],
+}
+
+/// HTML rewriting (html_rewrite) and body inspection (the WAF with
+/// inspect_body), each against plain nginx serving the same requests.
+fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
+    let pieces: Vec<String> = graft_html_rewrite::sample::PIECES
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let body: Vec<String> = (0..160).flat_map(|_| pieces.iter().cloned()).collect();
+    let doc = graft_html_rewrite::sample::document(&pieces[..4], &body);
+    let form = format!(
+        "q=hello+world&page=2&{}",
+        (0..400)
+            .map(|i| format!("field{i}=value+number+{i}+with+some+text"))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let rewrite = |mode: &str| {
+        json!({ "zones": { "localhost": { "modules": [ { "module": "html_rewrite", "mode": mode,
+            "config": { "head_end": "<script src=\"/rum.js\"></script>",
+                        "https_hosts": ["example.com", "cdn.example.com"], "obfuscate_emails": true } } ] } } })
+    };
+    let inspect = |mode: &str| {
+        json!({ "zones": { "localhost": { "body": { "max_bytes": 65536, "over": "inspect" },
+            "modules": [ { "module": "waf", "mode": mode, "config": {
+                "signatures": ["sql_injection", "path_traversal", "script_injection"], "inspect_body": true } } ] } } })
+    };
+    let lua_filters = "access_by_lua_block { require(\"graft\").access() }\n            header_filter_by_lua_block { require(\"graft\").header_filter() }\n            body_filter_by_lua_block { require(\"graft\").body_filter() }";
+    let get_script = dir.join("stream-get.lua");
+    std::fs::write(
+        &get_script,
+        "wrk.headers[\"Host\"] = \"localhost\"\nwrk.path = \"/doc.html\"\n",
+    )
+    .unwrap();
+    let post_script = dir.join("stream-post.lua");
+    std::fs::write(
+        &post_script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.path = \"/index.html\"\nwrk.headers[\"Host\"] = \"localhost\"\nwrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\nwrk.body = \"{form}\"\n"
+        ),
+    )
+    .unwrap();
+    let http = "client_body_buffer_size 64k;";
+    let jobs: [(&str, usize, &Path, [(Option<Value>, &str); 3]); 2] = [
+        (
+            "HTML rewriting (html_rewrite, a document of the sample pieces)",
+            doc.len(),
+            &get_script,
+            [
+                (None, ""),
+                (Some(rewrite("rust")), "graft_native on;"),
+                (Some(rewrite("lua")), lua_filters),
+            ],
+        ),
+        (
+            "Body inspection (the WAF's signatures over a form body)",
+            form.len(),
+            &post_script,
+            [
+                (None, ""),
+                (Some(inspect("rust")), "graft_native on;"),
+                (
+                    Some(inspect("lua")),
+                    "access_by_lua_block { require(\"graft\").access() }",
+                ),
+            ],
+        ),
+    ];
+    let mut out = Vec::new();
+    for (job, bytes, script, variants) in jobs {
+        let servers: Vec<Server> = variants
+            .iter()
+            .enumerate()
+            .map(|(i, (config, location))| {
+                let s = Server::start_with(&format!("stream-{i}"), config.as_ref(), http, location);
+                std::fs::write(s.prefix.join("html/doc.html"), &doc).unwrap();
+                // A rewriting variant that does not rewrite measures nothing.
+                let (status, text) = s.get("localhost", "/doc.html");
+                assert_eq!(status, 200);
+                assert_eq!(
+                    text.contains("ann&#64;example.org"),
+                    i > 0 && bytes == doc.len(),
+                    "{job}, variant {i}"
+                );
+                s
+            })
+            .collect();
+        let mut runs: Vec<Vec<Sample>> = (0..3).map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, s) in servers.iter().enumerate() {
+                runs[i].push(run_wrk(s, script, seconds));
+            }
+        }
+        let m: Vec<Sample> = runs.iter().map(|r| medians(r)).collect();
+        for (i, s) in servers.iter().enumerate().skip(1) {
+            warn_on_logged_errors_at(s, &format!("{job}, variant {i}"));
+        }
+        let mb = |s: &Sample| s.rps * bytes as f64 / 1e6;
+        out.push(Stream {
+            job,
+            bytes,
+            mb_per_s: [mb(&m[0]), mb(&m[1]), mb(&m[2])],
+            own_us: [
+                m[1].cpu_us_per_req - m[0].cpu_us_per_req,
+                m[2].cpu_us_per_req - m[0].cpu_us_per_req,
+            ],
+        });
+    }
+    out
+}
+
+/// Error lines a streaming variant logged (a bench whose requests fail
+/// measures nothing).
+fn warn_on_logged_errors_at(s: &Server, what: &str) {
+    let log = std::fs::read_to_string(s.prefix.join("error.log")).unwrap_or_default();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("[error]") || l.contains("[alert]") || l.contains("[crit]"))
+        .take(3)
+        .collect();
+    if !errors.is_empty() {
+        eprintln!("warning: {what} logged errors: {errors:#?}");
+    }
+}
+
+fn streams_table(streams: &[Stream]) -> String {
+    let mut md = String::from("\nStreaming jobs: MB/s of the bytes graft reads (a request body inspected, a response document rewritten), plain nginx serving the same requests without graft, and graft's own CPU per request above plain nginx's.\n\n| job | bytes | plain MB/s | native MB/s | Lua MB/s | native / Lua | native own µs/req | Lua own µs/req |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for s in streams {
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |\n",
+            s.job,
+            s.bytes,
+            s.mb_per_s[0],
+            s.mb_per_s[1],
+            s.mb_per_s[2],
+            s.mb_per_s[1] / s.mb_per_s[2],
+            s.own_us[0],
+            s.own_us[1]
+        ));
+    }
+    md
 }
