@@ -1344,6 +1344,11 @@ struct Stream {
     own_us: [f64; 2],
 }
 
+/// A streaming job: its name, the bytes graft reads a request, its wrk
+/// script, and the variants (graft's file, the location's directives):
+/// plain nginx, native, Lua.
+type StreamJob<'a> = (&'static str, usize, &'a Path, [(Option<Value>, &'a str); 3]);
+
 /// HTML rewriting (html_rewrite) and body inspection (the WAF with
 /// inspect_body), each against plain nginx serving the same requests.
 fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
@@ -1386,7 +1391,7 @@ fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
     )
     .unwrap();
     let http = "client_body_buffer_size 64k;";
-    let jobs: [(&str, usize, &Path, [(Option<Value>, &str); 3]); 2] = [
+    let jobs: [StreamJob; 2] = [
         (
             "HTML rewriting (html_rewrite, a document of the sample pieces)",
             doc.len(),
