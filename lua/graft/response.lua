@@ -28,6 +28,7 @@ local ERR = ngx.ERR
 local pcall = pcall
 local tonumber = tonumber
 local tostring = tostring
+local concat = table.concat
 
 local GRAFT_USE_LUA = abi.GRAFT_USE_LUA
 local GRAFT_COUNT_DROPPED = abi.GRAFT_COUNT_DROPPED
@@ -77,7 +78,8 @@ function _M.header_filter()
             elseif rw then
                 rewriters = rewriters or {}
                 rewriters[#rewriters + 1] = { zone = zone, index = i - 1, rw = rw,
-                                              module = steps[i].module }
+                                              module = steps[i].module,
+                                              shadow = steps[i].mode == "shadow" and {} or nil }
             else
                 C.graft_ffi_count(r, zone, i - 1, GRAFT_COUNT_UNTOUCHED)
             end
@@ -111,6 +113,15 @@ function _M.body_filter()
             end
             if ok then
                 chunk = out
+                local seen = e.shadow
+                if seen then
+                    -- What Lua wrote, for Rust to compare at the end.
+                    seen[#seen + 1] = out
+                    if eof and r then
+                        local body = concat(seen)
+                        C.graft_ffi_body_compare(r, e.zone, e.index, body, #body)
+                    end
+                end
             else
                 e.dead = true
                 if r then

@@ -140,6 +140,9 @@ int graft_ffi_body_step(ngx_http_request_t *r, int zone, int step);
    shadow it then passes the record it wrote, in line, for Rust to compare)
    or Rust does (GRAFT_OK). */
 int graft_ffi_log_step(ngx_http_request_t *r, int zone, int step, const unsigned char *line, size_t line_len);
+/* The response-body phase in shadow: the body the Lua side wrote for step
+   `step`, at its end, for Rust to compare with its own. */
+int graft_ffi_body_compare(ngx_http_request_t *r, int zone, int step, const unsigned char *body, size_t body_len);
 /* graft:abi:end */
 
 #endif /* GRAFT_H */

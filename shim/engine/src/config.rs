@@ -981,12 +981,6 @@ fn parse_step(
         }
         _ => None,
     };
-    if module.rewrites_bodies() && sc.mode == Mode::Shadow {
-        return Err(ConfigError::new(
-            "mode",
-            "shadow compares request decisions; a response-body module's two sides are compared by graft's parity tests: use lua, canary or rust",
-        ));
-    }
     let on_failure = match &sc.on_failure {
         Some(p) => p.policy()?,
         None => factory.on_failure(),

@@ -741,6 +741,41 @@ pub unsafe extern "C" fn graft_ffi_log_step(
     })
 }
 
+/// The response-body phase in `shadow`: the body the Lua side wrote for
+/// step `step`, at its end, compared with what Rust wrote beside it
+/// (`rewrite::compare`). `GRAFT_ERROR` for no such step.
+///
+/// # Safety
+/// `r` is null or the current request; `body` is null or points at
+/// `body_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_body_compare(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+    body: *const c_uchar,
+    body_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let Some(config) = ctx::config(r).cloned() else {
+            return GRAFT_NO_CONFIG;
+        };
+        let Some(z) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
+            return GRAFT_ERROR;
+        };
+        let Ok(index) = usize::try_from(step_index) else {
+            return GRAFT_ERROR;
+        };
+        // SAFETY: `body` points at `body_len` bytes (# Safety).
+        crate::rewrite::compare(r, z, index, unsafe { bytes(body, body_len) });
+        GRAFT_OK
+    })
+}
+
 /// The bytes a caller passed, or none.
 ///
 /// # Safety

@@ -59,10 +59,26 @@ pub struct RequestCtx {
     pub log_steps: SmallVec<[(usize, bool, bool); 2]>,
     /// The Rust rewriters of this response's body, in step order.
     pub rewriters: Vec<(usize, Box<dyn BodyRewriter>)>,
+    /// Mode `shadow`: Rust's rewriters of the body Lua serves, whose output
+    /// is only hashed, to compare with Lua's at its end.
+    pub shadows: Vec<ShadowBody>,
     /// Output buffers the next body filter still holds, and ones it gave
     /// back (reused: a long body does not grow the pool).
     pub busy: *mut ngx_chain_t,
     pub free: *mut ngx_chain_t,
+}
+
+/// A body step in `shadow`: Rust rewrites the body beside Lua, keeping
+/// only a hash and the length of what it wrote (never the body).
+pub struct ShadowBody {
+    pub step: usize,
+    pub rewriter: Box<dyn BodyRewriter>,
+    pub hash: std::collections::hash_map::DefaultHasher,
+    pub len: u64,
+    /// Why the Rust side failed, if it did.
+    pub failed: Option<String>,
+    /// Its hash and length once the body ended.
+    pub done: Option<(u64, u64)>,
 }
 
 /// How far the pipeline went for a request.
@@ -105,6 +121,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             body_steps: SmallVec::new(),
             log_steps: SmallVec::new(),
             rewriters: Vec::new(),
+            shadows: Vec::new(),
             busy: std::ptr::null_mut(),
             free: std::ptr::null_mut(),
         });

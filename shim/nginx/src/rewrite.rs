@@ -97,13 +97,23 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
     };
     let mut body_steps = smallvec::SmallVec::new();
     let mut rewriters = Vec::new();
+    let mut shadows = Vec::new();
     for (i, step) in steps {
-        let rust = step.mode_for(&NgxRequest::new(r)) == Mode::Rust;
+        let mode = step.mode_for(&NgxRequest::new(r));
+        let rust = mode == Mode::Rust;
         body_steps.push((i, rust, false));
-        if !rust {
+        if !rust && mode != Mode::Shadow {
             continue;
         }
         match start_response_body(step, &head) {
+            Ok(Some(rw)) if !rust => shadows.push(ctx::ShadowBody {
+                step: i,
+                rewriter: rw,
+                hash: Default::default(),
+                len: 0,
+                failed: None,
+                done: None,
+            }),
             // The request phase counted which side served the request.
             Ok(Some(rw)) => rewriters.push((i, rw)),
             Ok(None) => step.counters.add(Count::Untouched),
@@ -132,10 +142,14 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
         r.set_allow_ranges(0);
         r.set_filter_need_in_memory(1);
     }
+    if !shadows.is_empty() {
+        r.set_filter_need_in_memory(1);
+    }
     // The record again: `record` may have logged through the request.
     if let Some(ctx) = ctx::existing(r) {
         ctx.body_steps = body_steps;
         ctx.rewriters = rewriters;
+        ctx.shadows = shadows;
     }
 }
 
@@ -152,6 +166,47 @@ pub fn rust_serves(r: &ngx_http_request_t, step: usize) -> Option<bool> {
         entry.2 = true;
     }
     Some(entry.1)
+}
+
+/// Mode `shadow`: compares the body the Lua side wrote for step `index`
+/// with what Rust wrote beside it (by hash and length), counting and
+/// logging a difference (a match is the request phase's to count).
+pub fn compare(r: &ngx_http_request_t, zone: &Zone, index: usize, lua: &[u8]) {
+    let Some(ctx) = ctx::existing(r) else {
+        return;
+    };
+    let Some(sh) = ctx.shadows.iter().find(|s| s.step == index) else {
+        return;
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::default();
+    std::hash::Hasher::write(&mut h, lua);
+    let lua_seen = (std::hash::Hasher::finish(&h), lua.len() as u64);
+    let rust = match (&sh.failed, sh.done) {
+        (Some(why), _) => Err(why.clone()),
+        (None, Some(done)) => Ok(done),
+        (None, None) => Err("did not see the body's end".to_string()),
+    };
+    if rust == Ok(lua_seen) {
+        return;
+    }
+    let Some(step) = zone.steps.get(index) else {
+        return;
+    };
+    record(r, &zone.name, step, Count::ShadowDiff);
+    let rust = match rust {
+        Ok((_, len)) => format!("{len} bytes"),
+        Err(why) => why,
+    };
+    log_limited(
+        r,
+        LogFamily::Diff,
+        format_args!(
+            "graft: shadow diff: zone \"{}\" module \"{}\" response body: lua {} bytes, rust {rust}, not the same",
+            zone.name,
+            step.module_name,
+            lua.len()
+        ),
+    );
 }
 
 /// Counts and logs, once, each body step left to Lua for this response
@@ -268,7 +323,7 @@ fn rewrite_chain(
     let Some(ctx) = ctx::existing(r) else {
         return Ok(None);
     };
-    if ctx.rewriters.is_empty() {
+    if ctx.rewriters.is_empty() && ctx.shadows.is_empty() {
         return Ok(None);
     }
     let (mut data, mut last, mut flush) = (Vec::new(), false, false);
@@ -327,12 +382,40 @@ fn rewrite_chain(
             );
         }
     }
-    if data.is_empty() && !last && !flush {
-        return Ok(Some(std::ptr::null_mut()));
-    }
     let Some(ctx) = ctx::existing(r) else {
         return Err(());
     };
+    // Shadows rewrite what Lua's steps get (after Rust's), keeping a hash.
+    for sh in ctx
+        .shadows
+        .iter_mut()
+        .filter(|s| s.failed.is_none() && s.done.is_none())
+    {
+        let Some(step) = zone.and_then(|z| z.steps.get(sh.step)) else {
+            continue;
+        };
+        let mut out = Vec::new();
+        let rw = &mut sh.rewriter;
+        match guarded_module(step, || {
+            rw.write(&data, &mut out)?;
+            if last {
+                rw.end(&mut out)?;
+            }
+            Ok(())
+        }) {
+            Ok(()) => {
+                std::hash::Hasher::write(&mut sh.hash, &out);
+                sh.len += out.len() as u64;
+                if last {
+                    sh.done = Some((std::hash::Hasher::finish(&sh.hash), sh.len));
+                }
+            }
+            Err(why) => sh.failed = Some(why),
+        }
+    }
+    if data.is_empty() && !last && !flush {
+        return Ok(Some(std::ptr::null_mut()));
+    }
     // SAFETY: the request's pool; a free link's buffer is graft's own
     // (tagged) or a fresh zeroed one; memory for it comes from the pool
     // when it has none or too little, and is written before it is read.
