@@ -10,7 +10,35 @@ local pairs = pairs
 local sort = table.sort
 local type = type
 
+-- An HTML page with what html_rewrite changes (a head, links to
+-- example.com over http, addresses in text, a script and a comment), for
+-- /html/<n>/...: sent in chunks of n bytes, each flushed on its own.
+local PAGE = table.concat({
+    "<!DOCTYPE html>\n<html><head><title>Shop é</title>",
+    "<link rel=stylesheet href=\"http://cdn.example.com/s.css\"></head>\n<body>",
+    "<p>Write to sales@example.com or ünïcødé 日本語 help@cdn.example.com.</p>",
+    "<a href='http://example.com/cart?x=1' class=big>cart</a>",
+    "<img src=http://other.net/i.png alt=\"é\">",
+    "<!-- ops@example.com <a href=\"http://example.com/\"> -->",
+    "<script>var m = \"eve@example.org\"; if (a < b) {}</script>",
+    "<form action=\"http://example.com:8443/post\" method=post></form>",
+    "</body></html>\n",
+})
+
+local function html(n)
+    ngx.header["Content-Type"] = "text/html; charset=utf-8"
+    ngx.header["Content-Length"] = #PAGE
+    for i = 1, #PAGE, n do
+        ngx.print(PAGE:sub(i, i + n - 1))
+        ngx.flush(true)
+    end
+end
+
 return function()
+    local n = tonumber(ngx.var.uri:match("^/html/(%d+)/"))
+    if n and n > 0 then
+        return html(n)
+    end
     local headers = ngx.req.get_headers(0)
     local names = {}
     for name in pairs(headers) do

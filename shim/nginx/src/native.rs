@@ -101,6 +101,11 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         // handler again (from `body_read`).
         if config.zones[zone].body.is_some() && has_body(r) && !ctx.body_asked {
             if let Some(status) = body_declared_over(r, &config, &config.zones[zone]) {
+                // The zone answered: its pipeline is over (and its later
+                // phases, a response-body step, see the answer as theirs).
+                ctx.pipeline = Pipeline::Taken;
+                ctx.ran_zones.push(zone);
+                ctx.resume_at = None;
                 return status as ngx_int_t;
             }
             ctx.body_asked = true;

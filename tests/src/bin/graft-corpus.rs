@@ -78,6 +78,9 @@ fn zone_config(zone: &str, i: usize) -> Value {
             { "name": "clients", "key": "client", "limit": 1000000, "window": 60 } ] } }),
         );
     }
+    modules.push(json!({ "module": "html_rewrite", "mode": "lua", "config": {
+        "head_end": format!("<script src=\"/rum-{i}.js\"></script>"),
+        "https_hosts": ["example.com", "cdn.example.com"], "obfuscate_emails": true } }));
     json!({ "body": { "max_bytes": 4096, "over": { "respond": 413 } }, "modules": modules })
 }
 
@@ -255,6 +258,11 @@ fn request(rng: &mut ChaCha8Rng) -> CorpusRequest {
         80..=87 => CorpusRequest::get(zone, pick::<&str>(rng, ODD_PATHS)),
         88..=93 => CorpusRequest::get("api.example", "/api/v1/items")
             .header(&format!("X-Api-Key: key-{}", rng.random_range(0..8))),
+        97 => {
+            // A page the origin sends as HTML, in chunks of 1 to 300 bytes.
+            let n = rng.random_range(1..300);
+            CorpusRequest::get(zone, &format!("/html/{n}/page"))
+        }
         94..=96 => {
             let (content_type, body) = body(rng);
             CorpusRequest::post(zone, pick::<&str>(rng, PAGES), content_type, &body)
