@@ -60,8 +60,12 @@ local request_fields = {
             -- Never "no body": the step cannot decide, its policy will.
             error("graft: the request body's file cannot be read: " .. tostring(err))
         end
-        data = f:read(max)
+        local rerr
+        data, rerr = f:read(max)
         f:close()
+        if not data and rerr then
+            error("graft: the request body's file cannot be read: " .. tostring(rerr))
+        end
         return data
     end,
     body_args = function(self)

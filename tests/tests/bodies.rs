@@ -84,8 +84,10 @@ fn cases() -> Vec<(&'static str, Vec<u8>, u16)> {
         ),
         (JSON, br#"{"q":"hello","n":[1,2,{"x":"y"}]}"#.to_vec(), 200),
         (JSON, deep.into_bytes(), 403),
-        // Neither form nor JSON: only rules on the raw body read it.
-        ("text/plain", SQLI.as_bytes().to_vec(), 200),
+        // Neither form nor JSON: the bytes themselves.
+        ("text/plain", b"1' UNION SELECT password FROM users".to_vec(), 403),
+        ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\n<script>alert(1)</script>\r\n--b--\r\n".to_vec(), 403),
+        ("text/plain", b"hello world".to_vec(), 200),
     ]
 }
 

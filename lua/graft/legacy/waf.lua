@@ -81,8 +81,15 @@ local function any_string_hits(regex, strings)
     return false
 end
 
+local body_kind = require("graft.body").kind
+
+-- Form arguments, JSON strings, and any other body's bytes.
 local function body_hits(regex, req)
-    return any_arg_hits(regex, req.body_args) or any_string_hits(regex, req.json)
+    if any_arg_hits(regex, req.body_args) or any_string_hits(regex, req.json) then
+        return true
+    end
+    local raw = req.body
+    return raw ~= nil and body_kind(req:header("content-type")) == "other" and hit(regex, raw)
 end
 
 function _M.on_request(self, req)

@@ -131,6 +131,13 @@ impl Headers {
 }
 
 impl Module for Headers {
+    /// A rule on a body field needs the zone to read bodies.
+    fn wants_body(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.when.as_ref().is_some_and(|w| w.reads_body()))
+    }
+
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
         let mut changes = Changes::default();

@@ -127,6 +127,13 @@ impl RateLimit {
 }
 
 impl Module for RateLimit {
+    /// A limit on a body field needs the zone to read bodies.
+    fn wants_body(&self) -> bool {
+        self.limits
+            .iter()
+            .any(|l| l.when.as_ref().is_some_and(|w| w.reads_body()))
+    }
+
     fn on_request(&self, req: &dyn RequestView, ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
         let mut key = Vec::with_capacity(128);

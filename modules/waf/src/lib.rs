@@ -14,8 +14,9 @@
 //! line and goes on. Then each signature list, in order, is matched against
 //! the decoded path and the name and value of every query argument, however
 //! many there are, and with `inspect_body` the name and value of every
-//! argument of a form body and every string of a JSON body (in a zone that
-//! reads bodies: `graft_contract::body`). Rules read bodies through the
+//! argument of a form body, every string of a JSON body, and the bytes of
+//! any other body (multipart, text, no `Content-Type`), as far as the zone
+//! reads it (`graft_contract::body`). Rules read bodies through the
 //! conditions' body fields (`body`, `body_args`, `body_arg:<name>`,
 //! `json`). Conditions are `graft-conditions`; the lists are
 //! `signatures.json`, regular expressions in the subset PCRE and Rust's
@@ -283,6 +284,16 @@ impl Waf {
                 check(value);
             }
             subject.json_strings().for_each(&mut check);
+            // Neither form nor JSON (multipart, text, none said): the
+            // bytes themselves, so that no Content-Type hides a payload.
+            let req = subject.req;
+            if let Some(raw) = req.body() {
+                if graft_contract::body::BodyKind::of(req.header(b"content-type"))
+                    == graft_contract::body::BodyKind::Other
+                {
+                    check(raw);
+                }
+            }
         }
         first
     }

@@ -382,6 +382,18 @@ fn with_inspect_body_signatures_catch_form_and_json_bodies_at_any_depth() {
             "{body}"
         );
     }
+    // Any other body is read as it is.
+    for ct in ["text/plain", "multipart/form-data; boundary=x", ""] {
+        assert_eq!(
+            status(&decide_body(
+                config.clone(),
+                ct,
+                "--x\r\n1' UNION SELECT password FROM users"
+            )),
+            Some(403),
+            "{ct}"
+        );
+    }
     // Without inspect_body, signatures read path and query only.
     assert_eq!(
         status(&decide_body(

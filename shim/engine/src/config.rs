@@ -128,10 +128,12 @@ impl Budget {
                 format!("{} is not a time from 1 to {MAX_BUDGET_US} µs", self.us),
             ));
         }
-        if self.max_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+        // A share of 1 could never be crossed: no more calls go over the
+        // budget than are made.
+        if self.max_rate.is_some_and(|r| !(0.0..1.0).contains(&r)) {
             return Err(ConfigError::new(
                 "budget.max_rate",
-                "is a share from 0 to 1",
+                "is a share from 0 up to (not including) 1",
             ));
         }
         if self.window == 0 || self.window > 86_400 {

@@ -49,7 +49,7 @@ pub struct RequestCtx {
     pub body_asked: bool,
     /// The body as far as a zone reads it (its `max_bytes`, and what was
     /// read), taken once from what nginx read.
-    pub body: Option<(usize, Arc<[u8]>)>,
+    pub body: Option<(usize, Arc<[u8]>, u64)>,
     /// The response-body phase: per step with one, whether Rust serves it
     /// for this response (decided once, in the header filter; the Lua side
     /// asks, `graft_ffi_body_step`).

@@ -58,6 +58,10 @@ pub unsafe fn buf_bytes(b: &ngx_buf_t, max: usize, into: &mut Vec<u8>) -> std::i
         if !in_memory && b.in_file() != 0 && !b.file.is_null() {
             let len = u64::try_from(b.file_last - b.file_pos).unwrap_or(0);
             let want = max.min(usize::try_from(len).unwrap_or(usize::MAX));
+            if want > 0 && (*b.file).fd < 0 {
+                // nginx closed the file (an upstream is done with a body).
+                return Err(std::io::Error::other("its file is closed"));
+            }
             if want > 0 {
                 let file = std::mem::ManuallyDrop::new(std::fs::File::from_raw_fd((*b.file).fd));
                 let mut part = vec![0u8; want];
@@ -85,7 +89,9 @@ pub fn body_prefix(r: &ngx_http_request_t, max: usize) -> BodyRead {
         let Some(rb) = r.request_body.as_ref() else {
             return BodyRead::NotRead;
         };
-        if r.reading_body() != 0 {
+        // Still reading (or a read that failed part-way): `rest` is what
+        // nginx still waits for.
+        if r.reading_body() != 0 || rb.rest != 0 {
             return BodyRead::NotRead;
         }
         let mut out = Vec::new();

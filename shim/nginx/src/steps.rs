@@ -86,12 +86,27 @@ pub fn zone_body(
     let Some(ctx) = crate::ctx::of(r) else {
         return Err(500);
     };
-    if let Some((max, body)) = &ctx.body {
+    let name = &zone.name;
+    // Taken once a request (every Rust step of the zone asks); a zone
+    // reached after an internal redirect with the same max_bytes gets it
+    // again under its own "over".
+    if let Some((max, body, total)) = &ctx.body {
         if *max == limit.max_bytes {
-            return Ok(Some(body.clone()));
+            let (body, total) = (body.clone(), *total);
+            return match limit.over {
+                OverLimit::Respond(status) if total > limit.max_bytes as u64 => {
+                    ctx.config.count_body_over(name);
+                    log_limited(
+                        r,
+                        LogFamily::Decision,
+                        format_args!("graft: zone \"{name}\": request body of {total} bytes is over its max_bytes of {max}: answered {status}"),
+                    );
+                    Err(status)
+                }
+                _ => Ok(Some(body)),
+            };
         }
     }
-    let name = &zone.name;
     let (prefix, total) = match body_prefix(r, limit.max_bytes) {
         BodyRead::Read(prefix, total) => (prefix, total),
         BodyRead::NotRead => {
@@ -130,8 +145,13 @@ pub fn zone_body(
             ),
         }
     }
+    if total == 0 {
+        // An empty body (chunked, with no data) is no body, as on the Lua
+        // side (ngx.req.get_body_data() gives nil).
+        return Ok(None);
+    }
     let body: std::sync::Arc<[u8]> = prefix.into();
-    ctx.body = Some((limit.max_bytes, body.clone()));
+    ctx.body = Some((limit.max_bytes, body.clone(), total));
     Ok(Some(body))
 }
 

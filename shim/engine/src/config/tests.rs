@@ -289,6 +289,7 @@ fn a_bad_time_budget_is_refused_with_its_field_named() {
         (r#"{ "us": 0 }"#, "budget.us"),
         (r#"{ "us": 20000000 }"#, "budget.us"),
         (r#"{ "us": 10, "max_rate": 1.5 }"#, "budget.max_rate"),
+        (r#"{ "us": 10, "max_rate": 1.0 }"#, "budget.max_rate"),
         (
             r#"{ "us": 10, "max_rate": 0.1, "window": 0 }"#,
             "budget.window",
@@ -400,4 +401,25 @@ fn a_module_that_reads_bodies_needs_its_zone_to_say_how_much() {
     );
     let b = &c.zones[c.zone_named("b.com").unwrap()];
     assert_eq!(b.body, None, "no module there reads bodies: none is read");
+}
+
+#[test]
+fn a_condition_on_a_body_field_in_any_module_needs_a_body_limit() {
+    for module in [
+        r#"{ "module": "headers", "mode": "rust", "config": { "rules": [ { "when": { "field": "json", "op": "equals", "value": "x" }, "request": [ { "set": "X-A", "value": "1" } ] } ] } }"#,
+        r#"{ "module": "rate_limit", "mode": "rust", "config": { "limits": [ { "name": "l", "key": "client", "limit": 1, "window": 1, "when": { "field": "body_arg:user", "op": "equals", "value": "a" } } ] } }"#,
+    ] {
+        let got = error(&format!(
+            r#"{{ "zones": {{ "a.com": {{ "modules": [ {module} ] }} }} }}"#
+        ));
+        assert!(
+            got.contains(r#"field "body": this module reads request bodies"#),
+            "{got}"
+        );
+        let with_limit = format!(
+            r#"{{ "zones": {{ "a.com": {{ "body": {{ "max_bytes": 100, "over": "inspect" }}, "modules": [ {module} ] }} }} }}"#
+        );
+        let c = parse(&with_limit).unwrap();
+        assert!(c.zones[0].body.is_some(), "the zone reads bodies for it");
+    }
 }
