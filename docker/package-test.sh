@@ -57,6 +57,9 @@ check "a page is served, with the headers module's header" "X-Frame-Options: DEN
 check "the WAF blocks a rule's path" "HTTP/1.1 403" status http://127.0.0.1:8080/admin/users
 check "the WAF blocks SQL injection in an argument" "HTTP/1.1 403" \
     status "http://127.0.0.1:8080/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--"
+check "the WAF blocks SQL injection in a form body" "HTTP/1.1 403" \
+    status -X POST -H "Content-Type: application/x-www-form-urlencoded" \
+    --data "q=1%27+UNION+SELECT+password+FROM+users--" http://127.0.0.1:8080/
 check "a redirect answers (shadow: Lua serves, Rust compared)" "Location: /new" status http://127.0.0.1:8080/old
 # Two requests reached the redirects step (/ and /old; the WAF answered
 # the others): both compared, both alike.
@@ -98,7 +101,7 @@ check "the refusal is counted" "graft_configuration_refused_total{} 2" \
     inside curl -fsS http://127.0.0.1:8080/graft/metrics
 # graft's own test module is not in the package.
 inside sh -c 'printf "%s" "{ \"zones\": { \"*\": { \"modules\": [ { \"module\": \"probe\", \"mode\": \"rust\" } ] } } }" > /etc/nginx/graft.json'
-check "the package has no test module (probe)" 'module #0 "probe": field "module": unknown module; known: redirects, url_normalize, ip_access, waf, headers, rate_limit in' \
+check "the package has no test module (probe)" 'module #0 "probe": field "module": unknown module; known: redirects, url_normalize, ip_access, waf, headers, html_rewrite, request_log, rate_limit in' \
     inside sh -c 'nginx -t 2>&1; true'
 inside mv /etc/nginx/graft.json.good /etc/nginx/graft.json
 check "the good file back on disk is the one serving" "graft_configuration_file_unapplied{} 0" \

@@ -51,17 +51,26 @@ local function failed(r, zone, index, module, why, consequence)
     C.graft_ffi_log(r, GRAFT_LOG_FAILURE, line, #line)
 end
 
-function _M.header_filter()
+-- The request, its zone and the zone's plan; nil where no zone serves it.
+local function zone_plan()
     local r = get_request()
     if not r then
-        return
+        return nil
     end
     local zone = C.graft_ffi_zone(r, nil, 0, generation_ptr)
     if zone < 0 then
-        return
+        return nil
     end
     local steps = plan.for_zone(r, zone, tonumber(generation_ptr[0]))
     if not steps then
+        return nil
+    end
+    return r, zone, steps
+end
+
+function _M.header_filter()
+    local r, zone, steps = zone_plan()
+    if not r then
         return
     end
     local head, rewriters
@@ -166,16 +175,8 @@ local function append(path, line)
 end
 
 function _M.log()
-    local r = get_request()
+    local r, zone, steps = zone_plan()
     if not r then
-        return
-    end
-    local zone = C.graft_ffi_zone(r, nil, 0, generation_ptr)
-    if zone < 0 then
-        return
-    end
-    local steps = plan.for_zone(r, zone, tonumber(generation_ptr[0]))
-    if not steps then
         return
     end
     local req, done

@@ -649,15 +649,11 @@ pub unsafe extern "C" fn graft_ffi_fail_module(
 pub unsafe extern "C" fn graft_ffi_body(r: *mut c_void, zone: c_int) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
-        let Some(r) = (unsafe { request(r) }) else {
-            return GRAFT_ERROR;
+        let (r, config, zone) = match unsafe { request_zone(r, zone) } {
+            Ok(found) => found,
+            Err(rc) => return rc,
         };
-        let Some(config) = ctx::config(r).cloned() else {
-            return GRAFT_NO_CONFIG;
-        };
-        let Some(zone) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
-            return GRAFT_ERROR;
-        };
+        let zone = &config.zones[zone];
         match zone_body(r, zone) {
             Ok(_) => GRAFT_OK,
             Err(status) => c_int::from(status),
@@ -724,7 +720,7 @@ pub unsafe extern "C" fn graft_ffi_log_step(
             let Some(config) = ctx::config(r).cloned() else {
                 return GRAFT_NO_CONFIG;
             };
-            let Some(z) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
+            let Some(z) = zone_of(&config, zone) else {
                 return GRAFT_ERROR;
             };
             if step.mode_for(&NgxRequest::new(r)) == Mode::Shadow {
@@ -758,15 +754,11 @@ pub unsafe extern "C" fn graft_ffi_body_compare(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
-        let Some(r) = (unsafe { request(r) }) else {
-            return GRAFT_ERROR;
+        let (r, config, zone) = match unsafe { request_zone(r, zone) } {
+            Ok(found) => found,
+            Err(rc) => return rc,
         };
-        let Some(config) = ctx::config(r).cloned() else {
-            return GRAFT_NO_CONFIG;
-        };
-        let Some(z) = usize::try_from(zone).ok().and_then(|z| config.zones.get(z)) else {
-            return GRAFT_ERROR;
-        };
+        let z = &config.zones[zone];
         let Ok(index) = usize::try_from(step_index) else {
             return GRAFT_ERROR;
         };
@@ -774,6 +766,32 @@ pub unsafe extern "C" fn graft_ffi_body_compare(
         crate::rewrite::compare(r, z, index, unsafe { bytes(body, body_len) });
         GRAFT_OK
     })
+}
+
+/// Zone `zone` of a configuration, if it has one of that index.
+fn zone_of(config: &Config, zone: c_int) -> Option<&graft_engine::Zone> {
+    config.zones.get(usize::try_from(zone).ok()?)
+}
+
+/// The current request, the configuration it is served with and the
+/// index of one of its zones, or the code to return: `GRAFT_ERROR`
+/// without a request or for an index out of range, `GRAFT_NO_CONFIG`
+/// without a configuration.
+///
+/// # Safety
+/// `r` must be null or the live request `get_request()` gave.
+unsafe fn request_zone<'r>(
+    r: *mut c_void,
+    zone: c_int,
+) -> Result<(&'r ngx_http_request_t, std::sync::Arc<Config>, usize), c_int> {
+    // SAFETY: the caller's contract.
+    let r = unsafe { request(r) }.ok_or(GRAFT_ERROR)?;
+    let config = ctx::config(r).cloned().ok_or(GRAFT_NO_CONFIG)?;
+    let index = usize::try_from(zone)
+        .ok()
+        .filter(|&z| z < config.zones.len())
+        .ok_or(GRAFT_ERROR)?;
+    Ok((r, config, index))
 }
 
 /// The bytes a caller passed, or none.
