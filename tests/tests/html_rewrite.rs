@@ -192,3 +192,49 @@ fn in_shadow_lua_serves_the_body_and_rust_rewrites_it_beside_and_compares() {
     );
     nginx.assert_clean_log(&[]);
 }
+
+#[test]
+fn a_slow_client_gets_the_whole_rewritten_body() {
+    use std::io::{Read, Write};
+    // Bigger than the loopback's socket buffers: nginx's writer has to
+    // wait for the client, and flush through graft's filter later.
+    let pieces: Vec<String> = sample::PIECES.iter().map(|p| p.to_string()).collect();
+    let body: Vec<String> = (0..12000).flat_map(|_| pieces.iter().cloned()).collect();
+    let doc = sample::document(&pieces[..2], &body);
+    assert!(doc.len() > 8_000_000, "{}", doc.len());
+    let want = expected(&doc);
+    let nginx = Nginx::start_extra(&config("rust"), false, EXTRA);
+    std::fs::write(nginx.prefix.join("html/native/big.html"), &doc).unwrap();
+    for target in ["/nat/big.html", "/html/x?file=big.html&n=65536"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            s,
+            "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("{target}: read after {} bytes: {e}", buf.len()),
+            }
+            if buf.len() % (1 << 20) < 4096 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        let r = graft_tests::parse_response(&buf).expect("a response");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text() == want,
+            "{target}: {} bytes, not the {} expected",
+            r.body.len(),
+            want.len()
+        );
+    }
+    nginx.assert_clean_log(&[]);
+}

@@ -248,7 +248,13 @@ fn check_lua_took(r: &ngx_http_request_t) {
 unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
     // SAFETY: nginx calls body filters with a live request and its chain.
     let req = unsafe { &mut *r };
-    let out = guarded(Err(()), || rewrite_chain(req, input));
+    // No chain: nginx's writer flushing what the filters below hold (a
+    // slow client). It goes down as it came, or the response stalls.
+    let out = if input.is_null() {
+        Ok(None)
+    } else {
+        guarded(Err(()), || rewrite_chain(req, input))
+    };
     let (chain, ours) = match out {
         // Nothing to pass on yet (the rewriters hold a tag they are
         // reading): nothing is called below. lua-nginx-module before
@@ -269,6 +275,7 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
             None => return NGX_ERROR as ngx_int_t,
         }
     };
+    let ours = ours || (input.is_null() && ctx::existing(req).is_some_and(|c| !c.busy.is_null()));
     if ours {
         if let Some(ctx) = ctx::existing(req) {
             {
