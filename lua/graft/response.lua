@@ -166,7 +166,8 @@ local function append(path, line)
         f:setvbuf("no")
         files[path] = f
     end
-    local ok, err = f:write(line, "\n")
+    -- One write: workers append to the same file.
+    local ok, err = f:write(line .. "\n")
     if not ok then
         files[path] = nil
         return nil, err

@@ -680,6 +680,9 @@ pub unsafe extern "C" fn graft_ffi_body_step(
             Ok(found) => found,
             Err(rc) => return rc,
         };
+        if !pipeline_ran_for(r, zone) {
+            return GRAFT_DECLINED;
+        }
         let index = usize::try_from(step_index).unwrap_or(usize::MAX);
         let rust = crate::rewrite::rust_serves(r, index)
             .unwrap_or_else(|| step.mode_for(&NgxRequest::new(r)) == Mode::Rust);
@@ -715,6 +718,9 @@ pub unsafe extern "C" fn graft_ffi_log_step(
             Ok(found) => found,
             Err(rc) => return rc,
         };
+        if !pipeline_ran_for(r, zone) {
+            return GRAFT_DECLINED;
+        }
         let index = usize::try_from(step_index).unwrap_or(usize::MAX);
         if !line.is_null() {
             let Some(config) = ctx::config(r).cloned() else {
@@ -766,6 +772,17 @@ pub unsafe extern "C" fn graft_ffi_body_compare(
         crate::rewrite::compare(r, z, index, unsafe { bytes(body, body_len) });
         GRAFT_OK
     })
+}
+
+/// Whether the later phases (response body, log) of zone `zone` concern
+/// this request: a main request whose pipeline ran for that zone last, as
+/// graft's own filters and log handler see it. Anything else (a
+/// subrequest, a request answered before the access phase, another
+/// zone) has them on neither side.
+fn pipeline_ran_for(r: &ngx_http_request_t, zone: c_int) -> bool {
+    std::ptr::eq(r, r.main)
+        && ctx::existing(r)
+            .is_some_and(|c| c.ran_zones.last().copied() == usize::try_from(zone).ok())
 }
 
 /// Zone `zone` of a configuration, if it has one of that index.

@@ -116,7 +116,9 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
             }),
             // The request phase counted which side served the request.
             Ok(Some(rw)) => rewriters.push((i, rw)),
-            Ok(None) => step.counters.add(Count::Untouched),
+            // In shadow the Lua side, which serves, counts it.
+            Ok(None) if rust => step.counters.add(Count::Untouched),
+            Ok(None) => {}
             Err(why) => {
                 record(r, &zone.name, step, Count::Failed);
                 log_limited(
@@ -141,6 +143,17 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
         r.headers_out.content_length = std::ptr::null_mut();
         r.set_allow_ranges(0);
         r.set_filter_need_in_memory(1);
+        // The body is not the one its validators name (as sub_filter
+        // drops Last-Modified; the ETag goes too).
+        r.headers_out.last_modified_time = -1;
+        for h in [&mut r.headers_out.last_modified, &mut r.headers_out.etag] {
+            // SAFETY: null or a header element of this response; a zero
+            // hash removes it from the response.
+            if let Some(e) = unsafe { h.as_mut() } {
+                e.hash = 0;
+            }
+            *h = std::ptr::null_mut();
+        }
     }
     if !shadows.is_empty() {
         r.set_filter_need_in_memory(1);
@@ -440,12 +453,15 @@ fn rewrite_chain(
             usize::try_from(b.end.offset_from(b.start)).unwrap_or(0)
         };
         if room < data.len() {
-            let mem = ngx_pnalloc(r.pool, data.len().max(1)) as *mut u8;
+            // Rounded up, so that growing chunks take a few allocations
+            // from the pool, not one each.
+            let size = data.len().next_power_of_two().max(4096);
+            let mem = ngx_pnalloc(r.pool, size) as *mut u8;
             if mem.is_null() {
                 return Err(());
             }
             b.start = mem;
-            b.end = mem.add(data.len().max(1));
+            b.end = mem.add(size);
         }
         std::ptr::copy_nonoverlapping(data.as_ptr(), b.start, data.len());
         b.pos = b.start;
@@ -460,6 +476,10 @@ fn rewrite_chain(
         b.set_last_buf(u32::from(last));
         b.set_flush(u32::from(flush && !last));
         link.next = std::ptr::null_mut();
+        if last {
+            // Done: a later call (nginx flushing) passes through.
+            ctx.rewriters.clear();
+        }
         Ok(Some(link))
     }
 }
