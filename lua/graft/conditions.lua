@@ -39,6 +39,17 @@ local function any_value(entry, test)
     return test(entry == true and "" or entry)
 end
 
+-- Whether test holds for any argument's name or value (a table as
+-- ngx.req.get_uri_args(0) or ngx.decode_args(body, 0) gives it).
+local function any_arg(args, test)
+    for name, entry in pairs(args) do
+        if test(name) or any_value(entry, test) then
+            return true
+        end
+    end
+    return false
+end
+
 local function make_op(cond)
     local op = cond.op
     local value = cond.value
@@ -95,28 +106,14 @@ local function make_test(cond)
     elseif field == "query" then
         return function(req) return test(req.query or "") end
     elseif field == "args" then
-        return function(req)
-            for name, entry in pairs(req.args) do
-                if test(name) or any_value(entry, test) then
-                    return true
-                end
-            end
-            return false
-        end
+        return function(req) return any_arg(req.args, test) end
     elseif field == "body" then
         return function(req)
             local v = req.body
             return v ~= nil and test(v)
         end
     elseif field == "body_args" then
-        return function(req)
-            for name, entry in pairs(req.body_args) do
-                if test(name) or any_value(entry, test) then
-                    return true
-                end
-            end
-            return false
-        end
+        return function(req) return any_arg(req.body_args, test) end
     elseif field == "json" then
         return function(req)
             local strings = req.json
