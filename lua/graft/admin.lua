@@ -21,6 +21,7 @@ local ERR = ngx.ERR
 local error = error
 local tostring = tostring
 local type = type
+local io_open = io.open
 
 local GRAFT_APPLY_CHECK = abi.GRAFT_APPLY_CHECK
 local GRAFT_SWITCH_RESET = abi.GRAFT_SWITCH_RESET
@@ -72,11 +73,44 @@ local function admin_reply(status, body)
     return ngx_exit(status)
 end
 
+-- The configuration sent with an apply, if any: nil and no error when the
+-- request has no body (apply the file), nil and an error when it has one
+-- that cannot be read (never the file in its place).
+local function sent_text()
+    local length = ngx_var.content_length
+    if (length == nil or length == "0") and ngx_var.http_transfer_encoding == nil then
+        return nil
+    end
+    ngx_req.read_body()
+    local text = ngx_req.get_body_data()
+    if text then
+        return text
+    end
+    local path = ngx_req.get_body_file()
+    if not path then
+        return nil, "the configuration sent could not be read"
+    end
+    local file, err = io_open(path, "rb")
+    if not file then
+        return nil, "the configuration sent could not be read: " .. tostring(err)
+    end
+    text = file:read("*a")
+    file:close()
+    if not text then
+        return nil, "the configuration sent could not be read"
+    end
+    return text
+end
+
 -- The admin API, for a location on a loopback-only listener:
---   POST .../apply                     load the graft file again, live
+--   POST .../apply                     load the graft file again, live; or
+--                                      the configuration sent as the body,
+--                                      validated as the file would be
 --   POST .../kill?module=M[&zone=Z]    send M back to Lua (in Z, or everywhere)
 --   POST .../revive?module=M[&zone=Z]  reset that kill switch
+--   POST .../fleet?name=value&...      a fleet agent's report, for the metrics
 --   GET  .../status                    modes and counters, as JSON
+--   GET  .../metrics                   the metrics, as /graft/metrics
 function _M.admin()
     local r = get_request()
     if not r then
@@ -87,12 +121,19 @@ function _M.admin()
     if action == "status" and method == "GET" then
         return _M.serve_counters()
     end
+    if action == "metrics" and method == "GET" then
+        return _M.serve_metrics()
+    end
     if method ~= "POST" then
         return admin_reply(405, "use POST for " .. tostring(action))
     end
     if action == "apply" then
+        local text, err = sent_text()
+        if err then
+            return admin_reply(400, "refused, the running configuration goes on: " .. err)
+        end
         local rc, message = call_with_buffer(function(buf, size)
-            return C.graft_ffi_apply(r, GRAFT_APPLY_CHECK, buf, size)
+            return C.graft_ffi_apply(r, GRAFT_APPLY_CHECK, text, text and #text or 0, buf, size)
         end)
         if rc ~= GRAFT_OK then
             return admin_reply(400, "refused, the running configuration goes on: " .. message)
@@ -101,17 +142,27 @@ function _M.admin()
         local checked, err = plan.check(r, GRAFT_PLANS_PENDING)
         if not checked then
             call_with_buffer(function(buf, size)
-                return C.graft_ffi_apply(r, GRAFT_APPLY_REFUSE, buf, size)
+                return C.graft_ffi_apply(r, GRAFT_APPLY_REFUSE, nil, 0, buf, size)
             end)
             return admin_reply(400, "refused, the running configuration goes on: " .. tostring(err))
         end
         rc, message = call_with_buffer(function(buf, size)
-            return C.graft_ffi_apply(r, GRAFT_APPLY_COMMIT, buf, size)
+            return C.graft_ffi_apply(r, GRAFT_APPLY_COMMIT, nil, 0, buf, size)
         end)
         if rc ~= GRAFT_OK then
             return admin_reply(400, "refused, the running configuration goes on: " .. message)
         end
         return admin_reply(200, message)
+    end
+    if action == "fleet" then
+        local report = ngx_var.args or ""
+        local rc, message = call_with_buffer(function(buf, size)
+            return C.graft_ffi_fleet(r, report, #report, buf, size)
+        end)
+        if rc == GRAFT_OK then
+            return admin_reply(200, "reported")
+        end
+        return admin_reply(400, message)
     end
     if action == "kill" or action == "revive" then
         local args = ngx_req.get_uri_args(8)

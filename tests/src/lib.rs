@@ -412,6 +412,17 @@ impl Nginx {
         parse_response(&buf).expect("an HTTP response from the admin listener")
     }
 
+    /// A request to the admin listener with a body.
+    pub fn admin_body(&self, method: &str, target: &str, body: &[u8]) -> Response {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+        s.write_all(body).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        parse_response(&buf).expect("an HTTP response from the admin listener")
+    }
+
     /// `GET target` with the given Host header.
     pub fn get(&self, host: &str, target: &str) -> Response {
         self.raw(

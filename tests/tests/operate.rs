@@ -554,3 +554,140 @@ fn a_request_in_flight_during_live_swaps_sees_one_configuration() {
     );
     nginx.assert_clean_log(&[]);
 }
+
+#[test]
+fn a_configuration_sent_to_the_admin_api_is_validated_as_the_file_and_served_by_every_worker() {
+    let rules = |to: &str| {
+        json!({ "zones": { "localhost": { "modules": [
+            { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": to } ] } } ] } } })
+        .to_string()
+    };
+    let nginx = Nginx::start_workers(&rules("/first"), 2);
+    let location = || {
+        nginx
+            .get("localhost", "/a")
+            .header("Location")
+            .unwrap()
+            .to_string()
+    };
+    // Larger than the admin location's body buffer: read from nginx's
+    // temporary file.
+    let mut big: serde_json::Value = serde_json::from_str(&rules("/sent")).unwrap();
+    big["zones"]["localhost"]["modules"][0]["config"]["rules"]
+        .as_array_mut()
+        .unwrap()
+        .extend((0..30_000).map(|i| json!({ "from": format!("/padding/{i}"), "to": "/x" })));
+    let big = big.to_string();
+    assert!(big.len() > 1 << 20);
+    let r = nginx.admin_body("POST", "/graft/admin/apply", big.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..20 {
+        assert_eq!(
+            location(),
+            "/sent",
+            "a worker still serves the old configuration"
+        );
+    }
+    // The file on disk is not what serves now, and the metrics say so.
+    assert_eq!(
+        metric(&metrics(&nginx), "graft_configuration_file_unapplied{}"),
+        Some(1)
+    );
+
+    let refused_before = metric(&metrics(&nginx), "graft_configuration_refused_total{}").unwrap();
+    for bad in [
+        rules("/b\r\nSet-Cookie: x=1"),
+        "{\"zones\": ".to_string(),
+        "\u{0}garbage".to_string(),
+    ] {
+        let r = nginx.admin_body("POST", "/graft/admin/apply", bad.as_bytes());
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.text());
+        assert!(
+            r.text()
+                .starts_with("refused, the running configuration goes on: "),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(
+        metric(&metrics(&nginx), "graft_configuration_refused_total{}"),
+        Some(refused_before + 3)
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..20 {
+        assert_eq!(location(), "/sent");
+    }
+    // With no body, the file is applied, as before.
+    let r = nginx.admin("POST", "/graft/admin/apply");
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(location(), "/first");
+}
+
+#[test]
+fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_counted() {
+    let nginx = Nginx::start_workers(&config(), 2);
+    let text = metrics(&nginx);
+    assert!(
+        !text.contains("graft_fleet_"),
+        "no agent reported, no fleet series: {text}"
+    );
+    assert_eq!(metric(&text, "graft_worker_starts_total{}"), Some(2));
+
+    let r = nginx.admin(
+        "POST",
+        "/graft/admin/fleet?etcd_up=1&etcd_contact=1700000000&config_revision=42&rollout_stage=2&rollout_state=1&rollout_serving=1&healthy=1",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = metrics(&nginx);
+    for (series, value) in [
+        ("graft_fleet_etcd_up{}", 1),
+        ("graft_fleet_etcd_contact_timestamp_seconds{}", 1_700_000_000),
+        ("graft_fleet_config_revision{}", 42),
+        ("graft_fleet_rollout_stage{}", 2),
+        (r#"graft_fleet_rollout_state{state="running"}"#, 1),
+        (r#"graft_fleet_rollout_state{state="done"}"#, 0),
+        ("graft_fleet_rollout_serving{}", 1),
+        ("graft_fleet_healthy{}", 1),
+    ] {
+        assert_eq!(metric(&text, series), Some(value), "{series}: {text}");
+    }
+    assert!(metric(&text, "graft_fleet_report_timestamp_seconds{}").unwrap() > 1_700_000_000);
+
+    for bad in [
+        "/graft/admin/fleet?etcd_up=0&nope=1",
+        "/graft/admin/fleet?etcd_up=0&config_revision=x",
+        "/graft/admin/fleet",
+    ] {
+        let r = nginx.admin("POST", bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    assert_eq!(
+        metric(&metrics(&nginx), "graft_fleet_etcd_up{}"),
+        Some(1),
+        "a refused report stored nothing"
+    );
+    let r = nginx.admin("POST", "/graft/admin/fleet?etcd_up=0");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = metrics(&nginx);
+    assert_eq!(metric(&text, "graft_fleet_etcd_up{}"), Some(0));
+    assert_eq!(metric(&text, "graft_fleet_config_revision{}"), Some(42));
+
+    // The admin listener serves the same metrics.
+    let r = nginx.admin("GET", "/graft/admin/metrics");
+    assert_eq!(r.status, 200);
+    assert_eq!(metric(&r.text(), "graft_fleet_etcd_up{}"), Some(0));
+
+    let before = nginx.worker_pids();
+    assert!(Command::new("kill")
+        .args(["-KILL", &before[0].to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&metrics(&nginx), "graft_worker_starts_total{}") != Some(3) {
+        assert!(Instant::now() < deadline, "{}", metrics(&nginx));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -747,6 +747,37 @@ impl Config {
             .map_or(0, |t| t.get(crate::counters::body_over_key(zone)))
     }
 
+    /// Stores a fleet agent's report (`name=value&...`, see [`crate::fleet`])
+    /// for every worker's metrics; a report refused stores nothing.
+    pub fn fleet_report(&self, report: &str, now_secs: u64) -> Result<(), String> {
+        let fields = crate::fleet::parse(report)?;
+        let table = self.shared.get().ok_or("no shared memory")?;
+        crate::fleet::store(table, &fields, now_secs);
+        Ok(())
+    }
+
+    /// The last fleet report, if an agent ever sent one.
+    #[allow(clippy::type_complexity)]
+    pub fn fleet(&self) -> Option<(u64, Vec<(&'static str, &'static str, u64)>)> {
+        crate::fleet::read(self.shared.get()?)
+    }
+
+    /// Counts a worker process started.
+    pub fn count_worker_start(&self) {
+        if let Some(t) = self.shared.get() {
+            t.add(crate::fleet::worker_starts_key(), 1);
+        }
+    }
+
+    /// Worker processes started since the shared table was mapped (nginx's
+    /// start): each reload starts its workers, and so does a restart after
+    /// a worker died.
+    pub fn worker_starts(&self) -> u64 {
+        self.shared
+            .get()
+            .map_or(0, |t| t.get(crate::fleet::worker_starts_key()))
+    }
+
     /// Graft files a running nginx refused (on reload or in a live apply)
     /// since it started.
     pub fn configurations_refused(&self) -> u64 {

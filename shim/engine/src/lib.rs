@@ -9,6 +9,7 @@
 //! - [`shared`]: the counter table and the window table every worker maps;
 //! - [`diff_ring`]: the last shadow differences, for the dashboard;
 //! - [`snapshot`]: the configuration text applied live, for every worker;
+//! - [`fleet`]: what a server's fleet agent reports, for the metrics;
 //! - [`log_budget`]: how many log lines a second each family may write.
 //!
 //! The nginx shim (`shim/nginx`) owns a [`Config`] per nginx cycle and calls
@@ -21,6 +22,7 @@ pub mod counters;
 pub mod diff_ring;
 pub mod dispatch;
 pub mod error;
+pub mod fleet;
 pub mod log_budget;
 pub mod metrics;
 pub mod registry;

@@ -250,6 +250,46 @@ impl Collector for Snapshot {
         single(
             &mut encoder,
             (
+                "graft_worker_starts",
+                "Worker processes started since nginx started: a reload starts its workers, and so does nginx after a worker died.",
+            ),
+            MetricType::Counter,
+            config.worker_starts(),
+        )?;
+        if let Some((reported, fields)) = config.fleet() {
+            single(
+                &mut encoder,
+                (
+                    "graft_fleet_report_timestamp_seconds",
+                    "Unix time of the last report of this server's fleet agent (graft-agent): an old one means the agent is not running.",
+                ),
+                MetricType::Gauge,
+                reported,
+            )?;
+            for (name, help, value) in fields {
+                if name == "rollout_state" {
+                    let mut family = encoder.encode_descriptor(
+                        "graft_fleet_rollout_state",
+                        "The state of the rollout this server last saw: 1 for the state it is in.",
+                        None,
+                        MetricType::Gauge,
+                    )?;
+                    for (i, state) in crate::fleet::ROLLOUT_STATES.iter().enumerate() {
+                        ConstGauge::new(i64::from(value == i as u64))
+                            .encode(family.encode_family(&[("state", *state)])?)?;
+                    }
+                    continue;
+                }
+                let name = match name {
+                    "etcd_contact" => "graft_fleet_etcd_contact_timestamp_seconds".to_string(),
+                    n => format!("graft_fleet_{n}"),
+                };
+                single(&mut encoder, (&name, help), MetricType::Gauge, value)?;
+            }
+        }
+        single(
+            &mut encoder,
+            (
                 "graft_configuration_generation",
                 "The generation of the configuration serving.",
             ),

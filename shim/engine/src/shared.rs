@@ -369,6 +369,17 @@ impl<'a> CounterTable<'a> {
         };
     }
 
+    /// Sets `key`'s word to `value` (a gauge; [`CounterTable::add`] is for
+    /// counts).
+    pub fn set(&self, key: u64, value: u64) {
+        match self.find(key, true) {
+            Some(word) => word.store(value, Ordering::Relaxed),
+            None => {
+                self.own[LOST].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub fn get(&self, key: u64) -> u64 {
         self.find(key, false)
             .map_or(0, |c| c.load(Ordering::Relaxed))

@@ -26,7 +26,7 @@ use crate::steps::{
     fail_step, log_limited, log_outcome, record, run_sampled, zone_body, LogFamily,
 };
 
-pub const GRAFT_ABI_VERSION: c_int = 8;
+pub const GRAFT_ABI_VERSION: c_int = 9;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -1013,7 +1013,9 @@ pub unsafe extern "C" fn graft_ffi_metrics(
 
 /// Applies the configuration file live (admin), in two stages so that the
 /// Lua side can check its legacy modules in between:
-/// `GRAFT_APPLY_CHECK` reads and validates the file and keeps it pending
+/// `GRAFT_APPLY_CHECK` reads and validates the file (or the `text_len`
+/// bytes at `text` when `text` is not null: a configuration sent to the
+/// admin API, by graft-agent from etcd) and keeps it pending
 /// (its plans are then `graft_ffi_plans(r, GRAFT_PLANS_PENDING, ...)`);
 /// `GRAFT_APPLY_COMMIT` swaps the pending configuration in, for this worker
 /// at once and every other one within a quarter second, and `buf` says
@@ -1022,11 +1024,14 @@ pub unsafe extern "C" fn graft_ffi_metrics(
 /// cut), never a request for a second call.
 ///
 /// # Safety
-/// `r` is the current request; `buf` is writable for `*len` bytes.
+/// `r` is the current request; `text` is null or points at `text_len`
+/// readable bytes; `buf` is writable for `*len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn graft_ffi_apply(
     r: *mut c_void,
     stage: c_int,
+    text: *const c_uchar,
+    text_len: usize,
     buf: *mut c_uchar,
     len: *mut usize,
 ) -> c_int {
@@ -1036,9 +1041,15 @@ pub unsafe extern "C" fn graft_ffi_apply(
             return GRAFT_ERROR;
         };
         let result = match stage {
-            GRAFT_APPLY_CHECK => crate::live::prepare_live(r)
-                .map(|g| format!("checked, generation {g}"))
-                .inspect_err(|_| crate::live::refuse_live()),
+            GRAFT_APPLY_CHECK => crate::live::prepare_live(
+                r,
+                // SAFETY: `text` is null or points at `text_len` readable
+                // bytes (# Safety).
+                (!text.is_null())
+                    .then(|| unsafe { std::slice::from_raw_parts(text, text_len) }.to_vec()),
+            )
+            .map(|g| format!("checked, generation {g}"))
+            .inspect_err(|_| crate::live::refuse_live()),
             GRAFT_APPLY_COMMIT => crate::live::commit_live(r)
                 .map(|g| format!("applied, generation {g}"))
                 .inspect_err(|_| crate::live::refuse_live()),
@@ -1115,6 +1126,48 @@ pub unsafe extern "C" fn graft_ffi_kill(
                 );
                 GRAFT_OK
             }
+            Err(e) => {
+                // SAFETY: `buf` is writable for `*len` bytes (# Safety).
+                unsafe { copy_message(&e, buf, len) };
+                GRAFT_ERROR
+            }
+        }
+    })
+}
+
+/// Stores a report of this server's fleet agent (`name=value&...`, the
+/// names of `graft_engine::fleet::FIELDS`) for `/graft/metrics` in every
+/// worker. On error (an unknown name, a value not a whole number), `buf`
+/// says why and nothing is stored.
+///
+/// # Safety
+/// `r` is the current request; `report` points at `report_len` readable
+/// bytes; `buf` is writable for `*len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_fleet(
+    r: *mut c_void,
+    report: *const c_uchar,
+    report_len: usize,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let text = if report.is_null() {
+            String::new()
+        } else {
+            // SAFETY: `report` points at `report_len` readable bytes (# Safety).
+            String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(report, report_len) })
+                .into_owned()
+        };
+        let result = crate::conf::current_config(r)
+            .ok_or_else(|| "no graft_config".to_string())
+            .and_then(|c| c.fleet_report(&text, u64::try_from(ngx_time()).unwrap_or(0)));
+        match result {
+            Ok(()) => GRAFT_OK,
             Err(e) => {
                 // SAFETY: `buf` is writable for `*len` bytes (# Safety).
                 unsafe { copy_message(&e, buf, len) };

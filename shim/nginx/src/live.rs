@@ -172,6 +172,9 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         APPLIED_EPOCH.store(CYCLE_EPOCH.load(Ordering::Relaxed), Ordering::Relaxed);
         // SAFETY: the cycle's log lives as long as the cycle.
         catch_up(mcf, unsafe { (*cycle).log });
+        if let Some(config) = mcf.config.as_ref() {
+            config.load().count_worker_start();
+        }
         // SAFETY: an event from the cycle's pool, zeroed, that lives as long
         // as the worker; nginx calls its handler from the event loop.
         unsafe {
@@ -340,13 +343,18 @@ fn retire(old: Arc<Config>) {
     }
 }
 
-/// First stage of a live apply: reads and validates the file and keeps it
-/// pending, for the Lua side to check its legacy modules; returns the
-/// pending generation. Nothing serves it yet.
-pub fn prepare_live(r: &ngx_http_request_t) -> Result<u64, String> {
+/// First stage of a live apply: reads and validates the file (or `sent`,
+/// a text the admin API was sent in its place, validated the same way and
+/// named after the file) and keeps it pending, for the Lua side to check
+/// its legacy modules; returns the pending generation. Nothing serves it
+/// yet.
+pub fn prepare_live(r: &ngx_http_request_t, sent: Option<Vec<u8>>) -> Result<u64, String> {
     let mcf = main_conf(r).ok_or("no graft_config")?;
     let path = mcf.path.as_ref().ok_or("no graft_config")?;
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = match sent {
+        Some(text) => text,
+        None => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    };
     if text.len() > snapshot::MAX_LIVE_BYTES {
         return Err(format!(
             "{}: {} bytes, over the limit of {} for a live apply (use nginx -s reload)",

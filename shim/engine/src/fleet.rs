@@ -1,0 +1,137 @@
+//! What a server's fleet agent (`graft-agent`) reports about it, kept in
+//! the shared counter table so that `/graft/metrics` says it from any
+//! worker: whether etcd is reachable, which configuration revision the
+//! server serves, and where it stands in a staged rollout. The agent sends
+//! a report as `name=value&...` to the admin API (`POST
+//! /graft/admin/fleet`); the shim stamps it with the time it came.
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use crate::shared::CounterTable;
+
+/// A rollout's state, as `rollout_state` gives it.
+pub const ROLLOUT_STATES: [&str; 4] = ["none", "running", "done", "rolled_back"];
+
+/// The fields a report may carry, each a whole number; what is not sent
+/// keeps its last value.
+pub const FIELDS: [(&str, &str); 7] = [
+    ("etcd_up", "1 when the agent reached etcd at its last try, 0 while it serves its last good configuration without it"),
+    ("etcd_contact", "Unix time of the agent's last successful call to etcd"),
+    ("config_revision", "etcd revision of the configuration this server serves (0: none from etcd yet)"),
+    ("rollout_stage", "The stage (from 0) of the rollout this server last saw"),
+    ("rollout_state", "The state of the rollout this server last saw: 0 none, 1 running, 2 done, 3 rolled back"),
+    ("rollout_serving", "1 when this server serves the configuration of a rollout that is running"),
+    ("healthy", "1 when this server's health gates pass (fallback and shadow-difference rates, refused configurations, worker restarts)"),
+];
+
+/// Where the shim puts the time a report came.
+const REPORTED: &str = "reported";
+
+fn key(name: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    ("fleet", name).hash(&mut h);
+    h.finish()
+}
+
+/// The key of the count of worker processes started (a restart after a
+/// crash among them), in the shared counter table.
+pub fn worker_starts_key() -> u64 {
+    key("worker_starts")
+}
+
+/// Parses a report (`etcd_up=1&config_revision=42`): every name known,
+/// every value a whole number, no name twice. Nothing is stored from a
+/// report that is refused.
+pub fn parse(report: &str) -> Result<Vec<(&'static str, u64)>, String> {
+    let mut fields: Vec<(&'static str, u64)> = Vec::new();
+    for pair in report.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("\"{pair}\" is not name=value"))?;
+        let name = FIELDS
+            .iter()
+            .map(|(n, _)| *n)
+            .find(|n| *n == name)
+            .ok_or_else(|| {
+                format!(
+                    "no fleet field \"{name}\" (known: {})",
+                    FIELDS.map(|(n, _)| n).join(", ")
+                )
+            })?;
+        let value: u64 = value
+            .parse()
+            .map_err(|_| format!("{name}: \"{value}\" is not a whole number"))?;
+        if name == "rollout_state" && value as usize >= ROLLOUT_STATES.len() {
+            return Err(format!("rollout_state: {value} is not 0 to 3"));
+        }
+        if fields.iter().any(|(n, _)| *n == name) {
+            return Err(format!("{name} given twice"));
+        }
+        fields.push((name, value));
+    }
+    if fields.is_empty() {
+        return Err("an empty report".into());
+    }
+    Ok(fields)
+}
+
+/// Stores a parsed report, stamped with `now` (Unix seconds).
+pub fn store(table: &CounterTable<'_>, fields: &[(&'static str, u64)], now: u64) {
+    for (name, value) in fields {
+        table.set(key(name), *value);
+    }
+    table.set(key(REPORTED), now);
+}
+
+/// The last report: the time it came and every field's value, `None` when
+/// no agent ever reported to this nginx.
+pub fn read(table: &CounterTable<'_>) -> Option<(u64, Vec<(&'static str, &'static str, u64)>)> {
+    let reported = table.get(key(REPORTED));
+    if reported == 0 {
+        return None;
+    }
+    Some((
+        reported,
+        FIELDS
+            .iter()
+            .map(|(name, help)| (*name, *help, table.get(key(name))))
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn a_report_is_stored_whole_or_not_at_all() {
+        let words: Vec<AtomicU64> = (0..2 * 64).map(|_| AtomicU64::new(0)).collect();
+        let table = CounterTable::new(&words);
+        assert!(read(&table).is_none(), "no agent reported yet");
+        let fields = parse("etcd_up=1&config_revision=42&rollout_state=1").unwrap();
+        store(&table, &fields, 1000);
+        let (at, values) = read(&table).unwrap();
+        assert_eq!(at, 1000);
+        let get = |n: &str| values.iter().find(|(name, _, _)| *name == n).unwrap().2;
+        assert_eq!(
+            (get("etcd_up"), get("config_revision"), get("rollout_state")),
+            (1, 42, 1)
+        );
+        for bad in [
+            "",
+            "etcd_up",
+            "etcd_up=yes",
+            "nope=1",
+            "etcd_up=1&etcd_up=0",
+            "rollout_state=4",
+            "config_revision=-1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was taken");
+        }
+        store(&table, &parse("etcd_up=0").unwrap(), 1001);
+        let (at, values) = read(&table).unwrap();
+        let get = |n: &str| values.iter().find(|(name, _, _)| *name == n).unwrap().2;
+        assert_eq!((at, get("etcd_up"), get("config_revision")), (1001, 0, 42));
+    }
+}
