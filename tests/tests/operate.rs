@@ -643,7 +643,10 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     let text = metrics(&nginx);
     for (series, value) in [
         ("graft_fleet_etcd_up{}", 1),
-        ("graft_fleet_etcd_contact_timestamp_seconds{}", 1_700_000_000),
+        (
+            "graft_fleet_etcd_contact_timestamp_seconds{}",
+            1_700_000_000,
+        ),
         ("graft_fleet_config_revision{}", 42),
         ("graft_fleet_rollout_stage{}", 2),
         (r#"graft_fleet_rollout_state{state="running"}"#, 1),

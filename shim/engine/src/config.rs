@@ -757,8 +757,7 @@ impl Config {
     }
 
     /// The last fleet report, if an agent ever sent one.
-    #[allow(clippy::type_complexity)]
-    pub fn fleet(&self) -> Option<(u64, Vec<(&'static str, &'static str, u64)>)> {
+    pub fn fleet(&self) -> Option<crate::fleet::Report> {
         crate::fleet::read(self.shared.get()?)
     }
 

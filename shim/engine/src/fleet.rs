@@ -24,6 +24,9 @@ pub const FIELDS: [(&str, &str); 7] = [
     ("healthy", "1 when this server's health gates pass (fallback and shadow-difference rates, refused configurations, worker restarts)"),
 ];
 
+/// The last report: the time it came, and each field's name, help and value.
+pub type Report = (u64, Vec<(&'static str, &'static str, u64)>);
+
 /// Where the shim puts the time a report came.
 const REPORTED: &str = "reported";
 
@@ -85,7 +88,7 @@ pub fn store(table: &CounterTable<'_>, fields: &[(&'static str, u64)], now: u64)
 
 /// The last report: the time it came and every field's value, `None` when
 /// no agent ever reported to this nginx.
-pub fn read(table: &CounterTable<'_>) -> Option<(u64, Vec<(&'static str, &'static str, u64)>)> {
+pub fn read(table: &CounterTable<'_>) -> Option<Report> {
     let reported = table.get(key(REPORTED));
     if reported == 0 {
         return None;
