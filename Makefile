@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # building against them needs.
 DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
 	lua-resty-core lua-cjson luajit2 libluajit2-5.1-dev libclang-dev \
-	binutils wrk chromium
+	binutils wrk chromium etcd-server etcd-client protobuf-compiler
 NGINX_SRC := /usr/share/nginx/src
 NGINX_BUILD := build/nginx
 MODULE := target/release/libngx_http_graft_module.so
@@ -24,6 +24,8 @@ GRAFT_MODULE ?= $(CURDIR)/$(MODULE)
 # graft's own test module (`probe`) is in the module that `make run` and the
 # tests load; the package's module is built without it, apart.
 TEST_FEATURES := --features graft-nginx/probe
+# ... and graft-agent, which checks files with it, in the tests.
+WORKSPACE_FEATURES := --features graft-nginx/probe,graft-agent/probe
 PACKAGE_TARGET := target/package
 PACKAGE_MODULE := $(PACKAGE_TARGET)/release/libngx_http_graft_module.so
 # Every module crate with criterion benches (modules/<name>/benches).
@@ -78,7 +80,7 @@ stop: ## Stop the nginx that `make run` started
 # against a real nginx. A run in which no test ran is a failure.
 test: build ## Run every test
 	mkdir -p build
-	cargo test --release --workspace $(TEST_FEATURES) 2>&1 | tee build/test.log
+	cargo test --release --workspace $(WORKSPACE_FEATURES) 2>&1 | tee build/test.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "%d passed, %d failed\n", passed, failed; exit (passed == 0 || failed > 0) }' build/test.log
 
@@ -122,7 +124,7 @@ package-test: docker ## Install the package in a fresh Debian 12 container and t
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check
-	cargo clippy --release --workspace --all-targets $(TEST_FEATURES) -- -D warnings
+	cargo clippy --release --workspace --all-targets $(WORKSPACE_FEATURES) -- -D warnings
 	cargo clippy --release -p graft-nginx -- -D warnings
 
 fmt: ## Format the code

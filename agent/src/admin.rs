@@ -1,0 +1,217 @@
+//! The admin API of the nginx beside the agent (its loopback listener):
+//! live apply with the configuration sent as the body, kill switches,
+//! fleet reports, and the metrics the health gates read. Blocking calls
+//! with timeouts, made off the agent's event loop.
+use std::io::Read;
+use std::time::Duration;
+
+use crate::fleet::Counts;
+
+/// How a call to the admin API went wrong.
+#[derive(Debug)]
+pub enum AdminError {
+    /// nginx answered and refused (a configuration, a report): the reason.
+    Refused(String),
+    /// nginx could not be reached, or answered something unexpected.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminError::Refused(why) => write!(f, "refused: {why}"),
+            AdminError::Unreachable(why) => write!(f, "nginx's admin API: {why}"),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Admin {
+    base: String,
+    agent: ureq::Agent,
+    /// For a live apply, which parses and builds a whole configuration.
+    slow: ureq::Agent,
+}
+
+/// The most a metrics text may be (a configuration of 100,000 zones).
+const MAX_METRICS_BYTES: u64 = 512 << 20;
+
+impl Admin {
+    /// The admin API at `base` (`http://127.0.0.1:8081`).
+    pub fn new(base: &str) -> Admin {
+        let agent = |secs| -> ureq::Agent {
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(secs)))
+                .http_status_as_error(false)
+                .build()
+                .into()
+        };
+        Admin {
+            base: base.trim_end_matches('/').to_string(),
+            agent: agent(5),
+            slow: agent(120),
+        }
+    }
+
+    fn call(
+        &self,
+        agent: &ureq::Agent,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<String, AdminError> {
+        let url = format!("{}{path}", self.base);
+        let sent = match (method, body) {
+            ("GET", _) => agent.get(&url).call(),
+            (_, Some(body)) => agent.post(&url).send(body),
+            (_, None) => agent.post(&url).send_empty(),
+        };
+        let mut response = sent.map_err(|e| AdminError::Unreachable(format!("{url}: {e}")))?;
+        let status = response.status().as_u16();
+        let mut text = String::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(MAX_METRICS_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| AdminError::Unreachable(format!("{url}: {e}")))?;
+        match status {
+            200 => Ok(text),
+            400 => Err(AdminError::Refused(text.trim().to_string())),
+            s => Err(AdminError::Unreachable(format!(
+                "{url}: status {s}: {}",
+                text.trim()
+            ))),
+        }
+    }
+
+    /// Applies `text` live in every worker; nginx validates it exactly as
+    /// it validates its graft file.
+    pub fn apply(&self, text: &[u8]) -> Result<String, AdminError> {
+        self.call(&self.slow, "POST", "/graft/admin/apply", Some(text))
+            .map(|t| t.trim().to_string())
+            .map_err(|e| match e {
+                AdminError::Refused(why) => AdminError::Refused(
+                    why.trim_start_matches("refused, the running configuration goes on: ")
+                        .to_string(),
+                ),
+                e => e,
+            })
+    }
+
+    /// Throws (`thrown`) or resets a kill switch.
+    pub fn switch(&self, module: &str, zone: Option<&str>, thrown: bool) -> Result<(), AdminError> {
+        let action = if thrown { "kill" } else { "revive" };
+        let mut path = format!("/graft/admin/{action}?module={}", escape(module));
+        if let Some(zone) = zone {
+            path.push_str(&format!("&zone={}", escape(zone)));
+        }
+        self.call(&self.agent, "POST", &path, None).map(drop)
+    }
+
+    /// Sends the agent's report (`name=value&...`) for `/graft/metrics`.
+    pub fn report(&self, report: &str) -> Result<(), AdminError> {
+        self.call(
+            &self.agent,
+            "POST",
+            &format!("/graft/admin/fleet?{report}"),
+            None,
+        )
+        .map(drop)
+    }
+
+    /// What the server counted, and whether its nginx has had a report
+    /// from an agent since it started (a restarted nginx has not: its
+    /// kill switches and live configuration are to be given again).
+    pub fn counts(&self) -> Result<(Counts, bool), AdminError> {
+        let text = self.call(&self.agent, "GET", "/graft/admin/metrics", None)?;
+        Ok(parse_metrics(&text))
+    }
+}
+
+/// Escapes a query value (module and zone names are host names and words,
+/// but nothing is assumed).
+fn escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The counts the gates read from a Prometheus text of graft's metrics.
+pub fn parse_metrics(text: &str) -> (Counts, bool) {
+    let mut counts = Counts::default();
+    let mut reported = false;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let value = value as u64;
+        let name = series.split('{').next().unwrap_or(series);
+        match name {
+            "graft_requests_total" => {
+                counts.steps += value;
+                let path = series
+                    .split("path=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next());
+                match path {
+                    Some("fallback") | Some("failed") => counts.fallback += value,
+                    Some("shadow_match") => counts.shadow_match += value,
+                    Some("shadow_diff") => counts.shadow_diff += value,
+                    _ => {}
+                }
+            }
+            "graft_configuration_refused_total" => counts.refused = value,
+            "graft_worker_starts_total" => counts.worker_starts = value,
+            "graft_fleet_report_timestamp_seconds" => reported = true,
+            _ => {}
+        }
+    }
+    (counts, reported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gates_read_requests_by_path_refusals_and_worker_starts() {
+        let text = r#"# HELP graft_requests Requests
+# TYPE graft_requests counter
+graft_requests_total{zone="a",module="waf",path="rust"} 90
+graft_requests_total{zone="a",module="waf",path="fallback"} 4
+graft_requests_total{zone="a",module="waf",path="failed"} 1
+graft_requests_total{zone="b",module="probe",path="shadow_match"} 3
+graft_requests_total{zone="b",module="probe",path="shadow_diff"} 2
+graft_configuration_refused_total{} 7
+graft_worker_starts_total{} 4
+"#;
+        let (c, reported) = parse_metrics(text);
+        assert_eq!(
+            (
+                c.steps,
+                c.fallback,
+                c.shadow_match,
+                c.shadow_diff,
+                c.refused,
+                c.worker_starts
+            ),
+            (100, 5, 3, 2, 7, 4)
+        );
+        assert!(!reported);
+        let (_, reported) = parse_metrics("graft_fleet_report_timestamp_seconds{} 17\n");
+        assert!(reported);
+        assert_eq!(escape("shop.example"), "shop.example");
+        assert_eq!(escape("a&b c"), "a%26b%20c");
+    }
+}

@@ -1,0 +1,390 @@
+//! graft-agent: a graft fleet through etcd.
+//!
+//! `graft-agent run` sits beside each nginx and makes it serve what the
+//! fleet's keys say; the other commands are the operator's: put the
+//! fleet's configuration, throw and reset kill switches, start, follow and
+//! abort a staged rollout. See README.md, "Running a fleet".
+mod admin;
+mod fleet;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+
+use fleet::{Gates, Keys, Rollout, RolloutState, Status};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "graft's fleet agent: configuration, kill switches and staged rollouts through etcd"
+)]
+struct Cli {
+    /// etcd's client URLs, comma-separated (every member: the agent uses
+    /// whichever answers).
+    #[arg(
+        long,
+        env = "GRAFT_ETCD",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd: Vec<String>,
+    /// The fleet's key prefix in etcd.
+    #[arg(long, env = "GRAFT_PREFIX", default_value = "/graft/default")]
+    prefix: String,
+    /// How long etcd may take to answer a call, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run beside one nginx: apply the fleet's configuration and kill
+    /// switches to it, report its state, take part in rollouts.
+    Run {
+        /// This server's name in the fleet (its key: <prefix>/servers/<name>).
+        #[arg(long)]
+        name: String,
+        /// nginx's admin API (graft's loopback admin listener).
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        admin: String,
+        /// nginx's graft file (graft_config): the agent keeps the last
+        /// configuration applied there, for nginx's next start.
+        #[arg(long)]
+        file: PathBuf,
+        /// Where the agent remembers the kill switches it threw.
+        #[arg(long, default_value = "/var/lib/graft-agent")]
+        state_dir: PathBuf,
+        /// How often the agent checks its server's health and renews its key.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+    },
+    /// Check a graft file as the servers will, then make it the fleet's
+    /// configuration.
+    Put { file: PathBuf },
+    /// Throw a kill switch on every server: the module goes back to Lua.
+    Kill {
+        module: String,
+        #[arg(long)]
+        zone: Option<String>,
+        /// Who threw it and why, kept in the key.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Reset a kill switch on every server.
+    Revive {
+        module: String,
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    /// The servers' states.
+    Status,
+    /// Staged rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Roll a new graft file out in stages, each held healthy before the next.
+    Start {
+        file: PathBuf,
+        /// The stages: a number of servers, a share, or all.
+        #[arg(long, value_delimiter = ',', default_value = "1,10%,50%,all")]
+        stages: Vec<String>,
+        /// How long every server of a stage stays healthy before the next, in seconds.
+        #[arg(long, default_value_t = 60)]
+        hold: u64,
+        #[arg(long, default_value_t = Gates::default().max_fallback_rate)]
+        max_fallback_rate: f64,
+        #[arg(long, default_value_t = Gates::default().max_shadow_diff_rate)]
+        max_shadow_diff_rate: f64,
+        /// Steps (or shadow comparisons) before a rate is judged.
+        #[arg(long, default_value_t = Gates::default().min_requests)]
+        min_requests: u64,
+        #[arg(long, default_value_t = Gates::default().max_refused)]
+        max_refused: u64,
+        #[arg(long, default_value_t = Gates::default().max_worker_restarts)]
+        max_worker_restarts: u64,
+    },
+    /// The rollout and the servers' part in it.
+    Status,
+    /// Roll every server back to the fleet's configuration.
+    Abort {
+        #[arg(long, default_value = "aborted by an operator")]
+        reason: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("graft-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("graft-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn command(cli: Cli) -> Result<(), String> {
+    let keys = Keys::new(&cli.prefix)?;
+    let timeout = Duration::from_millis(cli.timeout_ms.max(1));
+    if let Command::Run {
+        name,
+        admin,
+        file,
+        state_dir,
+        interval_ms,
+    } = cli.command
+    {
+        fleet::check_name(&name)?;
+        run::run(run::Options {
+            endpoints: cli.etcd,
+            keys,
+            name,
+            admin: admin::Admin::new(&admin),
+            file,
+            state_dir,
+            interval: Duration::from_millis(interval_ms.max(50)),
+            timeout,
+        })
+        .await
+    }
+    let (mut client, _) = run::connect_any(&cli.etcd, 0, timeout, &keys.config())
+        .await
+        .map_err(|e| format!("no etcd member answers: {e}"))?;
+    match cli.command {
+        Command::Run { .. } => unreachable!("handled above"),
+        Command::Put { file } => {
+            let text = checked(&file)?;
+            client
+                .put(keys.config(), text, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{}: the fleet's configuration is {}",
+                keys.config(),
+                fleet::config_hash(&std::fs::read(&file).unwrap_or_default())
+            );
+        }
+        Command::Kill {
+            module,
+            zone,
+            reason,
+        } => {
+            client
+                .put(keys.kill(&module, zone.as_deref()), reason, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("thrown: {}", keys.kill(&module, zone.as_deref()));
+        }
+        Command::Revive { module, zone } => {
+            client
+                .delete(keys.kill(&module, zone.as_deref()), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("reset: {}", keys.kill(&module, zone.as_deref()));
+        }
+        Command::Status => {
+            for (_, status) in statuses(&mut client, &keys).await? {
+                println!("{}", serde_json::to_string(&status).unwrap_or_default());
+            }
+        }
+        Command::Rollout(RolloutCommand::Start {
+            file,
+            stages,
+            hold,
+            max_fallback_rate,
+            max_shadow_diff_rate,
+            min_requests,
+            max_refused,
+            max_worker_restarts,
+        }) => {
+            let text = checked(&file)?;
+            let servers: Vec<String> = statuses(&mut client, &keys)
+                .await?
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            let stages = fleet::stage_counts(&stages, servers.len())?;
+            let current = client
+                .get(keys.rollout(), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (previous, revision) = match current.kvs().first() {
+                Some(kv) => (
+                    serde_json::from_slice::<Rollout>(kv.value()).ok(),
+                    kv.mod_revision(),
+                ),
+                None => (None, 0),
+            };
+            if previous
+                .as_ref()
+                .is_some_and(|r| r.state == RolloutState::Running)
+            {
+                return Err("a rollout is running: wait for it, or abort it".into());
+            }
+            let has_config = client
+                .get(keys.config(), Some(GetOptions::new().with_count_only()))
+                .await
+                .map_err(|e| e.to_string())?
+                .count()
+                > 0;
+            if !has_config {
+                return Err(format!(
+                    "{} is empty: a rollout needs a configuration to roll back to (graft-agent put)",
+                    keys.config()
+                ));
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let rollout = Rollout {
+                id: format!("{now}-{}", fleet::config_hash(text.as_bytes())),
+                config: text,
+                servers,
+                stages,
+                hold_secs: hold,
+                gates: Gates {
+                    max_fallback_rate,
+                    max_shadow_diff_rate,
+                    min_requests,
+                    max_refused,
+                    max_worker_restarts,
+                },
+                stage: 0,
+                state: RolloutState::Running,
+                reason: None,
+                history: vec![format!("{now} started: stage 0 on {}", 1)],
+            };
+            rollout.check()?;
+            let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
+            let done = client
+                .txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(
+                            keys.rollout(),
+                            CompareOp::Equal,
+                            revision,
+                        )])
+                        .and_then([TxnOp::put(keys.rollout(), json, None)]),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if !done.succeeded() {
+                return Err("another rollout started meanwhile".into());
+            }
+            println!(
+                "rollout {} started: stages {:?} of servers {:?}, each held {hold} s",
+                rollout.id, rollout.stages, rollout.servers
+            );
+        }
+        Command::Rollout(RolloutCommand::Status) => {
+            let got = client
+                .get(keys.rollout(), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(kv) = got.kvs().first() else {
+                println!("no rollout");
+                return Ok(());
+            };
+            let mut rollout: serde_json::Value = serde_json::from_slice(kv.value())
+                .map_err(|e| format!("{}: {e}", keys.rollout()))?;
+            if let Some(config) = rollout.get_mut("config") {
+                *config = fleet::config_hash(config.as_str().unwrap_or_default().as_bytes()).into();
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rollout).unwrap_or_default()
+            );
+            for (_, status) in statuses(&mut client, &keys).await? {
+                println!("{}", serde_json::to_string(&status).unwrap_or_default());
+            }
+        }
+        Command::Rollout(RolloutCommand::Abort { reason }) => {
+            let got = client
+                .get(keys.rollout(), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let kv = got.kvs().first().ok_or("no rollout")?;
+            let mut rollout: Rollout = serde_json::from_slice(kv.value())
+                .map_err(|e| format!("{}: {e}", keys.rollout()))?;
+            if rollout.state != RolloutState::Running {
+                return Err(format!("the rollout is not running ({:?})", rollout.state));
+            }
+            rollout.state = RolloutState::RolledBack;
+            rollout.reason = Some(reason.clone());
+            rollout.history.push(format!("rolled back: {reason}"));
+            let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
+            let done = client
+                .txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(
+                            keys.rollout(),
+                            CompareOp::Equal,
+                            kv.mod_revision(),
+                        )])
+                        .and_then([TxnOp::put(keys.rollout(), json, None)]),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if !done.succeeded() {
+                return Err("the rollout changed meanwhile: look again".into());
+            }
+            println!("rollout {} rolled back", rollout.id);
+        }
+    }
+    Ok(())
+}
+
+/// Reads a graft file and checks it as the servers' nginx will (their
+/// legacy Lua modules are checked there, at apply).
+fn checked(file: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    graft_engine::Config::parse(file, &text).map_err(|e| format!("refused: {e}"))?;
+    String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", file.display()))
+}
+
+/// Every live server's state (its key goes with its agent's lease).
+async fn statuses(client: &mut Client, keys: &Keys) -> Result<Vec<(String, Status)>, String> {
+    let got = client
+        .get(keys.servers(), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for kv in got.kvs() {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let Some(name) = keys.server_of(&key) else {
+            continue;
+        };
+        let status: Status = serde_json::from_slice(kv.value()).unwrap_or_else(|_| Status {
+            name: name.to_string(),
+            nginx_error: Some("its state in etcd is unreadable".into()),
+            ..Status::default()
+        });
+        out.push((name.to_string(), status));
+    }
+    Ok(out)
+}

@@ -1,0 +1,713 @@
+//! `graft-agent run`: one server's agent. It reads the fleet's keys, keeps
+//! watching them, and makes its nginx serve what they say: the fleet's
+//! configuration (or a rollout's, while this server is in a stage that
+//! has it) and the kill switches. It writes the server's state to its own
+//! key, drives the rollout with the other agents, and reports to nginx's
+//! metrics.
+//!
+//! Fail static: when etcd cannot be reached, is slow or holds garbage, the
+//! server keeps serving the last configuration its nginx accepted (nginx
+//! holds it, and the agent keeps it in the graft file on disk for a
+//! restart), the metrics say etcd is down, and the agent reads everything
+//! again when etcd answers. A configuration is applied whole by nginx's
+//! live apply, or refused whole.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use tracing::{error, info, warn};
+
+use crate::admin::{Admin, AdminError};
+use crate::fleet::{
+    failed_gate, next_step, Counts, Keys, Next, Refused, Rollout, RolloutPart, RolloutState, Status,
+};
+
+pub struct Options {
+    pub endpoints: Vec<String>,
+    pub keys: Keys,
+    pub name: String,
+    pub admin: Admin,
+    /// nginx's graft file: the last configuration applied, for a restart.
+    pub file: PathBuf,
+    /// Where the agent keeps what it must remember across its own restarts.
+    pub state_dir: PathBuf,
+    pub interval: Duration,
+    /// How long etcd may take to answer a call.
+    pub timeout: Duration,
+}
+
+/// The lease of a server's key, in seconds: the key goes this long after
+/// its agent stopped.
+const LEASE_TTL: i64 = 10;
+/// The longest wait between two tries to reach etcd.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What the agent has done to its nginx.
+struct Applied {
+    hash: String,
+    revision: i64,
+    source: &'static str,
+    rollout: Option<String>,
+    at: Instant,
+    /// The counts when it was applied, for the gates.
+    baseline: Counts,
+}
+
+/// A server's part in a rollout, judged by the agent.
+struct Judged {
+    id: String,
+    failed: Option<String>,
+    counts: Counts,
+    ready: bool,
+}
+
+struct Agent {
+    opts: Options,
+    /// The fleet's keys as last read: value and modification revision.
+    view: BTreeMap<String, (Vec<u8>, i64)>,
+    applied: Option<Applied>,
+    refused: Option<Refused>,
+    /// Kill switches this agent threw, kept on disk.
+    thrown: BTreeSet<(String, Option<String>)>,
+    /// Kill switches nginx refused (an unknown module), not asked again
+    /// until their key changes.
+    kill_refused: BTreeMap<(String, Option<String>), String>,
+    judged: Option<Judged>,
+    etcd_up: bool,
+    etcd_contact: u64,
+    nginx_error: Option<String>,
+    /// The status last written to etcd.
+    written: Option<String>,
+    /// Whether the fleet's keys were read once: before, the agent changes
+    /// nothing (an agent started while etcd is down keeps what it has).
+    synced: bool,
+    /// The etcd member to try first.
+    member: usize,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs a blocking call to nginx's admin API off the event loop.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+async fn within<T, E: std::fmt::Display>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {} ms", limit.as_millis())),
+    }
+}
+
+/// Connects to one of etcd's members that answers a read (a member cut
+/// off from the others' majority cannot), trying each from `first` on;
+/// returns the client and the member's index.
+pub async fn connect_any(
+    endpoints: &[String],
+    first: usize,
+    timeout: Duration,
+    probe_key: &str,
+) -> Result<(Client, usize), String> {
+    let mut errors = Vec::new();
+    for k in 0..endpoints.len() {
+        let i = (first + k) % endpoints.len();
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(1), timeout)
+            .with_keep_alive_while_idle(true);
+        let attempt = async {
+            let mut client = within(
+                timeout,
+                "connecting",
+                Client::connect([endpoints[i].as_str()], Some(options)),
+            )
+            .await?;
+            within(
+                timeout,
+                "reading",
+                client.get(probe_key, Some(GetOptions::new().with_count_only())),
+            )
+            .await?;
+            Ok::<_, String>(client)
+        };
+        match attempt.await {
+            Ok(client) => return Ok((client, i)),
+            Err(e) => errors.push(format!("{}: {e}", endpoints[i])),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+pub async fn run(opts: Options) -> ! {
+    let mut agent = Agent::new(opts);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        if let Err(e) = agent.connected().await {
+            if agent.etcd_up {
+                warn!("etcd: {e}; serving the last good configuration until it answers");
+            }
+            agent.etcd_up = false;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(100);
+        }
+        // Without etcd the server goes on as it is; nginx hears so.
+        agent.local().await;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl Agent {
+    fn new(opts: Options) -> Agent {
+        let thrown = load_thrown(&opts.state_dir);
+        Agent {
+            opts,
+            view: BTreeMap::new(),
+            applied: None,
+            refused: None,
+            thrown,
+            kill_refused: BTreeMap::new(),
+            judged: None,
+            etcd_up: false,
+            etcd_contact: 0,
+            nginx_error: None,
+            written: None,
+            synced: false,
+            member: 0,
+        }
+    }
+
+    /// Reaches etcd, reads the fleet's keys and follows them until a call
+    /// fails.
+    async fn connected(&mut self) -> Result<(), String> {
+        let t = self.opts.timeout;
+        let (mut client, member) = connect_any(
+            &self.opts.endpoints,
+            self.member,
+            t,
+            &self.opts.keys.config(),
+        )
+        .await
+        .inspect_err(|_| self.member += 1)?;
+        // After a failure, the next try starts with the next member.
+        self.member = member + 1;
+        let prefix = self.opts.keys.all();
+        let got = within(
+            t,
+            "reading the fleet's keys",
+            client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let revision = got.header().map_or(0, |h| h.revision());
+        self.view = got
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    (kv.value().to_vec(), kv.mod_revision()),
+                )
+            })
+            .collect();
+        let lease = within(t, "granting a lease", client.lease_grant(LEASE_TTL, None))
+            .await?
+            .id();
+        let (mut keeper, mut alive) =
+            within(t, "keeping the lease", client.lease_keep_alive(lease)).await?;
+        let mut watch = within(
+            t,
+            "watching",
+            client.watch(
+                prefix.as_str(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            ),
+        )
+        .await?;
+        if !self.etcd_up {
+            info!(
+                "etcd answers: {} keys under {prefix} at revision {revision}",
+                self.view.len()
+            );
+        }
+        self.etcd_up = true;
+        self.synced = true;
+        self.etcd_contact = now_secs();
+        self.written = None;
+        self.local().await;
+        let mut tick = tokio::time::interval(self.opts.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = watch.message() => {
+                    let message = message
+                        .map_err(|e| format!("watching: {e}"))?
+                        .ok_or("the watch ended")?;
+                    if message.canceled() {
+                        return Err(format!(
+                            "the watch was cancelled ({}; compacted at {})",
+                            message.cancel_reason(),
+                            message.compact_revision()
+                        ));
+                    }
+                    for event in message.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        match event.event_type() {
+                            EventType::Put => {
+                                self.view.insert(key, (kv.value().to_vec(), kv.mod_revision()));
+                            }
+                            EventType::Delete => {
+                                self.view.remove(&key);
+                            }
+                        }
+                    }
+                    self.etcd_contact = now_secs();
+                    // A change is applied at once, not at the next tick.
+                    self.local().await;
+                }
+                _ = tick.tick() => {
+                    within(t, "keeping the lease", keeper.keep_alive()).await?;
+                    let answer = within(t, "keeping the lease", alive.message()).await?;
+                    if answer.is_none_or(|a| a.ttl() <= 0) {
+                        return Err("the lease of the server's key expired".into());
+                    }
+                    self.etcd_contact = now_secs();
+                    self.local().await;
+                    self.write_status(&mut client, lease).await?;
+                    self.drive_rollout(&mut client).await?;
+                }
+            }
+        }
+    }
+
+    /// What the server does on its own: its configuration and kill
+    /// switches as last read, its health, and its report to nginx.
+    async fn local(&mut self) {
+        let counts = match blocking(|| self.opts.admin.counts()) {
+            Ok((counts, reported)) => {
+                if !reported && (self.applied.is_some() || !self.thrown.is_empty()) {
+                    warn!(
+                        "nginx started again: giving it its configuration and kill switches again"
+                    );
+                    self.applied = None;
+                    self.thrown.clear();
+                    self.kill_refused.clear();
+                }
+                Some(counts)
+            }
+            Err(e) => {
+                self.nginx_failed(e);
+                None
+            }
+        };
+        if self.synced {
+            self.reconcile_config(counts);
+            self.reconcile_kills();
+            self.judge(counts);
+        }
+        let report = self.report();
+        if let Err(e) = blocking(|| self.opts.admin.report(&report)) {
+            self.nginx_failed(e);
+        }
+    }
+
+    fn nginx_failed(&mut self, e: AdminError) {
+        let text = e.to_string();
+        if self.nginx_error.as_deref() != Some(&text) {
+            error!("{text}");
+        }
+        self.nginx_error = Some(text);
+    }
+
+    fn rollout(&self) -> Result<Option<(Rollout, i64)>, String> {
+        let Some((value, revision)) = self.view.get(&self.opts.keys.rollout()) else {
+            return Ok(None);
+        };
+        let rollout: Rollout = serde_json::from_slice(value)
+            .map_err(|e| format!("{}: {e}", self.opts.keys.rollout()))?;
+        rollout
+            .check()
+            .map_err(|e| format!("{}: {e}", self.opts.keys.rollout()))?;
+        Ok(Some((rollout, *revision)))
+    }
+
+    /// Gives nginx the configuration the keys say it should serve.
+    fn reconcile_config(&mut self, counts: Option<Counts>) {
+        let rollout = match self.rollout() {
+            Ok(r) => r,
+            Err(e) => {
+                // An unreadable rollout moves nothing, either way.
+                if self.nginx_error.as_deref() != Some(&e) {
+                    error!("{e}: keeping the configuration serving");
+                }
+                return;
+            }
+        };
+        let (text, revision, source, rollout_id) = match &rollout {
+            Some((r, revision)) if r.serves(&self.opts.name) => (
+                r.config.as_bytes().to_vec(),
+                *revision,
+                "rollout",
+                Some(r.id.clone()),
+            ),
+            _ => match self.view.get(&self.opts.keys.config()) {
+                Some((text, revision)) => (text.clone(), *revision, "config", None),
+                // No configuration in etcd: the server keeps its own file.
+                None => return,
+            },
+        };
+        let hash = crate::fleet::config_hash(&text);
+        if let Some(applied) = self.applied.as_mut().filter(|a| a.hash == hash) {
+            if applied.rollout != rollout_id {
+                applied.at = Instant::now();
+                applied.baseline = counts.unwrap_or_default();
+            }
+            applied.revision = revision;
+            applied.source = source;
+            applied.rollout = rollout_id;
+            return;
+        }
+        if self.refused.as_ref().is_some_and(|r| r.config == hash) {
+            return;
+        }
+        let Some(_) = counts else {
+            return; // nginx does not answer: try again later
+        };
+        match blocking(|| self.opts.admin.apply(&text)) {
+            Ok(message) => {
+                info!("applied the {source} configuration {hash} (etcd revision {revision}): {message}");
+                if let Err(e) = write_file(&self.opts.file, &text) {
+                    error!(
+                        "{}: {e}: a restarted nginx would not serve this configuration",
+                        self.opts.file.display()
+                    );
+                }
+                let baseline = blocking(|| self.opts.admin.counts())
+                    .map(|(c, _)| c)
+                    .unwrap_or_default();
+                self.applied = Some(Applied {
+                    hash,
+                    revision,
+                    source,
+                    rollout: rollout_id,
+                    at: Instant::now(),
+                    baseline,
+                });
+                self.refused = None;
+                self.nginx_error = None;
+            }
+            Err(AdminError::Refused(reason)) => {
+                error!("nginx refused the {source} configuration {hash} (etcd revision {revision}), the running one goes on: {reason}");
+                self.refused = Some(Refused {
+                    config: hash,
+                    reason,
+                });
+                if let Some(id) = rollout_id {
+                    self.judged = Some(Judged {
+                        id,
+                        failed: Some(format!(
+                            "refused the configuration: {}",
+                            self.refused.as_ref().map_or("", |r| &r.reason)
+                        )),
+                        counts: Counts::default(),
+                        ready: false,
+                    });
+                }
+            }
+            Err(e) => self.nginx_failed(e),
+        }
+    }
+
+    /// The kill switches the keys throw.
+    fn wanted_kills(&self) -> BTreeSet<(String, Option<String>)> {
+        self.view
+            .range(self.opts.keys.kills()..)
+            .take_while(|(k, _)| k.starts_with(&self.opts.keys.kills()))
+            .filter_map(|(k, _)| self.opts.keys.kill_of(k))
+            .collect()
+    }
+
+    fn reconcile_kills(&mut self) {
+        let wanted = self.wanted_kills();
+        self.kill_refused.retain(|k, _| wanted.contains(k));
+        let mut changed = false;
+        let to_throw: Vec<_> = wanted
+            .iter()
+            .filter(|k| !self.thrown.contains(*k) && !self.kill_refused.contains_key(*k))
+            .cloned()
+            .collect();
+        let to_reset: Vec<_> = self.thrown.difference(&wanted).cloned().collect();
+        for (switch, thrown) in to_throw
+            .into_iter()
+            .map(|k| (k, true))
+            .chain(to_reset.into_iter().map(|k| (k, false)))
+        {
+            let (module, zone) = &switch;
+            match blocking(|| self.opts.admin.switch(module, zone.as_deref(), thrown)) {
+                Ok(()) => {
+                    let place = zone.as_deref().unwrap_or("every zone");
+                    info!(
+                        "kill switch of {module} in {place} {}",
+                        if thrown { "thrown" } else { "reset" }
+                    );
+                    if thrown {
+                        self.thrown.insert(switch);
+                    } else {
+                        self.thrown.remove(&switch);
+                    }
+                    changed = true;
+                }
+                Err(AdminError::Refused(why)) => {
+                    error!("nginx refused the kill switch of {module}: {why}");
+                    if thrown {
+                        self.kill_refused.insert(switch, why);
+                    } else {
+                        self.thrown.remove(&switch);
+                        changed = true;
+                    }
+                }
+                Err(e) => self.nginx_failed(e),
+            }
+        }
+        if changed {
+            if let Err(e) = save_thrown(&self.opts.state_dir, &self.thrown) {
+                error!("{}: {e}", self.opts.state_dir.display());
+            }
+        }
+    }
+
+    /// Judges this server's health gates while it serves a rollout's
+    /// configuration: once a gate failed, it stays failed.
+    fn judge(&mut self, counts: Option<Counts>) {
+        let Ok(Some((rollout, _))) = self.rollout() else {
+            self.judged = None;
+            return;
+        };
+        let serving = self
+            .applied
+            .as_ref()
+            .filter(|a| a.rollout.as_deref() == Some(rollout.id.as_str()));
+        let Some(applied) = serving else {
+            // Refused, or not in a stage that has it.
+            if self.judged.as_ref().is_some_and(|j| j.id != rollout.id)
+                || !rollout.serves(&self.opts.name)
+            {
+                self.judged = None;
+            }
+            return;
+        };
+        if self
+            .judged
+            .as_ref()
+            .is_some_and(|j| j.id == rollout.id && j.failed.is_some())
+        {
+            return;
+        }
+        let Some(counts) = counts else { return };
+        let since = counts.since(&applied.baseline);
+        let failed = failed_gate(&rollout.gates, &since);
+        if let Some(why) = &failed {
+            warn!("rollout {}: a health gate failed: {why}", rollout.id);
+        }
+        let ready =
+            failed.is_none() && applied.at.elapsed() >= Duration::from_secs(rollout.hold_secs);
+        self.judged = Some(Judged {
+            id: rollout.id.clone(),
+            failed,
+            counts: since,
+            ready,
+        });
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            name: self.opts.name.clone(),
+            config: self.applied.as_ref().map(|a| a.hash.clone()),
+            source: self.applied.as_ref().map(|a| a.source.to_string()),
+            revision: self.applied.as_ref().map_or(0, |a| a.revision),
+            refused: self.refused.clone(),
+            kills: self
+                .thrown
+                .iter()
+                .map(|(m, z)| match z {
+                    Some(z) => format!("{m}/{z}"),
+                    None => m.clone(),
+                })
+                .collect(),
+            rollout: self.judged.as_ref().map(|j| RolloutPart {
+                id: j.id.clone(),
+                healthy: j.failed.is_none(),
+                ready: j.ready,
+                reason: j.failed.clone(),
+                counts: j.counts,
+            }),
+            nginx_error: self.nginx_error.clone(),
+        }
+    }
+
+    /// The report for nginx's metrics.
+    fn report(&self) -> String {
+        let rollout = self.rollout().ok().flatten();
+        let serving = rollout
+            .as_ref()
+            .is_some_and(|(r, _)| r.serves(&self.opts.name))
+            && self.applied.as_ref().is_some_and(|a| a.rollout.is_some());
+        let healthy = self.judged.as_ref().is_none_or(|j| j.failed.is_none());
+        format!(
+            "etcd_up={}&etcd_contact={}&config_revision={}&rollout_stage={}&rollout_state={}&rollout_serving={}&healthy={}",
+            u8::from(self.etcd_up),
+            self.etcd_contact,
+            self.applied.as_ref().map_or(0, |a| a.revision),
+            rollout.as_ref().map_or(0, |(r, _)| r.stage),
+            rollout.as_ref().map_or(0, |(r, _)| r.state.code()),
+            u8::from(serving),
+            u8::from(healthy),
+        )
+    }
+
+    async fn write_status(&mut self, client: &mut Client, lease: i64) -> Result<(), String> {
+        let text = serde_json::to_string(&self.status()).map_err(|e| e.to_string())?;
+        if self.written.as_deref() == Some(&text) {
+            return Ok(());
+        }
+        within(
+            self.opts.timeout,
+            "writing the server's state",
+            client.put(
+                self.opts.keys.server(&self.opts.name),
+                text.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+        )
+        .await?;
+        self.written = Some(text);
+        Ok(())
+    }
+
+    /// Moves the running rollout on, or rolls it back, as every agent
+    /// would: the change is made only if nobody changed the rollout since
+    /// this agent read it.
+    async fn drive_rollout(&mut self, client: &mut Client) -> Result<(), String> {
+        let Ok(Some((mut rollout, revision))) = self.rollout() else {
+            return Ok(());
+        };
+        let statuses: BTreeMap<String, Status> = self
+            .view
+            .iter()
+            .filter_map(|(k, (v, _))| {
+                let name = self.opts.keys.server_of(k)?;
+                Some((name.to_string(), serde_json::from_slice(v).ok()?))
+            })
+            .collect();
+        let next = next_step(&rollout, |s| statuses.get(s).cloned());
+        let mut also = Vec::new();
+        let line = match next {
+            Next::Wait => return Ok(()),
+            Next::Advance => {
+                rollout.stage += 1;
+                format!(
+                    "stage {} ({} of {} servers) started",
+                    rollout.stage,
+                    rollout.stages[rollout.stage],
+                    rollout.servers.len()
+                )
+            }
+            Next::Finish => {
+                rollout.state = RolloutState::Done;
+                rollout.reason = Some("every stage passed its health gates".into());
+                also.push(TxnOp::put(
+                    self.opts.keys.config(),
+                    rollout.config.as_str(),
+                    None,
+                ));
+                "done: the fleet's configuration is the new one".to_string()
+            }
+            Next::RollBack(why) => {
+                rollout.state = RolloutState::RolledBack;
+                rollout.reason = Some(why.clone());
+                format!("rolled back at stage {}: {why}", rollout.stage)
+            }
+        };
+        rollout
+            .history
+            .push(format!("{} {} (by {})", now_secs(), line, self.opts.name));
+        let text = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
+        let mut ops = vec![TxnOp::put(self.opts.keys.rollout(), text.as_str(), None)];
+        ops.extend(also);
+        let done = within(
+            self.opts.timeout,
+            "moving the rollout",
+            client.txn(
+                Txn::new()
+                    .when([Compare::mod_revision(
+                        self.opts.keys.rollout(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then(ops),
+            ),
+        )
+        .await?;
+        if done.succeeded() {
+            info!("rollout {}: {line}", rollout.id);
+        }
+        Ok(())
+    }
+}
+
+/// Writes the graft file whole: a reader sees the old text or the new one.
+fn write_file(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".graft-agent");
+    let tmp = PathBuf::from(tmp);
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn thrown_file(dir: &Path) -> PathBuf {
+    dir.join("kills.json")
+}
+
+fn load_thrown(dir: &Path) -> BTreeSet<(String, Option<String>)> {
+    match std::fs::read(thrown_file(dir)) {
+        Ok(text) => serde_json::from_slice(&text).unwrap_or_else(|e| {
+            error!(
+                "{}: {e}: the kill switches thrown before are forgotten",
+                thrown_file(dir).display()
+            );
+            BTreeSet::new()
+        }),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+fn save_thrown(dir: &Path, thrown: &BTreeSet<(String, Option<String>)>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let text = serde_json::to_vec(thrown).map_err(std::io::Error::other)?;
+    write_file(&thrown_file(dir), &text)
+}

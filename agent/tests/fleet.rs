@@ -1,0 +1,576 @@
+//! A fleet on one machine: a three-member etcd cluster and three graft
+//! servers (the distribution's nginx with the real Lua module), each with
+//! its own agent, on loopback ports.
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use graft_tests::{free_port, metric, tests_dir, Nginx};
+use serde_json::json;
+
+/// One etcd member, started and stopped by the test.
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+struct Etcd {
+    members: Vec<Member>,
+    token: String,
+}
+
+impl Etcd {
+    fn start(n: usize) -> Etcd {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            free_port() // distinct per cluster of this process
+        );
+        let members = (0..n)
+            .map(|i| {
+                let dir = tests_dir().join(format!("etcd-{id}-{i}"));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).unwrap();
+                Member {
+                    name: format!("m{i}"),
+                    client: free_port(),
+                    peer: free_port(),
+                    dir,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut etcd = Etcd {
+            members,
+            token: format!("graft-test-{id}"),
+        };
+        for i in 0..n {
+            etcd.start_member(i);
+        }
+        etcd.wait_healthy();
+        etcd
+    }
+
+    fn cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let cluster = self.cluster();
+        let m = &mut self.members[i];
+        assert!(m.child.is_none());
+        let log = std::fs::File::create(m.dir.join("log")).unwrap();
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                &m.name,
+                "--data-dir",
+                m.dir.join("data").to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-token",
+                &self.token,
+                "--initial-cluster-state",
+                "new",
+                // Quicker elections than the defaults, for loopback.
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (Debian's etcd-server) runs");
+        m.child = Some(child);
+    }
+
+    fn stop_member(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoints(), "--command-timeout=3s"])
+            .args(args)
+            .output()
+            .expect("etcdctl (Debian's etcd-client) runs")
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let live: Vec<String> = self
+                .members
+                .iter()
+                .filter(|m| m.child.is_some())
+                .map(|m| format!("http://127.0.0.1:{}", m.client))
+                .collect();
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &live.join(","), "endpoint", "health"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        let out = self.etcdctl(&["get", "--print-value-only", key]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        (!text.is_empty()).then(|| text.to_string())
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop_member(i);
+        }
+        if !std::thread::panicking() {
+            for m in &self.members {
+                let _ = std::fs::remove_dir_all(&m.dir);
+            }
+        }
+    }
+}
+
+/// A graft server: nginx and its agent.
+struct Server {
+    name: String,
+    nginx: Nginx,
+    agent: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agent {} ---\n{}",
+                self.name,
+                std::fs::read_to_string(self.nginx.prefix.join("agent.log")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+const AGENT: &str = env!("CARGO_BIN_EXE_graft-agent");
+
+fn agent_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
+    let out = Command::new(AGENT)
+        .args(["--etcd", &etcd.endpoints(), "--prefix", prefix])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "graft-agent {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn start_servers(etcd: &Etcd, prefix: &str, config: &str) -> Vec<Server> {
+    (0..3)
+        .map(|i| {
+            let nginx = Nginx::start_workers(config, 2);
+            let log = std::fs::File::create(nginx.prefix.join("agent.log")).unwrap();
+            let agent = Command::new(AGENT)
+                .args([
+                    "--etcd",
+                    &etcd.endpoints(),
+                    "--prefix",
+                    prefix,
+                    "--timeout-ms",
+                    "1000",
+                ])
+                .args(["run", "--name", &format!("s{i}")])
+                .args(["--admin", &format!("http://127.0.0.1:{}", nginx.admin_port)])
+                .args(["--file", nginx.config_path().to_str().unwrap()])
+                .args(["--state-dir", nginx.prefix.join("agent").to_str().unwrap()])
+                .args(["--interval-ms", "200"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            Server {
+                name: format!("s{i}"),
+                nginx,
+                agent,
+            }
+        })
+        .collect()
+}
+
+fn redirect_to(to: &str) -> String {
+    json!({ "zones": { "localhost": { "modules": [
+        { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": to } ] } } ] } } })
+    .to_string()
+}
+
+fn location(server: &Server) -> String {
+    server
+        .nginx
+        .get("localhost", "/a")
+        .header("Location")
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn metrics(server: &Server) -> String {
+    let r = server.nginx.get("localhost", "/graft/metrics");
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
+/// Waits until every server satisfies `check`, or fails with `what`.
+fn converge(servers: &[Server], secs: u64, what: &str, check: impl Fn(&Server) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !servers.iter().all(&check) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not on every server within {secs} s ({:?})",
+            servers
+                .iter()
+                .map(|s| (s.name.clone(), check(s)))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn killed(server: &Server) -> bool {
+    metric(
+        &metrics(server),
+        r#"graft_module_killed{zone="localhost",module="redirects"}"#,
+    ) == Some(1)
+}
+
+#[test]
+fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
+    let mut etcd = Etcd::start(3);
+    let prefix = "/graft/fleet-a";
+    let servers = start_servers(&etcd, prefix, &redirect_to("/local"));
+    let dir = servers[0].nginx.prefix.clone();
+
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", &write_file(&dir, "b.json", &redirect_to("/b"))],
+    );
+    converge(&servers, 10, "the fleet's configuration", |s| {
+        location(s) == "/b"
+    });
+    // Each agent keeps it in its graft file, for nginx's next start.
+    for s in &servers {
+        assert_eq!(
+            std::fs::read_to_string(s.nginx.config_path()).unwrap(),
+            redirect_to("/b")
+        );
+        assert_eq!(metric(&metrics(s), "graft_fleet_etcd_up{}"), Some(1));
+    }
+
+    // A kill switch written once reaches every server within a second.
+    let thrown = Instant::now();
+    agent_cli(&etcd, prefix, &["kill", "redirects", "--reason", "test"]);
+    converge(&servers, 5, "the kill switch", killed);
+    let took = thrown.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the kill switch took {took:?}"
+    );
+    agent_cli(&etcd, prefix, &["revive", "redirects"]);
+    converge(&servers, 5, "the kill switch reset", |s| !killed(s));
+
+    // Garbage in etcd is refused by every server, said in its key and
+    // its metrics, and changes nothing.
+    let refused = |s: &Server| metric(&metrics(s), "graft_configuration_refused_total{}").unwrap();
+    let before: Vec<u64> = servers.iter().map(refused).collect();
+    let out = etcd.etcdctl(&["put", &format!("{prefix}/config"), "{\"zones\": garbage"]);
+    assert!(out.status.success());
+    converge(&servers, 10, "the refusal", |s| {
+        etcd.get(&format!("{prefix}/servers/{}", s.name))
+            .is_some_and(|status| status.contains("invalid JSON"))
+    });
+    for (s, before) in servers.iter().zip(before) {
+        assert_eq!(refused(s), before + 1, "{}", s.name);
+        assert_eq!(location(s), "/b", "{} changed", s.name);
+        assert_eq!(
+            std::fs::read_to_string(s.nginx.config_path()).unwrap(),
+            redirect_to("/b"),
+            "a refused configuration reached {}'s file",
+            s.name
+        );
+    }
+
+    // One etcd member gone: nothing changes.
+    etcd.stop_member(0);
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", &write_file(&dir, "c.json", &redirect_to("/c"))],
+    );
+    converge(&servers, 10, "a configuration with a member down", |s| {
+        location(s) == "/c"
+    });
+    let thrown = Instant::now();
+    agent_cli(&etcd, prefix, &["kill", "redirects"]);
+    converge(&servers, 5, "the kill switch with a member down", killed);
+    let took = thrown.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the kill switch took {took:?} with a member down"
+    );
+    agent_cli(&etcd, prefix, &["revive", "redirects"]);
+    converge(&servers, 5, "the kill switch reset", |s| !killed(s));
+
+    // etcd gone entirely: every server keeps serving, and says so.
+    etcd.stop_member(1);
+    etcd.stop_member(2);
+    converge(&servers, 10, "etcd down in the metrics", |s| {
+        metric(&metrics(s), "graft_fleet_etcd_up{}") == Some(0)
+    });
+    for _ in 0..20 {
+        for s in &servers {
+            assert_eq!(location(s), "/c", "{} without etcd", s.name);
+        }
+    }
+    for s in &servers {
+        s.nginx.assert_clean_log(&[]);
+    }
+
+    // etcd back: the servers catch up with what is written then.
+    for i in 0..3 {
+        etcd.start_member(i);
+    }
+    etcd.wait_healthy();
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", &write_file(&dir, "d.json", &redirect_to("/d"))],
+    );
+    converge(
+        &servers,
+        15,
+        "the configuration after etcd came back",
+        |s| location(s) == "/d" && metric(&metrics(s), "graft_fleet_etcd_up{}") == Some(1),
+    );
+    let status = agent_cli(&etcd, prefix, &["status"]);
+    assert_eq!(status.lines().count(), 3, "{status}");
+}
+
+/// A rollout's state, read from etcd.
+fn rollout(etcd: &Etcd, prefix: &str) -> serde_json::Value {
+    serde_json::from_str(&etcd.get(&format!("{prefix}/rollout")).expect("a rollout")).unwrap()
+}
+
+#[test]
+fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
+    let etcd = Etcd::start(3);
+    let prefix = "/graft/fleet-b";
+    let servers = Arc::new(start_servers(&etcd, prefix, &redirect_to("/local")));
+    let dir = servers[0].nginx.prefix.clone();
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", &write_file(&dir, "base.json", &redirect_to("/base"))],
+    );
+    converge(&servers, 10, "the base configuration", |s| {
+        location(s) == "/base"
+    });
+    converge(&servers, 10, "every server's key", |s| {
+        etcd.get(&format!("{prefix}/servers/{}", s.name)).is_some()
+    });
+
+    // Traffic on every server for the health gates, until the test ends.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (servers, stop) = (servers.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for s in servers.iter() {
+                    s.nginx.get("localhost", "/x");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+
+    // A good configuration: one server, then two, then all.
+    let good = write_file(&dir, "good.json", &redirect_to("/new"));
+    agent_cli(
+        &etcd,
+        prefix,
+        &[
+            "rollout",
+            "start",
+            &good,
+            "--stages",
+            "1,50%,all",
+            "--hold",
+            "2",
+            "--min-requests",
+            "10",
+        ],
+    );
+    // When each server first served it (a server's two workers take a
+    // live apply within 250 ms of each other, so one may lag a little).
+    let started = Instant::now();
+    let mut first: Vec<Option<Duration>> = vec![None; servers.len()];
+    loop {
+        for (i, s) in servers.iter().enumerate() {
+            if first[i].is_none() && location(s) == "/new" {
+                first[i] = Some(started.elapsed());
+            }
+        }
+        let state = rollout(&etcd, prefix)["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if state == "done" && first.iter().all(Option::is_some) {
+            break;
+        }
+        assert_eq!(state, "running", "{}", rollout(&etcd, prefix));
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the rollout did not end: {first:?} {}",
+            rollout(&etcd, prefix)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The servers took it in their order, a stage at a time, each stage
+    // held for its two seconds first.
+    let first: Vec<Duration> = first.into_iter().map(Option::unwrap).collect();
+    assert!(
+        first[0] + Duration::from_secs(2) <= first[1]
+            && first[1] + Duration::from_secs(2) <= first[2],
+        "{first:?}"
+    );
+    let done = rollout(&etcd, prefix);
+    let history = done["history"].to_string();
+    assert!(
+        history.contains("stage 1") && history.contains("stage 2") && history.contains("done"),
+        "{history}"
+    );
+    assert_eq!(
+        etcd.get(&format!("{prefix}/config")).as_deref(),
+        Some(redirect_to("/new").as_str()),
+        "the fleet's configuration is the one rolled out"
+    );
+
+    // A configuration whose module differs from its Lua side in shadow:
+    // the first server's gate fails, and it goes back by itself.
+    let bad = json!({ "zones": { "localhost": { "modules": [
+        { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": "/bad" } ] } },
+        { "module": "probe", "mode": "shadow" } ] } } })
+    .to_string();
+    agent_cli(
+        &etcd,
+        prefix,
+        &[
+            "rollout",
+            "start",
+            &write_file(&dir, "bad.json", &bad),
+            "--hold",
+            "30",
+            "--min-requests",
+            "10",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first_took_it = false;
+    loop {
+        first_took_it |= location(&servers[0]) == "/bad";
+        let r = rollout(&etcd, prefix);
+        if r["state"] == "rolled_back" {
+            let reason = r["reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("server s0: shadow difference rate 1.000"),
+                "{reason}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rollback: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        first_took_it,
+        "the first server never served the new configuration"
+    );
+    converge(&servers, 10, "the rollback", |s| location(s) == "/new");
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    // Each server took the good rollout once; the first took the bad one
+    // too and went back, the other two never took it.
+    let log = |s: &Server| std::fs::read_to_string(s.nginx.prefix.join("agent.log")).unwrap();
+    let applied = |s: &Server| log(s).matches("applied the rollout configuration").count();
+    assert_eq!(applied(&servers[0]), 2, "{}", log(&servers[0]));
+    assert_eq!(applied(&servers[1]), 1, "{}", log(&servers[1]));
+    assert_eq!(applied(&servers[2]), 1, "{}", log(&servers[2]));
+    for s in servers.iter() {
+        let text = metrics(s);
+        assert_eq!(
+            metric(&text, r#"graft_fleet_rollout_state{state="rolled_back"}"#),
+            Some(1),
+            "{}",
+            s.name
+        );
+        assert_eq!(metric(&text, "graft_fleet_rollout_serving{}"), Some(0));
+    }
+    assert_eq!(
+        etcd.get(&format!("{prefix}/config")).as_deref(),
+        Some(redirect_to("/new").as_str()),
+        "a rollback leaves the fleet's configuration as it was"
+    );
+}
