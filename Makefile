@@ -4,8 +4,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-# Debian 12's packages: the distribution's nginx and Lua module, and what
-# building against them needs.
+# Debian 12's packages: the distribution's nginx and Lua module, what
+# building against them needs, and etcd (the fleet test's cluster; protoc
+# for the etcd client's generated gRPC code).
 DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
 	lua-resty-core lua-cjson luajit2 libluajit2-5.1-dev libclang-dev \
 	binutils wrk chromium etcd-server etcd-client protobuf-compiler

@@ -287,6 +287,10 @@ pub struct Status {
     pub rollout: Option<RolloutPart>,
     /// When its nginx's admin API last failed, and why.
     pub nginx_error: Option<String>,
+    /// A fleet key it could not read (a rollout that is not one), which
+    /// it leaves alone.
+    #[serde(default)]
+    pub key_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

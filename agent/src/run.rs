@@ -87,6 +87,8 @@ struct Agent {
     synced: bool,
     /// The etcd member to try first.
     member: usize,
+    /// A key of the fleet's that could not be read.
+    key_error: Option<String>,
 }
 
 fn now_secs() -> u64 {
@@ -190,6 +192,7 @@ impl Agent {
             written: None,
             synced: false,
             member: 0,
+            key_error: None,
         }
     }
 
@@ -357,12 +360,14 @@ impl Agent {
             Ok(r) => r,
             Err(e) => {
                 // An unreadable rollout moves nothing, either way.
-                if self.nginx_error.as_deref() != Some(&e) {
+                if self.key_error.as_deref() != Some(&e) {
                     error!("{e}: keeping the configuration serving");
                 }
+                self.key_error = Some(e);
                 return;
             }
         };
+        self.key_error = None;
         let (text, revision, source, rollout_id) = match &rollout {
             Some((r, revision)) if r.serves(&self.opts.name) => (
                 r.config.as_bytes().to_vec(),
@@ -562,6 +567,7 @@ impl Agent {
                 counts: j.counts,
             }),
             nginx_error: self.nginx_error.clone(),
+            key_error: self.key_error.clone(),
         }
     }
 

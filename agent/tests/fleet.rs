@@ -354,6 +354,19 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         );
     }
 
+    // So is a rollout that is not one.
+    let out = etcd.etcdctl(&["put", &format!("{prefix}/rollout"), "[1, 2"]);
+    assert!(out.status.success());
+    converge(&servers, 10, "the unreadable rollout", |s| {
+        etcd.get(&format!("{prefix}/servers/{}", s.name))
+            .is_some_and(|status| status.contains(r#""key_error":"/graft/fleet-a/rollout: "#))
+    });
+    for s in &servers {
+        assert_eq!(location(s), "/b", "{} changed", s.name);
+    }
+    let out = etcd.etcdctl(&["del", &format!("{prefix}/rollout")]);
+    assert!(out.status.success());
+
     // One etcd member gone: nothing changes.
     etcd.stop_member(0);
     agent_cli(
