@@ -587,3 +587,61 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         "a rollback leaves the fleet's configuration as it was"
     );
 }
+
+#[test]
+fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gate() {
+    let etcd = Etcd::start(1);
+    let prefix = "/graft/fleet-c";
+    let servers = start_servers(&etcd, prefix, &redirect_to("/local"));
+    let dir = servers[0].nginx.prefix.clone();
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", &write_file(&dir, "base.json", &redirect_to("/base"))],
+    );
+    agent_cli(&etcd, prefix, &["kill", "redirects"]);
+    converge(&servers, 10, "the configuration and kill switch", |s| {
+        location(s) == "/base" && killed(s)
+    });
+
+    // nginx started again: it serves the last configuration applied (the
+    // agent wrote it to its graft file) and the agent throws the kill
+    // switch again (shared memory went with the old nginx).
+    servers[1].nginx.restart();
+    assert_eq!(location(&servers[1]), "/base");
+    converge(
+        &servers[1..2],
+        10,
+        "the kill switch after a restart",
+        killed,
+    );
+
+    // A rollout whose first server loses a worker: its gate fails.
+    agent_cli(&etcd, prefix, &["revive", "redirects"]);
+    converge(&servers, 10, "the kill switch reset", |s| !killed(s));
+    let new = write_file(&dir, "new.json", &redirect_to("/new"));
+    agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "30"]);
+    converge(&servers[0..1], 10, "the first stage", |s| {
+        location(s) == "/new"
+    });
+    let worker = servers[0].nginx.worker_pids()[0];
+    assert!(Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = rollout(&etcd, prefix);
+        if r["state"] == "rolled_back" {
+            assert_eq!(
+                r["reason"], "server s0: 1 worker processes restarted, over 0",
+                "{r}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rollback: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    converge(&servers, 10, "the rollback", |s| location(s) == "/base");
+}

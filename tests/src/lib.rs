@@ -272,6 +272,22 @@ impl Nginx {
         panic!("no new workers after reload\n{}", self.error_log());
     }
 
+    /// Stops nginx (its shared memory goes with it) and starts it again on
+    /// the same prefix and files.
+    pub fn restart(&self) {
+        if let Some(pid) = self.master_pid() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive(pid) {
+                assert!(Instant::now() < deadline, "nginx did not stop");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.launch();
+    }
+
     /// Sends a reload signal for a configuration the master will refuse, and
     /// waits for the master to log that it refused it.
     ///
