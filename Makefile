@@ -104,10 +104,10 @@ VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"
 IMAGE ?= graft:$(VERSION)
 PROMETHEUS_IMAGE ?= graft-prometheus:$(VERSION)
 
-deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian package (target/deb/libnginx-mod-http-graft_*.deb)
-	cargo build --release -p graft-nginx --target-dir $(PACKAGE_TARGET)
+deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian packages (target/deb: libnginx-mod-http-graft, graft-agent)
+	cargo build --release -p graft-nginx -p graft-agent --target-dir $(PACKAGE_TARGET)
 	rm -f target/deb/*.deb
-	nginx/debian/build.sh $(PACKAGE_MODULE) target/deb
+	nginx/debian/build.sh $(PACKAGE_MODULE) $(PACKAGE_TARGET)/release/graft-agent target/deb
 
 docker-base: ## Make the debian:12 base image from Debian's archive (no registry needed)
 	@docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
@@ -117,6 +117,7 @@ docker: deb docker-base ## Build the images (graft:<version> from the package, g
 	@docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
 	rm -rf target/docker && mkdir -p target/docker
 	cp target/deb/libnginx-mod-http-graft_*.deb target/docker/graft.deb
+	cp target/deb/graft-agent_*.deb target/docker/graft-agent.deb
 	docker build -q --network host -f docker/Dockerfile -t $(IMAGE) target/docker
 	docker build -q --network host -t $(PROMETHEUS_IMAGE) docker/prometheus
 

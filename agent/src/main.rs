@@ -47,9 +47,10 @@ enum Command {
     /// Run beside one nginx: apply the fleet's configuration and kill
     /// switches to it, report its state, take part in rollouts.
     Run {
-        /// This server's name in the fleet (its key: <prefix>/servers/<name>).
+        /// This server's name in the fleet (its key: <prefix>/servers/<name>);
+        /// the host name when not given.
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// nginx's admin API (graft's loopback admin listener).
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         admin: String,
@@ -159,6 +160,12 @@ async fn command(cli: Cli) -> Result<(), String> {
         interval_ms,
     } = cli.command
     {
+        let name = match name {
+            Some(name) => name,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .map_err(|e| format!("no --name, and no host name: {e}"))?,
+        };
         fleet::check_name(&name)?;
         run::run(run::Options {
             endpoints: cli.etcd,

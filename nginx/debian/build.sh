@@ -7,11 +7,16 @@
 # page and the example in /usr/share/graft, the docs in /usr/share/doc.
 # It depends on the nginx ABI the module was built against.
 #
-#   nginx/debian/build.sh MODULE.so OUTDIR      (make deb)
+# Beside it, graft-agent_<version>_<arch>.deb: the fleet agent in /usr/bin,
+# its systemd unit (not enabled: /etc/default/graft-agent first) and its
+# settings in /etc/default.
+#
+#   nginx/debian/build.sh MODULE.so AGENT OUTDIR      (make deb)
 set -eu
 module=$(realpath "$1")
-mkdir -p "$2"
-out=$(cd "$2" && pwd)
+agent=$(realpath "$2")
+mkdir -p "$3"
+out=$(cd "$3" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 pkg=libnginx-mod-http-graft
@@ -49,29 +54,58 @@ done
 
 install -m 644 "$root/nginx/status.html" "$stage/usr/share/graft/"
 install -m 644 "$root/nginx/example/graft.json" "$root/nginx/example/graft-site.conf" "$stage/usr/share/graft/examples/"
-install -m 644 "$here/copyright" "$stage/usr/share/doc/$pkg/"
 install -m 644 "$root/README.md" "$root/docs/PORTING.md" "$root/docs/DEVELOPER.md" "$stage/usr/share/doc/$pkg/"
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 date=$(git -C "$root" log -1 --format=%aD 2>/dev/null || date -R)
-printf '%s (%s) unstable; urgency=medium\n\n  * graft %s, built from commit %s.\n\n -- graft developers <graft@localhost>  %s\n' \
-    "$pkg" "$debversion" "$version" "$commit" "$date" | gzip -9n >"$stage/usr/share/doc/$pkg/changelog.Debian.gz"
-
-# Shared-library dependencies, as dpkg-shlibdeps computes them.
 shlibs_dir=$(mktemp -d)
 trap 'rm -rf "$shlibs_dir"' EXIT
-mkdir -p "$shlibs_dir/debian"
-printf 'Source: graft\n\nPackage: %s\nArchitecture: any\n' "$pkg" >"$shlibs_dir/debian/control"
-shlibs=$(cd "$shlibs_dir" && dpkg-shlibdeps -O "$stage/usr/lib/nginx/modules/ngx_http_graft_module.so" 2>/dev/null |
-    sed -n 's/^shlibs:Depends=//p')
-[ -n "$shlibs" ] || { echo "dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 
-size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
-sed -e "s/@VERSION@/$debversion/" -e "s/@ARCH@/$arch/" -e "s/@NGINX_ABI@/$abi/" \
-    -e "s/@SHLIBS@/$shlibs/" -e "s/@SIZE@/$size/" "$here/control.in" >"$stage/DEBIAN/control"
-install -m 755 "$here/postinst" "$here/prerm" "$here/postrm" "$stage/DEBIAN/"
-(cd "$stage" && find usr -type f -exec md5sum {} + | sort -k2) >"$stage/DEBIAN/md5sums"
+# finish PACKAGE STAGE CONTROL-TEMPLATE BINARY [MAINTAINER-SCRIPTS...]: the
+# changelog, the control file (libc dependencies as dpkg-shlibdeps computes
+# them for BINARY), the maintainer scripts, md5sums, and the .deb.
+finish() {
+    fpkg=$1 fstage=$2 template=$3 binary=$4
+    shift 4
+    mkdir -p "$fstage/DEBIAN" "$fstage/usr/share/doc/$fpkg"
+    printf '%s (%s) unstable; urgency=medium\n\n  * graft %s, built from commit %s.\n\n -- graft developers <graft@localhost>  %s\n' \
+        "$fpkg" "$debversion" "$version" "$commit" "$date" | gzip -9n >"$fstage/usr/share/doc/$fpkg/changelog.Debian.gz"
+    install -m 644 "$here/copyright" "$fstage/usr/share/doc/$fpkg/"
+    rm -rf "$shlibs_dir/debian"
+    mkdir -p "$shlibs_dir/debian"
+    printf 'Source: graft\n\nPackage: %s\nArchitecture: any\n' "$fpkg" >"$shlibs_dir/debian/control"
+    shlibs=$(cd "$shlibs_dir" && dpkg-shlibdeps -O "$fstage/$binary" 2>/dev/null |
+        sed -n 's/^shlibs:Depends=//p')
+    [ -n "$shlibs" ] || { echo "dpkg-shlibdeps found no dependencies of $binary" >&2; exit 1; }
+    size=$(du -sk --exclude=DEBIAN "$fstage" | cut -f1)
+    sed -e "s/@VERSION@/$debversion/" -e "s/@ARCH@/$arch/" -e "s/@NGINX_ABI@/$abi/" \
+        -e "s/@SHLIBS@/$shlibs/" -e "s/@SIZE@/$size/" "$template" >"$fstage/DEBIAN/control"
+    for script in "$@"; do
+        install -m 755 "$script" "$fstage/DEBIAN/"
+    done
+    # Every file but the conffiles (under /etc), as dh_md5sums lists them.
+    (cd "$fstage" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print |
+        sed 's#^\./##' | sort | xargs md5sum) >"$fstage/DEBIAN/md5sums"
+    if [ -d "$fstage/etc" ]; then
+        (cd "$fstage" && find etc -type f | sed 's#^#/#' | sort) >"$fstage/DEBIAN/conffiles"
+    fi
+    deb=$out/${fpkg}_${debversion}_$arch.deb
+    dpkg-deb --root-owner-group -Zxz --build "$fstage" "$deb" >/dev/null
+    rm -rf "$fstage"
+    echo "$deb"
+}
 
-deb=$out/${pkg}_${debversion}_$arch.deb
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
-rm -rf "$stage"
-echo "$deb"
+finish "$pkg" "$stage" "$here/control.in" usr/lib/nginx/modules/ngx_http_graft_module.so \
+    "$here/postinst" "$here/prerm" "$here/postrm"
+
+# The fleet agent.
+astage=$out/stage-agent
+rm -rf "$astage"
+mkdir -p "$astage/usr/bin" "$astage/lib/systemd/system" "$astage/etc/default" \
+    "$astage/usr/share/doc/graft-agent"
+strip --remove-section=.comment --remove-section=.note --strip-unneeded \
+    -o "$astage/usr/bin/graft-agent" "$agent"
+chmod 755 "$astage/usr/bin/graft-agent"
+install -m 644 "$here/agent/graft-agent.service" "$astage/lib/systemd/system/"
+install -m 644 "$here/agent/graft-agent.default" "$astage/etc/default/graft-agent"
+finish graft-agent "$astage" "$here/agent/control.in" usr/bin/graft-agent \
+    "$here/agent/postinst" "$here/agent/postrm"

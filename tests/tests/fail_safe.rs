@@ -532,14 +532,31 @@ fn a_worker_respawned_after_a_live_apply_serves_what_was_applied() {
         Some("/second"),
         "the respawned worker serves the configuration from before the apply"
     );
-    // The admin API takes no body.
+    // A body sent to the apply is the configuration: garbage is refused
+    // as a file of garbage would be, and the running one goes on.
+    let r = nginx.admin_body(
+        "POST",
+        "/graft/admin/apply",
+        "x".repeat(64 * 1024).as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .starts_with("refused, the running configuration goes on: "),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        nginx.get("localhost", "/a").header("Location"),
+        Some("/second")
+    );
+    // One over the 64 MiB a live apply takes is refused before it is read.
     let mut s = TcpStream::connect(("127.0.0.1", nginx.admin_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = "x".repeat(64 * 1024);
     let _ = write!(
         s,
-        "POST /graft/admin/apply HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "POST /graft/admin/apply HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        (64 << 20) + 1
     );
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
