@@ -121,8 +121,10 @@ docker: deb docker-base ## Build the images (graft:<version> from the package, g
 	docker build -q --network host -f docker/Dockerfile -t $(IMAGE) target/docker
 	docker build -q --network host -t $(PROMETHEUS_IMAGE) docker/prometheus
 
-package-test: docker ## Install the package in a fresh Debian 12 container and test it there
-	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE)
+package-test: docker ## Install the packages in a fresh Debian 12 container and test them there
+	docker build -q --network host --build-arg IMAGE=$(IMAGE) -t graft-fleet-test:$(VERSION) \
+		-f docker/fleet-test.Dockerfile docker
+	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE) graft-fleet-test:$(VERSION)
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check

@@ -9,15 +9,21 @@
 # same network namespace, scrapes graft and must fire graft's alert for
 # the refused configuration.
 #
-#   docker/package-test.sh IMAGE PROMETHEUS-IMAGE     (make package-test)
+# Then the fleet: graft-agent from its package runs beside nginx against
+# Debian's etcd (the third image, docker/fleet-test.Dockerfile), still with
+# no network: a configuration and a kill switch from etcd reach nginx, and
+# with etcd gone nginx serves on.
+#
+#   docker/package-test.sh IMAGE PROMETHEUS-IMAGE FLEET-IMAGE  (make package-test)
 set -euo pipefail
 image=$1
 prometheus=$2
+fleet_image=$3
 name=graft-package-test-$$
 failures=0
 checks=0
 
-cleanup() { docker rm -f "$name-prometheus" "$name" >/dev/null 2>&1 || true; }
+cleanup() { docker rm -f "$name-prometheus" "$name" "$name-fleet" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 inside() { docker exec "$name" "$@"; }
@@ -136,6 +142,51 @@ check "the module is out of nginx's configuration" "60-mod-http-graft.conf.remov
 check "nginx -t passes without graft" "test is successful" inside nginx -t
 inside nginx
 check "nginx serves without graft" "HTTP/1.1 200" status http://127.0.0.1/
+
+# The fleet, in a container of its own.
+docker run -d --name "$name-fleet" --network none "$fleet_image" sleep infinity >/dev/null
+in_fleet() { docker exec "$name-fleet" "$@"; }
+fleet_status() { in_fleet curl -sS -o /dev/null -D - --max-time 5 "$@"; }
+fleet_metrics() { in_fleet curl -fsS --max-time 5 http://127.0.0.1:8080/graft/metrics; }
+# until NAME EXPECTED COMMAND...: waits up to 15 s for the output to hold it.
+until_has() {
+    local want=$1
+    shift
+    for _ in $(seq 75); do
+        [[ $("$@" 2>&1) == *"$want"* ]] && return 0
+        sleep 0.2
+    done
+}
+in_fleet sh -c 'rm -f /var/log/nginx/*.log && nginx'
+in_fleet sh -c 'setsid etcd --data-dir /tmp/etcd --listen-client-urls http://127.0.0.1:2379 \
+    --advertise-client-urls http://127.0.0.1:2379 >/tmp/etcd.log 2>&1 </dev/null & echo $! >/tmp/etcd.pid'
+until_has "is healthy" in_fleet etcdctl endpoint health
+# As graft-agent.service runs it, with the package's /etc/default settings.
+in_fleet sh -c 'set -a; . /etc/default/graft-agent; set +a;
+    setsid graft-agent run $GRAFT_AGENT_ARGS >/tmp/agent.log 2>&1 </dev/null &'
+until_has '"name":' in_fleet graft-agent status
+check "the agent's server has its key in etcd, under its host name" \
+    "\"name\":\"$(in_fleet hostname)\"" in_fleet graft-agent status
+in_fleet sh -c "sed 's#\"/admin\"#\"/private\"#' /usr/share/graft/examples/graft.json >/tmp/new.json"
+check "graft-agent put checks and writes the configuration" "the fleet's configuration is" \
+    in_fleet graft-agent put /tmp/new.json
+until_has "HTTP/1.1 403" fleet_status http://127.0.0.1:8080/private/x
+check "a configuration from etcd is served" "HTTP/1.1 403" fleet_status http://127.0.0.1:8080/private/x
+check "... and kept in nginx's graft file" '"/private"' in_fleet cat /etc/nginx/graft.json
+check "the agent reports to the metrics" "graft_fleet_etcd_up{} 1" fleet_metrics
+in_fleet graft-agent kill waf >/dev/null
+until_has 'graft_module_killed{zone="*",module="waf"} 1' fleet_metrics
+check "a kill switch from etcd sends the WAF back to Lua" 'graft_module_killed{zone="*",module="waf"} 1' \
+    fleet_metrics
+check "... whose Lua side blocks too" "HTTP/1.1 403" fleet_status http://127.0.0.1:8080/private/x
+in_fleet sh -c 'kill "$(cat /tmp/etcd.pid)"'
+until_has "graft_fleet_etcd_up{} 0" fleet_metrics
+check "etcd gone: the metrics say so" "graft_fleet_etcd_up{} 0" fleet_metrics
+check "etcd gone: nginx serves the configuration from etcd" "HTTP/1.1 403" \
+    fleet_status http://127.0.0.1:8080/private/x
+check "graft-agent's unit is installed, not enabled" "ExecStart=/usr/bin/graft-agent run" \
+    in_fleet cat /lib/systemd/system/graft-agent.service
+docker rm -f "$name-fleet" >/dev/null
 
 echo "package test: $((checks - failures)) passed, $failures failed"
 [ "$failures" = 0 ] && [ "$checks" -gt 0 ]
