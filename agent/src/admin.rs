@@ -120,10 +120,8 @@ impl Admin {
         .map(drop)
     }
 
-    /// What the server counted, and whether its nginx has had a report
-    /// from an agent since it started (a restarted nginx has not: its
-    /// kill switches and live configuration are to be given again).
-    pub fn counts(&self) -> Result<(Counts, bool), AdminError> {
+    /// What the server counted, and which nginx counted it.
+    pub fn counts(&self) -> Result<Reading, AdminError> {
         let text = self.call(&self.agent, "GET", "/graft/admin/metrics", None)?;
         Ok(parse_metrics(&text))
     }
@@ -144,10 +142,24 @@ fn escape(value: &str) -> String {
         .collect()
 }
 
+/// What the agent reads of its nginx's metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reading {
+    pub counts: Counts,
+    /// Whether its nginx has had a report from an agent since it started
+    /// (a restarted nginx has not: its kill switches and live
+    /// configuration are to be given again).
+    pub reported: bool,
+    /// When its nginx started (`graft_start_time_seconds`): a restart
+    /// changes it.
+    pub started: Option<u64>,
+}
+
 /// The counts the gates read from a Prometheus text of graft's metrics.
-pub fn parse_metrics(text: &str) -> (Counts, bool) {
+pub fn parse_metrics(text: &str) -> Reading {
     let mut counts = Counts::default();
     let mut reported = false;
+    let mut started = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
@@ -155,8 +167,12 @@ pub fn parse_metrics(text: &str) -> (Counts, bool) {
         let Ok(value) = value.parse::<f64>() else {
             continue;
         };
-        let value = value as u64;
         let name = series.split('{').next().unwrap_or(series);
+        if name == "graft_start_time_seconds" {
+            started = Some((value * 1000.0).round() as u64);
+            continue;
+        }
+        let value = value as u64;
         match name {
             "graft_requests_total" => {
                 counts.steps += value;
@@ -177,7 +193,11 @@ pub fn parse_metrics(text: &str) -> (Counts, bool) {
             _ => {}
         }
     }
-    (counts, reported)
+    Reading {
+        counts,
+        reported,
+        started,
+    }
 }
 
 #[cfg(test)]
@@ -196,7 +216,12 @@ graft_requests_total{zone="b",module="probe",path="shadow_diff"} 2
 graft_configuration_refused_total{} 7
 graft_worker_starts_total{} 4
 "#;
-        let (c, reported) = parse_metrics(text);
+        let Reading {
+            counts: c,
+            reported,
+            started,
+        } = parse_metrics(text);
+        assert_eq!(started, None);
         assert_eq!(
             (
                 c.steps,
@@ -209,8 +234,11 @@ graft_worker_starts_total{} 4
             (100, 5, 3, 2, 7, 4)
         );
         assert!(!reported);
-        let (_, reported) = parse_metrics("graft_fleet_report_timestamp_seconds{} 17\n");
-        assert!(reported);
+        let r = parse_metrics(
+            "graft_fleet_report_timestamp_seconds{} 17\ngraft_start_time_seconds{} 1795479897.123\n",
+        );
+        assert!(r.reported);
+        assert_eq!(r.started, Some(1_795_479_897_123));
         assert_eq!(escape("shop.example"), "shop.example");
         assert_eq!(escape("a&b c"), "a%26b%20c");
     }

@@ -240,6 +240,10 @@ async fn command(cli: Cli) -> Result<(), String> {
                 .get(keys.rollout(), None)
                 .await
                 .map_err(|e| e.to_string())?;
+            // The store's revision now: every rollout written reads a
+            // later one (the write below holds only if the rollout key is
+            // as read), so it names this rollout alone.
+            let now_revision = current.header().map_or(0, |h| h.revision());
             let (previous, revision) = match current.kvs().first() {
                 Some(kv) => (
                     serde_json::from_slice::<Rollout>(kv.value()).ok(),
@@ -269,7 +273,7 @@ async fn command(cli: Cli) -> Result<(), String> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let rollout = Rollout {
-                id: format!("{now}-{}", fleet::config_hash(text.as_bytes())),
+                id: format!("r{now_revision}-{}", fleet::config_hash(text.as_bytes())),
                 config: text,
                 servers,
                 stages,
@@ -284,7 +288,7 @@ async fn command(cli: Cli) -> Result<(), String> {
                 stage: 0,
                 state: RolloutState::Running,
                 reason: None,
-                history: vec![format!("{now} started: stage 0 on {}", 1)],
+                history: vec![format!("{now} started: stage 0")],
             };
             rollout.check()?;
             let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;

@@ -89,6 +89,12 @@ struct Agent {
     member: usize,
     /// A key of the fleet's that could not be read.
     key_error: Option<String>,
+    /// The etcd revision of the configuration this agent (or the one
+    /// before it, from its state directory) last applied: what the
+    /// metrics say the server serves until it applies again.
+    last_revision: i64,
+    /// When the nginx this agent last read started.
+    nginx_started: Option<u64>,
 }
 
 fn now_secs() -> u64 {
@@ -178,6 +184,7 @@ pub async fn run(opts: Options) -> ! {
 impl Agent {
     fn new(opts: Options) -> Agent {
         let thrown = load_thrown(&opts.state_dir);
+        let opts_state_dir = opts.state_dir.clone();
         Agent {
             opts,
             view: BTreeMap::new(),
@@ -193,6 +200,8 @@ impl Agent {
             synced: false,
             member: 0,
             key_error: None,
+            last_revision: load_revision(&opts_state_dir),
+            nginx_started: None,
         }
     }
 
@@ -307,11 +316,30 @@ impl Agent {
     /// switches as last read, its health, and its report to nginx.
     async fn local(&mut self) {
         let counts = match blocking(|| self.opts.admin.counts()) {
-            Ok((counts, reported)) => {
-                if !reported && (self.applied.is_some() || !self.thrown.is_empty()) {
+            Ok(reading) => {
+                let counts = reading.counts;
+                // A restart: an nginx that never had a report, or another
+                // start time than the one this agent saw last.
+                let restarted = (!reading.reported
+                    && (self.applied.is_some() || !self.thrown.is_empty()))
+                    || (self.nginx_started.is_some() && reading.started != self.nginx_started);
+                self.nginx_started = reading.started;
+                if restarted {
                     warn!(
                         "nginx started again: giving it its configuration and kill switches again"
                     );
+                    // Its counts started again from zero: a rollout's
+                    // gates cannot read them across the restart, and a
+                    // server that restarted while it served a rollout's
+                    // configuration fails them.
+                    if let Some(id) = self.applied.as_ref().and_then(|a| a.rollout.clone()) {
+                        self.judged = Some(Judged {
+                            id,
+                            failed: Some("nginx started again while serving the rollout".into()),
+                            counts: Counts::default(),
+                            ready: false,
+                        });
+                    }
                     self.applied = None;
                     self.thrown.clear();
                     self.kill_refused.clear();
@@ -390,6 +418,12 @@ impl Agent {
             applied.revision = revision;
             applied.source = source;
             applied.rollout = rollout_id;
+            if self.last_revision != revision {
+                self.last_revision = revision;
+                if let Err(e) = save_revision(&self.opts.state_dir, revision) {
+                    error!("{}: {e}", self.opts.state_dir.display());
+                }
+            }
             return;
         }
         if self.refused.as_ref().is_some_and(|r| r.config == hash) {
@@ -408,7 +442,7 @@ impl Agent {
                     );
                 }
                 let baseline = blocking(|| self.opts.admin.counts())
-                    .map(|(c, _)| c)
+                    .map(|r| r.counts)
                     .unwrap_or_default();
                 self.applied = Some(Applied {
                     hash,
@@ -420,6 +454,10 @@ impl Agent {
                 });
                 self.refused = None;
                 self.nginx_error = None;
+                self.last_revision = revision;
+                if let Err(e) = save_revision(&self.opts.state_dir, revision) {
+                    error!("{}: {e}", self.opts.state_dir.display());
+                }
             }
             Err(AdminError::Refused(reason)) => {
                 error!("nginx refused the {source} configuration {hash} (etcd revision {revision}), the running one goes on: {reason}");
@@ -583,7 +621,7 @@ impl Agent {
             "etcd_up={}&etcd_contact={}&config_revision={}&rollout_stage={}&rollout_state={}&rollout_serving={}&healthy={}",
             u8::from(self.etcd_up),
             self.etcd_contact,
-            self.applied.as_ref().map_or(0, |a| a.revision),
+            self.applied.as_ref().map_or(self.last_revision, |a| a.revision),
             rollout.as_ref().map_or(0, |(r, _)| r.stage),
             rollout.as_ref().map_or(0, |(r, _)| r.state.code()),
             u8::from(serving),
@@ -716,4 +754,22 @@ fn save_thrown(dir: &Path, thrown: &BTreeSet<(String, Option<String>)>) -> std::
     std::fs::create_dir_all(dir)?;
     let text = serde_json::to_vec(thrown).map_err(std::io::Error::other)?;
     write_file(&thrown_file(dir), &text)
+}
+
+fn revision_file(dir: &Path) -> PathBuf {
+    dir.join("revision")
+}
+
+/// The etcd revision of the configuration last applied, as the agent
+/// before this one left it (0 when none).
+fn load_revision(dir: &Path) -> i64 {
+    std::fs::read_to_string(revision_file(dir))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn save_revision(dir: &Path, revision: i64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_file(&revision_file(dir), revision.to_string().as_bytes())
 }

@@ -262,11 +262,16 @@ fn location(server: &Server) -> String {
         .to_string()
 }
 
-/// Whether the server serves redirects to `to`: ten requests in a row, so
-/// that both of its workers answer (the one that applied a configuration
-/// live and the one that takes it within 250 ms).
+/// Whether the server serves redirects to `to`: ten requests in a row, and
+/// ten more half a second later, when both of its workers serve it (the
+/// one that applied a configuration live at once, the other within its
+/// 250 ms tick).
 fn serves(server: &Server, to: &str) -> bool {
-    (0..10).all(|_| location(server) == to)
+    let all = || (0..10).all(|_| location(server) == to);
+    all() && {
+        std::thread::sleep(Duration::from_millis(500));
+        all()
+    }
 }
 
 fn metrics(server: &Server) -> String {
@@ -649,4 +654,69 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         std::thread::sleep(Duration::from_millis(20));
     }
     converge(&servers, 10, "the rollback", |s| serves(s, "/base"));
+
+    // An nginx started again while it serves a rollout's configuration
+    // fails its gates too (its counts started again from zero).
+    agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "30"]);
+    converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
+    servers[0].nginx.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = rollout(&etcd, prefix);
+        if r["state"] == "rolled_back" {
+            assert_eq!(
+                r["reason"], "server s0: nginx started again while serving the rollout",
+                "{r}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rollback: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    converge(&servers, 10, "the rollback", |s| serves(s, "/base"));
+
+    // The agent started again while etcd is down: it changes nothing (it
+    // has read no key yet) and the metrics still name the revision served.
+    agent_cli(&etcd, prefix, &["kill", "redirects"]);
+    converge(&servers, 10, "the kill switch", killed);
+    let revision = |s: &Server| metric(&metrics(s), "graft_fleet_config_revision{}").unwrap();
+    let served = revision(&servers[1]);
+    assert!(served > 0);
+    drop(etcd);
+    let mut servers = servers;
+    let _ = servers[1].agent.kill();
+    let _ = servers[1].agent.wait();
+    let nginx = &servers[1].nginx;
+    let agent = Command::new(AGENT)
+        .args([
+            "--etcd",
+            "http://127.0.0.1:1",
+            "--prefix",
+            prefix,
+            "--timeout-ms",
+            "300",
+        ])
+        .args(["run", "--name", "s1"])
+        .args(["--admin", &format!("http://127.0.0.1:{}", nginx.admin_port)])
+        .args(["--file", nginx.config_path().to_str().unwrap()])
+        .args(["--state-dir", nginx.prefix.join("agent").to_str().unwrap()])
+        .args(["--interval-ms", "200"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(nginx.prefix.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    servers[1].agent = agent;
+    let again = &servers[1];
+    converge(
+        std::slice::from_ref(again),
+        10,
+        "etcd down after the agent's start",
+        |s| metric(&metrics(s), "graft_fleet_etcd_up{}") == Some(0),
+    );
+    assert_eq!(revision(again), served);
+    assert!(serves(again, "/base"));
+    assert!(
+        killed(&again),
+        "an agent that read no key reset a kill switch"
+    );
 }

@@ -761,6 +761,24 @@ impl Config {
         crate::fleet::read(self.shared.get()?)
     }
 
+    /// Marks the time this nginx started, the first time a configuration
+    /// is attached to its shared table (in the master, before the workers
+    /// fork): a reload keeps it.
+    pub fn mark_started(&self, now_ms: u64) {
+        if let Some(t) = self.shared.get() {
+            if t.get(crate::fleet::started_key()) == 0 {
+                t.set(crate::fleet::started_key(), now_ms);
+            }
+        }
+    }
+
+    /// When this nginx started (Unix milliseconds), 0 if unknown.
+    pub fn started_ms(&self) -> u64 {
+        self.shared
+            .get()
+            .map_or(0, |t| t.get(crate::fleet::started_key()))
+    }
+
     /// Counts a worker process started.
     pub fn count_worker_start(&self) {
         if let Some(t) = self.shared.get() {

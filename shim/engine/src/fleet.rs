@@ -42,6 +42,12 @@ pub fn worker_starts_key() -> u64 {
     key("worker_starts")
 }
 
+/// The key of the time (Unix milliseconds) this nginx's shared memory was
+/// first used: a reload keeps it, a restart starts it again.
+pub fn started_key() -> u64 {
+    key("started_ms")
+}
+
 /// Parses a report (`etcd_up=1&config_revision=42`): every name known,
 /// every value a whole number, no name twice. Nothing is stored from a
 /// report that is refused.

@@ -256,6 +256,14 @@ impl Collector for Snapshot {
             MetricType::Counter,
             config.worker_starts(),
         )?;
+        let mut family = encoder.encode_descriptor(
+            "graft_start_time_seconds",
+            "Unix time this nginx started (its shared memory was first used): a reload keeps it, a restart changes it.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(config.started_ms() as f64 / 1000.0)
+            .encode(family.encode_family(&NO_LABELS)?)?;
         if let Some((reported, fields)) = config.fleet() {
             single(
                 &mut encoder,

@@ -126,6 +126,11 @@ pub unsafe extern "C" fn set_config(
                     return NGX_CONF_ERROR;
                 }
                 config.attach(counters, WindowTable::new(windows));
+                config.mark_started(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                );
                 let config = Arc::new(config);
                 *lock(&LOADED) = Some(config.clone());
                 // This cycle serves what it loaded now, not what an earlier
