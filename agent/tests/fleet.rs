@@ -716,7 +716,7 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     assert_eq!(revision(again), served);
     assert!(serves(again, "/base"));
     assert!(
-        killed(&again),
+        killed(again),
         "an agent that read no key reset a kill switch"
     );
 }
