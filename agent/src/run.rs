@@ -281,9 +281,14 @@ impl Agent {
                             message.compact_revision()
                         ));
                     }
+                    let mut ours = false;
                     for event in message.events() {
                         let Some(kv) = event.kv() else { continue };
                         let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        // The servers' keys move the rollout (each tick
+                        // reads them); the others change what this
+                        // server serves.
+                        ours |= self.opts.keys.server_of(&key).is_none();
                         match event.event_type() {
                             EventType::Put => {
                                 self.view.insert(key, (kv.value().to_vec(), kv.mod_revision()));
@@ -295,7 +300,9 @@ impl Agent {
                     }
                     self.etcd_contact = now_secs();
                     // A change is applied at once, not at the next tick.
-                    self.local().await;
+                    if ours {
+                        self.local().await;
+                    }
                 }
                 _ = tick.tick() => {
                     within(t, "keeping the lease", keeper.keep_alive()).await?;
