@@ -338,6 +338,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     agent_cli(&etcd, prefix, &["kill", "redirects", "--reason", "test"]);
     converge(&servers, 5, "the kill switch", killed);
     let took = thrown.elapsed();
+    eprintln!("the kill switch reached every server in {took:?}");
     assert!(
         took < Duration::from_secs(1),
         "the kill switch took {took:?}"
@@ -393,6 +394,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     agent_cli(&etcd, prefix, &["kill", "redirects"]);
     converge(&servers, 5, "the kill switch with a member down", killed);
     let took = thrown.elapsed();
+    eprintln!("the kill switch reached every server in {took:?}, one etcd member down");
     assert!(
         took < Duration::from_secs(1),
         "the kill switch took {took:?} with a member down"
