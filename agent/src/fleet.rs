@@ -129,6 +129,18 @@ pub struct Gates {
     pub max_refused: u64,
     /// ... more worker processes started than this (a worker that died).
     pub max_worker_restarts: u64,
+    /// ... it has not been heard for this long, in seconds: its nginx
+    /// does not answer its agent, or (judged by every agent) the server
+    /// of a stage has no part in the rollout in etcd this long after the
+    /// stage started (its agent stopped, cannot reach etcd, or its nginx
+    /// never took the configuration). A server whose health cannot be
+    /// read is not healthy.
+    #[serde(default = "default_max_silent_secs")]
+    pub max_silent_secs: u64,
+}
+
+fn default_max_silent_secs() -> u64 {
+    30
 }
 
 impl Default for Gates {
@@ -139,6 +151,7 @@ impl Default for Gates {
             min_requests: 100,
             max_refused: 0,
             max_worker_restarts: 0,
+            max_silent_secs: default_max_silent_secs(),
         }
     }
 }
@@ -179,6 +192,10 @@ pub struct Rollout {
     pub gates: Gates,
     /// The stage under way (from 0).
     pub stage: usize,
+    /// When it started, in seconds since the epoch (0: not said, and the
+    /// silence of its servers is not judged).
+    #[serde(default)]
+    pub stage_started: u64,
     pub state: RolloutState,
     /// Why it ended as it did.
     #[serde(default)]
@@ -385,21 +402,39 @@ pub enum Next {
     RollBack(String),
 }
 
-pub fn next_step(rollout: &Rollout, status_of: impl Fn(&str) -> Option<Status>) -> Next {
+pub fn next_step(rollout: &Rollout, now: u64, status_of: impl Fn(&str) -> Option<Status>) -> Next {
     if rollout.state != RolloutState::Running {
         return Next::Wait;
     }
+    let silent_for = if rollout.stage_started == 0 {
+        0
+    } else {
+        now.saturating_sub(rollout.stage_started)
+    };
     let mut all_ready = true;
     for server in rollout.members() {
-        let part = status_of(server).and_then(|s| s.rollout.filter(|p| p.id == rollout.id));
+        let status = status_of(server);
+        let part = status
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref().filter(|p| p.id == rollout.id));
         match part {
             Some(part) if !part.healthy => {
                 return Next::RollBack(format!(
                     "server {server}: {}",
-                    part.reason.unwrap_or_else(|| "unhealthy".into())
+                    part.reason.as_deref().unwrap_or("unhealthy")
                 ))
             }
             Some(part) => all_ready &= part.ready,
+            None if silent_for > rollout.gates.max_silent_secs => {
+                let why = match &status {
+                    None => "has no readable key (its agent stopped or cannot reach etcd)",
+                    Some(_) => "has not taken the configuration",
+                };
+                return Next::RollBack(format!(
+                    "server {server}: {why} {silent_for} s after stage {} started, over {} s",
+                    rollout.stage, rollout.gates.max_silent_secs
+                ));
+            }
             None => all_ready = false,
         }
     }
@@ -458,6 +493,7 @@ mod tests {
             hold_secs: 5,
             gates: Gates::default(),
             stage: 0,
+            stage_started: 1000,
             state: RolloutState::Running,
             reason: None,
             history: vec![],
@@ -483,26 +519,82 @@ mod tests {
         assert!(r.check().is_ok());
         assert_eq!(r.members(), ["a"]);
         assert!(r.serves("a") && !r.serves("b"));
-        assert_eq!(next_step(&r, |_| None), Next::Wait, "a has not reported");
-        assert_eq!(next_step(&r, |_| Some(part(true, false))), Next::Wait);
-        assert_eq!(next_step(&r, |_| Some(part(true, true))), Next::Advance);
+        assert_eq!(
+            next_step(&r, 1001, |_| None),
+            Next::Wait,
+            "a has not reported"
+        );
+        assert_eq!(next_step(&r, 1001, |_| Some(part(true, false))), Next::Wait);
+        assert_eq!(
+            next_step(&r, 1001, |_| Some(part(true, true))),
+            Next::Advance
+        );
         assert!(matches!(
-            next_step(&r, |_| Some(part(false, false))),
+            next_step(&r, 1001, |_| Some(part(false, false))),
             Next::RollBack(why) if why.starts_with("server a: shadow difference")
         ));
         r.stage = 2;
-        assert_eq!(next_step(&r, |_| Some(part(true, true))), Next::Finish);
         assert_eq!(
-            next_step(&r, |s| (s != "b").then(|| part(true, true))),
+            next_step(&r, 1001, |_| Some(part(true, true))),
+            Next::Finish
+        );
+        assert_eq!(
+            next_step(&r, 1001, |s| (s != "b").then(|| part(true, true))),
             Next::Wait,
             "b has not taken it"
         );
         r.state = RolloutState::RolledBack;
         assert!(r.members().is_empty());
-        assert_eq!(next_step(&r, |_| Some(part(false, false))), Next::Wait);
+        assert_eq!(
+            next_step(&r, 1001, |_| Some(part(false, false))),
+            Next::Wait
+        );
         let mut bad = rollout();
         bad.stages = vec![2, 1, 3];
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn a_server_of_a_stage_not_heard_for_too_long_rolls_back() {
+        let mut r = rollout();
+        r.stage = 1;
+        let late = r.stage_started + r.gates.max_silent_secs + 1;
+        let on_time = r.stage_started + r.gates.max_silent_secs;
+        // b (in stage 1) has no key: its agent stopped.
+        let without_b = |s: &str| (s != "b").then(|| part(true, true));
+        assert_eq!(next_step(&r, on_time, without_b), Next::Wait);
+        assert!(matches!(
+            next_step(&r, late, without_b),
+            Next::RollBack(why) if why.starts_with("server b: has no readable key")
+        ));
+        // b has a key but never took the configuration.
+        let b_untaken = |s: &str| {
+            if s == "b" {
+                Some(Status::default())
+            } else {
+                Some(part(true, true))
+            }
+        };
+        assert!(matches!(
+            next_step(&r, late, b_untaken),
+            Next::RollBack(why) if why.starts_with("server b: has not taken")
+        ));
+        // c is not in the stage: its silence is not judged.
+        let without_c = |s: &str| (s != "c").then(|| part(true, true));
+        assert_eq!(next_step(&r, late, without_c), Next::Advance);
+        // A rollout that does not say when its stage started waits.
+        r.stage_started = 0;
+        assert_eq!(next_step(&r, u64::MAX, without_b), Next::Wait);
+        // A rollout written before the gate existed reads with its default.
+        let mut old = serde_json::to_value(rollout()).unwrap();
+        old["gates"]
+            .as_object_mut()
+            .unwrap()
+            .remove("max_silent_secs");
+        old.as_object_mut().unwrap().remove("stage_started");
+        let old: Rollout = serde_json::from_value(old).unwrap();
+        assert_eq!(old.gates.max_silent_secs, 30);
+        assert_eq!(old.stage_started, 0);
     }
 
     #[test]

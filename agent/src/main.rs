@@ -112,6 +112,10 @@ enum RolloutCommand {
         max_refused: u64,
         #[arg(long, default_value_t = Gates::default().max_worker_restarts)]
         max_worker_restarts: u64,
+        /// How long a server of a stage may go unheard (no part in the
+        /// rollout, or an nginx that does not answer), in seconds.
+        #[arg(long, default_value_t = Gates::default().max_silent_secs)]
+        max_silent: u64,
     },
     /// The rollout and the servers' part in it.
     Status,
@@ -228,6 +232,7 @@ async fn command(cli: Cli) -> Result<(), String> {
             min_requests,
             max_refused,
             max_worker_restarts,
+            max_silent,
         }) => {
             let text = checked(&file)?;
             let servers: Vec<String> = statuses(&mut client, &keys)
@@ -284,8 +289,10 @@ async fn command(cli: Cli) -> Result<(), String> {
                     min_requests,
                     max_refused,
                     max_worker_restarts,
+                    max_silent_secs: max_silent,
                 },
                 stage: 0,
+                stage_started: now,
                 state: RolloutState::Running,
                 reason: None,
                 history: vec![format!("{now} started: stage 0")],

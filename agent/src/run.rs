@@ -95,6 +95,8 @@ struct Agent {
     last_revision: i64,
     /// When the nginx this agent last read started.
     nginx_started: Option<u64>,
+    /// Since when its nginx has not answered (none while it answers).
+    nginx_silent_since: Option<Instant>,
 }
 
 fn now_secs() -> u64 {
@@ -135,7 +137,11 @@ pub async fn connect_any(
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(1), timeout)
+            // HTTP/2 pings on a quiet connection, no more often than
+            // etcd allows (its --grpc-keepalive-min-time, 5 s by default,
+            // answers faster pings by closing the connection: a tick held
+            // up by a hung nginx used to cost the watch).
+            .with_keep_alive(Duration::from_secs(10), timeout.max(Duration::from_secs(3)))
             .with_keep_alive_while_idle(true);
         let attempt = async {
             let mut client = within(
@@ -202,6 +208,7 @@ impl Agent {
             key_error: None,
             last_revision: load_revision(&opts_state_dir),
             nginx_started: None,
+            nginx_silent_since: None,
         }
     }
 
@@ -324,6 +331,7 @@ impl Agent {
     async fn local(&mut self) {
         let counts = match blocking(|| self.opts.admin.counts()) {
             Ok(reading) => {
+                self.nginx_silent_since = None;
                 let counts = reading.counts;
                 // A restart: an nginx that never had a report, or another
                 // start time than the one this agent saw last.
@@ -354,6 +362,7 @@ impl Agent {
                 Some(counts)
             }
             Err(e) => {
+                self.nginx_silent_since.get_or_insert_with(Instant::now);
                 self.nginx_failed(e);
                 None
             }
@@ -363,9 +372,13 @@ impl Agent {
             self.reconcile_kills();
             self.judge(counts);
         }
-        let report = self.report();
-        if let Err(e) = blocking(|| self.opts.admin.report(&report)) {
-            self.nginx_failed(e);
+        // An nginx that did not answer is not asked again this tick: a
+        // hung one would hold the tick, and the lease, for each call.
+        if counts.is_some() {
+            let report = self.report();
+            if let Err(e) = blocking(|| self.opts.admin.report(&report)) {
+                self.nginx_failed(e);
+            }
         }
     }
 
@@ -573,7 +586,32 @@ impl Agent {
         {
             return;
         }
-        let Some(counts) = counts else { return };
+        let Some(counts) = counts else {
+            // Its health cannot be read: not ready, and after the
+            // rollout's silence gate, failed.
+            let silent = self.nginx_silent_since.map_or(0, |t| t.elapsed().as_secs());
+            let failed = (silent > rollout.gates.max_silent_secs).then(|| {
+                format!(
+                    "its nginx has not answered for {silent} s, over {} s",
+                    rollout.gates.max_silent_secs
+                )
+            });
+            if let Some(why) = &failed {
+                warn!("rollout {}: a health gate failed: {why}", rollout.id);
+            }
+            let counts = self
+                .judged
+                .as_ref()
+                .filter(|j| j.id == rollout.id)
+                .map_or_else(Counts::default, |j| j.counts);
+            self.judged = Some(Judged {
+                id: rollout.id.clone(),
+                failed,
+                counts,
+                ready: false,
+            });
+            return;
+        };
         let since = counts.since(&applied.baseline);
         let failed = failed_gate(&rollout.gates, &since);
         if let Some(why) = &failed {
@@ -670,12 +708,14 @@ impl Agent {
                 Some((name.to_string(), serde_json::from_slice(v).ok()?))
             })
             .collect();
-        let next = next_step(&rollout, |s| statuses.get(s).cloned());
+        let now = now_secs();
+        let next = next_step(&rollout, now, |s| statuses.get(s).cloned());
         let mut also = Vec::new();
         let line = match next {
             Next::Wait => return Ok(()),
             Next::Advance => {
                 rollout.stage += 1;
+                rollout.stage_started = now;
                 format!(
                     "stage {} ({} of {} servers) started",
                     rollout.stage,
@@ -701,7 +741,7 @@ impl Agent {
         };
         rollout
             .history
-            .push(format!("{} {} (by {})", now_secs(), line, self.opts.name));
+            .push(format!("{now} {line} (by {})", self.opts.name));
         let text = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
         let mut ops = vec![TxnOp::put(self.opts.keys.rollout(), text.as_str(), None)];
         ops.extend(also);

@@ -215,34 +215,34 @@ fn agent_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Starts the agent of `nginx`, named `name`.
+fn spawn_agent(endpoints: &str, prefix: &str, nginx: &Nginx, name: &str, timeout_ms: u64) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(nginx.prefix.join("agent.log"))
+        .unwrap();
+    Command::new(AGENT)
+        .args(["--etcd", endpoints, "--prefix", prefix])
+        .args(["--timeout-ms", &timeout_ms.to_string()])
+        .args(["run", "--name", name])
+        .args(["--admin", &format!("http://127.0.0.1:{}", nginx.admin_port)])
+        .args(["--file", nginx.config_path().to_str().unwrap()])
+        .args(["--state-dir", nginx.prefix.join("agent").to_str().unwrap()])
+        .args(["--interval-ms", "200"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 fn start_servers(etcd: &Etcd, prefix: &str, config: &str) -> Vec<Server> {
     (0..3)
         .map(|i| {
             let nginx = Nginx::start_workers(config, 2);
-            let log = std::fs::File::create(nginx.prefix.join("agent.log")).unwrap();
-            let agent = Command::new(AGENT)
-                .args([
-                    "--etcd",
-                    &etcd.endpoints(),
-                    "--prefix",
-                    prefix,
-                    "--timeout-ms",
-                    "1000",
-                ])
-                .args(["run", "--name", &format!("s{i}")])
-                .args(["--admin", &format!("http://127.0.0.1:{}", nginx.admin_port)])
-                .args(["--file", nginx.config_path().to_str().unwrap()])
-                .args(["--state-dir", nginx.prefix.join("agent").to_str().unwrap()])
-                .args(["--interval-ms", "200"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            Server {
-                name: format!("s{i}"),
-                nginx,
-                agent,
-            }
+            let name = format!("s{i}");
+            let agent = spawn_agent(&etcd.endpoints(), prefix, &nginx, &name, 1000);
+            Server { name, nginx, agent }
         })
         .collect()
 }
@@ -438,6 +438,33 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
 }
 
 /// A rollout's state, read from etcd.
+/// Waits up to `secs` for the rollout to be rolled back, and returns it.
+fn rolled_back(etcd: &Etcd, prefix: &str, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = rollout(etcd, prefix);
+        if r["state"] == "rolled_back" {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no rollback: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `sig` to nginx's master and workers; returns their pids.
+fn signal(nginx: &Nginx, sig: &str) -> Vec<i32> {
+    let mut pids = nginx.worker_pids();
+    pids.extend(nginx.master_pid());
+    for pid in &pids {
+        assert!(Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+    pids
+}
+
 fn rollout(etcd: &Etcd, prefix: &str) -> serde_json::Value {
     serde_json::from_str(&etcd.get(&format!("{prefix}/rollout")).expect("a rollout")).unwrap()
 }
@@ -606,7 +633,7 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
 fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gate() {
     let etcd = Etcd::start(1);
     let prefix = "/graft/fleet-c";
-    let servers = start_servers(&etcd, prefix, &redirect_to("/local"));
+    let mut servers = start_servers(&etcd, prefix, &redirect_to("/local"));
     let dir = servers[0].nginx.prefix.clone();
     agent_cli(
         &etcd,
@@ -642,19 +669,11 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = rollout(&etcd, prefix);
-        if r["state"] == "rolled_back" {
-            assert_eq!(
-                r["reason"], "server s0: 1 worker processes restarted, over 0",
-                "{r}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no rollback: {r}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let r = rolled_back(&etcd, prefix, 15);
+    assert_eq!(
+        r["reason"], "server s0: 1 worker processes restarted, over 0",
+        "{r}"
+    );
     converge(&servers, 10, "the rollback", |s| serves(s, "/base"));
 
     // An nginx started again while it serves a rollout's configuration
@@ -662,20 +681,60 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "30"]);
     converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
     servers[0].nginx.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = rollout(&etcd, prefix);
-        if r["state"] == "rolled_back" {
-            assert_eq!(
-                r["reason"], "server s0: nginx started again while serving the rollout",
-                "{r}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no rollback: {r}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let r = rolled_back(&etcd, prefix, 15);
+    assert_eq!(
+        r["reason"], "server s0: nginx started again while serving the rollout",
+        "{r}"
+    );
     converge(&servers, 10, "the rollback", |s| serves(s, "/base"));
+
+    // A hung nginx (stopped by a signal) on the first server: its agent
+    // cannot read its health, and fails its silence gate.
+    let start = [
+        "rollout",
+        "start",
+        &new,
+        "--hold",
+        "30",
+        "--max-silent",
+        "2",
+    ];
+    agent_cli(&etcd, prefix, &start);
+    converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
+    let hung = signal(&servers[0].nginx, "-STOP");
+    let r = rolled_back(&etcd, prefix, 40);
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("server s0: its nginx has not answered for ")
+            && reason.ends_with(", over 2 s"),
+        "{r}"
+    );
+    for pid in hung {
+        Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    converge(&servers, 15, "the rollback", |s| serves(s, "/base"));
+
+    // The first server's agent stops: its key goes with its lease, the
+    // other agents cannot read its health and roll the rollout back. The
+    // agent, started again, takes its server back too.
+    agent_cli(&etcd, prefix, &start);
+    converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
+    let _ = servers[0].agent.kill();
+    let _ = servers[0].agent.wait();
+    let r = rolled_back(&etcd, prefix, 40);
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("server s0: has no readable key"), "{r}");
+    converge(&servers[1..], 10, "the rollback", |s| serves(s, "/base"));
+    servers[0].agent = spawn_agent(&etcd.endpoints(), prefix, &servers[0].nginx, "s0", 1000);
+    converge(
+        &servers,
+        10,
+        "the rollback, by the agent started again",
+        |s| serves(s, "/base"),
+    );
 
     // The agent started again while etcd is down: it changes nothing (it
     // has read no key yet) and the metrics still name the revision served.
@@ -685,28 +744,9 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     let served = revision(&servers[1]);
     assert!(served > 0);
     drop(etcd);
-    let mut servers = servers;
     let _ = servers[1].agent.kill();
     let _ = servers[1].agent.wait();
-    let nginx = &servers[1].nginx;
-    let agent = Command::new(AGENT)
-        .args([
-            "--etcd",
-            "http://127.0.0.1:1",
-            "--prefix",
-            prefix,
-            "--timeout-ms",
-            "300",
-        ])
-        .args(["run", "--name", "s1"])
-        .args(["--admin", &format!("http://127.0.0.1:{}", nginx.admin_port)])
-        .args(["--file", nginx.config_path().to_str().unwrap()])
-        .args(["--state-dir", nginx.prefix.join("agent").to_str().unwrap()])
-        .args(["--interval-ms", "200"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(nginx.prefix.join("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let agent = spawn_agent("http://127.0.0.1:1", prefix, &servers[1].nginx, "s1", 300);
     servers[1].agent = agent;
     let again = &servers[1];
     converge(
