@@ -13,11 +13,13 @@
 //! live apply, or refused whole.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use tracing::{error, info, warn};
 
@@ -78,7 +80,9 @@ struct Agent {
     kill_refused: BTreeMap<(String, Option<String>), String>,
     judged: Option<Judged>,
     etcd_up: bool,
-    etcd_contact: u64,
+    /// When etcd last answered (seconds since the epoch), also written
+    /// by the task that keeps the lease.
+    etcd_contact: Arc<AtomicU64>,
     nginx_error: Option<String>,
     /// The status last written to etcd.
     written: Option<String>,
@@ -200,7 +204,7 @@ impl Agent {
             kill_refused: BTreeMap::new(),
             judged: None,
             etcd_up: false,
-            etcd_contact: 0,
+            etcd_contact: Arc::new(AtomicU64::new(0)),
             nginx_error: None,
             written: None,
             synced: false,
@@ -247,8 +251,15 @@ impl Agent {
         let lease = within(t, "granting a lease", client.lease_grant(LEASE_TTL, None))
             .await?
             .id();
-        let (mut keeper, mut alive) =
+        let (keeper, alive) =
             within(t, "keeping the lease", client.lease_keep_alive(lease)).await?;
+        let mut keeping = keep_lease(
+            keeper,
+            alive,
+            self.opts.interval,
+            t,
+            self.etcd_contact.clone(),
+        );
         let mut watch = within(
             t,
             "watching",
@@ -270,7 +281,7 @@ impl Agent {
         }
         self.etcd_up = true;
         self.synced = true;
-        self.etcd_contact = now_secs();
+        self.etcd_contact.store(now_secs(), Ordering::Relaxed);
         self.written = None;
         self.local().await;
         let mut tick = tokio::time::interval(self.opts.interval);
@@ -305,19 +316,16 @@ impl Agent {
                             }
                         }
                     }
-                    self.etcd_contact = now_secs();
+                    self.etcd_contact.store(now_secs(), Ordering::Relaxed);
                     // A change is applied at once, not at the next tick.
                     if ours {
                         self.local().await;
                     }
                 }
+                why = &mut keeping.lost => {
+                    return Err(why.unwrap_or_else(|_| "the lease's keeper stopped".into()));
+                }
                 _ = tick.tick() => {
-                    within(t, "keeping the lease", keeper.keep_alive()).await?;
-                    let answer = within(t, "keeping the lease", alive.message()).await?;
-                    if answer.is_none_or(|a| a.ttl() <= 0) {
-                        return Err("the lease of the server's key expired".into());
-                    }
-                    self.etcd_contact = now_secs();
                     self.local().await;
                     self.write_status(&mut client, lease).await?;
                     self.drive_rollout(&mut client).await?;
@@ -665,7 +673,7 @@ impl Agent {
         format!(
             "etcd_up={}&etcd_contact={}&config_revision={}&rollout_stage={}&rollout_state={}&rollout_serving={}&healthy={}",
             u8::from(self.etcd_up),
-            self.etcd_contact,
+            self.etcd_contact.load(Ordering::Relaxed),
             self.applied.as_ref().map_or(self.last_revision, |a| a.revision),
             rollout.as_ref().map_or(0, |(r, _)| r.stage),
             rollout.as_ref().map_or(0, |(r, _)| r.state.code()),
@@ -764,6 +772,49 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// A lease kept alive on its own task, so that nothing the agent waits
+/// for (a hung nginx, a slow live apply) lets the server's key expire.
+struct LeaseKeeping {
+    task: tokio::task::JoinHandle<()>,
+    /// Why it could not keep it.
+    lost: tokio::sync::oneshot::Receiver<String>,
+}
+
+impl Drop for LeaseKeeping {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn keep_lease(
+    mut keeper: LeaseKeeper,
+    mut alive: LeaseKeepAliveStream,
+    every: Duration,
+    timeout: Duration,
+    contact: Arc<AtomicU64>,
+) -> LeaseKeeping {
+    let (tell, lost) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let why = loop {
+            tick.tick().await;
+            if let Err(e) = within(timeout, "keeping the lease", keeper.keep_alive()).await {
+                break e;
+            }
+            match within(timeout, "keeping the lease", alive.message()).await {
+                Err(e) => break e,
+                Ok(answer) if answer.as_ref().is_none_or(|a| a.ttl() <= 0) => {
+                    break "the lease of the server's key expired".to_string()
+                }
+                Ok(_) => contact.store(now_secs(), Ordering::Relaxed),
+            }
+        };
+        let _ = tell.send(why);
+    });
+    LeaseKeeping { task, lost }
 }
 
 /// Writes the graft file whole: a reader sees the old text or the new one.

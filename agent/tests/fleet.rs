@@ -736,6 +736,33 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         |s| serves(s, "/base"),
     );
 
+    // Kill switches thrown while a server's nginx hangs: its agent waits
+    // on each call (5 s), longer than the lease of its key (10 s), and
+    // the key stays.
+    let hung = signal(&servers[2].nginx, "-STOP");
+    agent_cli(&etcd, prefix, &["kill", "redirects"]);
+    agent_cli(&etcd, prefix, &["kill", "redirects", "--zone", "localhost"]);
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        assert!(
+            etcd.get(&format!("{prefix}/servers/s2")).is_some(),
+            "the key of a server whose nginx hangs expired"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for pid in hung {
+        Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    converge(&servers, 20, "the kill switch, once nginx answers", killed);
+    agent_cli(
+        &etcd,
+        prefix,
+        &["revive", "redirects", "--zone", "localhost"],
+    );
+
     // The agent started again while etcd is down: it changes nothing (it
     // has read no key yet) and the metrics still name the revision served.
     agent_cli(&etcd, prefix, &["kill", "redirects"]);
