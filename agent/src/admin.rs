@@ -33,8 +33,9 @@ pub struct Admin {
     slow: ureq::Agent,
 }
 
-/// The most a metrics text may be (a configuration of 100,000 zones).
-const MAX_METRICS_BYTES: u64 = 512 << 20;
+/// The most an answer of the admin API may be (the totals are a few
+/// kilobytes whatever the configuration; a message, a few hundred bytes).
+const MAX_ANSWER_BYTES: u64 = 1 << 20;
 
 impl Admin {
     /// The admin API at `base` (`http://127.0.0.1:8081`).
@@ -72,9 +73,15 @@ impl Admin {
         response
             .body_mut()
             .as_reader()
-            .take(MAX_METRICS_BYTES)
+            .take(MAX_ANSWER_BYTES + 1)
             .read_to_string(&mut text)
             .map_err(|e| AdminError::Unreachable(format!("{url}: {e}")))?;
+        // A cut answer is never read as a whole one.
+        if text.len() as u64 > MAX_ANSWER_BYTES {
+            return Err(AdminError::Unreachable(format!(
+                "{url}: an answer over {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
         match status {
             200 => Ok(text),
             400 => Err(AdminError::Refused(text.trim().to_string())),
@@ -122,7 +129,7 @@ impl Admin {
 
     /// What the server counted, and which nginx counted it.
     pub fn counts(&self) -> Result<Reading, AdminError> {
-        let text = self.call(&self.agent, "GET", "/graft/admin/metrics", None)?;
+        let text = self.call(&self.agent, "GET", "/graft/admin/totals", None)?;
         Ok(parse_metrics(&text))
     }
 }

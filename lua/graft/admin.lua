@@ -45,13 +45,17 @@ function _M.counters()
 end
 
 -- A content handler serving the metrics (every worker's, summed) in
--- Prometheus' text format.
-function _M.serve_metrics()
+-- Prometheus' text format; with totals, only what a fleet agent's health
+-- gates read (requests by path over every zone and module).
+function _M.serve_metrics(totals)
     local r = get_request()
     if not r then
         error("no request found", 2)
     end
     local text, err = read_string(function(buf, size)
+        if totals then
+            return C.graft_ffi_totals(r, buf, size)
+        end
         return C.graft_ffi_metrics(r, buf, size)
     end)
     if not text then
@@ -111,6 +115,8 @@ end
 --   POST .../fleet?name=value&...      a fleet agent's report, for the metrics
 --   GET  .../status                    modes and counters, as JSON
 --   GET  .../metrics                   the metrics, as /graft/metrics
+--   GET  .../totals                    requests by path over every zone and
+--                                      module, and nginx's own counts
 function _M.admin()
     local r = get_request()
     if not r then
@@ -123,6 +129,9 @@ function _M.admin()
     end
     if action == "metrics" and method == "GET" then
         return _M.serve_metrics()
+    end
+    if action == "totals" and method == "GET" then
+        return _M.serve_metrics(true)
     end
     if method ~= "POST" then
         return admin_reply(405, "use POST for " .. tostring(action))

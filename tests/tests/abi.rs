@@ -107,7 +107,7 @@ fn constants_agree_in_header_lua_and_rust() {
 fn the_module_exports_every_declared_function_and_no_other() {
     let header = read("shim/include/graft.h");
     let declared = header_functions(&header);
-    assert_eq!(declared.len(), 22, "{declared:?}");
+    assert_eq!(declared.len(), 23, "{declared:?}");
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(module_path())
@@ -141,7 +141,7 @@ fn the_bridge_refuses_a_module_of_another_abi_at_start() {
     let cases = [
         (
             lua.replace("    GRAFT_ABI_VERSION = ", "    GRAFT_ABI_VERSION = 900 + "),
-            "graft's Lua side (graft/abi.lua) speaks ABI version 90",
+            "graft's Lua side (graft/abi.lua) speaks ABI version 9",
         ),
         (
             lua.replacen("    int status;\n", "    int status;\n    int extra;\n", 1),

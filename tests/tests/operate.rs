@@ -682,6 +682,74 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     assert_eq!(r.status, 200);
     assert_eq!(metric(&r.text(), "graft_fleet_etcd_up{}"), Some(0));
 
+    // The totals (what an agent's gates read): requests by path summed
+    // over every zone and module, as the full metrics count them.
+    for (host, path) in [
+        ("localhost", "/old"),
+        ("localhost", "/panic"),
+        ("canary.test", "/"),
+        ("canary.test", "/a"),
+        ("canary.test", "/b"),
+    ] {
+        nginx.get(host, path);
+    }
+    // Each worker moves its counts to the shared table now and then:
+    // compare once two full readings around the totals agree.
+    let sums = |full: &str| -> Vec<u64> {
+        [
+            "lua",
+            "rust",
+            "fallback",
+            "shadow_match",
+            "shadow_diff",
+            "failed",
+        ]
+        .iter()
+        .map(|path| {
+            full.lines()
+                .filter(|l| {
+                    l.starts_with("graft_requests_total{")
+                        && l.contains(&format!("path=\"{path}\""))
+                })
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+                .sum()
+        })
+        .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let totals = loop {
+        let before = sums(&nginx.admin("GET", "/graft/admin/metrics").text());
+        let r = nginx.admin("GET", "/graft/admin/totals");
+        assert_eq!(r.status, 200);
+        let totals = r.text();
+        let after = sums(&nginx.admin("GET", "/graft/admin/metrics").text());
+        if before == after && before.iter().sum::<u64>() >= 5 {
+            assert!(!totals.contains("zone="), "{totals}");
+            for (path, summed) in [
+                "lua",
+                "rust",
+                "fallback",
+                "shadow_match",
+                "shadow_diff",
+                "failed",
+            ]
+            .iter()
+            .zip(&before)
+            {
+                let total = metric(&totals, &format!("graft_requests_total{{path=\"{path}\"}}"));
+                assert_eq!(total, Some(*summed), "{path}: {totals}");
+            }
+            break totals;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counts did not settle: {after:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(metric(&totals, "graft_fleet_etcd_up{}"), Some(0));
+    assert_eq!(metric(&totals, "graft_worker_starts_total{}"), Some(2));
+
     let before = nginx.worker_pids();
     assert!(Command::new("kill")
         .args(["-KILL", &before[0].to_string()])

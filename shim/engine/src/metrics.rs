@@ -209,8 +209,19 @@ impl Collector for Snapshot {
             ConstCounter::new(config.bodies_over(&zone.name))
                 .encode(family.encode_family(&labels)?)?;
         }
-        single(
-            &mut encoder,
+        process_families(config, &mut encoder)
+    }
+}
+
+/// The families of the whole nginx (not of a step): counts lost, refused
+/// configurations, worker starts, its start time, its fleet agent's
+/// report, the generation.
+fn process_families(
+    config: &Config,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    single(
+            encoder,
             (
                 "graft_counters_lost",
                 "Counts that found no room in graft's shared counter table (it is too small for the configuration).",
@@ -218,8 +229,8 @@ impl Collector for Snapshot {
             MetricType::Counter,
             config.counters_lost(),
         )?;
-        single(
-            &mut encoder,
+    single(
+            encoder,
             (
                 "graft_window_evictions",
                 "Rate-limit and rollback windows that took over a slot still in use (the shared table is too small for the traffic; an evicted count is carried over, never reset).",
@@ -227,8 +238,8 @@ impl Collector for Snapshot {
             MetricType::Counter,
             config.window_evictions(),
         )?;
-        single(
-            &mut encoder,
+    single(
+            encoder,
             (
                 "graft_configuration_refused",
                 "Graft files this nginx refused since it started, on a reload signal its master received or in a live apply (the running configuration went on serving). `nginx -s reload` and systemd's reload check the file first and do not signal a bad one: graft_configuration_file_unapplied shows those.",
@@ -236,9 +247,9 @@ impl Collector for Snapshot {
             MetricType::Counter,
             config.configurations_refused(),
         )?;
-        if let Some(unapplied) = config.file_unapplied() {
-            single(
-                &mut encoder,
+    if let Some(unapplied) = config.file_unapplied() {
+        single(
+                encoder,
                 (
                     "graft_configuration_file_unapplied",
                     "1 when the graft file on disk is not the configuration serving: a reload or live apply refused it, or none was made since it changed.",
@@ -246,9 +257,9 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
                 u64::from(unapplied),
             )?;
-        }
-        single(
-            &mut encoder,
+    }
+    single(
+            encoder,
             (
                 "graft_worker_starts",
                 "Worker processes started since nginx started: a reload starts its workers, and so does nginx after a worker died.",
@@ -256,17 +267,17 @@ impl Collector for Snapshot {
             MetricType::Counter,
             config.worker_starts(),
         )?;
-        let mut family = encoder.encode_descriptor(
+    let mut family = encoder.encode_descriptor(
             "graft_start_time_seconds",
             "Unix time this nginx started (its shared memory was first used): a reload keeps it, a restart changes it.",
             None,
             MetricType::Gauge,
         )?;
-        ConstGauge::new(config.started_ms() as f64 / 1000.0)
-            .encode(family.encode_family(&NO_LABELS)?)?;
-        if let Some((reported, fields)) = config.fleet() {
-            single(
-                &mut encoder,
+    ConstGauge::new(config.started_ms() as f64 / 1000.0)
+        .encode(family.encode_family(&NO_LABELS)?)?;
+    if let Some((reported, fields)) = config.fleet() {
+        single(
+                encoder,
                 (
                     "graft_fleet_report_timestamp_seconds",
                     "Unix time of the last report of this server's fleet agent (graft-agent): an old one means the agent is not running.",
@@ -274,46 +285,88 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
                 reported,
             )?;
-            for (name, help, value) in fields {
-                if name == "rollout_state" {
-                    let mut family = encoder.encode_descriptor(
-                        "graft_fleet_rollout_state",
-                        "The state of the rollout this server last saw: 1 for the state it is in.",
-                        None,
-                        MetricType::Gauge,
-                    )?;
-                    for (i, state) in crate::fleet::ROLLOUT_STATES.iter().enumerate() {
-                        ConstGauge::new(i64::from(value == i as u64))
-                            .encode(family.encode_family(&[("state", *state)])?)?;
-                    }
-                    continue;
+        for (name, help, value) in fields {
+            if name == "rollout_state" {
+                let mut family = encoder.encode_descriptor(
+                    "graft_fleet_rollout_state",
+                    "The state of the rollout this server last saw: 1 for the state it is in.",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for (i, state) in crate::fleet::ROLLOUT_STATES.iter().enumerate() {
+                    ConstGauge::new(i64::from(value == i as u64))
+                        .encode(family.encode_family(&[("state", *state)])?)?;
                 }
-                let name = match name {
-                    "etcd_contact" => "graft_fleet_etcd_contact_timestamp_seconds".to_string(),
-                    n => format!("graft_fleet_{n}"),
-                };
-                single(&mut encoder, (&name, help), MetricType::Gauge, value)?;
+                continue;
             }
+            let name = match name {
+                "etcd_contact" => "graft_fleet_etcd_contact_timestamp_seconds".to_string(),
+                n => format!("graft_fleet_{n}"),
+            };
+            single(encoder, (&name, help), MetricType::Gauge, value)?;
         }
-        single(
-            &mut encoder,
-            (
-                "graft_configuration_generation",
-                "The generation of the configuration serving.",
-            ),
-            MetricType::Gauge,
-            config.generation,
-        )
     }
+    single(
+        encoder,
+        (
+            "graft_configuration_generation",
+            "The generation of the configuration serving.",
+        ),
+        MetricType::Gauge,
+        config.generation,
+    )
+}
+
+/// What a fleet agent's health gates read, small whatever the
+/// configuration's size: `graft_requests_total` by path summed over every
+/// zone and module, and the families of the whole nginx.
+struct Totals(Arc<Config>);
+
+impl std::fmt::Debug for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Totals(generation {})", self.0.generation)
+    }
+}
+
+impl Collector for Totals {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "graft_requests",
+            "Requests by the path that served them, summed over every zone and module.",
+            None,
+            MetricType::Counter,
+        )?;
+        for &what in &SERVED {
+            let sum: u64 = self
+                .0
+                .zones
+                .iter()
+                .flat_map(|z| z.steps.iter())
+                .map(|s| s.counters.get(what))
+                .fold(0, u64::saturating_add);
+            ConstCounter::new(sum).encode(family.encode_family(&[("path", what.name())])?)?;
+        }
+        process_families(&self.0, &mut encoder)
+    }
+}
+
+fn render(collector: Box<dyn Collector>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(collector);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
+    out
+}
+
+/// The totals a fleet agent reads (`GET /graft/admin/totals`), in
+/// Prometheus' text format.
+pub fn totals_text(config: &Arc<Config>) -> String {
+    render(Box::new(Totals(config.clone())))
 }
 
 /// The metrics of every zone and step, in Prometheus' text format.
 pub fn prometheus_text(config: &Arc<Config>) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot(config.clone())));
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
-    out
+    render(Box::new(Snapshot(config.clone())))
 }
 
 #[cfg(test)]
@@ -360,6 +413,40 @@ mod tests {
         );
         assert!(text.contains("# TYPE graft_requests counter"), "{text}");
         assert!(text.contains("graft_counters_lost_total{} 0"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn totals_sum_every_step_by_path_and_name_no_zone() {
+        let config = Arc::new(
+            Config::parse(
+                Path::new("t.json"),
+                br#"{ "zones": {
+                    "a.test": { "modules": [ { "module": "probe", "mode": "shadow" } ] },
+                    "b.test": { "modules": [ { "module": "probe", "mode": "shadow" },
+                                             { "module": "probe", "mode": "rust" } ] } } }"#,
+            )
+            .unwrap(),
+        );
+        config.zones[0].steps[0].counters.add(Count::ShadowDiff);
+        config.zones[1].steps[0].counters.add(Count::ShadowDiff);
+        config.zones[1].steps[1].counters.add(Count::Rust);
+        let text = totals_text(&config);
+        assert!(
+            text.contains(r#"graft_requests_total{path="shadow_diff"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"graft_requests_total{path="rust"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"graft_requests_total{path="lua"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains("zone="), "{text}");
+        assert!(text.contains("graft_worker_starts_total"), "{text}");
+        assert!(text.contains("graft_start_time_seconds"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

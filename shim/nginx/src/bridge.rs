@@ -26,7 +26,7 @@ use crate::steps::{
     fail_step, log_limited, log_outcome, record, run_sampled, zone_body, LogFamily,
 };
 
-pub const GRAFT_ABI_VERSION: c_int = 9;
+pub const GRAFT_ABI_VERSION: c_int = 10;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -1007,6 +1007,29 @@ pub unsafe extern "C" fn graft_ffi_metrics(
         export_text(r, buf, len, |c| {
             c.flush_counts(u64::try_from(ngx_time()).unwrap_or(0));
             graft_engine::metrics::prometheus_text(c)
+        })
+    }
+}
+
+/// What a fleet agent's health gates read: requests by path summed over
+/// every zone and module, and the counts of the whole nginx, in
+/// Prometheus' text format; small whatever the configuration's size
+/// (the agent reads it twice a second).
+///
+/// # Safety
+/// `r` is the current request; `buf` is writable for `*len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_totals(
+    r: *mut c_void,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    // SAFETY: `r`, `buf` and `len` are as this function's # Safety says,
+    // which is what export_text asks.
+    unsafe {
+        export_text(r, buf, len, |c| {
+            c.flush_counts(u64::try_from(ngx_time()).unwrap_or(0));
+            graft_engine::metrics::totals_text(c)
         })
     }
 }
