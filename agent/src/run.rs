@@ -45,6 +45,8 @@ pub struct Options {
 /// The lease of a server's key, in seconds: the key goes this long after
 /// its agent stopped.
 const LEASE_TTL: i64 = 10;
+/// How often a server's key is written when only its counts changed.
+const COUNTS_EVERY: Duration = Duration::from_secs(5);
 /// The longest wait between two tries to reach etcd.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -84,8 +86,9 @@ struct Agent {
     /// by the task that keeps the lease.
     etcd_contact: Arc<AtomicU64>,
     nginx_error: Option<String>,
-    /// The status last written to etcd.
-    written: Option<String>,
+    /// The status last written to etcd, the same with its counts zeroed,
+    /// and when.
+    written: Option<(String, String, Instant)>,
     /// Whether the fleet's keys were read once: before, the agent changes
     /// nothing (an agent started while etcd is down keeps what it has).
     synced: bool,
@@ -683,8 +686,21 @@ impl Agent {
     }
 
     async fn write_status(&mut self, client: &mut Client, lease: i64) -> Result<(), String> {
-        let text = serde_json::to_string(&self.status()).map_err(|e| e.to_string())?;
-        if self.written.as_deref() == Some(&text) {
+        let status = self.status();
+        // A change of state is written at once; counts alone (they move
+        // with every request while a rollout runs) once in a while, or
+        // every server's write would reach every agent each tick.
+        let mut state = status.clone();
+        if let Some(part) = state.rollout.as_mut() {
+            part.counts = Counts::default();
+        }
+        let state = serde_json::to_string(&state).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string(&status).map_err(|e| e.to_string())?;
+        if self
+            .written
+            .as_ref()
+            .is_some_and(|(t, w, at)| *t == text || (*w == state && at.elapsed() < COUNTS_EVERY))
+        {
             return Ok(());
         }
         within(
@@ -697,7 +713,7 @@ impl Agent {
             ),
         )
         .await?;
-        self.written = Some(text);
+        self.written = Some((text, state, Instant::now()));
         Ok(())
     }
 
