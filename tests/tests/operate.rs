@@ -604,9 +604,15 @@ fn a_configuration_sent_to_the_admin_api_is_validated_as_the_file_and_served_by_
         let r = nginx.admin_body("POST", "/graft/admin/apply", bad.as_bytes());
         assert_eq!(r.status, 400, "{bad:?}: {}", r.text());
         assert!(
-            r.text()
-                .starts_with("refused, the running configuration goes on: "),
+            r.text().starts_with(
+                "refused, the running configuration goes on: the configuration sent: "
+            ),
             "{}",
+            r.text()
+        );
+        assert!(
+            !r.text().contains("graft.json"),
+            "a text sent is not the file: {}",
             r.text()
         );
     }

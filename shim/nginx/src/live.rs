@@ -356,19 +356,26 @@ fn retire(old: Arc<Config>) {
 pub fn prepare_live(r: &ngx_http_request_t, sent: Option<Vec<u8>>) -> Result<u64, String> {
     let mcf = main_conf(r).ok_or("no graft_config")?;
     let path = mcf.path.as_ref().ok_or("no graft_config")?;
+    let was_sent = sent.is_some();
     let text = match sent {
         Some(text) => text,
         None => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
     };
+    // A text sent is not the file: its errors say so, not the file's name
+    // (the file may well be fine).
+    let named = |e: String| match e.strip_prefix(&format!("{}", path.display())) {
+        Some(rest) if was_sent => format!("the configuration sent{rest}"),
+        _ => e,
+    };
     if text.len() > snapshot::MAX_LIVE_BYTES {
-        return Err(format!(
+        return Err(named(format!(
             "{}: {} bytes, over the limit of {} for a live apply (use nginx -s reload)",
             path.display(),
             text.len(),
             snapshot::MAX_LIVE_BYTES
-        ));
+        )));
     }
-    let config = Arc::new(parse_attached(mcf, &text)?);
+    let config = Arc::new(parse_attached(mcf, &text).map_err(named)?);
     let generation = config.generation;
     PENDING.with_borrow_mut(|p| *p = Some((config, text)));
     Ok(generation)
