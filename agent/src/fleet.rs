@@ -300,6 +300,10 @@ pub struct Status {
     pub refused: Option<Refused>,
     /// The kill switches it has thrown.
     pub kills: Vec<String>,
+    /// The kill switches its nginx refused, and why (asked again every
+    /// 30 s, and when a configuration is applied).
+    #[serde(default)]
+    pub kills_refused: Vec<String>,
     /// Its part in the rollout that runs, if it serves its configuration.
     pub rollout: Option<RolloutPart>,
     /// When its nginx's admin API last failed, and why.

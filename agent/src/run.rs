@@ -45,6 +45,9 @@ pub struct Options {
 /// The lease of a server's key, in seconds: the key goes this long after
 /// its agent stopped.
 const LEASE_TTL: i64 = 10;
+/// How long before a kill switch nginx refused is asked again (a
+/// configuration applied asks at once).
+const KILL_RETRY: Duration = Duration::from_secs(30);
 /// How often a server's key is written when only its counts changed.
 const COUNTS_EVERY: Duration = Duration::from_secs(5);
 /// The longest wait between two tries to reach etcd.
@@ -77,9 +80,14 @@ struct Agent {
     refused: Option<Refused>,
     /// Kill switches this agent threw, kept on disk.
     thrown: BTreeSet<(String, Option<String>)>,
-    /// Kill switches nginx refused (an unknown module), not asked again
-    /// until their key changes.
-    kill_refused: BTreeMap<(String, Option<String>), String>,
+    /// Kill switches nginx refused (an unknown module, a zone without
+    /// it, no room to store it), and when: asked again after
+    /// `KILL_RETRY`, and at once when a configuration is applied.
+    kill_refused: BTreeMap<(String, Option<String>), (String, Instant)>,
+    /// Whether the kill switches are to be thrown again, every one: a
+    /// configuration was applied (a zone's switch lives on its steps,
+    /// which the new configuration may have moved or added).
+    kills_stale: bool,
     judged: Option<Judged>,
     etcd_up: bool,
     /// When etcd last answered (seconds since the epoch), also written
@@ -205,6 +213,7 @@ impl Agent {
             refused: None,
             thrown,
             kill_refused: BTreeMap::new(),
+            kills_stale: false,
             judged: None,
             etcd_up: false,
             etcd_contact: Arc::new(AtomicU64::new(0)),
@@ -485,6 +494,7 @@ impl Agent {
                 });
                 self.refused = None;
                 self.nginx_error = None;
+                self.kills_stale = true;
                 self.last_revision = revision;
                 if let Err(e) = save_revision(&self.opts.state_dir, revision) {
                     error!("{}: {e}", self.opts.state_dir.display());
@@ -523,11 +533,21 @@ impl Agent {
 
     fn reconcile_kills(&mut self) {
         let wanted = self.wanted_kills();
+        let stale = std::mem::take(&mut self.kills_stale);
+        if stale {
+            self.kill_refused.clear();
+        }
         self.kill_refused.retain(|k, _| wanted.contains(k));
         let mut changed = false;
+        let mut unreachable = false;
         let to_throw: Vec<_> = wanted
             .iter()
-            .filter(|k| !self.thrown.contains(*k) && !self.kill_refused.contains_key(*k))
+            .filter(|k| stale || !self.thrown.contains(*k))
+            .filter(|k| {
+                self.kill_refused
+                    .get(*k)
+                    .is_none_or(|(_, at)| at.elapsed() >= KILL_RETRY)
+            })
             .cloned()
             .collect();
         let to_reset: Vec<_> = self.thrown.difference(&wanted).cloned().collect();
@@ -545,6 +565,7 @@ impl Agent {
                         if thrown { "thrown" } else { "reset" }
                     );
                     if thrown {
+                        self.kill_refused.remove(&switch);
                         self.thrown.insert(switch);
                     } else {
                         self.thrown.remove(&switch);
@@ -554,15 +575,23 @@ impl Agent {
                 Err(AdminError::Refused(why)) => {
                     error!("nginx refused the kill switch of {module}: {why}");
                     if thrown {
-                        self.kill_refused.insert(switch, why);
+                        // One thrown before stays in `thrown`: nginx
+                        // keeps it (by zone and module names) and a
+                        // revive must reset it.
+                        self.kill_refused.insert(switch, (why, Instant::now()));
                     } else {
                         self.thrown.remove(&switch);
                         changed = true;
                     }
                 }
-                Err(e) => self.nginx_failed(e),
+                Err(e) => {
+                    unreachable = true;
+                    self.nginx_failed(e);
+                }
             }
         }
+        // Not every switch reached nginx: all of them again next time.
+        self.kills_stale |= stale && unreachable;
         if changed {
             if let Err(e) = save_thrown(&self.opts.state_dir, &self.thrown) {
                 error!("{}: {e}", self.opts.state_dir.display());
@@ -651,6 +680,14 @@ impl Agent {
                 .map(|(m, z)| match z {
                     Some(z) => format!("{m}/{z}"),
                     None => m.clone(),
+                })
+                .collect(),
+            kills_refused: self
+                .kill_refused
+                .iter()
+                .map(|((m, z), (why, _))| match z {
+                    Some(z) => format!("{m}/{z}: {why}"),
+                    None => format!("{m}: {why}"),
                 })
                 .collect(),
             rollout: self.judged.as_ref().map(|j| RolloutPart {

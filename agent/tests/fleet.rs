@@ -346,6 +346,65 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     agent_cli(&etcd, prefix, &["revive", "redirects"]);
     converge(&servers, 5, "the kill switch reset", |s| !killed(s));
 
+    // A kill switch for a zone the configuration does not have yet: each
+    // nginx refuses it, each server's key says so, and it is thrown as
+    // soon as a configuration brings the zone.
+    agent_cli(
+        &etcd,
+        prefix,
+        &["kill", "redirects", "--zone", "later.test"],
+    );
+    converge(&servers, 5, "the refusal in the servers' keys", |s| {
+        etcd.get(&format!("{prefix}/servers/{}", s.name))
+            .is_some_and(|key| key.contains("\"kills_refused\":[\"redirects/later.test: "))
+    });
+    let mut with_later: serde_json::Value = serde_json::from_str(&redirect_to("/b")).unwrap();
+    with_later["zones"]["later.test"] = json!({ "modules": [
+        { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": "/later" } ] } } ] });
+    agent_cli(
+        &etcd,
+        prefix,
+        &[
+            "put",
+            &write_file(&dir, "later.json", &with_later.to_string()),
+        ],
+    );
+    let later_killed = |s: &Server| {
+        metric(
+            &metrics(s),
+            r#"graft_module_killed{zone="later.test",module="redirects"}"#,
+        )
+    };
+    converge(&servers, 10, "the kill switch of the zone brought", |s| {
+        later_killed(s) == Some(1)
+    });
+    assert!(servers.iter().all(|s| !killed(s)), "only that zone's");
+    // A configuration drops the zone, the switch is revived meanwhile:
+    // the zone brought back again is not killed.
+    let later = write_file(&dir, "later.json", &with_later.to_string());
+    let b = write_file(&dir, "b.json", &redirect_to("/b"));
+    agent_cli(&etcd, prefix, &["put", &b]);
+    converge(&servers, 10, "the zone dropped", |s| {
+        later_killed(s).is_none()
+    });
+    agent_cli(
+        &etcd,
+        prefix,
+        &["revive", "redirects", "--zone", "later.test"],
+    );
+    converge(&servers, 5, "the revive in the servers' keys", |s| {
+        etcd.get(&format!("{prefix}/servers/{}", s.name))
+            .is_some_and(|key| !key.contains("later.test"))
+    });
+    agent_cli(&etcd, prefix, &["put", &later]);
+    converge(&servers, 10, "the zone brought back, not killed", |s| {
+        later_killed(s) == Some(0)
+    });
+    agent_cli(&etcd, prefix, &["put", &b]);
+    converge(&servers, 10, "the fleet's configuration", |s| {
+        serves(s, "/b")
+    });
+
     // Garbage in etcd is refused by every server, said in its key and
     // its metrics, and changes nothing.
     let refused = |s: &Server| metric(&metrics(s), "graft_configuration_refused_total{}").unwrap();

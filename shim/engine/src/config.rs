@@ -819,19 +819,29 @@ impl Config {
         }
         match zone {
             Some(z) => {
-                let zone = self
+                let steps: Vec<_> = self
                     .zone_named(z)
                     .map(|i| &self.zones[i])
-                    .ok_or_else(|| not_found(format!("no zone \"{z}\"")))?;
-                let steps: Vec<_> = zone
-                    .steps
-                    .iter()
+                    .into_iter()
+                    .flat_map(|zone| zone.steps.iter())
                     .filter(|s| s.module_name == module)
                     .collect();
                 if steps.is_empty() {
-                    return Err(not_found(format!(
-                        "zone \"{z}\" has no module \"{module}\""
-                    )));
+                    // A switch outlives the configuration it was thrown
+                    // in (it is keyed by zone and module names): resetting
+                    // one whose zone or step a later configuration dropped
+                    // clears it, so that it cannot come back with them.
+                    if kill == Kill::Off {
+                        if let Some(t) = self.shared.get() {
+                            t.set_switch(kill_key(Some(z), module), 0)
+                                .map_err(not_stored)?;
+                        }
+                        return Ok(());
+                    }
+                    return Err(not_found(match self.zone_named(z) {
+                        Some(_) => format!("zone \"{z}\" has no module \"{module}\""),
+                        None => format!("no zone \"{z}\""),
+                    }));
                 }
                 for s in steps {
                     s.counters.set_kill(kill).map_err(not_stored)?;

@@ -1130,6 +1130,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
             GRAFT_SWITCH_THROW => Kill::Manual,
             _ => return GRAFT_ERROR,
         };
+        crate::live::catch_up_for(r);
         let result = crate::conf::current_config(r)
             .ok_or_else(|| "no graft_config".to_string())
             .and_then(|c| {

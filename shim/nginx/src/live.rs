@@ -250,6 +250,17 @@ pub unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
     })
 }
 
+/// Takes the configuration applied live since this worker last looked
+/// before an admin call acts on it: a kill switch for a zone that an
+/// apply just brought must find the zone in the worker that another
+/// worker's apply has not reached yet (its tick is up to 250 ms away).
+pub fn catch_up_for(r: &ngx_http_request_t) {
+    if let Some(mcf) = main_conf(r) {
+        // SAFETY: a live request's connection and its log are valid.
+        catch_up(mcf, unsafe { (*r.connection).log });
+    }
+}
+
 /// Loads the configuration applied live since this worker last looked, if
 /// any (a write under way is picked up on a later call).
 fn catch_up(mcf: &MainConf, log: *mut ngx::ffi::ngx_log_t) {

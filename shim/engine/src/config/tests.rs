@@ -334,6 +334,43 @@ fn kill_switches_per_zone_and_everywhere() {
 }
 
 #[test]
+fn a_kill_switch_outlives_its_zone_and_is_reset_without_it() {
+    let with_zone = parse(GOOD).unwrap();
+    let (counters, windows) = leaked_tables();
+    let table = counters;
+    with_zone.attach(counters, windows);
+    with_zone
+        .set_kill(Some("example.com"), "redirects", Kill::Manual)
+        .unwrap();
+    // A later configuration without the zone, on the same shared table.
+    let without = parse(
+        r#"{ "zones": { "other.com": { "modules": [ { "module": "probe", "mode": "rust" } ] } } }"#,
+    )
+    .unwrap();
+    without.attach(table, windows);
+    let e = without
+        .set_kill(Some("example.com"), "redirects", Kill::Manual)
+        .unwrap_err();
+    assert!(e.to_string().contains("no zone \"example.com\""), "{e}");
+    let e = without
+        .set_kill(Some("other.com"), "redirects", Kill::Manual)
+        .unwrap_err();
+    assert!(e.to_string().contains("has no module"), "{e}");
+    // Resetting it there clears it: the zone brought back is not killed.
+    without
+        .set_kill(Some("example.com"), "redirects", Kill::Off)
+        .unwrap();
+    let again = parse(GOOD).unwrap();
+    again.attach(table, windows);
+    let z = &again.zones[again.zone_index(b"example.com").unwrap()];
+    assert_eq!(z.steps[0].counters.kill(), Kill::Off);
+    assert_eq!(
+        z.steps[0].mode_for(&OwnedRequest::get("example.com", "/")),
+        Mode::Rust
+    );
+}
+
+#[test]
 fn a_configuration_must_fit_the_shared_counters() {
     use std::sync::atomic::AtomicU64;
     let c = parse(GOOD).unwrap();
