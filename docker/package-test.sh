@@ -157,13 +157,26 @@ until_has() {
         sleep 0.2
     done
 }
-in_fleet sh -c 'rm -f /var/log/nginx/*.log && nginx'
+check "the package made the agent's user" "graft-agent" in_fleet id -un graft-agent
+check "... and its state directory, its own" "graft-agent graft-agent" \
+    in_fleet stat -c '%U %G' /var/lib/graft-agent
+# A fleet server's nginx starts with the file the agent keeps, seeded with
+# its own, as the package's /etc/default settings say.
+in_fleet sh -c 'install -o graft-agent -m 644 /etc/nginx/graft.json /var/lib/graft-agent/graft.json &&
+    sed -i "s#graft_config /etc/nginx/graft.json;#graft_config /var/lib/graft-agent/graft.json;#" \
+        /etc/nginx/sites-available/graft && rm -f /var/log/nginx/*.log && nginx'
 in_fleet sh -c 'setsid etcd --data-dir /tmp/etcd --listen-client-urls http://127.0.0.1:2379 \
     --advertise-client-urls http://127.0.0.1:2379 >/tmp/etcd.log 2>&1 </dev/null & echo $! >/tmp/etcd.pid'
 until_has "is healthy" in_fleet etcdctl endpoint health
-# As graft-agent.service runs it, with the package's /etc/default settings.
-in_fleet sh -c 'set -a; . /etc/default/graft-agent; set +a;
-    setsid graft-agent run $GRAFT_AGENT_ARGS >/tmp/agent.log 2>&1 </dev/null &'
+# As graft-agent.service runs it: its user, no capabilities, the package's
+# /etc/default settings (and once, the graft file where it may not write).
+as_agent() {
+    in_fleet sh -c "set -a; . /etc/default/graft-agent; set +a;
+        setsid setpriv --reuid=graft-agent --regid=graft-agent --init-groups \
+            --inh-caps=-all --bounding-set=-all graft-agent run \$GRAFT_AGENT_ARGS $1 \
+            >/tmp/agent.log 2>&1 </dev/null & echo \$! >/tmp/agent.pid"
+}
+as_agent "--file /etc/nginx/graft.json"
 until_has '"name":' in_fleet graft-agent status
 check "the agent's server has its key in etcd, under its host name" \
     "\"name\":\"$(in_fleet hostname)\"" in_fleet graft-agent status
@@ -172,7 +185,22 @@ check "graft-agent put checks and writes the configuration" "the fleet's configu
     in_fleet graft-agent put /tmp/new.json
 until_has "HTTP/1.1 403" fleet_status http://127.0.0.1:8080/private/x
 check "a configuration from etcd is served" "HTTP/1.1 403" fleet_status http://127.0.0.1:8080/private/x
-check "... and kept in nginx's graft file" '"/private"' in_fleet cat /etc/nginx/graft.json
+until_has '"file_error":"/etc/nginx/graft.json' in_fleet graft-agent status
+check "a graft file the agent may not write is said in the server's key" \
+    '"file_error":"/etc/nginx/graft.json: Permission denied' in_fleet graft-agent status
+in_fleet sh -c 'kill "$(cat /tmp/agent.pid)"'
+as_agent ""
+in_fleet sh -c "sed 's#\"/admin\"#\"/hidden\"#' /usr/share/graft/examples/graft.json >/tmp/new.json"
+in_fleet graft-agent put /tmp/new.json >/dev/null
+until_has "HTTP/1.1 403" fleet_status http://127.0.0.1:8080/hidden/x
+check "the agent, as its own user: a configuration from etcd is served" "HTTP/1.1 403" \
+    fleet_status http://127.0.0.1:8080/hidden/x
+check "... and kept in the graft file nginx starts with" '"/hidden"' \
+    in_fleet cat /var/lib/graft-agent/graft.json
+check "... the agent's own" "graft-agent" in_fleet stat -c '%U' /var/lib/graft-agent/graft.json
+until_has '"file_error":null' in_fleet graft-agent status
+check "... and the server's key says nothing is wrong with it" '"file_error":null' \
+    in_fleet graft-agent status
 check "the agent reports to the metrics" "graft_fleet_etcd_up{} 1" fleet_metrics
 in_fleet graft-agent kill waf >/dev/null
 until_has 'graft_module_killed{zone="*",module="waf"} 1' fleet_metrics
@@ -186,6 +214,10 @@ check "etcd gone: nginx serves the configuration from etcd" "HTTP/1.1 403" \
     fleet_status http://127.0.0.1:8080/private/x
 check "graft-agent's unit is installed, not enabled" "ExecStart=/usr/bin/graft-agent run" \
     in_fleet cat /lib/systemd/system/graft-agent.service
+check "... and systemd reads it without a complaint" "" \
+    in_fleet systemd-analyze verify /lib/systemd/system/graft-agent.service
+check "... its exposure, as systemd rates it, is low" "OK" \
+    in_fleet systemd-analyze security --offline=yes --threshold=2 /lib/systemd/system/graft-agent.service
 docker rm -f "$name-fleet" >/dev/null
 
 echo "package test: $((checks - failures)) passed, $failures failed"

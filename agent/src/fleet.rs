@@ -312,6 +312,10 @@ pub struct Status {
     /// it leaves alone.
     #[serde(default)]
     pub key_error: Option<String>,
+    /// Why the graft file could not be written with the configuration it
+    /// serves (a restarted nginx would start with an older one).
+    #[serde(default)]
+    pub file_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -104,6 +104,8 @@ struct Agent {
     member: usize,
     /// A key of the fleet's that could not be read.
     key_error: Option<String>,
+    /// Why the graft file does not hold the configuration applied.
+    file_error: Option<String>,
     /// The etcd revision of the configuration this agent (or the one
     /// before it, from its state directory) last applied: what the
     /// metrics say the server serves until it applies again.
@@ -222,6 +224,7 @@ impl Agent {
             synced: false,
             member: 0,
             key_error: None,
+            file_error: None,
             last_revision: load_revision(&opts_state_dir),
             nginx_started: None,
             nginx_silent_since: None,
@@ -475,12 +478,11 @@ impl Agent {
         match blocking(|| self.opts.admin.apply(&text)) {
             Ok(message) => {
                 info!("applied the {source} configuration {hash} (etcd revision {revision}): {message}");
-                if let Err(e) = write_file(&self.opts.file, &text) {
-                    error!(
-                        "{}: {e}: a restarted nginx would not serve this configuration",
-                        self.opts.file.display()
-                    );
-                }
+                self.file_error = write_file(&self.opts.file, &text).err().map(|e| {
+                    let why = format!("{}: {e}", self.opts.file.display());
+                    error!("{why}: a restarted nginx would not serve this configuration");
+                    why
+                });
                 let baseline = blocking(|| self.opts.admin.counts())
                     .map(|r| r.counts)
                     .unwrap_or_default();
@@ -699,6 +701,7 @@ impl Agent {
             }),
             nginx_error: self.nginx_error.clone(),
             key_error: self.key_error.clone(),
+            file_error: self.file_error.clone(),
         }
     }
 
