@@ -243,6 +243,24 @@ impl Rollout {
         if self.stage >= self.stages.len() {
             return Err(format!("stage {} of {}", self.stage, self.stages.len()));
         }
+        self.gates.check()
+    }
+}
+
+impl Gates {
+    /// A rate gate is a share under 1 (0.01 is 1 %): 1 or more, or not a
+    /// number, would never fail, and a gate that cannot fail is refused.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("max_fallback_rate", self.max_fallback_rate),
+            ("max_shadow_diff_rate", self.max_shadow_diff_rate),
+        ] {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(format!(
+                    "gate {name}: {rate} is not a share from 0 to under 1 (0.01 is 1%)"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -519,6 +537,23 @@ mod tests {
             }),
             ..Status::default()
         }
+    }
+
+    #[test]
+    fn a_rate_gate_that_could_never_fail_is_refused() {
+        for rate in [1.0, 5.0, -0.1, f64::NAN, f64::INFINITY] {
+            let mut r = rollout();
+            r.gates.max_fallback_rate = rate;
+            let e = r.check().unwrap_err();
+            assert!(e.contains("max_fallback_rate"), "{rate}: {e}");
+            let mut r = rollout();
+            r.gates.max_shadow_diff_rate = rate;
+            assert!(r.check().unwrap_err().contains("max_shadow_diff_rate"));
+        }
+        let mut r = rollout();
+        r.gates.max_fallback_rate = 0.0;
+        r.gates.max_shadow_diff_rate = 0.99;
+        assert!(r.check().is_ok());
     }
 
     #[test]

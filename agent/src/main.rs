@@ -190,10 +190,35 @@ async fn command(cli: Cli) -> Result<(), String> {
         Command::Run { .. } => unreachable!("handled above"),
         Command::Put { file } => {
             let text = checked(&file)?;
-            client
-                .put(keys.config(), text, None)
+            // A running rollout ends by writing its own configuration
+            // there: a put meanwhile would be lost, so it is refused
+            // (the write holds only if no rollout started since).
+            let current = client
+                .get(keys.rollout(), None)
                 .await
                 .map_err(|e| e.to_string())?;
+            let revision = current.kvs().first().map_or(0, |kv| kv.mod_revision());
+            if current.kvs().first().is_some_and(|kv| {
+                serde_json::from_slice::<Rollout>(kv.value())
+                    .is_ok_and(|r| r.state == RolloutState::Running)
+            }) {
+                return Err("a rollout is running: wait for it, or abort it".into());
+            }
+            let done = client
+                .txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(
+                            keys.rollout(),
+                            CompareOp::Equal,
+                            revision,
+                        )])
+                        .and_then([TxnOp::put(keys.config(), text, None)]),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if !done.succeeded() {
+                return Err("a rollout started meanwhile: wait for it, or abort it".into());
+            }
             println!(
                 "{}: the fleet's configuration is {}",
                 keys.config(),

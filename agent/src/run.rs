@@ -106,6 +106,8 @@ struct Agent {
     key_error: Option<String>,
     /// Why the graft file does not hold the configuration applied.
     file_error: Option<String>,
+    /// Keys under `P/kill/` that name no kill switch.
+    kill_key_error: Option<String>,
     /// The etcd revision of the configuration this agent (or the one
     /// before it, from its state directory) last applied: what the
     /// metrics say the server serves until it applies again.
@@ -225,6 +227,7 @@ impl Agent {
             member: 0,
             key_error: None,
             file_error: None,
+            kill_key_error: None,
             last_revision: load_revision(&opts_state_dir),
             nginx_started: None,
             nginx_silent_since: None,
@@ -379,8 +382,13 @@ impl Agent {
                         });
                     }
                     self.applied = None;
-                    self.thrown.clear();
+                    // Its kill switches went with its shared memory:
+                    // thrown again, every one, even before etcd answers
+                    // (those this agent threw are kept on disk).
+                    self.kills_stale = true;
                     self.kill_refused.clear();
+                    // A configuration it refused is asked again.
+                    self.refused = None;
                 }
                 Some(counts)
             }
@@ -390,13 +398,20 @@ impl Agent {
                 None
             }
         };
-        if self.synced {
-            self.reconcile_config(counts);
-            self.reconcile_kills();
-            self.judge(counts);
-        }
         // An nginx that did not answer is not asked again this tick: a
         // hung one would hold the tick, and the lease, for each call.
+        // Kill switches go first (a live apply may take long), and again
+        // after a configuration applied (it may bring a switch's zone).
+        if counts.is_some() {
+            self.reconcile_kills();
+        }
+        if self.synced {
+            self.reconcile_config(counts);
+            if counts.is_some() && self.kills_stale {
+                self.reconcile_kills();
+            }
+            self.judge(counts);
+        }
         if counts.is_some() {
             let report = self.report();
             if let Err(e) = blocking(|| self.opts.admin.report(&report)) {
@@ -475,7 +490,15 @@ impl Agent {
         let Some(_) = counts else {
             return; // nginx does not answer: try again later
         };
-        match blocking(|| self.opts.admin.apply(&text)) {
+        // An empty body would make nginx apply its own file instead.
+        let applied = if text.trim_ascii().is_empty() {
+            Err(AdminError::Refused(
+                "the key is empty: not a configuration".into(),
+            ))
+        } else {
+            blocking(|| self.opts.admin.apply(&text))
+        };
+        match applied {
             Ok(message) => {
                 info!("applied the {source} configuration {hash} (etcd revision {revision}): {message}");
                 self.file_error = write_file(&self.opts.file, &text).err().map(|e| {
@@ -524,17 +547,43 @@ impl Agent {
         }
     }
 
-    /// The kill switches the keys throw.
-    fn wanted_kills(&self) -> BTreeSet<(String, Option<String>)> {
-        self.view
-            .range(self.opts.keys.kills()..)
-            .take_while(|(k, _)| k.starts_with(&self.opts.keys.kills()))
-            .filter_map(|(k, _)| self.opts.keys.kill_of(k))
-            .collect()
+    /// The kill switches the keys throw; a key under `P/kill/` that names
+    /// none (`kill//waf`, `kill/waf/`) is said in the log and the
+    /// server's key, never read as some other switch.
+    fn wanted_kills(&mut self) -> BTreeSet<(String, Option<String>)> {
+        let prefix = self.opts.keys.kills();
+        let mut bad = Vec::new();
+        let wanted = self
+            .view
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, _)| {
+                let switch = self.opts.keys.kill_of(k);
+                if switch.is_none() {
+                    bad.push(format!(
+                        "{k}: not a kill switch ({prefix}<module> or {prefix}<module>/<zone>)"
+                    ));
+                }
+                switch
+            })
+            .collect();
+        let bad = (!bad.is_empty()).then(|| bad.join("; "));
+        if bad.is_some() && bad != self.kill_key_error {
+            error!("{}", bad.as_deref().unwrap_or_default());
+        }
+        self.kill_key_error = bad;
+        wanted
     }
 
+    /// Throws the kill switches the keys throw and resets those they no
+    /// longer do; before the keys were ever read, throws again those this
+    /// agent threw (a restarted nginx while etcd is down) and resets none.
     fn reconcile_kills(&mut self) {
-        let wanted = self.wanted_kills();
+        let wanted = if self.synced {
+            self.wanted_kills()
+        } else {
+            self.thrown.clone()
+        };
         let stale = std::mem::take(&mut self.kills_stale);
         if stale {
             self.kill_refused.clear();
@@ -700,7 +749,10 @@ impl Agent {
                 counts: j.counts,
             }),
             nginx_error: self.nginx_error.clone(),
-            key_error: self.key_error.clone(),
+            key_error: match (&self.key_error, &self.kill_key_error) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.clone().or_else(|| b.clone()),
+            },
             file_error: self.file_error.clone(),
         }
     }
@@ -774,6 +826,26 @@ impl Agent {
             .collect();
         let now = now_secs();
         let next = next_step(&rollout, now, |s| statuses.get(s).cloned());
+        // Moving on holds only if no member's key changed since it was
+        // read (one that just failed a gate is heard first) and, to
+        // finish, if nobody put another fleet configuration meanwhile.
+        let mut guards = vec![Compare::mod_revision(
+            self.opts.keys.rollout(),
+            CompareOp::Equal,
+            revision,
+        )];
+        if matches!(next, Next::Advance | Next::Finish) {
+            for server in rollout.members() {
+                let key = self.opts.keys.server(server);
+                let read = self.view.get(&key).map_or(0, |(_, r)| *r);
+                guards.push(Compare::mod_revision(key, CompareOp::Equal, read));
+            }
+        }
+        if next == Next::Finish {
+            let key = self.opts.keys.config();
+            let read = self.view.get(&key).map_or(0, |(_, r)| *r);
+            guards.push(Compare::mod_revision(key, CompareOp::Equal, read));
+        }
         let mut also = Vec::new();
         let line = match next {
             Next::Wait => return Ok(()),
@@ -812,15 +884,7 @@ impl Agent {
         let done = within(
             self.opts.timeout,
             "moving the rollout",
-            client.txn(
-                Txn::new()
-                    .when([Compare::mod_revision(
-                        self.opts.keys.rollout(),
-                        CompareOp::Equal,
-                        revision,
-                    )])
-                    .and_then(ops),
-            ),
+            client.txn(Txn::new().when(guards).and_then(ops)),
         )
         .await?;
         if done.succeeded() {

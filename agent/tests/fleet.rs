@@ -215,6 +215,17 @@ fn agent_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A command that must fail: what it said on stderr.
+fn agent_cli_refused(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
+    let out = Command::new(AGENT)
+        .args(["--etcd", &etcd.endpoints(), "--prefix", prefix])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "graft-agent {args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
 /// Starts the agent of `nginx`, named `name`.
 fn spawn_agent(endpoints: &str, prefix: &str, nginx: &Nginx, name: &str, timeout_ms: u64) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -426,6 +437,36 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         );
     }
 
+    // So is an empty configuration key (sent as an empty body, nginx
+    // would apply its own file).
+    let out = etcd.etcdctl(&["put", &format!("{prefix}/config"), ""]);
+    assert!(out.status.success());
+    converge(&servers, 10, "the empty key refused", |s| {
+        etcd.get(&format!("{prefix}/servers/{}", s.name))
+            .is_some_and(|status| status.contains("the key is empty"))
+    });
+    for s in &servers {
+        assert_eq!(location(s), "/b", "{} changed", s.name);
+        assert_eq!(
+            std::fs::read_to_string(s.nginx.config_path()).unwrap(),
+            redirect_to("/b"),
+            "the empty key reached {}'s file",
+            s.name
+        );
+    }
+
+    // A kill key that names no switch is said in every server's key and
+    // throws nothing.
+    let out = etcd.etcdctl(&["put", &format!("{prefix}/kill/redirects/"), ""]);
+    assert!(out.status.success());
+    converge(&servers, 10, "the bad kill key", |s| {
+        etcd.get(&format!("{prefix}/servers/{}", s.name))
+            .is_some_and(|status| status.contains("kill/redirects/: not a kill switch"))
+    });
+    assert!(servers.iter().all(|s| !killed(s)));
+    let out = etcd.etcdctl(&["del", &format!("{prefix}/kill/redirects/")]);
+    assert!(out.status.success());
+
     // So is a rollout that is not one.
     let out = etcd.etcdctl(&["put", &format!("{prefix}/rollout"), "[1, 2"]);
     assert!(out.status.success());
@@ -580,6 +621,17 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
     // When each server first served it (a server's two workers take a
     // live apply within 250 ms of each other, so one may lag a little).
     let started = Instant::now();
+    // While it runs, the fleet's configuration is not put by hand: the
+    // rollout's end would overwrite it.
+    let refused = agent_cli_refused(
+        &etcd,
+        prefix,
+        &[
+            "put",
+            &write_file(&dir, "other.json", &redirect_to("/other")),
+        ],
+    );
+    assert!(refused.contains("a rollout is running"), "{refused}");
     let mut first: Vec<Option<Duration>> = vec![None; servers.len()];
     loop {
         for (i, s) in servers.iter().enumerate() {
@@ -846,5 +898,16 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     assert!(
         killed(again),
         "an agent that read no key reset a kill switch"
+    );
+
+    // Its nginx started again too, etcd still down (a server rebooted in
+    // an outage): the agent throws the switches it threw before again.
+    servers[1].nginx.restart();
+    assert!(serves(&servers[1], "/base"));
+    converge(
+        &servers[1..2],
+        10,
+        "the kill switch after a restart with etcd down",
+        killed,
     );
 }

@@ -287,10 +287,11 @@ pub fn body_over_key(zone: &str) -> u64 {
     h.finish()
 }
 
-/// The key of a kill switch: `zone` None for the module in every zone.
+/// The key of a kill switch: `zone` None for the module in every zone
+/// (never the key of the `"*"` zone's own switch).
 pub fn kill_key(zone: Option<&str>, module: &str) -> u64 {
     let mut h = DefaultHasher::new();
-    ("kill", zone.unwrap_or("*"), module).hash(&mut h);
+    ("kill", zone, module).hash(&mut h);
     h.finish()
 }
 

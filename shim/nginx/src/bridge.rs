@@ -1024,14 +1024,23 @@ pub unsafe extern "C" fn graft_ffi_totals(
     buf: *mut c_uchar,
     len: *mut usize,
 ) -> c_int {
-    // SAFETY: `r`, `buf` and `len` are as this function's # Safety says,
-    // which is what export_text asks.
-    unsafe {
-        export_text(r, buf, len, |c| {
-            c.flush_counts(u64::try_from(ngx_time()).unwrap_or(0));
-            graft_engine::metrics::totals_text(c)
-        })
-    }
+    guarded(GRAFT_ERROR, || {
+        // An agent reads the totals right after a live apply, for its
+        // gates' baseline: they must be the new configuration's, even in
+        // a worker whose tick has not taken it yet.
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        if let Some(req) = unsafe { request(r) } {
+            crate::live::catch_up_for(req);
+        }
+        // SAFETY: `r`, `buf` and `len` are as this function's # Safety
+        // says, which is what export_text asks.
+        unsafe {
+            export_text(r, buf, len, |c| {
+                c.flush_counts(u64::try_from(ngx_time()).unwrap_or(0));
+                graft_engine::metrics::totals_text(c)
+            })
+        }
+    })
 }
 
 /// Applies the configuration file live (admin), in two stages so that the

@@ -334,6 +334,34 @@ fn kill_switches_per_zone_and_everywhere() {
 }
 
 #[test]
+fn the_default_zones_switch_is_not_the_modules_everywhere() {
+    let c = parse(
+        r#"{ "zones": { "*": { "modules": [ { "module": "probe", "mode": "rust" } ] },
+        "a.com": { "modules": [ { "module": "probe", "mode": "rust" } ] } } }"#,
+    )
+    .unwrap();
+    let (counters, windows) = leaked_tables();
+    c.attach(counters, windows);
+    let step = |host: &[u8]| &c.zones[c.zone_index(host).unwrap()].steps[0];
+    c.set_kill(None, "probe", Kill::Manual).unwrap();
+    c.set_kill(Some("*"), "probe", Kill::Off).unwrap();
+    assert_eq!(
+        step(b"other.com").counters.kill(),
+        Kill::Manual,
+        "still killed everywhere"
+    );
+    assert_eq!(step(b"a.com").counters.kill(), Kill::Manual);
+    c.set_kill(None, "probe", Kill::Off).unwrap();
+    c.set_kill(Some("*"), "probe", Kill::Manual).unwrap();
+    assert_eq!(step(b"other.com").counters.kill(), Kill::Manual);
+    assert_eq!(
+        step(b"a.com").counters.kill(),
+        Kill::Off,
+        "only the \"*\" zone's"
+    );
+}
+
+#[test]
 fn a_kill_switch_outlives_its_zone_and_is_reset_without_it() {
     let with_zone = parse(GOOD).unwrap();
     let (counters, windows) = leaked_tables();
