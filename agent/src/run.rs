@@ -238,14 +238,23 @@ impl Agent {
     /// fails.
     async fn connected(&mut self) -> Result<(), String> {
         let t = self.opts.timeout;
-        let (mut client, member) = connect_any(
-            &self.opts.endpoints,
-            self.member,
-            t,
-            &self.opts.keys.config(),
-        )
-        .await
-        .inspect_err(|_| self.member += 1)?;
+        // Members that do not answer take two timeouts each to give up
+        // on: meanwhile the server goes on being looked after (a
+        // restarted nginx gets its kill switches, nginx hears the agent).
+        let endpoints = self.opts.endpoints.clone();
+        let probe = self.opts.keys.config();
+        let connecting = connect_any(&endpoints, self.member, t, &probe);
+        tokio::pin!(connecting);
+        let mut tick = tokio::time::interval(self.opts.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        let connected = loop {
+            tokio::select! {
+                connected = &mut connecting => break connected,
+                _ = tick.tick() => self.local().await,
+            }
+        };
+        let (mut client, member) = connected.inspect_err(|_| self.member += 1)?;
         // After a failure, the next try starts with the next member.
         self.member = member + 1;
         let prefix = self.opts.keys.all();
