@@ -2,6 +2,7 @@
 //! live apply with the configuration sent as the body, kill switches,
 //! fleet reports, and the metrics the health gates read. Blocking calls
 //! with timeouts, made off the agent's event loop.
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::time::Duration;
 
@@ -150,7 +151,7 @@ fn escape(value: &str) -> String {
 }
 
 /// What the agent reads of its nginx's metrics.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Reading {
     pub counts: Counts,
     /// Whether its nginx has had a report from an agent since it started
@@ -160,6 +161,17 @@ pub struct Reading {
     /// When its nginx started (`graft_start_time_seconds`): a restart
     /// changes it.
     pub started: Option<u64>,
+    /// The kill switches its nginx has thrown, (module, zone), as
+    /// `graft_kill_switch` says (None from an nginx that does not say).
+    pub kills: Option<BTreeSet<(String, Option<String>)>>,
+}
+
+/// A label's value in a series (`zone` of `x{zone="a",module="b"}`).
+fn label<'s>(series: &'s str, name: &str) -> Option<&'s str> {
+    series
+        .split(&format!("{name}=\""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
 }
 
 /// The counts the gates read from a Prometheus text of graft's metrics.
@@ -167,7 +179,14 @@ pub fn parse_metrics(text: &str) -> Reading {
     let mut counts = Counts::default();
     let mut reported = false;
     let mut started = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
+    let mut kills = None;
+    for line in text.lines() {
+        if line.starts_with("# TYPE graft_kill_switch ") {
+            kills.get_or_insert_with(BTreeSet::new);
+        }
+        if line.starts_with('#') {
+            continue;
+        }
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
@@ -179,15 +198,20 @@ pub fn parse_metrics(text: &str) -> Reading {
             started = Some((value * 1000.0).round() as u64);
             continue;
         }
+        if name == "graft_kill_switch" {
+            if let Some(module) = label(series, "module").filter(|_| value != 0.0) {
+                let zone = label(series, "zone").map(str::to_string);
+                kills
+                    .get_or_insert_with(BTreeSet::new)
+                    .insert((module.to_string(), zone));
+            }
+            continue;
+        }
         let value = value as u64;
         match name {
             "graft_requests_total" => {
                 counts.steps += value;
-                let path = series
-                    .split("path=\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next());
-                match path {
+                match label(series, "path") {
                     Some("fallback") | Some("failed") => counts.fallback += value,
                     Some("shadow_match") => counts.shadow_match += value,
                     Some("shadow_diff") => counts.shadow_diff += value,
@@ -204,6 +228,7 @@ pub fn parse_metrics(text: &str) -> Reading {
         counts,
         reported,
         started,
+        kills,
     }
 }
 
@@ -227,8 +252,10 @@ graft_worker_starts_total{} 4
             counts: c,
             reported,
             started,
+            kills,
         } = parse_metrics(text);
         assert_eq!(started, None);
+        assert_eq!(kills, None, "an nginx that does not say");
         assert_eq!(
             (
                 c.steps,
@@ -246,6 +273,18 @@ graft_worker_starts_total{} 4
         );
         assert!(r.reported);
         assert_eq!(r.started, Some(1_795_479_897_123));
+        let r = parse_metrics("# TYPE graft_kill_switch gauge\n");
+        assert_eq!(r.kills, Some(BTreeSet::new()), "none thrown");
+        let r = parse_metrics(
+            "# TYPE graft_kill_switch gauge\ngraft_kill_switch{module=\"waf\"} 1\ngraft_kill_switch{zone=\"a.com\",module=\"probe\"} 2\n",
+        );
+        assert_eq!(
+            r.kills.unwrap().into_iter().collect::<Vec<_>>(),
+            vec![
+                ("probe".to_string(), Some("a.com".to_string())),
+                ("waf".to_string(), None)
+            ]
+        );
         assert_eq!(escape("shop.example"), "shop.example");
         assert_eq!(escape("a&b c"), "a%26b%20c");
     }

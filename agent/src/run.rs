@@ -116,6 +116,9 @@ struct Agent {
     nginx_started: Option<u64>,
     /// Since when its nginx has not answered (none while it answers).
     nginx_silent_since: Option<Instant>,
+    /// The kill switches its nginx said it has thrown, at the last
+    /// reading (None: it does not say).
+    nginx_kills: Option<BTreeSet<(String, Option<String>)>>,
 }
 
 fn now_secs() -> u64 {
@@ -231,6 +234,7 @@ impl Agent {
             last_revision: load_revision(&opts_state_dir),
             nginx_started: None,
             nginx_silent_since: None,
+            nginx_kills: None,
         }
     }
 
@@ -368,6 +372,7 @@ impl Agent {
             Ok(reading) => {
                 self.nginx_silent_since = None;
                 let counts = reading.counts;
+                self.nginx_kills = reading.kills;
                 // A restart: an nginx that never had a report, or another
                 // start time than the one this agent saw last.
                 let restarted = (!reading.reported
@@ -593,6 +598,27 @@ impl Agent {
         } else {
             self.thrown.clone()
         };
+        // A switch this agent threw that its nginx no longer has (reset
+        // through the admin API by hand, its table cleared): all again.
+        if let Some(actual) = &self.nginx_kills {
+            let lost: Vec<String> = self
+                .thrown
+                .iter()
+                .filter(|k| wanted.contains(*k) && !actual.contains(*k))
+                .filter(|k| !self.kill_refused.contains_key(*k))
+                .map(|(m, z)| match z {
+                    Some(z) => format!("{m}/{z}"),
+                    None => m.clone(),
+                })
+                .collect();
+            if !lost.is_empty() && !self.kills_stale {
+                warn!(
+                    "nginx does not have the kill switches {} the fleet throws: throwing them again",
+                    lost.join(", ")
+                );
+                self.kills_stale = true;
+            }
+        }
         let stale = std::mem::take(&mut self.kills_stale);
         if stale {
             self.kill_refused.clear();
@@ -624,6 +650,13 @@ impl Agent {
                         "kill switch of {module} in {place} {}",
                         if thrown { "thrown" } else { "reset" }
                     );
+                    if let Some(actual) = self.nginx_kills.as_mut() {
+                        if thrown {
+                            actual.insert(switch.clone());
+                        } else {
+                            actual.remove(&switch);
+                        }
+                    }
                     if thrown {
                         self.kill_refused.remove(&switch);
                         self.thrown.insert(switch);

@@ -354,6 +354,21 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         took < Duration::from_secs(1),
         "the kill switch took {took:?}"
     );
+    // Reset by hand on one server, through its own admin API: its agent
+    // sees that its nginx no longer has it, and throws it again.
+    assert_eq!(
+        servers[0]
+            .nginx
+            .admin("POST", "/graft/admin/revive?module=redirects")
+            .status,
+        200
+    );
+    converge(
+        &servers[0..1],
+        5,
+        "the kill switch reset by hand, thrown again",
+        killed,
+    );
     agent_cli(&etcd, prefix, &["revive", "redirects"]);
     converge(&servers, 5, "the kill switch reset", |s| !killed(s));
 

@@ -862,6 +862,35 @@ impl Config {
         Ok(())
     }
 
+    /// The kill switches thrown (1 by an operator, 2 by a rollback), as
+    /// this configuration can name them: each registered module's in
+    /// every zone, and each of its zones' own for the modules it has.
+    /// What a fleet agent checks its switches against.
+    pub fn switches_thrown(&self) -> BTreeMap<(&'static str, Option<&str>), u64> {
+        let mut thrown = BTreeMap::new();
+        let Some(t) = self.shared.get() else {
+            return thrown;
+        };
+        if !t.any_switch() {
+            return thrown;
+        }
+        for module in registry::names() {
+            let v = t.switch(kill_key(None, module));
+            if v != 0 {
+                thrown.insert((module, None), v);
+            }
+        }
+        for zone in &self.zones {
+            for step in &zone.steps {
+                let v = step.counters.zone_switch();
+                if v != 0 {
+                    thrown.insert((step.module_name, Some(zone.name.as_str())), v);
+                }
+            }
+        }
+        thrown
+    }
+
     /// The counters of every step, as JSON.
     pub fn counters_json(&self, now_secs: u64) -> String {
         self.counters_value(now_secs).to_string()

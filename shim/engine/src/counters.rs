@@ -371,6 +371,15 @@ impl Counters {
         }
     }
 
+    /// The value of this step's own switch (its module in its zone), not
+    /// counting the module's everywhere.
+    pub fn zone_switch(&self) -> u64 {
+        match self.shared.get() {
+            Some(t) => t.switch(self.zone_kill),
+            None => self.local_kill.load(Ordering::Relaxed),
+        }
+    }
+
     /// Throws or resets this step's own kill switch (its module in its
     /// zone). An error means the switch is NOT thrown (the shared table has
     /// no room left for it); resetting never fails.

@@ -346,6 +346,21 @@ impl Collector for Totals {
                 .fold(0, u64::saturating_add);
             ConstCounter::new(sum).encode(family.encode_family(&[("path", what.name())])?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "graft_kill_switch",
+            "The kill switches thrown (1 by an operator, 2 by an automatic rollback): a module's in every zone, or in one zone. Only those thrown.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((module, zone), v) in self.0.switches_thrown() {
+            let gauge = ConstGauge::new(v as i64);
+            match zone {
+                Some(zone) => {
+                    gauge.encode(family.encode_family(&[("zone", zone), ("module", module)])?)?
+                }
+                None => gauge.encode(family.encode_family(&[("module", module)])?)?,
+            }
+        }
         process_families(&self.0, &mut encoder)
     }
 }

@@ -362,6 +362,36 @@ fn the_default_zones_switch_is_not_the_modules_everywhere() {
 }
 
 #[test]
+fn the_totals_name_the_kill_switches_thrown() {
+    let c = std::sync::Arc::new(
+        parse(r#"{ "zones": { "*": { "modules": [ { "module": "probe", "mode": "rust" } ] },
+        "a.com": { "modules": [ { "module": "probe", "mode": "rust" }, { "module": "probe", "mode": "rust" } ] } } }"#)
+        .unwrap(),
+    );
+    let (counters, windows) = leaked_tables();
+    c.attach(counters, windows);
+    let text = crate::metrics::totals_text(&c);
+    assert!(text.contains("# TYPE graft_kill_switch gauge"), "{text}");
+    assert!(!text.contains("graft_kill_switch{"), "none thrown: {text}");
+    c.set_kill(None, "probe", Kill::Manual).unwrap();
+    c.set_kill(Some("a.com"), "probe", Kill::Automatic).unwrap();
+    assert_eq!(
+        c.switches_thrown().into_iter().collect::<Vec<_>>(),
+        vec![(("probe", None), 1), (("probe", Some("a.com")), 2)]
+    );
+    let text = crate::metrics::totals_text(&c);
+    assert!(
+        text.contains(r#"graft_kill_switch{module="probe"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"graft_kill_switch{zone="a.com",module="probe"} 2"#),
+        "one line for the zone's two steps: {text}"
+    );
+    assert_eq!(text.matches("graft_kill_switch{").count(), 2, "{text}");
+}
+
+#[test]
 fn a_kill_switch_outlives_its_zone_and_is_reset_without_it() {
     let with_zone = parse(GOOD).unwrap();
     let (counters, windows) = leaked_tables();
