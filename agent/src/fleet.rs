@@ -353,6 +353,11 @@ pub struct RolloutPart {
     pub reason: Option<String>,
     /// What the gates read since the server took the configuration.
     pub counts: Counts,
+    /// When its agent wrote it (seconds since the epoch, its own clock;
+    /// 0: not said): written again every 5 s while the rollout runs, so
+    /// that the part of an agent stuck on its nginx grows old.
+    #[serde(default)]
+    pub at: u64,
 }
 
 /// What a server counted (from its `/graft/metrics`), or counted since a
@@ -417,6 +422,17 @@ pub fn failed_gate(gates: &Gates, counts: &Counts) -> Option<String> {
     None
 }
 
+/// How often an agent writes its part in a running rollout when nothing
+/// else made it write, in seconds.
+pub const PART_EVERY_SECS: u64 = 5;
+
+/// How old a member's part may be before it is not news: the silence
+/// gate, and never under three of its writes (clocks of servers differ a
+/// little, a write may be late).
+fn stale_after(rollout: &Rollout) -> u64 {
+    rollout.gates.max_silent_secs.max(3 * PART_EVERY_SECS)
+}
+
 /// What any agent does next about a running rollout, seeing every
 /// server's status: move to the next stage (or finish), roll back, or
 /// wait.
@@ -448,6 +464,15 @@ pub fn next_step(rollout: &Rollout, now: u64, status_of: impl Fn(&str) -> Option
                 return Next::RollBack(format!(
                     "server {server}: {}",
                     part.reason.as_deref().unwrap_or("unhealthy")
+                ))
+            }
+            // Its agent has not written it for long: what it said of its
+            // health is not news (its agent waits on a hung nginx).
+            Some(part) if part.at != 0 && now.saturating_sub(part.at) > stale_after(rollout) => {
+                return Next::RollBack(format!(
+                    "server {server}: its state was written {} s ago, over {} s",
+                    now.saturating_sub(part.at),
+                    stale_after(rollout)
                 ))
             }
             Some(part) => all_ready &= part.ready,
@@ -534,9 +559,34 @@ mod tests {
                 ready,
                 reason: (!healthy).then(|| "shadow difference rate 1.000".into()),
                 counts: Counts::default(),
+                at: 0,
             }),
             ..Status::default()
         }
+    }
+
+    #[test]
+    fn a_members_state_written_long_ago_rolls_back() {
+        let r = rollout();
+        let at = |at: u64| {
+            let mut s = part(true, true);
+            s.rollout.as_mut().unwrap().at = at;
+            s
+        };
+        let now = 1000 + 60;
+        assert_eq!(next_step(&r, now, |_| Some(at(now - 5))), Next::Advance);
+        assert_eq!(
+            next_step(&r, now, |_| Some(at(0))),
+            Next::Advance,
+            "not said"
+        );
+        let Next::RollBack(why) = next_step(&r, now, |_| Some(at(now - 31))) else {
+            panic!("a stale part moved the rollout on");
+        };
+        assert!(
+            why.contains("server a: its state was written 31 s ago"),
+            "{why}"
+        );
     }
 
     #[test]

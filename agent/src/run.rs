@@ -48,8 +48,9 @@ const LEASE_TTL: i64 = 10;
 /// How long before a kill switch nginx refused is asked again (a
 /// configuration applied asks at once).
 const KILL_RETRY: Duration = Duration::from_secs(30);
-/// How often a server's key is written when only its counts changed.
-const COUNTS_EVERY: Duration = Duration::from_secs(5);
+/// How often a server's key is written when only its counts changed (or,
+/// in a rollout, nothing).
+const COUNTS_EVERY: Duration = Duration::from_secs(crate::fleet::PART_EVERY_SECS);
 /// The longest wait between two tries to reach etcd.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -789,6 +790,7 @@ impl Agent {
                 ready: j.ready,
                 reason: j.failed.clone(),
                 counts: j.counts,
+                at: now_secs(),
             }),
             nginx_error: self.nginx_error.clone(),
             key_error: match (&self.key_error, &self.kill_key_error) {
@@ -802,10 +804,10 @@ impl Agent {
     /// The report for nginx's metrics.
     fn report(&self) -> String {
         let rollout = self.rollout().ok().flatten();
-        let serving = rollout
-            .as_ref()
-            .is_some_and(|(r, _)| r.serves(&self.opts.name))
-            && self.applied.as_ref().is_some_and(|a| a.rollout.is_some());
+        // A rollout's configuration, running or not: a server that could
+        // not go back after a rollback (its nginx refused the fleet's)
+        // says so.
+        let serving = self.applied.as_ref().is_some_and(|a| a.rollout.is_some());
         let healthy = self.judged.as_ref().is_none_or(|j| j.failed.is_none());
         format!(
             "etcd_up={}&etcd_contact={}&config_revision={}&rollout_stage={}&rollout_state={}&rollout_serving={}&healthy={}",
@@ -823,18 +825,24 @@ impl Agent {
         let status = self.status();
         // A change of state is written at once; counts alone (they move
         // with every request while a rollout runs) once in a while, or
-        // every server's write would reach every agent each tick.
-        let mut state = status.clone();
+        // every server's write would reach every agent each tick; and a
+        // part in a rollout once in a while even when nothing changed,
+        // so that the others can tell it is news.
+        let mut unstamped = status.clone();
+        if let Some(part) = unstamped.rollout.as_mut() {
+            part.at = 0;
+        }
+        let mut state = unstamped.clone();
         if let Some(part) = state.rollout.as_mut() {
             part.counts = Counts::default();
         }
         let state = serde_json::to_string(&state).map_err(|e| e.to_string())?;
+        let unstamped = serde_json::to_string(&unstamped).map_err(|e| e.to_string())?;
         let text = serde_json::to_string(&status).map_err(|e| e.to_string())?;
-        if self
-            .written
-            .as_ref()
-            .is_some_and(|(t, w, at)| *t == text || (*w == state && at.elapsed() < COUNTS_EVERY))
-        {
+        let in_rollout = status.rollout.is_some();
+        if self.written.as_ref().is_some_and(|(t, w, at)| {
+            *w == state && (at.elapsed() < COUNTS_EVERY || (*t == unstamped && !in_rollout))
+        }) {
             return Ok(());
         }
         within(
@@ -847,7 +855,7 @@ impl Agent {
             ),
         )
         .await?;
-        self.written = Some((text, state, Instant::now()));
+        self.written = Some((unstamped, state, Instant::now()));
         Ok(())
     }
 

@@ -20,7 +20,7 @@ pub const FIELDS: [(&str, &str); 7] = [
     ("config_revision", "etcd revision of the configuration this server serves (0: none from etcd yet)"),
     ("rollout_stage", "The stage (from 0) of the rollout this server last saw"),
     ("rollout_state", "The state of the rollout this server last saw: 0 none, 1 running, 2 done, 3 rolled back"),
-    ("rollout_serving", "1 when this server serves the configuration of a rollout that is running"),
+    ("rollout_serving", "1 when this server serves a rollout's configuration rather than the fleet's (while the rollout runs, or after it was rolled back when its nginx refused the fleet's)"),
     ("healthy", "1 when this server's health gates pass (fallback and shadow-difference rates, refused configurations, worker restarts)"),
 ];
 
