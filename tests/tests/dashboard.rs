@@ -5,6 +5,86 @@ use std::process::Command;
 use graft_tests::{root, Nginx};
 use serde_json::json;
 
+/// Headless Chromium on the dashboard of `nginx`.
+fn chromium(nginx: &Nginx, extra: &[&str]) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=4000",
+            "--window-size=1280,900",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            nginx.prefix.join("chromium").display()
+        ))
+        .args(extra)
+        .arg(format!("http://127.0.0.1:{}/graft/status", nginx.port))
+        .output()
+        .expect("chromium (make deps installs it)")
+}
+
+/// The dashboard's page once its script drew it.
+fn dump_dom(nginx: &Nginx) -> String {
+    let out = chromium(nginx, &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(dom.contains(r#"data-ready="yes""#), "{dom}");
+    dom
+}
+
+#[test]
+fn the_dashboard_shows_this_servers_place_in_its_fleet() {
+    let nginx = Nginx::start(
+        &json!({ "zones": { "*": { "modules": [ { "module": "probe", "mode": "rust" } ] } } })
+            .to_string(),
+    );
+    let dom = dump_dom(&nginx);
+    assert!(
+        dom.contains(r#"<section id="fleet" hidden="">"#),
+        "no agent, no fleet: {dom}"
+    );
+    // An agent cut off from etcd, after a rollout rolled back that this
+    // server could not go back from.
+    let r = nginx.admin(
+        "POST",
+        "/graft/admin/fleet?etcd_up=0&etcd_contact=1700000000&config_revision=42&rollout_stage=1&rollout_state=3&rollout_serving=1&healthy=0",
+    );
+    assert_eq!(r.status, 200);
+    let dom = dump_dom(&nginx);
+    assert!(dom.contains(r#"<section id="fleet">"#), "{dom}");
+    for cell in [
+        r#"<td data-fleet="etcd" class="bad">unreachable (last answer "#,
+        r#"<td data-fleet="config" class="bad">the rollout's, etcd revision 42</td>"#,
+        r#"<td data-fleet="rollout" class="bad">rolled back, stage 1</td>"#,
+        r#"<td data-fleet="healthy" class="bad">failing</td>"#,
+        r#"<td data-fleet="reported">"#,
+    ] {
+        assert!(dom.contains(cell), "{cell}: {dom}");
+    }
+    // Back in step: nothing is marked.
+    let r = nginx.admin(
+        "POST",
+        "/graft/admin/fleet?etcd_up=1&config_revision=43&rollout_stage=2&rollout_state=2&rollout_serving=0&healthy=1",
+    );
+    assert_eq!(r.status, 200);
+    let dom = dump_dom(&nginx);
+    for cell in [
+        r#"<td data-fleet="etcd">reachable</td>"#,
+        r#"<td data-fleet="config">the fleet's, etcd revision 43</td>"#,
+        r#"<td data-fleet="rollout">done, stage 2</td>"#,
+        r#"<td data-fleet="healthy">passing</td>"#,
+    ] {
+        assert!(dom.contains(cell), "{cell}: {dom}");
+    }
+    nginx.assert_clean_log(&[]);
+}
+
 #[test]
 fn the_dashboard_shows_modes_shares_and_rates() {
     let config = json!({ "zones": {
@@ -32,30 +112,8 @@ fn the_dashboard_shows_modes_shares_and_rates() {
     std::fs::create_dir_all(&out_dir).unwrap();
     let shot = out_dir.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
-    let profile = nginx.prefix.join("chromium");
-    let url = format!("http://127.0.0.1:{}/graft/status", nginx.port);
-    let chromium = |extra: &[&str]| {
-        Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=4000",
-                "--window-size=1280,900",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("chromium (make deps installs it)")
-    };
-    let dom = chromium(&["--dump-dom"]);
-    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let chromium = |extra: &[&str]| chromium(&nginx, extra);
+    let dom = dump_dom(&nginx);
     assert!(
         dom.contains(r#"data-ready="yes""#),
         "the page did not render the counters:\n{dom}"

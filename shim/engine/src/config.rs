@@ -936,7 +936,17 @@ impl Config {
                 series.insert(step.module_name.to_string(), counts.into());
             }
         }
-        serde_json::json!({ "generation": self.generation, "zones": zones, "series": series })
+        let mut value =
+            serde_json::json!({ "generation": self.generation, "zones": zones, "series": series });
+        if let Some((reported, fields)) = self.fleet() {
+            let mut fleet: serde_json::Map<_, _> = fields
+                .into_iter()
+                .map(|(name, _, v)| (name.to_string(), v.into()))
+                .collect();
+            fleet.insert("reported".into(), reported.into());
+            value["fleet"] = fleet.into();
+        }
+        value
     }
 }
 
