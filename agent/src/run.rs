@@ -61,8 +61,9 @@ struct Applied {
     source: &'static str,
     rollout: Option<String>,
     at: Instant,
-    /// The counts when it was applied, for the gates.
-    baseline: Counts,
+    /// The counts when it was applied, for the gates (None until a
+    /// reading came: a count of zero would read as every worker restarted).
+    baseline: Option<Counts>,
 }
 
 /// A server's part in a rollout, judged by the agent.
@@ -486,7 +487,7 @@ impl Agent {
         if let Some(applied) = self.applied.as_mut().filter(|a| a.hash == hash) {
             if applied.rollout != rollout_id {
                 applied.at = Instant::now();
-                applied.baseline = counts.unwrap_or_default();
+                applied.baseline = counts;
             }
             applied.revision = revision;
             applied.source = source;
@@ -521,9 +522,7 @@ impl Agent {
                     error!("{why}: a restarted nginx would not serve this configuration");
                     why
                 });
-                let baseline = blocking(|| self.opts.admin.counts())
-                    .map(|r| r.counts)
-                    .unwrap_or_default();
+                let baseline = blocking(|| self.opts.admin.counts()).map(|r| r.counts).ok();
                 self.applied = Some(Applied {
                     hash,
                     revision,
@@ -696,6 +695,9 @@ impl Agent {
     /// Judges this server's health gates while it serves a rollout's
     /// configuration: once a gate failed, it stays failed.
     fn judge(&mut self, counts: Option<Counts>) {
+        if let Some(applied) = self.applied.as_mut().filter(|a| a.baseline.is_none()) {
+            applied.baseline = counts;
+        }
         let Ok(Some((rollout, _))) = self.rollout() else {
             self.judged = None;
             return;
@@ -746,7 +748,7 @@ impl Agent {
             });
             return;
         };
-        let since = counts.since(&applied.baseline);
+        let since = counts.since(&applied.baseline.unwrap_or(counts));
         let failed = failed_gate(&rollout.gates, &since);
         if let Some(why) = &failed {
             warn!("rollout {}: a health gate failed: {why}", rollout.id);
