@@ -13,15 +13,21 @@ use crate::fleet::Counts;
 pub enum AdminError {
     /// nginx answered and refused (a configuration, a report): the reason.
     Refused(String),
-    /// nginx could not be reached, or answered something unexpected.
+    /// nginx could not be reached, did not answer in time, or answered
+    /// something unreadable.
     Unreachable(String),
+    /// nginx answered with another status (a 500 from a failing call): it
+    /// is there, and its other calls may well work.
+    Status(String),
 }
 
 impl std::fmt::Display for AdminError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AdminError::Refused(why) => write!(f, "refused: {why}"),
-            AdminError::Unreachable(why) => write!(f, "nginx's admin API: {why}"),
+            AdminError::Unreachable(why) | AdminError::Status(why) => {
+                write!(f, "nginx's admin API: {why}")
+            }
         }
     }
 }
@@ -86,7 +92,7 @@ impl Admin {
         match status {
             200 => Ok(text),
             400 => Err(AdminError::Refused(text.trim().to_string())),
-            s => Err(AdminError::Unreachable(format!(
+            s => Err(AdminError::Status(format!(
                 "{url}: status {s}: {}",
                 text.trim()
             ))),

@@ -243,13 +243,15 @@ impl Rollout {
         if self.stage >= self.stages.len() {
             return Err(format!("stage {} of {}", self.stage, self.stages.len()));
         }
-        self.gates.check()
+        Ok(())
     }
 }
 
 impl Gates {
     /// A rate gate is a share under 1 (0.01 is 1 %): 1 or more, or not a
-    /// number, would never fail, and a gate that cannot fail is refused.
+    /// number, would never fail, and a gate that cannot fail is refused
+    /// when a rollout starts (not when one is read: a rollout in etcd,
+    /// over or running, is never made unreadable by a newer agent).
     pub fn check(&self) -> Result<(), String> {
         for (name, rate) in [
             ("max_fallback_rate", self.max_fallback_rate),
@@ -355,7 +357,8 @@ pub struct RolloutPart {
     pub counts: Counts,
     /// When its agent wrote it (seconds since the epoch, its own clock;
     /// 0: not said): written again every 5 s while the rollout runs, so
-    /// that the part of an agent stuck on its nginx grows old.
+    /// that the part of an agent stuck on its nginx goes unwritten (the
+    /// others time that with their own clocks, never with this one).
     #[serde(default)]
     pub at: u64,
 }
@@ -444,7 +447,14 @@ pub enum Next {
     RollBack(String),
 }
 
-pub fn next_step(rollout: &Rollout, now: u64, status_of: impl Fn(&str) -> Option<Status>) -> Next {
+/// `heard_for(server)`: how long, in seconds, since the agent deciding
+/// saw that server's key last written (its own clock's reckoning).
+pub fn next_step(
+    rollout: &Rollout,
+    now: u64,
+    status_of: impl Fn(&str) -> Option<Status>,
+    heard_for: impl Fn(&str) -> Option<u64>,
+) -> Next {
     if rollout.state != RolloutState::Running {
         return Next::Wait;
     }
@@ -468,10 +478,10 @@ pub fn next_step(rollout: &Rollout, now: u64, status_of: impl Fn(&str) -> Option
             }
             // Its agent has not written it for long: what it said of its
             // health is not news (its agent waits on a hung nginx).
-            Some(part) if part.at != 0 && now.saturating_sub(part.at) > stale_after(rollout) => {
+            Some(_) if heard_for(server).is_some_and(|s| s > stale_after(rollout)) => {
                 return Next::RollBack(format!(
-                    "server {server}: its state was written {} s ago, over {} s",
-                    now.saturating_sub(part.at),
+                    "server {server}: its state was last written {} s ago, over {} s",
+                    heard_for(server).unwrap_or_default(),
                     stale_after(rollout)
                 ))
             }
@@ -568,24 +578,27 @@ mod tests {
     #[test]
     fn a_members_state_written_long_ago_rolls_back() {
         let r = rollout();
-        let at = |at: u64| {
-            let mut s = part(true, true);
-            s.rollout.as_mut().unwrap().at = at;
-            s
-        };
         let now = 1000 + 60;
-        assert_eq!(next_step(&r, now, |_| Some(at(now - 5))), Next::Advance);
+        let ready = |_: &str| Some(part(true, true));
+        assert_eq!(next_step(&r, now, ready, |_| Some(5)), Next::Advance);
         assert_eq!(
-            next_step(&r, now, |_| Some(at(0))),
+            next_step(&r, now, ready, |_| None),
             Next::Advance,
-            "not said"
+            "never heard: its key is new"
         );
-        let Next::RollBack(why) = next_step(&r, now, |_| Some(at(now - 31))) else {
+        let Next::RollBack(why) = next_step(&r, now, ready, |_| Some(31)) else {
             panic!("a stale part moved the rollout on");
         };
         assert!(
-            why.contains("server a: its state was written 31 s ago"),
+            why.contains("server a: its state was last written 31 s ago, over 30 s"),
             "{why}"
+        );
+        let mut quick = rollout();
+        quick.gates.max_silent_secs = 2;
+        assert_eq!(
+            next_step(&quick, now, ready, |_| Some(10)),
+            Next::Advance,
+            "never under three of its writes (5 s apart)"
         );
     }
 
@@ -594,16 +607,21 @@ mod tests {
         for rate in [1.0, 5.0, -0.1, f64::NAN, f64::INFINITY] {
             let mut r = rollout();
             r.gates.max_fallback_rate = rate;
-            let e = r.check().unwrap_err();
+            let e = r.gates.check().unwrap_err();
             assert!(e.contains("max_fallback_rate"), "{rate}: {e}");
+            assert!(r.check().is_ok(), "a rollout read is not refused for it");
             let mut r = rollout();
             r.gates.max_shadow_diff_rate = rate;
-            assert!(r.check().unwrap_err().contains("max_shadow_diff_rate"));
+            assert!(r
+                .gates
+                .check()
+                .unwrap_err()
+                .contains("max_shadow_diff_rate"));
         }
         let mut r = rollout();
         r.gates.max_fallback_rate = 0.0;
         r.gates.max_shadow_diff_rate = 0.99;
-        assert!(r.check().is_ok());
+        assert!(r.gates.check().is_ok());
     }
 
     #[test]
@@ -613,33 +631,36 @@ mod tests {
         assert_eq!(r.members(), ["a"]);
         assert!(r.serves("a") && !r.serves("b"));
         assert_eq!(
-            next_step(&r, 1001, |_| None),
+            next_step(&r, 1001, |_| None, |_| None),
             Next::Wait,
             "a has not reported"
         );
-        assert_eq!(next_step(&r, 1001, |_| Some(part(true, false))), Next::Wait);
         assert_eq!(
-            next_step(&r, 1001, |_| Some(part(true, true))),
+            next_step(&r, 1001, |_| Some(part(true, false)), |_| None),
+            Next::Wait
+        );
+        assert_eq!(
+            next_step(&r, 1001, |_| Some(part(true, true)), |_| None),
             Next::Advance
         );
         assert!(matches!(
-            next_step(&r, 1001, |_| Some(part(false, false))),
+            next_step(&r, 1001, |_| Some(part(false, false)), |_| None),
             Next::RollBack(why) if why.starts_with("server a: shadow difference")
         ));
         r.stage = 2;
         assert_eq!(
-            next_step(&r, 1001, |_| Some(part(true, true))),
+            next_step(&r, 1001, |_| Some(part(true, true)), |_| None),
             Next::Finish
         );
         assert_eq!(
-            next_step(&r, 1001, |s| (s != "b").then(|| part(true, true))),
+            next_step(&r, 1001, |s| (s != "b").then(|| part(true, true)), |_| None),
             Next::Wait,
             "b has not taken it"
         );
         r.state = RolloutState::RolledBack;
         assert!(r.members().is_empty());
         assert_eq!(
-            next_step(&r, 1001, |_| Some(part(false, false))),
+            next_step(&r, 1001, |_| Some(part(false, false)), |_| None),
             Next::Wait
         );
         let mut bad = rollout();
@@ -655,9 +676,9 @@ mod tests {
         let on_time = r.stage_started + r.gates.max_silent_secs;
         // b (in stage 1) has no key: its agent stopped.
         let without_b = |s: &str| (s != "b").then(|| part(true, true));
-        assert_eq!(next_step(&r, on_time, without_b), Next::Wait);
+        assert_eq!(next_step(&r, on_time, without_b, |_| None), Next::Wait);
         assert!(matches!(
-            next_step(&r, late, without_b),
+            next_step(&r, late, without_b, |_| None),
             Next::RollBack(why) if why.starts_with("server b: has no readable key")
         ));
         // b has a key but never took the configuration.
@@ -669,15 +690,15 @@ mod tests {
             }
         };
         assert!(matches!(
-            next_step(&r, late, b_untaken),
+            next_step(&r, late, b_untaken, |_| None),
             Next::RollBack(why) if why.starts_with("server b: has not taken")
         ));
         // c is not in the stage: its silence is not judged.
         let without_c = |s: &str| (s != "c").then(|| part(true, true));
-        assert_eq!(next_step(&r, late, without_c), Next::Advance);
+        assert_eq!(next_step(&r, late, without_c, |_| None), Next::Advance);
         // A rollout that does not say when its stage started waits.
         r.stage_started = 0;
-        assert_eq!(next_step(&r, u64::MAX, without_b), Next::Wait);
+        assert_eq!(next_step(&r, u64::MAX, without_b, |_| None), Next::Wait);
         // A rollout written before the gate existed reads with its default.
         let mut old = serde_json::to_value(rollout()).unwrap();
         old["gates"]

@@ -61,8 +61,10 @@ enum Command {
         /// Where the agent remembers the kill switches it threw.
         #[arg(long, default_value = "/var/lib/graft-agent")]
         state_dir: PathBuf,
-        /// How often the agent checks its server's health and renews its key.
-        #[arg(long, default_value_t = 500)]
+        /// How often the agent checks its server's health and renews its
+        /// key (at most 5000: a rollout's member writes its part every 5 s,
+        /// and one unwritten for 15 s is not news).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=5000))]
         interval_ms: u64,
     },
     /// Check a graft file as the servers will, then make it the fleet's
@@ -178,7 +180,7 @@ async fn command(cli: Cli) -> Result<(), String> {
             admin: admin::Admin::new(&admin),
             file,
             state_dir,
-            interval: Duration::from_millis(interval_ms.max(50)),
+            interval: Duration::from_millis(interval_ms),
             timeout,
         })
         .await
@@ -191,34 +193,16 @@ async fn command(cli: Cli) -> Result<(), String> {
         Command::Put { file } => {
             let text = checked(&file)?;
             // A running rollout ends by writing its own configuration
-            // there: a put meanwhile would be lost, so it is refused
-            // (the write holds only if no rollout started since).
-            let current = client
-                .get(keys.rollout(), None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let revision = current.kvs().first().map_or(0, |kv| kv.mod_revision());
-            if current.kvs().first().is_some_and(|kv| {
-                serde_json::from_slice::<Rollout>(kv.value())
-                    .is_ok_and(|r| r.state == RolloutState::Running)
-            }) {
-                return Err("a rollout is running: wait for it, or abort it".into());
-            }
-            let done = client
-                .txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            keys.rollout(),
-                            CompareOp::Equal,
-                            revision,
-                        )])
-                        .and_then([TxnOp::put(keys.config(), text, None)]),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            if !done.succeeded() {
-                return Err("a rollout started meanwhile: wait for it, or abort it".into());
-            }
+            // there: a put meanwhile would be lost, so it is refused.
+            let (_, revision) = rollout_idle(&mut client, &keys).await?;
+            write_if_rollout_unchanged(
+                &mut client,
+                &keys,
+                revision,
+                TxnOp::put(keys.config(), text, None),
+            )
+            .await
+            .map_err(|e| format!("{e}: wait for it, or abort it"))?;
             println!(
                 "{}: the fleet's configuration is {}",
                 keys.config(),
@@ -266,27 +250,10 @@ async fn command(cli: Cli) -> Result<(), String> {
                 .map(|(name, _)| name)
                 .collect();
             let stages = fleet::stage_counts(&stages, servers.len())?;
-            let current = client
-                .get(keys.rollout(), None)
-                .await
-                .map_err(|e| e.to_string())?;
             // The store's revision now: every rollout written reads a
             // later one (the write below holds only if the rollout key is
             // as read), so it names this rollout alone.
-            let now_revision = current.header().map_or(0, |h| h.revision());
-            let (previous, revision) = match current.kvs().first() {
-                Some(kv) => (
-                    serde_json::from_slice::<Rollout>(kv.value()).ok(),
-                    kv.mod_revision(),
-                ),
-                None => (None, 0),
-            };
-            if previous
-                .as_ref()
-                .is_some_and(|r| r.state == RolloutState::Running)
-            {
-                return Err("a rollout is running: wait for it, or abort it".into());
-            }
+            let (now_revision, revision) = rollout_idle(&mut client, &keys).await?;
             let has_config = client
                 .get(keys.config(), Some(GetOptions::new().with_count_only()))
                 .await
@@ -323,22 +290,15 @@ async fn command(cli: Cli) -> Result<(), String> {
                 history: vec![format!("{now} started: stage 0")],
             };
             rollout.check()?;
+            rollout.gates.check()?;
             let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
-            let done = client
-                .txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            keys.rollout(),
-                            CompareOp::Equal,
-                            revision,
-                        )])
-                        .and_then([TxnOp::put(keys.rollout(), json, None)]),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            if !done.succeeded() {
-                return Err("another rollout started meanwhile".into());
-            }
+            write_if_rollout_unchanged(
+                &mut client,
+                &keys,
+                revision,
+                TxnOp::put(keys.rollout(), json, None),
+            )
+            .await?;
             println!(
                 "rollout {} started: stages {:?} of servers {:?}, each held {hold} s",
                 rollout.id, rollout.stages, rollout.servers
@@ -408,6 +368,50 @@ fn checked(file: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     graft_engine::Config::parse(file, &text).map_err(|e| format!("refused: {e}"))?;
     String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", file.display()))
+}
+
+/// The rollout key as read, when no rollout runs in it: the store's
+/// revision then, and the key's own (0: there is none).
+async fn rollout_idle(client: &mut Client, keys: &Keys) -> Result<(i64, i64), String> {
+    let current = client
+        .get(keys.rollout(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = current.header().map_or(0, |h| h.revision());
+    let Some(kv) = current.kvs().first() else {
+        return Ok((now, 0));
+    };
+    if serde_json::from_slice::<Rollout>(kv.value()).is_ok_and(|r| r.state == RolloutState::Running)
+    {
+        return Err("a rollout is running: wait for it, or abort it".into());
+    }
+    Ok((now, kv.mod_revision()))
+}
+
+/// Writes `op` only if the rollout key is still at `revision` (nobody
+/// started one since it was read).
+async fn write_if_rollout_unchanged(
+    client: &mut Client,
+    keys: &Keys,
+    revision: i64,
+    op: TxnOp,
+) -> Result<(), String> {
+    let done = client
+        .txn(
+            Txn::new()
+                .when([Compare::mod_revision(
+                    keys.rollout(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([op]),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !done.succeeded() {
+        return Err("another rollout started meanwhile".into());
+    }
+    Ok(())
 }
 
 /// Every live server's state (its key goes with its agent's lease).

@@ -78,6 +78,9 @@ struct Agent {
     opts: Options,
     /// The fleet's keys as last read: value and modification revision.
     view: BTreeMap<String, (Vec<u8>, i64)>,
+    /// When this agent last saw each server's key written (by its own
+    /// clock: servers' clocks are never compared).
+    heard: BTreeMap<String, Instant>,
     applied: Option<Applied>,
     refused: Option<Refused>,
     /// Kill switches this agent threw, kept on disk.
@@ -121,6 +124,14 @@ struct Agent {
     /// The kill switches its nginx said it has thrown, at the last
     /// reading (None: it does not say).
     nginx_kills: Option<BTreeSet<(String, Option<String>)>>,
+}
+
+/// A kill switch as the server's key names it: `module`, `module/zone`.
+fn switch_name((module, zone): &(String, Option<String>)) -> String {
+    match zone {
+        Some(zone) => format!("{module}/{zone}"),
+        None => module.clone(),
+    }
 }
 
 fn now_secs() -> u64 {
@@ -218,6 +229,7 @@ impl Agent {
         Agent {
             opts,
             view: BTreeMap::new(),
+            heard: BTreeMap::new(),
             applied: None,
             refused: None,
             thrown,
@@ -281,6 +293,13 @@ impl Agent {
                 )
             })
             .collect();
+        // Every server is news again once read whole.
+        self.heard = self
+            .view
+            .keys()
+            .filter_map(|k| self.opts.keys.server_of(k))
+            .map(|name| (name.to_string(), Instant::now()))
+            .collect();
         let lease = within(t, "granting a lease", client.lease_grant(LEASE_TTL, None))
             .await?
             .id();
@@ -339,12 +358,19 @@ impl Agent {
                         // The servers' keys move the rollout (each tick
                         // reads them); the others change what this
                         // server serves.
-                        ours |= self.opts.keys.server_of(&key).is_none();
+                        let server = self.opts.keys.server_of(&key).map(str::to_string);
+                        ours |= server.is_none();
                         match event.event_type() {
                             EventType::Put => {
+                                if let Some(server) = server {
+                                    self.heard.insert(server, Instant::now());
+                                }
                                 self.view.insert(key, (kv.value().to_vec(), kv.mod_revision()));
                             }
                             EventType::Delete => {
+                                if let Some(server) = server {
+                                    self.heard.remove(&server);
+                                }
                                 self.view.remove(&key);
                             }
                         }
@@ -370,7 +396,12 @@ impl Agent {
     /// What the server does on its own: its configuration and kill
     /// switches as last read, its health, and its report to nginx.
     async fn local(&mut self) {
-        let counts = match blocking(|| self.opts.admin.counts()) {
+        let read_at = Instant::now();
+        let reading = blocking(|| self.opts.admin.counts());
+        // An nginx that answered, even with an error, is asked for its
+        // kill switches: only one that does not answer is left alone.
+        let answers = !matches!(reading, Err(AdminError::Unreachable(_)));
+        let counts = match reading {
             Ok(reading) => {
                 self.nginx_silent_since = None;
                 let counts = reading.counts;
@@ -418,15 +449,15 @@ impl Agent {
         // hung one would hold the tick, and the lease, for each call.
         // Kill switches go first (a live apply may take long), and again
         // after a configuration applied (it may bring a switch's zone).
-        if counts.is_some() {
+        if answers {
             self.reconcile_kills();
         }
         if self.synced {
             self.reconcile_config(counts);
-            if counts.is_some() && self.kills_stale {
+            if answers && self.kills_stale {
                 self.reconcile_kills();
             }
-            self.judge(counts);
+            self.judge(counts, read_at);
         }
         if counts.is_some() {
             let report = self.report();
@@ -606,10 +637,7 @@ impl Agent {
                 .iter()
                 .filter(|k| wanted.contains(*k) && !actual.contains(*k))
                 .filter(|k| !self.kill_refused.contains_key(*k))
-                .map(|(m, z)| match z {
-                    Some(z) => format!("{m}/{z}"),
-                    None => m.clone(),
-                })
+                .map(switch_name)
                 .collect();
             if !lost.is_empty() && !self.kills_stale {
                 warn!(
@@ -694,8 +722,15 @@ impl Agent {
 
     /// Judges this server's health gates while it serves a rollout's
     /// configuration: once a gate failed, it stays failed.
-    fn judge(&mut self, counts: Option<Counts>) {
-        if let Some(applied) = self.applied.as_mut().filter(|a| a.baseline.is_none()) {
+    /// `counts` were read at `read_at`: a reading from before the
+    /// configuration was applied is never its baseline (its sums are the
+    /// old configuration's steps').
+    fn judge(&mut self, counts: Option<Counts>, read_at: Instant) {
+        if let Some(applied) = self
+            .applied
+            .as_mut()
+            .filter(|a| a.baseline.is_none() && read_at > a.at)
+        {
             applied.baseline = counts;
         }
         let Ok(Some((rollout, _))) = self.rollout() else {
@@ -748,7 +783,18 @@ impl Agent {
             });
             return;
         };
-        let since = counts.since(&applied.baseline.unwrap_or(counts));
+        let Some(baseline) = applied.baseline else {
+            // No reading of the configuration it serves yet: nothing to
+            // judge, so not ready.
+            self.judged = Some(Judged {
+                id: rollout.id.clone(),
+                failed: None,
+                counts: Counts::default(),
+                ready: false,
+            });
+            return;
+        };
+        let since = counts.since(&baseline);
         let failed = failed_gate(&rollout.gates, &since);
         if let Some(why) = &failed {
             warn!("rollout {}: a health gate failed: {why}", rollout.id);
@@ -770,21 +816,11 @@ impl Agent {
             source: self.applied.as_ref().map(|a| a.source.to_string()),
             revision: self.applied.as_ref().map_or(0, |a| a.revision),
             refused: self.refused.clone(),
-            kills: self
-                .thrown
-                .iter()
-                .map(|(m, z)| match z {
-                    Some(z) => format!("{m}/{z}"),
-                    None => m.clone(),
-                })
-                .collect(),
+            kills: self.thrown.iter().map(switch_name).collect(),
             kills_refused: self
                 .kill_refused
                 .iter()
-                .map(|((m, z), (why, _))| match z {
-                    Some(z) => format!("{m}/{z}: {why}"),
-                    None => format!("{m}: {why}"),
-                })
+                .map(|(switch, (why, _))| format!("{}: {why}", switch_name(switch)))
                 .collect(),
             rollout: self.judged.as_ref().map(|j| RolloutPart {
                 id: j.id.clone(),
@@ -847,16 +883,23 @@ impl Agent {
         }) {
             return Ok(());
         }
-        within(
+        let key = self.opts.keys.server(&self.opts.name);
+        let put = within(
             self.opts.timeout,
             "writing the server's state",
             client.put(
-                self.opts.keys.server(&self.opts.name),
+                key.as_str(),
                 text.as_str(),
                 Some(PutOptions::new().with_lease(lease)),
             ),
         )
         .await?;
+        // Known at once, before its watch event: moving the rollout right
+        // after holds only if this key is as the view says.
+        if let Some(header) = put.header() {
+            self.view
+                .insert(key, (text.as_bytes().to_vec(), header.revision()));
+        }
         self.written = Some((unstamped, state, Instant::now()));
         Ok(())
     }
@@ -877,7 +920,12 @@ impl Agent {
             })
             .collect();
         let now = now_secs();
-        let next = next_step(&rollout, now, |s| statuses.get(s).cloned());
+        let next = next_step(
+            &rollout,
+            now,
+            |s| statuses.get(s).cloned(),
+            |s| self.heard.get(s).map(|t| t.elapsed().as_secs()),
+        );
         // Moving on holds only if no member's key changed since it was
         // read (one that just failed a gate is heard first) and, to
         // finish, if nobody put another fleet configuration meanwhile.

@@ -201,12 +201,16 @@ impl Drop for Server {
 
 const AGENT: &str = env!("CARGO_BIN_EXE_graft-agent");
 
-fn agent_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
-    let out = Command::new(AGENT)
+fn agent_cli_output(etcd: &Etcd, prefix: &str, args: &[&str]) -> std::process::Output {
+    Command::new(AGENT)
         .args(["--etcd", &etcd.endpoints(), "--prefix", prefix])
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn agent_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
+    let out = agent_cli_output(etcd, prefix, args);
     assert!(
         out.status.success(),
         "graft-agent {args:?}: {}",
@@ -217,11 +221,7 @@ fn agent_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
 
 /// A command that must fail: what it said on stderr.
 fn agent_cli_refused(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
-    let out = Command::new(AGENT)
-        .args(["--etcd", &etcd.endpoints(), "--prefix", prefix])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = agent_cli_output(etcd, prefix, args);
     assert!(!out.status.success(), "graft-agent {args:?} succeeded");
     String::from_utf8(out.stderr).unwrap()
 }
