@@ -160,6 +160,11 @@ until_has() {
 check "the package made the agent's user" "graft-agent" in_fleet id -un graft-agent
 check "... and its state directory, its own" "graft-agent graft-agent" \
     in_fleet stat -c '%U %G' /var/lib/graft-agent
+# An upgrade from an agent that ran as root keeps its settings: told.
+in_fleet sed -i.orig 's#--file [^ ]*#--file /etc/nginx/graft.json#' /etc/default/graft-agent
+check "an upgrade keeping a graft file the agent may not write says so" \
+    "cannot write it" in_fleet /var/lib/dpkg/info/graft-agent.postinst configure 0.1.0-1
+in_fleet mv /etc/default/graft-agent.orig /etc/default/graft-agent
 # A fleet server's nginx starts with the file the agent keeps, seeded with
 # its own, as the package's /etc/default settings say.
 in_fleet sh -c 'install -o graft-agent -m 644 /etc/nginx/graft.json /var/lib/graft-agent/graft.json &&
