@@ -341,21 +341,14 @@ async fn command(cli: Cli) -> Result<(), String> {
             rollout.reason = Some(reason.clone());
             rollout.history.push(format!("rolled back: {reason}"));
             let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
-            let done = client
-                .txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            keys.rollout(),
-                            CompareOp::Equal,
-                            kv.mod_revision(),
-                        )])
-                        .and_then([TxnOp::put(keys.rollout(), json, None)]),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            if !done.succeeded() {
-                return Err("the rollout changed meanwhile: look again".into());
-            }
+            write_if_rollout_unchanged(
+                &mut client,
+                &keys,
+                kv.mod_revision(),
+                TxnOp::put(keys.rollout(), json, None),
+            )
+            .await
+            .map_err(|_| "the rollout changed meanwhile: look again".to_string())?;
             println!("rollout {} rolled back", rollout.id);
         }
     }
@@ -389,7 +382,7 @@ async fn rollout_idle(client: &mut Client, keys: &Keys) -> Result<(i64, i64), St
 }
 
 /// Writes `op` only if the rollout key is still at `revision` (nobody
-/// started one since it was read).
+/// started or moved one since it was read).
 async fn write_if_rollout_unchanged(
     client: &mut Client,
     keys: &Keys,

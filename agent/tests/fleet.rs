@@ -219,6 +219,11 @@ fn agent_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A server's own key in etcd, as its agent wrote it.
+fn server_key(etcd: &Etcd, prefix: &str, server: &Server) -> Option<String> {
+    etcd.get(&format!("{prefix}/servers/{}", server.name))
+}
+
 /// A command that must fail: what it said on stderr.
 fn agent_cli_refused(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
     let out = agent_cli_output(etcd, prefix, args);
@@ -381,7 +386,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         &["kill", "redirects", "--zone", "later.test"],
     );
     converge(&servers, 5, "the refusal in the servers' keys", |s| {
-        etcd.get(&format!("{prefix}/servers/{}", s.name))
+        server_key(&etcd, prefix, s)
             .is_some_and(|key| key.contains("\"kills_refused\":[\"redirects/later.test: "))
     });
     let mut with_later: serde_json::Value = serde_json::from_str(&redirect_to("/b")).unwrap();
@@ -419,8 +424,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         &["revive", "redirects", "--zone", "later.test"],
     );
     converge(&servers, 5, "the revive in the servers' keys", |s| {
-        etcd.get(&format!("{prefix}/servers/{}", s.name))
-            .is_some_and(|key| !key.contains("later.test"))
+        server_key(&etcd, prefix, s).is_some_and(|key| !key.contains("later.test"))
     });
     agent_cli(&etcd, prefix, &["put", &later]);
     converge(&servers, 10, "the zone brought back, not killed", |s| {
@@ -438,8 +442,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     let out = etcd.etcdctl(&["put", &format!("{prefix}/config"), "{\"zones\": garbage"]);
     assert!(out.status.success());
     converge(&servers, 10, "the refusal", |s| {
-        etcd.get(&format!("{prefix}/servers/{}", s.name))
-            .is_some_and(|status| status.contains("invalid JSON"))
+        server_key(&etcd, prefix, s).is_some_and(|status| status.contains("invalid JSON"))
     });
     for (s, before) in servers.iter().zip(before) {
         assert_eq!(refused(s), before + 1, "{}", s.name);
@@ -457,8 +460,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     let out = etcd.etcdctl(&["put", &format!("{prefix}/config"), ""]);
     assert!(out.status.success());
     converge(&servers, 10, "the empty key refused", |s| {
-        etcd.get(&format!("{prefix}/servers/{}", s.name))
-            .is_some_and(|status| status.contains("the key is empty"))
+        server_key(&etcd, prefix, s).is_some_and(|status| status.contains("the key is empty"))
     });
     for s in &servers {
         assert_eq!(location(s), "/b", "{} changed", s.name);
@@ -475,7 +477,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     let out = etcd.etcdctl(&["put", &format!("{prefix}/kill/redirects/"), ""]);
     assert!(out.status.success());
     converge(&servers, 10, "the bad kill key", |s| {
-        etcd.get(&format!("{prefix}/servers/{}", s.name))
+        server_key(&etcd, prefix, s)
             .is_some_and(|status| status.contains("kill/redirects/: not a kill switch"))
     });
     assert!(servers.iter().all(|s| !killed(s)));
@@ -486,7 +488,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     let out = etcd.etcdctl(&["put", &format!("{prefix}/rollout"), "[1, 2"]);
     assert!(out.status.success());
     converge(&servers, 10, "the unreadable rollout", |s| {
-        etcd.get(&format!("{prefix}/servers/{}", s.name))
+        server_key(&etcd, prefix, s)
             .is_some_and(|status| status.contains(r#""key_error":"/graft/fleet-a/rollout: "#))
     });
     for s in &servers {
@@ -599,7 +601,7 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         serves(s, "/base")
     });
     converge(&servers, 10, "every server's key", |s| {
-        etcd.get(&format!("{prefix}/servers/{}", s.name)).is_some()
+        server_key(&etcd, prefix, s).is_some()
     });
 
     // Traffic on every server for the health gates, until the test ends.
@@ -753,6 +755,23 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         Some(redirect_to("/new").as_str()),
         "a rollback leaves the fleet's configuration as it was"
     );
+
+    // An operator's abort rolls a running rollout back the same way; a
+    // second abort has nothing to abort.
+    let later = write_file(&dir, "later.json", &redirect_to("/later"));
+    agent_cli(&etcd, prefix, &["rollout", "start", &later, "--hold", "30"]);
+    converge(&servers[0..1], 10, "the first stage", |s| {
+        serves(s, "/later")
+    });
+    agent_cli(
+        &etcd,
+        prefix,
+        &["rollout", "abort", "--reason", "not today"],
+    );
+    assert_eq!(rollout(&etcd, prefix)["reason"], "not today");
+    converge(&servers, 10, "the abort", |s| serves(s, "/new"));
+    let again = agent_cli_refused(&etcd, prefix, &["rollout", "abort", "--reason", "twice"]);
+    assert!(again.contains("the rollout is not running"), "{again}");
 }
 
 #[test]
