@@ -483,6 +483,64 @@ fn per_request_log_lines_are_bounded() {
 }
 
 #[test]
+fn a_worker_respawned_after_a_refused_reload_serves_what_was_applied() {
+    let rules = |to: &str| {
+        json!({ "zones": { "localhost": { "modules": [
+            { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": to } ] } } ] } } })
+        .to_string()
+    };
+    let nginx = Nginx::start_workers(&rules("/first"), 1);
+    nginx.write_config(&rules("/second"));
+    let r = nginx.admin("POST", "/graft/admin/apply");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A reload that reads the graft file, then fails further on in
+    // nginx's own configuration: the running cycle goes on.
+    let conf = nginx.prefix.join("nginx.conf");
+    let good = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{good}\nno_such_directive on;\n")).unwrap();
+    nginx.reload_refused();
+    assert!(
+        nginx
+            .error_log()
+            .contains("unknown directive \"no_such_directive\""),
+        "{}",
+        nginx.error_log()
+    );
+    std::fs::write(&conf, good).unwrap();
+    let before = nginx.worker_pids();
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &before[0].to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while nginx.worker_pids().is_empty() || nginx.worker_pids() == before {
+        assert!(std::time::Instant::now() < deadline, "no respawn");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its first tick (250 ms) would load a live apply it missed.
+    std::thread::sleep(Duration::from_millis(600));
+    let r = nginx.get("localhost", "/a");
+    assert_eq!(
+        r.header("Location"),
+        Some("/second"),
+        "the respawned worker serves the file, not what was applied live"
+    );
+    // The refused reload's [emerg] and the killed worker's [alert] only.
+    for line in nginx.error_log().lines() {
+        if ["[alert]", "[crit]", "[emerg]", "[error]"]
+            .iter()
+            .any(|l| line.contains(l))
+        {
+            assert!(
+                line.contains("no_such_directive") || line.contains("exited on signal 9"),
+                "{line}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_worker_respawned_after_a_live_apply_serves_what_was_applied() {
     let rules = |to: &str| {
         json!({ "zones": { "localhost": { "modules": [

@@ -33,6 +33,14 @@ pub struct MainConf {
     pub shared_bytes: Option<(usize, usize)>,
     /// `graft_capture`: a sample of requests written for replays.
     pub capture: Option<Capture>,
+    /// The epoch of live applies when this cycle read its file: applies
+    /// after it are this cycle's to serve. Kept with the cycle, not in a
+    /// static: a reload refused after `graft_config` was read must leave
+    /// the running cycle's alone (its respawned workers read it).
+    pub cycle_epoch: u64,
+    /// This cycle's number in the master (every `graft_config` read
+    /// counts one): the workers it started are counted under it.
+    pub cycle: u64,
 }
 
 /// `graft_capture`'s settings, in the http block's main conf (`capture.rs`

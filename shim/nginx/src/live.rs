@@ -135,7 +135,8 @@ pub unsafe extern "C" fn set_config(
                 *lock(&LOADED) = Some(config.clone());
                 // This cycle serves what it loaded now, not what an earlier
                 // cycle's workers applied live before it.
-                CYCLE_EPOCH.store(snapshot::epoch(), Ordering::Relaxed);
+                mcf.cycle_epoch = snapshot::epoch();
+                mcf.cycle = CYCLES.fetch_add(1, Ordering::Relaxed) + 1;
                 mcf.config = Some(ArcSwap::new(config));
                 mcf.path = Some(PathBuf::from(path));
                 // Parsing a large file leaves freed heap behind; give it back
@@ -174,7 +175,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         lock(&LOADED).take();
         // A worker (re)started after a live apply serves what was applied,
         // as its siblings do: the timer below loads it on its first tick.
-        APPLIED_EPOCH.store(CYCLE_EPOCH.load(Ordering::Relaxed), Ordering::Relaxed);
+        APPLIED_EPOCH.store(mcf.cycle_epoch, Ordering::Relaxed);
         // SAFETY: the cycle's log lives as long as the cycle.
         catch_up(mcf, unsafe { (*cycle).log });
         if let Some(config) = mcf.config.as_ref() {
@@ -289,9 +290,8 @@ fn catch_up(mcf: &MainConf, log: *mut ngx::ffi::ngx_log_t) {
     }
 }
 
-/// The epoch of live applies when this cycle loaded its file: applies
-/// after it are this cycle's to serve.
-static CYCLE_EPOCH: AtomicU64 = AtomicU64::new(0);
+/// The cycles the master read a `graft_config` for (see `MainConf::cycle`).
+static CYCLES: AtomicU64 = AtomicU64::new(0);
 
 /// The configuration the master loaded last, until the workers fork.
 static LOADED: Mutex<Option<Arc<Config>>> = Mutex::new(None);
