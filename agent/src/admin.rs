@@ -186,6 +186,7 @@ pub fn parse_metrics(text: &str) -> Reading {
     let mut reported = false;
     let mut started = None;
     let mut kills = None;
+    let (mut starts, mut restarts) = (None, None);
     for line in text.lines() {
         if line.starts_with("# TYPE graft_kill_switch ") {
             kills.get_or_insert_with(BTreeSet::new);
@@ -225,11 +226,15 @@ pub fn parse_metrics(text: &str) -> Reading {
                 }
             }
             "graft_configuration_refused_total" => counts.refused = value,
-            "graft_worker_starts_total" => counts.worker_starts = value,
+            "graft_worker_starts_total" => starts = Some(value),
+            "graft_worker_restarts_total" => restarts = Some(value),
             "graft_fleet_report_timestamp_seconds" => reported = true,
             _ => {}
         }
     }
+    // Workers started again after one died; from an nginx that does not
+    // tell them apart, every start (a reload's among them).
+    counts.worker_starts = restarts.or(starts).unwrap_or_default();
     Reading {
         counts,
         reported,
@@ -274,6 +279,8 @@ graft_worker_starts_total{} 4
             (100, 5, 3, 2, 7, 4)
         );
         assert!(!reported);
+        let r = parse_metrics(&format!("{text}graft_worker_restarts_total{{}} 1\n"));
+        assert_eq!(r.counts.worker_starts, 1, "restarts, not a reload's starts");
         let r = parse_metrics(
             "graft_fleet_report_timestamp_seconds{} 17\ngraft_start_time_seconds{} 1795479897.123\n",
         );

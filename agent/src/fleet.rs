@@ -372,6 +372,8 @@ pub struct Counts {
     pub shadow_match: u64,
     pub shadow_diff: u64,
     pub refused: u64,
+    /// Workers started again after one died (every start, from an nginx
+    /// that does not tell a reload's apart).
     pub worker_starts: u64,
 }
 

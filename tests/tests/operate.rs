@@ -755,6 +755,17 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     };
     assert_eq!(metric(&totals, "graft_fleet_etcd_up{}"), Some(0));
     assert_eq!(metric(&totals, "graft_worker_starts_total{}"), Some(2));
+    assert_eq!(metric(&totals, "graft_worker_restarts_total{}"), Some(0));
+
+    // A reload's new workers are started, not started again.
+    nginx.reload();
+    let totals = || nginx.admin("GET", "/graft/admin/totals").text();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&totals(), "graft_worker_starts_total{}") != Some(4) {
+        assert!(Instant::now() < deadline, "{}", totals());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(&totals(), "graft_worker_restarts_total{}"), Some(0));
 
     let before = nginx.worker_pids();
     assert!(Command::new("kill")
@@ -763,8 +774,13 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
         .unwrap()
         .success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&metrics(&nginx), "graft_worker_starts_total{}") != Some(3) {
+    while metric(&metrics(&nginx), "graft_worker_starts_total{}") != Some(5) {
         assert!(Instant::now() < deadline, "{}", metrics(&nginx));
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(
+        metric(&totals(), "graft_worker_restarts_total{}"),
+        Some(1),
+        "a worker started again after one died"
+    );
 }

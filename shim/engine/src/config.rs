@@ -779,11 +779,26 @@ impl Config {
             .map_or(0, |t| t.get(crate::fleet::started_key()))
     }
 
-    /// Counts a worker process started.
-    pub fn count_worker_start(&self) {
+    /// Counts a worker process started by the master's `cycle` (a number
+    /// each configuration the master read has its own), which runs
+    /// `workers` of them: one started past those is a worker started
+    /// again after one died; a reload's new workers are a new cycle's.
+    pub fn count_worker_start(&self, cycle: u64, workers: u64) {
         if let Some(t) = self.shared.get() {
             t.add(crate::fleet::worker_starts_key(), 1);
+            let key = crate::fleet::cycle_workers_key();
+            t.add_in_minute(key, cycle, 1);
+            if t.get_in_minute(key, cycle) > workers {
+                t.add(crate::fleet::worker_restarts_key(), 1);
+            }
         }
+    }
+
+    /// Worker processes started again after one died, since nginx started.
+    pub fn worker_restarts(&self) -> u64 {
+        self.shared
+            .get()
+            .map_or(0, |t| t.get(crate::fleet::worker_restarts_key()))
     }
 
     /// Worker processes started since the shared table was mapped (nginx's

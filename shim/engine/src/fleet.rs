@@ -42,6 +42,18 @@ pub fn worker_starts_key() -> u64 {
     key("worker_starts")
 }
 
+/// The key of the count of worker processes started again after one
+/// died (not a reload's new workers).
+pub fn worker_restarts_key() -> u64 {
+    key("worker_restarts")
+}
+
+/// The key of the workers each cycle started: the cycle's number (high 32
+/// bits) and its count (low 32 bits).
+pub fn cycle_workers_key() -> u64 {
+    key("cycle_workers")
+}
+
 /// The key of the time (Unix milliseconds) this nginx's shared memory was
 /// first used: a reload keeps it, a restart starts it again.
 pub fn started_key() -> u64 {

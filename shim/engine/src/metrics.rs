@@ -267,6 +267,15 @@ fn process_families(
             MetricType::Counter,
             config.worker_starts(),
         )?;
+    single(
+        encoder,
+        (
+            "graft_worker_restarts",
+            "Worker processes started again after one died (a reload's new workers are not counted).",
+        ),
+        MetricType::Counter,
+        config.worker_restarts(),
+    )?;
     let mut family = encoder.encode_descriptor(
             "graft_start_time_seconds",
             "Unix time this nginx started (its shared memory was first used): a reload keeps it, a restart changes it.",
@@ -461,6 +470,7 @@ mod tests {
         );
         assert!(!text.contains("zone="), "{text}");
         assert!(text.contains("graft_worker_starts_total"), "{text}");
+        assert!(text.contains("graft_worker_restarts_total{} 0"), "{text}");
         assert!(text.contains("graft_start_time_seconds"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }

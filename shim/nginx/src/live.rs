@@ -179,7 +179,15 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         // SAFETY: the cycle's log lives as long as the cycle.
         catch_up(mcf, unsafe { (*cycle).log });
         if let Some(config) = mcf.config.as_ref() {
-            config.load().count_worker_start();
+            // SAFETY: the cycle's conf_ctx holds every core module's conf,
+            // the core module's at its index an ngx_core_conf_t, for as
+            // long as the cycle lives.
+            let workers = unsafe {
+                let ccf = *(*cycle).conf_ctx.add(ngx::ffi::ngx_core_module.index)
+                    as *const ngx::ffi::ngx_core_conf_t;
+                ccf.as_ref().map_or(1, |c| c.worker_processes.max(1) as u64)
+            };
+            config.load().count_worker_start(mcf.cycle, workers);
         }
         // SAFETY: an event from the cycle's pool, zeroed, that lives as long
         // as the worker; nginx calls its handler from the event loop.

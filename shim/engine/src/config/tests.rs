@@ -362,6 +362,24 @@ fn the_default_zones_switch_is_not_the_modules_everywhere() {
 }
 
 #[test]
+fn a_worker_started_past_its_cycles_count_is_a_restart() {
+    let c = parse(GOOD).unwrap();
+    let (counters, windows) = leaked_tables();
+    c.attach(counters, windows);
+    c.count_worker_start(1, 2);
+    c.count_worker_start(1, 2);
+    assert_eq!((c.worker_starts(), c.worker_restarts()), (2, 0));
+    c.count_worker_start(1, 2);
+    assert_eq!((c.worker_starts(), c.worker_restarts()), (3, 1), "one died");
+    // A reload: the next cycle's two workers.
+    c.count_worker_start(2, 2);
+    c.count_worker_start(2, 2);
+    assert_eq!((c.worker_starts(), c.worker_restarts()), (5, 1));
+    c.count_worker_start(2, 2);
+    assert_eq!(c.worker_restarts(), 2);
+}
+
+#[test]
 fn the_totals_name_the_kill_switches_thrown() {
     let c = std::sync::Arc::new(
         parse(r#"{ "zones": { "*": { "modules": [ { "module": "probe", "mode": "rust" } ] },
