@@ -219,6 +219,20 @@ fn agent_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Every server still serves, and keeps in its graft file, the redirect
+/// to `to`: `what` reached none of them.
+fn assert_unchanged(servers: &[Server], to: &str, what: &str) {
+    for s in servers {
+        assert_eq!(location(s), to, "{what} changed {}", s.name);
+        assert_eq!(
+            std::fs::read_to_string(s.nginx.config_path()).unwrap(),
+            redirect_to(to),
+            "{what} reached {}'s file",
+            s.name
+        );
+    }
+}
+
 /// A server's own key in etcd, as its agent wrote it.
 fn server_key(etcd: &Etcd, prefix: &str, server: &Server) -> Option<String> {
     etcd.get(&format!("{prefix}/servers/{}", server.name))
@@ -446,14 +460,8 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     });
     for (s, before) in servers.iter().zip(before) {
         assert_eq!(refused(s), before + 1, "{}", s.name);
-        assert_eq!(location(s), "/b", "{} changed", s.name);
-        assert_eq!(
-            std::fs::read_to_string(s.nginx.config_path()).unwrap(),
-            redirect_to("/b"),
-            "a refused configuration reached {}'s file",
-            s.name
-        );
     }
+    assert_unchanged(&servers, "/b", "a refused configuration");
 
     // So is an empty configuration key (sent as an empty body, nginx
     // would apply its own file).
@@ -462,15 +470,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     converge(&servers, 10, "the empty key refused", |s| {
         server_key(&etcd, prefix, s).is_some_and(|status| status.contains("the key is empty"))
     });
-    for s in &servers {
-        assert_eq!(location(s), "/b", "{} changed", s.name);
-        assert_eq!(
-            std::fs::read_to_string(s.nginx.config_path()).unwrap(),
-            redirect_to("/b"),
-            "the empty key reached {}'s file",
-            s.name
-        );
-    }
+    assert_unchanged(&servers, "/b", "the empty key");
 
     // A kill key that names no switch is said in every server's key and
     // throws nothing.

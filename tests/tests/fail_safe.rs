@@ -482,8 +482,9 @@ fn per_request_log_lines_are_bounded() {
     }
 }
 
-#[test]
-fn a_worker_respawned_after_a_refused_reload_serves_what_was_applied() {
+/// One worker serving `/a` → `/second` applied live over a file saying
+/// `/first`.
+fn applied_live_over_its_file() -> Nginx {
     let rules = |to: &str| {
         json!({ "zones": { "localhost": { "modules": [
             { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": to } ] } } ] } } })
@@ -493,6 +494,27 @@ fn a_worker_respawned_after_a_refused_reload_serves_what_was_applied() {
     nginx.write_config(&rules("/second"));
     let r = nginx.admin("POST", "/graft/admin/apply");
     assert_eq!(r.status, 200, "{}", r.text());
+    nginx
+}
+
+/// Kills nginx's worker outright and waits for the master's new one.
+fn kill_its_worker(nginx: &Nginx) {
+    let before = nginx.worker_pids();
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &before[0].to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while nginx.worker_pids().is_empty() || nginx.worker_pids() == before {
+        assert!(std::time::Instant::now() < deadline, "no respawn");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_worker_respawned_after_a_refused_reload_serves_what_was_applied() {
+    let nginx = applied_live_over_its_file();
     // A reload that reads the graft file, then fails further on in
     // nginx's own configuration: the running cycle goes on.
     let conf = nginx.prefix.join("nginx.conf");
@@ -507,17 +529,7 @@ fn a_worker_respawned_after_a_refused_reload_serves_what_was_applied() {
         nginx.error_log()
     );
     std::fs::write(&conf, good).unwrap();
-    let before = nginx.worker_pids();
-    assert!(std::process::Command::new("kill")
-        .args(["-KILL", &before[0].to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while nginx.worker_pids().is_empty() || nginx.worker_pids() == before {
-        assert!(std::time::Instant::now() < deadline, "no respawn");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    kill_its_worker(&nginx);
     // Its first tick (250 ms) would load a live apply it missed.
     std::thread::sleep(Duration::from_millis(600));
     let r = nginx.get("localhost", "/a");
@@ -542,15 +554,7 @@ fn a_worker_respawned_after_a_refused_reload_serves_what_was_applied() {
 
 #[test]
 fn a_worker_respawned_after_a_live_apply_serves_what_was_applied() {
-    let rules = |to: &str| {
-        json!({ "zones": { "localhost": { "modules": [
-            { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": to } ] } } ] } } })
-        .to_string()
-    };
-    let nginx = Nginx::start_workers(&rules("/first"), 1);
-    nginx.write_config(&rules("/second"));
-    let r = nginx.admin("POST", "/graft/admin/apply");
-    assert_eq!(r.status, 200, "{}", r.text());
+    let nginx = applied_live_over_its_file();
     // A live apply whose legacy module cannot be built is refused whole.
     nginx.write_config(
         &json!({ "zones": { "localhost": { "modules": [
@@ -573,17 +577,7 @@ fn a_worker_respawned_after_a_live_apply_serves_what_was_applied() {
         Some(2),
         "{metrics}"
     );
-    let before = nginx.worker_pids();
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &before[0].to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while nginx.worker_pids().is_empty() || nginx.worker_pids() == before {
-        assert!(std::time::Instant::now() < deadline, "no respawn");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    kill_its_worker(&nginx);
     let r = nginx.get("localhost", "/a");
     assert_eq!(
         r.header("Location"),
