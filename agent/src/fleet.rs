@@ -355,12 +355,6 @@ pub struct RolloutPart {
     pub reason: Option<String>,
     /// What the gates read since the server took the configuration.
     pub counts: Counts,
-    /// When its agent wrote it (seconds since the epoch, its own clock;
-    /// 0: not said): written again every 5 s while the rollout runs, so
-    /// that the part of an agent stuck on its nginx goes unwritten (the
-    /// others time that with their own clocks, never with this one).
-    #[serde(default)]
-    pub at: u64,
 }
 
 /// What a server counted (from its `/graft/metrics`), or counted since a
@@ -571,7 +565,6 @@ mod tests {
                 ready,
                 reason: (!healthy).then(|| "shadow difference rate 1.000".into()),
                 counts: Counts::default(),
-                at: 0,
             }),
             ..Status::default()
         }

@@ -90,8 +90,8 @@ struct Agent {
     /// `KILL_RETRY`, and at once when a configuration is applied.
     kill_refused: BTreeMap<(String, Option<String>), (String, Instant)>,
     /// Whether the kill switches are to be thrown again, every one: a
-    /// configuration was applied (a zone's switch lives on its steps,
-    /// which the new configuration may have moved or added).
+    /// configuration was applied (it may bring the zone of a switch nginx
+    /// refused), nginx started again, or it lost one this agent threw.
     kills_stale: bool,
     judged: Option<Judged>,
     etcd_up: bool,
@@ -828,7 +828,6 @@ impl Agent {
                 ready: j.ready,
                 reason: j.failed.clone(),
                 counts: j.counts,
-                at: now_secs(),
             }),
             nginx_error: self.nginx_error.clone(),
             key_error: match (&self.key_error, &self.kill_key_error) {
@@ -864,22 +863,18 @@ impl Agent {
         // A change of state is written at once; counts alone (they move
         // with every request while a rollout runs) once in a while, or
         // every server's write would reach every agent each tick; and a
-        // part in a rollout once in a while even when nothing changed,
-        // so that the others can tell it is news.
-        let mut unstamped = status.clone();
-        if let Some(part) = unstamped.rollout.as_mut() {
-            part.at = 0;
-        }
-        let mut state = unstamped.clone();
+        // part in a rollout once in a while even when nothing changed
+        // (etcd gives even the same text a new revision), so that the
+        // others can tell it is news.
+        let mut state = status.clone();
         if let Some(part) = state.rollout.as_mut() {
             part.counts = Counts::default();
         }
         let state = serde_json::to_string(&state).map_err(|e| e.to_string())?;
-        let unstamped = serde_json::to_string(&unstamped).map_err(|e| e.to_string())?;
         let text = serde_json::to_string(&status).map_err(|e| e.to_string())?;
         let in_rollout = status.rollout.is_some();
         if self.written.as_ref().is_some_and(|(t, w, at)| {
-            *w == state && (at.elapsed() < COUNTS_EVERY || (*t == unstamped && !in_rollout))
+            *w == state && (at.elapsed() < COUNTS_EVERY || (*t == text && !in_rollout))
         }) {
             return Ok(());
         }
@@ -900,7 +895,7 @@ impl Agent {
             self.view
                 .insert(key, (text.as_bytes().to_vec(), header.revision()));
         }
-        self.written = Some((unstamped, state, Instant::now()));
+        self.written = Some((text, state, Instant::now()));
         Ok(())
     }
 
