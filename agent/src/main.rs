@@ -7,6 +7,7 @@
 mod admin;
 mod fleet;
 mod run;
+mod signal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,7 +59,9 @@ enum Command {
         /// configuration applied there, for nginx's next start.
         #[arg(long)]
         file: PathBuf,
-        /// Where the agent remembers the kill switches it threw.
+        /// Where the agent remembers the kill switches it threw, the etcd
+        /// revision of the configuration it applied, and when etcd last
+        /// answered it.
         #[arg(long, default_value = "/var/lib/graft-agent")]
         state_dir: PathBuf,
         /// How often the agent checks its server's health and renews its
@@ -173,6 +176,7 @@ async fn command(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("no --name, and no host name: {e}"))?,
         };
         fleet::check_name(&name)?;
+        signal::catch();
         run::run(run::Options {
             endpoints: cli.etcd,
             keys,
@@ -183,7 +187,8 @@ async fn command(cli: Cli) -> Result<(), String> {
             interval: Duration::from_millis(interval_ms),
             timeout,
         })
-        .await
+        .await;
+        return Ok(());
     }
     let (mut client, _) = run::connect_any(&cli.etcd, 0, timeout, &keys.config())
         .await
@@ -266,9 +271,7 @@ async fn command(cli: Cli) -> Result<(), String> {
                     keys.config()
                 ));
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = run::now_secs();
             let rollout = Rollout {
                 id: format!("r{now_revision}-{}", fleet::config_hash(text.as_bytes())),
                 config: text,
@@ -337,9 +340,13 @@ async fn command(cli: Cli) -> Result<(), String> {
             if rollout.state != RolloutState::Running {
                 return Err(format!("the rollout is not running ({:?})", rollout.state));
             }
+            let now = run::now_secs();
             rollout.state = RolloutState::RolledBack;
             rollout.reason = Some(reason.clone());
-            rollout.history.push(format!("rolled back: {reason}"));
+            rollout.history.push(format!(
+                "{now} rolled back at stage {}: {reason} (by rollout abort)",
+                rollout.stage
+            ));
             let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
             write_if_rollout_unchanged(
                 &mut client,

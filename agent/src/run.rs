@@ -53,6 +53,12 @@ const KILL_RETRY: Duration = Duration::from_secs(30);
 const COUNTS_EVERY: Duration = Duration::from_secs(crate::fleet::PART_EVERY_SECS);
 /// The longest wait between two tries to reach etcd.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often, while etcd does not answer, the log says so again.
+const SAY_UNREACHABLE_EVERY: Duration = Duration::from_secs(60);
+/// How often, while etcd answers, the time of its last answer is kept in
+/// the state directory (and at once when it stops answering, and when
+/// the agent stops).
+const KEEP_CONTACT_EVERY: u64 = 60;
 
 /// What the agent has done to its nginx.
 struct Applied {
@@ -95,9 +101,14 @@ struct Agent {
     kills_stale: bool,
     judged: Option<Judged>,
     etcd_up: bool,
-    /// When etcd last answered (seconds since the epoch), also written
-    /// by the task that keeps the lease.
+    /// When etcd last answered (seconds since the epoch; 0: never), also
+    /// written by the task that keeps the lease, and kept in the state
+    /// directory: an agent started while etcd is down says when it last
+    /// answered the agent before it.
     etcd_contact: Arc<AtomicU64>,
+    /// The contact time last kept there, and why it could not be.
+    contact_kept: u64,
+    contact_error: Option<String>,
     nginx_error: Option<String>,
     /// The status last written to etcd, the same with its counts zeroed,
     /// and when.
@@ -134,7 +145,8 @@ fn switch_name((module, zone): &(String, Option<String>)) -> String {
     }
 }
 
-fn now_secs() -> u64 {
+/// Seconds since the epoch, as the rollout's times are written.
+pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -201,30 +213,29 @@ pub async fn connect_any(
     Err(errors.join("; "))
 }
 
-pub async fn run(opts: Options) -> ! {
+/// Runs the agent until SIGTERM or SIGINT (see [`crate::signal::catch`]).
+pub async fn run(opts: Options) {
     let mut agent = Agent::new(opts);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let started = Instant::now();
-        if let Err(e) = agent.connected().await {
-            if agent.etcd_up {
-                warn!("etcd: {e}; serving the last good configuration until it answers");
-            }
-            agent.etcd_up = false;
-        }
-        if started.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(100);
-        }
-        // Without etcd the server goes on as it is; nginx hears so.
-        agent.local().await;
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+    info!(
+        "graft-agent {} for server {}: reaching etcd ({}) for the keys under {}; etcd last answered {}",
+        env!("CARGO_PKG_VERSION"),
+        agent.opts.name,
+        agent.opts.endpoints.join(", "),
+        agent.opts.keys.all(),
+        agent.last_answer()
+    );
+    let why = tokio::select! {
+        why = crate::signal::caught() => why,
+        never = agent.serve() => never,
+    };
+    agent.keep_contact(true);
+    info!("{why}: stopping; nginx serves on as it is, and the server's key goes in {LEASE_TTL} s");
 }
 
 impl Agent {
     fn new(opts: Options) -> Agent {
         let thrown = load_thrown(&opts.state_dir);
+        let contact = load_contact(&opts.state_dir);
         let opts_state_dir = opts.state_dir.clone();
         Agent {
             opts,
@@ -237,7 +248,9 @@ impl Agent {
             kills_stale: false,
             judged: None,
             etcd_up: false,
-            etcd_contact: Arc::new(AtomicU64::new(0)),
+            etcd_contact: Arc::new(AtomicU64::new(contact)),
+            contact_kept: contact,
+            contact_error: None,
             nginx_error: None,
             written: None,
             synced: false,
@@ -249,6 +262,38 @@ impl Agent {
             nginx_started: None,
             nginx_silent_since: None,
             nginx_kills: None,
+        }
+    }
+
+    /// Serves its server whatever etcd does: follows the fleet's keys
+    /// while etcd answers, and tries it again when it stops.
+    async fn serve(&mut self) -> ! {
+        let mut backoff = Duration::from_millis(100);
+        // When the log last said that etcd does not answer, in this outage.
+        let mut said: Option<Instant> = None;
+        loop {
+            let started = Instant::now();
+            if let Err(e) = self.connected().await {
+                if self.etcd_up {
+                    warn!("etcd: {e}; serving the last good configuration until it answers");
+                    said = Some(Instant::now());
+                    self.etcd_up = false;
+                    self.keep_contact(true);
+                } else if said.is_none_or(|t| t.elapsed() >= SAY_UNREACHABLE_EVERY) {
+                    warn!(
+                        "etcd does not answer (it last answered {}): {e}; serving the last good configuration until it answers",
+                        self.last_answer()
+                    );
+                    said = Some(Instant::now());
+                }
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                backoff = Duration::from_millis(100);
+            }
+            // Without etcd the server goes on as it is; nginx hears so.
+            self.local().await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -463,6 +508,39 @@ impl Agent {
             let report = self.report();
             if let Err(e) = blocking(|| self.opts.admin.report(&report)) {
                 self.nginx_failed(e);
+            }
+        }
+        self.keep_contact(false);
+    }
+
+    /// When etcd last answered, for the log.
+    fn last_answer(&self) -> String {
+        match self.etcd_contact.load(Ordering::Relaxed) {
+            0 => "never".into(),
+            at => format!("{} s ago", now_secs().saturating_sub(at)),
+        }
+    }
+
+    /// Keeps the time of etcd's last answer in the state directory: when
+    /// it moved on by `KEEP_CONTACT_EVERY` seconds, or at once (`now`).
+    fn keep_contact(&mut self, now: bool) {
+        let contact = self.etcd_contact.load(Ordering::Relaxed);
+        if contact == self.contact_kept
+            || !(now || contact >= self.contact_kept + KEEP_CONTACT_EVERY)
+        {
+            return;
+        }
+        match save_contact(&self.opts.state_dir, contact) {
+            Ok(()) => {
+                self.contact_kept = contact;
+                self.contact_error = None;
+            }
+            Err(e) => {
+                let why = format!("{}: {e}", self.opts.state_dir.display());
+                if self.contact_error.as_ref() != Some(&why) {
+                    error!("{why}: a restarted agent would not know when etcd last answered");
+                }
+                self.contact_error = Some(why);
             }
         }
     }
@@ -890,11 +968,14 @@ impl Agent {
         )
         .await?;
         // Known at once, before its watch event: moving the rollout right
-        // after holds only if this key is as the view says.
+        // after holds only if this key is as the view says, and judges its
+        // part as just written (the write heard last may be from long
+        // before: an idle server writes only when its state changes).
         if let Some(header) = put.header() {
             self.view
                 .insert(key, (text.as_bytes().to_vec(), header.revision()));
         }
+        self.heard.insert(self.opts.name.clone(), Instant::now());
         self.written = Some((text, state, Instant::now()));
         Ok(())
     }
@@ -942,6 +1023,7 @@ impl Agent {
             guards.push(Compare::mod_revision(key, CompareOp::Equal, read));
         }
         let mut also = Vec::new();
+        let rolls_back = matches!(next, Next::RollBack(_));
         let line = match next {
             Next::Wait => return Ok(()),
             Next::Advance => {
@@ -982,7 +1064,9 @@ impl Agent {
             client.txn(Txn::new().when(guards).and_then(ops)),
         )
         .await?;
-        if done.succeeded() {
+        if done.succeeded() && rolls_back {
+            warn!("rollout {}: {line}", rollout.id);
+        } else if done.succeeded() {
             info!("rollout {}: {line}", rollout.id);
         }
         Ok(())
@@ -1085,4 +1169,22 @@ fn load_revision(dir: &Path) -> i64 {
 fn save_revision(dir: &Path, revision: i64) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     write_file(&revision_file(dir), revision.to_string().as_bytes())
+}
+
+fn contact_file(dir: &Path) -> PathBuf {
+    dir.join("etcd-contact")
+}
+
+/// When etcd last answered (seconds since the epoch), as the agent before
+/// this one left it (0 when never).
+fn load_contact(dir: &Path) -> u64 {
+    std::fs::read_to_string(contact_file(dir))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn save_contact(dir: &Path, at: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_file(&contact_file(dir), at.to_string().as_bytes())
 }

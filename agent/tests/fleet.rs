@@ -740,6 +740,17 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
     assert_eq!(applied(&servers[0]), 2, "{}", log(&servers[0]));
     assert_eq!(applied(&servers[1]), 1, "{}", log(&servers[1]));
     assert_eq!(applied(&servers[2]), 1, "{}", log(&servers[2]));
+    // The agent that rolled it back says so as a warning.
+    let warned = |s: &Server| {
+        log(s).lines().any(|l| {
+            l.contains(" WARN ")
+                && l.contains("rolled back at stage 0: server s0: shadow difference")
+        })
+    };
+    assert!(
+        servers.iter().any(warned),
+        "no agent warned of the rollback"
+    );
     for s in servers.iter() {
         let text = metrics(s);
         assert_eq!(
@@ -768,10 +779,84 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         prefix,
         &["rollout", "abort", "--reason", "not today"],
     );
-    assert_eq!(rollout(&etcd, prefix)["reason"], "not today");
+    let aborted = rollout(&etcd, prefix);
+    assert_eq!(aborted["reason"], "not today");
+    // Its line in the history says when, as every other line does.
+    let history = aborted["history"].as_array().unwrap();
+    let line = history.last().unwrap().as_str().unwrap();
+    let (time, what) = line.split_once(' ').unwrap();
+    let started_at = history[0].as_str().unwrap().split_once(' ').unwrap().0;
+    assert!(
+        time.parse::<u64>()
+            .is_ok_and(|t| t >= started_at.parse().unwrap()),
+        "{line}"
+    );
+    assert!(what.contains("not today"), "{line}");
     converge(&servers, 10, "the abort", |s| serves(s, "/new"));
     let again = agent_cli_refused(&etcd, prefix, &["rollout", "abort", "--reason", "twice"]);
     assert!(again.contains("the rollout is not running"), "{again}");
+}
+
+/// Idle servers write their keys only when their state changes: a stage
+/// held longer than the silence gate meets servers whose keys were last
+/// written long before it started. Their silence counts from when they
+/// took their part, never from that older write.
+#[test]
+fn idle_servers_pass_stages_held_longer_than_their_silence_gate() {
+    let etcd = Etcd::start(1);
+    let prefix = "/graft/fleet-d";
+    let servers = start_servers(&etcd, prefix, &redirect_to("/local"));
+    let dir = servers[0].nginx.prefix.clone();
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", &write_file(&dir, "base.json", &redirect_to("/base"))],
+    );
+    converge(&servers, 10, "the base configuration", |s| {
+        serves(s, "/base")
+    });
+    converge(&servers, 10, "every server's key", |s| {
+        server_key(&etcd, prefix, s).is_some()
+    });
+
+    // No traffic; held 16 s, past the 15 s an unwritten part may be old
+    // (the least the gate gives it, whatever --max-silent says): the two
+    // servers of the second stage have not written their keys since the
+    // base configuration, over 16 s before that stage.
+    let new = write_file(&dir, "new.json", &redirect_to("/new"));
+    let start = [
+        "rollout",
+        "start",
+        &new,
+        "--stages",
+        "1,all",
+        "--hold",
+        "16",
+        "--max-silent",
+        "2",
+    ];
+    agent_cli(&etcd, prefix, &start);
+    let started = Instant::now();
+    loop {
+        let r = rollout(&etcd, prefix);
+        if r["state"] == "done" {
+            break;
+        }
+        assert_eq!(r["state"], "running", "{r}");
+        assert!(
+            started.elapsed() < Duration::from_secs(50),
+            "the rollout did not end: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    converge(&servers, 10, "the configuration rolled out", |s| {
+        serves(s, "/new")
+    });
+    let history = rollout(&etcd, prefix)["history"].to_string();
+    assert!(
+        history.contains("stage 1 (3 of 3 servers) started") && history.contains("done"),
+        "{history}"
+    );
 }
 
 #[test]
@@ -915,14 +1000,31 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     let revision = |s: &Server| metric(&metrics(s), "graft_fleet_config_revision{}").unwrap();
     let served = revision(&servers[1]);
     assert!(served > 0);
+    let contact =
+        |s: &Server| metric(&metrics(s), "graft_fleet_etcd_contact_timestamp_seconds{}").unwrap();
+    let contacted = contact(&servers[1]);
+    assert!(contacted > 0);
     drop(etcd);
-    let _ = servers[1].agent.kill();
-    let _ = servers[1].agent.wait();
+    // Stopped as systemd stops it: it says so, and exits.
+    assert!(Command::new("kill")
+        .args(["-TERM", &servers[1].agent.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let exit = servers[1].agent.wait().unwrap();
+    let log = |s: &Server| std::fs::read_to_string(s.nginx.prefix.join("agent.log")).unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", log(&servers[1]));
+    assert!(
+        log(&servers[1]).contains("SIGTERM: stopping"),
+        "{}",
+        log(&servers[1])
+    );
     // Its members take the connection and never answer (a listener
     // that never replies, three times over): each try waits them out.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hung = format!("http://{}", listener.local_addr().unwrap());
     let endpoints = [hung.as_str(); 3].join(",");
+    let logged_before = log(&servers[1]).len();
     let agent = spawn_agent(&endpoints, prefix, &servers[1].nginx, "s1", 2000);
     servers[1].agent = agent;
     let again = &servers[1];
@@ -933,6 +1035,23 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         |s| metric(&metrics(s), "graft_fleet_etcd_up{}") == Some(0),
     );
     assert_eq!(revision(again), served);
+    // When etcd last answered is kept across the agent's restart, and
+    // the agent says at once that etcd does not answer it.
+    let kept = contact(again);
+    assert!(
+        kept >= contacted && kept <= contacted + 60,
+        "{kept}, {contacted} before"
+    );
+    converge(
+        std::slice::from_ref(again),
+        15,
+        "etcd unreachable at the agent's start, in its log",
+        |s| {
+            log(s)[logged_before..]
+                .lines()
+                .any(|l| l.contains(" WARN ") && l.contains("etcd does not answer"))
+        },
+    );
     assert!(serves(again, "/base"));
     assert!(
         killed(again),
