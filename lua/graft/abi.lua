@@ -17,7 +17,7 @@ local tonumber = tonumber
 local tostring = tostring
 
 local _M = {
-    GRAFT_ABI_VERSION = 10,
+    GRAFT_ABI_VERSION = 11,
 
     GRAFT_OK = 0,
     GRAFT_ERROR = -1,
@@ -27,6 +27,7 @@ local _M = {
     GRAFT_PANIC = -6,
     GRAFT_NO_CONFIG = -7,
     GRAFT_USE_LUA = -8,
+    GRAFT_FRAMING = -9,
 
     GRAFT_CONTINUE = 0,
     GRAFT_RESPOND = 1,
@@ -69,6 +70,7 @@ local _M = {
 
     GRAFT_RESUME_FRESH = 0,
     GRAFT_RESUME_FALLBACK = 1,
+    GRAFT_RESUME_CLAIMED = 2,
 
     GRAFT_FAIL_CONTINUE = 0,
 
@@ -121,6 +123,11 @@ int graft_ffi_fail(ngx_http_request_t *r, int zone, int step, const unsigned cha
 int graft_ffi_log(ngx_http_request_t *r, int family, const unsigned char *line, size_t line_len);
 int graft_ffi_plans(ngx_http_request_t *r, int which, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_response_header(ngx_http_request_t *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+/* Whether a header may be in a Lua decision: GRAFT_OK, GRAFT_FRAMING, or
+   GRAFT_ERROR (not a token, a control byte, too long). */
+int graft_ffi_check_header(const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+/* A step runs once a request: GRAFT_OK (now the caller's), or GRAFT_DONE. */
+int graft_ffi_claim(ngx_http_request_t *r, int zone, int step);
 int graft_ffi_fail_module(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
 int graft_ffi_note_diff(ngx_http_request_t *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
 /* After ngx.req.read_body() in a zone whose plan has a body: 0 to go on,

@@ -34,7 +34,13 @@
 --     body = <string>, log = { "line", ... } }
 --   { kind = "decline" }                    -- Rust side only: not mine
 -- Anything else, or an error thrown, is the step's failure: its
--- on_failure decides (see the README's "When something fails").
+-- on_failure decides (see the README's "When something fails"). So is a
+-- decision graft would not put on the wire as it is, checked whole before
+-- any of it is applied, as Rust's are (Decision::check_framing): a framing
+-- header (Content-Length, Transfer-Encoding, Connection, Keep-Alive,
+-- Upgrade, TE, Trailer; an answer's Content-Length equal to its body's
+-- length is dropped), a body in a 204 or 304, a header name that is not a
+-- token or a value with a control byte.
 --
 -- This file has no ngx dependency, so graft's parity tests load it, and
 -- the legacy modules, in a plain LuaJIT.

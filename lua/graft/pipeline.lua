@@ -42,6 +42,8 @@ local GRAFT_DECLINED = abi.GRAFT_DECLINED
 local GRAFT_DONE = abi.GRAFT_DONE
 local GRAFT_ERROR = abi.GRAFT_ERROR
 local GRAFT_FAIL_CONTINUE = abi.GRAFT_FAIL_CONTINUE
+local GRAFT_FRAMING = abi.GRAFT_FRAMING
+local GRAFT_RESUME_CLAIMED = abi.GRAFT_RESUME_CLAIMED
 local GRAFT_RESUME_FALLBACK = abi.GRAFT_RESUME_FALLBACK
 local GRAFT_HEADER_ADD = abi.GRAFT_HEADER_ADD
 local GRAFT_HEADER_REMOVE = abi.GRAFT_HEADER_REMOVE
@@ -137,6 +139,114 @@ local function rust_failure(rc, o)
     return { kind = kind, rust = true, err = o.err_len > 0 and ffi_string(o.err, o.err_len) or nil }
 end
 
+-- Why one header of a Lua decision cannot go on the wire, or nil: checked
+-- by Rust's own rules (HeaderName, HeaderValue, the framing headers).
+local function header_refused(name, value)
+    if type(name) ~= "string" then
+        return "name that is not a string: " .. tostring(name), false
+    end
+    if value == nil then
+        value = ""
+    elseif type(value) == "number" then
+        value = tostring(value)
+    elseif type(value) ~= "string" then
+        return "\"" .. name .. "\" with a value that is not a string", false
+    end
+    local rc = C.graft_ffi_check_header(name, #name, value, #value)
+    if rc == GRAFT_OK then
+        return nil
+    end
+    if rc == GRAFT_FRAMING then
+        return "\"" .. name .. ": " .. value .. "\", which only the server frames", true
+    end
+    return "\"" .. name .. "\", which graft refuses (a control byte, a name that is"
+           .. " not a token, or over its length)", false
+end
+
+-- An answer's headers without a Content-Length equal to its body's length
+-- (graft sets it from the body, as Rust's Decision::check_framing drops it).
+local function without_length(headers, body)
+    local kept = {}
+    for i = 1, #headers do
+        local h = headers[i]
+        if not (lower(h[1]) == "content-length" and tostring(h[2]) == tostring(#body)) then
+            kept[#kept + 1] = h
+        end
+    end
+    return kept
+end
+
+local function ops_refused(ops, which)
+    if ops == nil then
+        return nil
+    end
+    for i = 1, #ops do
+        local op = ops[i]
+        if type(op) ~= "table" or ACTION_CODES[op.action] == nil then
+            return "changes a " .. which .. " header with no action graft knows: "
+                   .. tostring(type(op) == "table" and op.action or op)
+        end
+        local why = header_refused(op.name, op.value)
+        if why then
+            return "changes the " .. which .. " header " .. why
+        end
+    end
+    return nil
+end
+
+-- A Lua decision checked whole before any of it is applied, by the rules
+-- Rust's decisions are checked by (Decision::check_framing): the decision
+-- (an answer's matching Content-Length dropped), or nil and why.
+local function checked(d)
+    local kind = d.kind
+    if kind == "respond" then
+        local body = d.body or ""
+        if type(body) ~= "string" then
+            return nil, "answers with a body that is not a string"
+        end
+        local status = d.status
+        if (status == 204 or status == 304) and body ~= "" then
+            return nil, "answers " .. status .. " with a body of " .. #body
+                        .. " bytes, which that status cannot carry"
+        end
+        local headers = d.headers
+        if headers == nil then
+            return d
+        end
+        local length
+        for i = 1, #headers do
+            local h = headers[i]
+            if type(h) ~= "table" then
+                return nil, "answers with a header that is not a {name, value} pair"
+            end
+            local why, framing = header_refused(h[1], h[2])
+            if why then
+                if not (framing and lower(h[1]) == "content-length"
+                        and tostring(h[2]) == tostring(#body)) then
+                    return nil, "answers with the header " .. why .. " (its body is " .. #body
+                                .. " bytes)"
+                end
+                length = true
+            end
+        end
+        if length then
+            d.headers = without_length(headers, body)
+        end
+        return d
+    end
+    if kind == "continue" then
+        if d.uri ~= nil and type(d.uri) ~= "string" then
+            return nil, "changes the URI to something that is not a string"
+        end
+        local why = ops_refused(d.request_headers, "request")
+                    or ops_refused(d.response_headers, "response")
+        if why then
+            return nil, why
+        end
+    end
+    return d
+end
+
 -- Runs a step's Lua side, timing one call in GRAFT_SAMPLE_EVERY as the Rust
 -- side does.
 local function lua_decision(step, req, r, zone, index)
@@ -154,7 +264,11 @@ local function lua_decision(step, req, r, zone, index)
         ok, d = pcall(inst.on_request, inst, req)
     end
     if ok and type(d) == "table" then
-        return d
+        local c, why = checked(d)
+        if c then
+            return c
+        end
+        return nil, "its Lua side's decision " .. why
     end
     if ok then
         return nil, "its Lua side returned " .. tostring(d) .. ", not a decision"
@@ -225,7 +339,11 @@ local function decide(r, zone, index, step, req)
     if not served then
         return failed(r, zone, index, err)
     end
-    if equal(served, rust) then
+    if rc == GRAFT_DECLINED then -- luacheck: ignore 542
+        -- A decline is an outcome of its own (Rust counted it, and logged
+        -- it at info), not a difference: a module may leave a request to
+        -- Lua on purpose.
+    elseif equal(served, rust) then
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_MATCH)
     else
         C.graft_ffi_count(r, zone, index, GRAFT_COUNT_SHADOW_DIFF)
@@ -238,18 +356,38 @@ local function decide(r, zone, index, step, req)
     return served
 end
 
+-- Sends an answer as the native pipeline does (respond in
+-- shim/nginx/src/native.rs), byte for byte: nginx's own page for a status
+-- of 300 or more without a body; else the status, Content-Length from the
+-- body (so an HTTP/1.1 answer is never chunked) and the body, if any. A
+-- header named twice is sent twice.
 local function respond(d)
     local headers = d.headers
     for i = 1, #headers do
-        ngx_header[headers[i][1]] = headers[i][2]
+        local name, value = headers[i][1], headers[i][2]
+        local prev = ngx_header[name]
+        if prev == nil then
+            ngx_header[name] = value
+        elseif type(prev) == "table" then
+            prev[#prev + 1] = value
+            ngx_header[name] = prev
+        else
+            ngx_header[name] = { prev, value }
+        end
     end
-    local body = d.body
-    if body and body ~= "" then
-        ngx.status = d.status
+    local body = d.body or ""
+    local status = d.status
+    if body == "" and status >= 300 then
+        return ngx_exit(status)
+    end
+    ngx.status = status
+    if status ~= 204 then -- a 204 has no body, and no length (RFC 9110, 8.6)
+        ngx_header["Content-Length"] = #body
+    end
+    if body ~= "" then
         ngx_print(body)
-        return ngx_exit(ngx.HTTP_OK)
     end
-    return ngx_exit(d.status)
+    return ngx_exit(ngx.HTTP_OK)
 end
 
 local function apply_request_header(op)
@@ -270,25 +408,16 @@ local function apply_request_header(op)
     end
 end
 
--- Applies a continue decision; returns true when the request changed, or
--- nil and why when a response-header change cannot be kept.
+-- Applies a continue decision, checked whole before (checked, or Rust's
+-- Decision::check_framing): the response-header changes are handed to
+-- Rust first, then the URI and request headers change. Returns true when
+-- the request changed, or nil and why when a response-header change
+-- cannot be kept (graft could not keep it in the request's record).
 local function apply_changes(r, d)
-    local changed = false
-    if d.uri then
-        ngx_req.set_uri(d.uri)
-        changed = true
-    end
-    local ops = d.request_headers
-    if ops and #ops > 0 then
-        for i = 1, #ops do
-            apply_request_header(ops[i])
-        end
-        changed = true
-    end
     -- Response-header changes are kept in the request's record in Rust,
     -- applied by graft's header filter to the main response (as the native
     -- pipeline's are), and outlive an internal redirect.
-    ops = d.response_headers
+    local ops = d.response_headers
     if ops then
         for i = 1, #ops do
             local op = ops[i]
@@ -300,6 +429,18 @@ local function apply_changes(r, d)
                             .. " \"" .. name .. "\""
             end
         end
+    end
+    local changed = false
+    if d.uri then
+        ngx_req.set_uri(d.uri)
+        changed = true
+    end
+    ops = d.request_headers
+    if ops and #ops > 0 then
+        for i = 1, #ops do
+            apply_request_header(ops[i])
+        end
+        changed = true
     end
     return changed
 end
@@ -331,6 +472,24 @@ local function step_decision(r, zone, index, step, req, lua_only)
         d = failed(r, zone, index, "it answers with no status graft sends: " .. tostring(d.status))
     end
     return d
+end
+
+-- One step of the pipeline, its decision carried out: an answer to send,
+-- or nil and whether the request changed.
+local function carry_out(r, zone, index, step, req, lua_only)
+    local d = step_decision(r, zone, index, step, req, lua_only)
+    if d.kind == "respond" then
+        return d
+    end
+    local changed, err = apply_changes(r, d)
+    if changed ~= nil then
+        return nil, changed
+    end
+    d = failed(r, zone, index, err)
+    if d.kind == "respond" then
+        return d
+    end
+    return nil, false
 end
 
 -- A zone whose modules read request bodies: nginx reads the body (at
@@ -393,22 +552,23 @@ function _M.access()
         return ngx_exit(refused)
     end
     local req = new_request(body_max)
-    local native_fallback = fallback_ptr[0] == GRAFT_RESUME_FALLBACK
+    local flags = fallback_ptr[0]
+    local claimed = flags >= GRAFT_RESUME_CLAIMED
+    local native_fallback = flags % GRAFT_RESUME_CLAIMED == GRAFT_RESUME_FALLBACK
     for i = first + 1, #plan do
-        -- Rust already declined or failed on the first step natively (and
-        -- counted it): Lua serves it without asking Rust again.
-        local d = step_decision(r, zone, i - 1, plan[i], req, native_fallback and i == first + 1)
-        if d.kind == "respond" then
-            return respond(d)
-        end
-        local changed, aerr = apply_changes(r, d)
-        if changed == nil then
-            d = failed(r, zone, i - 1, aerr)
-            if d.kind == "respond" then
-                return respond(d)
+        -- A step runs once a request: one a team's handler ran first
+        -- (graft.decide) is passed.
+        if not (claimed and C.graft_ffi_claim(r, zone, i - 1) == GRAFT_DONE) then
+            -- Rust already declined or failed on the first step natively
+            -- (and counted it): Lua serves it without asking Rust again.
+            local answer, changed = carry_out(r, zone, i - 1, plan[i], req,
+                                              native_fallback and i == first + 1)
+            if answer then
+                return respond(answer)
             end
-        elseif changed then
-            req = new_request(body_max)
+            if changed then
+                req = new_request(body_max)
+            end
         end
     end
 end
@@ -456,6 +616,15 @@ function _M.decide(module, scope)
     end
     for i = 1, #plan do
         if plan[i].module == module then
+            -- A step runs once a request: one the zone's pipeline (native
+            -- or the bridge) or an earlier graft.decide ran has applied
+            -- what it decided, and changes nothing more.
+            local claim = C.graft_ffi_claim(r, zone, i - 1)
+            if claim == GRAFT_DONE then
+                return contract.CONTINUE
+            elseif claim ~= GRAFT_OK then
+                return module_failed(r, module, "graft could not record that it runs")
+            end
             local body_max, refused = zone_body(r, zone, plan.body)
             if refused then
                 return policy_decision(refused, "body", module)
@@ -476,10 +645,15 @@ function _M.apply(d)
     if not r then
         error("no request found", 2)
     end
-    if d.kind == "respond" then
-        return respond(d)
+    local c, why = checked(d)
+    if not c then
+        ngx_log(ERR, "graft: graft.apply: the decision ", why)
+        return ngx_exit(500)
     end
-    local changed, err = apply_changes(r, d)
+    if c.kind == "respond" then
+        return respond(c)
+    end
+    local changed, err = apply_changes(r, c)
     if changed == nil then
         ngx_log(ERR, "graft: ", err)
         return ngx_exit(500)

@@ -28,7 +28,7 @@ typedef struct ngx_http_request_s ngx_http_request_t;
 #define GRAFT_IMPL_LUA   0
 #define GRAFT_IMPL_RUST  1
 
-#define GRAFT_ABI_VERSION 10
+#define GRAFT_ABI_VERSION 11
 
 #define GRAFT_OK          0
 #define GRAFT_ERROR      -1
@@ -38,6 +38,7 @@ typedef struct ngx_http_request_s ngx_http_request_t;
 #define GRAFT_PANIC      -6
 #define GRAFT_NO_CONFIG  -7
 #define GRAFT_USE_LUA    -8   /* graft_ffi_run: Lua serves this request */
+#define GRAFT_FRAMING    -9   /* graft_ffi_check_header: a header only the server frames */
 
 #define GRAFT_CONTINUE    0
 #define GRAFT_RESPOND     1
@@ -82,6 +83,7 @@ typedef struct ngx_http_request_s ngx_http_request_t;
 /* graft_ffi_resume's `*fallback`. */
 #define GRAFT_RESUME_FRESH     0   /* the step was not tried natively */
 #define GRAFT_RESUME_FALLBACK  1   /* Rust failed on it natively: Lua serves */
+#define GRAFT_RESUME_CLAIMED   2   /* or'ed in: graft.decide ran some of its steps */
 
 /* graft_ffi_fail's and graft_ffi_fail_module's answer when the failure
  * policy continues (else the status to answer with, or an error code). */
@@ -127,6 +129,11 @@ int graft_ffi_fail(ngx_http_request_t *r, int zone, int step, const unsigned cha
 int graft_ffi_log(ngx_http_request_t *r, int family, const unsigned char *line, size_t line_len);
 int graft_ffi_plans(ngx_http_request_t *r, int which, int zone, unsigned char *buf, size_t *len);
 int graft_ffi_response_header(ngx_http_request_t *r, int action, const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+/* Whether a header may be in a Lua decision: GRAFT_OK, GRAFT_FRAMING, or
+   GRAFT_ERROR (not a token, a control byte, too long). */
+int graft_ffi_check_header(const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
+/* A step runs once a request: GRAFT_OK (now the caller's), or GRAFT_DONE. */
+int graft_ffi_claim(ngx_http_request_t *r, int zone, int step);
 int graft_ffi_fail_module(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
 int graft_ffi_note_diff(ngx_http_request_t *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
 /* After ngx.req.read_body() in a zone whose plan has a body: 0 to go on,

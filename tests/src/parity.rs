@@ -13,20 +13,39 @@ pub const ZONE: &str = "parity.test";
 /// Sends `requests` (for host [`ZONE`]) through `module` configured with
 /// `config`, in shadow; `Err` names the first request on which Lua and
 /// Rust decided differently, with the logged difference, or the error-log
-/// lines nobody expected.
+/// lines nobody expected. No request may be declined by the Rust side
+/// (see [`shadow_parity_declining`]).
 pub fn shadow_parity(
     module: &str,
     config: &Value,
     requests: &[CorpusRequest],
 ) -> Result<(), String> {
+    shadow_parity_declining(module, config, requests, |_| false)
+}
+
+/// As [`shadow_parity`], for a module that leaves some requests to Lua on
+/// purpose: a decline is an outcome of its own, not a difference, and
+/// `declines` says which requests the Rust side must decline (and no
+/// other may).
+pub fn shadow_parity_declining(
+    module: &str,
+    config: &Value,
+    requests: &[CorpusRequest],
+    declines: impl Fn(&CorpusRequest) -> bool,
+) -> Result<(), String> {
     let file = json!({ "zones": { ZONE: { "modules": [
         { "module": module, "mode": "shadow", "config": config } ] } } });
     let nginx = Nginx::start(&file.to_string());
-    let diffs = || nginx.counter(ZONE, 0, "shadow_diff");
+    let counts = || {
+        let c = nginx.counters();
+        let of = |what: &str| c["zones"][ZONE][0][what].as_u64().unwrap_or(0);
+        (of("shadow_diff"), of("decline"))
+    };
     for r in requests {
-        let before = diffs();
+        let (diffs, declined) = counts();
         replay::send(nginx.port, r).map_err(|e| format!("{}: {e}", r.describe()))?;
-        if diffs() != before {
+        let (diffs_now, declined_now) = counts();
+        if diffs_now != diffs {
             let log = nginx.error_log();
             let line = log
                 .lines()
@@ -34,6 +53,19 @@ pub fn shadow_parity(
                 .find(|l| l.contains("shadow diff"))
                 .unwrap_or("");
             return Err(format!("{module} with {config}: {}\n{line}", r.describe()));
+        }
+        let expected = declines(r);
+        if (declined_now != declined) != expected {
+            return Err(format!(
+                "{module} with {config}: {}: the Rust side {} (expected: {})",
+                r.describe(),
+                if declined_now != declined {
+                    "declined"
+                } else {
+                    "decided"
+                },
+                if expected { "a decline" } else { "a decision" }
+            ));
         }
     }
     let unexpected: Vec<_> = nginx

@@ -168,3 +168,26 @@ fn a_host_without_a_zone_goes_straight_to_the_origin() {
     assert!(r.text().starts_with("origin: /old\n"), "{}", r.text());
     nginx.assert_clean_log(&[]);
 }
+
+/// In shadow a Rust side that declines is counted as a decline, not as a
+/// difference: a module that leaves some requests to Lua on purpose can
+/// reach 0 differences, and a parity test says which requests decline.
+#[test]
+fn a_decline_in_shadow_is_not_a_difference() {
+    use graft_tests::corpus::CorpusRequest;
+    use graft_tests::parity::{shadow_parity, shadow_parity_declining, ZONE};
+    // Both sides answer alike, but the Rust side declines under /d/.
+    let config = json!({ "answer": { "status": 200, "body": "same\n" }, "decline_on": "/d/" });
+    let requests: Vec<_> = ["/a", "/d/1", "/b?x=1", "/d/2"]
+        .iter()
+        .map(|t| CorpusRequest::get(ZONE, t))
+        .collect();
+    let declines = |r: &CorpusRequest| r.target.starts_with(b"/d/");
+    shadow_parity_declining("probe", &config, &requests, declines).unwrap();
+    // Declines nobody expected are named.
+    let err = shadow_parity("probe", &config, &requests).unwrap_err();
+    assert!(err.contains("/d/1") && err.contains("declined"), "{err}");
+    // And a decline expected where the Rust side decided.
+    let err = shadow_parity_declining("probe", &config, &requests, |_| true).unwrap_err();
+    assert!(err.contains("/a") && err.contains("decided"), "{err}");
+}

@@ -3,9 +3,11 @@
 -- request header X-Probe: lua, so a test can tell which implementation
 -- served. For tests of failures: it throws on paths under `lua_error_on`,
 -- returns no decision under `lua_bad_on`, and refuses to be built with
--- `lua_refuse`.
+-- `lua_refuse`. With `answer` ({status, headers, body}) both sides answer
+-- exactly that.
 
 local error = error
+local ipairs = ipairs
 local setmetatable = setmetatable
 local sub = string.sub
 
@@ -31,6 +33,14 @@ function _M.on_request(self, req)
     end
     if under(path, conf.lua_bad_on) then
         return "not a decision"
+    end
+    local answer = conf.answer
+    if answer then
+        local headers = {}
+        for i, h in ipairs(answer.headers or {}) do
+            headers[i] = { h[1], h[2] }
+        end
+        return { kind = "respond", status = answer.status, headers = headers, body = answer.body or "" }
     end
     if conf.continue then
         return {

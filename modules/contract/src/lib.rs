@@ -19,7 +19,9 @@ mod header;
 mod request;
 
 pub use context::{Context, LocalWindows, Windows};
-pub use decision::{Changes, Decision, HeaderAction, HeaderOp, Response};
+pub use decision::{
+    is_framing_header, Changes, Decision, HeaderAction, HeaderOp, Response, FRAMING_HEADERS,
+};
 pub use error::{ConfigError, ModuleError};
 pub use header::{HeaderName, HeaderValue, InvalidHeader};
 pub use request::{HeaderVisitor, OwnedRequest, RequestView};

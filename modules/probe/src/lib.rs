@@ -35,6 +35,10 @@ pub struct Probe {
     slow_on: Option<String>,
     #[serde(default = "default_slow_us")]
     slow_us: u64,
+    /// Answer exactly this (status, headers, body) instead, on both sides:
+    /// for tests of how an answer goes on the wire.
+    #[serde(default)]
+    answer: Option<Answer>,
     /// Continue (with `X-Probe: rust`) instead of answering.
     #[serde(default, rename = "continue")]
     go_on: bool,
@@ -48,6 +52,17 @@ pub struct Probe {
     #[serde(default)]
     #[allow(dead_code)]
     lua_refuse: bool,
+}
+
+/// An answer the probe gives as it is configured, on both sides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    status: u16,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    body: String,
 }
 
 fn default_slow_us() -> u64 {
@@ -74,6 +89,18 @@ impl Module for Probe {
         }
         if starts_with(path, &self.decline_on) {
             return Ok(Decision::Decline);
+        }
+        if let Some(answer) = &self.answer {
+            let mut headers = Vec::with_capacity(answer.headers.len());
+            for (name, value) in &answer.headers {
+                headers.push((HeaderName::new(name)?, HeaderValue::new(value.as_str())?));
+            }
+            return Ok(Decision::Respond(Response {
+                status: answer.status,
+                headers,
+                body: answer.body.as_bytes().to_vec(),
+                log: Vec::new(),
+            }));
         }
         if self.go_on {
             return Ok(Decision::Continue(graft_contract::Changes {

@@ -92,7 +92,8 @@ pub fn run_log_phase(
 }
 
 /// Runs the request phase of `step`'s module and counts a decline, error or
-/// panic on the step. Serving counts (lua, rust, fallback, shadow) are the
+/// panic on the step. A decision that breaks HTTP's framing
+/// (`Decision::check_framing`) is the step's error. Serving counts (lua, rust, fallback, shadow) are the
 /// caller's, who knows which decision was served.
 pub fn run_request_phase(step: &Step, req: &dyn RequestView, ctx: &Context) -> Outcome {
     IN_MODULE.with(|f| f.set(true));
@@ -100,7 +101,12 @@ pub fn run_request_phase(step: &Step, req: &dyn RequestView, ctx: &Context) -> O
     IN_MODULE.with(|f| f.set(false));
     let outcome = match result {
         Ok(Ok(Decision::Decline)) => Outcome::Declined,
-        Ok(Ok(decision)) => Outcome::Decided(decision),
+        // A decision that cannot go on the wire as it is fails whole,
+        // before any of it is applied.
+        Ok(Ok(mut decision)) => match decision.check_framing() {
+            Ok(()) => Outcome::Decided(decision),
+            Err(e) => Outcome::Failed(format!("its decision {e}")),
+        },
         Ok(Err(e)) => Outcome::Failed(e.message),
         Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
     };

@@ -26,7 +26,7 @@ use crate::steps::{
     fail_step, log_limited, log_outcome, record, run_sampled, zone_body, LogFamily,
 };
 
-pub const GRAFT_ABI_VERSION: c_int = 10;
+pub const GRAFT_ABI_VERSION: c_int = 11;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -36,6 +36,7 @@ pub const GRAFT_DECLINED: c_int = -5;
 pub const GRAFT_PANIC: c_int = -6;
 pub const GRAFT_NO_CONFIG: c_int = -7;
 pub const GRAFT_USE_LUA: c_int = -8;
+pub const GRAFT_FRAMING: c_int = -9;
 
 const GRAFT_PLANS_LOADED: c_int = 0;
 const GRAFT_PLANS_PENDING: c_int = 1;
@@ -46,6 +47,9 @@ const GRAFT_SWITCH_RESET: c_int = 0;
 const GRAFT_SWITCH_THROW: c_int = 1;
 const GRAFT_RESUME_FRESH: c_int = 0;
 const GRAFT_RESUME_FALLBACK: c_int = 1;
+/// Or'ed into the resume flags: a handler ran some of the zone's steps
+/// through `graft.decide` (`graft_ffi_claim` tells which).
+const GRAFT_RESUME_CLAIMED: c_int = 2;
 const GRAFT_FAIL_CONTINUE: c_int = 0;
 
 const GRAFT_CONTINUE: c_int = 0;
@@ -548,13 +552,19 @@ pub unsafe extern "C" fn graft_ffi_resume(
             _ => (None, false),
         };
         ctx.pipeline = Pipeline::Taken;
+        let claimed = if ctx.has_claims(zone) {
+            GRAFT_RESUME_CLAIMED
+        } else {
+            0
+        };
         // SAFETY: `fallback` is writable (# Safety).
         unsafe {
-            *fallback = if fell_back {
-                GRAFT_RESUME_FALLBACK
-            } else {
-                GRAFT_RESUME_FRESH
-            }
+            *fallback = claimed
+                | if fell_back {
+                    GRAFT_RESUME_FALLBACK
+                } else {
+                    GRAFT_RESUME_FRESH
+                }
         };
         match start {
             None => GRAFT_DONE,
@@ -918,6 +928,67 @@ pub unsafe extern "C" fn graft_ffi_response_header(
             value,
         });
         GRAFT_OK
+    })
+}
+
+/// Whether a header may be in a decision of the Lua side, as the Rust
+/// side's are checked (`HeaderName`, `HeaderValue`,
+/// `Decision::check_framing`): `GRAFT_OK`; `GRAFT_FRAMING` for a header
+/// only the server frames (`Content-Length`, `Transfer-Encoding`, ...);
+/// `GRAFT_ERROR` for a name that is not a token or a value with a control
+/// byte, or either too long. Checked before any of a decision is applied.
+///
+/// # Safety
+/// `name` and `value` point at their lengths of bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_check_header(
+    name: *const c_uchar,
+    name_len: usize,
+    value: *const c_uchar,
+    value_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
+        let (name, value) = unsafe { (bytes(name, name_len), bytes(value, value_len)) };
+        let Ok(name) = std::str::from_utf8(name) else {
+            return GRAFT_ERROR;
+        };
+        if HeaderName::new(name).is_err() || HeaderValue::new(value).is_err() {
+            return GRAFT_ERROR;
+        }
+        if graft_contract::is_framing_header(name) {
+            return GRAFT_FRAMING;
+        }
+        GRAFT_OK
+    })
+}
+
+/// A step runs once a request, whoever reaches it first: `GRAFT_OK` when
+/// step `step` of zone `zone` has not run for this request (it is now
+/// the caller's, a team's `graft.decide`, and the zone's pipeline passes
+/// it), `GRAFT_DONE` when it has (the native pipeline, the bridge or an
+/// earlier `graft.decide` ran it, and applied what it decided).
+///
+/// # Safety
+/// `r` is the current request.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_claim(r: *mut c_void, zone: c_int, step: c_int) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let (Ok(zone), Ok(step)) = (usize::try_from(zone), usize::try_from(step)) else {
+            return GRAFT_ERROR;
+        };
+        let Some(ctx) = ctx::of(r) else {
+            return GRAFT_ERROR;
+        };
+        if ctx.claim(zone, step) {
+            GRAFT_OK
+        } else {
+            GRAFT_DONE
+        }
     })
 }
 

@@ -42,6 +42,9 @@ pub struct RequestCtx {
     /// Whether the step at `resume_at` is a fallback from Rust: it is then
     /// served from Lua, or by its failure policy, without calling Rust again.
     pub fallback: bool,
+    /// Steps (zone, step) a team's handler ran through `graft.decide`
+    /// before the zone's pipeline reached them: the pipeline passes them.
+    pub claimed: SmallVec<[(usize, usize); 2]>,
     /// Response-header changes the native pipeline decided.
     pub response_ops: Vec<HeaderOp>,
     /// Whether the native pipeline has asked nginx for the request body
@@ -66,6 +69,42 @@ pub struct RequestCtx {
     /// back (reused: a long body does not grow the pool).
     pub busy: *mut ngx_chain_t,
     pub free: *mut ngx_chain_t,
+}
+
+impl RequestCtx {
+    /// Whether step `step` of zone `zone` has run for this request, or
+    /// will without being asked again: a step runs once a request, whoever
+    /// reaches it first (the native pipeline, the Lua bridge, the native
+    /// finish or a team's `graft.decide`).
+    pub fn step_ran(&self, zone: usize, step: usize) -> bool {
+        if self.claimed.contains(&(zone, step)) {
+            return true;
+        }
+        if !self.ran_zones.contains(&zone) {
+            return false;
+        }
+        match (self.pipeline, self.ran_zones.last() == Some(&zone)) {
+            // The native pipeline stopped at `resume_at`: the steps before
+            // it ran, the others are the bridge's or the native finish's.
+            (Pipeline::Native, true) => self.resume_at.is_none_or(|at| step < at),
+            _ => true,
+        }
+    }
+
+    /// Marks the step as run by a team's handler (`graft.decide`): false
+    /// when it had run already.
+    pub fn claim(&mut self, zone: usize, step: usize) -> bool {
+        if self.step_ran(zone, step) {
+            return false;
+        }
+        self.claimed.push((zone, step));
+        true
+    }
+
+    /// Whether a handler ran some of the zone's steps before its pipeline.
+    pub fn has_claims(&self, zone: usize) -> bool {
+        self.claimed.iter().any(|&(z, _)| z == zone)
+    }
 }
 
 /// A body step in `shadow`: Rust rewrites the body beside Lua, keeping
@@ -115,6 +154,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             host_zone: None,
             resume_at: Some(0),
             fallback: false,
+            claimed: SmallVec::new(),
             response_ops: Vec::new(),
             body_asked: false,
             body: None,

@@ -330,3 +330,22 @@ fn value_of(h: &ngx_table_elt_t) -> &[u8] {
     // SAFETY: a header's value points at `len` bytes of the request's memory.
     unsafe { std::slice::from_raw_parts(h.value.data, h.value.len) }
 }
+
+/// Sets the response's length as lua-nginx-module's `ngx.header` does: a
+/// `Content-Length` element at the end of the header list, with nginx's
+/// fields pointing at it (so nginx writes it there, once, and its chunked
+/// filter leaves the body unframed). An answer sent natively then goes on
+/// the wire as the Lua bridge sends the same answer.
+pub fn set_content_length(r: &mut ngx_http_request_t, len: usize) -> Option<()> {
+    let pool = r.pool;
+    hide_response_header(&mut r.headers_out.headers, "content-length");
+    let h = push_header(
+        pool,
+        &mut r.headers_out.headers,
+        "Content-Length",
+        len.to_string().as_bytes(),
+    )?;
+    r.headers_out.content_length = h;
+    r.headers_out.content_length_n = i64::try_from(len).ok()?;
+    Some(())
+}

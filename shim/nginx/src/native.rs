@@ -23,15 +23,17 @@ use ngx::ffi::{
     ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_core_run_phases,
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter,
     ngx_http_output_header_filter_pt, ngx_http_read_client_request_body, ngx_http_request_t,
-    ngx_http_send_header, ngx_http_set_content_type, ngx_http_set_exten,
-    ngx_http_top_header_filter, ngx_int_t, ngx_time, NGX_DECLINED, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
+    ngx_http_send_header, ngx_http_send_special, ngx_http_set_content_type, ngx_http_set_exten,
+    ngx_http_top_header_filter, ngx_int_t, ngx_time, ngx_uint_t, NGX_DECLINED, NGX_DONE, NGX_ERROR,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST, NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
 };
 
 use crate::conf::{current_config, loc_conf};
 use crate::ctx::{self, Pipeline};
 use crate::guard::guarded;
-use crate::headers::{pool_str, push_header, remove_request_header, response_header};
+use crate::headers::{
+    pool_str, push_header, remove_request_header, response_header, set_content_length,
+};
 use crate::live::shared_windows;
 use crate::location::zone_for;
 use crate::request::has_body;
@@ -128,7 +130,7 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         ctx.pipeline = Pipeline::Native;
         ctx.ran_zones.push(zone);
         ctx.fallback = false;
-        run_steps(r, &config.zones[zone], 0, false, true)
+        run_steps(r, zone, &config.zones[zone], 0, false, true)
     })
 }
 
@@ -168,8 +170,8 @@ pub unsafe extern "C" fn finish_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             ctx.ran_zones.last().copied(),
             ctx.fallback,
         );
-        match zone.and_then(|z| config.zones.get(z)) {
-            Some(z) => run_steps(r, z, from, fell_back, false),
+        match zone.and_then(|z| Some((z, config.zones.get(z)?))) {
+            Some((index, z)) => run_steps(r, index, z, from, fell_back, false),
             None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         }
     })
@@ -179,12 +181,14 @@ const NO_LUA_AFTER_RUST: &str = "its Rust side did not decide and this location 
 const NO_LUA_FOR_MODE: &str =
     "Lua serves it for this request (its mode or a kill switch) and this location runs no Lua bridge";
 
-/// Runs the zone's steps from `from`. `fell_back`: Rust already failed on
+/// Runs the zone's steps from `from` (but those a team's handler ran
+/// first through `graft.decide`). `fell_back`: Rust already failed on
 /// step `from` (and it was counted). `lua_follows`: the Lua bridge may take
 /// the request at a step Rust cannot serve; without it, such a step's
 /// failure policy decides and the later steps run.
 fn run_steps(
     r: &mut ngx_http_request_t,
+    zone_index: usize,
     zone: &Zone,
     from: usize,
     mut fell_back: bool,
@@ -204,6 +208,12 @@ fn run_steps(
         ctx.resume_at = None;
     }
     for (i, step) in zone.steps.iter().enumerate().skip(from) {
+        // A step runs once a request: one a team's handler ran first
+        // (`graft.decide`) is passed.
+        if ctx::existing(r).is_some_and(|c| c.claimed.contains(&(zone_index, i))) {
+            fell_back = false;
+            continue;
+        }
         // Err((why, whether Rust was asked and did not decide)).
         let decision = if std::mem::take(&mut fell_back) {
             Err((NO_LUA_AFTER_RUST, true))
@@ -307,9 +317,13 @@ fn apply(r: &mut ngx_http_request_t, changes: Changes) -> Result<(), ()> {
     Ok(())
 }
 
-/// Sends a module's answer: nginx's own page for a status of 300 or more
-/// without a body, else the status and body (as Lua's ngx.print and
-/// ngx.exit do, so the two paths answer byte for byte alike).
+/// Sends a module's answer as the Lua path does (`respond` in
+/// `lua/graft/pipeline.lua`), so that the two put the same bytes on the
+/// wire: nginx's own page for a status of 300 or more without a body;
+/// else the status, `Content-Length` from the body (set through nginx's
+/// own field: never beside `Transfer-Encoding`) and the body, if any. The
+/// decision's framing was checked when it was made
+/// (`Decision::check_framing`).
 fn respond(r: &mut ngx_http_request_t, resp: &Response) -> ngx_int_t {
     // A body the client sent must be read and dropped before answering, or
     // on a kept-alive connection it would be taken for the next request.
@@ -335,15 +349,26 @@ fn respond(r: &mut ngx_http_request_t, resp: &Response) -> ngx_int_t {
         return NGX_DONE as ngx_int_t;
     }
     r.headers_out.status = usize::from(resp.status);
+    // A 204 has no body, and no length (RFC 9110, 8.6).
+    if resp.status != 204 && set_content_length(r, resp.body.len()).is_none() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
     // SAFETY: the standard sequence of a handler that answers itself:
-    // content type, header, one last buffer from the request's pool, then
-    // finalize; NGX_DONE tells the phase engine the request is taken care of.
+    // content type, header, then the body's one last buffer from the
+    // request's pool (or, with no body, only the mark of its end: nginx
+    // refuses a buffer of zero bytes), then finalize; NGX_DONE tells the
+    // phase engine the request is taken care of.
     unsafe {
         if ngx_http_set_content_type(r) != NGX_OK as ngx_int_t {
             return NGX_ERROR as ngx_int_t;
         }
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
+            ngx_http_finalize_request(r, rc);
+            return NGX_DONE as ngx_int_t;
+        }
+        if resp.body.is_empty() {
+            let rc = ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t);
             ngx_http_finalize_request(r, rc);
             return NGX_DONE as ngx_int_t;
         }
