@@ -176,8 +176,7 @@ async fn command(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("no --name, and no host name: {e}"))?,
         };
         fleet::check_name(&name)?;
-        signal::catch();
-        run::run(run::Options {
+        return run::run(run::Options {
             endpoints: cli.etcd,
             keys,
             name,
@@ -188,7 +187,6 @@ async fn command(cli: Cli) -> Result<(), String> {
             timeout,
         })
         .await;
-        return Ok(());
     }
     let (mut client, _) = run::connect_any(&cli.etcd, 0, timeout, &keys.config())
         .await

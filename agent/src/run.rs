@@ -214,7 +214,9 @@ pub async fn connect_any(
 }
 
 /// Runs the agent until SIGTERM or SIGINT (see [`crate::signal::catch`]).
-pub async fn run(opts: Options) {
+pub async fn run(opts: Options) -> Result<(), String> {
+    let mut signals =
+        crate::signal::catch().map_err(|e| format!("cannot catch SIGTERM and SIGINT: {e}"))?;
     let mut agent = Agent::new(opts);
     info!(
         "graft-agent {} for server {}: reaching etcd ({}) for the keys under {}; etcd last answered {}",
@@ -225,11 +227,12 @@ pub async fn run(opts: Options) {
         agent.last_answer()
     );
     let why = tokio::select! {
-        why = crate::signal::caught() => why,
+        why = signals.caught() => why,
         never = agent.serve() => never,
     };
     agent.keep_contact(true);
     info!("{why}: stopping; nginx serves on as it is, and the server's key goes in {LEASE_TTL} s");
+    Ok(())
 }
 
 impl Agent {
