@@ -20,6 +20,17 @@ CONFIG ?= $(CURDIR)/nginx/graft.json
 RUN_PORT ?= 8080
 ADMIN_PORT ?= 8081
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# A team's own code in graft's nginx (make run, make diff, make test):
+# INIT, a Lua file run in init_by_lua before graft loads (its
+# graft.legacy.declare calls); SITE, a file of more locations for the main
+# server (its own handlers); NATIVE=1, the native pipeline in location /.
+INIT ?=
+SITE ?=
+NATIVE ?=
+export GRAFT_INIT := $(if $(INIT),$(abspath $(INIT)))
+export GRAFT_SITE := $(if $(SITE),$(abspath $(SITE)))
+export GRAFT_NATIVE := $(NATIVE)
+REPLAY_SITE := $(if $(INIT),--init $(abspath $(INIT))) $(if $(SITE),--site $(abspath $(SITE))) $(if $(NATIVE),--native)
 
 GRAFT_MODULE ?= $(CURDIR)/$(MODULE)
 # graft's own test module (`probe`) is in the module that `make run` and the
@@ -33,7 +44,7 @@ PACKAGE_MODULE := $(PACKAGE_TARGET)/release/libngx_http_graft_module.so
 BENCH_CRATES := $(foreach d,$(filter-out modules/template/benches,$(wildcard modules/*/benches)),-p graft-$(subst _,-,$(notdir $(patsubst %/benches,%,$(d)))))
 export GRAFT_MODULE
 
-.PHONY: help deps build run stop test diff corpus bench lint fmt clean new-module \
+.PHONY: help deps build run stop test diff parity replay corpus bench lint fmt clean new-module \
 	deb docker-base docker package-test
 
 help: ## List the targets
@@ -59,7 +70,7 @@ $(NGINX_BUILD)/ngx_auto_config.h: | deps
 build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against the distribution's nginx
 	cargo build --release -p graft-nginx $(TEST_FEATURES)
 
-run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=..., CONFIG=your graft file)
+run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=, CONFIG=your graft file, INIT=, SITE=, NATIVE=1)
 	@if [ -f $(RUN_PREFIX)/nginx.pid ] && kill -0 $$(cat $(RUN_PREFIX)/nginx.pid) 2>/dev/null; then \
 		echo "already running (make stop first)"; exit 1; fi
 	mkdir -p $(RUN_PREFIX)/html/native
@@ -67,7 +78,10 @@ run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=..., CONFIG=you
 	nginx/prefix.sh $(RUN_PREFIX)
 	sed -e 's#@GRAFT_MODULE@#$(GRAFT_MODULE)#' -e 's#@PREFIX@#$(RUN_PREFIX)#g' \
 		-e 's#@GRAFT_ROOT@#$(RUN_PREFIX)/graft#' -e 's#@GRAFT_CONFIG@#$(abspath $(CONFIG))#' \
-		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@##' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' -e 's#@EXTRA@##' -e 's#@INIT@##' nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
+		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@#$(if $(NATIVE),graft_native on;)#' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' \
+		$(if $(SITE),-e '/@EXTRA@/{r $(abspath $(SITE))' -e 'd}',-e 's#@EXTRA@##') \
+		$(if $(INIT),-e '/@INIT@/{r $(abspath $(INIT))' -e 'd}',-e 's#@INIT@##') \
+		nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
 	nginx -p $(RUN_PREFIX) -c $(RUN_PREFIX)/nginx.conf -e $(RUN_PREFIX)/error.log
 	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); dashboard: /graft/status; metrics: /graft/metrics"
 	@echo "admin API: http://127.0.0.1:$(ADMIN_PORT)/graft/admin/ (apply, kill, revive, status)"
@@ -81,13 +95,22 @@ stop: ## Stop the nginx that `make run` started
 # against a real nginx. A run in which no test ran is a failure.
 test: build ## Run every test
 	mkdir -p build
+	cargo fmt --all --check
 	cargo test --release --workspace $(WORKSPACE_FEATURES) 2>&1 | tee build/test.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "%d passed, %d failed\n", passed, failed; exit (passed == 0 || failed > 0) }' build/test.log
 
 diff: build ## Replay the shipped corpus through Lua and Rust and show every difference
-	cargo run --release -q -p graft-tests --bin graft-replay -- --config tests/corpus/config.json \
+	cargo run --release -q -p graft-tests --bin graft-replay -- --config tests/corpus/config.json $(REPLAY_SITE) \
 		tests/corpus/hostile.txt tests/corpus/requests.txt
+
+parity: build ## Run one module's parity test through nginx (NAME=bot_filter; INIT=, SITE=, NATIVE=1: the team's own code)
+	@[ -n '$(NAME)' ] && [ -f tests/tests/parity_$(NAME).rs ] || { echo "make parity NAME=<module> (tests/tests/parity_<module>.rs)"; exit 2; }
+	cargo test --release -p graft-tests --test parity_$(NAME)
+
+replay: build ## Replay a file of requests through Lua and Rust (CORPUS=requests.txt, CONFIG=graft.json; INIT=, SITE=, NATIVE=1)
+	@[ -n '$(CORPUS)' ] || { echo "make replay CORPUS=<requests file> [CONFIG=<graft file>]"; exit 2; }
+	cargo run --release -q -p graft-tests --bin graft-replay -- --config $(abspath $(CONFIG)) $(REPLAY_SITE) $(abspath $(CORPUS))
 
 corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
 	cargo run --release -q -p graft-tests --bin graft-corpus -- tests/corpus 10000

@@ -75,6 +75,44 @@ impl Response {
     }
 }
 
+/// What a team adds to graft's nginx configuration so that its own code
+/// runs: Lua run in `init_by_lua` before graft loads (its
+/// `graft.legacy.declare` calls), more locations or a snippet in the
+/// main server (its own handlers), and whether `location /` runs the
+/// native pipeline. `make run`, `make diff`, the parity helper and
+/// `graft-replay` take the same three.
+#[derive(Debug, Clone, Default)]
+pub struct Site {
+    pub init: String,
+    pub extra: String,
+    pub native: bool,
+}
+
+impl Site {
+    /// From files named by `GRAFT_INIT` and `GRAFT_SITE`, and
+    /// `GRAFT_NATIVE=1` (the Makefile sets them from `INIT`, `SITE` and
+    /// `NATIVE`); nothing of the team's when unset.
+    pub fn from_env() -> Result<Site, String> {
+        let read = |var: &str| match std::env::var_os(var) {
+            Some(path) if !path.is_empty() => std::fs::read_to_string(&path)
+                .map_err(|e| format!("{var}={}: {e}", path.to_string_lossy())),
+            _ => Ok(String::new()),
+        };
+        Ok(Site {
+            init: read("GRAFT_INIT")?,
+            extra: read("GRAFT_SITE")?,
+            native: std::env::var("GRAFT_NATIVE").is_ok_and(|v| v == "1"),
+        })
+    }
+
+    /// nginx started with `config` and this site; `native` for `location /`.
+    pub fn start(&self, config: &str, native: bool) -> Nginx {
+        let nginx = Nginx::prepare_custom(config, native, 1, &self.extra, &self.init);
+        nginx.launch();
+        nginx
+    }
+}
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Lays out an nginx prefix with `nginx/prefix.sh`: what nginx's workers
@@ -501,14 +539,21 @@ impl Drop for Nginx {
 }
 
 /// Parses a whole HTTP/1.x response read until the connection closed.
+/// Header bytes that are not UTF-8 (an echoed header a client sent, say)
+/// are kept as `\xNN`, so that two responses that differ in them still
+/// differ, and none is taken for "no response".
 pub fn parse_response(buf: &[u8]) -> Option<Response> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut lines = head.split("\r\n");
+    let mut lines = buf[..end].split(|&b| b == b'\n').map(|l| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        escape_bytes(l)
+    });
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let mut body = buf[end + 4..].to_vec();
     let chunked = headers
@@ -522,6 +567,25 @@ pub fn parse_response(buf: &[u8]) -> Option<Response> {
         headers,
         body,
     })
+}
+
+/// Text as it is when UTF-8; otherwise every byte outside printable ASCII
+/// as `\xNN` (and a backslash as `\\`), one text for each byte string.
+fn escape_bytes(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if !text.contains('\\') {
+            return text.to_string();
+        }
+    }
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b' '..=b'~' | b'\t' => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -548,4 +612,23 @@ pub fn one_zone(zone: &str, modules: serde_json::Value) -> String {
 pub fn metric(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_response;
+
+    #[test]
+    fn a_response_header_that_is_not_utf8_is_kept_byte_for_byte() {
+        let a = parse_response(b"HTTP/1.1 200 OK\r\nX-Origin: \xff\xfe\r\n\r\nbody").unwrap();
+        let b = parse_response(b"HTTP/1.1 200 OK\r\nX-Origin: \xfe\xff\r\n\r\nbody").unwrap();
+        assert_eq!(a.header("X-Origin"), Some("\\xff\\xfe"));
+        assert_ne!(a.headers, b.headers);
+        assert_eq!(a.body, b"body");
+        // A backslash is escaped too: no UTF-8 text reads as an escape.
+        let c = parse_response(b"HTTP/1.1 200 OK\r\nX-Origin: \\xff\xfe\r\n\r\n").unwrap();
+        assert_ne!(c.header("X-Origin"), a.header("X-Origin"));
+        let d = parse_response(b"HTTP/1.1 204 No Content\r\nX-A: caf\xc3\xa9\r\n\r\n").unwrap();
+        assert_eq!(d.header("X-A"), Some("caf\u{e9}"));
+    }
 }

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::corpus::CorpusRequest;
-use crate::{replay, Nginx};
+use crate::{replay, Site};
 
 /// The zone the requests are sent to.
 pub const ZONE: &str = "parity.test";
@@ -23,6 +23,19 @@ pub fn shadow_parity(
     shadow_parity_declining(module, config, requests, |_| false)
 }
 
+/// As [`shadow_parity`], with the team's own init Lua, locations and
+/// native setting from `GRAFT_INIT`, `GRAFT_SITE` and `GRAFT_NATIVE`
+/// (`make test INIT=... SITE=... NATIVE=1`): a legacy function the team
+/// declared where it lives is the one compared, not a generated twin.
+pub fn shadow_parity_site(
+    module: &str,
+    config: &Value,
+    requests: &[CorpusRequest],
+) -> Result<(), String> {
+    let site = Site::from_env()?;
+    shadow_parity_in(&site, module, config, requests, |_| false)
+}
+
 /// As [`shadow_parity`], for a module that leaves some requests to Lua on
 /// purpose: a decline is an outcome of its own, not a difference, and
 /// `declines` says which requests the Rust side must decline (and no
@@ -33,9 +46,20 @@ pub fn shadow_parity_declining(
     requests: &[CorpusRequest],
     declines: impl Fn(&CorpusRequest) -> bool,
 ) -> Result<(), String> {
+    shadow_parity_in(&Site::default(), module, config, requests, declines)
+}
+
+/// As [`shadow_parity_declining`], in nginx with `site`'s Lua and locations.
+pub fn shadow_parity_in(
+    site: &Site,
+    module: &str,
+    config: &Value,
+    requests: &[CorpusRequest],
+    declines: impl Fn(&CorpusRequest) -> bool,
+) -> Result<(), String> {
     let file = json!({ "zones": { ZONE: { "modules": [
         { "module": module, "mode": "shadow", "config": config } ] } } });
-    let nginx = Nginx::start(&file.to_string());
+    let nginx = site.start(&file.to_string(), site.native);
     let counts = || {
         let c = nginx.counters();
         let of = |what: &str| c["zones"][ZONE][0][what].as_u64().unwrap_or(0);

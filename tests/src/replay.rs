@@ -14,7 +14,7 @@ use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
 use crate::corpus::CorpusRequest;
-use crate::{parse_response, Nginx};
+use crate::{parse_response, Nginx, Site};
 
 /// What a client sees of a response: the `Date` header left out, and the
 /// value of `Retry-After` (seconds left in a rate-limit window, which
@@ -181,16 +181,27 @@ impl Report {
     }
 }
 
-fn serve_all(config: &Value, requests: &[CorpusRequest]) -> (Nginx, Vec<Observed>) {
-    serve_with(Nginx::start(&config.to_string()), requests)
+fn serve_all(config: &Value, requests: &[CorpusRequest], site: &Site) -> (Nginx, Vec<Observed>) {
+    serve_with(site.start(&config.to_string(), site.native), requests)
 }
 
 fn serve_with(nginx: Nginx, requests: &[CorpusRequest]) -> (Nginx, Vec<Observed>) {
     let observed = requests
         .iter()
-        .map(|r| send(nginx.port, r).unwrap_or_else(|e| panic!("{}: {e}", r.describe())))
+        .map(|r| send(nginx.port, r).unwrap_or_else(|e| no_response(&e)))
         .collect();
     (nginx, observed)
+}
+
+/// What a replay saw of a request that got no HTTP response (a reset
+/// connection, bytes that are not HTTP): an outcome compared like any
+/// other, never a stop.
+fn no_response(e: &std::io::Error) -> Observed {
+    Observed {
+        status: 0,
+        headers: vec![("graft-replay".to_string(), format!("no HTTP response: {e}"))],
+        body: Vec::new(),
+    }
 }
 
 fn log_errors(nginx: &Nginx) -> Vec<String> {
@@ -227,13 +238,15 @@ fn compare(name: &str, base: &[Observed], other: &[Observed], nginx: &Nginx) -> 
 }
 
 /// Replays `requests` in every run; `progress` hears each run's name.
+/// nginx runs the team's own Lua and locations (`site`) in every run.
 pub fn replay(
     config: &Value,
     requests: &[CorpusRequest],
+    site: &Site,
     progress: &mut dyn FnMut(&str),
 ) -> Report {
     progress("lua (baseline)");
-    let (base_nginx, base) = serve_all(&with_modes(config, &|_| "lua"), requests);
+    let (base_nginx, base) = serve_all(&with_modes(config, &|_| "lua"), requests, site);
     let mut runs = vec![compare("none (baseline)", &base, &base, &base_nginx)];
     let mut statuses = std::collections::BTreeMap::new();
     for o in &base {
@@ -244,23 +257,23 @@ pub fn replay(
     for module in modules_of(config) {
         progress(&module);
         let only = with_modes(config, &|m| if m == module { "rust" } else { "lua" });
-        let (nginx, seen) = serve_all(&only, requests);
+        let (nginx, seen) = serve_all(&only, requests, site);
         runs.push(compare(&module, &base, &seen, &nginx));
     }
 
     progress("all modules");
-    let (nginx, seen) = serve_all(&with_modes(config, &|_| "rust"), requests);
+    let (nginx, seen) = serve_all(&with_modes(config, &|_| "rust"), requests, site);
     runs.push(compare("all modules", &base, &seen, &nginx));
     drop(nginx);
 
     progress("native");
     let all_rust = with_modes(config, &|_| "rust").to_string();
-    let (nginx, seen) = serve_with(Nginx::start_native(&all_rust), requests);
+    let (nginx, seen) = serve_with(site.start(&all_rust, true), requests);
     runs.push(compare("native pipeline", &base, &seen, &nginx));
     drop(nginx);
 
     progress("shadow");
-    let (nginx, seen) = serve_all(&with_modes(config, &|_| "shadow"), requests);
+    let (nginx, seen) = serve_all(&with_modes(config, &|_| "shadow"), requests, site);
     let mut run = compare("shadow", &base, &seen, &nginx);
     let counters = nginx.counters();
     run.shadow_diffs = Some(

@@ -244,7 +244,7 @@ fn a_capture_replays_with_no_difference() {
         .iter()
         .all(|r| r.client.is_some_and(|c| c.octets()[0] == 127)));
     // The capture, replayed: Lua and Rust answer alike.
-    let report = graft_tests::replay::replay(&config, &captured, &mut |_| {});
+    let report = graft_tests::replay::replay(&config, &captured, &Default::default(), &mut |_| {});
     assert!(report.clean(), "{}", report.render(&captured));
     // Bounded: past max, nothing more is written, and the log says so.
     for _ in 0..10 {
@@ -297,4 +297,28 @@ fn scopes_and_subrequests_never_move_a_request_to_another_zones_steps() {
     // that zone's steps too.
     let r = nginx.get("lua.test", "/tf-scope/admin");
     assert_eq!(r.status, 403, "{}", r.text());
+}
+
+/// The parity helper (and graft-replay, `make run`, `make diff`) run the
+/// team's own code: with a `Site` whose init Lua declares the module's
+/// legacy function, that function is the Lua side compared, not the
+/// generated twin.
+#[test]
+fn parity_compares_the_teams_declared_function_when_given_its_site() {
+    use graft_tests::corpus::CorpusRequest;
+    use graft_tests::parity::{shadow_parity, shadow_parity_in, ZONE};
+    use graft_tests::Site;
+    let config = json!({ "answer": { "status": 200, "body": "same\n" } });
+    let requests = vec![CorpusRequest::get(ZONE, "/a")];
+    // The shipped twin answers as the Rust side does.
+    shadow_parity("probe", &config, &requests).unwrap();
+    let site = Site {
+        init: r#"require("graft.legacy").declare("probe", function(req, config, zone)
+            return { kind = "respond", status = 200, headers = {}, body = "the team's\n" }
+        end)"#
+            .to_string(),
+        ..Site::default()
+    };
+    let err = shadow_parity_in(&site, "probe", &config, &requests, |_| false).unwrap_err();
+    assert!(err.contains("shadow diff"), "{err}");
 }

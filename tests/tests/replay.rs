@@ -17,7 +17,7 @@ fn the_corpus_answers_alike_in_lua_and_rust() {
     requests.extend(corpus::parse(&load("requests.txt")).unwrap());
     assert!(hostile > 50 && requests.len() >= 10_000 + hostile);
 
-    let report = replay::replay(&config, &requests, &mut |_| {});
+    let report = replay::replay(&config, &requests, &Default::default(), &mut |_| {});
     let rendered = report.render(&requests);
     assert!(report.clean(), "{rendered}");
     // 1 baseline + 7 modules + all + native + shadow: every module took a turn.
