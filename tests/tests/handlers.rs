@@ -223,7 +223,9 @@ fn a_capture_replays_with_no_difference() {
             CorpusRequest::get("cap.test", &target)
                 .header("Authorization: Basic c2VjcmV0")
                 .header("X-Secret: s3cret")
+                .header("User-Agent: tester/1")
                 .header(&format!("X-Seq: {i}"))
+                .header("X-Api-Key: k3y")
         })
         .collect();
     for r in &sent {
@@ -240,6 +242,17 @@ fn a_capture_replays_with_no_difference() {
         !written.contains("c2VjcmV0") && !written.contains("s3cret"),
         "{written}"
     );
+    // An allow-list: a header graft does not know is written with its
+    // value redacted; one that says how a client asks, as sent.
+    assert!(!written.contains("k3y"), "{written}");
+    assert!(written.contains("X-Api-Key: graft-redacted"), "{written}");
+    assert!(written.contains("X-Seq: graft-redacted"), "{written}");
+    assert!(written.contains("User-Agent: tester/1"), "{written}");
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&capture), 0o640, "not readable by every local user");
     assert!(captured
         .iter()
         .all(|r| r.client.is_some_and(|c| c.octets()[0] == 127)));
@@ -268,6 +281,7 @@ fn a_capture_replays_with_no_difference() {
     }
     let fresh = std::fs::read_to_string(&capture).unwrap();
     assert_eq!(parse(&fresh).unwrap().len(), 2, "{fresh}");
+    assert_eq!(mode(&capture), 0o640, "a reopened file is narrowed too");
 }
 
 #[test]

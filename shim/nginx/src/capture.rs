@@ -10,11 +10,13 @@
 //! master opens it, hands it to the workers' user, and `nginx -s reopen`
 //! (logrotate's signal) reopens it, as access logs are rotated. Once the
 //! file holds `max` bytes nothing more is written until it is rotated
-//! (counted, and said in the error log within its budget). Authorization,
-//! Cookie, Proxy-Authorization, X-Forwarded-For and X-Real-IP are never
-//! written, nor request bodies (nor so their Content-Length and
-//! Transfer-Encoding: a captured request replays without its body), nor
-//! the headers `drop=` names; the target is written as sent
+//! (counted, and said in the error log within its budget); it is made
+//! mode 0640. Authorization, Cookie, Proxy-Authorization, X-Forwarded-For
+//! and X-Real-IP are never written, nor request bodies (nor so their
+//! Content-Length and Transfer-Encoding: a captured request replays
+//! without its body), nor the headers `drop=` names. Of the others, only
+//! those on an allow-list (`KEPT`, and `keep=`) are written with their
+//! values; the rest with the value `graft-redacted`. The target is written as sent
 //! (a query string carrying a token is: `drop=` cannot reach it). Headers
 //! are written as the client sent them: the capture runs in nginx's
 //! post-read phase, before any step changes the request. A client address becomes a loopback one with the same
@@ -25,6 +27,7 @@ use std::ffi::{c_char, c_void};
 use std::io::Write;
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,6 +62,43 @@ const ALWAYS_DROPPED: [&str; 7] = [
     "transfer-encoding",
 ];
 
+/// Headers whose values a capture writes as the client sent them: what
+/// says how a client asks, never who it is. Every other header is written
+/// with its value replaced by [`REDACTED`] (`keep=` adds names to this
+/// list): a credential in a header graft has never heard of (`X-Api-Key`,
+/// `Forwarded`, a vendor's token) never reaches the file.
+const KEPT: [&str; 22] = [
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "cache-control",
+    "content-type",
+    "dnt",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "origin",
+    "pragma",
+    "range",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "upgrade-insecure-requests",
+    "user-agent",
+];
+
+/// What a header's value becomes when its name is not kept.
+const REDACTED: &[u8] = b"graft-redacted";
+
+/// A capture file's mode: read and written by its owner, read by its
+/// group (logrotate's `adm`), nothing for others.
+const FILE_MODE: u32 = 0o640;
+
 /// Requests not written because the file was full, in this worker.
 static SKIPPED_FULL: AtomicU64 = AtomicU64::new(0);
 
@@ -91,6 +131,7 @@ pub unsafe extern "C" fn set_capture(
                 .iter()
                 .map(|h| h.as_bytes().to_vec())
                 .collect(),
+            keep: KEPT.iter().map(|h| h.as_bytes().to_vec()).collect(),
         };
         for arg in &args[2..] {
             let text = arg.to_string();
@@ -122,7 +163,16 @@ pub unsafe extern "C" fn set_capture(
                         .filter(|h| !h.is_empty())
                         .map(|h| h.to_ascii_lowercase().into_bytes()),
                 ),
-                _ => return bad("is not rate=, max= or drop="),
+                Some(("keep", list)) => {
+                    for h in list.split(',').filter(|h| !h.is_empty()) {
+                        let lower = h.to_ascii_lowercase();
+                        if ALWAYS_DROPPED.contains(&lower.as_str()) {
+                            return bad("keep= cannot name a header graft never writes");
+                        }
+                        capture.keep.push(lower.into_bytes());
+                    }
+                }
+                _ => return bad("is not rate=, max=, keep= or drop="),
             }
         }
         let mut name = args[1];
@@ -165,7 +215,23 @@ pub unsafe extern "C" fn capture_handler(r: *mut ngx_http_request_t) -> ngx_int_
         // SAFETY: the cycle's open file, whose fd nginx keeps open (and
         // swaps on reopen) for the worker's life; borrowed, never closed.
         let mut file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd((*capture.file).fd) });
-        let size = file.metadata().map_or(u64::MAX, |m| m.len());
+        let meta = file.metadata();
+        let size = meta.as_ref().map_or(u64::MAX, |m| m.len());
+        // A file nginx opened (at start, or again on `-s reopen`) has
+        // nginx's default mode, readable by every local user: narrowed
+        // before the first line goes in. Only its owner may: the master
+        // for the file it opened at start (`restrict_files`), a worker for
+        // one it reopened.
+        if meta.is_ok_and(|m| m.permissions().mode() & 0o777 != FILE_MODE) {
+            if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE)) {
+                log_limited(
+                    r,
+                    LogFamily::Failure,
+                    format_args!("graft: capture: the file's mode cannot be narrowed to 0640: {e}; nothing written"),
+                );
+                return NGX_DECLINED as ngx_int_t;
+            }
+        }
         if size.saturating_add(line.len() as u64) > capture.max {
             let skipped = SKIPPED_FULL.fetch_add(1, Ordering::Relaxed) + 1;
             log_limited(
@@ -201,6 +267,10 @@ impl Capture {
             if !name.eq_ignore_ascii_case(b"host")
                 && !self.drop.iter().any(|d| name.eq_ignore_ascii_case(d))
             {
+                let value = match self.keep.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+                    true => value,
+                    false => REDACTED,
+                };
                 headers.push([name, b": ", value].concat());
             }
             ControlFlow::Continue(())
@@ -224,4 +294,30 @@ impl Capture {
             body: None,
         }
     }
+}
+
+/// The master's part: narrows the mode of the capture file it opened at
+/// start (nginx opens its log files readable by every local user), before
+/// any worker writes to it. From the module's init_module, after nginx
+/// opened the cycle's files.
+///
+/// # Safety
+/// `cycle` is the cycle nginx is starting, its files open.
+pub unsafe fn restrict_files(cycle: *mut ngx::ffi::ngx_cycle_t) {
+    // SAFETY: the caller's contract: the cycle's configuration is
+    // complete and its open files hold valid descriptors.
+    let Some(capture) =
+        (unsafe { crate::conf::cycle_main_conf(cycle) }).and_then(|m| m.capture.as_ref())
+    else {
+        return;
+    };
+    // SAFETY: the cycle's open file, kept open by nginx; borrowed only.
+    let fd = unsafe { (*capture.file).fd };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: as above: a descriptor nginx owns, never closed here.
+    let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    // A failure here leaves the worker's check to refuse the writes.
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE));
 }

@@ -54,6 +54,9 @@ pub struct Capture {
     pub max: u64,
     /// Lower-case names of the headers never written.
     pub drop: Vec<Vec<u8>>,
+    /// Lower-case names of the headers written with their values (every
+    /// other is written with its value redacted).
+    pub keep: Vec<Vec<u8>>,
 }
 
 /// nginx's "unset" for a flag, before merging.
@@ -134,6 +137,15 @@ unsafe impl HttpModuleLocationConf for Graft {
 /// The main conf of the http block serving `r`.
 pub fn main_conf(r: &ngx_http_request_t) -> Option<&'static MainConf> {
     Graft::main_conf(r)
+}
+
+/// The main conf of a cycle's http block (`None` without one).
+///
+/// # Safety
+/// `cycle` is a cycle whose configuration nginx has read.
+pub unsafe fn cycle_main_conf(cycle: *mut ngx::ffi::ngx_cycle_t) -> Option<&'static MainConf> {
+    // SAFETY: the caller's contract: the cycle and its conf_ctx are valid.
+    Graft::main_conf(unsafe { cycle.as_ref()? })
 }
 
 /// The configuration serving now in this worker (a request keeps the one

@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use graft_contract::{Completed, LogOutcome};
@@ -35,9 +36,12 @@ thread_local! {
 fn append(path: &Arc<str>, line: &str) -> std::io::Result<()> {
     FILES.with_borrow_mut(|files| {
         if !files.contains_key(path) {
+            // Records carry request text: a file graft creates is its
+            // owner's and its group's to read, never every local user's.
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o640)
                 .open(&**path)?;
             files.insert(path.clone(), f);
         }

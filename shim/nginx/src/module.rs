@@ -89,10 +89,22 @@ pub static mut ngx_http_graft_module: ngx_module_t = ngx_module_t {
     // SAFETY: only the address is taken; nginx reads the array, never graft.
     commands: unsafe { addr_of_mut!(NGX_HTTP_GRAFT_COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_module: Some(init_module),
     init_process: Some(live::init_process),
     exit_process: Some(live::exit_process),
     ..ngx_module_t::default()
 };
+
+/// After nginx opened a cycle's files, in the master: the capture file is
+/// made readable by its owner and group only.
+unsafe extern "C" fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    guarded(NGX_OK as ngx_int_t, || {
+        // SAFETY: nginx calls init_module with the cycle it is starting,
+        // its configuration read and its files open.
+        unsafe { capture::restrict_files(cycle) };
+        NGX_OK as ngx_int_t
+    })
+}
 
 /// nginx's first call into the module in a cycle: registers the module
 /// for `conf::Graft`, and makes the http block's `MainConf`.
