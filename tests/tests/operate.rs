@@ -784,3 +784,41 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
         "a worker started again after one died"
     );
 }
+
+/// Where no Lua can serve a step (a native-only location), an automatic
+/// rollback cannot send it back to Lua: that would answer every request
+/// with the step's failure policy, and a client able to make calls slow
+/// would turn the control into an outage. Rust serves on there, logged;
+/// where the bridge runs, the rollback holds; an operator's kill switch
+/// holds everywhere.
+#[test]
+fn a_rollback_never_turns_a_native_only_location_into_an_outage() {
+    let config = json!({ "zones": { "localhost": { "modules": [
+        { "module": "probe", "mode": "rust", "on_failure": { "respond": 503 },
+          "config": { "slow_on": "/native/slow", "slow_us": 20000 },
+          "budget": { "us": 5000, "max_rate": 0.5, "min_requests": 4, "window": 60 } } ] } } })
+    .to_string();
+    let nginx = Nginx::start(&config);
+    for _ in 0..4 {
+        let r = nginx.get("localhost", "/native/slow");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(nginx.counter("localhost", 0, "killed"), 2, "rolled back");
+    // The native-only location: still Rust, never the 503 of the policy.
+    let r = nginx.get("localhost", "/native/page");
+    assert_eq!((r.status, r.text().as_str()), (200, "rust /native/page\n"));
+    assert_eq!(nginx.counter("localhost", 0, "failed"), 0);
+    // Where the Lua bridge runs, the rollback holds.
+    let r = nginx.get("localhost", "/fast");
+    assert_eq!(r.header("X-Graft-Impl"), Some("lua"));
+    let log = nginx.error_log();
+    assert!(
+        log.contains(r#"module "probe" was rolled back to lua, but this location runs no Lua bridge: Rust serves on"#),
+        "{log}"
+    );
+    // An operator's kill switch is a choice: it holds there too.
+    let r = nginx.admin("POST", "/graft/admin/kill?module=probe");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(nginx.get("localhost", "/native/page").status, 503);
+    nginx.assert_clean_log(&["this location runs no Lua bridge"]);
+}

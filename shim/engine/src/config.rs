@@ -268,6 +268,28 @@ impl Step {
         if self.mode != Mode::Lua && self.counters.kill() != Kill::Off {
             return Mode::Lua;
         }
+        self.configured_mode_for(req)
+    }
+
+    /// How this request is served at this step where no Lua can serve it
+    /// (a location with the native pipeline alone): as [`Step::mode_for`],
+    /// but an automatic rollback (a time budget's or an error rate's) does
+    /// not send the step back to Lua there. With no Lua to go back to, it
+    /// would send every request to the step's failure policy (a 503 for an
+    /// access control), and a client able to trip the threshold (slow or
+    /// big requests) would turn the control into an outage. `true` with
+    /// the mode: an automatic rollback is thrown and was passed over (the
+    /// caller counts and logs it). An operator's kill switch still holds.
+    pub fn mode_where_no_lua(&self, req: &dyn RequestView) -> (Mode, bool) {
+        match self.counters.kill() {
+            Kill::Automatic if self.mode != Mode::Lua && !self.counters.killed_by_hand() => {
+                (self.configured_mode_for(req), true)
+            }
+            _ => (self.mode_for(req), false),
+        }
+    }
+
+    fn configured_mode_for(&self, req: &dyn RequestView) -> Mode {
         match (&self.mode, &self.canary) {
             (Mode::Canary, Some(c)) if c.picks_rust(req) => Mode::Rust,
             (Mode::Canary, _) => Mode::Lua,
@@ -365,9 +387,11 @@ pub struct Config {
     shared: OnceLock<CounterTable<'static>>,
     windows: OnceLock<WindowTable<'static>>,
     pub source: PathBuf,
-    /// A hash of the text it was parsed from, to tell whether the file on
-    /// disk is still this configuration ([`Config::file_unapplied`]).
-    text_hash: u64,
+    /// The name of the text it was parsed from ([`crate::fleet::config_hash`]):
+    /// what a fleet agent compares with its keys, and what tells whether
+    /// the file on disk is still this configuration
+    /// ([`Config::file_unapplied`]).
+    pub hash: String,
     /// Distinguishes one loaded configuration from the next in this process.
     pub generation: u64,
     pub zones: Vec<Zone>,
@@ -614,7 +638,7 @@ impl Config {
             shared: OnceLock::new(),
             windows: OnceLock::new(),
             source: source.to_path_buf(),
-            text_hash: text_hash(text),
+            hash: crate::fleet::config_hash(text),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             zones,
             by_host,
@@ -716,20 +740,22 @@ impl Config {
     /// only when its size or modification time moved since this process
     /// last looked.
     pub fn file_unapplied(&self) -> Option<bool> {
-        static SEEN: std::sync::Mutex<Option<(PathBuf, u64, std::time::SystemTime, u64)>> =
+        static SEEN: std::sync::Mutex<Option<(PathBuf, u64, std::time::SystemTime, String)>> =
             std::sync::Mutex::new(None);
         let meta = std::fs::metadata(&self.source).ok()?;
         let (len, modified) = (meta.len(), meta.modified().ok()?);
         let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
         let hash = match &*seen {
-            Some((path, l, m, h)) if *path == self.source && *l == len && *m == modified => *h,
+            Some((path, l, m, h)) if *path == self.source && *l == len && *m == modified => {
+                h.clone()
+            }
             _ => {
-                let h = text_hash(&std::fs::read(&self.source).ok()?);
-                *seen = Some((self.source.clone(), len, modified, h));
+                let h = crate::fleet::config_hash(&std::fs::read(&self.source).ok()?);
+                *seen = Some((self.source.clone(), len, modified, h.clone()));
                 h
             }
         };
-        Some(hash != self.text_hash)
+        Some(hash != self.hash)
     }
 
     /// Counts a request of `zone` whose body was longer than the zone's
@@ -963,12 +989,6 @@ impl Config {
         }
         value
     }
-}
-
-fn text_hash(text: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
 }
 
 /// The file's outer shape: valid JSON, an object of zones, within the

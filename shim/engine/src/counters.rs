@@ -371,6 +371,19 @@ impl Counters {
         }
     }
 
+    /// Whether an operator's kill switch is thrown for this step (the
+    /// zone's own, or the module's everywhere), whatever an automatic
+    /// rollback did besides.
+    pub fn killed_by_hand(&self) -> bool {
+        match self.shared.get() {
+            Some(t) if !t.any_switch() => false,
+            Some(t) => [self.zone_kill, self.module_kill]
+                .iter()
+                .any(|&k| Kill::from_value(t.switch(k)) == Kill::Manual),
+            None => Kill::from_value(self.local_kill.load(Ordering::Relaxed)) == Kill::Manual,
+        }
+    }
+
     /// The value of this step's own switch (its module in its zone), not
     /// counting the module's everywhere.
     pub fn zone_switch(&self) -> u64 {

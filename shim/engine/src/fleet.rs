@@ -9,12 +9,24 @@ use std::hash::{Hash, Hasher};
 
 use crate::shared::CounterTable;
 
+/// A configuration's name, in the fleet's keys and in the metrics
+/// (`graft_configuration_info{hash}`): the first 16 hex digits of the
+/// SHA-256 of its text.
+pub fn config_hash(text: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A rollout's state, as `rollout_state` gives it.
 pub const ROLLOUT_STATES: [&str; 4] = ["none", "running", "done", "rolled_back"];
 
 /// The fields a report may carry, each a whole number; what is not sent
 /// keeps its last value.
-pub const FIELDS: [(&str, &str); 7] = [
+pub const FIELDS: [(&str, &str); 9] = [
     ("etcd_up", "1 when the agent reached etcd at its last try, 0 while it serves its last good configuration without it"),
     ("etcd_contact", "Unix time of the agent's last successful call to etcd"),
     ("config_revision", "etcd revision of the configuration this server serves (0: none from etcd yet)"),
@@ -22,6 +34,8 @@ pub const FIELDS: [(&str, &str); 7] = [
     ("rollout_state", "The state of the rollout this server last saw: 0 none, 1 running, 2 done, 3 rolled back"),
     ("rollout_serving", "1 when this server serves a rollout's configuration rather than the fleet's (while the rollout runs, or after it was rolled back when its nginx refused the fleet's)"),
     ("healthy", "1 when this server's health gates pass (fallback and shadow-difference rates, refused configurations, worker restarts)"),
+    ("drift", "1 when this server's nginx serves another configuration than the fleet's keys say (applied by hand through its admin API, or the keys' refused) and its agent could not apply the keys' again"),
+    ("drift_repairs", "Times this server's agent found its nginx serving another configuration than the one it had applied from the keys, and applied the keys' again (since the agent started)"),
 ];
 
 /// The last report: the time it came, and each field's name, help and value.

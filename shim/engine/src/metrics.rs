@@ -5,6 +5,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -315,6 +316,13 @@ fn process_families(
             single(encoder, (&name, help), MetricType::Gauge, value)?;
         }
     }
+    let mut family = encoder.encode_descriptor(
+        "graft_configuration",
+        "The configuration serving, by the hash of its text (the first 16 hex digits of its SHA-256): the name graft-agent gives it in the fleet's keys.",
+        None,
+        MetricType::Info,
+    )?;
+    Info::new([("hash", config.hash.as_str())]).encode(family.encode_family(&NO_LABELS)?)?;
     single(
         encoder,
         (
@@ -472,6 +480,15 @@ mod tests {
         assert!(text.contains("graft_worker_starts_total"), "{text}");
         assert!(text.contains("graft_worker_restarts_total{} 0"), "{text}");
         assert!(text.contains("graft_start_time_seconds"), "{text}");
+        // The configuration serving, named as graft-agent names it.
+        assert_eq!(config.hash.len(), 16);
+        assert!(
+            text.contains(&format!(
+                "graft_configuration_info{{hash=\"{}\"}} 1\n",
+                config.hash
+            )),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -215,9 +215,25 @@ fn run_steps(
             continue;
         }
         // Err((why, whether Rust was asked and did not decide)).
+        let mode = if lua_follows {
+            step.mode_for(&NgxRequest::new(r))
+        } else {
+            let (mode, passed_over) = step.mode_where_no_lua(&NgxRequest::new(r));
+            if passed_over && mode == Mode::Rust {
+                log_limited(
+                    r,
+                    LogFamily::Budget,
+                    format_args!(
+                        "graft: zone \"{}\" module \"{}\" was rolled back to lua, but this location runs no Lua bridge: Rust serves on (reset the switch, or kill it by hand)",
+                        zone.name, step.module_name
+                    ),
+                );
+            }
+            mode
+        };
         let decision = if std::mem::take(&mut fell_back) {
             Err((NO_LUA_AFTER_RUST, true))
-        } else if step.mode_for(&NgxRequest::new(r)) != Mode::Rust {
+        } else if mode != Mode::Rust {
             Err((NO_LUA_FOR_MODE, false))
         } else {
             let ctx = Context {
