@@ -25,8 +25,11 @@ use ngx::ffi::{
     ngx_http_output_header_filter_pt, ngx_http_read_client_request_body, ngx_http_request_t,
     ngx_http_send_header, ngx_http_send_special, ngx_http_set_content_type, ngx_http_set_exten,
     ngx_http_top_header_filter, ngx_int_t, ngx_time, ngx_uint_t, NGX_DECLINED, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST, NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST, NGX_HTTP_SATISFY_ANY, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_OK,
 };
+
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 
 use crate::conf::{current_config, loc_conf};
 use crate::ctx::{self, Pipeline};
@@ -73,8 +76,16 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
         // SAFETY: nginx calls phase handlers with a live request.
         let r = unsafe { &mut *r };
-        // Once a main request: never for subrequests.
-        if !std::ptr::eq(r, r.main) || loc_conf(r).is_none_or(|c| c.native != 1) {
+        // Once a main request: never for subrequests. In a location with
+        // `satisfy any` too: there the first access handler that allows
+        // ends the phase, and lua-nginx-module runs access_by_lua last, so
+        // a client that passes `allow` or `auth_basic` would never meet
+        // the Lua bridge. graft's handler runs before nginx's own access
+        // checks (a module loaded later runs first), so the pipeline runs
+        // natively here, and whatever needs Lua is the native finish's.
+        if !std::ptr::eq(r, r.main)
+            || (loc_conf(r).is_none_or(|c| c.native != 1) && !satisfy_any(r))
+        {
             return NGX_DECLINED as ngx_int_t;
         }
         let Some(ctx) = ctx::of(r) else {
@@ -108,7 +119,11 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
                 ctx.pipeline = Pipeline::Taken;
                 ctx.ran_zones.push(zone);
                 ctx.resume_at = None;
-                return status as ngx_int_t;
+                // Finalized here, not returned: under `satisfy any` a 401
+                // or 403 returned to the access phase is only a vote.
+                // SAFETY: a live main request in its access phase.
+                unsafe { ngx_http_finalize_request(r, status as ngx_int_t) };
+                return NGX_DONE as ngx_int_t;
             }
             ctx.body_asked = true;
             // A body nginx writes to a temporary file keeps its name until
@@ -132,6 +147,12 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         ctx.fallback = false;
         run_steps(r, zone, &config.zones[zone], 0, false, true)
     })
+}
+
+/// Whether the request's location has `satisfy any`.
+fn satisfy_any(r: &ngx_http_request_t) -> bool {
+    NgxHttpCoreModule::location_conf(r)
+        .is_some_and(|c| c.satisfy == NGX_HTTP_SATISFY_ANY as ngx_uint_t)
 }
 
 /// The request body is in: the phases run again from the access phase,
