@@ -170,6 +170,10 @@ pub struct Reading {
     /// The kill switches its nginx has thrown, (module, zone), as
     /// `graft_kill_switch` says (None from an nginx that does not say).
     pub kills: Option<BTreeSet<(String, Option<String>)>>,
+    /// The hash of the configuration its nginx serves
+    /// (`graft_configuration_info{hash}`; None from an nginx that does
+    /// not say).
+    pub served: Option<String>,
 }
 
 /// A label's value in a series (`zone` of `x{zone="a",module="b"}`).
@@ -186,6 +190,7 @@ pub fn parse_metrics(text: &str) -> Reading {
     let mut reported = false;
     let mut started = None;
     let mut kills = None;
+    let mut served = None;
     let (mut starts, mut restarts) = (None, None);
     for line in text.lines() {
         if line.starts_with("# TYPE graft_kill_switch ") {
@@ -203,6 +208,10 @@ pub fn parse_metrics(text: &str) -> Reading {
         let name = series.split('{').next().unwrap_or(series);
         if name == "graft_start_time_seconds" {
             started = Some((value * 1000.0).round() as u64);
+            continue;
+        }
+        if name == "graft_configuration_info" {
+            served = label(series, "hash").map(str::to_string);
             continue;
         }
         if name == "graft_kill_switch" {
@@ -240,6 +249,7 @@ pub fn parse_metrics(text: &str) -> Reading {
         reported,
         started,
         kills,
+        served,
     }
 }
 
@@ -264,7 +274,9 @@ graft_worker_starts_total{} 4
             reported,
             started,
             kills,
+            served,
         } = parse_metrics(text);
+        assert_eq!(served, None, "an nginx that does not say");
         assert_eq!(started, None);
         assert_eq!(kills, None, "an nginx that does not say");
         assert_eq!(
@@ -298,6 +310,8 @@ graft_worker_starts_total{} 4
                 ("waf".to_string(), None)
             ]
         );
+        let r = parse_metrics("graft_configuration_info{hash=\"0123456789abcdef\"} 1\n");
+        assert_eq!(r.served.as_deref(), Some("0123456789abcdef"));
         assert_eq!(escape("shop.example"), "shop.example");
         assert_eq!(escape("a&b c"), "a%26b%20c");
     }

@@ -14,16 +14,10 @@
 //!   stops renewing it.
 use serde::{Deserialize, Serialize};
 
-/// A configuration's name in the status keys: the first 16 hex digits of
-/// the SHA-256 of its text.
-pub fn config_hash(text: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+/// A configuration's name in the status keys, the same nginx gives the
+/// one it serves (`graft_configuration_info{hash}`): the first 16 hex
+/// digits of the SHA-256 of its text.
+pub use graft_engine::fleet::config_hash;
 
 /// The keys of one fleet.
 #[derive(Clone, Debug)]
@@ -336,6 +330,24 @@ pub struct Status {
     /// serves (a restarted nginx would start with an older one).
     #[serde(default)]
     pub file_error: Option<String>,
+    /// Its nginx was found serving another configuration than the keys
+    /// say (applied by hand through its admin API, say): the last time.
+    #[serde(default)]
+    pub drift: Option<Drift>,
+}
+
+/// A server whose nginx served another configuration than the keys say.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// What its nginx served, the last time it was found drifted.
+    pub served: String,
+    /// What the keys said it should serve (its key's `config` is what it
+    /// serves now: another one while the keys' could not be given again,
+    /// refused or its nginx not answering).
+    pub wanted: String,
+    /// How many times its agent applied the keys' configuration again
+    /// over another one, since the agent started.
+    pub repairs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -25,7 +25,8 @@ use tracing::{error, info, warn};
 
 use crate::admin::{Admin, AdminError};
 use crate::fleet::{
-    failed_gate, next_step, Counts, Keys, Next, Refused, Rollout, RolloutPart, RolloutState, Status,
+    failed_gate, next_step, Counts, Drift, Keys, Next, Refused, Rollout, RolloutPart, RolloutState,
+    Status,
 };
 
 pub struct Options {
@@ -135,6 +136,15 @@ struct Agent {
     /// The kill switches its nginx said it has thrown, at the last
     /// reading (None: it does not say).
     nginx_kills: Option<BTreeSet<(String, Option<String>)>>,
+    /// The configuration its nginx said it serves, at the last reading
+    /// (None: it does not say), or the one it accepted since.
+    nginx_serves: Option<String>,
+    /// The configuration the keys say this server serves (None: no
+    /// configuration in etcd, or the keys not read yet).
+    wanted: Option<String>,
+    /// Its nginx found serving another configuration than the keys say:
+    /// the last time, and how often it was put back.
+    drift: Option<Drift>,
 }
 
 /// A kill switch as the server's key names it: `module`, `module/zone`.
@@ -265,6 +275,9 @@ impl Agent {
             nginx_started: None,
             nginx_silent_since: None,
             nginx_kills: None,
+            nginx_serves: None,
+            wanted: None,
+            drift: None,
         }
     }
 
@@ -454,6 +467,7 @@ impl Agent {
                 self.nginx_silent_since = None;
                 let counts = reading.counts;
                 self.nginx_kills = reading.kills;
+                self.nginx_serves = reading.served;
                 // A restart: an nginx that never had a report, or another
                 // start time than the one this agent saw last.
                 let restarted = (!reading.reported
@@ -592,10 +606,49 @@ impl Agent {
             _ => match self.view.get(&self.opts.keys.config()) {
                 Some((text, revision)) => (text.clone(), *revision, "config", None),
                 // No configuration in etcd: the server keeps its own file.
-                None => return,
+                None => {
+                    self.wanted = None;
+                    return;
+                }
             },
         };
         let hash = crate::fleet::config_hash(&text);
+        self.wanted = Some(hash.clone());
+        // Its nginx serves another configuration than the one this agent
+        // gave it (applied by hand through its admin API, a reload of
+        // another file): the keys win, and it is given theirs again.
+        let drifted = self.nginx_serves.clone().filter(|served| {
+            *served != hash && self.applied.as_ref().is_some_and(|a| a.hash == hash)
+        });
+        if let Some(served) = &drifted {
+            warn!("nginx serves the configuration {served}, not the {source} configuration {hash} its agent gave it (applied by hand through its admin API?): applying the keys' again");
+            self.applied = None;
+        }
+        self.give(text, hash.clone(), revision, source, rollout_id, counts);
+        if let Some(served) = drifted {
+            let repaired = self.applied.as_ref().is_some_and(|a| a.hash == hash);
+            let drift = self.drift.get_or_insert_with(|| Drift {
+                served: String::new(),
+                wanted: String::new(),
+                repairs: 0,
+            });
+            drift.served = served;
+            drift.wanted = hash;
+            drift.repairs += u64::from(repaired);
+        }
+    }
+
+    /// Gives nginx `text`, the configuration the keys say, unless it was
+    /// given it already or refused it.
+    fn give(
+        &mut self,
+        text: Vec<u8>,
+        hash: String,
+        revision: i64,
+        source: &'static str,
+        rollout_id: Option<String>,
+        counts: Option<Counts>,
+    ) {
         if let Some(applied) = self.applied.as_mut().filter(|a| a.hash == hash) {
             if applied.rollout != rollout_id {
                 applied.at = Instant::now();
@@ -629,6 +682,7 @@ impl Agent {
         match applied {
             Ok(message) => {
                 info!("applied the {source} configuration {hash} (etcd revision {revision}): {message}");
+                self.nginx_serves = Some(hash.clone());
                 self.file_error = write_file(&self.opts.file, &text).err().map(|e| {
                     let why = format!("{}: {e}", self.opts.file.display());
                     error!("{why}: a restarted nginx would not serve this configuration");
@@ -891,11 +945,20 @@ impl Agent {
     }
 
     fn status(&self) -> Status {
+        // What its nginx says it serves; where it came from, when that
+        // is what this agent applied.
+        let applied = self
+            .applied
+            .as_ref()
+            .filter(|a| self.nginx_serves.as_ref().is_none_or(|s| *s == a.hash));
         Status {
             name: self.opts.name.clone(),
-            config: self.applied.as_ref().map(|a| a.hash.clone()),
-            source: self.applied.as_ref().map(|a| a.source.to_string()),
-            revision: self.applied.as_ref().map_or(0, |a| a.revision),
+            config: self
+                .nginx_serves
+                .clone()
+                .or_else(|| applied.map(|a| a.hash.clone())),
+            source: applied.map(|a| a.source.to_string()),
+            revision: applied.map_or(0, |a| a.revision),
             refused: self.refused.clone(),
             kills: self.thrown.iter().map(switch_name).collect(),
             kills_refused: self
@@ -916,6 +979,7 @@ impl Agent {
                 (a, b) => a.clone().or_else(|| b.clone()),
             },
             file_error: self.file_error.clone(),
+            drift: self.drift.clone(),
         }
     }
 
@@ -927,7 +991,7 @@ impl Agent {
         // says so.
         let serving = self.applied.as_ref().is_some_and(|a| a.rollout.is_some());
         let healthy = self.judged.as_ref().is_none_or(|j| j.failed.is_none());
-        format!(
+        let mut report = format!(
             "etcd_up={}&etcd_contact={}&config_revision={}&rollout_stage={}&rollout_state={}&rollout_serving={}&healthy={}",
             u8::from(self.etcd_up),
             self.etcd_contact.load(Ordering::Relaxed),
@@ -936,7 +1000,18 @@ impl Agent {
             rollout.as_ref().map_or(0, |(r, _)| r.state.code()),
             u8::from(serving),
             u8::from(healthy),
-        )
+        );
+        // Only to an nginx that names what it serves (an older one would
+        // refuse the whole report for a field it does not know).
+        if let Some(served) = &self.nginx_serves {
+            let drifted = self.wanted.as_ref().is_some_and(|w| w != served);
+            report.push_str(&format!(
+                "&drift={}&drift_repairs={}",
+                u8::from(drifted),
+                self.drift.as_ref().map_or(0, |d| d.repairs)
+            ));
+        }
+        report
     }
 
     async fn write_status(&mut self, client: &mut Client, lease: i64) -> Result<(), String> {

@@ -1070,3 +1070,113 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         killed,
     );
 }
+
+/// A configuration applied by hand through one server's admin API: its
+/// agent sees that its nginx serves another configuration than the keys
+/// say, says so (its key, its metrics, a warning) and applies the keys'
+/// again, with etcd up or down; during a rollout, a member of the stage
+/// gets the rollout's back, the others the fleet's.
+#[test]
+fn a_configuration_applied_by_hand_is_reported_and_replaced_by_the_fleets() {
+    let mut etcd = Etcd::start(1);
+    let prefix = "/graft/fleet-e";
+    let servers = start_servers(&etcd, prefix, &redirect_to("/local"));
+    let dir = servers[0].nginx.prefix.clone();
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", &write_file(&dir, "base.json", &redirect_to("/base"))],
+    );
+    converge(&servers, 10, "the base configuration", |s| {
+        serves(s, "/base")
+    });
+    let by_hand = |s: &Server, to: &str| {
+        let r = s
+            .nginx
+            .admin_body("POST", "/graft/admin/apply", redirect_to(to).as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let repairs = |s: &Server| metric(&metrics(s), "graft_fleet_drift_repairs{}");
+    let log = |s: &Server| std::fs::read_to_string(s.nginx.prefix.join("agent.log")).unwrap();
+    let warned = |s: &Server| {
+        log(s)
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("applying the keys' again"))
+            .count()
+    };
+    let base_hash = |s: &Server| {
+        let key: serde_json::Value =
+            serde_json::from_str(&server_key(&etcd, prefix, s).unwrap()).unwrap();
+        key["config"].as_str().unwrap_or_default().to_string()
+    };
+    converge(&servers, 10, "every server's key", |s| {
+        server_key(&etcd, prefix, s).is_some()
+    });
+    let base = base_hash(&servers[0]);
+    assert_eq!(repairs(&servers[0]), Some(0));
+
+    // With etcd up: put back within a few ticks, counted, warned, and the
+    // server's key names what its nginx served.
+    by_hand(&servers[0], "/hand");
+    converge(&servers[0..1], 5, "the fleet's configuration again", |s| {
+        serves(s, "/base") && repairs(s) == Some(1)
+    });
+    assert_eq!(warned(&servers[0]), 1, "{}", log(&servers[0]));
+    converge(&servers[0..1], 5, "the drift in the server's key", |s| {
+        let key: serde_json::Value =
+            serde_json::from_str(&server_key(&etcd, prefix, s).unwrap()).unwrap();
+        key["drift"]["repairs"] == 1
+            && key["drift"]["served"]
+                .as_str()
+                .is_some_and(|h| h.len() == 16 && *h != base)
+            && key["config"] == base.as_str()
+    });
+    for s in &servers[1..] {
+        assert_eq!(repairs(s), Some(0), "{}", s.name);
+    }
+
+    // With etcd down, from the keys last read.
+    etcd.stop_member(0);
+    converge(&servers[0..1], 10, "etcd down in the metrics", |s| {
+        metric(&metrics(s), "graft_fleet_etcd_up{}") == Some(0)
+    });
+    by_hand(&servers[0], "/hand2");
+    converge(
+        &servers[0..1],
+        5,
+        "the fleet's configuration, etcd down",
+        |s| serves(s, "/base") && repairs(s) == Some(2),
+    );
+    etcd.start_member(0);
+    etcd.wait_healthy();
+    converge(&servers[0..1], 15, "the second repair in the key", |s| {
+        server_key(&etcd, prefix, s).is_some_and(|key| key.contains(r#""repairs":2"#))
+    });
+
+    // During a rollout: its member gets the rollout's configuration back,
+    // a server not in the stage the fleet's.
+    let new = write_file(&dir, "new.json", &redirect_to("/new"));
+    agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "60"]);
+    converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
+    by_hand(&servers[0], "/hand3");
+    by_hand(&servers[1], "/hand3");
+    converge(
+        &servers[0..1],
+        5,
+        "the rollout's configuration again",
+        |s| serves(s, "/new") && repairs(s) == Some(3),
+    );
+    converge(&servers[1..2], 5, "the fleet's configuration again", |s| {
+        serves(s, "/base") && repairs(s) == Some(1)
+    });
+    assert_eq!(rollout(&etcd, prefix)["state"], "running");
+    agent_cli(
+        &etcd,
+        prefix,
+        &["rollout", "abort", "--reason", "done testing"],
+    );
+    converge(&servers, 10, "the abort", |s| serves(s, "/base"));
+    for s in &servers {
+        s.nginx.assert_clean_log(&[]);
+    }
+}
