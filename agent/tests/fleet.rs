@@ -672,11 +672,13 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The servers took it in their order, a stage at a time, each stage
-    // held for its two seconds first.
+    // held for its two seconds first. The loop sees a server up to one
+    // round late (an etcdctl run each round), and the first server seen
+    // late makes a stage look shorter than it was held: 250 ms of slack.
     let first: Vec<Duration> = first.into_iter().map(Option::unwrap).collect();
+    let held = Duration::from_millis(1750);
     assert!(
-        first[0] + Duration::from_secs(2) <= first[1]
-            && first[1] + Duration::from_secs(2) <= first[2],
+        first[0] + held <= first[1] && first[1] + held <= first[2],
         "{first:?}"
     );
     let done = rollout(&etcd, prefix);
