@@ -73,18 +73,18 @@ build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against t
 run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=, CONFIG=your graft file, INIT=, SITE=, NATIVE=1)
 	@if [ -f $(RUN_PREFIX)/nginx.pid ] && kill -0 $$(cat $(RUN_PREFIX)/nginx.pid) 2>/dev/null; then \
 		echo "already running (make stop first)"; exit 1; fi
-	mkdir -p $(RUN_PREFIX)/html/native
+	mkdir -p $(RUN_PREFIX)/html/native $(RUN_PREFIX)/logs
 	echo "native origin" > $(RUN_PREFIX)/html/native/index.html
 	nginx/prefix.sh $(RUN_PREFIX)
 	sed -e 's#@GRAFT_MODULE@#$(GRAFT_MODULE)#' -e 's#@PREFIX@#$(RUN_PREFIX)#g' \
 		-e 's#@GRAFT_ROOT@#$(RUN_PREFIX)/graft#' -e 's#@GRAFT_CONFIG@#$(abspath $(CONFIG))#' \
-		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@#$(if $(NATIVE),graft_native on;)#' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' \
+		-e 's#@PORT@#$(RUN_PORT)#' -e 's#@NATIVE@#$(if $(NATIVE),graft_native on;)#' -e 's#@WORKERS@#2#' -e 's#@ADMIN_PORT@#$(ADMIN_PORT)#' -e 's#@LOG_DIR@#$(RUN_PREFIX)/logs#' \
 		$(if $(SITE),-e '/@EXTRA@/{r $(abspath $(SITE))' -e 'd}',-e 's#@EXTRA@##') \
 		$(if $(INIT),-e '/@INIT@/{r $(abspath $(INIT))' -e 'd}',-e 's#@INIT@##') \
 		nginx/graft.conf.in > $(RUN_PREFIX)/nginx.conf
 	nginx -p $(RUN_PREFIX) -c $(RUN_PREFIX)/nginx.conf -e $(RUN_PREFIX)/error.log
 	@echo "graft serves http://127.0.0.1:$(RUN_PORT)/ (try /old, /blog/x); dashboard: /graft/status; metrics: /graft/metrics"
-	@echo "admin API: http://127.0.0.1:$(ADMIN_PORT)/graft/admin/ (apply, kill, revive, status)"
+	@echo "admin API: http://127.0.0.1:$(ADMIN_PORT)/graft/admin/ (apply, kill, revive, status), with -H \"Authorization: Bearer \$$(cat $(RUN_PREFIX)/admin.token)\""
 	@echo "log: $(RUN_PREFIX)/error.log; stop: make stop"
 
 stop: ## Stop the nginx that `make run` started

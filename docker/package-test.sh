@@ -91,7 +91,13 @@ inside cp /etc/nginx/graft.json /etc/nginx/graft.json.good
 inside sed -i 's/"op": "prefix"/"op": "prefixx"/' /etc/nginx/graft.json
 check "nginx -t refuses a bad graft file, naming the field" "rules[0].when" inside sh -c 'nginx -t 2>&1; true'
 check "a live apply refuses it" "refused, the running configuration goes on" \
-    inside curl -sS -X POST http://127.0.0.1:8081/graft/admin/apply
+    inside sh -c 'curl -sS -H "Authorization: Bearer $(cat /etc/graft/admin.token)" -X POST http://127.0.0.1:8081/graft/admin/apply'
+check "the admin API refuses a call without its token" "HTTP/1.1 401" \
+    inside curl -sS -o /dev/null -D - -X POST http://127.0.0.1:8081/graft/admin/apply
+check "... and a browser's, with it" "HTTP/1.1 403" \
+    inside sh -c 'curl -sS -o /dev/null -D - -H "Origin: http://evil.example" -H "Authorization: Bearer $(cat /etc/graft/admin.token)" -X POST http://127.0.0.1:8081/graft/admin/apply'
+check "the package's token is for root and the agent's group only" "640 root graft-agent" \
+    inside stat -c '%a %U %G' /etc/graft/admin.token
 # `nginx -s reload` (systemd's reload, Debian's init script) checks the
 # file itself and signals nothing: refused, and the file shows unapplied.
 check "nginx -s reload refuses it" "rules[0].when" inside sh -c 'nginx -s reload 2>&1; true'

@@ -14,6 +14,11 @@ rm -rf "$prefix/graft/lua"
 cp -R "$root/lua" "$prefix/graft/lua"
 cp "$root/nginx/status.html" "$prefix/graft/nginx/status.html"
 chmod -R a+rX "$prefix/graft" "$prefix/html"
+# The admin API's credential (graft_admin_token), made once per prefix:
+# readable by its owner only (nginx's master reads it as root).
+if ! [ -s "$prefix/admin.token" ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 > "$prefix/admin.token")
+fi
 chmod a+rx "$prefix" "$prefix/tmp"
 # Every directory above the prefix must let the workers through.
 dir=$prefix

@@ -35,6 +35,8 @@ impl std::fmt::Display for AdminError {
 #[derive(Clone)]
 pub struct Admin {
     base: String,
+    /// `Authorization: Bearer <token>`, nginx's `graft_admin_token`.
+    authorization: String,
     agent: ureq::Agent,
     /// For a live apply, which parses and builds a whole configuration.
     slow: ureq::Agent,
@@ -45,8 +47,9 @@ pub struct Admin {
 const MAX_ANSWER_BYTES: u64 = 1 << 20;
 
 impl Admin {
-    /// The admin API at `base` (`http://127.0.0.1:8081`).
-    pub fn new(base: &str) -> Admin {
+    /// The admin API at `base` (`http://127.0.0.1:8081`), called with
+    /// `token` (the text of the file nginx's `graft_admin_token` names).
+    pub fn new(base: &str, token: &str) -> Admin {
         let agent = |secs| -> ureq::Agent {
             ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(secs)))
@@ -56,6 +59,7 @@ impl Admin {
         };
         Admin {
             base: base.trim_end_matches('/').to_string(),
+            authorization: format!("Bearer {}", token.trim()),
             agent: agent(5),
             slow: agent(120),
         }
@@ -69,10 +73,15 @@ impl Admin {
         body: Option<&[u8]>,
     ) -> Result<String, AdminError> {
         let url = format!("{}{path}", self.base);
+        let auth = self.authorization.as_str();
         let sent = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            (_, Some(body)) => agent.post(&url).send(body),
-            (_, None) => agent.post(&url).send_empty(),
+            ("GET", _) => agent.get(&url).header("Authorization", auth).call(),
+            (_, Some(body)) => agent
+                .post(&url)
+                .header("Authorization", auth)
+                .header("Content-Type", "application/json")
+                .send(body),
+            (_, None) => agent.post(&url).header("Authorization", auth).send_empty(),
         };
         let mut response = sent.map_err(|e| AdminError::Unreachable(format!("{url}: {e}")))?;
         let status = response.status().as_u16();

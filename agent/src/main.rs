@@ -55,6 +55,10 @@ enum Command {
         /// nginx's admin API (graft's loopback admin listener).
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         admin: String,
+        /// The admin API's token: the file nginx's graft_admin_token names
+        /// (the agent's group may read it, no one else).
+        #[arg(long, default_value = "/etc/graft/admin.token")]
+        admin_token_file: PathBuf,
         /// nginx's graft file (graft_config): the agent keeps the last
         /// configuration applied there, for nginx's next start.
         #[arg(long)]
@@ -164,6 +168,7 @@ async fn command(cli: Cli) -> Result<(), String> {
     if let Command::Run {
         name,
         admin,
+        admin_token_file,
         file,
         state_dir,
         interval_ms,
@@ -176,11 +181,17 @@ async fn command(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("no --name, and no host name: {e}"))?,
         };
         fleet::check_name(&name)?;
+        let token = std::fs::read_to_string(&admin_token_file).map_err(|e| {
+            format!(
+                "the admin token file {}: {e} (nginx's graft_admin_token names it)",
+                admin_token_file.display()
+            )
+        })?;
         return run::run(run::Options {
             endpoints: cli.etcd,
             keys,
             name,
-            admin: admin::Admin::new(&admin),
+            admin: admin::Admin::new(&admin, &token),
             file,
             state_dir,
             interval: Duration::from_millis(interval_ms),

@@ -257,6 +257,10 @@ fn spawn_agent(endpoints: &str, prefix: &str, nginx: &Nginx, name: &str, timeout
         .args(["--timeout-ms", &timeout_ms.to_string()])
         .args(["run", "--name", name])
         .args(["--admin", &format!("http://127.0.0.1:{}", nginx.admin_port)])
+        .args([
+            "--admin-token-file",
+            nginx.prefix.join("admin.token").to_str().unwrap(),
+        ])
         .args(["--file", nginx.config_path().to_str().unwrap()])
         .args(["--state-dir", nginx.prefix.join("agent").to_str().unwrap()])
         .args(["--interval-ms", "200"])

@@ -122,6 +122,17 @@ function _M.admin()
     if not r then
         error("no request found", 2)
     end
+    -- Only a call with the admin token, from no browser, to a loopback
+    -- name (graft_ffi_admin_check counts and logs every refusal).
+    local allowed = C.graft_ffi_admin_check(r)
+    if allowed ~= GRAFT_OK then
+        if allowed == 401 then
+            ngx_header["WWW-Authenticate"] = 'Bearer realm="graft admin"'
+        elseif allowed < 0 then
+            allowed = 500
+        end
+        return admin_reply(allowed, "refused (see the error log)")
+    end
     local action = ngx_var.uri:match("/([%a_]+)$")
     local method = ngx_req.get_method()
     if action == "status" and method == "GET" then

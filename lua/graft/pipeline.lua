@@ -205,13 +205,21 @@ local function checked(d)
             return nil, "answers with a body that is not a string"
         end
         local status = d.status
+        if not (type(status) == "number" and status >= 200 and status <= 599
+                and status % 1 == 0) then
+            return nil, "answers with status " .. tostring(status) .. ", not one from 200 to 599"
+        end
         if (status == 204 or status == 304) and body ~= "" then
             return nil, "answers " .. status .. " with a body of " .. #body
                         .. " bytes, which that status cannot carry"
         end
         local headers = d.headers
         if headers == nil then
+            d.headers = {}
             return d
+        end
+        if type(headers) ~= "table" then
+            return nil, "answers with headers that are not a list"
         end
         local length
         for i = 1, #headers do
@@ -558,7 +566,7 @@ function _M.access()
     for i = first + 1, #plan do
         -- A step runs once a request: one a team's handler ran first
         -- (graft.decide) is passed.
-        if not (claimed and C.graft_ffi_claim(r, zone, i - 1) == GRAFT_DONE) then
+        if not (claimed and C.graft_ffi_claimed(r, zone, i - 1) == GRAFT_DONE) then
             -- Rust already declined or failed on the first step natively
             -- (and counted it): Lua serves it without asking Rust again.
             local answer, changed = carry_out(r, zone, i - 1, plan[i], req,

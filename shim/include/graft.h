@@ -28,7 +28,7 @@ typedef struct ngx_http_request_s ngx_http_request_t;
 #define GRAFT_IMPL_LUA   0
 #define GRAFT_IMPL_RUST  1
 
-#define GRAFT_ABI_VERSION 11
+#define GRAFT_ABI_VERSION 12
 
 #define GRAFT_OK          0
 #define GRAFT_ERROR      -1
@@ -134,6 +134,11 @@ int graft_ffi_response_header(ngx_http_request_t *r, int action, const unsigned 
 int graft_ffi_check_header(const unsigned char *name, size_t name_len, const unsigned char *value, size_t value_len);
 /* A step runs once a request: GRAFT_OK (now the caller's), or GRAFT_DONE. */
 int graft_ffi_claim(ngx_http_request_t *r, int zone, int step);
+/* Whether a handler's graft.decide ran the step first: GRAFT_DONE, or GRAFT_OK. */
+int graft_ffi_claimed(ngx_http_request_t *r, int zone, int step);
+/* Whether an admin call may be served: GRAFT_OK, or the status to refuse
+   it with (counted and logged). */
+int graft_ffi_admin_check(ngx_http_request_t *r);
 int graft_ffi_fail_module(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *why, size_t why_len);
 int graft_ffi_note_diff(ngx_http_request_t *r, int zone, int step, const unsigned char *lua, size_t lua_len, const unsigned char *rust, size_t rust_len);
 /* After ngx.req.read_body() in a zone whose plan has a body: 0 to go on,

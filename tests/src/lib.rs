@@ -206,7 +206,8 @@ impl Nginx {
             .replace("@PORT@", &nginx.port.to_string())
             .replace("@NATIVE@", if native { "graft_native on;" } else { "" })
             .replace("@WORKERS@", &workers.to_string())
-            .replace("@ADMIN_PORT@", &nginx.admin_port.to_string());
+            .replace("@ADMIN_PORT@", &nginx.admin_port.to_string())
+            .replace("@LOG_DIR@", tests_dir().to_str().unwrap());
         std::fs::write(nginx.prefix.join("nginx.conf"), conf).unwrap();
         nginx
     }
@@ -456,22 +457,34 @@ impl Nginx {
         })
     }
 
-    /// A request to the admin listener.
-    pub fn admin(&self, method: &str, target: &str) -> Response {
-        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        parse_response(&buf).expect("an HTTP response from the admin listener")
+    /// The admin API's token (`graft_admin_token`, made by nginx/prefix.sh).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
-    /// A request to the admin listener with a body.
+    /// A request to the admin listener, with the admin token.
+    pub fn admin(&self, method: &str, target: &str) -> Response {
+        self.admin_body(method, target, b"")
+    }
+
+    /// A request to the admin listener with a body, with the admin token.
     pub fn admin_body(&self, method: &str, target: &str, body: &[u8]) -> Response {
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.admin_token(),
+            body.len()
+        );
+        self.admin_raw(&[head.as_bytes(), body].concat())
+    }
+
+    /// Raw bytes to the admin listener, and its response.
+    pub fn admin_raw(&self, request: &[u8]) -> Response {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
-        s.write_all(body).unwrap();
+        s.write_all(request).unwrap();
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
         parse_response(&buf).expect("an HTTP response from the admin listener")

@@ -442,11 +442,24 @@ fn the_admin_api_never_answers_with_more_than_it_wrote() {
     assert_eq!(r.text(), format!("no module \"{name}\"\n"));
     // Below the admin API: an error message longer than the caller's
     // buffer is cut to it, and the length says what was written.
-    let r = nginx.get(
-        "localhost",
-        &format!("/ffi-kill?module={}", "c".repeat(100)),
-    );
+    let ffi_kill = |auth: &str| {
+        nginx.raw(
+            format!(
+                "GET /ffi-kill?module={} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n",
+                "c".repeat(100)
+            )
+            .as_bytes(),
+        )
+    };
+    let r = ffi_kill(&format!(
+        "Authorization: Bearer {}\r\n",
+        nginx.admin_token()
+    ));
     assert_eq!(r.text(), "-1 16 no module \"ccccc\n");
+    // And a Lua side that calls it without the admin guard's approval
+    // (an older admin.lua, a handler of its own) changes nothing.
+    let r = ffi_kill("");
+    assert_eq!(r.text(), "-1 16 refused by the a\n");
 }
 
 #[test]

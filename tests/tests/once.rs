@@ -23,6 +23,27 @@ const EXTRA: &str = r#"
             }
             content_by_lua_block { require("graft.echo")() }
         }
+        location /decide-one-then-all/ {
+            access_by_lua_block {
+                local graft = require "graft"
+                graft.apply(graft.decide("headers"))
+                graft.access()
+            }
+            content_by_lua_block { require("graft.echo")() }
+        }
+        location = /auth {
+            internal;
+            content_by_lua_block {
+                local graft = require "graft"
+                graft.apply(graft.decide("waf"))
+                ngx.exit(200)
+            }
+        }
+        location /auth-then-all/ {
+            auth_request /auth;
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block { require("graft.echo")() }
+        }
         location /native-decide-finish/ {
             graft_native on;
             access_by_lua_block {
@@ -42,6 +63,13 @@ fn config() -> String {
         // The native pipeline hands this zone on at its first step (mode
         // lua, and no Lua bridge in the location): the native finish runs
         // it, after the handler's graft.decide ran the second.
+        // A WAF before the step a handler runs first: the bridge still
+        // runs the WAF (a claim passes the claimed step only).
+        "two.test": { "modules": [
+            { "module": "waf", "mode": "rust", "config": { "rules": [
+                { "id": "deny", "when": { "field": "path", "op": "contains", "value": "admin" },
+                  "action": "block", "status": 403 } ] } },
+            headers.clone() ] },
         "finish.test": { "modules": [
             { "module": "probe", "mode": "lua", "on_failure": "continue", "config": { "continue": true } },
             headers ] },
@@ -86,5 +114,21 @@ fn a_step_reached_twice_runs_once() {
     );
     // The native finish still ran the step the native pipeline handed on.
     assert_eq!(nginx.counter("finish.test", 0, "failed"), 1);
+
+    // A handler ran the second step: the bridge runs the first, and passes
+    // only the one the handler ran.
+    assert_eq!(
+        nginx.get("two.test", "/decide-one-then-all/admin").status,
+        403
+    );
+    once(&nginx, "two.test", "/decide-one-then-all/a");
+    assert_eq!(
+        nginx.counter("two.test", 0, "rust"),
+        2,
+        "the WAF ran each time"
+    );
+    // A subrequest's graft.decide runs the step for itself: the main
+    // request's pipeline still runs it on its own URI.
+    assert_eq!(nginx.get("two.test", "/auth-then-all/admin").status, 403);
     nginx.assert_clean_log(&["this location runs no Lua bridge"]);
 }

@@ -164,17 +164,14 @@ fn sampling_rate_and_failures_are_bounded_counted_and_logged() {
     assert_eq!(chosen[0], chosen[1]);
     // A file that cannot be written: failed, counted and logged.
     for mode in ["lua", "rust"] {
-        let nginx = Nginx::start(&config(
-            mode,
-            "/proc/graft-no-such/records.jsonl",
-            json!({}),
-        ));
+        let missing = graft_tests::tests_dir().join("graft-no-such/records.jsonl");
+        let nginx = Nginx::start(&config(mode, missing.to_str().unwrap(), json!({})));
         nginx.get("localhost", "/x");
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(nginx.counter("localhost", 0, "failed"), 1, "{mode}");
         let log = nginx.error_log();
         assert!(
-            log.contains("cannot write to /proc/graft-no-such/records.jsonl"),
+            log.contains(&format!("cannot write to {}", missing.display())),
             "{log}"
         );
         nginx.assert_clean_log(&["cannot write to"]);
@@ -184,7 +181,14 @@ fn sampling_rate_and_failures_are_bounded_counted_and_logged() {
 #[test]
 fn a_lua_step_where_no_lua_log_handler_runs_is_counted_as_failed() {
     let nginx = Nginx::start_extra(
-        &config("lua", "/tmp/graft-unused.jsonl", json!({})),
+        &config(
+            "lua",
+            graft_tests::tests_dir()
+                .join("unused.jsonl")
+                .to_str()
+                .unwrap(),
+            json!({}),
+        ),
         false,
         EXTRA,
     );
@@ -198,4 +202,47 @@ fn a_lua_step_where_no_lua_log_handler_runs_is_counted_as_failed() {
         nginx.error_log()
     );
     nginx.assert_clean_log(&[expected]);
+}
+
+/// A module writes files only under the directories nginx's own
+/// configuration names (`graft_log_dir`): a graft file, which a fleet's
+/// store may hand a server, cannot make graft write anywhere else. Refused
+/// at start and in a live apply, naming zone, module and field; the
+/// running configuration goes on.
+#[test]
+fn a_record_file_outside_the_log_dirs_is_refused_at_load_and_in_a_live_apply() {
+    let inside = graft_tests::tests_dir().join("kept.jsonl");
+    let nginx = Nginx::start(&config("rust", inside.to_str().unwrap(), json!({})));
+    for outside in ["/etc/cron.d/graft", "/var/tmp/x.jsonl"] {
+        let r = nginx.admin_body(
+            "POST",
+            "/graft/admin/apply",
+            config("rust", outside, json!({})).as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(
+            r.text().contains(&format!(
+                r#"zone "localhost": module #0 "request_log": field "config.path": "{outside}" is not under a directory graft_log_dir names"#
+            )),
+            "{}",
+            r.text()
+        );
+    }
+    // A path that climbs out of a directory is refused by the module.
+    let climbing = format!("{}/../x.jsonl", graft_tests::tests_dir().display());
+    let r = nginx.admin_body(
+        "POST",
+        "/graft/admin/apply",
+        config("rust", &climbing, json!({})).as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("no \".\" or \"..\" part"), "{}", r.text());
+    assert_eq!(nginx.get("localhost", "/a").status, 200, "still serving");
+    // At start: nginx -t and a start are refused.
+    nginx.write_config(&config("lua", "/etc/cron.d/graft", json!({})));
+    let (ok, out) = nginx.test_config();
+    assert!(
+        !ok && out.contains("is not under a directory graft_log_dir names"),
+        "{out}"
+    );
 }

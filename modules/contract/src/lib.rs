@@ -74,6 +74,15 @@ pub trait Module: Send + Sync {
     fn logs_requests(&self) -> bool {
         false
     }
+
+    /// The files the module writes, each with the field of its
+    /// configuration that names it (`("path", "/var/log/graft/x.jsonl")`).
+    /// A server writes them only under directories its own configuration
+    /// names (nginx's `graft_log_dir`), never where a graft file alone
+    /// says: a configuration from a fleet's store must not choose a file.
+    fn files(&self) -> Vec<(&'static str, &str)> {
+        Vec::new()
+    }
 }
 
 /// What the log phase knows of a request that was answered.

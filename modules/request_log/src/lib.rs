@@ -145,6 +145,14 @@ impl RequestLog {
         if c.path.is_empty() || !c.path.starts_with('/') {
             return Err(ConfigError::new("path", "an absolute file path"));
         }
+        // A server checks the path against the directories it may write
+        // to (graft_log_dir) by its text: no `..` may lead out of them.
+        if c.path.split('/').any(|part| part == ".." || part == ".") || c.path.ends_with('/') {
+            return Err(ConfigError::new(
+                "path",
+                "a file path with no \".\" or \"..\" part",
+            ));
+        }
         if c.fields.is_empty() || c.fields.len() > MAX_FIELDS {
             return Err(ConfigError::new(
                 "fields",
@@ -227,6 +235,10 @@ impl RequestLog {
 impl Module for RequestLog {
     fn logs_requests(&self) -> bool {
         true
+    }
+
+    fn files(&self) -> Vec<(&'static str, &str)> {
+        vec![("path", &self.path)]
     }
 
     fn on_log(

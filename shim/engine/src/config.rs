@@ -766,6 +766,49 @@ impl Config {
         }
     }
 
+    /// Checks that every file a module writes is under one of `dirs` (the
+    /// directories nginx's `graft_log_dir` names): the first that is not,
+    /// with its zone, module and field.
+    pub fn check_files(&self, dirs: &[std::path::PathBuf]) -> Result<(), String> {
+        for zone in &self.zones {
+            for (i, step) in zone.steps.iter().enumerate() {
+                for (field, file) in step.module.files() {
+                    let path = std::path::Path::new(file);
+                    if dirs.iter().any(|d| path.starts_with(d) && path != d) {
+                        continue;
+                    }
+                    let named = match dirs {
+                        [] => "nginx names none".to_string(),
+                        dirs => dirs
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    };
+                    return Err(format!(
+                        "zone \"{}\": module #{i} \"{}\": field \"config.{field}\": \"{file}\" is not under a directory graft_log_dir names ({named})",
+                        zone.name, step.module_name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts an admin call refused (`crate::admin`), in every worker's view.
+    pub fn count_admin_refused(&self, reason: crate::admin::Refusal) {
+        if let Some(t) = self.shared.get() {
+            t.add(crate::counters::admin_refused_key(reason), 1);
+        }
+    }
+
+    /// Admin calls refused for `reason` since nginx started.
+    pub fn admin_refused(&self, reason: crate::admin::Refusal) -> u64 {
+        self.shared
+            .get()
+            .map_or(0, |t| t.get(crate::counters::admin_refused_key(reason)))
+    }
+
     /// Requests of `zone` whose body was longer than its `max_bytes`.
     pub fn bodies_over(&self, zone: &str) -> u64 {
         self.shared

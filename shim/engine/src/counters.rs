@@ -280,6 +280,13 @@ pub fn refused_key() -> u64 {
     h.finish()
 }
 
+/// The key of the count of admin calls refused for `reason`.
+pub fn admin_refused_key(reason: crate::admin::Refusal) -> u64 {
+    let mut h = DefaultHasher::new();
+    ("admin_refused", reason as u8).hash(&mut h);
+    h.finish()
+}
+
 /// The key of the count of a zone's request bodies over its `max_bytes`.
 pub fn body_over_key(zone: &str) -> u64 {
     let mut h = DefaultHasher::new();

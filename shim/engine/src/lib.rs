@@ -16,6 +16,7 @@
 //! in here; tests call in here directly.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod corpus;
 pub mod counters;

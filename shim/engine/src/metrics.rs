@@ -239,6 +239,16 @@ fn process_families(
             MetricType::Counter,
             config.window_evictions(),
         )?;
+    let mut family = encoder.encode_descriptor(
+        "graft_admin_refused",
+        "Admin API calls refused since nginx started, by reason: closed (no graft_admin_token), browser (Origin, Sec-Fetch-*, a form's body type), host (not a loopback name), token (none, or a wrong one).",
+        None,
+        MetricType::Counter,
+    )?;
+    for reason in crate::admin::Refusal::ALL {
+        ConstCounter::new(config.admin_refused(reason))
+            .encode(family.encode_family(&[("reason", reason.reason())])?)?;
+    }
     single(
             encoder,
             (

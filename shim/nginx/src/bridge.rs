@@ -26,7 +26,7 @@ use crate::steps::{
     fail_step, log_limited, log_outcome, record, run_sampled, zone_body, LogFamily,
 };
 
-pub const GRAFT_ABI_VERSION: c_int = 11;
+pub const GRAFT_ABI_VERSION: c_int = 12;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -963,6 +963,51 @@ pub unsafe extern "C" fn graft_ffi_check_header(
     })
 }
 
+/// Whether a team's handler ran step `step` of zone `zone` first, through
+/// `graft.decide` (`GRAFT_DONE`: the bridge passes it), or not
+/// (`GRAFT_OK`). Asks only: the bridge runs its own steps by its resume
+/// point, never by this.
+///
+/// # Safety
+/// `r` is the current request.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_claimed(r: *mut c_void, zone: c_int, step: c_int) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        let (Ok(zone), Ok(step)) = (usize::try_from(zone), usize::try_from(step)) else {
+            return GRAFT_ERROR;
+        };
+        match ctx::existing(r) {
+            Some(ctx) if ctx.claimed.contains(&(zone, step)) => GRAFT_DONE,
+            _ => GRAFT_OK,
+        }
+    })
+}
+
+/// Whether an admin call may be served (`admin_auth`): `GRAFT_OK`, or the
+/// status to refuse it with (401 without the admin token, 403 for a
+/// browser's request, a Host that is not loopback, or an admin API with no
+/// `graft_admin_token`), counted and logged.
+///
+/// # Safety
+/// `r` is the current request.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_admin_check(r: *mut c_void) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let Some(r) = (unsafe { request(r) }) else {
+            return GRAFT_ERROR;
+        };
+        match crate::admin_auth::check(r) {
+            Ok(()) => GRAFT_OK,
+            Err(status) => c_int::from(status),
+        }
+    })
+}
+
 /// A step runs once a request, whoever reaches it first: `GRAFT_OK` when
 /// step `step` of zone `zone` has not run for this request (it is now
 /// the caller's, a team's `graft.decide`, and the zone's pipeline passes
@@ -981,6 +1026,12 @@ pub unsafe extern "C" fn graft_ffi_claim(r: *mut c_void, zone: c_int, step: c_in
         let (Ok(zone), Ok(step)) = (usize::try_from(zone), usize::try_from(step)) else {
             return GRAFT_ERROR;
         };
+        // A subrequest (auth_request, SSI) shares the main request's
+        // record: its graft.decide runs the step for itself and claims
+        // nothing of the main request's.
+        if !std::ptr::eq(r, r.main) {
+            return GRAFT_OK;
+        }
         let Some(ctx) = ctx::of(r) else {
             return GRAFT_ERROR;
         };
@@ -1143,6 +1194,13 @@ pub unsafe extern "C" fn graft_ffi_apply(
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
+        // The admin guard again where the change is made: a Lua side
+        // that did not ask (an older admin.lua) changes nothing.
+        if crate::admin_auth::check(r).is_err() {
+            // SAFETY: `buf` is writable for `*len` bytes (# Safety).
+            unsafe { copy_message("refused by the admin API's guard", buf, len) };
+            return GRAFT_ERROR;
+        }
         let result = match stage {
             GRAFT_APPLY_CHECK => crate::live::prepare_live(
                 r,
@@ -1194,6 +1252,13 @@ pub unsafe extern "C" fn graft_ffi_kill(
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
+        // The admin guard again where the change is made: a Lua side
+        // that did not ask (an older admin.lua) changes nothing.
+        if crate::admin_auth::check(r).is_err() {
+            // SAFETY: `buf` is writable for `*len` bytes (# Safety).
+            unsafe { copy_message("refused by the admin API's guard", buf, len) };
+            return GRAFT_ERROR;
+        }
         let text = |p: *const c_uchar, n: usize| -> Option<String> {
             if n == 0 || p.is_null() {
                 return None;
@@ -1260,6 +1325,13 @@ pub unsafe extern "C" fn graft_ffi_fleet(
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
+        // The admin guard again where the change is made: a Lua side
+        // that did not ask (an older admin.lua) changes nothing.
+        if crate::admin_auth::check(r).is_err() {
+            // SAFETY: `buf` is writable for `*len` bytes (# Safety).
+            unsafe { copy_message("refused by the admin API's guard", buf, len) };
+            return GRAFT_ERROR;
+        }
         let text = if report.is_null() {
             String::new()
         } else {

@@ -33,6 +33,13 @@ pub struct MainConf {
     pub shared_bytes: Option<(usize, usize)>,
     /// `graft_capture`: a sample of requests written for replays.
     pub capture: Option<Capture>,
+    /// `graft_admin_token`: the admin API's credential (`None`: the admin
+    /// API refuses every call).
+    pub admin_token: Option<Vec<u8>>,
+    /// `graft_log_dir`: the directories files a module writes (request
+    /// records) may be in; a configuration naming a file elsewhere is
+    /// refused, at load and in a live apply.
+    pub log_dirs: Vec<PathBuf>,
     /// The epoch of live applies when this cycle read its file: applies
     /// after it are this cycle's to serve. Kept with the cycle, not in a
     /// static: a reload refused after `graft_config` was read must leave

@@ -14,6 +14,7 @@
 //! - [`log_phase`]: the log phase, records written per request;
 //! - [`rewrite`]: the response-body phase, rewriters in nginx's body filter;
 //! - [`capture`]: `graft_capture`, a sample of live requests for replays;
+//! - [`admin_auth`]: `graft_admin_token`, and who may call the admin API;
 //! - [`steps`]: what a step does whoever runs it: run, count, fail, log;
 //! - [`live`]: `graft_config`, the shared tables, the live apply;
 //! - [`location`]: the location configuration, and which zone serves a request;
@@ -28,6 +29,7 @@
 //! - [`guard`]: `catch_unwind` around every entry point, so that no panic
 //!   unwinds into nginx.
 
+mod admin_auth;
 mod bridge;
 mod capture;
 mod conf;

@@ -328,6 +328,9 @@ pub fn pending_config() -> Option<Arc<Config>> {
 fn parse_attached(mcf: &MainConf, text: &[u8]) -> Result<Config, String> {
     let path = mcf.path.as_ref().ok_or("no graft_config")?;
     let config = Config::parse(path, text).map_err(|e| e.to_string())?;
+    config
+        .check_files(&mcf.log_dirs)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let (Some(windows), Some(counters)) = (
         WINDOWS.get().copied().flatten(),
         COUNTERS.get().copied().flatten(),

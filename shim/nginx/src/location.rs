@@ -30,12 +30,11 @@ pub unsafe extern "C" fn merge_loc_conf(
     guarded(NGX_CONF_ERROR, || {
         // SAFETY: nginx passes two location confs made by create_loc_conf.
         let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+        // Left unset when no level sets it: `graft_native off` said in so
+        // many words is an operator's choice the `satisfy any` rule keeps
+        // (`native::access_handler`).
         if conf.native == NGX_CONF_UNSET {
-            conf.native = if prev.native == NGX_CONF_UNSET {
-                0
-            } else {
-                prev.native
-            };
+            conf.native = prev.native;
         }
         if conf.scope.data.is_null() {
             conf.scope = prev.scope;

@@ -22,10 +22,38 @@ use graft_contract::{Completed, LogOutcome};
 use graft_engine::{run_log_phase, Count, Mode, Step, Zone};
 use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_time, NGX_OK};
 
+use crate::conf::{main_directive, NGX_CONF_ERROR};
 use crate::ctx;
 use crate::guard::guarded;
 use crate::request::NgxRequest;
 use crate::steps::{log_limited, record, LogFamily};
+
+/// `graft_log_dir <dir> ...;`: where a module may write files (each an
+/// absolute path with no `.` or `..` part; the directive may be repeated).
+pub unsafe extern "C" fn set_log_dir(
+    cf: *mut ngx::ffi::ngx_conf_t,
+    _cmd: *mut ngx::ffi::ngx_command_t,
+    conf: *mut std::ffi::c_void,
+) -> *mut std::ffi::c_char {
+    guarded(NGX_CONF_ERROR, || {
+        // SAFETY: nginx calls a directive's handler with graft's main conf.
+        let (mcf, args) = unsafe { main_directive(cf, conf) };
+        for arg in &args[1..] {
+            let dir = arg.to_string();
+            let dir = dir.trim_end_matches('/');
+            if !dir.starts_with('/') || dir.split('/').any(|p| p == "." || p == "..") {
+                ngx::ngx_conf_log_error!(
+                    ngx::ffi::NGX_LOG_EMERG,
+                    cf,
+                    "graft_log_dir \"{dir}\": an absolute directory with no \".\" or \"..\" part"
+                );
+                return NGX_CONF_ERROR;
+            }
+            mcf.log_dirs.push(std::path::PathBuf::from(dir));
+        }
+        std::ptr::null_mut()
+    })
+}
 
 thread_local! {
     /// This worker's open record files, by path.

@@ -1,7 +1,7 @@
 //! The nginx module itself: its `ngx_module_t`, directives and phase
 //! handlers. The top of the crate: it names every handler, and no other
 //! file imports it (they find the module through `conf::Graft`).
-use std::ffi::c_void;
+use std::ffi::{c_char, c_void};
 use std::ptr::{addr_of, addr_of_mut, null_mut};
 
 use ngx::core::Pool;
@@ -18,7 +18,7 @@ use ngx::ngx_string;
 
 use crate::conf::{LocConf, MainConf};
 use crate::guard::guarded;
-use crate::{capture, live, location, log_phase, native, rewrite};
+use crate::{admin_auth, capture, live, location, log_phase, native, rewrite};
 
 // The module context names graft's own functions rather than the defaults
 // of ngx's `HttpModule` trait: create_main_conf also registers the module
@@ -29,18 +29,34 @@ static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: None,
     postconfiguration: Some(postconfiguration),
     create_main_conf: Some(create_main_conf),
-    init_main_conf: None,
+    init_main_conf: Some(init_main_conf),
     create_srv_conf: None,
     merge_srv_conf: None,
     create_loc_conf: Some(location::create_loc_conf),
     merge_loc_conf: Some(location::merge_loc_conf),
 };
 
-static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 6] = [
+static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 8] = [
     ngx_command_t {
         name: ngx_string!("graft_capture"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
         set: Some(capture::set_capture),
+        conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
+        offset: 0,
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("graft_admin_token"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(admin_auth::set_admin_token),
+        conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
+        offset: 0,
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("graft_log_dir"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(log_phase::set_log_dir),
         conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
         offset: 0,
         post: null_mut(),
@@ -103,6 +119,31 @@ unsafe extern "C" fn init_module(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t
         // its configuration read and its files open.
         unsafe { capture::restrict_files(cycle) };
         NGX_OK as ngx_int_t
+    })
+}
+
+/// After the http block is read (every directive in it, in any order):
+/// the graft file's files are under the directories `graft_log_dir`
+/// names, or nginx refuses to start or reload.
+unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+    guarded(crate::conf::NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes graft's main conf, made by create_main_conf.
+        let mcf = unsafe { &*(conf as *const MainConf) };
+        let Some(config) = mcf.config.as_ref().map(|c| c.load_full()) else {
+            return null_mut();
+        };
+        match config.check_files(&mcf.log_dirs) {
+            Ok(()) => null_mut(),
+            Err(e) => {
+                let path = mcf
+                    .path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "graft: {path}: {e}");
+                crate::conf::NGX_CONF_ERROR
+            }
+        }
     })
 }
 

@@ -83,9 +83,10 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         // the Lua bridge. graft's handler runs before nginx's own access
         // checks (a module loaded later runs first), so the pipeline runs
         // natively here, and whatever needs Lua is the native finish's.
-        if !std::ptr::eq(r, r.main)
-            || (loc_conf(r).is_none_or(|c| c.native != 1) && !satisfy_any(r))
-        {
+        // `graft_native off;` said in the location is the operator's way
+        // out of this.
+        let native = loc_conf(r).map_or(0, |c| c.native);
+        if !std::ptr::eq(r, r.main) || (native != 1 && !(native != 0 && satisfy_any(r))) {
             return NGX_DECLINED as ngx_int_t;
         }
         let Some(ctx) = ctx::of(r) else {
@@ -218,16 +219,23 @@ fn run_steps(
     let Some(windows) = shared_windows() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let body = match zone_body(r, zone) {
-        Ok(body) => body,
-        Err(status) => return status as ngx_int_t,
-    };
     // Whatever ends the request from here (an answer, an error) ends its
     // pipeline: an internal redirect to an error page never runs it again.
     // Only a hand-on to the Lua bridge names a step to resume at.
     if let Some(ctx) = ctx::existing(r) {
         ctx.resume_at = None;
     }
+    let body = match zone_body(r, zone) {
+        Ok(body) => body,
+        Err(status) => {
+            // Finalized here, not returned: under `satisfy any` a 401 or
+            // 403 returned to the access phase is only a vote.
+            // SAFETY: a live main request in a phase handler; NGX_DONE
+            // tells the phase engine the request is taken care of.
+            unsafe { ngx_http_finalize_request(r, status as ngx_int_t) };
+            return NGX_DONE as ngx_int_t;
+        }
+    };
     for (i, step) in zone.steps.iter().enumerate().skip(from) {
         // A step runs once a request: one a team's handler ran first
         // (`graft.decide`) is passed.
