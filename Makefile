@@ -115,10 +115,22 @@ replay: build ## Replay a file of requests through Lua and Rust (CORPUS=requests
 corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
 	cargo run --release -q -p graft-tests --bin graft-corpus -- tests/corpus 10000
 
+# The bench's files go beside the build: target/graft-bench, or under
+# CARGO_TARGET_DIR when it is set (with GRAFT_MODULE naming the module built
+# there).
+BENCH_OUT ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/graft-bench
+
 bench: build ## Measure every variant with wrk and callgrind on loopback (about 15 minutes); writes target/graft-bench/
 	@command -v valgrind >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q valgrind; }
-	cargo run --release -q -p graft-tests --bin graft-bench -- --rounds 3 --seconds 5
+	cargo run --release -q -p graft-tests --bin graft-bench -- --rounds 3 --seconds 5 --out $(BENCH_OUT)
 	cargo bench -q $(BENCH_CRATES)
+
+# Not a measurement: each variant, job and series once, for a second, at
+# its smallest; fails when one did not run, did not do its work, or wrote
+# no figures. CI runs it after the tests.
+.PHONY: bench-smoke
+bench-smoke: build ## Run every bench variant and series once, briefly (about 2 minutes); fails when one did not run
+	cargo run --release -q -p graft-tests --bin graft-bench -- --smoke --out $(BENCH_OUT)-smoke
 
 new-module: ## Write a new product module and everything around it (NAME=geo_block)
 	modules/new-module.sh '$(NAME)'

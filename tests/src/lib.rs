@@ -4,6 +4,7 @@
 //! The nginx configuration is graft's own `nginx/graft.conf.in`, filled in
 //! here. `GRAFT_MODULE` names the module to load (the Makefile sets it);
 //! without it, the release build under `target/` is used.
+pub mod bench;
 pub mod corpus;
 pub mod parity;
 pub mod replay;

@@ -15,7 +15,15 @@
 //! against native (`--only scaling`, or `--only versus` for the modules
 //! against nginx's own, measures one part alone).
 //!
-//!     graft-bench [--rounds N] [--seconds S] [--only scaling|versus]
+//! Each nginx gets the `graft_shared_memory` its configuration needs
+//! (`graft_tests::bench::sizing`), and after each run every variant's
+//! counts must show the work it names: no step failed or fell back, every
+//! step served by the variant's side (`graft_tests::bench::work`), or the
+//! bench stops. `--smoke` runs every variant and every series once, at
+//! their smallest and for a second, and fails unless each wrote its
+//! figures (`make bench-smoke`; no figure of it is a measurement).
+//!
+//!     graft-bench [--rounds N] [--seconds S] [--only scaling|versus|streams] [--smoke] [--out DIR]
 use std::io::{Read, Write};
 
 use std::net::TcpStream;
@@ -23,6 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use graft_tests::bench::sizing::counter_kib as counter_kib_for;
+use graft_tests::bench::work::{Served, Side};
 use graft_tests::{module_path, root};
 use serde_json::{json, Value};
 
@@ -62,12 +72,24 @@ impl Variant {
             Variant::Shadow => "shadow",
         }
     }
-    /// What the pages' location runs.
-    fn pipeline(self) -> &'static str {
+    /// What the pages' location runs for graft's file `config`: on the
+    /// Lua side, each phase of graft's Lua that the file's steps use, as
+    /// `nginx/graft.conf.in` wires them.
+    fn pipeline(self, config: Option<&Value>) -> String {
         match self {
-            Variant::Plain => "",
-            Variant::Native => "graft_native on;",
-            _ => "access_by_lua_block { require(\"graft\").access() }\n            header_filter_by_lua_block { require(\"graft\").header_filter() }",
+            Variant::Plain => String::new(),
+            Variant::Native => "graft_native on;".into(),
+            _ => lua_phases(config),
+        }
+    }
+
+    /// The side every step must be served by, after a run.
+    fn side(self) -> Option<Side> {
+        match self {
+            Variant::Plain => None,
+            Variant::Lua => Some(Side::Lua),
+            Variant::Bridge | Variant::Native => Some(Side::Rust),
+            Variant::Shadow => Some(Side::Shadow),
         }
     }
 
@@ -81,9 +103,44 @@ impl Variant {
     }
 }
 
+/// Whether a step of graft's file `config` runs `module`.
+fn uses_module(config: Option<&Value>, module: &str) -> bool {
+    config
+        .and_then(|c| c["zones"].as_object())
+        .is_some_and(|zones| {
+            zones.values().any(|z| {
+                z["modules"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|s| s["module"] == module))
+            })
+        })
+}
+
+/// graft's Lua phases for a location serving `config`: access and the
+/// response headers always, the response body when a step rewrites it
+/// (html_rewrite), the log phase when a step logs (request_log). A phase
+/// left out would count those steps failed.
+fn lua_phases(config: Option<&Value>) -> String {
+    let mut phases = vec![
+        "access_by_lua_block { require(\"graft\").access() }",
+        "header_filter_by_lua_block { require(\"graft\").header_filter() }",
+    ];
+    if uses_module(config, "html_rewrite") {
+        phases.push("body_filter_by_lua_block { require(\"graft\").body_filter() }");
+    }
+    if uses_module(config, "request_log") {
+        phases.push("log_by_lua_block { require(\"graft\").log() }");
+    }
+    phases.join("\n            ")
+}
+
 struct Server {
     prefix: PathBuf,
     port: u16,
+    /// The `graft_shared_memory` its configuration needs, in KiB.
+    counter_kib: Option<usize>,
+    /// Seconds from starting nginx to its first answer (0 until started).
+    start_s: f64,
 }
 
 impl Server {
@@ -92,7 +149,7 @@ impl Server {
             &format!("{tag}-{}", variant.slug()),
             config,
             "",
-            variant.pipeline(),
+            &variant.pipeline(config),
         )
     }
 
@@ -100,7 +157,8 @@ impl Server {
     /// directives of the http block, `location` those of the location
     /// serving the pages.
     fn start_with(name: &str, config: Option<&Value>, http: &str, location: &str) -> Server {
-        let server = Server::prepare(name, config, http, location);
+        let mut server = Server::prepare(name, config, http, location);
+        let started = Instant::now();
         graft_tests::run_ok(
             Command::new("nginx")
                 .args([
@@ -117,6 +175,7 @@ impl Server {
             assert!(Instant::now() < deadline, "nginx did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
+        server.start_s = started.elapsed().as_secs_f64();
         server
     }
 
@@ -127,8 +186,9 @@ impl Server {
         let _ = std::fs::remove_dir_all(&prefix);
         std::fs::create_dir_all(prefix.join("tmp")).unwrap();
         std::fs::create_dir_all(prefix.join("html/static")).unwrap();
+        // With a head, so that a zone's html_rewrite has its snippet to add.
         let page = format!(
-            "<!doctype html><title>graft</title>{}\n",
+            "<!doctype html><html><head><title>graft</title></head><body>{}</body></html>\n",
             "<p>content</p>".repeat(40)
         );
         std::fs::write(prefix.join("html/index.html"), &page).unwrap();
@@ -143,12 +203,20 @@ impl Server {
             .status();
         graft_tests::lay_out_prefix(&prefix);
         let port = graft_tests::free_port();
-        // `http` first: graft_shared_memory must come before graft_config.
+        // graft_shared_memory must come before graft_config; its size is
+        // what this configuration needs.
         let mut graft_config = http.to_string();
+        let mut counter_kib = None;
         if let Some(c) = config {
             let path = prefix.join("graft.json");
             std::fs::write(&path, c.to_string()).unwrap();
-            graft_config.push_str(&format!("\n    graft_config {};", path.display()));
+            let kib = counter_kib_for(&path)
+                .unwrap_or_else(|e| panic!("{name}: graft's file does not load: {e}"));
+            counter_kib = Some(kib);
+            graft_config = format!(
+                "graft_shared_memory {kib}k;\n    {graft_config}\n    graft_config {};",
+                path.display()
+            );
         }
         let conf = std::fs::read_to_string(root().join("nginx/bench.conf.in"))
             .unwrap()
@@ -159,7 +227,29 @@ impl Server {
             .replace("@PIPELINE@", location)
             .replace("@PORT@", &port.to_string());
         std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-        Server { prefix, port }
+        Server {
+            prefix,
+            port,
+            counter_kib,
+            start_s: 0.0,
+        }
+    }
+
+    /// Stops the bench unless graft's counts show that this server's steps
+    /// were all served by `side`, none failed or fell back, none lost.
+    fn require_work(&self, side: Side, what: &str) {
+        let (status, totals) = self.get("localhost", "/graft/totals");
+        let checked = if status == 200 {
+            Served::parse(&totals).and_then(|s| s.check(side))
+        } else {
+            Err(format!("/graft/totals answered {status}"))
+        };
+        if let Err(e) = checked {
+            panic!(
+                "{what} did not do the work it names ({side:?} serving every step): {e}; its log: {}",
+                self.prefix.join("error.log").display()
+            );
+        }
     }
 
     /// Instructions per request: this server's nginx run as one process
@@ -314,10 +404,11 @@ fn realistic_config(mode: &str) -> Value {
     config
 }
 
-/// Ten thousand zones, each with a lighter pipeline of every module.
-fn many_zones(mode: &str) -> Value {
+/// `count` zones (ten thousand), each with a lighter pipeline of every
+/// module.
+fn many_zones(mode: &str, count: usize) -> Value {
     let mut zones = serde_json::Map::new();
-    for i in 0..10_000 {
+    for i in 0..count {
         let rules: Vec<Value> = (0..10)
             .map(|r| json!({ "id": format!("r{r}"), "when": { "field": "path", "op": "prefix", "value": format!("/blocked/{i}/{r}") }, "action": "block" }))
             .collect();
@@ -464,44 +555,66 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, Linux {}, {nginx}", kernel.trim())
 }
 
+/// How much a run measures: `make bench`'s, or `--smoke`'s, which runs
+/// every part once, at its smallest and briefly.
+struct Run {
+    rounds: usize,
+    seconds: u64,
+    /// Zones of the memory and start-up measure (10,000).
+    zones: usize,
+    /// Rounds of each scaling point.
+    scaling_rounds: usize,
+    /// Each scaling series at its first size only.
+    smallest_only: bool,
+    /// Requests counted under callgrind, per server.
+    callgrind_requests: usize,
+    smoke: bool,
+}
+
 fn main() {
-    let (rounds, seconds, only) = parse_args();
-    let out_dir = root().join("target/graft-bench");
+    let (run, only, out_dir) = parse_args();
     std::fs::create_dir_all(&out_dir).unwrap();
     // One part alone, written to its own file.
     if let Some(part) = only {
         let machine = machine();
         let md = if part == "scaling" {
-            let scaling = measure_scaling(&out_dir, seconds.min(2));
+            let scaling = measure_scaling(&out_dir, &run);
             scaling_chart(&out_dir.join("scaling.svg"), &scaling, &machine);
             scaling_table(&scaling)
         } else if part == "streams" {
-            streams_table(&measure_streams(&out_dir, rounds, seconds))
+            streams_table(&measure_streams(&out_dir, &run))
         } else {
-            versus_table(&measure_versus(&out_dir, rounds, seconds))
+            versus_table(&measure_versus(&out_dir, &run), run.callgrind_requests)
         };
         let md = format!("Machine: {machine}.\n{md}");
         std::fs::write(out_dir.join(format!("{part}.md")), &md).unwrap();
         println!("{md}");
         return;
     }
+    let (rounds, seconds) = (run.rounds, run.seconds);
     let script = wrk_script(&out_dir);
     let machine = machine();
     eprintln!("machine: {machine}");
-    let (samples, calls) = measure_load(&script, rounds, seconds);
-    let memory = measure_zones();
-    let versus = measure_versus(&out_dir, rounds, seconds);
-    let scaling = measure_scaling(&out_dir, seconds.min(2));
-    let streams = measure_streams(&out_dir, rounds, seconds);
+    let (samples, calls) = measure_load(&script, &run);
+    let memory = measure_zones(&run);
+    let versus = measure_versus(&out_dir, &run);
+    let scaling = measure_scaling(&out_dir, &run);
+    let streams = measure_streams(&out_dir, &run);
     let medians: Vec<Sample> = samples.iter().map(|s| medians(s)).collect();
     let mut md = format!("Machine: {machine}. wrk -t1 -c16, {rounds} rounds of {seconds} s per variant, alternating; medians.\n\n");
-    md.push_str(&table(&medians, &memory));
-    md.push_str(&versus_table(&versus));
+    if run.smoke {
+        md.insert_str(
+            0,
+            "A smoke run (make bench-smoke): every part once, briefly; not a measurement.\n\n",
+        );
+    }
+    md.push_str(&table(&medians, &memory, run.zones));
+    md.push_str(&versus_table(&versus, run.callgrind_requests));
     md.push_str(&scaling_table(&scaling));
     md.push_str(&streams_table(&streams));
     md.push_str(&format!("\nOne call across the bridge (graft_ffi_run to a module that does nothing) against a plain LuaJIT FFI call into nginx (ngx_http_lua_ffi_get_phase), JIT-compiled loop: `{}`\n", calls.trim()));
     std::fs::write(out_dir.join("results.md"), &md).unwrap();
-    let mut json = results_json(&machine, (rounds, seconds), &medians, &memory, &calls);
+    let mut json = results_json(&machine, &run, &medians, &memory, &calls);
     json["versus"] = versus
         .iter()
         .map(|v| {
@@ -542,6 +655,106 @@ fn main() {
         out_dir.join("bench.svg").display(),
         out_dir.join("scaling.svg").display()
     );
+    // What was written, read back: every variant, job, series point and
+    // streaming job has its figures.
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    let missing = missing_figures(&written, &run);
+    if !missing.is_empty() {
+        eprintln!("graft-bench: figures missing from results.json:");
+        for m in &missing {
+            eprintln!("  {m}");
+        }
+        std::process::exit(1);
+    }
+    eprintln!("every variant, job and series wrote its figures");
+}
+
+/// What a run should have written and did not: every variant's req/s, CPU
+/// and memory, every job's CPU, every series point's memory and start,
+/// every streaming job's MB/s (numbers above zero; a variant that did not
+/// run has none).
+fn missing_figures(json: &Value, run: &Run) -> Vec<String> {
+    let mut missing = Vec::new();
+    let mut need = |what: String, v: &Value, positive: bool| {
+        let ok = v
+            .as_f64()
+            .is_some_and(|x| x.is_finite() && (!positive || x > 0.0));
+        if !ok {
+            missing.push(format!("{what}: {v}"));
+        }
+    };
+    let variants = json["variants"].as_array().map_or(&[][..], |v| v);
+    for v in VARIANTS {
+        let Some(f) = variants.iter().find(|f| f["variant"] == v.slug()) else {
+            need(format!("variant {}", v.name()), &Value::Null, true);
+            continue;
+        };
+        for key in [
+            "rps",
+            "cpu_us_per_req",
+            "p50_ms",
+            "p99_ms",
+            "rss_kib_zones",
+            "start_s_zones",
+        ] {
+            need(format!("{} {key}", v.name()), &f[key], true);
+        }
+    }
+    need(
+        "bridge call ns".into(),
+        &json["bridge_call"]["bridge_ns"],
+        true,
+    );
+    let versus = json["versus"].as_array().map_or(&[][..], |v| v);
+    if versus.len() != versus_jobs().len() {
+        need("versus jobs".into(), &json!(versus.len()), false);
+    }
+    for j in versus {
+        for key in ["nginx_own_cpu_us_per_req", "graft_own_cpu_us_per_req"] {
+            need(format!("{} {key}", j["job"]), &j[key], false);
+        }
+    }
+    let scaling = json["scaling"].as_array().map_or(&[][..], |v| v);
+    for (series, sizes) in SERIES {
+        for &size in series_sizes(sizes, run) {
+            let Some(p) = scaling
+                .iter()
+                .find(|p| p["series"] == series && p["size"] == size)
+            else {
+                need(format!("{series} {size}"), &Value::Null, true);
+                continue;
+            };
+            for side in ["lua", "native"] {
+                need(
+                    format!("{series} {size} {side} cpu"),
+                    &p[side]["own_cpu_us_per_req"],
+                    false,
+                );
+                need(
+                    format!("{series} {size} {side} rss"),
+                    &p[side]["rss_kib"],
+                    true,
+                );
+                need(
+                    format!("{series} {size} {side} start"),
+                    &p[side]["start_s"],
+                    true,
+                );
+            }
+        }
+    }
+    let streams = json["streams"].as_array().map_or(&[][..], |v| v);
+    if streams.len() != 2 {
+        need("streaming jobs".into(), &json!(streams.len()), false);
+    }
+    for s in streams {
+        for key in ["plain_mb_per_s", "native_mb_per_s", "lua_mb_per_s"] {
+            need(format!("{} {key}", s["job"]), &s[key], true);
+        }
+    }
+    missing
 }
 
 /// Every figure of the run, machine-readable: per variant the medians and
@@ -549,9 +762,9 @@ fn main() {
 /// CPU per request above plain nginx.
 fn results_json(
     machine: &str,
-    (rounds, seconds): (usize, u64),
+    run: &Run,
     medians: &[Sample],
-    memory: &[(Variant, u64, f64)],
+    memory: &[Zones],
     calls: &str,
 ) -> Value {
     let (plain, lua) = (0usize, 1usize);
@@ -561,7 +774,12 @@ fn results_json(
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let (_, rss_kib, start_s) = memory[i];
+            let Zones {
+                rss_kib,
+                start_s,
+                counter_kib,
+                ..
+            } = memory[i];
             json!({
                 "variant": v.slug(),
                 "name": v.name(),
@@ -574,49 +792,89 @@ fn results_json(
                 "own_cpu_vs_lua_own": (cpu(i) - cpu(plain)) / (cpu(lua) - cpu(plain)),
                 "p50_ms": medians[i].p50_ms,
                 "p99_ms": medians[i].p99_ms,
-                "rss_kib_10k_zones": rss_kib,
-                "rss_vs_lua": rss_kib as f64 / memory[lua].1 as f64,
-                "start_s_10k_zones": start_s,
+                "rss_kib_zones": rss_kib,
+                "rss_vs_lua": rss_kib as f64 / memory[lua].rss_kib as f64,
+                "start_s_zones": start_s,
+                "graft_shared_memory_kib_zones": counter_kib,
             })
         })
         .collect();
     json!({
         "machine": machine,
-        "rounds": rounds,
-        "seconds": seconds,
+        "smoke": run.smoke,
+        "rounds": run.rounds,
+        "seconds": run.seconds,
+        "zones": run.zones,
         "variants": variants,
         "bridge_call": serde_json::from_str::<Value>(calls.trim()).unwrap_or(Value::Null),
     })
 }
 
-/// `--rounds N --seconds S`.
-fn parse_args() -> (usize, u64, Option<String>) {
+/// `--rounds N --seconds S --only PART --smoke --out DIR`: the run, the
+/// part alone (if any), and where its files go (`target/graft-bench`).
+fn parse_args() -> (Run, Option<String>, PathBuf) {
     let mut args = std::env::args().skip(1);
-    let (mut rounds, mut seconds, mut only) = (3usize, 5u64, None);
+    let (mut rounds, mut seconds, mut only, mut smoke) = (3usize, 5u64, None, false);
+    let mut out = root().join("target/graft-bench");
+    let usage = || -> ! {
+        eprintln!("usage: graft-bench [--rounds N] [--seconds S] [--only scaling|versus|streams] [--smoke] [--out DIR]");
+        std::process::exit(2);
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds),
-            "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).unwrap_or(seconds),
-            "--only" => {
-                only = args
+            "--rounds" => {
+                rounds = args
                     .next()
-                    .filter(|o| ["scaling", "versus", "streams"].contains(&o.as_str()))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
             }
-            _ => {
-                eprintln!(
-                    "usage: graft-bench [--rounds N] [--seconds S] [--only scaling|versus|streams]"
-                );
-                std::process::exit(2);
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
             }
+            "--only" => {
+                only = Some(
+                    args.next()
+                        .filter(|o| ["scaling", "versus", "streams"].contains(&o.as_str()))
+                        .unwrap_or_else(|| usage()),
+                )
+            }
+            "--smoke" => smoke = true,
+            "--out" => out = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
+            _ => usage(),
         }
     }
-    (rounds, seconds, only)
+    let run = if smoke {
+        Run {
+            rounds: 1,
+            seconds: 1,
+            zones: 100,
+            scaling_rounds: 1,
+            smallest_only: true,
+            callgrind_requests: 20,
+            smoke,
+        }
+    } else {
+        Run {
+            rounds,
+            seconds,
+            zones: 10_000,
+            scaling_rounds: 2,
+            smallest_only: false,
+            callgrind_requests: 400,
+            smoke,
+        }
+    };
+    (run, only, out)
 }
 
 /// Throughput, CPU and latency: every variant up at once, runs
 /// alternating; the samples of each variant, and the bridge variant's
 /// timing of one call.
-fn measure_load(script: &Path, rounds: usize, seconds: u64) -> (Vec<Vec<Sample>>, String) {
+fn measure_load(script: &Path, run: &Run) -> (Vec<Vec<Sample>>, String) {
+    let (rounds, seconds) = (run.rounds, run.seconds);
     let servers: Vec<(Variant, Server)> = VARIANTS
         .iter()
         .map(|&v| {
@@ -634,6 +892,7 @@ fn measure_load(script: &Path, rounds: usize, seconds: u64) -> (Vec<Vec<Sample>>
         }
         run_wrk(s, script, 1);
     }
+    require_same_pages(&servers);
     let mut samples: Vec<Vec<Sample>> = VARIANTS.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for k in 0..VARIANTS.len() {
@@ -650,8 +909,54 @@ fn measure_load(script: &Path, rounds: usize, seconds: u64) -> (Vec<Vec<Sample>>
         .unwrap_or_default();
     for (v, s) in &servers {
         warn_on_logged_errors(*v, s);
+        if let Some(side) = v.side() {
+            s.require_work(side, &format!("{} (the ten-zone mix)", v.name()));
+        }
     }
     (samples, calls)
+}
+
+/// Stops the bench unless every graft variant answers a page of each of
+/// the mix's zones alike, rewritten by the zone's `html_rewrite` (its
+/// `head_end` snippet in the page): graft's counts do not show a Lua
+/// rewriter whose body filter never ran.
+fn require_same_pages(servers: &[(Variant, Server)]) {
+    let config = realistic_config("lua");
+    for zone in [
+        "shop.example",
+        "blog.example",
+        "news.example",
+        "docs.example",
+        "m.example",
+    ] {
+        let snippet = config["zones"][zone]["modules"]
+            .as_array()
+            .and_then(|m| m.iter().find(|s| s["module"] == "html_rewrite"))
+            .and_then(|s| s["config"]["head_end"].as_str())
+            .map(str::to_string);
+        let mut first: Option<(Variant, String)> = None;
+        for (v, s) in servers.iter().filter(|(v, _)| *v != Variant::Plain) {
+            let (status, page) = s.get(zone, "/index.html?page=1");
+            let rewritten = snippet
+                .as_ref()
+                .is_none_or(|snippet| page.contains(snippet.as_str()));
+            assert!(
+                status == 200 && rewritten,
+                "{}: {zone}'s page answered {status}, {}: the variant does not do the work it names",
+                v.name(),
+                if rewritten { "rewritten" } else { "not rewritten by html_rewrite" }
+            );
+            match &first {
+                None => first = Some((*v, page)),
+                Some((w, other)) => assert!(
+                    *other == page,
+                    "{zone}'s page differs between {} and {}: the variants do not do the same work",
+                    w.name(),
+                    v.name()
+                ),
+            }
+        }
+    }
 }
 
 /// Says so when a variant's error log has errors (a static 404 of the
@@ -673,38 +978,51 @@ fn warn_on_logged_errors(v: Variant, s: &Server) {
     }
 }
 
-/// Memory and start time with ten thousand zones: (variant, worker RSS
-/// in KiB, seconds to start).
-fn measure_zones() -> Vec<(Variant, u64, f64)> {
+/// Memory and start time with many zones, per variant.
+struct Zones {
+    /// Worker RSS after every zone served a request.
+    rss_kib: u64,
+    /// From starting nginx to its first answer.
+    start_s: f64,
+    /// The graft_shared_memory its configuration needs.
+    counter_kib: Option<usize>,
+}
+
+/// Memory and start time with `run.zones` zones (ten thousand), every
+/// variant, each zone touched once.
+fn measure_zones(run: &Run) -> Vec<Zones> {
     let mut memory = Vec::new();
     for &v in &VARIANTS {
-        let config = v.mode().map(many_zones);
-        let started = Instant::now();
-        // 50,000 steps: the counter table sized as the README says, about
-        // 320 bytes a step.
+        let config = v.mode().map(|mode| many_zones(mode, run.zones));
         let s = Server::start_with(
             &format!("zones-{}", v.slug()),
             config.as_ref(),
-            if v == Variant::Plain {
-                ""
-            } else {
-                "graft_shared_memory 16m;"
-            },
-            v.pipeline(),
+            "",
+            &v.pipeline(config.as_ref()),
         );
-        let start_secs = started.elapsed().as_secs_f64();
+        let start_s = s.start_s;
         if v != Variant::Plain {
             // Every zone once, so the Lua side builds every zone's plan too.
-            for i in 0..10_000 {
+            for i in 0..run.zones {
                 s.get(&format!("z{i}.example"), "/index.html");
             }
         }
-        memory.push((v, s.worker_rss_kib(), start_secs));
+        let zones = Zones {
+            rss_kib: s.worker_rss_kib(),
+            start_s,
+            counter_kib: s.counter_kib,
+        };
+        if let Some(side) = v.side() {
+            s.require_work(side, &format!("{} ({} zones)", v.name(), run.zones));
+        }
         eprintln!(
-            "10,000 zones: {}: {} KiB, up in {start_secs:.1} s",
+            "{} zones: {}: {} KiB, up in {start_s:.1} s, graft_shared_memory {:?} KiB",
+            run.zones,
             v.name(),
-            memory.last().unwrap().1
+            zones.rss_kib,
+            zones.counter_kib
         );
+        memory.push(zones);
     }
     memory
 }
@@ -829,10 +1147,8 @@ struct VersusResult {
     graft_instructions: Option<f64>,
 }
 
-/// Requests counted under callgrind, per server.
-const CALLGRIND_REQUESTS: usize = 400;
-
-fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<VersusResult> {
+fn measure_versus(dir: &Path, run: &Run) -> Vec<VersusResult> {
+    let (rounds, seconds) = (run.rounds, run.seconds);
     let script = dir.join("page.lua");
     std::fs::write(
         &script,
@@ -841,7 +1157,7 @@ fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<VersusResult> 
     .unwrap();
     let plain = Server::start_with("versus-plain", None, "", "");
     let plain_instructions = Server::prepare("versus-plain-cg", None, "", "")
-        .instructions_per_request("localhost", "/index.html", CALLGRIND_REQUESTS);
+        .instructions_per_request("localhost", "/index.html", run.callgrind_requests);
     let mut out = Vec::new();
     for (k, job) in versus_jobs().into_iter().enumerate() {
         let nginx = Server::start_with(
@@ -871,13 +1187,14 @@ fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<VersusResult> 
             }
         }
         let [p, n, g] = cpu.map(median);
+        graft.require_work(Side::Rust, &format!("graft's side of {}", job.job));
         drop((nginx, graft));
         let own = |name: &str, config: Option<&Value>, http: &str, location: &str| {
             // The page requests wrk sends, which every job lets through.
             let count = Server::prepare(name, config, http, location).instructions_per_request(
                 "localhost",
                 "/index.html",
-                CALLGRIND_REQUESTS,
+                run.callgrind_requests,
             );
             Some(count? - plain_instructions?)
         };
@@ -912,8 +1229,8 @@ fn measure_versus(dir: &Path, rounds: usize, seconds: u64) -> Vec<VersusResult> 
 
 /// Each module against nginx's own for the job: CPU time (noisy) and
 /// instructions (not), each above plain nginx's on the same requests.
-fn versus_table(versus: &[VersusResult]) -> String {
-    let mut md = String::from("\nEach module alone in the native pipeline against what nginx itself offers for the job, on the same page requests; each side's own cost above plain nginx's on the same requests, as CPU time under wrk (medians) and as instructions per request under callgrind (400 requests after a warm-up; the count does not move with the machine's load):\n\n| job | nginx | nginx's own µs/req | graft | graft's own µs/req | graft / nginx | nginx's own instructions/req | graft's own instructions/req | graft / nginx |\n|---|---|---:|---|---:|---:|---:|---:|---:|\n");
+fn versus_table(versus: &[VersusResult], callgrind_requests: usize) -> String {
+    let mut md = format!("\nEach module alone in the native pipeline against what nginx itself offers for the job, on the same page requests; each side's own cost above plain nginx's on the same requests, as CPU time under wrk (medians) and as instructions per request under callgrind ({callgrind_requests} requests after a warm-up; the count does not move with the machine's load):\n\n| job | nginx | nginx's own µs/req | graft | graft's own µs/req | graft / nginx | nginx's own instructions/req | graft's own instructions/req | graft / nginx |\n|---|---|---:|---|---:|---:|---:|---:|---:|\n");
     for v in versus {
         // Below a quarter of a microsecond, the difference of two medians
         // is this machine's noise, not a cost: no ratio.
@@ -943,15 +1260,24 @@ fn versus_table(versus: &[VersusResult]) -> String {
 }
 
 /// The results table: every variant against plain nginx and the Lua pipeline.
-fn table(medians: &[Sample], memory: &[(Variant, u64, f64)]) -> String {
+fn table(medians: &[Sample], memory: &[Zones], zones: usize) -> String {
     let rps: Vec<f64> = medians.iter().map(|m| m.rps).collect();
     let cpu: Vec<f64> = medians.iter().map(|m| m.cpu_us_per_req).collect();
     let lua = 1usize;
     let mut md = String::new();
-    md.push_str("| variant | req/s | vs plain | vs Lua | CPU µs/req | vs Lua | p50 ms | p99 ms | RSS, 10k zones (MiB) | vs Lua | start, 10k zones (s) |\n");
+    let k = if zones % 1000 == 0 {
+        format!("{}k", zones / 1000)
+    } else {
+        zones.to_string()
+    };
+    md.push_str(&format!("| variant | req/s | vs plain | vs Lua | CPU µs/req | vs Lua | p50 ms | p99 ms | RSS, {k} zones (MiB) | vs Lua | start, {k} zones (s) |\n"));
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (i, v) in VARIANTS.iter().enumerate() {
-        let (_, rss, start) = memory[i];
+        let Zones {
+            rss_kib: rss,
+            start_s: start,
+            ..
+        } = memory[i];
         md.push_str(&format!(
             "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} |\n",
             v.name(),
@@ -963,7 +1289,7 @@ fn table(medians: &[Sample], memory: &[(Variant, u64, f64)]) -> String {
             medians[i].p50_ms,
             medians[i].p99_ms,
             rss as f64 / 1024.0,
-            rss as f64 / memory[lua].1 as f64,
+            rss as f64 / memory[lua].rss_kib as f64,
             start,
         ));
     }
@@ -1047,6 +1373,8 @@ struct Point {
 struct Scale {
     series: &'static str,
     size: usize,
+    /// The graft_shared_memory of its configuration, in KiB.
+    counter_kib: Option<usize>,
     lua: Point,
     native: Point,
 }
@@ -1054,17 +1382,17 @@ struct Scale {
 impl Scale {
     fn to_json(&self) -> Value {
         let point = |p: &Point| json!({ "own_cpu_us_per_req": p.cpu_us, "rss_kib": p.rss_kib, "start_s": p.start_s });
-        json!({ "series": self.series, "size": self.size,
+        json!({ "series": self.series, "size": self.size, "graft_shared_memory_kib": self.counter_kib,
                 "lua": point(&self.lua), "native": point(&self.native),
                 "native_vs_lua_cpu": self.native.cpu_us / self.lua.cpu_us,
                 "native_vs_lua_rss": self.native.rss_kib as f64 / self.lua.rss_kib as f64 })
     }
 }
 
-/// A series' configuration at `size` in `mode`, the paths its requests
+/// A series' configuration at `size` in `mode`, and the paths its requests
 /// take (every zone's requests go to `zone{i}.example` for i below the
-/// third figure), and how many steps it has.
-fn scaling_config(series: &str, size: usize, mode: &str) -> (Value, Vec<String>, usize, usize) {
+/// third figure).
+fn scaling_config(series: &str, size: usize, mode: &str) -> (Value, Vec<String>, usize) {
     let one_zone = |modules: Value| json!({ "zones": { "*": { "modules": modules } } });
     match series {
         "WAF rules in a zone" => {
@@ -1085,7 +1413,7 @@ fn scaling_config(series: &str, size: usize, mode: &str) -> (Value, Vec<String>,
             let config = one_zone(json!([
                 { "module": "waf", "mode": mode, "config": { "rules": rules } }
             ]));
-            (config, vec!["/index.html".into()], 1, 1)
+            (config, vec!["/index.html".into()], 1)
         }
         "bulk redirects in a zone" => {
             let map: serde_json::Map<String, Value> = (0..size)
@@ -1099,7 +1427,7 @@ fn scaling_config(series: &str, size: usize, mode: &str) -> (Value, Vec<String>,
                 .map(|k| format!("/old/{}", (k * 7919) % size))
                 .collect();
             paths.extend((0..50).map(|_| "/index.html".to_string()));
-            (config, paths, 1, 1)
+            (config, paths, 1)
         }
         _ => {
             let mut zones = serde_json::Map::new();
@@ -1126,7 +1454,6 @@ fn scaling_config(series: &str, size: usize, mode: &str) -> (Value, Vec<String>,
                 json!({ "zones": zones }),
                 vec!["/index.html".into()],
                 size.min(100),
-                5 * size,
             )
         }
     }
@@ -1157,33 +1484,32 @@ fn scaling_script(dir: &Path, paths: &[String], hosts: usize, named_zones: bool)
 }
 
 /// How cost grows: for each series and size, the Lua pipeline and the
-/// native one, each in its own nginx with graft's counter table sized as
-/// the README says (about 320 bytes a step): CPU per request above plain
+/// native one, each in its own nginx with graft's counter table sized for
+/// its configuration: CPU per request above plain
 /// nginx's on the same requests (runs alternating), worker RSS after every
 /// zone has served a request, and the time from starting nginx to its
 /// first answer.
-fn measure_scaling(dir: &Path, seconds: u64) -> Vec<Scale> {
+fn measure_scaling(dir: &Path, run: &Run) -> Vec<Scale> {
+    let seconds = run.seconds.min(2);
     let plain = Server::start_with("scaling-plain", None, "", "");
     let mut out = Vec::new();
     for (series, sizes) in SERIES {
-        for &size in sizes {
+        for &size in series_sizes(sizes, run) {
             let named = series == "zones";
-            let (_, paths, hosts, steps) = scaling_config(series, size, "lua");
+            let (_, paths, hosts) = scaling_config(series, size, "lua");
             let script = scaling_script(dir, &paths, hosts, named);
-            let counters_mib = (steps * 320).div_ceil(1 << 20).max(1);
-            let http = format!("graft_shared_memory {counters_mib}m;");
             let mut points = Vec::new();
             let mut servers = Vec::new();
-            for (mode, location) in [
-                ("lua", Variant::Lua.pipeline()),
-                ("rust", Variant::Native.pipeline()),
-            ] {
+            for variant in [Variant::Lua, Variant::Native] {
+                let mode = variant.mode().unwrap();
                 let (config, ..) = scaling_config(series, size, mode);
-                let started = Instant::now();
-                // graft_shared_memory goes before graft_config.
-                let s =
-                    Server::start_with(&format!("scaling-{mode}"), Some(&config), &http, location);
-                let start_s = started.elapsed().as_secs_f64();
+                let s = Server::start_with(
+                    &format!("scaling-{mode}"),
+                    Some(&config),
+                    "",
+                    &variant.pipeline(Some(&config)),
+                );
+                let start_s = s.start_s;
                 if named {
                     // Every zone once, so the Lua side builds every plan.
                     touch_every_zone(&s, size);
@@ -1200,7 +1526,7 @@ fn measure_scaling(dir: &Path, seconds: u64) -> Vec<Scale> {
                 servers.push((s, start_s));
             }
             let mut cpu: [Vec<f64>; 3] = Default::default();
-            for _ in 0..2 {
+            for _ in 0..run.scaling_rounds {
                 cpu[0].push(run_wrk(&plain, &script, seconds).cpu_us_per_req);
                 for (k, (s, _)) in servers.iter().enumerate() {
                     cpu[k + 1].push(run_wrk(s, &script, seconds).cpu_us_per_req);
@@ -1214,6 +1540,13 @@ fn measure_scaling(dir: &Path, seconds: u64) -> Vec<Scale> {
                     start_s: *start_s,
                 });
             }
+            for ((s, _), variant) in servers.iter().zip([Variant::Lua, Variant::Native]) {
+                s.require_work(
+                    variant.side().unwrap(),
+                    &format!("{} at {series} {size}", variant.name()),
+                );
+            }
+            let counter_kib = servers[0].0.counter_kib;
             let native = points.pop().unwrap();
             let lua = points.pop().unwrap();
             eprintln!(
@@ -1224,12 +1557,22 @@ fn measure_scaling(dir: &Path, seconds: u64) -> Vec<Scale> {
             out.push(Scale {
                 series,
                 size,
+                counter_kib,
                 lua,
                 native,
             });
         }
     }
     out
+}
+
+/// A series' sizes in this run: all of them, or the first.
+fn series_sizes<'a>(sizes: &'a [usize], run: &Run) -> &'a [usize] {
+    if run.smallest_only {
+        &sizes[..1]
+    } else {
+        sizes
+    }
 }
 
 /// One request to each of `size` zones, from four threads.
@@ -1246,7 +1589,7 @@ fn touch_every_zone(s: &Server, size: usize) {
 }
 
 fn scaling_table(scaling: &[Scale]) -> String {
-    let mut md = String::from("\nHow cost grows (graft's counter table sized at about 320 bytes a step, as the README says). CPU per request above plain nginx's on the same requests; RSS of the one worker after every zone served a request; start: from starting nginx to its first answer.\n\n| series | size | Lua µs/req | native µs/req | native / Lua | Lua RSS MiB | native RSS MiB | native / Lua | Lua start s | native start s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut md = String::from("\nHow cost grows (graft's counter table sized for each configuration: the smallest that graft's load check accepts). CPU per request above plain nginx's on the same requests; RSS of the one worker after every zone served a request; start: from starting nginx to its first answer.\n\n| series | size | Lua µs/req | native µs/req | native / Lua | Lua RSS MiB | native RSS MiB | native / Lua | Lua start s | native start s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for p in scaling {
         // A cost under a quarter of a microsecond is this machine's noise.
         let cpu_ratio = if p.lua.cpu_us >= 0.25 && p.native.cpu_us >= 0.25 {
@@ -1347,11 +1690,12 @@ struct Stream {
 /// A streaming job: its name, the bytes graft reads a request, its wrk
 /// script, and the variants (graft's file, the location's directives):
 /// plain nginx, native, Lua.
-type StreamJob<'a> = (&'static str, usize, &'a Path, [(Option<Value>, &'a str); 3]);
+type StreamJob<'a> = (&'static str, usize, &'a Path, [(Option<Value>, String); 3]);
 
 /// HTML rewriting (html_rewrite) and body inspection (the WAF with
 /// inspect_body), each against plain nginx serving the same requests.
-fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
+fn measure_streams(dir: &Path, run: &Run) -> Vec<Stream> {
+    let (rounds, seconds) = (run.rounds, run.seconds);
     let pieces: Vec<String> = graft_html_rewrite::sample::PIECES
         .iter()
         .map(|p| p.to_string())
@@ -1375,7 +1719,6 @@ fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
             "modules": [ { "module": "waf", "mode": mode, "config": {
                 "signatures": ["sql_injection", "path_traversal", "script_injection"], "inspect_body": true } } ] } } })
     };
-    let lua_filters = "access_by_lua_block { require(\"graft\").access() }\n            header_filter_by_lua_block { require(\"graft\").header_filter() }\n            body_filter_by_lua_block { require(\"graft\").body_filter() }";
     let get_script = dir.join("stream-get.lua");
     std::fs::write(
         &get_script,
@@ -1390,16 +1733,21 @@ fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
         ),
     )
     .unwrap();
-    let http = "client_body_buffer_size 64k;";
+    // The body stays in memory up to the zone's limit, as graft inspects it.
+    let http = format!(
+        "client_body_buffer_size {};",
+        inspect("rust")["zones"]["localhost"]["body"]["max_bytes"]
+    );
+    let (rewrite_lua, inspect_lua) = (rewrite("lua"), inspect("lua"));
     let jobs: [StreamJob; 2] = [
         (
             "HTML rewriting (html_rewrite, a document of the sample pieces)",
             doc.len(),
             &get_script,
             [
-                (None, ""),
-                (Some(rewrite("rust")), "graft_native on;"),
-                (Some(rewrite("lua")), lua_filters),
+                (None, String::new()),
+                (Some(rewrite("rust")), "graft_native on;".into()),
+                (Some(rewrite_lua.clone()), lua_phases(Some(&rewrite_lua))),
             ],
         ),
         (
@@ -1407,12 +1755,9 @@ fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
             form.len(),
             &post_script,
             [
-                (None, ""),
-                (Some(inspect("rust")), "graft_native on;"),
-                (
-                    Some(inspect("lua")),
-                    "access_by_lua_block { require(\"graft\").access() }",
-                ),
+                (None, String::new()),
+                (Some(inspect("rust")), "graft_native on;".into()),
+                (Some(inspect_lua.clone()), lua_phases(Some(&inspect_lua))),
             ],
         ),
     ];
@@ -1422,7 +1767,8 @@ fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
             .iter()
             .enumerate()
             .map(|(i, (config, location))| {
-                let s = Server::start_with(&format!("stream-{i}"), config.as_ref(), http, location);
+                let s =
+                    Server::start_with(&format!("stream-{i}"), config.as_ref(), &http, location);
                 std::fs::write(s.prefix.join("html/doc.html"), &doc).unwrap();
                 // A rewriting variant that does not rewrite measures nothing.
                 let (status, text) = s.get("localhost", "/doc.html");
@@ -1444,6 +1790,8 @@ fn measure_streams(dir: &Path, rounds: usize, seconds: u64) -> Vec<Stream> {
         let m: Vec<Sample> = runs.iter().map(|r| medians(r)).collect();
         for (i, s) in servers.iter().enumerate().skip(1) {
             warn_on_logged_errors_at(s, &format!("{job}, variant {i}"));
+            let (side, name) = [(Side::Rust, "native"), (Side::Lua, "Lua")][i - 1];
+            s.require_work(side, &format!("{job}, {name}"));
         }
         let mb = |s: &Sample| s.rps * bytes as f64 / 1e6;
         out.push(Stream {
