@@ -7,10 +7,12 @@
 local byte = string.byte
 local char = string.char
 local find = string.find
+local gmatch = string.gmatch
 local lower = string.lower
 local match = string.match
 local sub = string.sub
 local tonumber = tonumber
+local type = type
 local concat = table.concat
 local floor = math.floor
 
@@ -123,6 +125,112 @@ function _M.json_strings(s)
         out[#out + 1] = concat(parts)
     end
     return out
+end
+
+local function trim(v)
+    return match(v, "^[ \t]*(.-)[ \t]*$")
+end
+
+local function is_token(v)
+    return v ~= "" and not find(v, "[^%w!#$%%&'*+%-.^_`|~]")
+end
+
+-- Charsets whose bytes below 0x80 are ASCII (graft_contract's
+-- ascii_compatible).
+local function ascii_compatible(c)
+    c = lower(c)
+    if c == "utf-8" or c == "utf8" or c == "us-ascii" or c == "ascii" or c == "latin1"
+        or c == "iso-8859-1" then
+        return true
+    end
+    return find(c, "^iso%-8859%-%d%d?$") ~= nil or find(c, "^windows%-125%d$") ~= nil
+end
+
+local function content_type_undecidable(ct)
+    local media = trim(match(ct, "^[^;]*"))
+    local slash = find(media, "/", 1, true)
+    if not (slash and is_token(sub(media, 1, slash - 1)) and is_token(sub(media, slash + 1))) then
+        return "its Content-Type \"" .. ct .. "\" is not one media type"
+    end
+    local names = {}
+    local rest = sub(ct, #match(ct, "^[^;]*") + 1)
+    for param in gmatch(rest, "[^;]*") do
+        param = trim(param)
+        if param ~= "" then
+            local eq = find(param, "=", 1, true)
+            if not eq then
+                return "its Content-Type \"" .. ct .. "\" has a parameter with no value"
+            end
+            local name = lower(trim(sub(param, 1, eq - 1)))
+            local raw = trim(sub(param, eq + 1))
+            local value
+            if sub(raw, 1, 1) == "\"" then
+                local inner = sub(raw, 2, -2)
+                if #raw < 2 or sub(raw, -1) ~= "\"" or find(inner, "[\"\\]") then
+                    return "its Content-Type \"" .. ct
+                           .. "\" has a quoted parameter graft does not read alike"
+                end
+                value = inner
+            elseif is_token(raw) then
+                value = raw
+            else
+                return "its Content-Type \"" .. ct .. "\" has a parameter value that is not a token"
+            end
+            if not is_token(name) or names[name] then
+                return "its Content-Type \"" .. ct
+                       .. "\" names a parameter twice, or one that is not a token"
+            end
+            if name == "charset" and not ascii_compatible(value) then
+                return "its charset \"" .. value .. "\" is not ASCII-compatible"
+            end
+            names[name] = true
+        end
+    end
+    return nil
+end
+
+-- Why graft cannot read a request's body the way a common backend may,
+-- or nil (graft_contract::body::undecidable, the same rules): a
+-- Content-Encoding other than identity, more than one Content-Type or one
+-- that is not a single media type with name=value parameters named once,
+-- a charset that is not ASCII-compatible. `headers` as
+-- ngx.req.get_headers(0) gives them (lower-case names, a list when sent
+-- twice).
+function _M.undecidable(headers)
+    local encoding = headers["content-encoding"]
+    if type(encoding) == "table" then
+        for i = 1, #encoding do
+            local e = trim(encoding[i])
+            if e ~= "" and lower(e) ~= "identity" then
+                encoding = e
+                break
+            end
+        end
+        if type(encoding) == "table" then
+            encoding = nil
+        end
+    elseif encoding then
+        encoding = trim(encoding)
+        if encoding == "" or lower(encoding) == "identity" then
+            encoding = nil
+        end
+    end
+    if encoding then
+        return "its Content-Encoding is \"" .. encoding .. "\": graft reads no compressed body"
+    end
+    local ct = headers["content-type"]
+    if type(ct) == "table" then
+        if #ct > 1 then
+            return "it has " .. #ct .. " Content-Type headers"
+        end
+        ct = ct[1]
+    end
+    ct = ct and trim(ct)
+    -- An empty one says no more than none: the raw bytes are read.
+    if ct == nil or ct == "" then
+        return nil
+    end
+    return content_type_undecidable(ct)
 end
 
 return _M

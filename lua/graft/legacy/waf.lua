@@ -10,11 +10,31 @@ local concat = table.concat
 local ipairs = ipairs
 local pairs = pairs
 local setmetatable = setmetatable
+local sub = string.sub
 local type = type
 local re_find = ngx.re.find
 
 local _M = { version = "0.1.0" }
 local mt = { __index = _M }
+
+-- Whether a condition (a table from the graft file) reads the body, as
+-- graft_conditions::Condition::reads_body says on the Rust side.
+local function reads_body(when)
+    if type(when) ~= "table" then
+        return false
+    end
+    local field = when.field
+    if field == "body" or field == "body_args" or field == "json"
+        or (type(field) == "string" and sub(field, 1, 9) == "body_arg:") then
+        return true
+    end
+    for _, v in pairs(when) do
+        if type(v) == "table" and reads_body(v) then
+            return true
+        end
+    end
+    return false
+end
 
 function _M.new(conf)
     local rules = {}
@@ -24,6 +44,10 @@ function _M.new(conf)
             return nil, "rules[" .. (i - 1) .. "]: " .. err
         end
         rules[i] = { id = rule.id, when = when, action = rule.action, status = rule.status or 403 }
+    end
+    local wants_body = conf.inspect_body == true and #(conf.signatures or {}) > 0
+    for _, rule in ipairs(conf.rules or {}) do
+        wants_body = wants_body or reads_body(rule.when)
     end
     -- The Rust side hands over each list with its patterns.
     local lists = {}
@@ -40,6 +64,7 @@ function _M.new(conf)
         signature_action = conf.signature_action or "block",
         signature_status = conf.signature_status or 403,
         inspect_body = conf.inspect_body == true,
+        wants_body = wants_body,
     }, mt)
 end
 
@@ -81,18 +106,30 @@ local function any_string_hits(regex, strings)
     return false
 end
 
-local body_kind = require("graft.body").kind
+local undecidable = require("graft.body").undecidable
 
--- Form arguments, JSON strings, and any other body's bytes.
+-- Form arguments, JSON strings, and the body's bytes themselves, whatever
+-- its Content-Type says (a backend that reads it more leniently than
+-- graft's decoders never gets a payload the signatures did not see).
 local function body_hits(regex, req)
     if any_arg_hits(regex, req.body_args) or any_string_hits(regex, req.json) then
         return true
     end
     local raw = req.body
-    return raw ~= nil and body_kind(req:header("content-type")) == "other" and hit(regex, raw)
+    return raw ~= nil and hit(regex, raw)
 end
 
+
+
 function _M.on_request(self, req)
+    -- A body this WAF reads but cannot read as a backend may is
+    -- undecidable: the step fails, and its failure policy answers.
+    if self.wants_body and req.body ~= nil then
+        local why = undecidable(req.headers)
+        if why then
+            error("an undecidable body: " .. why, 0)
+        end
+    end
     local log
     local rules = self.rules
     for i = 1, #rules do

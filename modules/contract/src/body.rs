@@ -46,6 +46,131 @@ impl BodyKind {
     }
 }
 
+/// Why graft cannot read a request's body the way a common backend (PHP,
+/// Express, Django, a Java container) may, or `None`. A module that reads
+/// bodies treats such a body as undecidable: its step fails, and the
+/// step's failure policy answers (an access control's is to refuse),
+/// counted and logged, rather than let through a payload it did not see.
+///
+/// - a `Content-Encoding` other than `identity` (a compressed body a
+///   backend may inflate);
+/// - more than one `Content-Type`, or one that is not a single media type
+///   (`type/subtype`) with `name=value` parameters, each named once;
+/// - a `charset` that is not ASCII-compatible (UTF-16, UTF-32, UTF-7,
+///   EBCDIC...): the bytes graft matches are not the text a backend reads.
+pub fn undecidable(req: &dyn crate::RequestView) -> Option<String> {
+    let mut content_types = Vec::new();
+    let mut encoding = None;
+    req.for_each_header(&mut |name, value| {
+        let name = name.trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-type") {
+            content_types.push(value.trim_ascii().to_vec());
+        } else if name.eq_ignore_ascii_case(b"content-encoding") {
+            let v = value.trim_ascii();
+            if !v.is_empty() && !v.eq_ignore_ascii_case(b"identity") && encoding.is_none() {
+                encoding = Some(String::from_utf8_lossy(v).into_owned());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    if let Some(e) = encoding {
+        return Some(format!(
+            "its Content-Encoding is \"{e}\": graft reads no compressed body"
+        ));
+    }
+    match content_types.as_slice() {
+        // An empty one says no more than none: the raw bytes are read.
+        [] => None,
+        [one] if one.is_empty() => None,
+        [one] => content_type_undecidable(one),
+        many => Some(format!("it has {} Content-Type headers", many.len())),
+    }
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Charsets whose bytes below 0x80 are ASCII: what graft matches is what
+/// a backend decodes.
+fn ascii_compatible(charset: &[u8]) -> bool {
+    let c = charset.to_ascii_lowercase();
+    let c = c.as_slice();
+    matches!(
+        c,
+        b"utf-8" | b"utf8" | b"us-ascii" | b"ascii" | b"latin1" | b"iso-8859-1"
+    ) || c
+        .strip_prefix(b"iso-8859-")
+        .is_some_and(|n| (1..=2).contains(&n.len()) && n.iter().all(u8::is_ascii_digit))
+        || c.strip_prefix(b"windows-125")
+            .is_some_and(|n| n.len() == 1 && n[0].is_ascii_digit())
+}
+
+fn content_type_undecidable(ct: &[u8]) -> Option<String> {
+    let shown = || String::from_utf8_lossy(ct).into_owned();
+    let mut parts = ct.split(|&b| b == b';');
+    let media = parts.next().unwrap_or_default().trim_ascii();
+    let one_media_type = media
+        .iter()
+        .position(|&b| b == b'/')
+        .is_some_and(|i| is_token(&media[..i]) && is_token(&media[i + 1..]));
+    if !one_media_type {
+        return Some(format!(
+            "its Content-Type \"{}\" is not one media type",
+            shown()
+        ));
+    }
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for param in parts {
+        let param = param.trim_ascii();
+        if param.is_empty() {
+            continue;
+        }
+        let Some(eq) = param.iter().position(|&b| b == b'=') else {
+            return Some(format!(
+                "its Content-Type \"{}\" has a parameter with no value",
+                shown()
+            ));
+        };
+        let name = param[..eq].trim_ascii().to_ascii_lowercase();
+        let raw = param[eq + 1..].trim_ascii();
+        let value = match raw.strip_prefix(b"\"") {
+            Some(rest) => match rest.strip_suffix(b"\"") {
+                Some(inner) if !inner.contains(&b'"') && !inner.contains(&b'\\') => inner,
+                _ => {
+                    return Some(format!(
+                        "its Content-Type \"{}\" has a quoted parameter graft does not read alike",
+                        shown()
+                    ))
+                }
+            },
+            None if is_token(raw) => raw,
+            None => {
+                return Some(format!(
+                    "its Content-Type \"{}\" has a parameter value that is not a token",
+                    shown()
+                ))
+            }
+        };
+        if !is_token(&name) || names.contains(&name) {
+            return Some(format!(
+                "its Content-Type \"{}\" names a parameter twice, or one that is not a token",
+                shown()
+            ));
+        }
+        if name == b"charset" && !ascii_compatible(value) {
+            return Some(format!(
+                "its charset \"{}\" is not ASCII-compatible",
+                String::from_utf8_lossy(value)
+            ));
+        }
+        names.push(name);
+    }
+    None
+}
+
 fn hex4(b: &[u8]) -> Option<u32> {
     if b.len() < 4 {
         return None;
@@ -205,5 +330,72 @@ mod tests {
     fn nesting_costs_no_stack() {
         let deep = "[".repeat(1_000_000) + "\"x\"" + &"]".repeat(1_000_000);
         assert_eq!(strings(&deep), ["x"]);
+    }
+}
+
+#[cfg(test)]
+mod undecidable_tests {
+    use super::undecidable;
+    use crate::OwnedRequest;
+
+    fn with(headers: &[(&str, &str)]) -> Option<String> {
+        let mut req = OwnedRequest::get("a.test", "/");
+        for (n, v) in headers {
+            req.headers
+                .push((n.as_bytes().to_vec(), v.as_bytes().to_vec()));
+        }
+        undecidable(&req)
+    }
+
+    #[test]
+    fn a_body_graft_cannot_read_as_a_backend_may_is_undecidable() {
+        for ok in [
+            vec![],
+            vec![("Content-Type", "application/json")],
+            vec![(
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=UTF-8",
+            )],
+            vec![("Content-Type", "multipart/form-data; boundary=\"--x\"")],
+            vec![("Content-Type", "text/plain;charset=iso-8859-15;")],
+            vec![
+                ("Content-Encoding", "identity"),
+                ("Content-Type", "application/json"),
+            ],
+        ] {
+            assert_eq!(with(&ok), None, "{ok:?}");
+        }
+        for bad in [
+            vec![("Content-Encoding", "gzip")],
+            vec![
+                ("Content-Encoding", "br"),
+                ("Content-Type", "application/json"),
+            ],
+            vec![
+                ("Content-Type", "application/json"),
+                ("Content-Type", "text/plain"),
+            ],
+            vec![("Content-Type", "application/json, text/plain")],
+            vec![("Content-Type", "application/json; charset=utf-16")],
+            vec![("Content-Type", "application/json; charset=UTF-7")],
+            vec![("Content-Type", "text/plain; charset=ibm037")],
+            vec![(
+                "Content-Type",
+                "application/json; charset=utf-8; charset=utf-16",
+            )],
+            vec![(
+                "Content-Type",
+                "multipart/form-data; boundary=a; boundary=b",
+            )],
+            vec![("Content-Type", "multipart/form-data; boundary")],
+            vec![(
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=\"utf-8",
+            )],
+            vec![("Content-Type", "json")],
+            vec![("Content-Type", "application /json")],
+        ] {
+            assert!(with(&bad).is_some(), "{bad:?} read as decidable");
+        }
     }
 }

@@ -441,3 +441,37 @@ fn rules_read_body_fields() {
         None
     );
 }
+
+#[test]
+fn a_body_it_cannot_read_as_a_backend_may_is_its_error_never_a_pass() {
+    let mut config = all_lists();
+    config["inspect_body"] = json!(true);
+    let waf = Waf::from_config(&config).unwrap();
+    let windows = LocalWindows::default();
+    for (name, value) in [
+        ("Content-Encoding", "gzip"),
+        ("Content-Type", "application/json; charset=utf-16"),
+        ("Content-Type", "application/json, text/plain"),
+    ] {
+        let mut req = OwnedRequest::get("a.test", "/");
+        req.method = b"POST".to_vec();
+        req.headers
+            .push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        req.body = Some(b"q=hello".to_vec());
+        let err = waf
+            .on_request(&req, &Context::local(0, &windows))
+            .unwrap_err();
+        assert!(
+            err.message.contains("an undecidable body"),
+            "{}",
+            err.message
+        );
+    }
+    // JSON a lenient parser reads past the scanner: the raw bytes.
+    let d = decide_body(
+        config,
+        "application/json",
+        "{\"a\":1} 1' UNION SELECT password FROM users",
+    );
+    assert_eq!(status(&d), Some(403));
+}
