@@ -6,9 +6,12 @@
 //!
 //! - `P/config`: the graft file every server serves (when no rollout gives
 //!   it another);
+//! - `P/config.sig`: its signature, by an operator's key (see
+//!   [`crate::sign`]);
 //! - `P/kill/<module>` and `P/kill/<module>/<zone>`: kill switches, thrown
 //!   while the key exists (its value is free text: who, why);
-//! - `P/rollout`: the rollout under way or the last one ([`Rollout`]);
+//! - `P/rollout`: the rollout under way or the last one ([`Rollout`]),
+//!   and `P/rollout.sig` the signature of its configuration;
 //! - `P/servers/<name>`: each server's own key, its state as its agent
 //!   last wrote it ([`Status`]), under a lease: it goes when the agent
 //!   stops renewing it.
@@ -50,6 +53,21 @@ impl Keys {
 
     pub fn rollout(&self) -> String {
         format!("{}/rollout", self.prefix)
+    }
+
+    /// The signature of `P/config`.
+    pub fn config_sig(&self) -> String {
+        format!("{}/config.sig", self.prefix)
+    }
+
+    /// The signature of the rollout's configuration.
+    pub fn rollout_sig(&self) -> String {
+        format!("{}/rollout.sig", self.prefix)
+    }
+
+    /// The prefix, as a signature covers it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn kills(&self) -> String {
@@ -312,6 +330,11 @@ pub struct Status {
     pub revision: i64,
     /// The last configuration its nginx refused, and why.
     pub refused: Option<Refused>,
+    /// The configuration the keys say that its agent does not apply,
+    /// because no operator key it holds verifies its signature (while
+    /// it is so).
+    #[serde(default)]
+    pub unverified: Option<Refused>,
     /// The kill switches it has thrown.
     pub kills: Vec<String>,
     /// The kill switches its nginx refused, and why (asked again every

@@ -7,6 +7,7 @@
 mod admin;
 mod fleet;
 mod run;
+mod sign;
 mod signal;
 
 use std::path::PathBuf;
@@ -39,6 +40,23 @@ struct Cli {
     /// How long etcd may take to answer a call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
+    /// etcd over TLS (https:// URLs): the CA that signed the members'
+    /// certificates (PEM).
+    #[arg(long, env = "GRAFT_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// This client's certificate for etcd (PEM), for members that ask for
+    /// one (etcd's --client-cert-auth); with --etcd-key.
+    #[arg(long, env = "GRAFT_ETCD_CERT", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long, env = "GRAFT_ETCD_KEY", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// An etcd user (etcd's auth enabled); with --etcd-password-file.
+    #[arg(long, env = "GRAFT_ETCD_USER", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    /// The file holding that user's password (its first line).
+    #[arg(long, env = "GRAFT_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,10 +91,32 @@ enum Command {
         /// and one unwritten for 15 s is not news).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=5000))]
         interval_ms: u64,
+        /// An operator's public key (PEM; repeat it to hold several, as
+        /// when a key is replaced): only a configuration whose signature
+        /// one of them verifies is applied. Without it every
+        /// configuration in etcd is applied, signed or not.
+        #[arg(long)]
+        verify_key: Vec<PathBuf>,
     },
     /// Check a graft file as the servers will, then make it the fleet's
     /// configuration.
-    Put { file: PathBuf },
+    Put {
+        file: PathBuf,
+        /// The operator's private key: the signature goes beside it
+        /// (without it, agents run with --verify-key refuse it).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Make an operator's key pair: NAME.key (private, mode 0600) and
+    /// NAME.pub (for the agents' --verify-key).
+    Keygen { name: PathBuf },
+    /// Print the signature of a graft file for the fleet's prefix (the
+    /// value of <prefix>/config.sig), for a file put into etcd otherwise.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        file: PathBuf,
+    },
     /// Throw a kill switch on every server: the module goes back to Lua.
     Kill {
         module: String,
@@ -104,6 +144,9 @@ enum RolloutCommand {
     /// Roll a new graft file out in stages, each held healthy before the next.
     Start {
         file: PathBuf,
+        /// The operator's private key: the signature goes beside it.
+        #[arg(long)]
+        key: Option<PathBuf>,
         /// The stages: a number of servers, a share, or all.
         #[arg(long, value_delimiter = ',', default_value = "1,10%,50%,all")]
         stages: Vec<String>,
@@ -165,6 +208,34 @@ fn main() -> ExitCode {
 async fn command(cli: Cli) -> Result<(), String> {
     let keys = Keys::new(&cli.prefix)?;
     let timeout = Duration::from_millis(cli.timeout_ms.max(1));
+    match &cli.command {
+        Command::Keygen { name } => {
+            let private = name.with_extension("key");
+            let public = name.with_extension("pub");
+            let fingerprint = sign::keygen(&private, &public)?;
+            println!(
+                "{} (private: keep it to the operators) and {} (for graft-agent run --verify-key): key {fingerprint}",
+                private.display(),
+                public.display()
+            );
+            return Ok(());
+        }
+        Command::Sign { key, file } => {
+            let key = sign::load_signing_key(key)?;
+            let text = checked(file)?;
+            println!("{}", sign::sign(&key, keys.prefix(), text.as_bytes()));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let access = run::EtcdAccess::new(
+        &cli.etcd,
+        cli.etcd_ca.as_deref(),
+        cli.etcd_cert.as_deref().zip(cli.etcd_key.as_deref()),
+        cli.etcd_user
+            .as_deref()
+            .zip(cli.etcd_password_file.as_deref()),
+    )?;
     if let Command::Run {
         name,
         admin,
@@ -172,6 +243,7 @@ async fn command(cli: Cli) -> Result<(), String> {
         file,
         state_dir,
         interval_ms,
+        verify_key,
     } = cli.command
     {
         let name = match name {
@@ -187,8 +259,14 @@ async fn command(cli: Cli) -> Result<(), String> {
                 admin_token_file.display()
             )
         })?;
+        let verify = verify_key
+            .iter()
+            .map(|path| sign::load_verifying_key(path))
+            .collect::<Result<Vec<_>, _>>()?;
         return run::run(run::Options {
             endpoints: cli.etcd,
+            access,
+            verify,
             keys,
             name,
             admin: admin::Admin::new(&admin, &token),
@@ -199,13 +277,16 @@ async fn command(cli: Cli) -> Result<(), String> {
         })
         .await;
     }
-    let (mut client, _) = run::connect_any(&cli.etcd, 0, timeout, &keys.config())
+    let (mut client, _) = run::connect_any(&cli.etcd, 0, timeout, &keys.config(), &access)
         .await
         .map_err(|e| format!("no etcd member answers: {e}"))?;
     match cli.command {
-        Command::Run { .. } => unreachable!("handled above"),
-        Command::Put { file } => {
+        Command::Run { .. } | Command::Keygen { .. } | Command::Sign { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Put { file, key } => {
             let text = checked(&file)?;
+            let signature = signed(key.as_deref(), &keys, &text)?;
             // A running rollout ends by writing its own configuration
             // there: a put meanwhile would be lost, so it is refused.
             let (_, revision) = rollout_idle(&mut client, &keys).await?;
@@ -213,7 +294,10 @@ async fn command(cli: Cli) -> Result<(), String> {
                 &mut client,
                 &keys,
                 revision,
-                TxnOp::put(keys.config(), text, None),
+                [
+                    TxnOp::put(keys.config(), text, None),
+                    signature_op(keys.config_sig(), signature),
+                ],
             )
             .await
             .map_err(|e| format!("{e}: wait for it, or abort it"))?;
@@ -248,6 +332,7 @@ async fn command(cli: Cli) -> Result<(), String> {
         }
         Command::Rollout(RolloutCommand::Start {
             file,
+            key,
             stages,
             hold,
             max_fallback_rate,
@@ -258,6 +343,7 @@ async fn command(cli: Cli) -> Result<(), String> {
             max_silent,
         }) => {
             let text = checked(&file)?;
+            let signature = signed(key.as_deref(), &keys, &text)?;
             let servers: Vec<String> = statuses(&mut client, &keys)
                 .await?
                 .into_iter()
@@ -308,7 +394,10 @@ async fn command(cli: Cli) -> Result<(), String> {
                 &mut client,
                 &keys,
                 revision,
-                TxnOp::put(keys.rollout(), json, None),
+                [
+                    TxnOp::put(keys.rollout(), json, None),
+                    signature_op(keys.rollout_sig(), signature),
+                ],
             )
             .await?;
             println!(
@@ -361,7 +450,7 @@ async fn command(cli: Cli) -> Result<(), String> {
                 &mut client,
                 &keys,
                 kv.mod_revision(),
-                TxnOp::put(keys.rollout(), json, None),
+                [TxnOp::put(keys.rollout(), json, None)],
             )
             .await
             .map_err(|_| "the rollout changed meanwhile: look again".to_string())?;
@@ -377,6 +466,28 @@ fn checked(file: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     graft_engine::Config::parse(file, &text).map_err(|e| format!("refused: {e}"))?;
     String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", file.display()))
+}
+
+/// The signature of `text` with the private key at `key`, if given.
+fn signed(
+    key: Option<&std::path::Path>,
+    keys: &Keys,
+    text: &str,
+) -> Result<Option<String>, String> {
+    key.map(|key| {
+        let key = sign::load_signing_key(key)?;
+        Ok(sign::sign(&key, keys.prefix(), text.as_bytes()))
+    })
+    .transpose()
+}
+
+/// Writes a configuration's signature beside it, or takes away the one
+/// of the configuration it replaces.
+fn signature_op(key: String, signature: Option<String>) -> TxnOp {
+    match signature {
+        Some(signature) => TxnOp::put(key, signature, None),
+        None => TxnOp::delete(key, None),
+    }
 }
 
 /// The rollout key as read, when no rollout runs in it: the store's
@@ -397,13 +508,13 @@ async fn rollout_idle(client: &mut Client, keys: &Keys) -> Result<(i64, i64), St
     Ok((now, kv.mod_revision()))
 }
 
-/// Writes `op` only if the rollout key is still at `revision` (nobody
+/// Writes `ops` only if the rollout key is still at `revision` (nobody
 /// started or moved one since it was read).
 async fn write_if_rollout_unchanged(
     client: &mut Client,
     keys: &Keys,
     revision: i64,
-    op: TxnOp,
+    ops: impl Into<Vec<TxnOp>>,
 ) -> Result<(), String> {
     let done = client
         .txn(
@@ -413,7 +524,7 @@ async fn write_if_rollout_unchanged(
                     CompareOp::Equal,
                     revision,
                 )])
-                .and_then([op]),
+                .and_then(ops.into()),
         )
         .await
         .map_err(|e| e.to_string())?;

@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ed25519_dalek::VerifyingKey;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use tracing::{error, info, warn};
 
@@ -31,6 +32,10 @@ use crate::fleet::{
 
 pub struct Options {
     pub endpoints: Vec<String>,
+    pub access: EtcdAccess,
+    /// The operators' keys: only a configuration one of them signed is
+    /// applied (none: every configuration is, signed or not).
+    pub verify: Vec<VerifyingKey>,
     pub keys: Keys,
     pub name: String,
     pub admin: Admin,
@@ -42,6 +47,73 @@ pub struct Options {
     /// How long etcd may take to answer a call.
     pub timeout: Duration,
 }
+
+/// How the agent reaches etcd: over TLS (with a client certificate or
+/// without) or not, as an etcd user or not.
+#[derive(Clone, Default)]
+pub struct EtcdAccess {
+    tls: Option<TlsOptions>,
+    user: Option<(String, String)>,
+}
+
+impl EtcdAccess {
+    /// Reads the files at once: a missing certificate is said at start,
+    /// not at the first connection.
+    pub fn new(
+        endpoints: &[String],
+        ca: Option<&Path>,
+        identity: Option<(&Path, &Path)>,
+        user: Option<(&str, &Path)>,
+    ) -> Result<EtcdAccess, String> {
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+        let tls = if ca.is_some() || identity.is_some() {
+            if let Some(plain) = endpoints.iter().find(|e| !e.starts_with("https://")) {
+                return Err(format!(
+                    "etcd's TLS options are given, but {plain} is not an https:// URL"
+                ));
+            }
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let Some((cert, key)) = identity {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            Some(tls)
+        } else {
+            None
+        };
+        let user = match user {
+            Some((name, file)) => {
+                let text = String::from_utf8(read(file)?)
+                    .map_err(|_| format!("{}: not UTF-8", file.display()))?;
+                let password = text.lines().next().unwrap_or_default().to_string();
+                Some((name.to_string(), password))
+            }
+            None => None,
+        };
+        Ok(EtcdAccess { tls, user })
+    }
+
+    fn options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new();
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.clone());
+        }
+        if let Some((name, password)) = &self.user {
+            // etcd's tokens expire (5 minutes by default): a new one is
+            // asked for then, and the watch goes on.
+            options = options
+                .with_user(name.clone(), password.clone())
+                .with_auto_token_refresh(true);
+        }
+        options
+    }
+}
+
+/// Where the report's fields about signatures start.
+const SIGNATURE_FIELDS: &str = "&verify_keys=";
 
 /// The lease of a server's key, in seconds: the key goes this long after
 /// its agent stopped.
@@ -90,6 +162,12 @@ struct Agent {
     heard: BTreeMap<String, Instant>,
     applied: Option<Applied>,
     refused: Option<Refused>,
+    /// The configuration the keys say, not applied: its signature does
+    /// not verify.
+    unverified: Option<Refused>,
+    /// The last signature checked: the configuration's hash, the
+    /// signature, and the verdict (a configuration is read every tick).
+    checked: Option<Checked>,
     /// Kill switches this agent threw, kept on disk.
     thrown: BTreeSet<(String, Option<String>)>,
     /// Kill switches nginx refused (an unknown module, a zone without
@@ -147,6 +225,10 @@ struct Agent {
     drift: Option<Drift>,
 }
 
+/// A signature checked: the configuration's hash, the signature (none:
+/// there was none), and the verdict.
+type Checked = (String, Option<Vec<u8>>, Result<(), String>);
+
 /// A kill switch as the server's key names it: `module`, `module/zone`.
 fn switch_name((module, zone): &(String, Option<String>)) -> String {
     match zone {
@@ -187,11 +269,13 @@ pub async fn connect_any(
     first: usize,
     timeout: Duration,
     probe_key: &str,
+    access: &EtcdAccess,
 ) -> Result<(Client, usize), String> {
     let mut errors = Vec::new();
     for k in 0..endpoints.len() {
         let i = (first + k) % endpoints.len();
-        let options = ConnectOptions::new()
+        let options = access
+            .options()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
             // HTTP/2 pings on a quiet connection, no more often than
@@ -228,6 +312,20 @@ pub async fn run(opts: Options) -> Result<(), String> {
     let mut signals =
         crate::signal::catch().map_err(|e| format!("cannot catch SIGTERM and SIGINT: {e}"))?;
     let mut agent = Agent::new(opts);
+    if agent.opts.verify.is_empty() {
+        warn!("configurations are not verified (no --verify-key): whoever can write to etcd under {} chooses what this server serves", agent.opts.keys.all());
+    } else {
+        info!(
+            "applying only configurations signed by the operator keys {}",
+            agent
+                .opts
+                .verify
+                .iter()
+                .map(crate::sign::fingerprint)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     info!(
         "graft-agent {} for server {}: reaching etcd ({}) for the keys under {}; etcd last answered {}",
         env!("CARGO_PKG_VERSION"),
@@ -256,6 +354,8 @@ impl Agent {
             heard: BTreeMap::new(),
             applied: None,
             refused: None,
+            unverified: None,
+            checked: None,
             thrown,
             kill_refused: BTreeMap::new(),
             kills_stale: false,
@@ -322,7 +422,8 @@ impl Agent {
         // restarted nginx gets its kill switches, nginx hears the agent).
         let endpoints = self.opts.endpoints.clone();
         let probe = self.opts.keys.config();
-        let connecting = connect_any(&endpoints, self.member, t, &probe);
+        let access = self.opts.access.clone();
+        let connecting = connect_any(&endpoints, self.member, t, &probe, &access);
         tokio::pin!(connecting);
         let mut tick = tokio::time::interval(self.opts.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -523,7 +624,14 @@ impl Agent {
         }
         if counts.is_some() {
             let report = self.report();
-            if let Err(e) = blocking(|| self.opts.admin.report(&report)) {
+            let mut sent = blocking(|| self.opts.admin.report(&report));
+            // An nginx older than the signatures' fields refuses the
+            // whole report for them: it is given the rest.
+            if matches!(&sent, Err(AdminError::Refused(why)) if why.contains("verify_keys")) {
+                let older = report.split(SIGNATURE_FIELDS).next().unwrap_or_default();
+                sent = blocking(|| self.opts.admin.report(older));
+            }
+            if let Err(e) = sent {
                 self.nginx_failed(e);
             }
         }
@@ -613,6 +721,33 @@ impl Agent {
             },
         };
         let hash = crate::fleet::config_hash(&text);
+        if let Err(why) = self.verify(&text, &hash, source) {
+            // Nothing changes: no operator signed it. A rollout's member
+            // fails its gate, and the rollout goes back.
+            if self.unverified.as_ref()
+                != Some(&Refused {
+                    config: hash.clone(),
+                    reason: why.clone(),
+                })
+            {
+                warn!("not applying the {source} configuration {hash} (etcd revision {revision}), the running one goes on: {why}");
+            }
+            if let Some(id) = rollout_id {
+                self.judged = Some(Judged {
+                    id,
+                    failed: Some(format!("the configuration is not applied: {why}")),
+                    counts: Counts::default(),
+                    ready: false,
+                });
+            }
+            self.unverified = Some(Refused {
+                config: hash,
+                reason: why,
+            });
+            self.wanted = None;
+            return;
+        }
+        self.unverified = None;
         self.wanted = Some(hash.clone());
         // Its nginx serves another configuration than the one this agent
         // gave it (applied by hand through its admin API, a reload of
@@ -636,6 +771,35 @@ impl Agent {
             drift.wanted = hash;
             drift.repairs += u64::from(repaired);
         }
+    }
+
+    /// Whether an operator key this agent holds signed `text` (named
+    /// `hash`), the configuration of `source` (`config`, `rollout`):
+    /// always, when it holds none.
+    fn verify(&mut self, text: &[u8], hash: &str, source: &str) -> Result<(), String> {
+        if self.opts.verify.is_empty() {
+            return Ok(());
+        }
+        let key = if source == "rollout" {
+            self.opts.keys.rollout_sig()
+        } else {
+            self.opts.keys.config_sig()
+        };
+        let signature = self.view.get(&key).map(|(v, _)| v.clone());
+        if let Some((h, s, verdict)) = &self.checked {
+            if h == hash && *s == signature {
+                return verdict.clone();
+            }
+        }
+        let verdict = crate::sign::verify(
+            &self.opts.verify,
+            self.opts.keys.prefix(),
+            text,
+            signature.as_deref(),
+        )
+        .map_err(|why| format!("{why} ({key})"));
+        self.checked = Some((hash.to_string(), signature, verdict.clone()));
+        verdict
     }
 
     /// Gives nginx `text`, the configuration the keys say, unless it was
@@ -960,6 +1124,7 @@ impl Agent {
             source: applied.map(|a| a.source.to_string()),
             revision: applied.map_or(0, |a| a.revision),
             refused: self.refused.clone(),
+            unverified: self.unverified.clone(),
             kills: self.thrown.iter().map(switch_name).collect(),
             kills_refused: self
                 .kill_refused
@@ -1011,6 +1176,12 @@ impl Agent {
                 self.drift.as_ref().map_or(0, |d| d.repairs)
             ));
         }
+        // Last: cut off for an nginx that does not know them.
+        report.push_str(&format!(
+            "{SIGNATURE_FIELDS}{}&config_unverified={}",
+            self.opts.verify.len(),
+            u8::from(self.unverified.is_some())
+        ));
         report
     }
 
@@ -1122,6 +1293,13 @@ impl Agent {
                     rollout.config.as_str(),
                     None,
                 ));
+                // Its signature goes with it (none: the fleet's
+                // configuration is unsigned too).
+                let sig = self.opts.keys.config_sig();
+                also.push(match self.view.get(&self.opts.keys.rollout_sig()) {
+                    Some((signature, _)) => TxnOp::put(sig, signature.clone(), None),
+                    None => TxnOp::delete(sig, None),
+                });
                 "done: the fleet's configuration is the new one".to_string()
             }
             Next::RollBack(why) => {

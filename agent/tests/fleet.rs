@@ -247,6 +247,20 @@ fn agent_cli_refused(etcd: &Etcd, prefix: &str, args: &[&str]) -> String {
 
 /// Starts the agent of `nginx`, named `name`.
 fn spawn_agent(endpoints: &str, prefix: &str, nginx: &Nginx, name: &str, timeout_ms: u64) -> Child {
+    spawn_agent_with(endpoints, prefix, nginx, name, timeout_ms, &[], &[])
+}
+
+/// Starts the agent of `nginx` with more options: `global` before `run`
+/// (etcd's), `run` after it.
+fn spawn_agent_with(
+    endpoints: &str,
+    prefix: &str,
+    nginx: &Nginx,
+    name: &str,
+    timeout_ms: u64,
+    global: &[&str],
+    run: &[&str],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -255,7 +269,9 @@ fn spawn_agent(endpoints: &str, prefix: &str, nginx: &Nginx, name: &str, timeout
     Command::new(AGENT)
         .args(["--etcd", endpoints, "--prefix", prefix])
         .args(["--timeout-ms", &timeout_ms.to_string()])
+        .args(global)
         .args(["run", "--name", name])
+        .args(run)
         .args(["--admin", &format!("http://127.0.0.1:{}", nginx.admin_port)])
         .args([
             "--admin-token-file",
@@ -1118,6 +1134,15 @@ fn a_configuration_applied_by_hand_is_reported_and_replaced_by_the_fleets() {
     converge(&servers, 10, "every server's key", |s| {
         server_key(&etcd, prefix, s).is_some()
     });
+    assert!(
+        log(&servers[0]).contains("configurations are not verified (no --verify-key)"),
+        "{}",
+        log(&servers[0])
+    );
+    assert_eq!(
+        metric(&metrics(&servers[0]), "graft_fleet_verify_keys{}"),
+        Some(0)
+    );
     let base = base_hash(&servers[0]);
     assert_eq!(repairs(&servers[0]), Some(0));
 
@@ -1185,4 +1210,434 @@ fn a_configuration_applied_by_hand_is_reported_and_replaced_by_the_fleets() {
     for s in &servers {
         s.nginx.assert_clean_log(&[]);
     }
+}
+
+/// What a server's key says of the configuration its agent does not
+/// apply for its signature.
+fn unverified(etcd: &Etcd, prefix: &str, server: &Server) -> Option<String> {
+    let key: serde_json::Value = serde_json::from_str(&server_key(etcd, prefix, server)?).ok()?;
+    key["unverified"]["reason"].as_str().map(str::to_string)
+}
+
+#[test]
+fn agents_with_operator_keys_apply_only_signed_configurations() {
+    let etcd = Etcd::start(1);
+    let prefix = "/graft/fleet-signed";
+    let dir = tests_dir().join(format!("keys-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let op = dir.join("operator");
+    let out = agent_cli(&etcd, prefix, &["keygen", op.to_str().unwrap()]);
+    assert!(out.contains("operator.key"), "{out}");
+    let other = dir.join("other");
+    agent_cli(&etcd, prefix, &["keygen", other.to_str().unwrap()]);
+    let (op_key, op_pub) = (
+        op.with_extension("key").to_str().unwrap().to_string(),
+        op.with_extension("pub").to_str().unwrap().to_string(),
+    );
+    let other_key = other.with_extension("key").to_str().unwrap().to_string();
+    let servers: Vec<Server> = (0..2)
+        .map(|i| {
+            let nginx = Nginx::start_workers(&redirect_to("/local"), 2);
+            let name = format!("s{i}");
+            let agent = spawn_agent_with(
+                &etcd.endpoints(),
+                prefix,
+                &nginx,
+                &name,
+                1000,
+                &[],
+                &["--verify-key", &op_pub],
+            );
+            Server { name, nginx, agent }
+        })
+        .collect();
+    let file = |name: &str, to: &str| write_file(&dir, name, &redirect_to(to));
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", "--key", &op_key, &file("base.json", "/base")],
+    );
+    converge(&servers, 10, "the signed configuration", |s| {
+        serves(s, "/base")
+    });
+    let sig = etcd.get(&format!("{prefix}/config.sig")).unwrap();
+    assert_eq!(sig.len(), 128, "{sig}");
+    for s in &servers {
+        assert_eq!(metric(&metrics(s), "graft_fleet_verify_keys{}"), Some(1));
+        assert_eq!(
+            metric(&metrics(s), "graft_fleet_config_unverified{}"),
+            Some(0)
+        );
+    }
+
+    // A writer to etcd without the key: its configuration, unsigned, by
+    // another key, or with the signature of another text, changes
+    // nothing, and every server says why.
+    let evil = redirect_to("/evil");
+    let config_key = format!("{prefix}/config");
+    let sig_key = format!("{prefix}/config.sig");
+    let refused_serving = |what: &str, reason: &str, to: &str| {
+        converge(&servers, 10, what, |s| {
+            unverified(&etcd, prefix, s).is_some_and(|r| r.contains(reason))
+                && metric(&metrics(s), "graft_fleet_config_unverified{}") == Some(1)
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        assert_unchanged(&servers, to, what);
+    };
+    let refused = |what: &str, reason: &str| refused_serving(what, reason, "/base");
+    assert!(etcd.etcdctl(&["del", &sig_key]).status.success());
+    assert!(etcd.etcdctl(&["put", &config_key, &evil]).status.success());
+    refused("an unsigned configuration", "it is not signed");
+    let by_other = agent_cli(
+        &etcd,
+        prefix,
+        &["sign", "--key", &other_key, &file("evil.json", "/evil")],
+    );
+    assert!(etcd
+        .etcdctl(&["put", &sig_key, by_other.trim()])
+        .status
+        .success());
+    refused("one signed by another key", "none of the 1 operator keys");
+    assert!(etcd.etcdctl(&["put", &sig_key, &sig]).status.success());
+    refused("another text's signature", "none of the 1 operator keys");
+    let log = |s: &Server| std::fs::read_to_string(s.nginx.prefix.join("agent.log")).unwrap();
+    assert!(
+        log(&servers[0])
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains("not applying the config configuration")),
+        "{}",
+        log(&servers[0])
+    );
+
+    // Signed with the operator's key by `graft-agent sign`, as etcdctl
+    // writes it: applied.
+    let by_operator = agent_cli(
+        &etcd,
+        prefix,
+        &["sign", "--key", &op_key, &file("evil.json", "/evil")],
+    );
+    assert!(etcd
+        .etcdctl(&["put", &sig_key, by_operator.trim()])
+        .status
+        .success());
+    converge(&servers, 10, "the configuration signed since", |s| {
+        serves(s, "/evil") && unverified(&etcd, prefix, s).is_none()
+    });
+    agent_cli(
+        &etcd,
+        prefix,
+        &["put", "--key", &op_key, &file("base.json", "/base")],
+    );
+    converge(&servers, 10, "the base again", |s| serves(s, "/base"));
+
+    // An unsigned rollout fails its first stage's gate and goes back;
+    // a signed one goes through, its signature becoming the fleet's.
+    let new = file("new.json", "/new");
+    agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "1"]);
+    let r = rolled_back(&etcd, prefix, 15);
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the configuration is not applied: it is not signed"),
+        "{r}"
+    );
+    assert_unchanged(&servers, "/base", "an unsigned rollout");
+    agent_cli(
+        &etcd,
+        prefix,
+        &["rollout", "start", "--key", &op_key, &new, "--hold", "1"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rollout(&etcd, prefix)["state"] != "done" {
+        assert!(Instant::now() < deadline, "{}", rollout(&etcd, prefix));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    converge(&servers, 10, "the signed rollout", |s| serves(s, "/new"));
+    assert_eq!(
+        etcd.get(&format!("{prefix}/config.sig")),
+        etcd.get(&format!("{prefix}/rollout.sig"))
+    );
+    // A put without a key takes the old signature away with it.
+    agent_cli(&etcd, prefix, &["put", &file("base.json", "/base")]);
+    assert_eq!(etcd.get(&format!("{prefix}/config.sig")), None);
+    refused_serving("an unsigned put", "it is not signed", "/new");
+    for s in &servers {
+        s.nginx.assert_clean_log(&[]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An etcd member that speaks TLS only and asks its clients for a
+/// certificate its CA signed, with etcd's users on.
+struct TlsEtcd {
+    dir: PathBuf,
+    client: u16,
+    child: Child,
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl TlsEtcd {
+    fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_string()
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.client)
+    }
+
+    /// A CA, the member's certificate and a client's, made with openssl;
+    /// the member started; users `root` and `agent` (role `fleet`, read
+    /// and write under `prefix`) made, and etcd's auth enabled.
+    fn start(prefix: &str) -> TlsEtcd {
+        let dir = tests_dir().join(format!("etcd-tls-{}-{}", std::process::id(), free_port()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = r#"set -e
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+key ca.key
+openssl req -x509 -new -key ca.key -out ca.crt -days 2 -subj /CN=graft-test-ca
+for who in server client stranger; do
+  key $who.key
+  openssl req -new -key $who.key -out $who.csr -subj /CN=graft-$who
+done
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext 2>/dev/null
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 -extfile client.ext 2>/dev/null
+# A certificate no CA of the member's signed: its own.
+openssl x509 -req -in stranger.csr -signkey stranger.key -out stranger.crt -days 2 -extfile client.ext 2>/dev/null
+echo agent-password > agent.password
+echo wrong-password > wrong.password
+"#;
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let client = free_port();
+        let peer = free_port();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        let child = Command::new("etcd")
+            .args(["--name", "tls", "--data-dir", &f("data")])
+            .args([
+                "--listen-client-urls",
+                &format!("https://127.0.0.1:{client}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("https://127.0.0.1:{client}"),
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args(["--initial-cluster", &format!("tls=http://127.0.0.1:{peer}")])
+            .args([
+                "--cert-file",
+                &f("server.crt"),
+                "--key-file",
+                &f("server.key"),
+            ])
+            .args(["--trusted-ca-file", &f("ca.crt"), "--client-cert-auth"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (Debian's etcd-server) runs");
+        let etcd = TlsEtcd { dir, client, child };
+        let ctl = |args: &[&str]| {
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &etcd.endpoint(), "--command-timeout=3s"])
+                .args(["--cacert", &etcd.file("ca.crt")])
+                .args([
+                    "--cert",
+                    &etcd.file("client.crt"),
+                    "--key",
+                    &etcd.file("client.key"),
+                ])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ctl(&["endpoint", "health"]).status.success() {
+            assert!(Instant::now() < deadline, "etcd over TLS did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for args in [
+            &["user", "add", "root:root-password"][..],
+            &["user", "grant-role", "root", "root"],
+            &["role", "add", "fleet"],
+            &[
+                "role",
+                "grant-permission",
+                "fleet",
+                "--prefix=true",
+                "readwrite",
+                &format!("{prefix}/"),
+            ],
+            &["user", "add", "agent:agent-password"],
+            &["user", "grant-role", "agent", "fleet"],
+            &["auth", "enable"],
+        ] {
+            let out = ctl(args);
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        etcd
+    }
+}
+
+#[test]
+fn an_agent_reaches_etcd_over_tls_only_with_a_certificate_and_a_user() {
+    let prefix = "/graft/fleet-tls";
+    let etcd = TlsEtcd::start(prefix);
+    let cli = |tls: &[String], args: &[&str]| {
+        Command::new(AGENT)
+            .args([
+                "--etcd",
+                &etcd.endpoint(),
+                "--prefix",
+                prefix,
+                "--timeout-ms",
+                "3000",
+            ])
+            .args(tls)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let with = |cert: &str, password: &str| -> Vec<String> {
+        [
+            "--etcd-ca",
+            &etcd.file("ca.crt"),
+            "--etcd-cert",
+            &etcd.file(&format!("{cert}.crt")),
+            "--etcd-key",
+            &etcd.file(&format!("{cert}.key")),
+            "--etcd-user",
+            "agent",
+            "--etcd-password-file",
+            &etcd.file(password),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let good = with("client", "agent.password");
+    let config = write_file(&etcd.dir, "graft.json", &redirect_to("/tls"));
+    let out = cli(&good, &["put", &config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without a certificate, with one of no CA the member trusts, with a
+    // wrong password, with no user, or in plain HTTP: nothing is read.
+    let no_cert: Vec<String> = good.iter().skip(6).cloned().collect();
+    let no_cert = [vec!["--etcd-ca".to_string(), etcd.file("ca.crt")], no_cert].concat();
+    let no_user: Vec<String> = good[..6].to_vec();
+    for (what, tls, why) in [
+        ("no client certificate", no_cert, "no etcd member answers"),
+        (
+            "a stranger's certificate",
+            with("stranger", "agent.password"),
+            "BadCertificate",
+        ),
+        (
+            "a wrong password",
+            with("client", "wrong.password"),
+            "authentication failed",
+        ),
+        ("no user", no_user, "permission denied"),
+    ] {
+        let out = cli(&tls, &["status"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(why), "{what}: {said}");
+        assert!(
+            !out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let plain = Command::new(AGENT)
+        .args([
+            "--etcd",
+            &format!("http://127.0.0.1:{}", etcd.client),
+            "--prefix",
+            prefix,
+        ])
+        .args(["--timeout-ms", "2000", "status"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    let http_with_tls = Command::new(AGENT)
+        .args([
+            "--etcd",
+            &format!("http://127.0.0.1:{}", etcd.client),
+            "--prefix",
+            prefix,
+        ])
+        .args(&good)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&http_with_tls.stderr).contains("not an https:// URL"));
+
+    // An agent with them serves the fleet's configuration and writes
+    // its key.
+    let nginx = Nginx::start_workers(&redirect_to("/local"), 2);
+    let good_args: Vec<&str> = good.iter().map(String::as_str).collect();
+    let agent = spawn_agent_with(
+        &etcd.endpoint(),
+        prefix,
+        &nginx,
+        "s0",
+        3000,
+        &good_args,
+        &[],
+    );
+    let server = Server {
+        name: "s0".into(),
+        nginx,
+        agent,
+    };
+    converge(
+        std::slice::from_ref(&server),
+        20,
+        "the configuration over TLS",
+        |s| serves(s, "/tls"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli(&good, &["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains(r#""name":"s0""#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no key for s0: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(&metrics(&server), "graft_fleet_etcd_up{}"), Some(1));
+    server.nginx.assert_clean_log(&[]);
 }

@@ -26,7 +26,7 @@ pub const ROLLOUT_STATES: [&str; 4] = ["none", "running", "done", "rolled_back"]
 
 /// The fields a report may carry, each a whole number; what is not sent
 /// keeps its last value.
-pub const FIELDS: [(&str, &str); 9] = [
+pub const FIELDS: [(&str, &str); 11] = [
     ("etcd_up", "1 when the agent reached etcd at its last try, 0 while it serves its last good configuration without it"),
     ("etcd_contact", "Unix time of the agent's last successful call to etcd"),
     ("config_revision", "etcd revision of the configuration this server serves (0: none from etcd yet)"),
@@ -36,6 +36,8 @@ pub const FIELDS: [(&str, &str); 9] = [
     ("healthy", "1 when this server's health gates pass (fallback and shadow-difference rates, refused configurations, worker restarts)"),
     ("drift", "1 when this server's nginx serves another configuration than the fleet's keys say (applied by hand through its admin API, or the keys' refused) and its agent could not apply the keys' again"),
     ("drift_repairs", "Times this server's agent found its nginx serving another configuration than the one it had applied from the keys, and applied the keys' again (since the agent started)"),
+    ("verify_keys", "Operator keys this server's agent verifies configurations with (graft-agent run --verify-key); 0: it applies any configuration in etcd, signed or not"),
+    ("config_unverified", "1 while the configuration the fleet's keys give this server is not applied because no operator key its agent holds verifies its signature (the server serves on what it served)"),
 ];
 
 /// The last report: the time it came, and each field's name, help and value.
