@@ -376,12 +376,19 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops this nginx and waits for its master to exit: the next server
+    /// of the same name reuses the prefix, and a master still exiting (one
+    /// with a million redirects takes seconds) would remove the new one's
+    /// pid file.
     fn drop(&mut self) {
         if let Some(pid) = self.master() {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
-            std::thread::sleep(Duration::from_millis(300));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }
