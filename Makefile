@@ -166,6 +166,37 @@ lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo clippy --release --workspace --all-targets $(WORKSPACE_FEATURES) -- -D warnings
 	cargo clippy --release -p graft-nginx -- -D warnings
 
+# Fuzzing: fuzz/ is a cargo workspace of its own (libFuzzer through
+# cargo-fuzz, whose sanitizer flags need nightly features: RUSTC_BOOTSTRAP
+# lets the stable toolchain give them). Each target runs FUZZ_SECONDS from
+# its seeds (fuzz/corpus/<target>); what it learns is kept in fuzz/work, not
+# committed. A panic, a failed property or a crash writes its input to
+# fuzz/artifacts/<target>/ and fails the make, after every target ran.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs))))
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_BUILD := --release --debug-assertions --sanitizer none
+.PHONY: fuzz fuzz-smoke
+fuzz: ## Fuzz every parser for FUZZ_SECONDS each (default 60; FUZZ_TARGETS= picks some)
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build $(FUZZ_BUILD)
+	@failed=; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/work/$$t; \
+		if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_BUILD) $$t work/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) > fuzz/work/$$t.log 2>&1; \
+		then r=ok; else r=FAILED; failed="$$failed $$t"; fi; \
+		printf '%-18s %-6s %s runs, %s/s, %s\n' $$t $$r \
+			"$$(sed -n 's/^stat::number_of_executed_units: *//p' fuzz/work/$$t.log)" \
+			"$$(sed -n 's/^stat::average_exec_per_sec: *//p' fuzz/work/$$t.log)" \
+			"$$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' fuzz/work/$$t.log | tail -1)"; \
+		if [ $$r = FAILED ]; then grep -m1 -A1 -E 'panicked at|ERROR: libFuzzer' fuzz/work/$$t.log; \
+			grep -m1 'Test unit written' fuzz/work/$$t.log; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzzing failed:$$failed (logs: fuzz/work/<target>.log)"; exit 1; fi
+
+fuzz-smoke: ## Fuzz every parser for 10 s each (CI)
+	$(MAKE) fuzz FUZZ_SECONDS=10
+
 fmt: ## Format the code
 	cargo fmt --all
 

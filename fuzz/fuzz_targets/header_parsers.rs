@@ -1,12 +1,15 @@
 //! The header readers graft decides on: the admin API's guard
 //! (`admin::judge`: Host, Content-Type, Authorization, and the token file
 //! through `admin::parse_token`), a body's decoding by its Content-Type
-//! (`BodyKind::of`), and the header names and values graft writes
+//! (`BodyKind::of`) and whether graft can read it as a backend may
+//! (`body::undecidable`, with the header line as a second header, a
+//! Content-Encoding or another Content-Type), and the header names and
+//! values graft writes
 //! (`HeaderName`, `HeaderValue`). Lines of the input: token file, Host,
 //! Content-Type, Authorization, then a header line `name: value`.
 #![no_main]
 
-use graft_contract::body::BodyKind;
+use graft_contract::body::{undecidable, BodyKind};
 use graft_contract::{HeaderName, HeaderValue};
 use graft_engine::admin::{judge, parse_token, Call};
 use libfuzzer_sys::fuzz_target;
@@ -44,6 +47,12 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!n.as_str().bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f));
             }
         }
+        let mut req = graft_contract::OwnedRequest::default();
+        if let Some(ct) = content_type {
+            req.headers.push((b"Content-Type".to_vec(), ct.to_vec()));
+        }
+        req.headers.push((name.to_vec(), value.to_vec()));
+        let _ = undecidable(&req);
         if let Ok(v) = HeaderValue::new(value) {
             assert!(!v.as_bytes().iter().any(|&b| matches!(b, 0 | b'\r' | b'\n')));
         }

@@ -1,8 +1,10 @@
 //! The WAF over any request (`graft_fuzz::request`) with every signature
 //! list and `inspect_body`, and rules on the body fields: form arguments,
 //! JSON strings, raw bytes (multipart, text, no Content-Type). Whatever
-//! the request, the WAF decides (no error, no panic), and a block carries
-//! the rule's or the signatures' status.
+//! the request, the WAF decides (no panic), fails exactly when the body is
+//! one graft cannot read as a backend may (`body::undecidable`: its step's
+//! failure policy answers), and a block carries the rule's or the
+//! signatures' status.
 #![no_main]
 
 use graft_contract::{Configured, Context, Decision, LocalWindows, Module};
@@ -33,9 +35,15 @@ fn waf() -> &'static Waf {
 fuzz_target!(|data: &[u8]| {
     let req = graft_fuzz::request(data);
     let windows = LocalWindows::default();
-    let decision = waf()
-        .on_request(&req, &Context::local(0, &windows))
-        .expect("the WAF decides every request");
+    let undecidable = req.body.as_ref().and(graft_contract::body::undecidable(&req));
+    let decision = match waf().on_request(&req, &Context::local(0, &windows)) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(undecidable.is_some(), "the WAF failed on a decidable body: {e:?}");
+            return;
+        }
+    };
+    assert!(undecidable.is_none(), "the WAF decided an undecidable body: {undecidable:?}");
     if let Decision::Respond(r) = decision {
         assert!(matches!(r.status, 400 | 401 | 403 | 418), "status {}", r.status);
     }
