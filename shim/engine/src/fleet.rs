@@ -147,6 +147,11 @@ mod tests {
         let table = CounterTable::new(&words);
         assert!(read(&table).is_none(), "no agent reported yet");
         let fields = parse("etcd_up=1&config_revision=42&rollout_state=1").unwrap();
+        assert_eq!(
+            parse("verify_keys=2&config_unverified=1").unwrap(),
+            [("verify_keys", 2), ("config_unverified", 1)],
+            "an agent's signature fields"
+        );
         store(&table, &fields, 1000);
         let (at, values) = read(&table).unwrap();
         assert_eq!(at, 1000);
