@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
         let plan: serde_json::Value =
             serde_json::from_str(&zone.plan_json()).expect("a zone's plan is JSON");
         assert!(plan.is_object());
-        assert!(config.zone_named(&zone.name).is_some(), "zone {} not found by its name", zone.name);
+        assert!(
+            config.zone_named(&zone.name).is_some(),
+            "zone {} not found by its name",
+            zone.name
+        );
         let _ = config.zone_index(zone.name.as_bytes());
     }
     let _ = config.module_names();

@@ -32,8 +32,14 @@ fuzz_target!(|data: &[u8]| {
         if judge(token.as_deref(), &call).is_ok() {
             assert!(!browser_headers);
             let (t, a) = (token.as_deref().unwrap(), authorization.unwrap());
-            assert!(a.windows(t.len()).any(|w| w == t), "passed without the token");
-            assert!(BodyKind::of(content_type) != BodyKind::Form, "a form passed");
+            assert!(
+                a.windows(t.len()).any(|w| w == t),
+                "passed without the token"
+            );
+            assert!(
+                BodyKind::of(content_type) != BodyKind::Form,
+                "a form passed"
+            );
         }
     }
     let _ = BodyKind::of(content_type);
@@ -44,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Ok(name) = std::str::from_utf8(name) {
             if let Ok(n) = HeaderName::new(name) {
-                assert!(!n.as_str().bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f));
+                assert!(!n
+                    .as_str()
+                    .bytes()
+                    .any(|b| b <= b' ' || b == b':' || b >= 0x7f));
             }
         }
         let mut req = graft_contract::OwnedRequest::default();

@@ -17,13 +17,20 @@ fuzz_target!(|data: &[u8]| {
     let _ = BodyKind::of(Some(data));
     let whole = strings(data);
     let quotes = data.iter().filter(|&&b| b == b'"').count();
-    assert!(whole.len() <= quotes, "{} strings from {quotes} quotes", whole.len());
+    assert!(
+        whole.len() <= quotes,
+        "{} strings from {quotes} quotes",
+        whole.len()
+    );
     // The zone's body limit cuts a body anywhere: what is read of the cut
     // document is what the whole one gives, but for the last string.
     let cut = data.len() / 2;
     let part = strings(&data[..cut]);
     if let Some((last, before)) = part.split_last() {
-        assert!(whole.len() >= part.len(), "cut at {cut}: more strings than whole");
+        assert!(
+            whole.len() >= part.len(),
+            "cut at {cut}: more strings than whole"
+        );
         assert_eq!(before, &whole[..before.len()], "cut at {cut}");
         // The string cut may end in an escape cut short: `\u00` gives
         // `u00`, a high surrogate whose low half is cut U+FFFD and the

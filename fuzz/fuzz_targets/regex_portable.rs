@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => assert_eq!(pcre, pattern),
     }
     if compile_regex(pattern).is_ok() {
-        assert!(check_portable(pattern).is_ok(), "{pattern:?} compiled but is not portable");
+        assert!(
+            check_portable(pattern).is_ok(),
+            "{pattern:?} compiled but is not portable"
+        );
     }
 });

@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         assert_eq!(path.first(), Some(&b'/'), "{path:?}");
-        assert!(!path.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')), "{path:?}");
+        assert!(
+            !path.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')),
+            "{path:?}"
+        );
         let segments: Vec<&[u8]> = path[1..].split(|&b| b == b'/').collect();
         let last = segments.len() - 1;
         for (i, s) in segments.iter().enumerate() {

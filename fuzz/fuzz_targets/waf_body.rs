@@ -35,16 +35,29 @@ fn waf() -> &'static Waf {
 fuzz_target!(|data: &[u8]| {
     let req = graft_fuzz::request(data);
     let windows = LocalWindows::default();
-    let undecidable = req.body.as_ref().and(graft_contract::body::undecidable(&req));
+    let undecidable = req
+        .body
+        .as_ref()
+        .and(graft_contract::body::undecidable(&req));
     let decision = match waf().on_request(&req, &Context::local(0, &windows)) {
         Ok(d) => d,
         Err(e) => {
-            assert!(undecidable.is_some(), "the WAF failed on a decidable body: {e:?}");
+            assert!(
+                undecidable.is_some(),
+                "the WAF failed on a decidable body: {e:?}"
+            );
             return;
         }
     };
-    assert!(undecidable.is_none(), "the WAF decided an undecidable body: {undecidable:?}");
+    assert!(
+        undecidable.is_none(),
+        "the WAF decided an undecidable body: {undecidable:?}"
+    );
     if let Decision::Respond(r) = decision {
-        assert!(matches!(r.status, 400 | 401 | 403 | 418), "status {}", r.status);
+        assert!(
+            matches!(r.status, 400 | 401 | 403 | 418),
+            "status {}",
+            r.status
+        );
     }
 });
