@@ -14,9 +14,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(pattern) = std::str::from_utf8(first) else {
         return;
     };
-    if known_difference(pattern) {
-        return;
-    }
     // compile_regex runs check_portable first: Ok means portable too.
     let Ok(rust) = compile_regex(pattern) else {
         return;
@@ -42,15 +39,3 @@ fuzz_target!(|data: &[u8]| {
         "{pattern:?} (PCRE: {lua_side:?}) on {subject:?}: Rust {by_rust}, PCRE {by_pcre}"
     );
 });
-
-/// A difference this target found and that `check_portable` does not
-/// refuse yet, skipped so that `make fuzz-smoke` stays a test of what is
-/// new (the reproducers: fuzz/artifacts-found/regex_pcre_parity/). Remove
-/// it when the check refuses the construct.
-///
-/// A class that opens with `--` (`[--z]`, `[^--z]`): Rust reads the first
-/// `-` as a literal and the second as another (`{-, z}`), PCRE the two as
-/// a range from `-` (`-` to `z`; `[--(]` PCRE refuses, out of order).
-fn known_difference(pattern: &str) -> bool {
-    pattern.contains("[--") || pattern.contains("[^--")
-}

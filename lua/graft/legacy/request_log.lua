@@ -41,6 +41,10 @@ function _M.new(conf)
         path = conf.path,
         fields = fields,
         sample_ppm = math.floor((conf.sample or 1) * 1000000 + 0.5),
+        -- This server's sampling key, handed over by the Rust side
+        -- (graft_request_log::sample_key): no client can choose to be
+        -- recorded, and both sides choose the same requests.
+        sample_key = conf.sample_key or "",
         max_value_bytes = conf.max_value_bytes or 512,
         max_per_second = conf.max_per_second or 1000,
         second = 0,
@@ -66,7 +70,8 @@ local function sampled(self, req)
     if self.sample_ppm >= 1000000 then
         return true
     end
-    local key = (req.method or "") .. " " .. (req.raw_uri or "") .. " " .. (req.client or "")
+    local key = self.sample_key .. " " .. (req.method or "") .. " " .. (req.raw_uri or "") .. " "
+                .. (req.client or "")
     return _M.fnv1a(key) % 1000000 < self.sample_ppm
 end
 

@@ -420,6 +420,32 @@ impl Portable<'_> {
 
     /// PCRE refuses `[:...:]`, `[.....]` and `[=...=]` outside a class (its
     /// `check_posix_syntax`, ported); Rust reads a plain class.
+    /// Two unescaped `-` in a row inside a class (`[--z]`): Rust reads a
+    /// literal `-` (or its set difference), PCRE a range that starts at
+    /// `-`, or refuses one out of order.
+    fn dashes_in_class(&self, start: usize, end: usize) -> Result<(), String> {
+        let class = &self.pattern.as_bytes()[start..end.min(self.pattern.len())];
+        let mut escaped = false;
+        for (i, pair) in class.windows(2).enumerate() {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            match pair {
+                [b'\\', _] => escaped = true,
+                [b'-', b'-'] => {
+                    return Err(refusal(
+                        "--",
+                        start + i,
+                        "two `-` in a row in a class: Rust reads a literal `-` (or a set difference), PCRE a range from `-`; write `\\-` for a dash",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn posix_outside_class(&self, at: usize) -> Result<(), String> {
         let rest = &self.pattern.as_bytes()[at + 1..];
         let Some(&t) = rest.first().filter(|t| matches!(t, b':' | b'.' | b'=')) else {
@@ -466,7 +492,10 @@ impl ast::Visitor for Portable<'_> {
                 GroupKind::CaptureIndex(_) => Ok(()),
             },
             Ast::ClassUnicode(c) => self.refuse(&c.span, UNICODE_CLASS),
-            Ast::ClassBracketed(c) => self.posix_outside_class(c.span.start.offset),
+            Ast::ClassBracketed(c) => {
+                self.posix_outside_class(c.span.start.offset)?;
+                self.dashes_in_class(c.span.start.offset, c.span.end.offset)
+            }
             Ast::Repetition(r) => self.repetition(r),
             Ast::Empty(_)
             | Ast::Dot(_)

@@ -17,8 +17,9 @@
 //!   each cut to `max_value_bytes` first. Numbers are numbers; a field
 //!   the request does not have is `null`.
 //! - `sample`: the share of requests recorded, chosen by a hash of the
-//!   request's method, target and client ([`sampled`]): the same request
-//!   is chosen on both sides and in every worker.
+//!   request's method, target and client, keyed per server
+//!   ([`sampled`], [`sample_key`]): the same request is chosen on both
+//!   sides and in every worker, and no client can choose to be recorded.
 //! - `max_per_second`: records a worker writes a second at most; the
 //!   others are dropped and counted (`dropped`).
 #![forbid(unsafe_code)]
@@ -114,15 +115,46 @@ pub fn fnv1a(bytes: &[u8]) -> u32 {
     h
 }
 
+/// This server's sampling key: drawn once a process, from the system's
+/// randomness (the master draws it when it loads the graft file, before
+/// its workers fork, so every worker and both sides share it), never the
+/// same on two servers. Unkeyed, a client could pick a target that is
+/// always recorded, or never.
+pub fn sample_key() -> &'static str {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let a = std::collections::hash_map::RandomState::new().hash_one(0x7361_6d70_6c65_u64);
+        let b = std::collections::hash_map::RandomState::new().hash_one(a);
+        format!("{a:016x}{b:016x}")
+    })
+}
+
 /// Whether a request is recorded at `sample_ppm` per million: by the hash
-/// of `method SP target SP client`.
+/// of `key SP method SP target SP client`, with `key` this server's
+/// [`sample_key`].
 pub fn sampled(req: &dyn RequestView, sample_ppm: u32) -> bool {
+    sampled_with(sample_key(), req, sample_ppm)
+}
+
+/// [`sampled`] with a given key (the Lua twin gets this server's in its
+/// configuration, `sample_key`).
+pub fn sampled_with(key: &str, req: &dyn RequestView, sample_ppm: u32) -> bool {
     if sample_ppm >= 1_000_000 {
         return true;
     }
     let client = req.client_addr().map(|a| a.to_string()).unwrap_or_default();
-    let key = [req.method(), b" ", req.raw_uri(), b" ", client.as_bytes()].concat();
-    fnv1a(&key) % 1_000_000 < sample_ppm
+    let text = [
+        key.as_bytes(),
+        b" ",
+        req.method(),
+        b" ",
+        req.raw_uri(),
+        b" ",
+        client.as_bytes(),
+    ]
+    .concat();
+    fnv1a(&text) % 1_000_000 < sample_ppm
 }
 
 /// A text as a JSON string, cut to `max` bytes first (see the crate's doc).
@@ -277,6 +309,16 @@ impl Configured for RequestLog {
     fn configure(config: &serde_json::Value) -> Result<Self, ConfigError> {
         Self::from_config(config)
     }
+
+    /// The Lua twin samples with this server's key (`sample_key`), so both
+    /// sides choose the same requests.
+    fn lua_config(config: &serde_json::Value) -> serde_json::Value {
+        let mut config = config.clone();
+        if let Some(c) = config.as_object_mut() {
+            c.insert("sample_key".into(), sample_key().into());
+        }
+        config
+    }
 }
 
 /// The registry's factory of this module.
@@ -284,3 +326,33 @@ pub static FACTORY: Factory<RequestLog> = Factory::new();
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod sampling_tests {
+    use super::{sample_key, sampled_with};
+    use graft_contract::OwnedRequest;
+
+    /// Keyed: which targets a server records depends on its key, so a
+    /// client cannot pick a target that is recorded (or never is) on
+    /// every server; the same key always chooses alike.
+    #[test]
+    fn the_requests_recorded_depend_on_the_servers_key() {
+        let chosen = |key: &str| -> Vec<bool> {
+            (0..200)
+                .map(|i| {
+                    sampled_with(
+                        key,
+                        &OwnedRequest::get("a.test", &format!("/p/{i}")),
+                        300_000,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(chosen("k1"), chosen("k1"));
+        assert_ne!(chosen("k1"), chosen("k2"));
+        let n = chosen("k1").iter().filter(|&&c| c).count();
+        assert!((30..90).contains(&n), "{n} of 200 at 30 %");
+        assert_eq!(sample_key(), sample_key());
+        assert_eq!(sample_key().len(), 32);
+    }
+}

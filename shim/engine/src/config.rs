@@ -597,6 +597,10 @@ impl Config {
 
     /// Parses and validates a configuration held in memory; `source` names it in errors.
     pub fn parse(source: &Path, text: &[u8]) -> Result<Config, Error> {
+        // request_log's sampling key is drawn by the first parse (nginx's
+        // master, before its workers fork), so that every worker shares it
+        // even when a live apply brings the module in later.
+        graft_request_log::sample_key();
         let started = std::time::Instant::now();
         let config = Config::parse_inner(source, text)?;
         tracing::info!(

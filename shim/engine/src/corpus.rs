@@ -66,6 +66,14 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// `escape`, with a first byte `lead` written as `\xNN` too.
+fn escape_leading(bytes: &[u8], lead: u8) -> String {
+    match bytes.split_first() {
+        Some((&first, rest)) if first == lead => format!("\\x{first:02x}{}", escape(rest)),
+        _ => escape(bytes),
+    }
+}
+
 impl CorpusRequest {
     pub fn get(host: &str, target: &str) -> Self {
         CorpusRequest {
@@ -98,12 +106,15 @@ impl CorpusRequest {
     }
 
     pub fn to_line(&self) -> String {
+        // A line starting with `#` is a comment, and a field starting with
+        // `@` names the client or the body: a request's own bytes there are
+        // written escaped, so that they read back as what they were.
         let mut fields = vec![
-            escape(&self.method),
+            escape_leading(&self.method, b'#'),
             escape(&self.host),
             escape(&self.target),
         ];
-        fields.extend(self.headers.iter().map(|h| escape(h)));
+        fields.extend(self.headers.iter().map(|h| escape_leading(h, b'@')));
         if let Some(c) = self.client {
             fields.push(format!("@client: {c}"));
         }
@@ -216,6 +227,16 @@ mod tests {
         };
         let parsed = parse(&req.to_line()).unwrap();
         assert_eq!(parsed, vec![req]);
+        // A request's own bytes that look like the format's marks.
+        let req = CorpusRequest {
+            method: b"#GET".to_vec(),
+            host: b"a".to_vec(),
+            target: b"/".to_vec(),
+            headers: vec![b"@body: x".to_vec(), b"@client: 127.0.0.1".to_vec()],
+            client: None,
+            body: None,
+        };
+        assert_eq!(parse(&req.to_line()).unwrap(), vec![req]);
         let e = parse("GET\ta\t/\t@client: 10.0.0.1").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corpus);
         assert!(e.to_string().contains("loopback"), "{e}");
