@@ -1272,7 +1272,7 @@ fn table(medians: &[Sample], memory: &[Zones], zones: usize) -> String {
     let cpu: Vec<f64> = medians.iter().map(|m| m.cpu_us_per_req).collect();
     let lua = 1usize;
     let mut md = String::new();
-    let k = if zones % 1000 == 0 {
+    let k = if zones.is_multiple_of(1000) {
         format!("{}k", zones / 1000)
     } else {
         zones.to_string()
