@@ -5,7 +5,6 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -326,13 +325,16 @@ fn process_families(
             single(encoder, (&name, help), MetricType::Gauge, value)?;
         }
     }
+    // A gauge of 1 with the hash as its label, not an OpenMetrics info:
+    // Prometheus's text format (what graft serves) has no info type, and
+    // one line it cannot read fails the whole scrape.
     let mut family = encoder.encode_descriptor(
-        "graft_configuration",
-        "The configuration serving, by the hash of its text (the first 16 hex digits of its SHA-256): the name graft-agent gives it in the fleet's keys.",
+        "graft_configuration_info",
+        "The configuration serving, by the hash of its text (the first 16 hex digits of its SHA-256): the name graft-agent gives it in the fleet's keys. Always 1.",
         None,
-        MetricType::Info,
+        MetricType::Gauge,
     )?;
-    Info::new([("hash", config.hash.as_str())]).encode(family.encode_family(&NO_LABELS)?)?;
+    ConstGauge::new(1).encode(family.encode_family(&[("hash", config.hash.as_str())])?)?;
     single(
         encoder,
         (
@@ -490,6 +492,15 @@ mod tests {
         assert!(text.contains("graft_worker_starts_total"), "{text}");
         assert!(text.contains("graft_worker_restarts_total{} 0"), "{text}");
         assert!(text.contains("graft_start_time_seconds"), "{text}");
+        // Only the types Prometheus's text format 0.0.4 has: one it cannot
+        // read fails the whole scrape.
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let kind = line.rsplit(' ').next().unwrap_or_default();
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+        }
         // The configuration serving, named as graft-agent names it.
         assert_eq!(config.hash.len(), 16);
         assert!(
