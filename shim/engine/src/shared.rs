@@ -320,6 +320,13 @@ fn start_of(key: u64, len: usize) -> usize {
 }
 
 impl<'a> CounterTable<'a> {
+    /// Words of the table that `graft_shared_memory <bytes>` maps (pairs
+    /// of words, at least 6): the one place nginx's module and the bench
+    /// size it from.
+    pub fn words_for(bytes: usize) -> usize {
+        (bytes / 16).max(3) * 2
+    }
+
     /// A table over `slots`: an even number of words, at least 6, zeroed
     /// when first mapped (the shim's `2 * (1 + 2^18)` words make room for
     /// 32,768 switches and 245,760 counters; `2 * (1 + 512)`, 64 and 480).

@@ -455,9 +455,9 @@ const DEFAULT_COUNTER_BYTES: usize = 32 << 20;
 /// slots.
 const DEFAULT_WINDOW_BYTES: usize = 4 << 20;
 
-/// Words of a counter table of `bytes`: pairs of words.
+/// Words of a counter table of `bytes` (`CounterTable::words_for`).
 fn counter_words(bytes: usize) -> usize {
-    (bytes / 16).max(3) * 2
+    CounterTable::words_for(bytes)
 }
 
 /// Words of a window table of `bytes`.

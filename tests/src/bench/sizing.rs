@@ -16,12 +16,10 @@ const STEP_KIB: usize = 64;
 /// nginx's largest `graft_shared_memory` (16g).
 const MAX_KIB: usize = 16 << 20;
 
-/// Words of the counter table that `graft_shared_memory <bytes>` maps.
-///
-/// The same as the nginx module's `counter_words` (shim/nginx/src/live.rs,
-/// private to the cdylib, which no crate can depend on): pairs of words.
+/// Words of the counter table that `graft_shared_memory <bytes>` maps,
+/// as nginx's module sizes it.
 fn counter_words(bytes: usize) -> usize {
-    (bytes / 16).max(3) * 2
+    CounterTable::words_for(bytes)
 }
 
 /// The `graft_shared_memory` size, in KiB, that the configuration in
