@@ -987,6 +987,25 @@ pub unsafe extern "C" fn graft_ffi_claimed(r: *mut c_void, zone: c_int, step: c_
     })
 }
 
+/// The admin guard again where an admin export changes anything: a Lua
+/// side that did not ask it first (an older admin.lua, a handler of its
+/// own) changes nothing, and is told so in `buf`.
+///
+/// # Safety
+/// `buf` is null or writable for `*len` bytes; `len` is valid.
+unsafe fn refused_by_admin_guard(
+    r: &ngx_http_request_t,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> bool {
+    if crate::admin_auth::check(r).is_ok() {
+        return false;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { copy_message("refused by the admin API's guard", buf, len) };
+    true
+}
+
 /// Whether an admin call may be served (`admin_auth`): `GRAFT_OK`, or the
 /// status to refuse it with (401 without the admin token, 403 for a
 /// browser's request, a Host that is not loopback, or an admin API with no
@@ -1194,11 +1213,8 @@ pub unsafe extern "C" fn graft_ffi_apply(
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        // The admin guard again where the change is made: a Lua side
-        // that did not ask (an older admin.lua) changes nothing.
-        if crate::admin_auth::check(r).is_err() {
-            // SAFETY: `buf` is writable for `*len` bytes (# Safety).
-            unsafe { copy_message("refused by the admin API's guard", buf, len) };
+        // SAFETY: `buf` is writable for `*len` bytes (# Safety).
+        if unsafe { refused_by_admin_guard(r, buf, len) } {
             return GRAFT_ERROR;
         }
         let result = match stage {
@@ -1252,11 +1268,8 @@ pub unsafe extern "C" fn graft_ffi_kill(
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        // The admin guard again where the change is made: a Lua side
-        // that did not ask (an older admin.lua) changes nothing.
-        if crate::admin_auth::check(r).is_err() {
-            // SAFETY: `buf` is writable for `*len` bytes (# Safety).
-            unsafe { copy_message("refused by the admin API's guard", buf, len) };
+        // SAFETY: `buf` is writable for `*len` bytes (# Safety).
+        if unsafe { refused_by_admin_guard(r, buf, len) } {
             return GRAFT_ERROR;
         }
         let text = |p: *const c_uchar, n: usize| -> Option<String> {
@@ -1325,11 +1338,8 @@ pub unsafe extern "C" fn graft_ffi_fleet(
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
         };
-        // The admin guard again where the change is made: a Lua side
-        // that did not ask (an older admin.lua) changes nothing.
-        if crate::admin_auth::check(r).is_err() {
-            // SAFETY: `buf` is writable for `*len` bytes (# Safety).
-            unsafe { copy_message("refused by the admin API's guard", buf, len) };
+        // SAFETY: `buf` is writable for `*len` bytes (# Safety).
+        if unsafe { refused_by_admin_guard(r, buf, len) } {
             return GRAFT_ERROR;
         }
         let text = if report.is_null() {
