@@ -80,8 +80,8 @@ fn constants_agree_in_header_lua_and_rust() {
         }
     }
     // Codes that are Rust enums' discriminants: Count and Impl in the
-    // engine, LogFamily in the shim.
-    let steps = read("shim/nginx/src/steps.rs");
+    // engine, LogFamily in its log budget.
+    let steps = read("shim/engine/src/log_budget.rs");
     for (prefix, rust, in_file) in [
         ("GRAFT_COUNT_", "Count", &engine),
         ("GRAFT_IMPL_", "Impl", &engine),

@@ -5,6 +5,8 @@
 //! - [`corpus`]: the request-corpus format, written by captures, read by replays;
 //! - [`registry`]: the Rust product modules graft knows, in a fixed order;
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
+//! - [`protocol`]: the step protocol every server drives (mode, run,
+//!   count, hand over or failure policy, rollback and budget);
 //! - [`counters`]: what happened, per zone, module and path;
 //! - [`shared`]: the counter table and the window table every worker maps;
 //! - [`diff_ring`]: the last shadow differences, for the dashboard;
@@ -26,6 +28,7 @@ pub mod error;
 pub mod fleet;
 pub mod log_budget;
 pub mod metrics;
+pub mod protocol;
 pub mod registry;
 pub mod shared;
 pub mod snapshot;

@@ -41,6 +41,49 @@ impl LogBudget {
     }
 }
 
+/// The per-request log line families, each with its own budget a second
+/// in each worker (`GRAFT_LOG_*` in the ABI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFamily {
+    /// Lines a decision carries (a block, a limit): warn.
+    Decision = 0,
+    /// A step that could not decide, a Rust error or panic: error.
+    Failure = 1,
+    /// A shadow difference: warn.
+    Diff = 2,
+    /// A Rust side that declined: info.
+    Decline = 3,
+    /// A Rust call over its step's time budget: warn.
+    Budget = 4,
+}
+
+impl LogFamily {
+    pub const ALL: [LogFamily; 5] = [
+        LogFamily::Decision,
+        LogFamily::Failure,
+        LogFamily::Diff,
+        LogFamily::Decline,
+        LogFamily::Budget,
+    ];
+}
+
+/// Lines a second each family may write, per worker.
+pub const LOG_LINES_PER_SECOND: u32 = 10;
+
+thread_local! {
+    static BUDGETS: std::cell::RefCell<[LogBudget; LogFamily::ALL.len()]> = const {
+        std::cell::RefCell::new(
+            [const { LogBudget::new(LOG_LINES_PER_SECOND) }; LogFamily::ALL.len()],
+        )
+    };
+}
+
+/// Whether this thread (a worker) may write a line of `family` at
+/// `now_secs`: as [`LogBudget::allow`], one budget per family.
+pub fn allow(family: LogFamily, now_secs: u64) -> Option<u64> {
+    BUDGETS.with_borrow_mut(|b| b[family as usize].allow(now_secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

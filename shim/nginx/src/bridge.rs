@@ -10,9 +10,8 @@ use std::mem::size_of;
 use std::ptr::null;
 use std::sync::Arc;
 
-use graft_contract::{
-    Context, Decision, FailurePolicy, HeaderAction, HeaderName, HeaderOp, HeaderValue,
-};
+use graft_contract::{Decision, FailurePolicy, HeaderAction, HeaderName, HeaderOp, HeaderValue};
+use graft_engine::protocol::{HandOver, Legacy, Served};
 use graft_engine::{Config, Count, Impl, Kill, Mode, Outcome, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_WARN};
 use ngx::ngx_log_error;
@@ -22,9 +21,7 @@ use crate::guard::guarded;
 use crate::live::shared_windows;
 use crate::location::zone_for;
 use crate::request::NgxRequest;
-use crate::steps::{
-    fail_step, log_limited, log_outcome, record, run_sampled, zone_body, LogFamily,
-};
+use crate::steps::{fail_step, log_limited, protocol, record, zone_body, LogFamily, NgxServer};
 
 pub const GRAFT_ABI_VERSION: c_int = 12;
 
@@ -427,30 +424,17 @@ pub unsafe extern "C" fn graft_ffi_run(
             // have read cannot be inspected: Rust does not decide.
             Some(Err(_)) | None => return GRAFT_ERROR,
         };
-        // The mode for this request: a canary resolves per client, a thrown
-        // kill switch sends the step to Lua.
-        let mode = step.mode_for(&view);
-        if mode == Mode::Lua {
-            record(r, zone_name, step, Count::Lua);
-            return GRAFT_USE_LUA;
-        }
-        let ctx = Context {
-            zone: zone_name,
-            now_secs: u64::try_from(ngx_time()).unwrap_or(0),
-            windows: &windows,
+        // The step protocol: the mode for this request (a canary per
+        // client, a thrown kill switch), the Rust side run and counted.
+        // Lua, here, serves what Rust does not.
+        let server = NgxServer(r);
+        let outcome = match protocol(&server, zone_name, Legacy::Here, false)
+            .step(step, &view, &windows, false)
+        {
+            Served::HandOver(HandOver::Mode) => return GRAFT_USE_LUA,
+            Served::HandOver(HandOver::Rust(outcome)) | Served::Shadow(outcome) => outcome,
+            Served::Decision(d) => Outcome::Decided(d),
         };
-        let outcome = run_sampled(r, zone_name, step, &view, &ctx);
-        if !matches!(outcome, Outcome::Decided(_)) {
-            log_outcome(r, zone_name, step.module_name, &outcome);
-        }
-        if mode == Mode::Rust {
-            let served = if matches!(outcome, Outcome::Decided(_)) {
-                Count::Rust
-            } else {
-                Count::Fallback
-            };
-            record(r, zone_name, step, served);
-        }
         if let Outcome::Decided(Decision::Continue(changes)) = &outcome {
             if changes.is_empty() {
                 // Nothing to hand over, so nothing is kept.

@@ -17,14 +17,15 @@
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use graft_contract::{Changes, Context, Decision, HeaderAction, Response};
-use graft_engine::{Count, Mode, Outcome, Zone};
+use graft_contract::{Changes, Decision, HeaderAction, Response};
+use graft_engine::protocol::{HandOver, Legacy, Served};
+use graft_engine::Zone;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_core_run_phases,
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter,
     ngx_http_output_header_filter_pt, ngx_http_read_client_request_body, ngx_http_request_t,
     ngx_http_send_header, ngx_http_send_special, ngx_http_set_content_type, ngx_http_set_exten,
-    ngx_http_top_header_filter, ngx_int_t, ngx_time, ngx_uint_t, NGX_DECLINED, NGX_DONE, NGX_ERROR,
+    ngx_http_top_header_filter, ngx_int_t, ngx_uint_t, NGX_DECLINED, NGX_DONE, NGX_ERROR,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LAST, NGX_HTTP_SATISFY_ANY, NGX_HTTP_SPECIAL_RESPONSE,
     NGX_OK,
 };
@@ -42,10 +43,7 @@ use crate::location::zone_for;
 use crate::request::has_body;
 use crate::request::NgxRequest;
 use crate::rewrite;
-use crate::steps::{
-    body_declared_over, fail_step, log_decision_lines, log_limited, log_outcome, record,
-    run_sampled, zone_body, LogFamily,
-};
+use crate::steps::{body_declared_over, log_limited, protocol, zone_body, LogFamily, NgxServer};
 
 /// The next header filter in nginx's chain, a code address that is the same
 /// in every cycle.
@@ -199,15 +197,12 @@ pub unsafe extern "C" fn finish_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     })
 }
 
-const NO_LUA_AFTER_RUST: &str = "its Rust side did not decide and this location runs no Lua bridge";
-const NO_LUA_FOR_MODE: &str =
-    "Lua serves it for this request (its mode or a kill switch) and this location runs no Lua bridge";
-
 /// Runs the zone's steps from `from` (but those a team's handler ran
-/// first through `graft.decide`). `fell_back`: Rust already failed on
-/// step `from` (and it was counted). `lua_follows`: the Lua bridge may take
-/// the request at a step Rust cannot serve; without it, such a step's
-/// failure policy decides and the later steps run.
+/// first through `graft.decide`), through the engine's step protocol.
+/// `fell_back`: Rust already failed on step `from` (and it was counted).
+/// `lua_follows`: the Lua bridge may take the request at a step Rust
+/// cannot serve; without it, such a step's failure policy decides and the
+/// later steps run.
 fn run_steps(
     r: &mut ngx_http_request_t,
     zone_index: usize,
@@ -236,6 +231,11 @@ fn run_steps(
             return NGX_DONE as ngx_int_t;
         }
     };
+    let legacy = if lua_follows {
+        Legacy::Ahead
+    } else {
+        Legacy::None
+    };
     for (i, step) in zone.steps.iter().enumerate().skip(from) {
         // A step runs once a request: one a team's handler ran first
         // (`graft.decide`) is passed.
@@ -243,63 +243,32 @@ fn run_steps(
             fell_back = false;
             continue;
         }
-        // Err((why, whether Rust was asked and did not decide)).
-        let mode = if lua_follows {
-            step.mode_for(&NgxRequest::new(r))
-        } else {
-            let (mode, passed_over) = step.mode_where_no_lua(&NgxRequest::new(r));
-            if passed_over && mode == Mode::Rust {
-                log_limited(
-                    r,
-                    LogFamily::Budget,
-                    format_args!(
-                        "graft: zone \"{}\" module \"{}\" was rolled back to lua, but this location runs no Lua bridge: Rust serves on (reset the switch, or kill it by hand)",
-                        zone.name, step.module_name
-                    ),
-                );
-            }
-            mode
-        };
-        let decision = if std::mem::take(&mut fell_back) {
-            Err((NO_LUA_AFTER_RUST, true))
-        } else if mode != Mode::Rust {
-            Err((NO_LUA_FOR_MODE, false))
-        } else {
-            let ctx = Context {
-                zone: &zone.name,
-                now_secs: u64::try_from(ngx_time()).unwrap_or(0),
-                windows: &windows,
-            };
+        let served = {
             let view = NgxRequest::with_body(r, body.clone());
-            let outcome = run_sampled(r, &zone.name, step, &view, &ctx);
-            log_outcome(r, &zone.name, step.module_name, &outcome);
-            match outcome {
-                Outcome::Decided(d) => {
-                    record(r, &zone.name, step, Count::Rust);
-                    step.counters.add(Count::Native);
-                    Ok(d)
-                }
-                _ => {
-                    record(r, &zone.name, step, Count::Fallback);
-                    Err((NO_LUA_AFTER_RUST, true))
-                }
-            }
+            let server = NgxServer(r);
+            protocol(&server, &zone.name, legacy, true).step(
+                step,
+                &view,
+                &windows,
+                std::mem::take(&mut fell_back),
+            )
         };
-        let decision = match decision {
-            Ok(d) => d,
-            Err((_, rust_failed)) if lua_follows => return hand_on(r, i, rust_failed),
-            Err((why, _)) => {
-                fail_step(r, &zone.name, step, why);
-                step.failure_decision()
+        let decision = match served {
+            Served::Decision(d) => d,
+            Served::HandOver(why) => {
+                return hand_on(r, i, matches!(why, HandOver::Rust(_)));
             }
+            Served::Shadow(_) => unreachable!("shadow is served where Lua is here"),
         };
+        let server = NgxServer(r);
+        let protocol = protocol(&server, &zone.name, legacy, true);
         match decision {
             Decision::Respond(resp) => {
-                log_decision_lines(r, &zone.name, step.module_name, &resp.log);
+                protocol.log_decision(step, &resp.log);
                 return respond(r, &resp);
             }
             Decision::Continue(changes) => {
-                log_decision_lines(r, &zone.name, step.module_name, &changes.log);
+                protocol.log_decision(step, &changes.log);
                 if apply(r, changes).is_err() {
                     return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
                 }
