@@ -252,7 +252,9 @@ impl Nginx {
         nginx
     }
 
-    fn launch(&self) {
+    /// Starts the nginx a `prepare_*` call laid out, and waits until it
+    /// accepts connections.
+    pub fn launch(&self) {
         let out = self.run(&[]);
         assert!(
             out.status.success(),

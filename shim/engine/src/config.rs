@@ -813,6 +813,22 @@ impl Config {
             .map_or(0, |t| t.get(crate::counters::admin_refused_key(reason)))
     }
 
+    /// Counts a request with a `Graft-Edge` header: accepted (`None`), or
+    /// refused for that reason (`crate::edge`).
+    pub fn count_edge_handoff(&self, refused: Option<crate::edge::Refusal>) {
+        if let Some(t) = self.shared.get() {
+            t.add(crate::counters::edge_handoff_key(refused), 1);
+        }
+    }
+
+    /// Requests with a `Graft-Edge` header since nginx started, accepted
+    /// (`None`) or refused for that reason.
+    pub fn edge_handoffs(&self, refused: Option<crate::edge::Refusal>) -> u64 {
+        self.shared
+            .get()
+            .map_or(0, |t| t.get(crate::counters::edge_handoff_key(refused)))
+    }
+
     /// Requests of `zone` whose body was longer than its `max_bytes`.
     pub fn bodies_over(&self, zone: &str) -> u64 {
         self.shared

@@ -287,6 +287,14 @@ pub fn admin_refused_key(reason: crate::admin::Refusal) -> u64 {
     h.finish()
 }
 
+/// The key of the count of requests graft-edge passed to this server:
+/// `None` accepted, else refused for that reason.
+pub fn edge_handoff_key(refused: Option<crate::edge::Refusal>) -> u64 {
+    let mut h = DefaultHasher::new();
+    ("edge_handoff", refused.map(|r| r as u8)).hash(&mut h);
+    h.finish()
+}
+
 /// The key of the count of a zone's request bodies over its `max_bytes`.
 pub fn body_over_key(zone: &str) -> u64 {
     let mut h = DefaultHasher::new();

@@ -5,6 +5,8 @@
 //! - [`corpus`]: the request-corpus format, written by captures, read by replays;
 //! - [`registry`]: the Rust product modules graft knows, in a fixed order;
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
+//! - [`edge`]: the `Graft-Edge` header of a request graft-edge passes to
+//!   FL1, and FL1's judgement of it;
 //! - [`protocol`]: the step protocol every server drives (mode, run,
 //!   count, hand over or failure policy, rollback and budget);
 //! - [`counters`]: what happened, per zone, module and path;
@@ -24,6 +26,7 @@ pub mod corpus;
 pub mod counters;
 pub mod diff_ring;
 pub mod dispatch;
+pub mod edge;
 pub mod error;
 pub mod fleet;
 pub mod log_budget;

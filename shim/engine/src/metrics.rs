@@ -248,6 +248,18 @@ fn process_families(
         ConstCounter::new(config.admin_refused(reason))
             .encode(family.encode_family(&[("reason", reason.reason())])?)?;
     }
+    let mut family = encoder.encode_descriptor(
+        "graft_edge_handoffs",
+        "Requests graft-edge passed to this server with a Graft-Edge header, by result: accepted (the steps graft-edge ran are passed), or refused (no_key: no graft_edge_key; malformed; key: another key), when every step runs here.",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(config.edge_handoffs(None))
+        .encode(family.encode_family(&[("result", "accepted")])?)?;
+    for reason in crate::edge::Refusal::ALL {
+        ConstCounter::new(config.edge_handoffs(Some(reason)))
+            .encode(family.encode_family(&[("result", reason.reason())])?)?;
+    }
     single(
             encoder,
             (

@@ -39,38 +39,58 @@ pub unsafe extern "C" fn set_admin_token(
         if mcf.admin_token.is_some() {
             return c"is duplicate".as_ptr() as *mut c_char;
         }
-        let mut name = args[1];
-        // SAFETY: resolves `name` against the configuration prefix into
-        // memory from the cycle's pool.
-        if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
-            return NGX_CONF_ERROR;
+        // SAFETY: `cf` is the configuration being read (the caller's).
+        match unsafe { secret_file(cf, "graft_admin_token", args[1]) } {
+            Some(token) => {
+                mcf.admin_token = Some(token);
+                null_mut()
+            }
+            None => NGX_CONF_ERROR,
         }
-        let path = name.to_string();
-        let refuse = |why: &str| {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "graft_admin_token \"{path}\": {why}");
-            NGX_CONF_ERROR
-        };
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => m,
-            Ok(_) => return refuse("not a file"),
-            Err(e) => return refuse(&e.to_string()),
-        };
-        if meta.permissions().mode() & 0o007 != 0 {
-            return refuse(&format!(
-                "mode {:o} lets every local user read or write it: chmod 0640 (root and the agent's group)",
-                meta.permissions().mode() & 0o777
-            ));
-        }
-        let token = match std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| parse_token(&t))
-        {
-            Ok(t) => t,
-            Err(e) => return refuse(&e),
-        };
-        mcf.admin_token = Some(token);
-        null_mut()
     })
+}
+
+/// Reads a secret a directive names (the admin token, graft-edge's key):
+/// a file, not readable by every local user, holding one token of at
+/// least 32 printable bytes (`graft_engine::admin::parse_token`). Read
+/// once, by the master, when nginx reads its configuration (a reload reads
+/// it again). `None`: refused, and logged naming the directive and file.
+///
+/// # Safety
+/// `cf` is the configuration nginx is reading.
+pub unsafe fn secret_file(
+    cf: *mut ngx_conf_t,
+    directive: &str,
+    mut name: ngx::ffi::ngx_str_t,
+) -> Option<Vec<u8>> {
+    // SAFETY: resolves `name` against the configuration prefix into
+    // memory from the cycle's pool (`cf` is live: # Safety).
+    if unsafe { ngx_conf_full_name((*cf).cycle, &mut name, 1) } != NGX_OK as ngx_int_t {
+        return None;
+    }
+    let path = name.to_string();
+    let refuse = |why: &str| {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{directive} \"{path}\": {why}");
+        None
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return refuse("not a file"),
+        Err(e) => return refuse(&e.to_string()),
+    };
+    if meta.permissions().mode() & 0o007 != 0 {
+        return refuse(&format!(
+            "mode {:o} lets every local user read or write it: chmod 0640 (root and the agent's group)",
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    match std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| parse_token(&t))
+    {
+        Ok(t) => Some(t),
+        Err(e) => refuse(&e),
+    }
 }
 
 /// Checks an admin call: `Ok` to serve it, or the status it is refused

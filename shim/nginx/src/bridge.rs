@@ -509,6 +509,9 @@ pub unsafe extern "C" fn graft_ffi_resume(
     fallback: *mut c_int,
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed
+        // (# Safety), which nothing else borrows during this call.
+        unsafe { crate::edge::judge_once(r.cast()) };
         // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;
@@ -1022,6 +1025,9 @@ pub unsafe extern "C" fn graft_ffi_admin_check(r: *mut c_void) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn graft_ffi_claim(r: *mut c_void, zone: c_int, step: c_int) -> c_int {
     guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed
+        // (# Safety), which nothing else borrows during this call.
+        unsafe { crate::edge::judge_once(r.cast()) };
         // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
         let Some(r) = (unsafe { request(r) }) else {
             return GRAFT_ERROR;

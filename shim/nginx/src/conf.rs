@@ -36,6 +36,9 @@ pub struct MainConf {
     /// `graft_admin_token`: the admin API's credential (`None`: the admin
     /// API refuses every call).
     pub admin_token: Option<Vec<u8>>,
+    /// `graft_edge_key`: the key of graft-edge's hand-offs (`None`: a
+    /// `Graft-Edge` header is refused, and every step runs).
+    pub edge_key: Option<Vec<u8>>,
     /// `graft_log_dir`: the directories files a module writes (request
     /// records) may be in; a configuration naming a file elsewhere is
     /// refused, at load and in a live apply.

@@ -45,6 +45,8 @@ pub struct RequestCtx {
     /// Steps (zone, step) a team's handler ran through `graft.decide`
     /// before the zone's pipeline reached them: the pipeline passes them.
     pub claimed: SmallVec<[(usize, usize); 2]>,
+    /// Whether its `Graft-Edge` header was judged (`crate::edge`).
+    pub edge_judged: bool,
     /// Response-header changes the native pipeline decided.
     pub response_ops: Vec<HeaderOp>,
     /// Whether the native pipeline has asked nginx for the request body
@@ -69,6 +71,8 @@ pub struct RequestCtx {
     /// back (reused: a long body does not grow the pool).
     pub busy: *mut ngx_chain_t,
     pub free: *mut ngx_chain_t,
+    /// The body filter's input and output in flight (`rewrite::Stream`).
+    pub stream: crate::rewrite::Stream,
 }
 
 impl RequestCtx {
@@ -155,6 +159,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             resume_at: Some(0),
             fallback: false,
             claimed: SmallVec::new(),
+            edge_judged: false,
             response_ops: Vec::new(),
             body_asked: false,
             body: None,
@@ -164,6 +169,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             shadows: Vec::new(),
             busy: std::ptr::null_mut(),
             free: std::ptr::null_mut(),
+            stream: Default::default(),
         });
         cln.handler = Some(drop_ctx);
         *slot(r) = ctx as *mut c_void;

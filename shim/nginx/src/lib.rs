@@ -15,7 +15,10 @@
 //! - [`rewrite`]: the response-body phase, rewriters in nginx's body filter;
 //! - [`capture`]: `graft_capture`, a sample of live requests for replays;
 //! - [`admin_auth`]: `graft_admin_token`, and who may call the admin API;
-//! - [`steps`]: what a step does whoever runs it: run, count, fail, log;
+//! - [`edge`]: `graft_edge_key`, and the `Graft-Edge` header of a request
+//!   graft-edge passed here;
+//! - [`steps`]: nginx as the server of the engine's step protocol (clock,
+//!   log), and the zone's request body;
 //! - [`live`]: `graft_config`, the shared tables, the live apply;
 //! - [`location`]: the location configuration, and which zone serves a request;
 //! - [`ctx`]: what graft keeps per request (its pinned configuration);
@@ -35,6 +38,7 @@ mod capture;
 mod conf;
 mod ctx;
 mod diffs;
+mod edge;
 mod guard;
 mod headers;
 mod live;

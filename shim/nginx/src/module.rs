@@ -18,7 +18,7 @@ use ngx::ngx_string;
 
 use crate::conf::{LocConf, MainConf};
 use crate::guard::guarded;
-use crate::{admin_auth, capture, live, location, log_phase, native, rewrite};
+use crate::{admin_auth, capture, edge, live, location, log_phase, native, rewrite};
 
 // The module context names graft's own functions rather than the defaults
 // of ngx's `HttpModule` trait: create_main_conf also registers the module
@@ -36,7 +36,7 @@ static NGX_HTTP_GRAFT_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(location::merge_loc_conf),
 };
 
-static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 8] = [
+static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 9] = [
     ngx_command_t {
         name: ngx_string!("graft_capture"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
@@ -49,6 +49,14 @@ static mut NGX_HTTP_GRAFT_COMMANDS: [ngx_command_t; 8] = [
         name: ngx_string!("graft_admin_token"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(admin_auth::set_admin_token),
+        conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
+        offset: 0,
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("graft_edge_key"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(edge::set_edge_key),
         conf: 0, // NGX_HTTP_MAIN_CONF_OFFSET
         offset: 0,
         post: null_mut(),

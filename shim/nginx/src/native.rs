@@ -72,7 +72,10 @@ pub unsafe fn install_header_filter() {
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // A panic here is a bug in graft itself: fail closed.
     guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
-        // SAFETY: nginx calls phase handlers with a live request.
+        // SAFETY: nginx calls phase handlers with a live request, which
+        // nothing else borrows during this call.
+        unsafe { crate::edge::judge_once(r) };
+        // SAFETY: as above.
         let r = unsafe { &mut *r };
         // Once a main request: never for subrequests. In a location with
         // `satisfy any` too: there the first access handler that allows
