@@ -17,6 +17,7 @@ mod decision;
 mod error;
 mod header;
 mod request;
+mod response;
 
 pub use context::{Context, LocalWindows, Windows};
 pub use decision::{
@@ -25,6 +26,7 @@ pub use decision::{
 pub use error::{ConfigError, ModuleError};
 pub use header::{HeaderName, HeaderValue, InvalidHeader};
 pub use request::{HeaderVisitor, OwnedRequest, RequestView};
+pub use response::{check_response_ops, OwnedResponse, ResponseView};
 
 /// A product module, in the shape of a proxy's phase trait: every phase has
 /// a default, a module overrides the phases it acts in.
@@ -57,6 +59,26 @@ pub trait Module: Send + Sync {
 
     /// Whether the module has a response-body phase at all.
     fn rewrites_bodies(&self) -> bool {
+        false
+    }
+
+    /// The response-header phase: header changes for this response, from
+    /// its status and headers as they are before they are sent (the
+    /// upstream's, a content handler's, an error page's), and the request
+    /// (as the request phase left it). Called once a main response. The
+    /// default changes nothing. A change of a header only the server
+    /// frames is refused whole, as an error.
+    fn on_response(
+        &self,
+        _req: &dyn RequestView,
+        _resp: &dyn ResponseView,
+        _ctx: &Context,
+    ) -> Result<Vec<HeaderOp>, ModuleError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether the module has a response-header phase at all.
+    fn edits_responses(&self) -> bool {
         false
     }
 

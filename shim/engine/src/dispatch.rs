@@ -4,7 +4,10 @@ use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
-use graft_contract::{BodyRewriter, Context, Decision, RequestView, ResponseHead};
+use graft_contract::{
+    check_response_ops, BodyRewriter, Context, Decision, HeaderOp, RequestView, ResponseHead,
+    ResponseView,
+};
 
 use crate::{Count, Step};
 
@@ -80,6 +83,23 @@ pub fn start_response_body(
     head: &ResponseHead<'_>,
 ) -> Result<Option<Box<dyn BodyRewriter>>, String> {
     guarded_module(step, || Ok(step.module.on_response_body(head)))
+}
+
+/// The response-header phase of `step`'s module for one response: its
+/// header changes, checked whole (a change of a framing header is the
+/// module's error), or why it failed (counted on the step).
+pub fn run_response_phase(
+    step: &Step,
+    req: &dyn RequestView,
+    resp: &dyn ResponseView,
+    ctx: &Context,
+) -> Result<Vec<HeaderOp>, String> {
+    let ops = guarded_module(step, || step.module.on_response(req, resp, ctx))?;
+    check_response_ops(&ops).map_err(|e| {
+        step.counters.add(Count::Error);
+        format!("failed: its response-header phase {e}")
+    })?;
+    Ok(ops)
 }
 
 /// The log phase of `step`'s module for one request.
