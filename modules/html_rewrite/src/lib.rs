@@ -8,7 +8,9 @@
 //!   "obfuscate_emails": true }
 //! ```
 //!
-//! - `head_end`: HTML inserted just before `</head>`.
+//! - `head_end`: HTML inserted just before `</head>`. A document whose
+//!   `<head>`s would take more than [`MAX_INSERTED`] bytes of it in all
+//!   fails the step: no page makes a response grow without bound.
 //! - `https_hosts`: an `href`, `src` or `action` attribute whose value is
 //!   `http://` and one of these hosts (any case; then the end, `/`, `?`,
 //!   `#` or `:`) gets `https://` instead. The changed tag is written out
@@ -42,6 +44,11 @@ pub const MAX_TEXT: usize = 64 * 1024;
 /// The most memory one response's rewriter may hold (`lol_html`'s own
 /// buffers): a document that needs more fails the step.
 pub const MAX_MEMORY: usize = 8 * 1024 * 1024;
+/// The most `head_end` bytes inserted into one document (each `<head>`
+/// gets a copy, held until its end tag): past it the step fails. A
+/// response's rewrite then holds no more than this and `MAX_MEMORY`,
+/// however many `<head>`s a page has.
+pub const MAX_INSERTED: usize = 1024 * 1024;
 pub const MAX_HOSTS: usize = 10_000;
 pub const MAX_SNIPPET: usize = 64 * 1024;
 
@@ -223,7 +230,15 @@ impl Rewriter {
         let out = Rc::new(RefCell::new(Vec::new()));
         let mut elements = Vec::new();
         if let Some(snippet) = rules.head_end.clone() {
+            let mut inserted = 0usize;
             elements.push(element!("head", move |el| {
+                inserted += snippet.len();
+                if inserted > MAX_INSERTED {
+                    return Err(format!(
+                        "head_end would insert more than {MAX_INSERTED} bytes into this document (a copy per <head>)"
+                    )
+                    .into());
+                }
                 el.append(&snippet, ContentType::Html);
                 Ok(())
             }));
@@ -291,7 +306,13 @@ impl Rewriter {
     }
 
     fn drain(&self, out: &mut Vec<u8>) {
-        out.append(&mut self.out.borrow_mut());
+        let mut written = self.out.borrow_mut();
+        if out.is_empty() {
+            // Handed over, not copied: a long write is held once.
+            std::mem::swap(out, &mut written);
+        } else {
+            out.append(&mut written);
+        }
     }
 }
 

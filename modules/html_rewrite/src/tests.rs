@@ -99,6 +99,27 @@ fn bad_configurations_are_refused_with_the_field_named() {
     }
 }
 
+#[test]
+fn head_end_goes_into_one_document_up_to_a_bound_then_the_rewrite_fails() {
+    let snippet = "x".repeat(MAX_SNIPPET);
+    let m = HtmlRewrite::from_config(&json!({ "head_end": snippet })).unwrap();
+    let fits = MAX_INSERTED / MAX_SNIPPET;
+    let rewrite = |heads: usize| {
+        let mut r = m.rewriter();
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for _ in 0..heads {
+            result = result.and_then(|()| r.write(b"<head></head>", &mut out));
+            // What a caller passes on goes; the rewriter holds none of it.
+            out.clear();
+        }
+        result.and_then(|()| r.end(&mut out))
+    };
+    assert!(rewrite(fits).is_ok());
+    let e = rewrite(fits + 1).expect_err("past the bound");
+    assert!(e.message.contains("head_end"), "{}", e.message);
+}
+
 /// A document from the sample pieces (`sample`).
 fn document() -> impl Strategy<Value = String> {
     let piece = prop_oneof![

@@ -7,20 +7,24 @@
 //! The header filter (`start`) decides per step, once a response, and for
 //! a body it rewrites takes `Content-Length` away (the length changes),
 //! turns ranges off and asks nginx for the body in memory (as `sub_filter`
-//! does). The body filter then feeds each chunk through the rewriters in
-//! step order and passes on what they wrote, reusing the buffers the next
-//! filter gave back. A rewriter that fails or panics is counted and
-//! logged, and the rest of the body passes as it is (what it held of a
-//! tag it was reading is lost); the step's failure policy cannot answer,
-//! the response having started.
+//! does). The body filter then feeds the body through the rewriters in
+//! step order, in slices of `SLICE` bytes, and passes on what they wrote
+//! in a few buffers of its own (`OUT_BUFS`), reused; while all of them
+//! wait for the client it takes no more input and leaves it unconsumed,
+//! so that a large file or an unbuffered upstream waits too, as nginx's
+//! gzip filter does: what a response holds is bounded (`MAX_HELD`), not
+//! its body's length. A rewriter that fails or panics, or writes past
+//! that bound, is counted and logged, and the rest of the body passes as
+//! it is (what it held of a tag it was reading is lost); the step's
+//! failure policy cannot answer, the response having started.
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use graft_contract::ResponseHead;
 use graft_engine::{guarded_module, start_response_body, Count, Mode, Zone};
 use ngx::ffi::{
-    ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains,
-    ngx_http_output_body_filter_pt, ngx_http_request_t, ngx_http_top_body_filter, ngx_int_t,
-    ngx_pnalloc, ngx_str_t, NGX_ERROR, NGX_OK,
+    ngx_alloc_chain_link, ngx_buf_t, ngx_chain_add_copy, ngx_chain_t, ngx_chain_update_chains,
+    ngx_create_temp_buf, ngx_http_output_body_filter_pt, ngx_http_request_t,
+    ngx_http_top_body_filter, ngx_int_t, ngx_str_t, NGX_AGAIN, NGX_ERROR, NGX_OK,
 };
 
 use crate::ctx;
@@ -258,79 +262,129 @@ fn check_lua_took(r: &ngx_http_request_t) {
     }
 }
 
-unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
-    // SAFETY: nginx calls body filters with a live request and its chain.
-    let req = unsafe { &mut *r };
-    // No chain: nginx's writer flushing what the filters below hold (a
-    // slow client). It goes down as it came, or the response stalls.
-    let out = if input.is_null() {
-        Ok(None)
-    } else {
-        guarded(Err(()), || rewrite_chain(req, input))
-    };
-    let (chain, ours) = match out {
-        // Nothing to pass on yet (the rewriters hold a tag they are
-        // reading): nothing is called below. lua-nginx-module before
-        // 0.10.29 leaves its context set to body_filter_by_lua when its
-        // filter is called with no chain, and the content handler's next
-        // ngx.print or ngx.flush then fails (its commit 0581262).
-        Ok(Some(chain)) if chain.is_null() => return NGX_OK as ngx_int_t,
-        Ok(Some(chain)) => (chain, true),
-        Ok(None) => (input, false),
-        Err(()) => return NGX_ERROR as ngx_int_t,
-    };
-    let next = NEXT_BODY_FILTER.load(Ordering::Relaxed);
-    // SAFETY: set in postconfiguration to the filter that was at the top
-    // of nginx's chain before ours: a function of that type.
-    let rc = unsafe {
-        match std::mem::transmute::<usize, ngx_http_output_body_filter_pt>(next) {
-            Some(f) => f(r, chain),
-            None => return NGX_ERROR as ngx_int_t,
-        }
-    };
-    let ours = ours || (input.is_null() && ctx::existing(req).is_some_and(|c| !c.busy.is_null()));
-    if ours {
-        if let Some(ctx) = ctx::existing(req) {
-            {
-                let mut sent = chain;
-                // SAFETY: the chains are this request's, made from its
-                // pool; nginx's helper moves what the next filter sent
-                // from busy to free, by graft's tag.
-                unsafe {
-                    ngx_chain_update_chains(
-                        req.pool,
-                        &mut ctx.free,
-                        &mut ctx.busy,
-                        &mut sent,
-                        &TAG as *const u8 as *mut std::ffi::c_void,
-                    )
-                };
-            }
-        }
-    }
-    rc
+/// How much of the body the filter reads at once and feeds to the
+/// rewriters: a static file's one buffer (the whole file), or an
+/// upstream's, is taken slice by slice.
+const SLICE: usize = 16 * 1024;
+/// graft's output buffers for one response: at most `OUT_BUFS` of
+/// `OUT_SIZE` bytes, reused. When they all wait below (for the client),
+/// the filter takes no more of its input, which stays unconsumed: who
+/// made it (an upstream, the Lua module) waits as well.
+const OUT_SIZE: usize = 32 * 1024;
+const OUT_BUFS: usize = 4;
+/// The most a step may write from one slice of the body: past it the step
+/// fails (counted, logged) and the rest of the body passes as it is. With
+/// the output buffers, one slice and what a rewriter holds itself
+/// (`html_rewrite`: `lol_html`'s 8 MiB at most), this bounds what graft
+/// holds for one response, whatever the body's length and however slowly
+/// the client reads.
+pub const MAX_HELD: usize = 16 << 20;
+/// graft's bit in `r->buffered` while it holds some of the body (nginx's
+/// own bits there: SSI 0x01, sub_filter 0x02, the copy filter 0x04).
+const BUFFERED: u32 = 0x08;
+
+/// The body filter's state for one response (in the request's record).
+pub struct Stream {
+    /// Input not yet fed to the rewriters: links of graft's own to the
+    /// buffers nginx passed, each consumed only as far as it was fed.
+    input: *mut ngx_chain_t,
+    /// What the rewriters wrote and no output buffer holds yet, from `at`.
+    pending: Vec<u8>,
+    at: usize,
+    /// A flush to pass on once `pending` is out.
+    flush: bool,
+    /// The body's end was fed: the last buffer goes once `pending` is out.
+    last: bool,
+    /// The last buffer went down.
+    done: bool,
+    /// Output buffers made so far (at most `OUT_BUFS`).
+    made: usize,
+    /// The slice being fed (kept: one allocation per response).
+    slice: Vec<u8>,
 }
 
-/// The bytes of one buffer nginx gave the filter (from memory, or from
-/// the file a static response is sent from: this filter runs above
-/// nginx's copy filter), marked consumed.
+impl Default for Stream {
+    fn default() -> Self {
+        Stream {
+            input: std::ptr::null_mut(),
+            pending: Vec::new(),
+            at: 0,
+            flush: false,
+            last: false,
+            done: false,
+            made: 0,
+            slice: Vec::new(),
+        }
+    }
+}
+
+impl Stream {
+    /// Whether the filter holds some of the body it has not passed on.
+    fn holds(&self) -> bool {
+        !self.input.is_null()
+            || self.at < self.pending.len()
+            || self.flush
+            || self.last && !self.done
+    }
+}
+
+unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
+    match guarded(Err(()), || stream(r, input)) {
+        Ok(Some(rc)) => rc,
+        // SAFETY: nginx's own request and chain, passed on as they came.
+        Ok(None) => unsafe { next(r, input) },
+        Err(()) => NGX_ERROR as ngx_int_t,
+    }
+}
+
+/// Calls the next body filter in nginx's chain.
 ///
 /// # Safety
-/// `b` is a live buffer of the request's response chain.
-unsafe fn take(b: &mut ngx_buf_t, into: &mut Vec<u8>) -> std::io::Result<()> {
-    // SAFETY: the caller's contract, which is buf_bytes'.
-    unsafe { buf_bytes(b, usize::MAX, into)? };
-    b.pos = b.last;
-    b.file_pos = b.file_last;
+/// `r` is a live request and `chain` null or a chain of its response.
+unsafe fn next(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
+    let next = NEXT_BODY_FILTER.load(Ordering::Relaxed);
+    // SAFETY: set in postconfiguration to the filter that was at the top
+    // of nginx's chain before ours: a function of that type; the caller's
+    // contract for the arguments.
+    unsafe {
+        match std::mem::transmute::<usize, ngx_http_output_body_filter_pt>(next) {
+            Some(f) => f(r, chain),
+            None => NGX_ERROR as ngx_int_t,
+        }
+    }
+}
+
+/// Moves graft's output buffers the filters below are done with from
+/// `busy` to `free`, with `sent` (what was just passed on) added to `busy`.
+fn update_chains(r: &ngx_http_request_t, sent: *mut ngx_chain_t) -> Result<(), ()> {
+    let ctx = ctx::existing(r).ok_or(())?;
+    let mut sent = sent;
+    // SAFETY: the chains are this request's, made from its pool; nginx's
+    // helper moves, by graft's tag, what the next filter is done with.
+    unsafe {
+        ngx_chain_update_chains(
+            r.pool,
+            &mut ctx.free,
+            &mut ctx.busy,
+            &mut sent,
+            &TAG as *const u8 as *mut std::ffi::c_void,
+        )
+    };
     Ok(())
 }
 
-/// The chain to pass on in place of `input`: what the rewriters wrote of
-/// it (`None`: no rewriter, pass `input` as it is).
-fn rewrite_chain(
-    r: &mut ngx_http_request_t,
-    input: *mut ngx_chain_t,
-) -> Result<Option<*mut ngx_chain_t>, ()> {
+/// The body filter for a response graft rewrites: `None` when graft has
+/// nothing of it (no rewriter, nothing held), and `input` passes on as it
+/// came.
+///
+/// Like nginx's gzip filter: the input is queued unconsumed, fed to the
+/// rewriters a slice at a time while an output buffer is free, and what
+/// they wrote goes on in graft's buffers; when all of them wait below,
+/// the rest waits in the queue (`r->buffered` says so) until nginx calls
+/// again (its writer, once the client took some: `input` is then null).
+fn stream(rp: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> Result<Option<ngx_int_t>, ()> {
+    // SAFETY: nginx calls body filters with a live request.
+    let r = unsafe { &*rp };
     if !std::ptr::eq(r, r.main) {
         return Ok(None);
     }
@@ -343,33 +397,305 @@ fn rewrite_chain(
     let Some(ctx) = ctx::existing(r) else {
         return Ok(None);
     };
-    if ctx.rewriters.is_empty() && ctx.shadows.is_empty() {
+    let active = !ctx.rewriters.is_empty()
+        || ctx
+            .shadows
+            .iter()
+            .any(|s| s.failed.is_none() && s.done.is_none());
+    // No chain: nginx's writer flushing what the filters below hold (a
+    // slow client). It goes down as it came, or the response stalls; then
+    // graft's buffers the client took are free again.
+    let flush_below = input.is_null();
+    if !active && !ctx.stream.holds() && (!flush_below || ctx.busy.is_null()) {
         return Ok(None);
     }
-    let (mut data, mut last, mut flush) = (Vec::new(), false, false);
-    let mut cl = input;
-    // SAFETY: the chain nginx passed: links to live buffers, ending in null.
-    unsafe {
-        while let Some(link) = cl.as_ref() {
-            if let Some(b) = link.buf.as_mut() {
-                if let Err(e) = take(b, &mut data) {
-                    log_limited(
-                        r,
-                        LogFamily::Failure,
-                        format_args!(
-                            "graft: the response body cannot be read for its rewriters: {e}"
-                        ),
-                    );
-                    return Err(());
-                }
-                last |= b.last_buf() != 0;
-                flush |= b.flush() != 0;
-            }
-            cl = link.next;
+    if !input.is_null() {
+        // SAFETY: the chain nginx passed and the queue are this request's;
+        // the links added come from its pool.
+        if unsafe { ngx_chain_add_copy(r.pool, &mut ctx.stream.input, input) }
+            != NGX_OK as ngx_int_t
+        {
+            return Err(());
         }
     }
+    let mut rc = NGX_OK as ngx_int_t;
+    if flush_below {
+        // SAFETY: this request, and no chain.
+        rc = unsafe { next(rp, std::ptr::null_mut()) };
+        if rc == NGX_ERROR as ngx_int_t {
+            return Ok(Some(rc));
+        }
+    }
+    update_chains(r, std::ptr::null_mut())?;
+    loop {
+        let out = fill(r)?;
+        if out.is_null() {
+            break;
+        }
+        // SAFETY: this request, and a chain of graft's buffers.
+        rc = unsafe { next(rp, out) };
+        update_chains(r, out)?;
+        if rc == NGX_ERROR as ngx_int_t {
+            return Ok(Some(rc));
+        }
+    }
+    let ctx = ctx::existing(r).ok_or(())?;
+    let holds = ctx.stream.holds();
+    let busy = !ctx.busy.is_null();
+    // SAFETY: the live request nginx passed; no reference to it is used
+    // across this write of its flags.
+    unsafe {
+        let flags = (*rp).buffered();
+        (*rp).set_buffered(if holds {
+            flags | BUFFERED
+        } else {
+            flags & !BUFFERED
+        });
+    }
+    Ok(Some(if holds || busy {
+        NGX_AGAIN as ngx_int_t
+    } else {
+        rc
+    }))
+}
+
+/// The output of one round: what is pending goes into free output
+/// buffers, more input is fed while there is room, up to a flush or the
+/// body's end (which go on at once). Null: nothing to pass on now (all
+/// input fed and written out, or no free buffer).
+fn fill(r: &ngx_http_request_t) -> Result<*mut ngx_chain_t, ()> {
+    let mut out: *mut ngx_chain_t = std::ptr::null_mut();
+    let mut tail: *mut ngx_chain_t = std::ptr::null_mut();
+    loop {
+        let ctx = ctx::existing(r).ok_or(())?;
+        // SAFETY: `tail` is null or the last link of `out`, graft's own.
+        let room = unsafe { tail.as_ref() }
+            .and_then(|l| unsafe { l.buf.as_ref() })
+            .map_or(0, |b| {
+                // SAFETY: a buffer of graft's, `last` within start..end.
+                usize::try_from(unsafe { b.end.offset_from(b.last) }).unwrap_or(0)
+            });
+        let st = &mut ctx.stream;
+        if st.at < st.pending.len() {
+            if room == 0 {
+                let Some(link) = get_buf(r)? else {
+                    break;
+                };
+                // SAFETY: a link and buffer of graft's, from get_buf.
+                unsafe {
+                    let b = &mut *(*link).buf;
+                    b.pos = b.start;
+                    b.last = b.start;
+                    b.set_temporary(1);
+                    b.set_recycled(1);
+                    b.set_flush(0);
+                    b.set_last_buf(0);
+                    match tail.as_mut() {
+                        Some(t) => t.next = link,
+                        None => out = link,
+                    }
+                }
+                tail = link;
+                continue;
+            }
+            let n = room.min(st.pending.len() - st.at);
+            // SAFETY: `room` bytes are free after the tail buffer's `last`.
+            unsafe {
+                let b = &mut *(*tail).buf;
+                std::ptr::copy_nonoverlapping(st.pending.as_ptr().add(st.at), b.last, n);
+                b.last = b.last.add(n);
+            }
+            st.at += n;
+            if st.at == st.pending.len() {
+                st.pending.clear();
+                st.at = 0;
+            }
+            continue;
+        }
+        if st.flush || st.last && !st.done {
+            let link = if tail.is_null() {
+                let Some(link) = get_buf(r)? else {
+                    break;
+                };
+                // An empty buffer that only ends or flushes the body is a
+                // special one: no memory flags, or nginx's writer calls
+                // it a zero-size buffer.
+                // SAFETY: a link and buffer of graft's, from get_buf.
+                unsafe {
+                    let b = &mut *(*link).buf;
+                    b.pos = b.start;
+                    b.last = b.start;
+                    b.set_temporary(0);
+                    b.set_recycled(0);
+                    b.set_flush(0);
+                    b.set_last_buf(0);
+                }
+                out = link;
+                link
+            } else {
+                tail
+            };
+            let ctx = ctx::existing(r).ok_or(())?;
+            let st = &mut ctx.stream;
+            // SAFETY: as above.
+            unsafe {
+                let b = &mut *(*link).buf;
+                if st.last {
+                    b.set_last_buf(1);
+                    st.done = true;
+                } else {
+                    b.set_flush(1);
+                }
+            }
+            st.flush = false;
+            break;
+        }
+        if st.input.is_null() || st.last {
+            break;
+        }
+        feed_slice(r)?;
+    }
+    Ok(out)
+}
+
+/// A free output buffer of graft's, or a new one while fewer than
+/// `OUT_BUFS` were made (`None`: all of them wait below).
+fn get_buf(r: &ngx_http_request_t) -> Result<Option<*mut ngx_chain_t>, ()> {
+    let ctx = ctx::existing(r).ok_or(())?;
+    // SAFETY: `free` holds links and buffers of graft's (the tag) that the
+    // filters below are done with; new ones come from the request's pool.
+    unsafe {
+        if let Some(link) = ctx.free.as_mut() {
+            ctx.free = link.next;
+            link.next = std::ptr::null_mut();
+            return Ok(Some(link));
+        }
+        if ctx.stream.made >= OUT_BUFS {
+            return Ok(None);
+        }
+        let b = ngx_create_temp_buf(r.pool, OUT_SIZE);
+        let link = ngx_alloc_chain_link(r.pool);
+        if b.is_null() || link.is_null() {
+            return Err(());
+        }
+        (*b).tag = &TAG as *const u8 as *mut std::ffi::c_void;
+        (*link).buf = b;
+        (*link).next = std::ptr::null_mut();
+        ctx.stream.made += 1;
+        Ok(Some(link))
+    }
+}
+
+/// Whether a buffer's bytes are in memory (else in its file), as
+/// `buf_bytes` reads them.
+fn in_memory(b: &ngx_buf_t) -> bool {
+    b.temporary() != 0 || b.memory() != 0 || b.mmap() != 0 || b.in_file() == 0 || b.file.is_null()
+}
+
+/// How many bytes of a buffer are not consumed yet.
+fn unread(b: &ngx_buf_t) -> usize {
+    if in_memory(b) {
+        if b.pos.is_null() || b.last <= b.pos {
+            0
+        } else {
+            // SAFETY: pos and last point into the same buffer.
+            usize::try_from(unsafe { b.last.offset_from(b.pos) }).unwrap_or(0)
+        }
+    } else {
+        usize::try_from(b.file_last - b.file_pos).unwrap_or(0)
+    }
+}
+
+/// Feeds the next slice of the queued input to the rewriters (from memory,
+/// or from the file a static response is sent from: this filter runs
+/// above nginx's copy filter), marking that much of its buffer consumed.
+fn feed_slice(r: &ngx_http_request_t) -> Result<(), ()> {
+    let ctx = ctx::existing(r).ok_or(())?;
+    let st = &mut ctx.stream;
+    let mut slice = std::mem::take(&mut st.slice);
+    slice.clear();
+    let (mut last, mut flush) = (false, false);
+    // SAFETY: the queue's head: a link of graft's to a buffer nginx passed,
+    // live until consumed (its maker reuses it only then).
+    unsafe {
+        let link = &mut *st.input;
+        if let Some(b) = link.buf.as_mut() {
+            if let Err(e) = buf_bytes(b, SLICE, &mut slice) {
+                log_limited(
+                    r,
+                    LogFamily::Failure,
+                    format_args!("graft: the response body cannot be read for its rewriters: {e}"),
+                );
+                return Err(());
+            }
+            let n = slice.len();
+            if n > 0 {
+                if in_memory(b) {
+                    b.pos = b.pos.add(n);
+                }
+                if b.in_file() != 0 {
+                    b.file_pos += i64::try_from(n).unwrap_or(0);
+                }
+            }
+            if unread(b) == 0 {
+                last = b.last_buf() != 0;
+                flush = b.flush() != 0;
+            } else if n == 0 {
+                // Bytes left that cannot be read: never fed, they would
+                // hold the response for ever.
+                return Err(());
+            }
+        }
+        if link.buf.as_ref().is_none_or(|b| unread(b) == 0) {
+            st.input = link.next;
+            // As ngx_free_chain: the link goes back to the pool.
+            link.next = (*r.pool).chain;
+            (*r.pool).chain = link;
+        }
+    }
+    if last {
+        // Nothing comes after the body's end.
+        st.input = std::ptr::null_mut();
+        st.last = true;
+    }
+    st.flush |= flush;
+    if slice.is_empty() && !last {
+        st.slice = slice;
+        return Ok(());
+    }
+    let written = rewrite_slice(r, &slice, last);
+    let ctx = ctx::existing(r).ok_or(())?;
+    ctx.stream.slice = slice;
+    ctx.stream.pending = written?;
+    ctx.stream.at = 0;
+    if last {
+        // Done: a later call (nginx flushing) passes through.
+        ctx.rewriters.clear();
+    }
+    Ok(())
+}
+
+/// What the rewriters write of one slice of the body (`last`: the body's
+/// end), in step order; the shadows' output is only hashed. A step that
+/// fails, or writes more than `MAX_HELD` from the slice, is counted,
+/// logged and dropped: the slice and the rest of the body pass it as they
+/// are.
+fn rewrite_slice(r: &ngx_http_request_t, slice: &[u8], last: bool) -> Result<Vec<u8>, ()> {
+    let ctx = ctx::existing(r).ok_or(())?;
     let config = ctx.config.clone();
     let zone = ctx.ran_zones.last().and_then(|&z| config.zones.get(z));
+    let bounded = |written: &[u8], from: &[u8]| {
+        if written.len() > MAX_HELD {
+            Err(graft_contract::ModuleError::new(format!(
+                "wrote {} bytes from {} bytes of the body, more than the {MAX_HELD} graft holds for a response",
+                written.len(),
+                from.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let mut data = slice.to_vec();
     let mut failed = Vec::new();
     for (k, (i, rw)) in ctx.rewriters.iter_mut().enumerate() {
         let Some(step) = zone.and_then(|z| z.steps.get(*i)) else {
@@ -381,7 +707,7 @@ fn rewrite_chain(
             if last {
                 rw.end(&mut out)?;
             }
-            Ok(())
+            bounded(&out, &data)
         });
         match result {
             Ok(()) => data = out,
@@ -389,7 +715,9 @@ fn rewrite_chain(
         }
     }
     for (k, i, why) in failed.into_iter().rev() {
-        ctx.rewriters.remove(k);
+        if let Some(ctx) = ctx::existing(r) {
+            ctx.rewriters.remove(k);
+        }
         if let Some((zone, step)) = zone.and_then(|z| z.steps.get(i).map(|s| (z, s))) {
             record(r, &zone.name, step, Count::Failed);
             log_limited(
@@ -402,9 +730,7 @@ fn rewrite_chain(
             );
         }
     }
-    let Some(ctx) = ctx::existing(r) else {
-        return Err(());
-    };
+    let ctx = ctx::existing(r).ok_or(())?;
     // Shadows rewrite what Lua's steps get (after Rust's), keeping a hash.
     for sh in ctx
         .shadows
@@ -421,7 +747,7 @@ fn rewrite_chain(
             if last {
                 rw.end(&mut out)?;
             }
-            Ok(())
+            bounded(&out, &data)
         }) {
             Ok(()) => {
                 std::hash::Hasher::write(&mut sh.hash, &out);
@@ -433,53 +759,5 @@ fn rewrite_chain(
             Err(why) => sh.failed = Some(why),
         }
     }
-    if data.is_empty() && !last && !flush {
-        return Ok(Some(std::ptr::null_mut()));
-    }
-    // SAFETY: the request's pool; a free link's buffer is graft's own
-    // (tagged) or a fresh zeroed one; memory for it comes from the pool
-    // when it has none or too little, and is written before it is read.
-    unsafe {
-        let link = ngx_chain_get_free_buf(r.pool, &mut ctx.free);
-        let Some(link) = link.as_mut() else {
-            return Err(());
-        };
-        let Some(b) = link.buf.as_mut() else {
-            return Err(());
-        };
-        let room = if b.start.is_null() {
-            0
-        } else {
-            usize::try_from(b.end.offset_from(b.start)).unwrap_or(0)
-        };
-        if room < data.len() {
-            // Rounded up, so that growing chunks take a few allocations
-            // from the pool, not one each.
-            let size = data.len().next_power_of_two().max(4096);
-            let mem = ngx_pnalloc(r.pool, size) as *mut u8;
-            if mem.is_null() {
-                return Err(());
-            }
-            b.start = mem;
-            b.end = mem.add(size);
-        }
-        std::ptr::copy_nonoverlapping(data.as_ptr(), b.start, data.len());
-        b.pos = b.start;
-        b.last = b.start.add(data.len());
-        b.tag = &TAG as *const u8 as *mut std::ffi::c_void;
-        // An empty buffer that only ends or flushes the body is a special
-        // one: no memory flags, or nginx's writer calls it a zero-size
-        // buffer.
-        let has_data = u32::from(!data.is_empty());
-        b.set_temporary(has_data);
-        b.set_recycled(has_data);
-        b.set_last_buf(u32::from(last));
-        b.set_flush(u32::from(flush && !last));
-        link.next = std::ptr::null_mut();
-        if last {
-            // Done: a later call (nginx flushing) passes through.
-            ctx.rewriters.clear();
-        }
-        Ok(Some(link))
-    }
+    Ok(data)
 }
