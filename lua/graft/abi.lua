@@ -17,7 +17,7 @@ local tonumber = tonumber
 local tostring = tostring
 
 local _M = {
-    GRAFT_ABI_VERSION = 12,
+    GRAFT_ABI_VERSION = 13,
 
     GRAFT_OK = 0,
     GRAFT_ERROR = -1,
@@ -151,6 +151,12 @@ int graft_ffi_log_step(ngx_http_request_t *r, int zone, int step, const unsigned
 /* The response-body phase in shadow: the body the Lua side wrote for step
    `step`, at its end, for Rust to compare with its own. */
 int graft_ffi_body_compare(ngx_http_request_t *r, int zone, int step, const unsigned char *body, size_t body_len);
+/* Decodes a request body's Content-Encoding (coding: every such header
+   joined by ", ") within max_bytes and max_ratio, with the Rust side's
+   decoder: GRAFT_OK (the decoded bytes in buf, *len of them),
+   GRAFT_DECLINED (no coding: identity), GRAFT_ERROR (undecidable: why in
+   buf), GRAFT_AGAIN (*len: the size needed), GRAFT_PANIC. */
+int graft_ffi_decode(const unsigned char *coding, size_t coding_len, const unsigned char *body, size_t body_len, size_t max_bytes, size_t max_ratio, unsigned char *buf, size_t *len);
 ]]
 
 -- The monotonic clock, for the sampled latency of the Lua side.

@@ -3,7 +3,8 @@
 -- decoding a Content-Type calls for, and every string of a JSON body,
 -- scanned rather than parsed (no recursion whatever the nesting; a cut or
 -- broken document is read as far as it goes). Plain Lua: no ngx, so the
--- parity tests run it in LuaJIT alone.
+-- parity tests run it in LuaJIT alone; only decode, for a WAF that opts
+-- in to decompression, calls the module (graft_ffi_decode), in nginx.
 local byte = string.byte
 local char = string.char
 local find = string.find
@@ -12,7 +13,9 @@ local lower = string.lower
 local match = string.match
 local sub = string.sub
 local tonumber = tonumber
+local tostring = tostring
 local type = type
+local require = require
 local concat = table.concat
 local floor = math.floor
 
@@ -196,6 +199,8 @@ end
 -- a charset that is not ASCII-compatible. `headers` as
 -- ngx.req.get_headers(0) gives them (lower-case names, a list when sent
 -- twice).
+local undecidable_type
+
 function _M.undecidable(headers)
     local encoding = headers["content-encoding"]
     if type(encoding) == "table" then
@@ -218,6 +223,12 @@ function _M.undecidable(headers)
     if encoding then
         return "its Content-Encoding is \"" .. encoding .. "\": graft reads no compressed body"
     end
+    return undecidable_type(headers)
+end
+
+-- undecidable's rules on the Content-Type and its charset only, for a body
+-- decode decodes (graft_contract::body::undecidable_type).
+undecidable_type = function(headers)
     local ct = headers["content-type"]
     if type(ct) == "table" then
         if #ct > 1 then
@@ -231,6 +242,56 @@ function _M.undecidable(headers)
         return nil
     end
     return content_type_undecidable(ct)
+end
+
+_M.undecidable_type = undecidable_type
+
+-- The FFI, on first use: in nginx only.
+local ffi_string, get_string_buf, get_size_ptr, C, abi
+
+-- The body decoded by its Content-Encoding within max_bytes out and
+-- max_ratio out per byte in, by the Rust side's decoder
+-- (graft_contract::body::decode, through graft_ffi_decode): the decoded
+-- bytes; nil when it names no coding (identity); or nil and why it is
+-- undecidable (past a limit, corrupt, cut short, stacked or unknown
+-- codings). Every Content-Encoding header is passed, joined by ", ".
+function _M.decode(headers, body, max_bytes, max_ratio)
+    local coding = headers["content-encoding"]
+    if coding == nil then
+        return nil
+    end
+    if type(coding) == "table" then
+        coding = concat(coding, ", ")
+    end
+    if not C then
+        local ffi = require "ffi"
+        local base = require "resty.core.base"
+        abi = require "graft.abi"
+        ffi_string, get_string_buf, get_size_ptr = ffi.string, base.get_string_buf,
+            base.get_size_ptr
+        C = ffi.C
+    end
+    -- Room for the most it may decode to, and for a reason.
+    local room = max_ratio * #body
+    if room > max_bytes then
+        room = max_bytes
+    end
+    if room < 512 then
+        room = 512
+    end
+    local buf = get_string_buf(room)
+    local size = get_size_ptr()
+    size[0] = room
+    local rc = C.graft_ffi_decode(coding, #coding, body, #body, max_bytes, max_ratio, buf, size)
+    if rc == abi.GRAFT_OK then
+        return ffi_string(buf, size[0])
+    elseif rc == abi.GRAFT_DECLINED then
+        return nil
+    elseif rc == abi.GRAFT_ERROR then
+        local n = tonumber(size[0])
+        return nil, ffi_string(buf, n < room and n or room)
+    end
+    return nil, "graft: the body's decoder failed (" .. tostring(rc) .. ")"
 end
 
 return _M

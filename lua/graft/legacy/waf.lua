@@ -3,12 +3,15 @@
 -- one alternation and matched with ngx.re (PCRE JIT, compiled-regex cache)
 -- against the decoded path and every query argument's name and value, and
 -- with inspect_body every form-body argument and every JSON-body string.
+-- With decompress, a compressed body is decoded (graft.body.decode, the
+-- Rust side's decoder) and read decoded, its bytes as sent matched too.
 
 local conditions = require "graft.conditions"
 
 local concat = table.concat
 local ipairs = ipairs
 local pairs = pairs
+local rawset = rawset
 local setmetatable = setmetatable
 local sub = string.sub
 local type = type
@@ -65,6 +68,8 @@ function _M.new(conf)
         signature_status = conf.signature_status or 403,
         inspect_body = conf.inspect_body == true,
         wants_body = wants_body,
+        -- { max_bytes = N, max_ratio = R }, checked by the Rust side at load.
+        decompress = conf.decompress,
     }, mt)
 end
 
@@ -106,17 +111,64 @@ local function any_string_hits(regex, strings)
     return false
 end
 
-local undecidable = require("graft.body").undecidable
+local body = require "graft.body"
+local undecidable = body.undecidable
+local undecidable_type = body.undecidable_type
+local decode = body.decode
+local body_kind = body.kind
+local json_strings = body.json_strings
+local decode_args = ngx.decode_args
+
+-- The request with its body decoded (the Rust side's Decoded): body,
+-- body_args and json read from the decoded bytes, the rest from req.
+local function decoded_view(req, decoded)
+    local kind = body_kind(req:header("content-type"))
+    return setmetatable({ body = decoded }, {
+        __index = function(self, key)
+            local v
+            if key == "body_args" then
+                v = kind == "form" and decode_args(decoded, 0) or {}
+            elseif key == "json" then
+                v = kind == "json" and json_strings(decoded) or {}
+            else
+                return req[key]
+            end
+            rawset(self, key, v)
+            return v
+        end,
+    })
+end
 
 -- Form arguments, JSON strings, and the body's bytes themselves, whatever
 -- its Content-Type says (a backend that reads it more leniently than
--- graft's decoders never gets a payload the signatures did not see).
-local function body_hits(regex, req)
+-- graft's decoders never gets a payload the signatures did not see); for
+-- a decoded body, its bytes as sent too (`sent`).
+local function body_hits(regex, req, sent)
     if any_arg_hits(regex, req.body_args) or any_string_hits(regex, req.json) then
         return true
     end
     local raw = req.body
-    return raw ~= nil and hit(regex, raw)
+    return (raw ~= nil and hit(regex, raw)) or (sent ~= nil and hit(regex, sent))
+end
+
+-- Why the body is undecidable, or the request as the rules read it (with
+-- its body decoded, and the bytes as sent), as the Rust side's read_body.
+local function read_body(self, req)
+    local raw = req.body
+    local decompress = self.decompress
+    if not decompress then
+        return undecidable(req.headers), req
+    end
+    local why = undecidable_type(req.headers)
+    if why then
+        return why, req
+    end
+    local decoded
+    decoded, why = decode(req.headers, raw, decompress.max_bytes, decompress.max_ratio)
+    if decoded then
+        return nil, decoded_view(req, decoded), raw
+    end
+    return why, req
 end
 
 
@@ -124,8 +176,10 @@ end
 function _M.on_request(self, req)
     -- A body this WAF reads but cannot read as a backend may is
     -- undecidable: the step fails, and its failure policy answers.
+    local sent
     if self.wants_body and req.body ~= nil then
-        local why = undecidable(req.headers)
+        local why
+        why, req, sent = read_body(self, req)
         if why then
             error("an undecidable body: " .. why, 0)
         end
@@ -155,7 +209,7 @@ function _M.on_request(self, req)
         for i = 1, #lists do
             local list = lists[i]
             if hit(list.regex, path) or any_arg_hits(list.regex, args)
-                or (self.inspect_body and body_hits(list.regex, req)) then
+                or (self.inspect_body and body_hits(list.regex, req, sent)) then
                 if self.signature_action == "block" then
                     return {
                         kind = "respond", status = self.signature_status, headers = {}, body = "",

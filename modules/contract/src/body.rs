@@ -13,6 +13,13 @@
 //! as far as it goes instead of giving up on it: a payload cannot hide
 //! from the WAF behind a syntax error that a lenient backend forgives. The
 //! Lua twin is `lua/graft/body.lua`, the same rules byte for byte.
+//!
+//! A compressed body is undecidable ([`undecidable`]) unless its module
+//! opts in to bounded decompression ([`decode`]): then its one coding
+//! (gzip, deflate, br) is decoded within a limit of bytes and of ratio,
+//! and the Content-Type rules still hold ([`undecidable_type`]).
+
+pub mod decode;
 
 /// How a body is decoded, by the request's `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,19 +60,17 @@ impl BodyKind {
 /// counted and logged, rather than let through a payload it did not see.
 ///
 /// - a `Content-Encoding` other than `identity` (a compressed body a
-///   backend may inflate);
+///   backend may inflate; a module that opts in to [`decode`] checks
+///   [`undecidable_type`] instead, and decodes it);
 /// - more than one `Content-Type`, or one that is not a single media type
 ///   (`type/subtype`) with `name=value` parameters, each named once;
 /// - a `charset` that is not ASCII-compatible (UTF-16, UTF-32, UTF-7,
 ///   EBCDIC...): the bytes graft matches are not the text a backend reads.
 pub fn undecidable(req: &dyn crate::RequestView) -> Option<String> {
-    let mut content_types = Vec::new();
     let mut encoding = None;
     req.for_each_header(&mut |name, value| {
         let name = name.trim_ascii();
-        if name.eq_ignore_ascii_case(b"content-type") {
-            content_types.push(value.trim_ascii().to_vec());
-        } else if name.eq_ignore_ascii_case(b"content-encoding") {
+        if name.eq_ignore_ascii_case(b"content-encoding") {
             let v = value.trim_ascii();
             if !v.is_empty() && !v.eq_ignore_ascii_case(b"identity") && encoding.is_none() {
                 encoding = Some(String::from_utf8_lossy(v).into_owned());
@@ -78,6 +83,20 @@ pub fn undecidable(req: &dyn crate::RequestView) -> Option<String> {
             "its Content-Encoding is \"{e}\": graft reads no compressed body"
         ));
     }
+    undecidable_type(req)
+}
+
+/// Why graft cannot read a request's body as a backend may, its
+/// `Content-Encoding` left out: [`undecidable`]'s rules on the
+/// `Content-Type` and its `charset`, for a body decoded by [`decode`].
+pub fn undecidable_type(req: &dyn crate::RequestView) -> Option<String> {
+    let mut content_types = Vec::new();
+    req.for_each_header(&mut |name, value| {
+        if name.trim_ascii().eq_ignore_ascii_case(b"content-type") {
+            content_types.push(value.trim_ascii().to_vec());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
     match content_types.as_slice() {
         // An empty one says no more than none: the raw bytes are read.
         [] => None,

@@ -6,7 +6,8 @@
 //!              { "id": "curl", "when": <condition>, "action": "log" } ],
 //!   "signatures": [ "sql_injection", "path_traversal", "script_injection" ],
 //!   "signature_action": "block", "signature_status": 403,
-//!   "inspect_body": true }
+//!   "inspect_body": true,
+//!   "decompress": { "max_bytes": 1048576, "max_ratio": 100 } }
 //! ```
 //!
 //! Rules run in order: `block` answers with its status, `allow` lets the
@@ -18,7 +19,18 @@
 //! any other body (multipart, text, no `Content-Type`), as far as the zone
 //! reads it (`graft_contract::body`). Rules read bodies through the
 //! conditions' body fields (`body`, `body_args`, `body_arg:<name>`,
-//! `json`). Conditions are `graft-conditions`; the lists are
+//! `json`).
+//!
+//! A body with a `Content-Encoding` is undecidable (the step fails, its
+//! failure policy answers) unless the WAF has `decompress`: then a body in
+//! one coding graft decodes (gzip, deflate, br) is decoded within
+//! `max_bytes` out and `max_ratio` out per byte in
+//! (`graft_contract::body::decode`; past them, or corrupt, cut short,
+//! stacked or unknown codings: undecidable), the rules read the decoded
+//! body, and the signatures match both the decoded body (its bytes, form
+//! arguments or JSON strings) and the bytes as sent.
+//!
+//! Conditions are `graft-conditions`; the lists are
 //! `signatures.json`, regular expressions in the subset PCRE and Rust's
 //! linear-time engine read alike (`graft_conditions::check_portable`, as
 //! for every regex), compiled once at load. The Lua side is handed each
@@ -34,9 +46,10 @@ use graft_conditions::{
     compile_regex, lua_conditions_in, pcre_pattern, Condition, EqualsIndex, Subject,
     REGEX_SIZE_LIMIT,
 };
+use graft_contract::body::{self, decode};
 use graft_contract::{
     parse_config, Changes, ConfigError, Configured, Context, Decision, Factory, FailurePolicy,
-    Module, ModuleError, RequestView, Response,
+    HeaderVisitor, Module, ModuleError, RequestView, Response,
 };
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde::Deserialize;
@@ -106,6 +119,9 @@ struct Config {
     /// Signatures are also matched against form and JSON bodies.
     #[serde(default)]
     inspect_body: bool,
+    /// Compressed bodies are decoded within these limits (else undecidable).
+    #[serde(default)]
+    decompress: Option<decode::Limits>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +212,7 @@ pub struct Waf {
     inspect_body: bool,
     /// Whether any rule or the signatures read the body.
     wants_body: bool,
+    decompress: Option<decode::Limits>,
 }
 
 fn check_status(status: u16, field: &str) -> Result<(), ConfigError> {
@@ -245,7 +262,17 @@ impl Waf {
         };
         let wants_body = rules.iter().any(|r| r.when.reads_body())
             || (config.inspect_body && !config.signatures.is_empty());
+        if let Some(limits) = &config.decompress {
+            limits.check().map_err(|e| e.within("decompress"))?;
+            if !wants_body {
+                return Err(ConfigError::new(
+                    "decompress",
+                    "this WAF reads no body to decode: set inspect_body (with signatures) or a rule on a body field",
+                ));
+            }
+        }
         Ok(Waf {
+            decompress: config.decompress,
             inspect_body: config.inspect_body,
             wants_body,
             folds: folds(&rules),
@@ -258,8 +285,10 @@ impl Waf {
         })
     }
 
-    /// The first enabled list (in configuration order) that any target matches.
-    fn signature_hit(&self, subject: &Subject) -> Option<usize> {
+    /// The first enabled list (in configuration order) that any target
+    /// matches; `sent`, the body's bytes as sent when the subject's are
+    /// their decoding.
+    fn signature_hit(&self, subject: &Subject, sent: Option<&[u8]>) -> Option<usize> {
         let set = self.signatures.as_ref()?;
         let mut first: Option<usize> = None;
         let mut check = |value: &[u8]| {
@@ -291,8 +320,59 @@ impl Waf {
             if let Some(raw) = subject.req.body() {
                 check(raw);
             }
+            if let Some(sent) = sent {
+                check(sent);
+            }
         }
         first
+    }
+
+    /// Why the request's body is undecidable, or its decoding (`None`: it
+    /// is read as sent).
+    fn read_body(&self, req: &dyn RequestView, raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let Some(limits) = self.decompress else {
+            return body::undecidable(req).map_or(Ok(None), Err);
+        };
+        if let Some(why) = body::undecidable_type(req) {
+            return Err(why);
+        }
+        decode::decode(&decode::content_encoding(req), raw, limits)
+    }
+}
+
+/// The request with its body decoded: what the rules and signatures read.
+struct Decoded<'a> {
+    req: &'a dyn RequestView,
+    body: &'a [u8],
+}
+
+impl RequestView for Decoded<'_> {
+    fn method(&self) -> &[u8] {
+        self.req.method()
+    }
+    fn path(&self) -> &[u8] {
+        self.req.path()
+    }
+    fn raw_uri(&self) -> &[u8] {
+        self.req.raw_uri()
+    }
+    fn query(&self) -> Option<&[u8]> {
+        self.req.query()
+    }
+    fn host(&self) -> &[u8] {
+        self.req.host()
+    }
+    fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.req.header(name)
+    }
+    fn for_each_header(&self, f: &mut HeaderVisitor<'_>) {
+        self.req.for_each_header(f)
+    }
+    fn client_addr(&self) -> Option<std::net::IpAddr> {
+        self.req.client_addr()
+    }
+    fn body(&self) -> Option<&[u8]> {
+        Some(self.body)
     }
 }
 
@@ -334,12 +414,19 @@ impl Module for Waf {
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         // A body this WAF reads but cannot read as a backend may is
         // undecidable: the step fails, and its failure policy answers.
-        if self.wants_body && req.body().is_some() {
-            if let Some(why) = graft_contract::body::undecidable(req) {
-                return Err(ModuleError::new(format!("an undecidable body: {why}")));
-            }
+        let mut decoded = None;
+        if let Some(raw) = req.body().filter(|_| self.wants_body) {
+            decoded = self
+                .read_body(req, raw)
+                .map_err(|why| ModuleError::new(format!("an undecidable body: {why}")))?;
         }
-        let subject = Subject::new(req);
+        let view = decoded.as_deref().map(|body| Decoded { req, body });
+        let sent = view.as_ref().and_then(|_| req.body());
+        let read: &dyn RequestView = match &view {
+            Some(v) => v,
+            None => req,
+        };
+        let subject = Subject::new(read);
         let mut log = Vec::new();
         // What a matching rule does: answer (block, allow) or log and go on.
         let apply = |rule: &Rule, log: &mut Vec<String>| match rule.action {
@@ -378,7 +465,7 @@ impl Module for Waf {
             }
             i += 1;
         }
-        if let Some(list) = self.signature_hit(&subject) {
+        if let Some(list) = self.signature_hit(&subject, sent) {
             let name = &self.list_names[list];
             if self.signature_action == Action::Block {
                 return Ok(blocked(

@@ -475,3 +475,248 @@ fn a_body_it_cannot_read_as_a_backend_may_is_its_error_never_a_pass() {
     );
     assert_eq!(status(&d), Some(403));
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn brotli(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    {
+        let mut w = ::brotli::CompressorWriter::new(&mut out, 4096, 9, 22);
+        w.write_all(data).unwrap();
+    }
+    out
+}
+
+fn decompressing() -> serde_json::Value {
+    let mut config = all_lists();
+    config["inspect_body"] = json!(true);
+    config["decompress"] = json!({ "max_bytes": 65536, "max_ratio": 100 });
+    config
+}
+
+fn run_encoded(
+    config: &serde_json::Value,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Decision, ModuleError> {
+    let waf = Waf::from_config(config).unwrap();
+    let mut req = OwnedRequest::get("a.test", "/");
+    req.method = b"POST".to_vec();
+    for (n, v) in headers {
+        req.headers
+            .push((n.as_bytes().to_vec(), v.as_bytes().to_vec()));
+    }
+    req.body = Some(body);
+    let windows = LocalWindows::default();
+    waf.on_request(&req, &Context::local(0, &windows))
+}
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+const SQLI_FORM: &[u8] = b"q=1'+UNION+SELECT+password+FROM+users";
+
+#[test]
+fn with_decompress_a_gzip_deflate_or_br_body_is_inspected_decoded() {
+    let config = decompressing();
+    let json_ct = ("Content-Type", "application/json");
+    let json_sqli = br#"{"a":{"q":"1' UNION SELECT password FROM users"}}"#;
+    for (ce, body) in [
+        ("gzip", gzip(SQLI_FORM)),
+        ("x-gzip", gzip(SQLI_FORM)),
+        ("deflate", zlib(SQLI_FORM)),
+        ("deflate", raw_deflate(SQLI_FORM)),
+        ("br", brotli(SQLI_FORM)),
+        ("identity, br", brotli(SQLI_FORM)),
+    ] {
+        let d = run_encoded(&config, &[FORM, ("Content-Encoding", ce)], body).unwrap();
+        assert_eq!(status(&d), Some(403), "{ce}");
+        let d = run_encoded(&config, &[FORM, ("Content-Encoding", ce)], {
+            match ce {
+                "deflate" => zlib(b"name=hello"),
+                "br" | "identity, br" => brotli(b"name=hello"),
+                _ => gzip(b"name=hello"),
+            }
+        })
+        .unwrap();
+        assert_eq!(status(&d), None, "{ce}: a benign body passes");
+    }
+    for (ce, body) in [
+        ("gzip", gzip(json_sqli)),
+        ("deflate", zlib(json_sqli)),
+        ("br", brotli(json_sqli)),
+    ] {
+        let d = run_encoded(&config, &[json_ct, ("Content-Encoding", ce)], body).unwrap();
+        assert_eq!(status(&d), Some(403), "json {ce}");
+    }
+    // Without decompress, the same bodies are undecidable.
+    let mut off = all_lists();
+    off["inspect_body"] = json!(true);
+    let e = run_encoded(&off, &[FORM, ("Content-Encoding", "gzip")], gzip(SQLI_FORM)).unwrap_err();
+    assert!(
+        e.message
+            .contains("its Content-Encoding is \"gzip\": graft reads no compressed body"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn with_decompress_rules_read_the_decoded_body() {
+    let mut config = decompressing();
+    config["rules"] = json!([
+        { "id": "role", "when": { "field": "body_arg:role", "op": "equals", "value": "admin" }, "action": "block", "status": 401 },
+        { "id": "magic", "when": { "field": "body", "op": "prefix", "value": "MAGIC" }, "action": "block", "status": 418 },
+    ]);
+    let d = run_encoded(
+        &config,
+        &[FORM, ("Content-Encoding", "gzip")],
+        gzip(b"a=1&role=admin"),
+    )
+    .unwrap();
+    assert_eq!(status(&d), Some(401));
+    let d = run_encoded(
+        &config,
+        &[("Content-Encoding", "br")],
+        brotli(b"MAGIC and more"),
+    )
+    .unwrap();
+    assert_eq!(status(&d), Some(418));
+}
+
+#[test]
+fn with_decompress_the_bytes_as_sent_are_matched_too() {
+    // A payload in the gzip header's comment: not in the decoded body.
+    use std::io::Write;
+    let mut e = flate2::GzBuilder::new()
+        .comment("1' UNION SELECT password FROM users")
+        .write(Vec::new(), flate2::Compression::fast());
+    e.write_all(b"name=hello").unwrap();
+    let d = run_encoded(
+        &decompressing(),
+        &[FORM, ("Content-Encoding", "gzip")],
+        e.finish().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status(&d), Some(403));
+}
+
+#[test]
+fn with_decompress_a_body_past_a_limit_corrupt_cut_or_stacked_is_the_step_s_error() {
+    let config = decompressing();
+    let zeros = vec![0u8; 1 << 20];
+    let sqli = gzip(SQLI_FORM);
+    let mut bad_crc = sqli.clone();
+    let n = bad_crc.len();
+    bad_crc[n - 8] ^= 1;
+    for (headers, body, why) in [
+        (
+            vec![FORM, ("Content-Encoding", "gzip")],
+            gzip(&zeros),
+            "its gzip body decodes to more than 65536 bytes (decompress.max_bytes)",
+        ),
+        (
+            vec![FORM, ("Content-Encoding", "br")],
+            brotli(&zeros),
+            "times that (decompress.max_ratio)",
+        ),
+        (
+            vec![FORM, ("Content-Encoding", "gzip")],
+            sqli[..sqli.len() - 4].to_vec(),
+            "its gzip body ends inside its stream",
+        ),
+        (
+            vec![FORM, ("Content-Encoding", "gzip")],
+            bad_crc,
+            "its gzip body is corrupt: its CRC-32 does not match",
+        ),
+        (
+            vec![FORM, ("Content-Encoding", "gzip, gzip")],
+            gzip(&gzip(b"a=1")),
+            "stacks 2 codings",
+        ),
+        (
+            vec![
+                FORM,
+                ("Content-Encoding", "gzip"),
+                ("Content-Encoding", "br"),
+            ],
+            gzip(b"a=1"),
+            "its Content-Encoding \"gzip, br\" stacks 2 codings",
+        ),
+        (
+            vec![FORM, ("Content-Encoding", "compress")],
+            b"a=1".to_vec(),
+            "is not one graft decodes",
+        ),
+        (
+            vec![
+                ("Content-Type", "application/json; charset=utf-16"),
+                ("Content-Encoding", "gzip"),
+            ],
+            gzip(b"{}"),
+            "is not ASCII-compatible",
+        ),
+    ] {
+        let e = run_encoded(&config, &headers, body).unwrap_err();
+        assert!(
+            e.message.starts_with("an undecidable body: ") && e.message.contains(why),
+            "{headers:?}: {}",
+            e.message
+        );
+    }
+    // A body sent as it is reads as before.
+    let d = run_encoded(&config, &[FORM], SQLI_FORM.to_vec()).unwrap();
+    assert_eq!(status(&d), Some(403));
+}
+
+#[test]
+fn decompress_is_checked_at_load() {
+    for (decompress, field) in [
+        (
+            json!({ "max_bytes": 0, "max_ratio": 10 }),
+            "decompress.max_bytes",
+        ),
+        (
+            json!({ "max_bytes": 1 << 30, "max_ratio": 10 }),
+            "decompress.max_bytes",
+        ),
+        (
+            json!({ "max_bytes": 10, "max_ratio": 0 }),
+            "decompress.max_ratio",
+        ),
+        (json!({ "max_bytes": 10 }), "decompress"),
+        (
+            json!({ "max_bytes": 10, "max_ratio": 10, "formats": ["gzip"] }),
+            "decompress",
+        ),
+    ] {
+        let mut config = decompressing();
+        config["decompress"] = decompress;
+        let e = Waf::from_config(&config).err().expect("refused");
+        assert!(e.field.starts_with(field), "{field}: {e}");
+    }
+    // A WAF that reads no body has none to decode.
+    let mut config = all_lists();
+    config["decompress"] = json!({ "max_bytes": 1024, "max_ratio": 10 });
+    let e = Waf::from_config(&config).err().expect("refused");
+    assert_eq!(e.field, "decompress");
+}

@@ -23,7 +23,7 @@ use crate::location::zone_for;
 use crate::request::NgxRequest;
 use crate::steps::{fail_step, log_limited, protocol, record, zone_body, LogFamily, NgxServer};
 
-pub const GRAFT_ABI_VERSION: c_int = 12;
+pub const GRAFT_ABI_VERSION: c_int = 13;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -947,6 +947,59 @@ pub unsafe extern "C" fn graft_ffi_check_header(
             return GRAFT_FRAMING;
         }
         GRAFT_OK
+    })
+}
+
+/// Decodes a request body for the Lua side's WAF with the Rust side's own
+/// decoder (`graft_contract::body::decode::decode`): `coding` is every
+/// `Content-Encoding` header joined by `", "`, and the body is decoded
+/// within `max_bytes` and `max_ratio` (the WAF's `"decompress"`).
+/// `GRAFT_OK`: the decoded bytes are in `buf`, `*len` of them;
+/// `GRAFT_DECLINED`: the list names no coding (identity), nothing to
+/// decode; `GRAFT_ERROR`: the body is undecidable, and why is in `buf`
+/// (cut to fit, `*len` its length); `GRAFT_AGAIN`: the decoded body needs
+/// `*len` bytes (a buffer of `min(max_bytes, max_ratio * body_len)` is
+/// always enough); `GRAFT_PANIC`: the decoder failed.
+///
+/// # Safety
+/// `coding` and `body` point at their lengths of bytes; `buf` is writable
+/// for `*len` bytes and `len` valid.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_decode(
+    coding: *const c_uchar,
+    coding_len: usize,
+    body: *const c_uchar,
+    body_len: usize,
+    max_bytes: usize,
+    max_ratio: usize,
+    buf: *mut c_uchar,
+    len: *mut usize,
+) -> c_int {
+    use graft_contract::body::decode::{decode, Limits};
+    guarded(GRAFT_PANIC, || {
+        if len.is_null() {
+            return GRAFT_ERROR;
+        }
+        // SAFETY: each pointer is null or points at its length of readable bytes (# Safety).
+        let (coding, body) = unsafe { (bytes(coding, coding_len), bytes(body, body_len)) };
+        let limits = Limits {
+            max_bytes,
+            max_ratio,
+        };
+        match decode(coding, body, limits) {
+            // SAFETY: `buf` is writable for `*len` bytes, `len` valid (# Safety).
+            Ok(Some(decoded)) => unsafe { copy_out(&decoded, buf, len) },
+            Ok(None) => {
+                // SAFETY: `len` is valid (# Safety).
+                unsafe { *len = 0 };
+                GRAFT_DECLINED
+            }
+            Err(why) => {
+                // SAFETY: as above.
+                unsafe { copy_message(&why, buf, len) };
+                GRAFT_ERROR
+            }
+        }
     })
 }
 
