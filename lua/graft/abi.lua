@@ -17,7 +17,7 @@ local tonumber = tonumber
 local tostring = tostring
 
 local _M = {
-    GRAFT_ABI_VERSION = 13,
+    GRAFT_ABI_VERSION = 14,
 
     GRAFT_OK = 0,
     GRAFT_ERROR = -1,
@@ -148,6 +148,13 @@ int graft_ffi_body_step(ngx_http_request_t *r, int zone, int step);
    shadow it then passes the record it wrote, in line, for Rust to compare)
    or Rust does (GRAFT_OK). */
 int graft_ffi_log_step(ngx_http_request_t *r, int zone, int step, const unsigned char *line, size_t line_len);
+/* The response-header phase: with ops NULL, whether the Lua side serves
+   step `step` of the zone for this response (GRAFT_USE_LUA: it makes the
+   step's header changes) or Rust did (GRAFT_OK), as graft's header filter
+   decided (GRAFT_DECLINED: it decided nothing for this response); in
+   shadow the Lua side then passes its changes, described, in ops, for
+   Rust to compare. */
+int graft_ffi_response_step(ngx_http_request_t *r, int zone, int step, const unsigned char *ops, size_t ops_len);
 /* The response-body phase in shadow: the body the Lua side wrote for step
    `step`, at its end, for Rust to compare with its own. */
 int graft_ffi_body_compare(ngx_http_request_t *r, int zone, int step, const unsigned char *body, size_t body_len);

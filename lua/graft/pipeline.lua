@@ -194,6 +194,9 @@ local function ops_refused(ops, which)
     return nil
 end
 
+-- The response-header phase checks its changes by the same rules.
+_M.ops_refused = ops_refused
+
 -- A Lua decision checked whole before any of it is applied, by the rules
 -- Rust's decisions are checked by (Decision::check_framing): the decision
 -- (an answer's matching Content-Length dropped), or nil and why.

@@ -1,5 +1,17 @@
 -- graft.response: the phases after the response starts, on the Lua side:
--- the response-body phase, and the log phase (at the end of this file).
+-- the response-header phase, the response-body phase, and the log phase
+-- (at the end of this file).
+--
+-- The response-header phase. A zone's steps whose legacy module has
+-- on_response(req, resp) (headers' rules on the response), for the
+-- responses Lua serves them (graft's header filter decided which, and ran
+-- Rust's before this filter): resp.status, and resp:header(name), the
+-- first value or nil. The changes are checked as a decision's are
+-- (pipeline.ops_refused), then made through ngx.header; a legacy side
+-- that throws or gives changes graft refuses leaves the headers as they
+-- are, counted as failed and logged. In shadow, its changes are handed to
+-- Rust to compare (described as shim/nginx/src/response.rs describes
+-- Rust's).
 --
 -- The response-body phase. A zone's steps
 -- whose legacy module has on_response_body(head) (html_rewrite), for the
@@ -34,6 +46,8 @@ local GRAFT_USE_LUA = abi.GRAFT_USE_LUA
 local GRAFT_COUNT_DROPPED = abi.GRAFT_COUNT_DROPPED
 local io_open = io.open
 local new_request = require("graft.request").new
+local ops_refused = require("graft.pipeline").ops_refused
+local type = type
 local GRAFT_COUNT_FAILED = abi.GRAFT_COUNT_FAILED
 local GRAFT_COUNT_UNTOUCHED = abi.GRAFT_COUNT_UNTOUCHED
 local GRAFT_LOG_FAILURE = abi.GRAFT_LOG_FAILURE
@@ -68,11 +82,87 @@ local function zone_plan()
     return r, zone, steps
 end
 
+-- resp:header(name): the response header's first value now, or nil.
+local function resp_header(_, name)
+    local v = ngx.header[name]
+    if type(v) == "table" then
+        return v[1]
+    end
+    return v
+end
+
+local function apply_response_op(op)
+    local h, name, value = ngx.header, op.name, op.value
+    if op.action == "set" then
+        h[name] = value
+    elseif op.action == "add" then
+        local cur = h[name]
+        if cur == nil then
+            h[name] = value
+        elseif type(cur) == "table" then
+            cur[#cur + 1] = value
+            h[name] = cur
+        else
+            h[name] = { cur, value }
+        end
+    else
+        h[name] = nil
+    end
+end
+
+local function describe_ops(ops)
+    local parts = {}
+    for k = 1, #ops do
+        local op = ops[k]
+        parts[k] = op.action .. " " .. op.name .. ": " .. tostring(op.value or "")
+    end
+    return concat(parts, "; ")
+end
+
+local function response_headers(r, zone, steps)
+    local req, resp
+    for i = 1, #steps do
+        local step = steps[i]
+        local legacy = step.legacy
+        if legacy and legacy.on_response
+            and C.graft_ffi_response_step(r, zone, i - 1, nil, 0) == GRAFT_USE_LUA then
+            req = req or new_request()
+            resp = resp or { status = ngx.status, header = resp_header }
+            local ok, ops = pcall(legacy.on_response, legacy, req, resp)
+            local why
+            if not ok then
+                why = "its Lua side threw: " .. tostring(ops)
+            elseif type(ops) ~= "table" then
+                why = "its Lua side gave no list of response changes: " .. tostring(ops)
+            else
+                why = ops_refused(ops, "response")
+                if why then
+                    why = "its response-header phase " .. why
+                end
+            end
+            if why then
+                ops = nil
+                failed(r, zone, i - 1, step.module, why,
+                       "the response's headers are left as they are")
+            else
+                for k = 1, #ops do
+                    apply_response_op(ops[k])
+                end
+            end
+            if step.mode == "shadow" then
+                local text = ops and describe_ops(ops) or "<failed>"
+                C.graft_ffi_response_step(r, zone, i - 1, text, #text)
+            end
+        end
+    end
+end
+
 function _M.header_filter()
     local r, zone, steps = zone_plan()
     if not r then
         return
     end
+    response_headers(r, zone, steps)
     local head, rewriters
     for i = 1, #steps do
         local legacy = steps[i].legacy

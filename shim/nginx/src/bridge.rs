@@ -23,7 +23,7 @@ use crate::location::zone_for;
 use crate::request::NgxRequest;
 use crate::steps::{fail_step, log_limited, protocol, record, zone_body, LogFamily, NgxServer};
 
-pub const GRAFT_ABI_VERSION: c_int = 13;
+pub const GRAFT_ABI_VERSION: c_int = 14;
 
 pub const GRAFT_OK: c_int = 0;
 pub const GRAFT_ERROR: c_int = -1;
@@ -736,6 +736,51 @@ pub unsafe extern "C" fn graft_ffi_log_step(
             Some(true) => GRAFT_OK,
             Some(false) => GRAFT_USE_LUA,
             None => GRAFT_ERROR,
+        }
+    })
+}
+
+/// The response-header phase: with `ops` null, `GRAFT_USE_LUA` when the
+/// Lua side serves step `step` of the zone for this response (it then
+/// makes the step's changes) or `GRAFT_OK` when Rust did, as graft's
+/// header filter decided (`response::lua_serves`; `GRAFT_DECLINED`: it
+/// decided nothing for this response); with `ops`, the changes the Lua
+/// side made, described, which a step in `shadow` compares with Rust's
+/// (`GRAFT_OK`). `GRAFT_ERROR` for no such step.
+///
+/// # Safety
+/// `r` is null or the current request; `ops` is null or points at
+/// `ops_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn graft_ffi_response_step(
+    r: *mut c_void,
+    zone: c_int,
+    step_index: c_int,
+    ops: *const c_uchar,
+    ops_len: usize,
+) -> c_int {
+    guarded(GRAFT_ERROR, || {
+        // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
+        let (r, _, step) = match unsafe { request_step(r, zone, step_index) } {
+            Ok(found) => found,
+            Err(rc) => return rc,
+        };
+        let index = usize::try_from(step_index).unwrap_or(usize::MAX);
+        if !ops.is_null() {
+            let Some(config) = ctx::config(r).cloned() else {
+                return GRAFT_NO_CONFIG;
+            };
+            let Some(z) = zone_of(&config, zone) else {
+                return GRAFT_ERROR;
+            };
+            // SAFETY: `ops` points at `ops_len` bytes (# Safety).
+            crate::response::compare(r, z, index, step, unsafe { bytes(ops, ops_len) });
+            return GRAFT_OK;
+        }
+        match crate::response::lua_serves(r, index) {
+            Some(true) => GRAFT_USE_LUA,
+            Some(false) => GRAFT_OK,
+            None => GRAFT_DECLINED,
         }
     })
 }

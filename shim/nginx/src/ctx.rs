@@ -60,6 +60,11 @@ pub struct RequestCtx {
     /// asks, `graft_ffi_body_step`).
     /// (step, Rust serves it, the Lua side took it).
     pub body_steps: SmallVec<[(usize, bool, bool); 2]>,
+    /// The response-header phase: per step with one, who serves it for
+    /// this response (decided once, in graft's header filter).
+    pub response_steps: SmallVec<[(usize, crate::response::Side); 1]>,
+    /// Whether graft's header filter decided `response_steps`.
+    pub response_steps_decided: bool,
     /// The log phase, as `body_steps`.
     pub log_steps: SmallVec<[(usize, bool, bool); 2]>,
     /// The Rust rewriters of this response's body, in step order.
@@ -164,6 +169,8 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             body_asked: false,
             body: None,
             body_steps: SmallVec::new(),
+            response_steps: SmallVec::new(),
+            response_steps_decided: false,
             log_steps: SmallVec::new(),
             rewriters: Vec::new(),
             shadows: Vec::new(),

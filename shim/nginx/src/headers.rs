@@ -121,6 +121,35 @@ fn hide_response_header(list: &mut ngx_list_t, name: &str) {
     }
 }
 
+/// The first response header of that name the response has now (a hidden
+/// one, hash 0, is not there); Content-Type from the field nginx keeps it
+/// in.
+pub fn response_header_value<'r>(r: &'r ngx_http_request_t, name: &[u8]) -> Option<&'r [u8]> {
+    if name.eq_ignore_ascii_case(b"content-type") {
+        let t = &r.headers_out.content_type;
+        // SAFETY: a set content type points at `len` bytes of the
+        // request's memory.
+        return (t.len != 0 && !t.data.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(t.data, t.len) });
+    }
+    let mut part: *const ngx_list_part_t = &r.headers_out.headers.part;
+    // SAFETY: an ngx_list_t of ngx_table_elt_t: each part holds `nelts`
+    // elements and links to the next.
+    unsafe {
+        while let Some(p) = part.as_ref() {
+            let elts = p.elts as *const ngx_table_elt_t;
+            for i in 0..p.nelts {
+                let h = &*elts.add(i);
+                if h.hash != 0 && key_of(h).eq_ignore_ascii_case(name) {
+                    return Some(value_of(h));
+                }
+            }
+            part = p.next;
+        }
+    }
+    None
+}
+
 /// Sets, adds or removes a response header; Content-Type goes through
 /// the field nginx keeps it in.
 pub fn response_header(

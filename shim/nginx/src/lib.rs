@@ -12,6 +12,8 @@
 //! - [`bridge`]: the functions the Lua bridge calls (`shim/include/graft.h`);
 //! - [`native`]: the pipeline in nginx's own phases (`graft_native on`);
 //! - [`log_phase`]: the log phase, records written per request;
+//! - [`response`]: the response-header phase of the steps Rust serves, in
+//!   graft's header filter;
 //! - [`rewrite`]: the response-body phase, rewriters in nginx's body filter;
 //! - [`capture`]: `graft_capture`, a sample of live requests for replays;
 //! - [`admin_auth`]: `graft_admin_token`, and who may call the admin API;
@@ -48,6 +50,7 @@ mod log_phase;
 mod module;
 mod native;
 mod request;
+mod response;
 mod rewrite;
 mod shm;
 mod snapshot;

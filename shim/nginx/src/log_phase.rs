@@ -163,6 +163,7 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some(zone) = ctx.ran_zones.last().and_then(|&z| config.zones.get(z)) else {
             return;
         };
+        crate::response::check_taken(r, zone);
         for (i, step) in zone.steps.iter().enumerate() {
             if step.module.logs_requests() {
                 run_step(r, zone, i, step);

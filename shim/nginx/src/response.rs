@@ -1,0 +1,207 @@
+//! The response-header phase (`Module::on_response`) of the steps Rust
+//! serves, in graft's header filter: each step's header changes from the
+//! response's status and headers as they are before they are sent (the
+//! upstream's, a content handler's, an error page's).
+//!
+//! Which side serves a step is decided once a response, here: Rust runs
+//! and applies its changes now; Lua's header filter (`graft.response`)
+//! runs the steps Lua serves, and in `shadow` hands its changes to
+//! `compare` beside Rust's. A step Lua serves that no Lua header filter
+//! took is counted as failed at the log phase (`check_taken`). A failure
+//! leaves the response's headers as they are, counted and logged: the
+//! response has started, so no failure policy can answer it.
+use graft_contract::{Context, HeaderOp, ResponseView};
+use graft_engine::{run_response_phase, Count, Mode, Step, Zone};
+use ngx::ffi::{ngx_http_request_t, ngx_time};
+
+use crate::ctx;
+use crate::headers::{response_header, response_header_value};
+use crate::live::shared_windows;
+use crate::request::NgxRequest;
+use crate::steps::{log_limited, record, LogFamily};
+
+/// The response as nginx holds it before its headers are written.
+struct NgxResponse<'r>(&'r ngx_http_request_t);
+
+impl ResponseView for NgxResponse<'_> {
+    fn status(&self) -> u16 {
+        u16::try_from(self.0.headers_out.status).unwrap_or(0)
+    }
+
+    fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        response_header_value(self.0, name)
+    }
+}
+
+/// How a step's response-header phase is served for this response.
+pub enum Side {
+    Rust,
+    Lua { taken: bool },
+    /// Lua serves, Rust's changes (described) are compared with Lua's.
+    Shadow { rust: String, taken: bool },
+}
+
+/// The changes as both sides describe them, to compare: one
+/// `action name: value` a change, joined by `; ` (`graft.response`
+/// writes the same).
+pub fn describe(ops: &[HeaderOp]) -> String {
+    ops.iter()
+        .map(|op| {
+            let action = match op.action {
+                graft_contract::HeaderAction::Set => "set",
+                graft_contract::HeaderAction::Add => "add",
+                graft_contract::HeaderAction::Remove => "remove",
+            };
+            format!(
+                "{action} {}: {}",
+                op.name.as_str(),
+                String::from_utf8_lossy(op.value.as_bytes())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Runs the response-header phase of the zone's steps that have one, in
+/// graft's header filter (main responses only, once). `Err` when nginx
+/// could not take a change (out of memory).
+pub fn run(r: &mut ngx_http_request_t, zone: &Zone) -> Result<(), ()> {
+    let Some(ctx) = ctx::existing(r) else {
+        return Ok(());
+    };
+    if ctx.response_steps_decided {
+        return Ok(());
+    }
+    ctx.response_steps_decided = true;
+    for (i, step) in zone.steps.iter().enumerate() {
+        if !step.module.edits_responses() {
+            continue;
+        }
+        let mode = step.mode_for(&NgxRequest::new(r));
+        let side = match mode {
+            Mode::Rust => {
+                if let Some(ops) = rust_ops(r, zone, step) {
+                    for op in &ops {
+                        response_header(r, op.action, op.name.as_str(), op.value.as_bytes())
+                            .ok_or(())?;
+                    }
+                }
+                Side::Rust
+            }
+            Mode::Shadow => Side::Shadow {
+                rust: rust_ops(r, zone, step)
+                    .map_or_else(|| "<failed>".to_string(), |ops| describe(&ops)),
+                taken: false,
+            },
+            _ => Side::Lua { taken: false },
+        };
+        if let Some(ctx) = ctx::existing(r) {
+            ctx.response_steps.push((i, side));
+        }
+    }
+    Ok(())
+}
+
+/// Step `step`'s Rust changes for this response, or `None` when its Rust
+/// side failed (counted as failed, and logged).
+fn rust_ops(r: &ngx_http_request_t, zone: &Zone, step: &Step) -> Option<Vec<HeaderOp>> {
+    let windows = shared_windows()?;
+    let ctx = Context {
+        zone: &zone.name,
+        now_secs: u64::try_from(ngx_time()).unwrap_or(0),
+        windows: &windows,
+    };
+    match run_response_phase(step, &NgxRequest::new(r), &NgxResponse(r), &ctx) {
+        Ok(ops) => Some(ops),
+        Err(why) => {
+            record(r, &zone.name, step, Count::Failed);
+            log_limited(
+                r,
+                LogFamily::Failure,
+                format_args!(
+                    "graft: zone \"{}\" module \"{}\" {why}: the response's headers are left as they are",
+                    zone.name, step.module_name
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The Lua side asks whether it serves step `step` for this response
+/// (`true`: it then takes it); `None`: graft's header filter did not
+/// decide the step (no response phase, a subrequest).
+pub fn lua_serves(r: &ngx_http_request_t, step: usize) -> Option<bool> {
+    let ctx = ctx::existing(r)?;
+    let (_, side) = ctx.response_steps.iter_mut().find(|(i, _)| *i == step)?;
+    Some(match side {
+        Side::Rust => false,
+        Side::Lua { taken } | Side::Shadow { taken, .. } => {
+            *taken = true;
+            true
+        }
+    })
+}
+
+/// Mode `shadow`: compares the changes the Lua side made (described as
+/// `describe` does) with Rust's, counting a difference and logging it
+/// within the budget of difference lines.
+pub fn compare(r: &ngx_http_request_t, zone: &Zone, index: usize, step: &Step, lua: &[u8]) {
+    let Some(ctx) = ctx::existing(r) else {
+        return;
+    };
+    let Some((_, Side::Shadow { rust, .. })) = ctx.response_steps.iter().find(|(i, _)| *i == index)
+    else {
+        return;
+    };
+    if rust.as_bytes() == lua {
+        return;
+    }
+    let rust = rust.clone();
+    record(r, &zone.name, step, Count::ShadowDiff);
+    log_limited(
+        r,
+        LogFamily::Diff,
+        format_args!(
+            "graft: shadow diff: zone \"{}\" module \"{}\" response headers: lua {} | rust {}",
+            zone.name,
+            step.module_name,
+            String::from_utf8_lossy(lua),
+            rust
+        ),
+    );
+}
+
+/// At the log phase: a step Lua was to serve that no Lua header filter
+/// took (the location runs no `graft.header_filter()`) is counted as
+/// failed and logged: its changes were not made.
+pub fn check_taken(r: &ngx_http_request_t, zone: &Zone) {
+    let Some(ctx) = ctx::existing(r) else {
+        return;
+    };
+    let untaken: Vec<usize> = ctx
+        .response_steps
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                s,
+                Side::Lua { taken: false } | Side::Shadow { taken: false, .. }
+            )
+        })
+        .map(|(i, _)| *i)
+        .collect();
+    for i in untaken {
+        let Some(step) = zone.steps.get(i) else {
+            continue;
+        };
+        record(r, &zone.name, step, Count::Failed);
+        log_limited(
+            r,
+            LogFamily::Failure,
+            format_args!(
+                "graft: zone \"{}\" module \"{}\" is served by Lua for this response, but no Lua header filter took it (this location runs no graft.header_filter()): its response changes were not made",
+                zone.name, step.module_name
+            ),
+        );
+    }
+}
