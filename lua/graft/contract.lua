@@ -4,6 +4,12 @@
 --   local mod = require "graft.legacy.<name>"
 --   local inst, err = mod.new(config, zone)
 --   local decision = inst:on_request(req)
+--   local changes = inst:on_response(req, resp)   -- optional
+--
+-- on_response, the response-header phase: resp.status and
+-- resp:header(name) (the first value, or nil) before the response's
+-- headers are sent; returns a list of header changes
+-- ({ action=, name=, value= }), checked as a decision's are.
 --
 -- new(config, zone): config is the step's configuration from the graft
 -- file (the module's "config" object, as the Rust factory hands it to Lua:
