@@ -1,0 +1,112 @@
+//! graft-edge's admin listener, on loopback only (`admin_listen`), with
+//! nginx's paths:
+//!
+//! - `GET /graft/metrics`, `GET /graft/counters`: what nginx serves on its
+//!   loopback-only locations (Prometheus' scrape, the dashboard's JSON);
+//! - `/graft/admin/...`: nginx's admin API, under the same guard
+//!   (`graft_engine::admin`: the token of `admin_token_file` as
+//!   `Authorization: Bearer`, no browser's marks, a loopback `Host`; every
+//!   refusal counted in `graft_admin_refused_total` and logged):
+//!   `GET status` (the counters, as JSON), `GET metrics`, `GET totals`
+//!   (what graft-agent's gates read). `apply`, `kill`, `revive` and
+//!   `fleet` are nginx's only, for now: answered 501.
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use graft_engine::admin::{judge, Call};
+use graft_engine::log_budget::LogFamily;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+
+use crate::state::{now_secs, Edge};
+use crate::steps::log_limited;
+
+pub struct Admin {
+    pub edge: Arc<Edge>,
+}
+
+const PROMETHEUS: &str = "text/plain; version=0.0.4";
+
+fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> http::Response<Vec<u8>> {
+    let body = body.into();
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .expect("a status and two valid headers")
+}
+
+fn text(status: u16, line: &str) -> http::Response<Vec<u8>> {
+    reply(status, "text/plain", format!("{line}\n"))
+}
+
+impl Admin {
+    /// The admin API's guard, as nginx's (`admin_auth::check`).
+    fn refused(&self, session: &ServerSession) -> Option<http::Response<Vec<u8>>> {
+        let head = session.req_header();
+        // HeaderMap's names are lower case.
+        let browser_headers = head
+            .headers
+            .keys()
+            .any(|n| n == "origin" || n.as_str().starts_with("sec-fetch-"));
+        let header = |name: &str| head.headers.get(name).map(|v| v.as_bytes());
+        let call = Call {
+            host: header("host"),
+            browser_headers,
+            content_type: header("content-type"),
+            authorization: header("authorization"),
+        };
+        let token = self.edge.settings.admin_token.as_deref();
+        let refusal = judge(token, &call).err()?;
+        self.edge.snapshot.config.count_admin_refused(refusal);
+        log_limited(
+            LogFamily::Failure,
+            format_args!("graft-edge: admin API: {}", refusal.why()),
+        );
+        let mut resp = text(refusal.status(), "refused (see the error log)");
+        if refusal.status() == 401 {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"graft admin\""),
+            );
+        }
+        Some(resp)
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let head = session.req_header();
+        let get = head.method == http::Method::GET;
+        let path = head.uri.path().to_string();
+        let config = self.edge.snapshot.config.clone();
+        match (path.as_str(), get) {
+            ("/graft/metrics", true) => {
+                return reply(200, PROMETHEUS, crate::metrics::text(&self.edge))
+            }
+            ("/graft/counters", true) => {
+                return reply(200, "application/json", config.counters_json(now_secs()))
+            }
+            _ => {}
+        }
+        let Some(action) = path.strip_prefix("/graft/admin/") else {
+            return text(404, "not found");
+        };
+        if let Some(refused) = self.refused(session) {
+            return refused;
+        }
+        match (action, get) {
+            ("status", true) => reply(200, "application/json", config.counters_json(now_secs())),
+            ("metrics", true) => reply(200, PROMETHEUS, crate::metrics::text(&self.edge)),
+            ("totals", true) => reply(200, PROMETHEUS, graft_engine::metrics::totals_text(&config)),
+            ("status" | "metrics" | "totals", false) => text(405, "use GET"),
+            ("apply" | "kill" | "revive" | "fleet", _) => text(
+                501,
+                "graft-edge does not take this admin call yet: restart it with the new file",
+            ),
+            _ => text(404, "no such admin action"),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! graft-edge: the all-Rust server (FL2) on Cloudflare's Pingora. It runs
+//! the product modules of a graft file, step by step in their modes, as
+//! nginx does, and passes whatever it cannot serve to FL1 (nginx + graft +
+//! Lua) with a `Graft-Edge` header saying from which step FL1 takes it.
+//!
+//! ```text
+//! graft-edge [--check] <settings.json>
+//! ```
+//!
+//! `--check` reads the settings and the graft file, reports, and exits
+//! (as `nginx -t`). A file refused at start names itself and its field,
+//! and graft-edge exits with status 1.
+//!
+//! Files, each one concern, each importing only those below it:
+//! `main.rs` (start), `proxy.rs` (Pingora's phases), `admin.rs` (the
+//! admin listener), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
+//! (the step protocol on graft-edge), `answer.rs` (an answer on the wire),
+//! `request.rs` (the request modules read), `state.rs` (the configuration
+//! and tables), `settings.rs`. The `Graft-Edge` header is the engine's
+//! (`graft_engine::edge`), beside FL1's judgement of it.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod answer;
+mod body;
+mod metrics;
+mod proxy;
+mod request;
+mod settings;
+mod state;
+mod steps;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use graft_engine::Config;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+
+use crate::settings::{Refused, Settings};
+use crate::state::Edge;
+
+/// How often what each thread counted on the steps is moved into the
+/// counter table (nginx's workers do it on a 250 ms timer): the per-minute
+/// series the dashboard draws.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+fn usage() -> ExitCode {
+    eprintln!("usage: graft-edge [--check] <settings.json>");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut check = false;
+    let mut file: Option<PathBuf> = None;
+    for arg in std::env::args_os().skip(1) {
+        match arg.to_str() {
+            Some("--check") => check = true,
+            Some("-h" | "--help") => return usage(),
+            Some(a) if a.starts_with('-') => return usage(),
+            _ if file.is_none() => file = Some(arg.into()),
+            _ => return usage(),
+        }
+    }
+    let Some(file) = file else {
+        return usage();
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let edge = match load(&file) {
+        Ok(edge) => edge,
+        Err(e) => {
+            eprintln!("graft-edge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if check {
+        println!(
+            "graft-edge: {} and {} are fine",
+            file.display(),
+            edge.settings.graft.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = check_listeners(&edge.settings) {
+        eprintln!("graft-edge: {e}");
+        return ExitCode::FAILURE;
+    }
+    graft_engine::dispatch::install_panic_hook();
+    let edge = Arc::new(edge);
+    spawn_flusher(edge.clone());
+    serve(edge)
+}
+
+/// The settings, the graft file they name, and the tables: all checked.
+fn load(file: &Path) -> Result<Edge, String> {
+    let settings = Settings::load(file).map_err(|e| e.to_string())?;
+    let config = Config::load(&settings.graft).map_err(|e| e.to_string())?;
+    let zones: Vec<&str> = config.zones.iter().map(|z| z.name.as_str()).collect();
+    settings.check_origins(&zones).map_err(|e| e.to_string())?;
+    let edge = Edge::new(settings, config)?;
+    let snap = &edge.snapshot;
+    tracing::info!(
+        "graft-edge: serving {} zones of {} (generation {}); FL1 at {}",
+        snap.config.zones.len(),
+        edge.settings.graft.display(),
+        snap.config.generation,
+        edge.settings.fl1
+    );
+    Ok(edge)
+}
+
+/// Binds each listener once, so that an address taken or not ours is
+/// refused now, naming its field, rather than in a Pingora thread.
+fn check_listeners(s: &Settings) -> Result<(), Refused> {
+    let listeners = s
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("listen[{i}]"), *a))
+        .chain(s.admin_listen.map(|a| ("admin_listen".to_string(), a)));
+    for (field, addr) in listeners {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(Refused {
+                file: s.source.clone(),
+                field,
+                why: format!("{addr}: {e}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn spawn_flusher(edge: Arc<Edge>) {
+    std::thread::Builder::new()
+        .name("graft-edge-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(FLUSH_EVERY);
+            edge.snapshot.config.flush_counts(state::now_secs());
+        })
+        .expect("a thread");
+}
+
+/// Runs Pingora until a signal stops it: SIGTERM and SIGINT at once,
+/// SIGQUIT gracefully (Pingora's graceful upgrade, through `run_dir`).
+fn serve(edge: Arc<Edge>) -> ExitCode {
+    let s = &edge.settings;
+    let conf = ServerConf {
+        threads: s.threads,
+        pid_file: s.run_dir.join("graft-edge.pid").display().to_string(),
+        upgrade_sock: s.run_dir.join("upgrade.sock").display().to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy::EdgeProxy { edge: edge.clone() },
+        "graft-edge",
+    );
+    for addr in &s.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+    if let Some(addr) = s.admin_listen {
+        let mut admin = Service::new(
+            "graft-edge admin".to_string(),
+            admin::Admin { edge: edge.clone() },
+        );
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+    server.run_forever()
+}

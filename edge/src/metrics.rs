@@ -1,0 +1,120 @@
+//! `/graft/metrics` on graft-edge: the engine's families, by the same names
+//! as nginx's (`graft_engine::metrics`), and graft-edge's own:
+//!
+//! - `graft_edge_requests_total{zone}`: requests graft-edge took, per zone
+//!   (`zone=""`: a Host no zone serves, passed to FL1 as sent);
+//! - `graft_edge_passed_total{zone,module,reason}`: requests passed to FL1,
+//!   by the step they were passed from (its module) and why: `mode` (the
+//!   step is not graft-edge's for this request: its mode, a canary's Lua
+//!   share, a kill switch), `decline`, `error`, `panic` (its Rust side did
+//!   not decide), `phase` (it has a phase graft-edge does not run yet);
+//! - `graft_edge_fl1_unreachable_total{zone}`: requests FL1 was to take and
+//!   could not (each step's failure policy served them; counted as
+//!   `failed` in `graft_requests_total` too).
+//!
+//! The share passed to FL1 is `sum(rate(graft_edge_passed_total[5m])) /
+//! sum(rate(graft_edge_requests_total[5m]))`.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use graft_engine::shared::CounterTable;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::state::{Edge, Snapshot, ZoneKeys, REASONS};
+
+struct Families {
+    snap: Arc<Snapshot>,
+    counters: CounterTable<'static>,
+    unzoned: (u64, u64),
+}
+
+impl std::fmt::Debug for Families {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Families(generation {})", self.snap.config.generation)
+    }
+}
+
+impl Collector for Families {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let config = &self.snap.config;
+        let unzoned = ZoneKeys {
+            requests: self.unzoned.0,
+            fl1_unreachable: self.unzoned.1,
+            passed: Vec::new(),
+        };
+        let zones = || {
+            config
+                .zones
+                .iter()
+                .map(|z| z.name.as_str())
+                .zip(self.snap.keys.iter())
+                .chain(std::iter::once(("", &unzoned)))
+        };
+        let mut family = encoder.encode_descriptor(
+            "graft_edge_requests",
+            "Requests graft-edge took, per zone (zone \"\": a Host no zone serves, passed to FL1 as sent).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (zone, keys) in zones() {
+            ConstCounter::new(self.counters.get(keys.requests))
+                .encode(family.encode_family(&[("zone", zone)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "graft_edge_passed",
+            "Requests graft-edge passed to FL1, per zone, the module of the step FL1 took them from, and why: mode (the step is not graft-edge's for the request: its mode, a canary's Lua share, a kill switch), decline, error, panic (its Rust side did not decide), phase (a phase graft-edge does not run yet).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (zone, keys) in config.zones.iter().zip(&self.snap.keys) {
+            // A module twice in a zone is one series.
+            let mut by_module: BTreeMap<(&str, usize), u64> = BTreeMap::new();
+            for (step, passed) in zone.steps.iter().zip(&keys.passed) {
+                for (r, key) in passed.iter().enumerate() {
+                    *by_module.entry((step.module_name, r)).or_default() += self.counters.get(*key);
+                }
+            }
+            for ((module, r), n) in by_module {
+                let labels = [
+                    ("zone", zone.name.as_str()),
+                    ("module", module),
+                    ("reason", REASONS[r]),
+                ];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "graft_edge_fl1_unreachable",
+            "Requests FL1 was to take and could not be sent to (each step's failure policy served them, counted as failed in graft_requests_total).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (zone, keys) in zones() {
+            ConstCounter::new(self.counters.get(keys.fl1_unreachable))
+                .encode(family.encode_family(&[("zone", zone)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The metrics in Prometheus' text format: the engine's, then graft-edge's.
+pub fn text(edge: &Edge) -> String {
+    let snap = edge.snapshot.clone();
+    let engine = graft_engine::metrics::prometheus_text(&snap.config);
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Families {
+        snap,
+        counters: edge.counters,
+        unzoned: (edge.unzoned.requests, edge.unzoned.fl1_unreachable),
+    }));
+    let mut ours = String::new();
+    prometheus_client::encoding::text::encode(&mut ours, &registry).expect("writing to a String");
+    match engine.strip_suffix("# EOF\n") {
+        Some(head) => format!("{head}{ours}"),
+        None => format!("{engine}{ours}"),
+    }
+}

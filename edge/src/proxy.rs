@@ -1,0 +1,553 @@
+//! graft-edge's request path, as Pingora's `ProxyHttp` phases:
+//!
+//! ```text
+//! request_filter ── Graft-Edge removed ─ zone by Host ─ body (zone's max_bytes)
+//!   │                 ─ steps in order (Protocol::step, FL1 ahead)
+//!   ├─ a step answers ──────────────────────────────────► answer (Content-Length from the body)
+//!   ├─ every step lets it through ─► upstream_peer: the zone's origin
+//!   └─ a step FL1 must serve (mode, decline, error, panic, phase)
+//!       └─► upstream_peer: FL1, with `Graft-Edge: from=<step>; zone=<z>; key=<k>`
+//!             FL1 unreachable (fail_to_connect) ─► upstream_peer again: the steps
+//!             from there run here with no legacy side: each one's failure policy
+//!             serves what it cannot (an access control answers 503)
+//! response_filter ── the response-header changes of the steps that ran
+//! ```
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use graft_contract::{HeaderOp, Response};
+use graft_engine::log_budget::LogFamily;
+use graft_engine::protocol::Legacy;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::subrequest::pipe::{pipe_subrequest, InputBody, InputBodyType};
+use pingora_proxy::subrequest::{BodyMode, Ctx as SubrequestCtx};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::answer;
+use crate::body::{self, Forward, Read};
+use crate::request::{EdgeRequest, Facts};
+use crate::state::{reason_index, Edge, Snapshot};
+use crate::steps::{self, log_limited, Ended, Request};
+
+/// graft-edge's `ProxyHttp`.
+pub struct EdgeProxy {
+    pub edge: Arc<Edge>,
+}
+
+/// Where a request goes once its steps are done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Origin(SocketAddr),
+    /// FL1, which runs the zone's steps from `from`.
+    Fl1 {
+        from: usize,
+    },
+}
+
+/// A request whose route is decided: what its later phases need (and a
+/// subrequest that carries its body, [`Forward::Whole`]).
+#[derive(Clone)]
+pub struct Routed {
+    pub snap: Arc<Snapshot>,
+    pub zone: Option<usize>,
+    pub facts: Facts,
+    pub route: Route,
+    pub response_ops: Vec<HeaderOp>,
+    pub body: Option<Arc<[u8]>>,
+}
+
+/// One request's state across Pingora's phases.
+#[derive(Default)]
+pub struct Ctx {
+    routed: Option<Routed>,
+    /// Body bytes read before the proxy phase, to put in front of the
+    /// next chunk ([`Forward::Prepend`]).
+    prepend: Option<Bytes>,
+    /// An answer a failure policy gave after the request's route was
+    /// decided (FL1 unreachable), sent by `fail_to_proxy`.
+    answer: Option<Response>,
+    /// Why FL1 could not be reached, once it could not.
+    fl1_down: Option<String>,
+}
+
+impl EdgeProxy {
+    fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
+        let t = &self.edge.settings.timeouts;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(t.connect());
+        peer.options.total_connection_timeout = Some(t.connect());
+        peer.options.read_timeout = Some(t.read());
+        peer.options.write_timeout = Some(t.write());
+        peer.options.idle_timeout = Some(t.idle());
+        Box::new(peer)
+    }
+
+    /// Counts and logs a request passed to FL1 from step `from` of its zone.
+    fn count_pass(&self, snap: &Snapshot, zone: usize, from: usize, reason: &'static str) {
+        let z = &snap.config.zones[zone];
+        if let Some(keys) = snap.keys[zone].passed.get(from) {
+            self.edge.add(keys[reason_index(reason)]);
+        }
+        let module = z.steps.get(from).map_or("", |s| s.module_name);
+        log_limited(
+            LogFamily::Decline,
+            format_args!(
+                "graft-edge: zone \"{}\": passed to FL1 from step {from} (module \"{module}\"): {reason}",
+                z.name
+            ),
+        );
+    }
+
+    /// FL1 cannot be reached for a request it was to serve from step
+    /// `from`: that step's failure policy serves it, and the steps after
+    /// it run here with no legacy side. `Some(answer)` when one answers,
+    /// `None` when the request goes on to its origin.
+    fn without_fl1(
+        &self,
+        session: &mut Session,
+        routed: &mut Routed,
+        zone: usize,
+        from: usize,
+        why: &str,
+    ) -> Option<Response> {
+        let snap = routed.snap.clone();
+        let z = &snap.config.zones[zone];
+        if let Some(step) = z.steps.get(from) {
+            let p = steps::protocol(&z.name, Legacy::None);
+            let why = format!(
+                "FL1 ({}) cannot be reached ({why}), and FL1 was to serve it",
+                self.edge.settings.fl1
+            );
+            if let Some(answer) = steps::policy(&p, step, &why) {
+                return Some(answer);
+            }
+        }
+        let req = Request {
+            head: session.req_header_mut(),
+            facts: &mut routed.facts,
+            body: routed.body.as_deref(),
+            response_ops: &mut routed.response_ops,
+        };
+        match steps::run(z, &self.edge.windows, req, from + 1, Legacy::None) {
+            Ended::Answer(answer) => Some(answer),
+            // With no legacy side every step decides, or its policy does.
+            Ended::Through | Ended::Pass { .. } => {
+                routed.route = Route::Origin(snap.origins[zone]);
+                None
+            }
+        }
+    }
+}
+
+/// Sends an answer graft-edge gives for a request of `zone`, its header
+/// finished as any response's (`steps::finish_response`).
+async fn send_answer(
+    session: &mut Session,
+    edge: &Edge,
+    zone: Option<&graft_engine::Zone>,
+    facts: Option<&Facts>,
+    body: Option<&[u8]>,
+    ops: &[HeaderOp],
+    resp: &Response,
+) -> Result<()> {
+    let (mut head, bytes) = answer::render(resp)?;
+    if let Some(facts) = facts {
+        let req = EdgeRequest {
+            head: session.req_header(),
+            facts,
+            body,
+        };
+        steps::finish_response(zone, &edge.windows, &req, ops, &mut head);
+    }
+    answer::write(session, head, bytes).await
+}
+
+/// The request's own route, when it is a subrequest graft-edge made to
+/// send a body it read whole.
+fn planned(session: &Session) -> Option<Routed> {
+    session
+        .subrequest_ctx
+        .as_ref()?
+        .user_ctx()?
+        .downcast_ref::<Routed>()
+        .cloned()
+}
+
+/// Sends a request whose body graft-edge read whole, in a subrequest that
+/// goes through these phases again with `routed` as its route.
+async fn send_whole(session: &mut Session, routed: Routed, chunks: Vec<Bytes>) -> Result<bool> {
+    let Some(spawner) = session.subrequest_spawner.as_ref() else {
+        return Error::e_explain(
+            ErrorType::InternalError,
+            "no subrequest for a body read whole",
+        );
+    };
+    let ctx = SubrequestCtx::builder()
+        .user_ctx(Box::new(routed))
+        .body_mode(BodyMode::ExpectBody)
+        .build();
+    let (prepared, handle) = spawner.create_subrequest(session.as_downstream(), ctx);
+    match pipe_subrequest(
+        session,
+        prepared,
+        handle,
+        |task| Ok(Some(task)),
+        InputBodyType::Preset(InputBody::Bytes(chunks)),
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        // The subrequest answered (an error page of its own) and failed:
+        // the answer stands, the connection goes.
+        Err(e) if e.state.header_received => {
+            session.set_keepalive(None);
+            Ok(true)
+        }
+        Err(e) => Err(e.error),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
+        session.subrequest_ctx.is_none()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(routed) = planned(session) {
+            ctx.routed = Some(routed);
+            return Ok(false);
+        }
+        // Whatever a client says about FL1 is not heard: no step reads it,
+        // and no origin or FL1 gets it.
+        session
+            .req_header_mut()
+            .remove_header(graft_engine::edge::HEADER);
+        let snap = self.edge.snapshot.clone();
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let mut facts = match Facts::of(session.req_header(), client) {
+            Ok(f) => f,
+            Err(bad) => {
+                log_limited(
+                    LogFamily::Decision,
+                    format_args!("graft-edge: request refused: {}", bad.0),
+                );
+                session.set_keepalive(None);
+                let (head, body) = answer::render(&status_only(400))?;
+                answer::write(session, head, body).await?;
+                return Ok(true);
+            }
+        };
+        let Some(zone) = snap.config.zone_index(&facts.host) else {
+            // No zone: nothing runs here, FL1 takes it as sent.
+            self.edge.add(self.edge.unzoned.requests);
+            ctx.routed = Some(Routed {
+                snap,
+                zone: None,
+                facts,
+                route: Route::Fl1 { from: 0 },
+                response_ops: Vec::new(),
+                body: None,
+            });
+            return Ok(false);
+        };
+        self.edge.add(snap.keys[zone].requests);
+        let z = &snap.config.zones[zone];
+        let first = EdgeRequest {
+            head: session.req_header(),
+            facts: &facts,
+            body: None,
+        };
+        if let Some(reason) = steps::passed_whole(z, &first) {
+            // FL1 serves the first step: it takes the whole request, before
+            // graft-edge reads any of its body.
+            self.count_pass(&snap, zone, 0, reason);
+            ctx.routed = Some(Routed {
+                snap,
+                zone: Some(zone),
+                facts,
+                route: Route::Fl1 { from: 0 },
+                response_ops: Vec::new(),
+                body: None,
+            });
+            return Ok(false);
+        }
+        let (read, forward) = body::read(session, z, &snap.config).await?;
+        let body = match read {
+            Read::Refuse(status) => {
+                session.set_keepalive(None);
+                let resp = status_only(status);
+                send_answer(session, &self.edge, Some(z), Some(&facts), None, &[], &resp).await?;
+                return Ok(true);
+            }
+            Read::Body(b) => Some(b),
+            Read::Nothing => None,
+        };
+        let mut response_ops = Vec::new();
+        let req = Request {
+            head: session.req_header_mut(),
+            facts: &mut facts,
+            body: body.as_deref(),
+            response_ops: &mut response_ops,
+        };
+        let route = match steps::run(z, &self.edge.windows, req, 0, Legacy::Ahead) {
+            Ended::Answer(resp) => {
+                if !session.is_body_done() {
+                    // The rest of a body nobody reads is not waited for.
+                    session.set_keepalive(None);
+                }
+                let body = body.as_deref();
+                send_answer(
+                    session,
+                    &self.edge,
+                    Some(z),
+                    Some(&facts),
+                    body,
+                    &response_ops,
+                    &resp,
+                )
+                .await?;
+                return Ok(true);
+            }
+            Ended::Through => Route::Origin(snap.origins[zone]),
+            Ended::Pass { from, reason } => {
+                self.count_pass(&snap, zone, from, reason);
+                Route::Fl1 { from }
+            }
+        };
+        let routed = Routed {
+            snap,
+            zone: Some(zone),
+            facts,
+            route,
+            response_ops,
+            body,
+        };
+        match forward {
+            Forward::Replayed => {}
+            Forward::Prepend(bytes) => ctx.prepend = Some(bytes),
+            Forward::Whole(chunks) => return send_whole(session, routed, chunks).await,
+        }
+        ctx.routed = Some(routed);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(routed) = ctx.routed.as_mut() else {
+            return Error::e_explain(ErrorType::InternalError, "a request with no route");
+        };
+        if let (Route::Fl1 { from }, Some(why)) = (routed.route, ctx.fl1_down.as_deref()) {
+            let Some(zone) = routed.zone else {
+                // No zone, no step: nothing here can serve it.
+                return Error::e_explain(ErrorType::HTTPStatus(502), "FL1 cannot be reached");
+            };
+            if let Some(answer) = self.without_fl1(session, routed, zone, from, why) {
+                let status = answer.status;
+                ctx.answer = Some(answer);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(status),
+                    "FL1 cannot be reached: answered by a step's failure policy",
+                );
+            }
+        }
+        Ok(match routed.route {
+            Route::Origin(addr) => self.peer(addr),
+            Route::Fl1 { .. } => self.peer(self.edge.settings.fl1),
+        })
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream.remove_header(graft_engine::edge::HEADER);
+        let Some(routed) = &ctx.routed else {
+            return Ok(());
+        };
+        if let (Route::Fl1 { from }, Some(zone)) = (routed.route, routed.zone) {
+            let name = &routed.snap.config.zones[zone].name;
+            if let Some(value) =
+                graft_engine::edge::header_value(name, from, &self.edge.settings.fl1_key)
+            {
+                upstream.insert_header(graft_engine::edge::HEADER, value)?;
+            }
+        }
+        // FL1's modules (ip_access, rate_limit, a canary's share) and the
+        // origin see the client's address, not graft-edge's: nginx's
+        // realip module reads it from here (the last address).
+        if let Some(ip) = routed.facts.client {
+            let forwarded = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(earlier) => format!("{earlier}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("X-Forwarded-For", forwarded)?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(read) = ctx.prepend.take() {
+            *body = Some(match body.take() {
+                Some(rest) => {
+                    let mut all = BytesMut::with_capacity(read.len() + rest.len());
+                    all.extend_from_slice(&read);
+                    all.extend_from_slice(&rest);
+                    all.freeze()
+                }
+                None => read,
+            });
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(routed) = &ctx.routed else {
+            return Ok(());
+        };
+        match routed.route {
+            // FL1 ran the response-header phase of the zone's steps.
+            Route::Fl1 { .. } => steps::apply_to_response(upstream, &routed.response_ops),
+            Route::Origin(_) => {
+                let req = EdgeRequest {
+                    head: session.req_header(),
+                    facts: &routed.facts,
+                    body: routed.body.as_deref(),
+                };
+                let zone = routed.zone.map(|z| &routed.snap.config.zones[z]);
+                steps::finish_response(
+                    zone,
+                    &self.edge.windows,
+                    &req,
+                    &routed.response_ops,
+                    upstream,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(routed) = &ctx.routed else {
+            return e;
+        };
+        if matches!(routed.route, Route::Fl1 { .. }) && ctx.fl1_down.is_none() {
+            ctx.fl1_down = Some(e.to_string());
+            let key = routed.zone.map_or(self.edge.unzoned.fl1_unreachable, |z| {
+                routed.snap.keys[z].fl1_unreachable
+            });
+            self.edge.add(key);
+            log_limited(
+                LogFamily::Failure,
+                format_args!("graft-edge: FL1 ({peer}) cannot be reached: {e}"),
+            );
+            // Once more, with the route the failure policies give.
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(resp) = ctx.answer.take() {
+            let sent = match &ctx.routed {
+                Some(r) => {
+                    let zone = r.zone.map(|z| &r.snap.config.zones[z]);
+                    let body = r.body.as_deref();
+                    send_answer(
+                        session,
+                        &self.edge,
+                        zone,
+                        Some(&r.facts),
+                        body,
+                        &r.response_ops,
+                        &resp,
+                    )
+                    .await
+                }
+                None => send_answer(session, &self.edge, None, None, None, &[], &resp).await,
+            };
+            if let Err(e) = sent {
+                tracing::error!("graft-edge: the failure policy's answer was not sent: {e}");
+            }
+            return FailToProxy {
+                error_code: resp.status,
+                can_reuse_downstream: false,
+            };
+        }
+        // Pingora's own choice of status (its default `fail_to_proxy`).
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            let sent = match answer::render(&status_only(code)) {
+                Ok((head, body)) => answer::write(session, head, body).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                tracing::error!("graft-edge: an error page was not sent: {e}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        // A failure policy's answer was counted and logged by the protocol.
+        ctx.fl1_down.is_some() && matches!(e.etype(), ErrorType::HTTPStatus(_))
+    }
+}
+
+/// An answer of a status alone (the server's page for it).
+fn status_only(status: u16) -> Response {
+    Response {
+        status,
+        headers: Vec::new(),
+        body: Vec::new(),
+        log: Vec::new(),
+    }
+}

@@ -1,0 +1,425 @@
+//! graft-edge's own settings file: where it listens, the graft file it
+//! serves, each zone's origin, FL1's address and the secrets. Parsed and
+//! checked whole at start: an error names the file and the field, and
+//! nothing starts.
+//!
+//! ```json
+//! { "listen": ["0.0.0.0:80"],
+//!   "admin_listen": "127.0.0.1:8091",
+//!   "graft": "/etc/graft/graft.json",
+//!   "origins": { "shop.example": "10.0.0.5:8080", "default": "10.0.0.4:8080" },
+//!   "fl1": "127.0.0.1:8080",
+//!   "fl1_key_file": "/etc/graft/edge.key",
+//!   "admin_token_file": "/etc/graft/admin.token",
+//!   "timeouts": { "connect_ms": 1000, "read_ms": 60000, "write_ms": 60000, "idle_ms": 60000 } }
+//! ```
+//!
+//! `origins` names an origin per zone of the graft file (by the zone's
+//! name, `"*"` included), and `default` serves every zone not named.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The key of `origins` that serves every zone not named.
+pub const DEFAULT_ORIGIN: &str = "default";
+
+/// The settings as the file says them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Vec<String>,
+    admin_listen: Option<String>,
+    graft: PathBuf,
+    origins: BTreeMap<String, String>,
+    fl1: String,
+    fl1_key_file: PathBuf,
+    #[serde(default)]
+    admin_token_file: Option<PathBuf>,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    threads: Option<usize>,
+    #[serde(default)]
+    run_dir: Option<PathBuf>,
+}
+
+/// Time limits, in milliseconds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Connecting to an origin or to FL1.
+    pub connect_ms: u64,
+    /// Waiting for a read from an origin or FL1 (and for a client's body).
+    pub read_ms: u64,
+    /// Waiting for a write to an origin or FL1.
+    pub write_ms: u64,
+    /// Keeping an idle connection to an origin or FL1 for reuse.
+    pub idle_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 1_000,
+            read_ms: 60_000,
+            write_ms: 60_000,
+            idle_ms: 60_000,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn read(&self) -> Duration {
+        Duration::from_millis(self.read_ms)
+    }
+    pub fn write(&self) -> Duration {
+        Duration::from_millis(self.write_ms)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+}
+
+/// The settings, checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub source: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub graft: PathBuf,
+    /// Origins by zone name; [`DEFAULT_ORIGIN`] for the others.
+    pub origins: BTreeMap<String, SocketAddr>,
+    pub fl1: SocketAddr,
+    /// The key a request passed to FL1 carries (`Graft-Edge: ...; key=`).
+    pub fl1_key: Vec<u8>,
+    /// The admin listener's token; `None`: every admin call is refused.
+    pub admin_token: Option<Vec<u8>>,
+    pub timeouts: Timeouts,
+    /// Pingora's worker threads.
+    pub threads: usize,
+    /// Where Pingora keeps its pid file and graceful-upgrade socket.
+    pub run_dir: PathBuf,
+}
+
+/// A settings file refused: the file, the field, and why.
+#[derive(Debug)]
+pub struct Refused {
+    pub file: PathBuf,
+    pub field: String,
+    pub why: String,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.why)
+        } else {
+            write!(
+                f,
+                "{}: field \"{}\": {}",
+                self.file.display(),
+                self.field,
+                self.why
+            )
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Settings {
+    /// Reads and checks the settings file at `path`.
+    pub fn load(path: &Path) -> Result<Settings, Refused> {
+        let text = std::fs::read(path).map_err(|e| Refused {
+            file: path.to_path_buf(),
+            field: String::new(),
+            why: e.to_string(),
+        })?;
+        Settings::parse(path, &text)
+    }
+
+    /// Parses and checks settings held in memory; `source` names them in errors.
+    pub fn parse(source: &Path, text: &[u8]) -> Result<Settings, Refused> {
+        let refuse = |field: &str, why: String| Refused {
+            file: source.to_path_buf(),
+            field: field.to_string(),
+            why,
+        };
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let file: File = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            refuse(&field, e.into_inner().to_string())
+        })?;
+        if file.listen.is_empty() {
+            return Err(refuse("listen", "lists no address".into()));
+        }
+        let listen = file
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| address(a).map_err(|why| refuse(&format!("listen[{i}]"), why)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let admin_listen = match &file.admin_listen {
+            None => None,
+            Some(a) => {
+                let addr = address(a).map_err(|why| refuse("admin_listen", why))?;
+                if !addr.ip().is_loopback() {
+                    return Err(refuse(
+                        "admin_listen",
+                        format!("{addr} is not a loopback address: the admin API listens on loopback only"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let origins = file
+            .origins
+            .iter()
+            .map(|(zone, a)| {
+                address(a)
+                    .map(|addr| (zone.clone(), addr))
+                    .map_err(|why| refuse(&format!("origins.{zone}"), why))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let fl1 = address(&file.fl1).map_err(|why| refuse("fl1", why))?;
+        let fl1_key = secret(&file.fl1_key_file).map_err(|why| refuse("fl1_key_file", why))?;
+        // FL1 splits the header's parameters at `;` (graft_engine::edge).
+        if fl1_key.contains(&b';') {
+            return Err(refuse(
+                "fl1_key_file",
+                "the key has a \";\", which the Graft-Edge header cannot carry".into(),
+            ));
+        }
+        let admin_token = match &file.admin_token_file {
+            None => None,
+            Some(p) => Some(secret(p).map_err(|why| refuse("admin_token_file", why))?),
+        };
+        let t = file.timeouts;
+        for (name, ms) in [
+            ("connect_ms", t.connect_ms),
+            ("read_ms", t.read_ms),
+            ("write_ms", t.write_ms),
+            ("idle_ms", t.idle_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                return Err(refuse(
+                    &format!("timeouts.{name}"),
+                    format!("{ms} is not from 1 to 3600000 milliseconds"),
+                ));
+            }
+        }
+        let threads = file.threads.unwrap_or(2);
+        if !(1..=1024).contains(&threads) {
+            return Err(refuse(
+                "threads",
+                format!("{threads} is not from 1 to 1024"),
+            ));
+        }
+        let relative = |p: &Path| match source.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        };
+        Ok(Settings {
+            source: source.to_path_buf(),
+            listen,
+            admin_listen,
+            graft: relative(&file.graft),
+            origins,
+            fl1,
+            fl1_key,
+            admin_token,
+            timeouts: t,
+            threads,
+            run_dir: relative(
+                file.run_dir
+                    .as_deref()
+                    .unwrap_or(Path::new("/run/graft-edge")),
+            ),
+        })
+    }
+
+    /// The origin of the zone named `zone`: its own, else the default.
+    pub fn origin_of(&self, zone: &str) -> Option<SocketAddr> {
+        self.origins
+            .get(zone)
+            .or_else(|| self.origins.get(DEFAULT_ORIGIN))
+            .copied()
+    }
+
+    /// Checks the origins against the graft file's zones: every zone has
+    /// one, and every origin named for a zone names one of the file's.
+    pub fn check_origins(&self, zones: &[&str]) -> Result<(), Refused> {
+        let refuse = |field: String, why: String| Refused {
+            file: self.source.clone(),
+            field,
+            why,
+        };
+        for name in self.origins.keys() {
+            if name != DEFAULT_ORIGIN && !zones.contains(&name.as_str()) {
+                return Err(refuse(
+                    format!("origins.{name}"),
+                    format!("names no zone of {}", self.graft.display()),
+                ));
+            }
+        }
+        if let Some(zone) = zones.iter().find(|z| self.origin_of(z).is_none()) {
+            return Err(refuse(
+                "origins".into(),
+                format!("zone \"{zone}\" has no origin, and there is no \"{DEFAULT_ORIGIN}\""),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` (a name is resolved once, now).
+fn address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut found = text
+        .to_socket_addrs()
+        .map_err(|e| format!("\"{text}\" is not a host:port address ({e})"))?;
+    found
+        .next()
+        .ok_or_else(|| format!("\"{text}\" resolves to no address"))
+}
+
+/// A secret's file, as nginx reads its own (`graft_admin_token`): a file
+/// that not every local user may read, holding one token of at least 32
+/// printable bytes.
+fn secret(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: not a file"));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "{shown}: mode {:o} lets every local user read or write it: chmod 0640",
+            mode & 0o777
+        ));
+    }
+    let text = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+    graft_engine::admin::parse_token(&text).map_err(|e| format!("{shown}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_file(dir: &Path, name: &str, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("graft-edge-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn parse(text: &str) -> Result<Settings, Refused> {
+        Settings::parse(Path::new("/etc/graft/edge.json"), text.as_bytes())
+    }
+
+    #[test]
+    fn a_whole_file_reads_back() {
+        let d = dir();
+        let key = key_file(&d, "key", 0o600);
+        let s = parse(&format!(
+            r#"{{ "listen": ["127.0.0.1:8000"], "admin_listen": "127.0.0.1:8001", "graft": "graft.json",
+                 "origins": {{ "a.test": "127.0.0.1:9000", "default": "127.0.0.1:9001" }},
+                 "fl1": "127.0.0.1:8080", "fl1_key_file": "{}", "timeouts": {{ "connect_ms": 50 }} }}"#,
+            key.display()
+        ))
+        .unwrap();
+        assert_eq!(s.graft, Path::new("/etc/graft/graft.json"));
+        assert_eq!(s.origin_of("a.test").unwrap().port(), 9000);
+        assert_eq!(s.origin_of("b.test").unwrap().port(), 9001);
+        assert_eq!(s.fl1_key.len(), 32);
+        assert_eq!(s.timeouts.connect_ms, 50);
+        assert_eq!(s.timeouts.read_ms, 60_000);
+        assert!(s.check_origins(&["a.test", "*", "c.test"]).is_ok());
+    }
+
+    #[test]
+    fn every_refusal_names_its_field() {
+        let d = dir();
+        let key = key_file(&d, "key2", 0o600);
+        let open = key_file(&d, "open", 0o644);
+        let base = |extra: &str| {
+            format!(
+                r#"{{ "listen": ["127.0.0.1:8000"], "graft": "g.json", "origins": {{ "default": "127.0.0.1:9" }},
+                     "fl1": "127.0.0.1:8080", "fl1_key_file": "{}" {extra} }}"#,
+                key.display()
+            )
+        };
+        for (text, field, why) in [
+            (
+                base(r#", "admin_listen": "0.0.0.0:9""#),
+                "admin_listen",
+                "not a loopback",
+            ),
+            (
+                base(r#", "timeouts": { "read_ms": 0 }"#),
+                "timeouts.read_ms",
+                "not from 1",
+            ),
+            (
+                base(r#", "timeouts": { "read": 5 }"#),
+                "timeouts.read",
+                "unknown field",
+            ),
+            (base(r#", "threads": "two""#), "threads", "invalid type"),
+            (base(r#", "listn": []"#), "listn", "unknown field"),
+            (
+                base("").replace("127.0.0.1:9\"", "nowhere\""),
+                "origins.default",
+                "not a host:port",
+            ),
+            (
+                base("").replace(&key.display().to_string(), &open.display().to_string()),
+                "fl1_key_file",
+                "every local user",
+            ),
+            (
+                base("").replace(&key.display().to_string(), "/no/such/key"),
+                "fl1_key_file",
+                "No such file",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+            assert!(e.to_string().starts_with("/etc/graft/edge.json: "), "{e}");
+        }
+        let s = parse(&base("")).unwrap();
+        let e = parse(&base("").replace("\"default\"", "\"a.test\""))
+            .unwrap()
+            .check_origins(&["a.test", "b.test"])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("zone \"b.test\" has no origin"),
+            "{e}"
+        );
+        let e = parse(&base("").replace("\"default\"", "\"typo.test\""))
+            .unwrap()
+            .check_origins(&["a.test"])
+            .unwrap_err();
+        assert_eq!(e.field, "origins.typo.test");
+        assert!(s.check_origins(&["a.test"]).is_ok());
+    }
+}
