@@ -1,0 +1,420 @@
+//! graft-edge in front of FL1: the real nginx with graft and Lua (the
+//! harness's), or a stand-in that records what reached it, and an origin
+//! that does the same. What graft-edge serves itself, what it passes to
+//! FL1 (from which step, with which header), what comes back, what happens
+//! when FL1 is down, and the files it refuses.
+mod support;
+
+use serde_json::json;
+use support::{fl1, Edge, Recorder, KEY, TOKEN};
+
+/// Zones for every case: a probe in rust (declining and panicking on some
+/// paths), the same in lua, two steps (a header change, then a probe that
+/// lets the request on), and steps whose failure policy answers or lets
+/// the request on when FL1 cannot be reached.
+fn graft() -> String {
+    let headers = json!({ "module": "headers", "mode": "rust", "config": { "rules": [
+        { "request": [ { "set": "X-Step0", "value": "ran" } ],
+          "response": [ { "set": "X-Edge-Step0", "value": "ran" } ] } ] } });
+    json!({ "zones": {
+        "rust.test": { "modules": [
+            { "module": "probe", "mode": "rust", "config": { "decline_on": "/decline", "panic_on": "/panic" } } ] },
+        "lua.test": { "modules": [ { "module": "probe", "mode": "lua" } ] },
+        "two.test": { "modules": [ headers,
+            { "module": "probe", "mode": "rust", "config": { "continue": true, "decline_on": "/decline" } } ] },
+        "closed.test": { "modules": [
+            { "module": "probe", "mode": "lua", "on_failure": { "respond": 503 } } ] },
+        "open.test": { "modules": [
+            { "module": "probe", "mode": "lua", "on_failure": "continue" }, headers ] }
+    } })
+    .to_string()
+}
+
+fn origins(origin: &Recorder) -> serde_json::Value {
+    json!({ "default": origin.addr() })
+}
+
+#[test]
+fn a_rust_step_answers_from_graft_edge_and_a_lua_step_from_fl1() {
+    let fl1 = fl1(&graft());
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(
+        &graft(),
+        origins(&origin),
+        &format!("127.0.0.1:{}", fl1.port),
+    );
+
+    let r = edge.get("rust.test", "/x");
+    assert_eq!((r.status, r.text().as_str()), (200, "rust /x\n"));
+    assert_eq!(r.header("X-Graft-Impl"), Some("rust"));
+    assert_eq!(r.header("Content-Length"), Some("8"));
+
+    // Lua's: FL1 answers, and its answer comes back as FL1 gave it.
+    let direct = fl1.get("lua.test", "/x");
+    let r = edge.get("lua.test", "/x");
+    assert_eq!((r.status, r.text()), (direct.status, direct.text()));
+    assert_eq!(r.text(), "lua /x\n");
+    for name in ["X-Graft-Impl", "Content-Type", "Content-Length"] {
+        assert_eq!(r.header(name), direct.header(name), "{name}");
+    }
+    assert_eq!(origin.count(), 0, "neither went to the origin");
+
+    let m = edge.metrics();
+    for (series, n) in [
+        (
+            r#"graft_requests_total{zone="rust.test",module="probe",path="rust"}"#,
+            1,
+        ),
+        (
+            r#"graft_requests_total{zone="lua.test",module="probe",path="lua"}"#,
+            0,
+        ),
+        (r#"graft_edge_requests_total{zone="rust.test"}"#, 1),
+        (r#"graft_edge_requests_total{zone="lua.test"}"#, 1),
+        (
+            r#"graft_edge_passed_total{zone="lua.test",module="probe",reason="mode"}"#,
+            1,
+        ),
+        (
+            r#"graft_edge_passed_total{zone="rust.test",module="probe",reason="mode"}"#,
+            0,
+        ),
+    ] {
+        assert_eq!(graft_tests::metric(&m, series), Some(n), "{series}\n{m}");
+    }
+    // FL1 served lua.test's step, and counted it there.
+    assert_eq!(fl1.counter("lua.test", 0, "lua"), 2);
+    assert_eq!(fl1.counter("rust.test", 0, "rust"), 0);
+    fl1.assert_clean_log(&[]);
+}
+
+#[test]
+fn a_rust_step_that_declines_or_panics_passes_to_fl1_from_that_step() {
+    let fl1 = fl1(&graft());
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(
+        &graft(),
+        origins(&origin),
+        &format!("127.0.0.1:{}", fl1.port),
+    );
+
+    // FL1 runs the step again (it holds no graft_edge_key here) and its
+    // Rust side declines again: its Lua side serves.
+    let r = edge.get("rust.test", "/decline/a");
+    assert_eq!((r.status, r.text().as_str()), (200, "lua /decline/a\n"));
+    let r = edge.get("rust.test", "/panic/a");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), edge.log());
+    assert_eq!(r.header("X-Graft-Impl"), Some("lua"));
+    // A panic took one request: the next is served.
+    let r = edge.get("rust.test", "/fine");
+    assert_eq!(r.text(), "rust /fine\n");
+
+    // Step 1 declines: FL1 takes it from there, step 0's change made here
+    // (and counted here only), step 1's Lua side serving.
+    let r = edge.get("two.test", "/decline");
+    let text = r.text().to_ascii_lowercase();
+    assert!(
+        text.contains("x-step0: ran") && text.contains("x-probe: lua"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("graft-edge"),
+        "the key reached the origin: {text}"
+    );
+    assert_eq!(r.header("X-Edge-Step0"), Some("ran"));
+    assert_eq!(
+        fl1.counter("two.test", 0, "rust"),
+        0,
+        "step 0 ran in FL1 too"
+    );
+    assert_eq!(fl1.counter("two.test", 1, "fallback"), 1);
+    let fl1_metrics = fl1.get("localhost", "/graft/metrics").text();
+    assert_eq!(
+        graft_tests::metric(
+            &fl1_metrics,
+            r#"graft_edge_handoffs_total{result="accepted"}"#
+        ),
+        Some(3),
+        "{fl1_metrics}"
+    );
+
+    let m = edge.metrics();
+    for (series, n) in [
+        (
+            r#"graft_edge_passed_total{zone="two.test",module="probe",reason="decline"}"#,
+            1,
+        ),
+        (
+            r#"graft_requests_total{zone="two.test",module="headers",path="rust"}"#,
+            1,
+        ),
+        (
+            r#"graft_edge_passed_total{zone="rust.test",module="probe",reason="decline"}"#,
+            1,
+        ),
+        (
+            r#"graft_edge_passed_total{zone="rust.test",module="probe",reason="panic"}"#,
+            1,
+        ),
+        (
+            r#"graft_requests_total{zone="rust.test",module="probe",path="fallback"}"#,
+            2,
+        ),
+        (
+            r#"graft_requests_total{zone="rust.test",module="probe",path="rust"}"#,
+            1,
+        ),
+        (
+            r#"graft_rust_outcomes_total{zone="rust.test",module="probe",outcome="panic"}"#,
+            1,
+        ),
+        (
+            r#"graft_rust_outcomes_total{zone="rust.test",module="probe",outcome="decline"}"#,
+            1,
+        ),
+    ] {
+        assert_eq!(graft_tests::metric(&m, series), Some(n), "{series}\n{m}");
+    }
+    let log = edge.log();
+    assert!(
+        log.contains(r#"zone "rust.test" module "probe" panicked: probe panics on /panic/a"#),
+        "{log}"
+    );
+    assert!(log.contains("passed to FL1 from step 0"), "{log}");
+    // FL1 ran the panicking step again (from step 0): its own panic, caught.
+    fl1.assert_clean_log(&["panicked"]);
+}
+
+#[test]
+fn fl1_gets_the_step_to_start_from_and_never_a_clients_header() {
+    let fl1 = Recorder::start("fl1");
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(&graft(), origins(&origin), &fl1.addr());
+    let forged = "Graft-Edge: from=9; zone=two.test; key=forged\r\n";
+
+    // Both steps in Rust: the origin, with step 0's change, and no header.
+    let r = edge.get_with("two.test", "/ok", forged);
+    assert_eq!(r.text(), "origin /ok 0\n");
+    assert_eq!(
+        r.header("X-Edge-Step0"),
+        Some("ran"),
+        "step 0's response change"
+    );
+    let seen = origin.last();
+    assert_eq!(seen.headers("X-Step0"), ["ran"]);
+    assert_eq!(seen.headers("X-Probe"), ["rust"]);
+    assert!(seen.headers("Graft-Edge").is_empty(), "{}", seen.head);
+    assert_eq!(seen.headers("X-Forwarded-For"), ["127.0.0.1"]);
+
+    // Step 1 declines: FL1 takes it from step 1, with step 0's change.
+    let r = edge.get_with("two.test", "/decline", forged);
+    assert_eq!(r.text(), "fl1 /decline 0\n");
+    assert_eq!(r.header("X-Edge-Step0"), Some("ran"));
+    let seen = fl1.last();
+    assert_eq!(
+        seen.headers("Graft-Edge"),
+        [format!("from=1; zone=two.test; key={KEY}")],
+        "{}",
+        seen.head
+    );
+    assert_eq!(seen.headers("X-Step0"), ["ran"]);
+
+    // A zone FL1 serves from its first step: the request as sent.
+    let r = edge.get_with("lua.test", "/l", forged);
+    assert_eq!(r.text(), "fl1 /l 0\n");
+    let seen = fl1.last();
+    assert_eq!(
+        seen.headers("Graft-Edge"),
+        [format!("from=0; zone=lua.test; key={KEY}")]
+    );
+    assert!(seen.headers("X-Step0").is_empty());
+
+    // No zone for the Host: FL1 takes it as sent, with no hand-off to judge.
+    let r = edge.get_with("nowhere.test", "/n", forged);
+    assert_eq!(r.text(), "fl1 /n 0\n");
+    assert!(
+        fl1.last().headers("Graft-Edge").is_empty(),
+        "{}",
+        fl1.last().head
+    );
+    assert_eq!(edge.metric(r#"graft_edge_requests_total{zone=""}"#), 1);
+    assert_eq!(
+        edge.metric(r#"graft_edge_passed_total{zone="two.test",module="probe",reason="decline"}"#),
+        1
+    );
+    assert_eq!(origin.count(), 1);
+}
+
+#[test]
+fn with_fl1_down_each_step_s_failure_policy_serves() {
+    // Nothing listens on FL1's port.
+    let closed = graft_tests::free_port();
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(&graft(), origins(&origin), &format!("127.0.0.1:{closed}"));
+
+    let r = edge.get("closed.test", "/c");
+    assert_eq!(r.status, 503, "{}\n{}", r.text(), edge.log());
+    assert!(
+        r.text().contains("503 Service Temporarily Unavailable"),
+        "{}",
+        r.text()
+    );
+
+    // A policy that lets the request on: the later steps run here.
+    let r = edge.get("open.test", "/o");
+    assert_eq!(r.text(), "origin /o 0\n", "{}", edge.log());
+    assert_eq!(r.header("X-Edge-Step0"), Some("ran"));
+    assert_eq!(origin.last().headers("X-Step0"), ["ran"]);
+
+    let m = edge.metrics();
+    for (series, n) in [
+        (r#"graft_edge_fl1_unreachable_total{zone="closed.test"}"#, 1),
+        (r#"graft_edge_fl1_unreachable_total{zone="open.test"}"#, 1),
+        (
+            r#"graft_requests_total{zone="closed.test",module="probe",path="failed"}"#,
+            1,
+        ),
+        (
+            r#"graft_requests_total{zone="open.test",module="probe",path="failed"}"#,
+            1,
+        ),
+        (
+            r#"graft_requests_total{zone="open.test",module="headers",path="rust"}"#,
+            1,
+        ),
+    ] {
+        assert_eq!(graft_tests::metric(&m, series), Some(n), "{series}\n{m}");
+    }
+    let log = edge.log();
+    assert!(log.contains("cannot be reached"), "{log}");
+    assert!(
+        log.contains(r#"zone "closed.test" module "probe" could not decide"#),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_admin_listener_serves_metrics_and_guards_the_admin_api() {
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(&graft(), origins(&origin), &origin.addr());
+    assert!(edge.metrics().contains("# TYPE graft_edge_passed counter"));
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    for (path, extra, status) in [
+        ("/graft/admin/totals", "", 401),
+        (
+            "/graft/admin/totals",
+            "Authorization: Bearer wrong-token-0123456789abcdef0123\r\n",
+            401,
+        ),
+        (
+            "/graft/admin/totals",
+            &*format!("{bearer}Origin: http://evil.test\r\n"),
+            403,
+        ),
+        ("/graft/admin/totals", &*bearer, 200),
+        ("/graft/admin/status", &*bearer, 200),
+        ("/graft/admin/kill?module=probe", &*bearer, 501),
+        ("/graft/admin/nothing", &*bearer, 404),
+    ] {
+        let r = edge.admin(path, extra);
+        assert_eq!(r.status, status, "{path} {extra:?}: {}", r.text());
+    }
+    let totals = edge.admin("/graft/admin/totals", &bearer).text();
+    assert!(
+        totals.contains(r#"graft_requests_total{path="rust"}"#),
+        "{totals}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&edge.admin("/graft/admin/status", &bearer).text()).unwrap();
+    assert!(status["zones"]["rust.test"].is_array(), "{status}");
+    assert_eq!(
+        edge.metric(r#"graft_admin_refused_total{reason="token"}"#),
+        2
+    );
+    assert_eq!(
+        edge.metric(r#"graft_admin_refused_total{reason="browser"}"#),
+        1
+    );
+}
+
+#[test]
+fn a_bad_settings_or_graft_file_is_refused_naming_its_field() {
+    let run = |dir: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(support::binary())
+            .args(args)
+            .arg(dir.join("edge.json"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dir = support::scratch("bad");
+    std::fs::write(dir.join("graft.json"), graft()).unwrap();
+    let good = support::settings(
+        &dir,
+        1,
+        2,
+        json!({ "default": "127.0.0.1:9" }),
+        "127.0.0.1:8",
+    );
+    std::fs::write(dir.join("edge.json"), good.to_string()).unwrap();
+    let out = std::process::Command::new(support::binary())
+        .args(["--check"])
+        .arg(dir.join("edge.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut bad = good.clone();
+    bad["admin_listen"] = json!("0.0.0.0:9");
+    std::fs::write(dir.join("edge.json"), bad.to_string()).unwrap();
+    let (code, err) = run(&dir, &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("edge.json: field \"admin_listen\": 0.0.0.0:9 is not a loopback address"),
+        "{err}"
+    );
+
+    let mut bad = good.clone();
+    bad["timeouts"]["connect_ms"] = json!("soon");
+    std::fs::write(dir.join("edge.json"), bad.to_string()).unwrap();
+    let (code, err) = run(&dir, &["--check"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("field \"timeouts.connect_ms\": invalid type"),
+        "{err}"
+    );
+
+    let mut bad = good.clone();
+    bad["origins"] = json!({ "rust.test": "127.0.0.1:9" });
+    std::fs::write(dir.join("edge.json"), bad.to_string()).unwrap();
+    let (code, err) = run(&dir, &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(
+            "field \"origins\": zone \"closed.test\" has no origin, and there is no \"default\""
+        ),
+        "{err}"
+    );
+
+    // The graft file, refused as nginx refuses it.
+    std::fs::write(dir.join("edge.json"), good.to_string()).unwrap();
+    std::fs::write(
+        dir.join("graft.json"),
+        r#"{ "zones": { "a.test": { "modules": [ { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": "/b", "status": 303 } ] } } ] } } }"#,
+    )
+    .unwrap();
+    let (code, err) = run(&dir, &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("graft.json: zone \"a.test\": module #0 \"redirects\": field \"config.rules[0].status\""),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
