@@ -25,7 +25,11 @@ fn graft() -> String {
         "closed.test": { "modules": [
             { "module": "probe", "mode": "lua", "on_failure": { "respond": 503 } } ] },
         "open.test": { "modules": [
-            { "module": "probe", "mode": "lua", "on_failure": "continue" }, headers ] }
+            { "module": "probe", "mode": "lua", "on_failure": "continue" }, headers ] },
+        "ip.test": { "modules": [
+            { "module": "ip_access", "mode": "lua", "config": { "deny": ["127.0.0.2/32"] } } ] },
+        "ipr.test": { "modules": [
+            { "module": "ip_access", "mode": "rust", "config": { "deny": ["127.0.0.2/32"] } } ] }
     } })
     .to_string()
 }
@@ -183,6 +187,48 @@ fn a_rust_step_that_declines_or_panics_passes_to_fl1_from_that_step() {
     assert!(log.contains("passed to FL1 from step 0"), "{log}");
     // FL1 ran the panicking step again (from step 0): its own panic, caught.
     fl1.assert_clean_log(&["panicked"]);
+}
+
+/// A GET from `client` (a loopback address) through graft-edge.
+fn get_from(edge: &Edge, client: [u8; 4], host: &str) -> graft_tests::Response {
+    let req = graft_engine::corpus::CorpusRequest {
+        method: b"GET".to_vec(),
+        host: host.as_bytes().to_vec(),
+        target: b"/who".to_vec(),
+        headers: Vec::new(),
+        client: Some(client.into()),
+        body: None,
+    };
+    let r = graft_tests::replay::send(edge.port, &req).unwrap();
+    graft_tests::Response {
+        status: r.status,
+        headers: r.headers,
+        body: r.body,
+    }
+}
+
+#[test]
+fn fl1_s_modules_see_the_client_s_address_not_graft_edge_s() {
+    let fl1 = fl1(&graft());
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(
+        &graft(),
+        origins(&origin),
+        &format!("127.0.0.1:{}", fl1.port),
+    );
+    // ip_access in lua: FL1's Lua side judges the client graft-edge names.
+    assert_eq!(get_from(&edge, [127, 0, 0, 2], "ip.test").status, 403);
+    let r = get_from(&edge, [127, 0, 0, 3], "ip.test");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fl1.counter("ip.test", 0, "lua"), 2);
+    // In rust, graft-edge judges it itself.
+    assert_eq!(get_from(&edge, [127, 0, 0, 2], "ipr.test").status, 403);
+    assert_eq!(
+        get_from(&edge, [127, 0, 0, 3], "ipr.test").text(),
+        "origin /who 0\n"
+    );
+    assert_eq!(fl1.counter("ipr.test", 0, "rust"), 0);
+    fl1.assert_clean_log(&[]);
 }
 
 #[test]

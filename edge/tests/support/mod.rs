@@ -155,16 +155,20 @@ pub fn secret_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// FL1: the harness's nginx with graft and Lua serving `graft`, holding
-/// graft-edge's key (`graft_edge_key`), so that it takes a hand-off from
-/// the step graft-edge names.
+/// FL1: the harness's nginx with graft and Lua serving `graft`, set up as
+/// the README says: it holds graft-edge's key (`graft_edge_key`), so that
+/// it takes a hand-off from the step graft-edge names, and reads the
+/// client's address from graft-edge's `X-Forwarded-For` (realip).
 pub fn fl1(graft: &str) -> Nginx {
     let nginx = Nginx::prepare(graft);
     let key = secret_file(&nginx.prefix, "edge.key", KEY);
     let conf_path = nginx.prefix.join("nginx.conf");
     let conf = std::fs::read_to_string(&conf_path).unwrap().replacen(
         "    graft_config ",
-        &format!("    graft_edge_key {};\n    graft_config ", key.display()),
+        &format!(
+            "    graft_edge_key {};\n    set_real_ip_from 127.0.0.1;\n    real_ip_header X-Forwarded-For;\n    graft_config ",
+            key.display()
+        ),
         1,
     );
     std::fs::write(&conf_path, conf).unwrap();
