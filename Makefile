@@ -5,11 +5,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Debian 12's packages: the distribution's nginx and Lua module, what
-# building against them needs, and etcd (the fleet test's cluster; protoc
-# for the etcd client's generated gRPC code).
+# building against them needs, etcd (the fleet test's cluster; protoc
+# for the etcd client's generated gRPC code), and cmake (Pingora's zlib-ng,
+# under graft-edge).
 DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
 	lua-resty-core lua-cjson luajit2 libluajit2-5.1-dev libclang-dev \
-	binutils wrk chromium etcd-server etcd-client protobuf-compiler
+	binutils wrk chromium etcd-server etcd-client protobuf-compiler cmake
 NGINX_SRC := /usr/share/nginx/src
 NGINX_BUILD := build/nginx
 MODULE := target/release/libngx_http_graft_module.so
@@ -36,15 +37,16 @@ GRAFT_MODULE ?= $(CURDIR)/$(MODULE)
 # graft's own test module (`probe`) is in the module that `make run` and the
 # tests load; the package's module is built without it, apart.
 TEST_FEATURES := --features graft-nginx/probe
-# ... and graft-agent, which checks files with it, in the tests.
-WORKSPACE_FEATURES := --features graft-nginx/probe,graft-agent/probe
+# ... and graft-agent (which checks files with it) and graft-edge (which runs
+# it), in the tests.
+WORKSPACE_FEATURES := --features graft-nginx/probe,graft-agent/probe,graft-edge/probe
 PACKAGE_TARGET := target/package
 PACKAGE_MODULE := $(PACKAGE_TARGET)/release/libngx_http_graft_module.so
 # Every module crate with criterion benches (modules/<name>/benches).
 BENCH_CRATES := $(foreach d,$(filter-out modules/template/benches,$(wildcard modules/*/benches)),-p graft-$(subst _,-,$(notdir $(patsubst %/benches,%,$(d)))))
 export GRAFT_MODULE
 
-.PHONY: help deps build run stop test diff parity replay corpus bench lint fmt clean new-module \
+.PHONY: help deps build edge run stop test diff parity replay corpus bench lint fmt clean new-module \
 	deb docker-base docker package-test
 
 help: ## List the targets
@@ -69,6 +71,9 @@ $(NGINX_BUILD)/ngx_auto_config.h: | deps
 
 build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against the distribution's nginx
 	cargo build --release -p graft-nginx $(TEST_FEATURES)
+
+edge: deps ## Build graft-edge, the all-Rust server on Pingora (target/release/graft-edge)
+	cargo build --release -p graft-edge
 
 run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=, CONFIG=your graft file, INIT=, SITE=, NATIVE=1)
 	@if [ -f $(RUN_PREFIX)/nginx.pid ] && kill -0 $$(cat $(RUN_PREFIX)/nginx.pid) 2>/dev/null; then \
