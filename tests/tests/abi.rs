@@ -24,6 +24,20 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     &text[from..to]
 }
 
+/// Every `.rs` file below `dir`, read and joined.
+fn rust_sources(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            text += &rust_sources(&path);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            text += &std::fs::read_to_string(&path).unwrap();
+        }
+    }
+    text
+}
+
 fn header_functions(header: &str) -> Vec<String> {
     between(header, "/* graft:abi:begin */", "/* graft:abi:end */")
         .lines()
@@ -62,11 +76,13 @@ fn constants_agree_in_header_lua_and_rust() {
         .collect();
     assert!(defines.len() > 15, "{defines:?}");
     let lua = read("lua/graft/abi.lua");
-    // Every constant the module defines, wherever in shim/nginx it lives.
-    let rust: String = std::fs::read_dir(graft_tests::root().join("shim/nginx/src"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    // Every constant the module defines, wherever in shim/nginx it lives
+    // (its folders too: `bridge/marshal.rs` holds the ABI's codes).
+    let rust = rust_sources(&graft_tests::root().join("shim/nginx/src"));
+    assert!(
+        rust.contains("GRAFT_ABI_VERSION: c_int = "),
+        "no GRAFT_ABI_VERSION in shim/nginx/src"
+    );
     let engine = read("shim/engine/src/counters.rs");
     for (name, value) in &defines {
         assert!(
