@@ -1,8 +1,9 @@
 //! graft-edge's admin listener, on loopback only (`admin_listen`), with
 //! nginx's paths:
 //!
-//! - `GET /graft/metrics`, `GET /graft/counters`: what nginx serves on its
-//!   loopback-only locations (Prometheus' scrape, the dashboard's JSON);
+//! - `GET /graft/metrics`, `GET /graft/status`, `GET /graft/counters`:
+//!   what nginx serves on its loopback-only locations (Prometheus' scrape,
+//!   the dashboard, which reads the counters' JSON);
 //! - `/graft/admin/...`: nginx's admin API, under the same guard
 //!   (`graft_engine::admin`: the token of `admin_token_file` as
 //!   `Authorization: Bearer`, no browser's marks, a loopback `Host`; every
@@ -26,6 +27,9 @@ pub struct Admin {
 }
 
 const PROMETHEUS: &str = "text/plain; version=0.0.4";
+
+/// nginx's dashboard page, the same one.
+const DASHBOARD: &str = include_str!("../../nginx/status.html");
 
 fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> http::Response<Vec<u8>> {
     let body = body.into();
@@ -86,6 +90,7 @@ impl ServeHttp for Admin {
             ("/graft/metrics", true) => {
                 return reply(200, PROMETHEUS, crate::metrics::text(&self.edge))
             }
+            ("/graft/status", true) => return reply(200, "text/html", DASHBOARD),
             ("/graft/counters", true) => {
                 return reply(200, "application/json", config.counters_json(now_secs()))
             }

@@ -8,6 +8,14 @@ mod support;
 use serde_json::json;
 use support::{fl1, Edge, Recorder, KEY, TOKEN};
 
+/// A step with a response-header phase: one header added to every
+/// response, one removed, and one on a 403 only.
+fn on_response(mode: &str) -> serde_json::Value {
+    json!({ "module": "headers", "mode": mode, "config": { "rules": [
+        { "on_response": {}, "response": [ { "add": "X-Once", "value": "1" }, { "remove": "X-Served-By" } ] },
+        { "on_response": { "status": [403] }, "response": [ { "set": "X-Denied", "value": "yes" } ] } ] } })
+}
+
 /// Zones for every case: a probe in rust (declining and panicking on some
 /// paths), the same in lua, two steps (a header change, then a probe that
 /// lets the request on), and steps whose failure policy answers or lets
@@ -29,7 +37,11 @@ fn graft() -> String {
         "ip.test": { "modules": [
             { "module": "ip_access", "mode": "lua", "config": { "deny": ["127.0.0.2/32"] } } ] },
         "ipr.test": { "modules": [
-            { "module": "ip_access", "mode": "rust", "config": { "deny": ["127.0.0.2/32"] } } ] }
+            { "module": "ip_access", "mode": "rust", "config": { "deny": ["127.0.0.2/32"] } } ] },
+        "resp.test": { "modules": [ on_response("rust"),
+            { "module": "probe", "mode": "rust", "config": { "continue": true, "decline_on": "/decline" } },
+            { "module": "ip_access", "mode": "rust", "config": { "deny": ["127.0.0.1/32"] } } ] },
+        "respl.test": { "modules": [ on_response("lua") ] }
     } })
     .to_string()
 }
@@ -191,10 +203,19 @@ fn a_rust_step_that_declines_or_panics_passes_to_fl1_from_that_step() {
 
 /// A GET from `client` (a loopback address) through graft-edge.
 fn get_from(edge: &Edge, client: [u8; 4], host: &str) -> graft_tests::Response {
+    get_target_from(edge, client, host, "/who")
+}
+
+fn get_target_from(
+    edge: &Edge,
+    client: [u8; 4],
+    host: &str,
+    target: &str,
+) -> graft_tests::Response {
     let req = graft_engine::corpus::CorpusRequest {
         method: b"GET".to_vec(),
         host: host.as_bytes().to_vec(),
-        target: b"/who".to_vec(),
+        target: target.as_bytes().to_vec(),
         headers: Vec::new(),
         client: Some(client.into()),
         body: None,
@@ -228,6 +249,52 @@ fn fl1_s_modules_see_the_client_s_address_not_graft_edge_s() {
         "origin /who 0\n"
     );
     assert_eq!(fl1.counter("ipr.test", 0, "rust"), 0);
+    fl1.assert_clean_log(&[]);
+}
+
+#[test]
+fn the_response_header_phase_runs_once_where_the_response_is_made() {
+    let fl1 = fl1(&graft());
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(
+        &graft(),
+        origins(&origin),
+        &format!("127.0.0.1:{}", fl1.port),
+    );
+    // graft-edge's own answer (step 2 denies 127.0.0.1): the phase runs here.
+    let r = edge.get("resp.test", "/x");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.header("X-Denied"), Some("yes"));
+    assert_eq!(r.header("X-Once"), Some("1"));
+    // From a client graft-edge lets through, to the origin: here too.
+    let r = get_from(&edge, [127, 0, 0, 2], "resp.test");
+    assert_eq!(r.text(), "origin /who 0\n");
+    assert_eq!(
+        r.header("X-Served-By"),
+        None,
+        "the origin's header was removed"
+    );
+    let once: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("X-Once"))
+        .collect();
+    assert_eq!(once.len(), 1, "{:?}", r.headers);
+    // A response FL1 makes: FL1 runs the phase, once, and graft-edge leaves it.
+    for (host, target) in [("respl.test", "/l"), ("resp.test", "/decline")] {
+        let r = get_target_from(&edge, [127, 0, 0, 2], host, target);
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+        let once: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("X-Once"))
+            .collect();
+        assert_eq!(once.len(), 1, "{host}: {:?}", r.headers);
+    }
+    assert_eq!(
+        edge.metric(r#"graft_requests_total{zone="resp.test",module="headers",path="failed"}"#),
+        0
+    );
     fl1.assert_clean_log(&[]);
 }
 
@@ -344,6 +411,11 @@ fn the_admin_listener_serves_metrics_and_guards_the_admin_api() {
     let origin = Recorder::start("origin");
     let edge = Edge::start(&graft(), origins(&origin), &origin.addr());
     assert!(edge.metrics().contains("# TYPE graft_edge_passed counter"));
+    let page = edge.admin("/graft/status", "");
+    assert_eq!(page.header("Content-Type"), Some("text/html"));
+    assert!(page.text().contains("/graft/counters"));
+    let counters = edge.admin("/graft/counters", "");
+    assert!(counters.text().starts_with('{'), "{}", counters.text());
     let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
     for (path, extra, status) in [
         ("/graft/admin/totals", "", 401),
