@@ -45,7 +45,7 @@ pub struct RequestCtx {
     /// Steps (zone, step) a team's handler ran through `graft.decide`
     /// before the zone's pipeline reached them: the pipeline passes them.
     pub claimed: SmallVec<[(usize, usize); 2]>,
-    /// Whether its `Graft-Edge` header was judged (`crate::edge`).
+    /// Whether its `Graft-Edge` header was judged (`edge.rs`).
     pub edge_judged: bool,
     /// Response-header changes the native pipeline decided.
     pub response_ops: Vec<HeaderOp>,
@@ -62,7 +62,7 @@ pub struct RequestCtx {
     pub body_steps: SmallVec<[(usize, bool, bool); 2]>,
     /// The response-header phase: per step with one, who serves it for
     /// this response (decided once, in graft's header filter).
-    pub response_steps: SmallVec<[(usize, crate::response::Side); 1]>,
+    pub response_steps: SmallVec<[(usize, ResponseSide); 1]>,
     /// Whether graft's header filter decided `response_steps`.
     pub response_steps_decided: bool,
     /// The log phase, as `body_steps`.
@@ -77,7 +77,7 @@ pub struct RequestCtx {
     pub busy: *mut ngx_chain_t,
     pub free: *mut ngx_chain_t,
     /// The body filter's input and output in flight (`rewrite::Stream`).
-    pub stream: crate::rewrite::Stream,
+    pub stream: Stream,
 }
 
 impl RequestCtx {
@@ -113,6 +113,50 @@ impl RequestCtx {
     /// Whether a handler ran some of the zone's steps before its pipeline.
     pub fn has_claims(&self, zone: usize) -> bool {
         self.claimed.iter().any(|&(z, _)| z == zone)
+    }
+}
+
+/// How a step's response-header phase is served for this response
+/// (`response.rs` decides it in graft's header filter).
+pub enum ResponseSide {
+    Rust,
+    Lua { taken: bool },
+    /// Lua serves, Rust's changes (described) are compared with Lua's.
+    Shadow { rust: String, taken: bool },
+}
+
+/// The body filter's state for one response (in the request's record; `rewrite.rs` drives it).
+pub struct Stream {
+    /// Input not yet fed to the rewriters: links of graft's own to the
+    /// buffers nginx passed, each consumed only as far as it was fed.
+    pub(crate) input: *mut ngx_chain_t,
+    /// What the rewriters wrote and no output buffer holds yet, from `at`.
+    pub(crate) pending: Vec<u8>,
+    pub(crate) at: usize,
+    /// A flush to pass on once `pending` is out.
+    pub(crate) flush: bool,
+    /// The body's end was fed: the last buffer goes once `pending` is out.
+    pub(crate) last: bool,
+    /// The last buffer went down.
+    pub(crate) done: bool,
+    /// Output buffers made so far (at most `OUT_BUFS`).
+    pub(crate) made: usize,
+    /// The slice being fed (kept: one allocation per response).
+    pub(crate) slice: Vec<u8>,
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream {
+            input: std::ptr::null_mut(),
+            pending: Vec::new(),
+            at: 0,
+            flush: false,
+            last: false,
+            done: false,
+            made: 0,
+            slice: Vec::new(),
+        }
     }
 }
 

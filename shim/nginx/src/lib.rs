@@ -16,9 +16,9 @@
 //!   graft's header filter;
 //! - [`rewrite`]: the response-body phase, rewriters in nginx's body filter;
 //! - [`capture`]: `graft_capture`, a sample of live requests for replays;
-//! - [`admin_auth`]: `graft_admin_token`, and who may call the admin API;
 //! - [`edge`]: `graft_edge_key`, and the `Graft-Edge` header of a request
 //!   graft-edge passed here;
+//! - [`admin_auth`]: `graft_admin_token`, and who may call the admin API;
 //! - [`steps`]: nginx as the server of the engine's step protocol (clock,
 //!   log), and the zone's request body;
 //! - [`live`]: `graft_config`, the shared tables, the live apply;

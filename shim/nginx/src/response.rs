@@ -14,7 +14,7 @@ use graft_contract::{Context, HeaderOp, ResponseView};
 use graft_engine::{run_response_phase, Count, Mode, Step, Zone};
 use ngx::ffi::{ngx_http_request_t, ngx_time};
 
-use crate::ctx;
+use crate::ctx::{self, ResponseSide as Side};
 use crate::headers::{response_header, response_header_value};
 use crate::live::shared_windows;
 use crate::request::NgxRequest;
@@ -31,14 +31,6 @@ impl ResponseView for NgxResponse<'_> {
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
         response_header_value(self.0, name)
     }
-}
-
-/// How a step's response-header phase is served for this response.
-pub enum Side {
-    Rust,
-    Lua { taken: bool },
-    /// Lua serves, Rust's changes (described) are compared with Lua's.
-    Shadow { rust: String, taken: bool },
 }
 
 /// The changes as both sides describe them, to compare: one

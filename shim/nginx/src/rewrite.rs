@@ -27,7 +27,7 @@ use ngx::ffi::{
     ngx_http_top_body_filter, ngx_int_t, ngx_str_t, NGX_AGAIN, NGX_ERROR, NGX_OK,
 };
 
-use crate::ctx;
+use crate::ctx::{self, Stream};
 use crate::guard::guarded;
 use crate::request::{buf_bytes, NgxRequest};
 use crate::steps::{log_limited, record, LogFamily};
@@ -282,41 +282,6 @@ pub const MAX_HELD: usize = 16 << 20;
 /// graft's bit in `r->buffered` while it holds some of the body (nginx's
 /// own bits there: SSI 0x01, sub_filter 0x02, the copy filter 0x04).
 const BUFFERED: u32 = 0x08;
-
-/// The body filter's state for one response (in the request's record).
-pub struct Stream {
-    /// Input not yet fed to the rewriters: links of graft's own to the
-    /// buffers nginx passed, each consumed only as far as it was fed.
-    input: *mut ngx_chain_t,
-    /// What the rewriters wrote and no output buffer holds yet, from `at`.
-    pending: Vec<u8>,
-    at: usize,
-    /// A flush to pass on once `pending` is out.
-    flush: bool,
-    /// The body's end was fed: the last buffer goes once `pending` is out.
-    last: bool,
-    /// The last buffer went down.
-    done: bool,
-    /// Output buffers made so far (at most `OUT_BUFS`).
-    made: usize,
-    /// The slice being fed (kept: one allocation per response).
-    slice: Vec<u8>,
-}
-
-impl Default for Stream {
-    fn default() -> Self {
-        Stream {
-            input: std::ptr::null_mut(),
-            pending: Vec::new(),
-            at: 0,
-            flush: false,
-            last: false,
-            done: false,
-            made: 0,
-            slice: Vec::new(),
-        }
-    }
-}
 
 impl Stream {
     /// Whether the filter holds some of the body it has not passed on.
