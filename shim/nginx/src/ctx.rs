@@ -120,9 +120,14 @@ impl RequestCtx {
 /// (`response.rs` decides it in graft's header filter).
 pub enum ResponseSide {
     Rust,
-    Lua { taken: bool },
+    Lua {
+        taken: bool,
+    },
     /// Lua serves, Rust's changes (described) are compared with Lua's.
-    Shadow { rust: String, taken: bool },
+    Shadow {
+        rust: String,
+        taken: bool,
+    },
 }
 
 /// The body filter's state for one response (in the request's record; `rewrite.rs` drives it).
