@@ -213,13 +213,22 @@ impl Collector for Snapshot {
     }
 }
 
-/// The families of the whole nginx (not of a step): counts lost, refused
-/// configurations, worker starts, its start time, its fleet agent's
-/// report, the generation.
+/// The families of the whole nginx (not of a step): its shared tables,
+/// what it refused, its workers, its fleet agent's report, the
+/// configuration serving.
 fn process_families(
     config: &Config,
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
+    table_families(config, encoder)?;
+    refusal_families(config, encoder)?;
+    worker_families(config, encoder)?;
+    fleet_families(config, encoder)?;
+    configuration_families(config, encoder)
+}
+
+/// The shared tables' health: counts lost, windows evicted.
+fn table_families(config: &Config, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     single(
             encoder,
             (
@@ -238,6 +247,15 @@ fn process_families(
             MetricType::Counter,
             config.window_evictions(),
         )?;
+    Ok(())
+}
+
+/// What this nginx refused: admin calls, graft-edge's hand-offs,
+/// configurations.
+fn refusal_families(
+    config: &Config,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(
         "graft_admin_refused",
         "Admin API calls refused since nginx started, by reason: closed (no graft_admin_token), browser (Origin, Sec-Fetch-*, a form's body type), host (not a loopback name), token (none, or a wrong one).",
@@ -280,6 +298,14 @@ fn process_families(
                 u64::from(unapplied),
             )?;
     }
+    Ok(())
+}
+
+/// Its workers' starts and restarts, and its own start time.
+fn worker_families(
+    config: &Config,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
     single(
             encoder,
             (
@@ -306,6 +332,11 @@ fn process_families(
         )?;
     ConstGauge::new(config.started_ms() as f64 / 1000.0)
         .encode(family.encode_family(&NO_LABELS)?)?;
+    Ok(())
+}
+
+/// Its fleet agent's last report, when one came.
+fn fleet_families(config: &Config, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     if let Some((reported, fields)) = config.fleet() {
         single(
                 encoder,
@@ -337,6 +368,14 @@ fn process_families(
             single(encoder, (&name, help), MetricType::Gauge, value)?;
         }
     }
+    Ok(())
+}
+
+/// The configuration serving: its hash and generation.
+fn configuration_families(
+    config: &Config,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
     // A gauge of 1 with the hash as its label, not an OpenMetrics info:
     // Prometheus's text format (what graft serves) has no info type, and
     // one line it cannot read fails the whole scrape.
