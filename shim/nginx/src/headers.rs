@@ -11,9 +11,9 @@ use std::ptr::{addr_of_mut, null_mut};
 
 use graft_contract::HeaderAction;
 use ngx::ffi::{
-    ngx_array_push, ngx_array_t, ngx_hash_strlow, ngx_http_request_t, ngx_list_part_t,
-    ngx_list_push, ngx_list_t, ngx_palloc, ngx_parse_http_time, ngx_pnalloc, ngx_pool_t, ngx_str_t,
-    ngx_table_elt_t,
+    ngx_array_push, ngx_array_t, ngx_hash_strlow, ngx_http_headers_in_t, ngx_http_request_t,
+    ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_palloc, ngx_parse_http_time, ngx_pnalloc,
+    ngx_pool_t, ngx_str_t, ngx_table_elt_t,
 };
 
 /// Copies bytes into the request's pool.
@@ -214,16 +214,12 @@ pub fn response_header(
     Some(())
 }
 
-/// Recomputes every pointer nginx keeps into the request-header list from
-/// the list itself, as nginx's header parsing sets them (the first header
-/// of a name for single ones; every one, in order, for Cookie and
-/// X-Forwarded-For). A Host header a module changed (`host_changed`)
-/// also changes `$host`, as lua-nginx-module's does; otherwise nginx's
-/// own choice stands (the request line's host first).
-pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Option<()> {
-    let pool = r.pool;
-    let hi = &mut r.headers_in;
-    let singles: [(&str, *mut *mut ngx_table_elt_t); 28] = [
+/// The fields of `r->headers_in` that point at the first request header
+/// of their name, by name.
+fn single_fields(
+    hi: &mut ngx_http_headers_in_t,
+) -> [(&'static str, *mut *mut ngx_table_elt_t); 28] {
+    [
         ("host", addr_of_mut!(hi.host)),
         ("connection", addr_of_mut!(hi.connection)),
         ("if-modified-since", addr_of_mut!(hi.if_modified_since)),
@@ -252,7 +248,19 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Opt
         ("destination", addr_of_mut!(hi.destination)),
         ("overwrite", addr_of_mut!(hi.overwrite)),
         ("date", addr_of_mut!(hi.date)),
-    ];
+    ]
+}
+
+/// Recomputes every pointer nginx keeps into the request-header list from
+/// the list itself, as nginx's header parsing sets them (the first header
+/// of a name for single ones; every one, in order, for Cookie and
+/// X-Forwarded-For). A Host header a module changed (`host_changed`)
+/// also changes `$host`, as lua-nginx-module's does; otherwise nginx's
+/// own choice stands (the request line's host first).
+pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Option<()> {
+    let pool = r.pool;
+    let hi = &mut r.headers_in;
+    let singles = single_fields(hi);
     // SAFETY: every pointer in `singles` is a field of r->headers_in; the
     // arrays are nginx's ngx_array_t of ngx_table_elt_t pointers, set up
     // here when nginx has not yet; list elements live in the request pool.

@@ -67,6 +67,45 @@ fn str_bytes(s: &ngx_str_t) -> &[u8] {
     }
 }
 
+/// What the response-body phase knows of this response.
+fn response_head(r: &ngx_http_request_t) -> ResponseHead<'_> {
+    let content_type = str_bytes(&r.headers_out.content_type);
+    // SAFETY: content_encoding is null or a header element of this
+    // response; `hash == 0` marks a removed one.
+    let content_encoding = unsafe { r.headers_out.content_encoding.as_ref() }
+        .filter(|h| h.hash != 0)
+        .map(|h| str_bytes(&h.value));
+    ResponseHead {
+        status: u16::try_from(r.headers_out.status).unwrap_or(0),
+        content_type: Some(content_type).filter(|c| !c.is_empty()),
+        content_encoding,
+    }
+}
+
+/// A response Rust rewrites: its length, ranges and validators no longer
+/// hold (as ngx_http_clear_content_length, ngx_http_clear_accept_ranges,
+/// and sub_filter's dropping Last-Modified; the ETag goes too).
+fn will_rewrite(r: &mut ngx_http_request_t) {
+    r.headers_out.content_length_n = -1;
+    // SAFETY: content_length is null or a header element of this
+    // response; a zero hash removes it from the response.
+    if let Some(h) = unsafe { r.headers_out.content_length.as_mut() } {
+        h.hash = 0;
+    }
+    r.headers_out.content_length = std::ptr::null_mut();
+    r.set_allow_ranges(0);
+    r.set_filter_need_in_memory(1);
+    r.headers_out.last_modified_time = -1;
+    for h in [&mut r.headers_out.last_modified, &mut r.headers_out.etag] {
+        // SAFETY: null or a header element of this response; a zero
+        // hash removes it from the response.
+        if let Some(e) = unsafe { h.as_mut() } {
+            e.hash = 0;
+        }
+        *h = std::ptr::null_mut();
+    }
+}
+
 /// From the header filter, for a main request the pipeline ran for: which
 /// of the zone's body steps Rust serves for this response, and their
 /// rewriters. Counts `rust` for a body Rust rewrites, `untouched` for one
@@ -88,17 +127,7 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
     if steps.is_empty() {
         return;
     }
-    let content_type = str_bytes(&r.headers_out.content_type);
-    // SAFETY: content_encoding is null or a header element of this
-    // response; `hash == 0` marks a removed one.
-    let content_encoding = unsafe { r.headers_out.content_encoding.as_ref() }
-        .filter(|h| h.hash != 0)
-        .map(|h| str_bytes(&h.value));
-    let head = ResponseHead {
-        status: u16::try_from(r.headers_out.status).unwrap_or(0),
-        content_type: Some(content_type).filter(|c| !c.is_empty()),
-        content_encoding,
-    };
+    let head = response_head(r);
     let mut body_steps = smallvec::SmallVec::new();
     let mut rewriters = Vec::new();
     let mut shadows = Vec::new();
@@ -137,27 +166,7 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
         }
     }
     if !rewriters.is_empty() {
-        // As ngx_http_clear_content_length, ngx_http_clear_accept_ranges.
-        r.headers_out.content_length_n = -1;
-        // SAFETY: content_length is null or a header element of this
-        // response; a zero hash removes it from the response.
-        if let Some(h) = unsafe { r.headers_out.content_length.as_mut() } {
-            h.hash = 0;
-        }
-        r.headers_out.content_length = std::ptr::null_mut();
-        r.set_allow_ranges(0);
-        r.set_filter_need_in_memory(1);
-        // The body is not the one its validators name (as sub_filter
-        // drops Last-Modified; the ETag goes too).
-        r.headers_out.last_modified_time = -1;
-        for h in [&mut r.headers_out.last_modified, &mut r.headers_out.etag] {
-            // SAFETY: null or a header element of this response; a zero
-            // hash removes it from the response.
-            if let Some(e) = unsafe { h.as_mut() } {
-                e.hash = 0;
-            }
-            *h = std::ptr::null_mut();
-        }
+        will_rewrite(r);
     }
     if !shadows.is_empty() {
         r.set_filter_need_in_memory(1);
