@@ -117,6 +117,67 @@ end
 --   GET  .../metrics                   the metrics, as /graft/metrics
 --   GET  .../totals                    requests by path over every zone and
 --                                      module, and nginx's own counts
+-- POST /graft/admin/apply: the body is a graft file, checked whole by
+-- Rust, then every legacy module it names is loaded and built, then it
+-- is committed; any refusal leaves the running configuration serving.
+local function apply(r)
+    local text, err = sent_text()
+    if err then
+        return admin_reply(400, "refused, the running configuration goes on: " .. err)
+    end
+    local rc, message = call_with_buffer(function(buf, size)
+        return C.graft_ffi_apply(r, GRAFT_APPLY_CHECK, text, text and #text or 0, buf, size)
+    end)
+    if rc ~= GRAFT_OK then
+        return admin_reply(400, "refused, the running configuration goes on: " .. message)
+    end
+    -- Every legacy module the new file names must load and build.
+    local checked, why = plan.check(r, GRAFT_PLANS_PENDING)
+    if not checked then
+        call_with_buffer(function(buf, size)
+            return C.graft_ffi_apply(r, GRAFT_APPLY_REFUSE, nil, 0, buf, size)
+        end)
+        return admin_reply(400, "refused, the running configuration goes on: " .. tostring(why))
+    end
+    rc, message = call_with_buffer(function(buf, size)
+        return C.graft_ffi_apply(r, GRAFT_APPLY_COMMIT, nil, 0, buf, size)
+    end)
+    if rc ~= GRAFT_OK then
+        return admin_reply(400, "refused, the running configuration goes on: " .. message)
+    end
+    return admin_reply(200, message)
+end
+
+-- POST /graft/admin/fleet?name=value&...: a fleet agent's report.
+local function fleet(r)
+    local report = ngx_var.args or ""
+    local rc, message = call_with_buffer(function(buf, size)
+        return C.graft_ffi_fleet(r, report, #report, buf, size)
+    end)
+    if rc == GRAFT_OK then
+        return admin_reply(200, "reported")
+    end
+    return admin_reply(400, message)
+end
+
+-- POST /graft/admin/kill or revive ?module=<name>[&zone=<zone>].
+local function switch(r, action)
+    local args = ngx_req.get_uri_args(8)
+    local module, zone = args.module, args.zone or ""
+    if type(module) ~= "string" or type(zone) ~= "string"
+       or #module > MAX_NAME or #zone > MAX_NAME then
+        return admin_reply(400, "module=<name> [zone=<zone>], each at most " .. MAX_NAME .. " bytes")
+    end
+    local state = action == "kill" and GRAFT_SWITCH_THROW or GRAFT_SWITCH_RESET
+    local rc, message = call_with_buffer(function(buf, size)
+        return C.graft_ffi_kill(r, module, #module, zone, #zone, state, buf, size)
+    end)
+    if rc == GRAFT_OK then
+        return admin_reply(200, action == "kill" and "killed" or "revived")
+    end
+    return admin_reply(400, message)
+end
+
 function _M.admin()
     local r = get_request()
     if not r then
@@ -135,70 +196,24 @@ function _M.admin()
     end
     local action = ngx_var.uri:match("/([%a_]+)$")
     local method = ngx_req.get_method()
-    if action == "status" and method == "GET" then
-        return _M.serve_counters()
-    end
-    if action == "metrics" and method == "GET" then
-        return _M.serve_metrics()
-    end
-    if action == "totals" and method == "GET" then
-        return _M.serve_metrics(true)
+    if method == "GET" then
+        if action == "status" then
+            return _M.serve_counters()
+        elseif action == "metrics" then
+            return _M.serve_metrics()
+        elseif action == "totals" then
+            return _M.serve_metrics(true)
+        end
     end
     if method ~= "POST" then
         return admin_reply(405, "use POST for " .. tostring(action))
     end
     if action == "apply" then
-        local text, err = sent_text()
-        if err then
-            return admin_reply(400, "refused, the running configuration goes on: " .. err)
-        end
-        local rc, message = call_with_buffer(function(buf, size)
-            return C.graft_ffi_apply(r, GRAFT_APPLY_CHECK, text, text and #text or 0, buf, size)
-        end)
-        if rc ~= GRAFT_OK then
-            return admin_reply(400, "refused, the running configuration goes on: " .. message)
-        end
-        -- Every legacy module the new file names must load and build.
-        local checked, err = plan.check(r, GRAFT_PLANS_PENDING)
-        if not checked then
-            call_with_buffer(function(buf, size)
-                return C.graft_ffi_apply(r, GRAFT_APPLY_REFUSE, nil, 0, buf, size)
-            end)
-            return admin_reply(400, "refused, the running configuration goes on: " .. tostring(err))
-        end
-        rc, message = call_with_buffer(function(buf, size)
-            return C.graft_ffi_apply(r, GRAFT_APPLY_COMMIT, nil, 0, buf, size)
-        end)
-        if rc ~= GRAFT_OK then
-            return admin_reply(400, "refused, the running configuration goes on: " .. message)
-        end
-        return admin_reply(200, message)
-    end
-    if action == "fleet" then
-        local report = ngx_var.args or ""
-        local rc, message = call_with_buffer(function(buf, size)
-            return C.graft_ffi_fleet(r, report, #report, buf, size)
-        end)
-        if rc == GRAFT_OK then
-            return admin_reply(200, "reported")
-        end
-        return admin_reply(400, message)
-    end
-    if action == "kill" or action == "revive" then
-        local args = ngx_req.get_uri_args(8)
-        local module, zone = args.module, args.zone or ""
-        if type(module) ~= "string" or type(zone) ~= "string"
-           or #module > MAX_NAME or #zone > MAX_NAME then
-            return admin_reply(400, "module=<name> [zone=<zone>], each at most " .. MAX_NAME .. " bytes")
-        end
-        local state = action == "kill" and GRAFT_SWITCH_THROW or GRAFT_SWITCH_RESET
-        local rc, message = call_with_buffer(function(buf, size)
-            return C.graft_ffi_kill(r, module, #module, zone, #zone, state, buf, size)
-        end)
-        if rc == GRAFT_OK then
-            return admin_reply(200, action == "kill" and "killed" or "revived")
-        end
-        return admin_reply(400, message)
+        return apply(r)
+    elseif action == "fleet" then
+        return fleet(r)
+    elseif action == "kill" or action == "revive" then
+        return switch(r, action)
     end
     return admin_reply(404, "no such admin action")
 end
