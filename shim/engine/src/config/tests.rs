@@ -1,4 +1,7 @@
+use std::path::Path;
+
 use super::*;
+use crate::error::{Error, ErrorKind};
 use crate::shared::{CounterTable, WindowTable};
 use crate::{run_request_phase, Count, Kill, Outcome};
 use graft_contract::{Context, Decision, LocalWindows, OwnedRequest};
