@@ -36,9 +36,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use graft_engine::Config;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
+use pingora_proxy::ProxyServiceBuilder;
 
 use crate::settings::{Refused, Settings};
 use crate::state::Edge;
@@ -158,11 +160,17 @@ fn serve(edge: Arc<Edge>) -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    // HTTP/2 from clients in plain text too (prior knowledge), beside
+    // HTTP/1.1 on the same listeners.
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    let mut proxy = ProxyServiceBuilder::new(
         &server.configuration,
         proxy::EdgeProxy { edge: edge.clone() },
-        "graft-edge",
-    );
+    )
+    .name("graft-edge")
+    .server_options(options)
+    .build();
     for addr in &s.listen {
         proxy.add_tcp(&addr.to_string());
     }

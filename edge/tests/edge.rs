@@ -536,3 +536,97 @@ fn a_bad_settings_or_graft_file_is_refused_naming_its_field() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads one response off a kept-alive connection: its head, and as many
+/// body bytes as its Content-Length says (none for a HEAD).
+fn read_one(s: &mut std::io::BufReader<std::net::TcpStream>, head_only: bool) -> (String, String) {
+    use std::io::{BufRead, Read};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(s.read_line(&mut line).unwrap() > 0, "closed after {head:?}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; if head_only { 0 } else { length }];
+    s.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn one_connection_carries_answers_and_passes_alike() {
+    use std::io::Write;
+    let fl1 = Recorder::start("fl1");
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(&graft(), origins(&origin), &fl1.addr());
+    let s = std::net::TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(s);
+    for (method, host, path, body) in [
+        ("GET", "rust.test", "/a", "rust /a\n"),
+        ("HEAD", "rust.test", "/b", ""),
+        ("GET", "lua.test", "/c", "fl1 /c 0\n"),
+        ("GET", "two.test", "/d", "origin /d 0\n"),
+        ("GET", "rust.test", "/e", "rust /e\n"),
+    ] {
+        w.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .unwrap();
+        let (head, got) = read_one(&mut r, method == "HEAD");
+        assert!(
+            head.starts_with("HTTP/1.1 200 "),
+            "{method} {host}{path}: {head}"
+        );
+        assert_eq!(got, body, "{method} {host}{path}");
+        if method == "HEAD" {
+            assert!(
+                head.to_ascii_lowercase().contains("content-length: 8"),
+                "{head}"
+            );
+        }
+    }
+}
+
+#[test]
+fn http2_from_clients_is_served_and_passed_alike() {
+    let fl1 = Recorder::start("fl1");
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(&graft(), origins(&origin), &fl1.addr());
+    for (host, body) in [
+        ("rust.test", "rust /h2\n"),
+        ("lua.test", "fl1 /h2 0\n"),
+        ("two.test", "origin /h2 0\n"),
+    ] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "--max-time",
+                "10",
+                "-w",
+                "%{http_version}",
+                "-H",
+            ])
+            .arg(format!("Host: {host}"))
+            .arg(format!("http://127.0.0.1:{}/h2", edge.port))
+            .output()
+            .expect("curl is installed");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{body}2"),
+            "{host}\n{}",
+            edge.log()
+        );
+    }
+}
