@@ -9,13 +9,16 @@
 //!   `Authorization: Bearer`, no browser's marks, a loopback `Host`; every
 //!   refusal counted in `graft_admin_refused_total` and logged):
 //!   `GET status` (the counters, as JSON), `GET metrics`, `GET totals`
-//!   (what graft-agent's gates read). `apply`, `kill`, `revive` and
-//!   `fleet` are nginx's only, for now: answered 501.
+//!   (what graft-agent's gates read), `POST kill?module=M[&zone=Z]` and
+//!   `POST revive?...` (a kill switch sends the module's requests to FL1:
+//!   they are FL1's in `mode`). `apply` and `fleet` are nginx's only, for
+//!   now: answered 501.
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use graft_engine::admin::{judge, Call};
 use graft_engine::log_budget::LogFamily;
+use graft_engine::Kill;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
@@ -79,6 +82,57 @@ impl Admin {
     }
 }
 
+/// The longest module or zone name the admin API takes (as nginx's).
+const MAX_NAME: usize = 253;
+
+impl Admin {
+    /// Throws or resets a kill switch: `module=M`, and `zone=Z` for one
+    /// zone (every zone without).
+    fn switch(&self, session: &ServerSession, kill: Kill) -> http::Response<Vec<u8>> {
+        let query = session.req_header().uri.query().unwrap_or_default();
+        let (mut module, mut zone) = (None, None);
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let mut decoded = Vec::new();
+            graft_contract::args::decode_component(value.as_bytes(), &mut decoded);
+            let value = String::from_utf8_lossy(&decoded).into_owned();
+            match name {
+                "module" => module = Some(value),
+                "zone" => zone = Some(value),
+                _ => {}
+            }
+        }
+        let module = module.unwrap_or_default();
+        if module.is_empty()
+            || module.len() > MAX_NAME
+            || zone.as_ref().is_some_and(|z| z.len() > MAX_NAME)
+        {
+            return text(
+                400,
+                &format!("module=<name> [zone=<zone>], each at most {MAX_NAME} bytes"),
+            );
+        }
+        let config = &self.edge.snapshot.config;
+        let zone = zone.filter(|z| !z.is_empty());
+        match config.set_kill(zone.as_deref(), &module, kill) {
+            Ok(()) => {
+                let place = zone.map_or("every zone".to_string(), |z| format!("zone \"{z}\""));
+                let what = if kill == Kill::Off { "reset" } else { "thrown" };
+                tracing::warn!("graft-edge: kill switch of module \"{module}\" in {place} {what}");
+                text(
+                    200,
+                    if kill == Kill::Off {
+                        "revived"
+                    } else {
+                        "killed"
+                    },
+                )
+            }
+            Err(e) => text(400, &e.to_string()),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
@@ -107,7 +161,10 @@ impl ServeHttp for Admin {
             ("metrics", true) => reply(200, PROMETHEUS, crate::metrics::text(&self.edge)),
             ("totals", true) => reply(200, PROMETHEUS, graft_engine::metrics::totals_text(&config)),
             ("status" | "metrics" | "totals", false) => text(405, "use GET"),
-            ("apply" | "kill" | "revive" | "fleet", _) => text(
+            ("kill" | "revive", true) => text(405, "use POST"),
+            ("kill", false) => self.switch(session, Kill::Manual),
+            ("revive", false) => self.switch(session, Kill::Off),
+            ("apply" | "fleet", _) => text(
                 501,
                 "graft-edge does not take this admin call yet: restart it with the new file",
             ),

@@ -431,7 +431,8 @@ fn the_admin_listener_serves_metrics_and_guards_the_admin_api() {
         ),
         ("/graft/admin/totals", &*bearer, 200),
         ("/graft/admin/status", &*bearer, 200),
-        ("/graft/admin/kill?module=probe", &*bearer, 501),
+        ("/graft/admin/kill?module=probe", &*bearer, 405),
+        ("/graft/admin/apply", &*bearer, 501),
         ("/graft/admin/nothing", &*bearer, 404),
     ] {
         let r = edge.admin(path, extra);
@@ -453,6 +454,68 @@ fn the_admin_listener_serves_metrics_and_guards_the_admin_api() {
         edge.metric(r#"graft_admin_refused_total{reason="browser"}"#),
         1
     );
+}
+
+#[test]
+fn a_kill_switch_sends_a_module_s_requests_to_fl1_and_back() {
+    let fl1 = Recorder::start("fl1");
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(&graft(), origins(&origin), &fl1.addr());
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    let kill = edge.admin_call("POST", "/graft/admin/kill?module=probe&zone=rust.test", "");
+    assert_eq!(kill.status, 401, "no token, no switch");
+    assert_eq!(edge.get("rust.test", "/k").text(), "rust /k\n");
+    let kill = edge.admin_call(
+        "POST",
+        "/graft/admin/kill?module=probe&zone=rust.test",
+        &bearer,
+    );
+    assert_eq!((kill.status, kill.text().as_str()), (200, "killed\n"));
+    assert_eq!(edge.get("rust.test", "/k").text(), "fl1 /k 0\n");
+    assert_eq!(
+        fl1.last().headers("Graft-Edge"),
+        [format!("from=0; zone=rust.test; key={KEY}")]
+    );
+    // Every zone's probe, then none.
+    assert_eq!(
+        edge.admin_call(
+            "POST",
+            "/graft/admin/revive?module=probe&zone=rust.test",
+            &bearer
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        edge.admin_call("POST", "/graft/admin/kill?module=probe", &bearer)
+            .status,
+        200
+    );
+    assert_eq!(edge.get("two.test", "/k").text(), "fl1 /k 0\n");
+    assert_eq!(
+        fl1.last().headers("Graft-Edge"),
+        [format!("from=1; zone=two.test; key={KEY}")]
+    );
+    assert_eq!(
+        edge.admin_call("POST", "/graft/admin/revive?module=probe", &bearer)
+            .status,
+        200
+    );
+    assert_eq!(edge.get("rust.test", "/k").text(), "rust /k\n");
+    let bad = edge.admin_call("POST", "/graft/admin/kill?module=nothing", &bearer);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(
+        bad.text().contains("no module \"nothing\""),
+        "{}",
+        bad.text()
+    );
+    assert_eq!(
+        edge.metric(r#"graft_edge_passed_total{zone="rust.test",module="probe",reason="mode"}"#),
+        1
+    );
+    assert!(edge
+        .log()
+        .contains(r#"kill switch of module "probe" in zone "rust.test" thrown"#));
 }
 
 #[test]

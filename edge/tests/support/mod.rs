@@ -281,14 +281,17 @@ impl Edge {
         )
     }
 
-    /// A request to the admin listener.
+    /// A GET to the admin listener.
     pub fn admin(&self, target: &str, extra: &str) -> Response {
-        send(
-            self.admin_port,
-            format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .expect("a response from the admin listener")
+        self.admin_call("GET", target, extra)
+    }
+
+    /// A call to the admin listener.
+    pub fn admin_call(&self, method: &str, target: &str, extra: &str) -> Response {
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        send(self.admin_port, head.as_bytes()).expect("a response from the admin listener")
     }
 
     pub fn metrics(&self) -> String {
