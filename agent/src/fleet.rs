@@ -168,24 +168,8 @@ impl Default for Gates {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RolloutState {
-    Running,
-    Done,
-    RolledBack,
-}
-
-impl RolloutState {
-    /// The number `graft_fleet_rollout_state` gives it (0 is none).
-    pub fn code(self) -> u64 {
-        match self {
-            RolloutState::Running => 1,
-            RolloutState::Done => 2,
-            RolloutState::RolledBack => 3,
-        }
-    }
-}
+/// Where a rollout stands: the engine's, whose codes the agent reports.
+pub use graft_engine::fleet::RolloutState;
 
 /// A staged rollout, as `P/rollout` holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,8 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
+use serde::{Deserialize, Serialize};
+
 use crate::shared::CounterTable;
 
 /// A configuration's name, in the fleet's keys and in the metrics
@@ -24,6 +26,85 @@ pub fn config_hash(text: &[u8]) -> String {
 /// A rollout's state, as `rollout_state` gives it.
 pub const ROLLOUT_STATES: [&str; 4] = ["none", "running", "done", "rolled_back"];
 
+/// Where a staged rollout stands: in its key in etcd (by the names of
+/// [`ROLLOUT_STATES`]), and in a report by its code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    Running,
+    Done,
+    RolledBack,
+}
+
+impl RolloutState {
+    /// The number `graft_fleet_rollout_state` gives it (0 is none): its
+    /// place in [`ROLLOUT_STATES`].
+    pub fn code(self) -> u64 {
+        match self {
+            RolloutState::Running => 1,
+            RolloutState::Done => 2,
+            RolloutState::RolledBack => 3,
+        }
+    }
+}
+
+/// A fleet agent's report about its server: what `graft-agent` sends
+/// ([`Report::text`]) and [`parse`] reads, by the names of [`FIELDS`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub etcd_up: bool,
+    /// Unix time of the agent's last successful call to etcd.
+    pub etcd_contact: u64,
+    pub config_revision: i64,
+    pub rollout_stage: usize,
+    /// The state of the rollout the agent last saw (none: no rollout).
+    pub rollout_state: Option<RolloutState>,
+    pub rollout_serving: bool,
+    pub healthy: bool,
+    /// Whether its nginx serves another configuration than the keys say,
+    /// and how often the agent put the keys' back; sent only to an nginx
+    /// that names what it serves (an older one refuses the whole report
+    /// for a name it does not know).
+    pub drift: Option<(bool, u64)>,
+    pub verify_keys: usize,
+    pub config_unverified: bool,
+}
+
+impl Report {
+    /// The report as the admin API takes it (`name=value&...`), the
+    /// signature fields last.
+    pub fn text(&self) -> String {
+        format!(
+            "{}&verify_keys={}&config_unverified={}",
+            self.text_without_signatures(),
+            self.verify_keys,
+            u8::from(self.config_unverified)
+        )
+    }
+
+    /// The report for an nginx older than the signature fields, which
+    /// refuses the whole report for them: every other field.
+    pub fn text_without_signatures(&self) -> String {
+        let mut text = format!(
+            "etcd_up={}&etcd_contact={}&config_revision={}&rollout_stage={}&rollout_state={}&rollout_serving={}&healthy={}",
+            u8::from(self.etcd_up),
+            self.etcd_contact,
+            self.config_revision,
+            self.rollout_stage,
+            self.rollout_state.map_or(0, RolloutState::code),
+            u8::from(self.rollout_serving),
+            u8::from(self.healthy),
+        );
+        if let Some((drifted, repairs)) = self.drift {
+            text.push_str(&format!(
+                "&drift={}&drift_repairs={repairs}",
+                u8::from(drifted)
+            ));
+        }
+        text
+    }
+}
+
 /// The fields a report may carry, each a whole number; what is not sent
 /// keeps its last value.
 pub const FIELDS: [(&str, &str); 11] = [
@@ -40,8 +121,9 @@ pub const FIELDS: [(&str, &str); 11] = [
     ("config_unverified", "1 while the configuration the fleet's keys give this server is not applied because no operator key its agent holds verifies its signature (the server serves on what it served)"),
 ];
 
-/// The last report: the time it came, and each field's name, help and value.
-pub type Report = (u64, Vec<(&'static str, &'static str, u64)>);
+/// The last report as the shared table holds it: the time it came, and
+/// each field's name, help and value.
+pub type Stored = (u64, Vec<(&'static str, &'static str, u64)>);
 
 /// Where the shim puts the time a report came.
 const REPORTED: &str = "reported";
@@ -122,7 +204,7 @@ pub fn store(table: &CounterTable<'_>, fields: &[(&'static str, u64)], now: u64)
 
 /// The last report: the time it came and every field's value, `None` when
 /// no agent ever reported to this nginx.
-pub fn read(table: &CounterTable<'_>) -> Option<Report> {
+pub fn read(table: &CounterTable<'_>) -> Option<Stored> {
     let reported = table.get(key(REPORTED));
     if reported == 0 {
         return None;
@@ -175,5 +257,59 @@ mod tests {
         let (at, values) = read(&table).unwrap();
         let get = |n: &str| values.iter().find(|(name, _, _)| *name == n).unwrap().2;
         assert_eq!((at, get("etcd_up"), get("config_revision")), (1001, 0, 42));
+    }
+
+    #[test]
+    fn an_agents_report_is_read_back_field_for_field() {
+        let mut report = Report {
+            etcd_up: true,
+            etcd_contact: 1_795_000_000,
+            config_revision: 42,
+            rollout_stage: 2,
+            rollout_state: Some(RolloutState::RolledBack),
+            rollout_serving: true,
+            healthy: false,
+            drift: Some((true, 3)),
+            verify_keys: 2,
+            config_unverified: true,
+        };
+        assert_eq!(
+            parse(&report.text()).unwrap(),
+            [
+                ("etcd_up", 1),
+                ("etcd_contact", 1_795_000_000),
+                ("config_revision", 42),
+                ("rollout_stage", 2),
+                ("rollout_state", 3),
+                ("rollout_serving", 1),
+                ("healthy", 0),
+                ("drift", 1),
+                ("drift_repairs", 3),
+                ("verify_keys", 2),
+                ("config_unverified", 1),
+            ]
+        );
+        report.drift = None;
+        let older = parse(&report.text_without_signatures()).unwrap();
+        assert_eq!(older.len(), 7, "{older:?}");
+        assert_eq!(older.last(), Some(&("healthy", 0)));
+    }
+
+    #[test]
+    fn a_rollout_states_code_names_it_as_its_key_does() {
+        for state in [
+            RolloutState::Running,
+            RolloutState::Done,
+            RolloutState::RolledBack,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                ROLLOUT_STATES[state.code() as usize]
+            );
+        }
+        assert_eq!(
+            Report::default().text().split('&').nth(4),
+            Some("rollout_state=0")
+        );
     }
 }

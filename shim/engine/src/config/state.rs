@@ -127,7 +127,7 @@ impl Config {
     }
 
     /// The last fleet report, if an agent ever sent one.
-    pub fn fleet(&self) -> Option<crate::fleet::Report> {
+    pub fn fleet(&self) -> Option<crate::fleet::Stored> {
         crate::fleet::read(self.shared.get()?)
     }
 
