@@ -4,12 +4,15 @@
 //! Lua) with a `Graft-Edge` header saying from which step FL1 takes it.
 //!
 //! ```text
-//! graft-edge [--check] <settings.json>
+//! graft-edge [--check | --upgrade] <settings.json>
 //! ```
 //!
 //! `--check` reads the settings and the graft file, reports, and exits
 //! (as `nginx -t`). A file refused at start names itself and its field,
-//! and graft-edge exits with status 1.
+//! and graft-edge exits with status 1. `--upgrade` takes the listening
+//! sockets of the graft-edge running with the same settings, once that one
+//! gets SIGQUIT (Pingora's graceful upgrade: no connection is refused, the
+//! old process finishes its requests and exits).
 //!
 //! Files, each one concern, each importing only those below it:
 //! `main.rs` (start), `proxy.rs` (Pingora's phases), `admin.rs` (the
@@ -37,7 +40,7 @@ use std::time::Duration;
 
 use graft_engine::Config;
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
 use pingora_proxy::ProxyServiceBuilder;
@@ -51,16 +54,17 @@ use crate::state::Edge;
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 fn usage() -> ExitCode {
-    eprintln!("usage: graft-edge [--check] <settings.json>");
+    eprintln!("usage: graft-edge [--check | --upgrade] <settings.json>");
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
-    let mut check = false;
+    let (mut check, mut upgrade) = (false, false);
     let mut file: Option<PathBuf> = None;
     for arg in std::env::args_os().skip(1) {
         match arg.to_str() {
             Some("--check") => check = true,
+            Some("--upgrade") => upgrade = true,
             Some("-h" | "--help") => return usage(),
             Some(a) if a.starts_with('-') => return usage(),
             _ if file.is_none() => file = Some(arg.into()),
@@ -89,14 +93,25 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = check_listeners(&edge.settings) {
-        eprintln!("graft-edge: {e}");
+    // Upgrading, the listeners are the running process's, handed over.
+    if !upgrade {
+        if let Err(e) = check_listeners(&edge.settings) {
+            eprintln!("graft-edge: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = std::fs::create_dir_all(&edge.settings.run_dir) {
+        eprintln!(
+            "graft-edge: {}: field \"run_dir\": {}: {e}",
+            file.display(),
+            edge.settings.run_dir.display()
+        );
         return ExitCode::FAILURE;
     }
     graft_engine::dispatch::install_panic_hook();
     let edge = Arc::new(edge);
     spawn_flusher(edge.clone());
-    serve(edge)
+    serve(edge, upgrade)
 }
 
 /// The settings, the graft file they name, and the tables: all checked.
@@ -148,17 +163,26 @@ fn spawn_flusher(edge: Arc<Edge>) {
         .expect("a thread");
 }
 
-/// Runs Pingora until a signal stops it: SIGTERM and SIGINT at once,
-/// SIGQUIT gracefully (Pingora's graceful upgrade, through `run_dir`).
-fn serve(edge: Arc<Edge>) -> ExitCode {
+/// Runs Pingora until a signal stops it: SIGINT at once, SIGTERM
+/// gracefully, SIGQUIT gracefully with its listeners handed over first
+/// (Pingora's graceful upgrade, through `run_dir`, to a graft-edge started
+/// with `--upgrade`). Gracefully: requests in flight have
+/// `timeouts.shutdown_ms` to finish.
+fn serve(edge: Arc<Edge>, upgrade: bool) -> ExitCode {
     let s = &edge.settings;
     let conf = ServerConf {
         threads: s.threads,
         pid_file: s.run_dir.join("graft-edge.pid").display().to_string(),
         upgrade_sock: s.run_dir.join("upgrade.sock").display().to_string(),
+        grace_period_seconds: Some(s.timeouts.shutdown_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     // HTTP/2 from clients in plain text too (prior knowledge), beside
     // HTTP/1.1 on the same listeners.

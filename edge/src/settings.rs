@@ -11,7 +11,8 @@
 //!   "fl1": "127.0.0.1:8080",
 //!   "fl1_key_file": "/etc/graft/edge.key",
 //!   "admin_token_file": "/etc/graft/admin.token",
-//!   "timeouts": { "connect_ms": 1000, "read_ms": 60000, "write_ms": 60000, "idle_ms": 60000 } }
+//!   "timeouts": { "connect_ms": 1000, "read_ms": 60000, "write_ms": 60000, "idle_ms": 60000,
+//!                 "shutdown_ms": 60000 } }
 //! ```
 //!
 //! `origins` names an origin per zone of the graft file (by the zone's
@@ -60,6 +61,9 @@ pub struct Timeouts {
     pub write_ms: u64,
     /// Keeping an idle connection to an origin or FL1 for reuse.
     pub idle_ms: u64,
+    /// What requests in flight have to finish after a graceful stop
+    /// (SIGQUIT), in whole seconds.
+    pub shutdown_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -69,6 +73,7 @@ impl Default for Timeouts {
             read_ms: 60_000,
             write_ms: 60_000,
             idle_ms: 60_000,
+            shutdown_ms: 60_000,
         }
     }
 }
@@ -85,6 +90,10 @@ impl Timeouts {
     }
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms)
+    }
+    /// In whole seconds (Pingora's unit), at least one.
+    pub fn shutdown_secs(&self) -> u64 {
+        self.shutdown_ms.div_ceil(1000).max(1)
     }
 }
 
@@ -209,6 +218,7 @@ impl Settings {
             ("read_ms", t.read_ms),
             ("write_ms", t.write_ms),
             ("idle_ms", t.idle_ms),
+            ("shutdown_ms", t.shutdown_ms),
         ] {
             if !(1..=3_600_000).contains(&ms) {
                 return Err(refuse(

@@ -5,6 +5,8 @@
 //! when FL1 is down, and the files it refuses.
 mod support;
 
+use std::sync::Mutex;
+
 use serde_json::json;
 use support::{fl1, Edge, Recorder, KEY, TOKEN};
 
@@ -692,4 +694,62 @@ fn http2_from_clients_is_served_and_passed_alike() {
             edge.log()
         );
     }
+}
+
+#[test]
+fn a_graceful_upgrade_refuses_no_connection() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let fl1 = Recorder::start("fl1");
+    let origin = Recorder::start("origin");
+    let mut old = Edge::start(&graft(), origins(&origin), &fl1.addr());
+    let port = old.port;
+    let (stop, served, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let client = {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let got = support::send(
+                    port,
+                    b"GET /u HTTP/1.1\r\nHost: rust.test\r\nConnection: close\r\n\r\n",
+                );
+                match got {
+                    Some(r) if r.status == 200 && r.text() == "rust /u\n" => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => failed.lock().unwrap().push(format!("{other:?}")),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let new = old.upgrade();
+    assert!(
+        old.exited_within(std::time::Duration::from_secs(30)),
+        "the old graft-edge did not exit:\n{}",
+        old.log()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} refused or failed: {:?}\n{}",
+        failed.len(),
+        failed.first(),
+        new.log()
+    );
+    assert!(
+        served.load(Ordering::Relaxed) > 50,
+        "{}",
+        served.load(Ordering::Relaxed)
+    );
+    assert_eq!(new.get("rust.test", "/after").text(), "rust /after\n");
+    assert!(new.metrics().contains("graft_edge_requests_total"));
 }

@@ -182,6 +182,7 @@ pub struct Edge {
     pub port: u16,
     pub admin_port: u16,
     child: Child,
+    log: &'static str,
 }
 
 /// A directory of its own under the tests' directory.
@@ -214,7 +215,7 @@ pub fn settings(
         "fl1": fl1,
         "fl1_key_file": secret_file(dir, "edge.key", KEY),
         "admin_token_file": secret_file(dir, "admin.token", TOKEN),
-        "timeouts": { "connect_ms": 500, "read_ms": 10000, "write_ms": 10000, "idle_ms": 5000 },
+        "timeouts": { "connect_ms": 500, "read_ms": 10000, "write_ms": 10000, "idle_ms": 5000, "shutdown_ms": 1000 },
         "threads": 2,
         "run_dir": dir,
     })
@@ -240,9 +241,51 @@ impl Edge {
             port,
             admin_port,
             child,
+            log: "edge.log",
         };
         edge.wait_ready();
         edge
+    }
+
+    /// A second graft-edge with the same settings that takes this one's
+    /// listeners (`--upgrade`), then SIGQUIT to this one, as an operator
+    /// upgrades it.
+    pub fn upgrade(&self) -> Edge {
+        let log = std::fs::File::create(self.dir.join("upgraded.log")).unwrap();
+        let child = Command::new(binary())
+            .arg("--upgrade")
+            .arg(self.dir.join("edge.json"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // The new one waits for the sockets on run_dir/upgrade.sock.
+        std::thread::sleep(Duration::from_millis(500));
+        let quit = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(quit.success());
+        Edge {
+            dir: self.dir.clone(),
+            port: self.port,
+            admin_port: self.admin_port,
+            child,
+            log: "upgraded.log",
+        }
+    }
+
+    /// Waits until this graft-edge exits by itself; `false` if it did not
+    /// within `limit`.
+    pub fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     fn wait_ready(&self) {
@@ -260,7 +303,7 @@ impl Edge {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("edge.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(self.log)).unwrap_or_default()
     }
 
     /// Sends raw bytes and reads the response (the connection closes after it).
@@ -310,7 +353,9 @@ impl Drop for Edge {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
+        // The first graft-edge of a directory removes it (an upgraded one
+        // shares it).
+        if !std::thread::panicking() && self.log == "edge.log" {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
