@@ -6,11 +6,11 @@ SHELL := /bin/bash
 
 # Debian 12's packages: the distribution's nginx and Lua module, what
 # building against them needs, etcd (the fleet test's cluster; protoc
-# for the etcd client's generated gRPC code), and cmake (Pingora's zlib-ng,
-# under graft-edge).
+# for the etcd client's generated gRPC code), cmake (Pingora's zlib-ng,
+# under graft-edge) and curl (graft-edge's HTTP/2 test).
 DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
 	lua-resty-core lua-cjson luajit2 libluajit2-5.1-dev libclang-dev \
-	binutils wrk chromium etcd-server etcd-client protobuf-compiler cmake
+	binutils wrk chromium etcd-server etcd-client protobuf-compiler cmake curl
 NGINX_SRC := /usr/share/nginx/src
 NGINX_BUILD := build/nginx
 MODULE := target/release/libngx_http_graft_module.so
