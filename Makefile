@@ -11,9 +11,35 @@ SHELL := /bin/bash
 DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
 	lua-resty-core lua-cjson luajit2 libluajit2-5.1-dev libclang-dev \
 	binutils wrk chromium etcd-server etcd-client protobuf-compiler cmake curl
-NGINX_SRC := /usr/share/nginx/src
+# The nginx source tree the module is built against: Debian's nginx-dev
+# (its configure flags in conf_flags) unless NGINX_SRC names another (an
+# upstream release, OpenResty's bundle/nginx-*, a trixie nginx-dev
+# unpacked); NGINX_CONF_FLAGS, the configure arguments of the nginx the
+# module will be loaded into (nginx/configure.sh says what it uses when
+# it is not given). Another tree is copied and configured under
+# build/nginx-<version>-<hash of its path and flags>/ and built into
+# target/nginx-<same>/: two trees never share a build.
+DEBIAN_NGINX_SRC := /usr/share/nginx/src
+NGINX_SRC ?= $(DEBIAN_NGINX_SRC)
+NGINX_CONF_FLAGS ?=
+export NGINX_CONF_FLAGS
+CARGO_TARGET := $(abspath $(or $(CARGO_TARGET_DIR),target))
+ifeq ($(abspath $(NGINX_SRC)):$(strip $(NGINX_CONF_FLAGS)),$(DEBIAN_NGINX_SRC):)
+NGINX_SOURCE := $(DEBIAN_NGINX_SRC)
 NGINX_BUILD := build/nginx
-MODULE := target/release/libngx_http_graft_module.so
+NGINX_COPY :=
+NGINX_TARGET := $(CARGO_TARGET)
+else
+NGINX_VERSION := $(shell sed -n 's/.*define NGINX_VERSION *"\(.*\)"/\1/p' '$(abspath $(NGINX_SRC))/src/core/nginx.h' 2>/dev/null)
+NGINX_KEY := $(or $(NGINX_VERSION),unknown)-$(shell printf '%s|%s' '$(abspath $(NGINX_SRC))' '$(subst ','\'',$(NGINX_CONF_FLAGS))' | md5sum | cut -c1-8)
+NGINX_SOURCE := $(CURDIR)/build/nginx-$(NGINX_KEY)/source
+NGINX_BUILD := build/nginx-$(NGINX_KEY)/objs
+NGINX_COPY := $(NGINX_SOURCE)
+NGINX_TARGET := $(CARGO_TARGET)/nginx-$(NGINX_KEY)
+endif
+# What nginx-sys reads (.cargo/config.toml has Debian's tree as the default).
+NGINX_ENV := NGINX_SOURCE_DIR=$(NGINX_SOURCE) NGINX_BUILD_DIR=$(CURDIR)/$(NGINX_BUILD)
+MODULE := $(NGINX_TARGET)/release/libngx_http_graft_module.so
 # nginx's workers run as another user: the run prefix lives where they can
 # reach it, whatever directory graft was cloned into.
 RUN_PREFIX ?= /tmp/graft-run-$(shell id -u)
@@ -33,14 +59,14 @@ export GRAFT_SITE := $(if $(SITE),$(abspath $(SITE)))
 export GRAFT_NATIVE := $(NATIVE)
 REPLAY_SITE := $(if $(INIT),--init $(abspath $(INIT))) $(if $(SITE),--site $(abspath $(SITE))) $(if $(NATIVE),--native)
 
-GRAFT_MODULE ?= $(CURDIR)/$(MODULE)
+GRAFT_MODULE ?= $(MODULE)
 # graft's own test module (`probe`) is in the module that `make run` and the
 # tests load; the package's module is built without it, apart.
 TEST_FEATURES := --features graft-nginx/probe
 # ... and graft-agent (which checks files with it) and graft-edge (which runs
 # it), in the tests.
 WORKSPACE_FEATURES := --features graft-nginx/probe,graft-agent/probe,graft-edge/probe
-PACKAGE_TARGET := target/package
+PACKAGE_TARGET := $(NGINX_TARGET)/package
 PACKAGE_MODULE := $(PACKAGE_TARGET)/release/libngx_http_graft_module.so
 # Every module crate with criterion benches (modules/<name>/benches).
 BENCH_CRATES := $(foreach d,$(filter-out modules/template/benches,$(wildcard modules/*/benches)),-p graft-$(subst _,-,$(notdir $(patsubst %/benches,%,$(d)))))
@@ -62,15 +88,15 @@ deps: ## Install the Debian packages graft builds and runs with (when missing)
 	@command -v cargo >/dev/null || { echo "graft needs a Rust toolchain (rustup.rs)"; exit 1; }
 
 # nginx-sys needs the headers of the nginx graft is loaded into, and the
-# files `configure` writes for it: run Debian's configure with Debian's own
-# flags (--with-compat among them, which makes the module signature match).
+# files `configure` writes for it: run the tree's configure with the flags
+# of the nginx the module is for (Debian's own, from conf_flags, by default;
+# --with-compat among them, which makes the module signature match).
 $(NGINX_BUILD)/ngx_auto_config.h: | deps
-	mkdir -p $(NGINX_BUILD)
-	cd $(NGINX_SRC) && source ./conf_flags && \
-		./configure "$${NGX_CONF_FLAGS[@]}" --builddir=$(CURDIR)/$(NGINX_BUILD) > $(CURDIR)/$(NGINX_BUILD).log
+	nginx/configure.sh $(abspath $(NGINX_SRC)) $(CURDIR)/$(NGINX_BUILD) $(NGINX_COPY)
 
-build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against the distribution's nginx
-	cargo build --release -p graft-nginx $(TEST_FEATURES)
+build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against the distribution's nginx (NGINX_SRC=another nginx tree, NGINX_CONF_FLAGS=its nginx's flags)
+	$(NGINX_ENV) cargo build --release -p graft-nginx $(TEST_FEATURES) --target-dir $(NGINX_TARGET)
+	@echo "module: $(MODULE) (nginx $$(sed -n 's/.*define NGINX_VERSION *"\(.*\)"/\1/p' $(NGINX_SOURCE)/src/core/nginx.h), from $(abspath $(NGINX_SRC)))"
 
 edge: deps ## Build graft-edge, the all-Rust server on Pingora (target/release/graft-edge)
 	cargo build --release -p graft-edge
@@ -145,7 +171,7 @@ IMAGE ?= graft:$(VERSION)
 PROMETHEUS_IMAGE ?= graft-prometheus:$(VERSION)
 
 deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian packages (target/deb: libnginx-mod-http-graft, graft-agent)
-	cargo build --release -p graft-nginx -p graft-agent --target-dir $(PACKAGE_TARGET)
+	$(NGINX_ENV) cargo build --release -p graft-nginx -p graft-agent --target-dir $(PACKAGE_TARGET)
 	rm -f target/deb/*.deb
 	nginx/debian/build.sh $(PACKAGE_MODULE) $(PACKAGE_TARGET)/release/graft-agent target/deb
 

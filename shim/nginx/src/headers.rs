@@ -10,10 +10,11 @@
 use std::ptr::{addr_of_mut, null_mut};
 
 use graft_contract::HeaderAction;
+#[cfg(not(nginx1_23_0))]
+use ngx::ffi::{ngx_array_push, ngx_array_t, ngx_palloc};
 use ngx::ffi::{
-    ngx_array_push, ngx_array_t, ngx_hash_strlow, ngx_http_headers_in_t, ngx_http_request_t,
-    ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_palloc, ngx_parse_http_time, ngx_pnalloc,
-    ngx_pool_t, ngx_str_t, ngx_table_elt_t,
+    ngx_hash_strlow, ngx_http_headers_in_t, ngx_http_request_t, ngx_list_part_t, ngx_list_push,
+    ngx_list_t, ngx_parse_http_time, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
 };
 
 /// Copies bytes into the request's pool.
@@ -268,8 +269,18 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Opt
         for (_, field) in &singles {
             **field = null_mut();
         }
-        reset_array(pool, &mut hi.cookies)?;
-        reset_array(pool, &mut hi.x_forwarded_for)?;
+        // Cookie and X-Forwarded-For: arrays of pointers before nginx
+        // 1.23.0, lists linked through each header's `next` since.
+        #[cfg(not(nginx1_23_0))]
+        {
+            reset_array(pool, &mut hi.cookies)?;
+            reset_array(pool, &mut hi.x_forwarded_for)?;
+        }
+        #[cfg(nginx1_23_0)]
+        {
+            hi.cookie = null_mut();
+            hi.x_forwarded_for = null_mut();
+        }
         // The user and password come from Authorization: parsed again on use.
         hi.user = ngx_str_t {
             len: 0,
@@ -285,6 +296,30 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Opt
             for i in 0..p.nelts {
                 let h = elts.add(i);
                 let key = key_of(&*h);
+                // Since 1.23.0 every header links to the next of its name:
+                // unlinked here (elements a removal moved hold stale
+                // links), linked again below for Cookie and
+                // X-Forwarded-For; a single field points at the first
+                // alone, as lua-nginx-module leaves it.
+                #[cfg(nginx1_23_0)]
+                {
+                    (*h).next = null_mut();
+                    let head = if key.eq_ignore_ascii_case(b"cookie") {
+                        Some(addr_of_mut!(hi.cookie))
+                    } else if key.eq_ignore_ascii_case(b"x-forwarded-for") {
+                        Some(addr_of_mut!(hi.x_forwarded_for))
+                    } else {
+                        None
+                    };
+                    if let Some(mut link) = head {
+                        while !(*link).is_null() {
+                            link = addr_of_mut!((**link).next);
+                        }
+                        *link = h;
+                        continue;
+                    }
+                }
+                #[cfg(not(nginx1_23_0))]
                 let array = if key.eq_ignore_ascii_case(b"cookie") {
                     Some(&mut hi.cookies)
                 } else if key.eq_ignore_ascii_case(b"x-forwarded-for") {
@@ -292,6 +327,7 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Opt
                 } else {
                     None
                 };
+                #[cfg(not(nginx1_23_0))]
                 if let Some(array) = array {
                     let slot = ngx_array_push(array) as *mut *mut ngx_table_elt_t;
                     *slot.as_mut()? = h;
@@ -326,6 +362,7 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Opt
 ///
 /// # Safety
 /// `a` is a field of a live request's headers_in and `pool` its pool.
+#[cfg(not(nginx1_23_0))]
 unsafe fn reset_array(pool: *mut ngx_pool_t, a: &mut ngx_array_t) -> Option<()> {
     if a.elts.is_null() {
         const N: usize = 2;
