@@ -64,7 +64,12 @@ fn seen(nginx: &Nginx, target: &str) -> (u16, Vec<(String, Option<String>)>) {
 fn rules_on_the_response_act_alike_in_every_mode() {
     let cases = [
         ("/resp/api/x?status=401", 401, Some("Origin"), Some("*")),
-        ("/resp/api/x?status=401&vary=Accept", 401, Some("Accept"), Some("*")),
+        (
+            "/resp/api/x?status=401&vary=Accept",
+            401,
+            Some("Accept"),
+            Some("*"),
+        ),
         ("/resp/api/x", 200, Some("Origin"), None),
         ("/resp/www?status=403", 403, Some("Origin"), None),
     ];
@@ -98,7 +103,11 @@ fn a_change_graft_refuses_leaves_the_headers_and_is_counted_on_both_sides() {
         let (status, headers) = seen(&nginx, "/resp/api/x?status=401");
         assert_eq!(status, 401, "{mode}");
         // Nothing of the step's changes is made: the origin's header stays.
-        assert_eq!(headers[2], ("X-Powered-By".into(), Some("php".into())), "{mode}");
+        assert_eq!(
+            headers[2],
+            ("X-Powered-By".into(), Some("php".into())),
+            "{mode}"
+        );
         assert_eq!(headers[0], ("Vary".into(), None), "{mode}");
         assert_eq!(nginx.counter("*", 0, "failed"), 1, "{mode}");
         nginx.assert_clean_log(&["which only the server frames"]);
@@ -122,6 +131,9 @@ fn a_step_lua_serves_where_no_lua_filter_runs_is_counted_as_failed() {
     // In rust, graft's own header filter runs it there.
     let rust = Nginx::start_extra(&config("rust", None), false, EXTRA);
     let r = rust.get("a.test", "/bare/x");
-    assert_eq!((r.header("X-Powered-By"), r.header("Vary")), (None, Some("Origin")));
+    assert_eq!(
+        (r.header("X-Powered-By"), r.header("Vary")),
+        (None, Some("Origin"))
+    );
     rust.assert_clean_log(&[]);
 }
