@@ -11,8 +11,11 @@
 //!   `GET status` (the counters, as JSON), `GET metrics`, `GET totals`
 //!   (what graft-agent's gates read), `POST kill?module=M[&zone=Z]` and
 //!   `POST revive?...` (a kill switch sends the module's requests to FL1:
-//!   they are FL1's in `mode`). `apply` and `fleet` are nginx's only, for
-//!   now: answered 501.
+//!   they are FL1's in `mode`), `POST apply` (the graft file again, or the
+//!   text sent as the body: `apply.rs`) and `POST fleet?name=value&...`
+//!   (graft-agent's report, `graft_engine::fleet`), each answered with
+//!   nginx's statuses and texts, so that graft-agent reads graft-edge as
+//!   it reads nginx.
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,6 +25,7 @@ use graft_engine::Kill;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use crate::apply::MAX_LIVE_BYTES;
 use crate::state::{now_secs, Edge};
 use crate::steps::log_limited;
 
@@ -66,7 +70,7 @@ impl Admin {
         };
         let token = self.edge.settings.admin_token.as_deref();
         let refusal = judge(token, &call).err()?;
-        self.edge.snapshot.config.count_admin_refused(refusal);
+        self.edge.snapshot().config.count_admin_refused(refusal);
         log_limited(
             LogFamily::Failure,
             format_args!("graft-edge: admin API: {}", refusal.why()),
@@ -112,7 +116,8 @@ impl Admin {
                 &format!("module=<name> [zone=<zone>], each at most {MAX_NAME} bytes"),
             );
         }
-        let config = &self.edge.snapshot.config;
+        let snap = self.edge.snapshot();
+        let config = &snap.config;
         let zone = zone.filter(|z| !z.is_empty());
         match config.set_kill(zone.as_deref(), &module, kill) {
             Ok(()) => {
@@ -133,13 +138,94 @@ impl Admin {
     }
 }
 
+/// What a refused apply is answered with, before why (nginx's words,
+/// which graft-agent takes off).
+const REFUSED: &str = "refused, the running configuration goes on: ";
+
+impl Admin {
+    /// `POST apply`: with no body, the graft file again; with one, the
+    /// configuration it holds, in the file's place (the file on disk is
+    /// left alone). 200 `applied, generation N`; 400 and why, refused.
+    async fn apply(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let sent = match sent_text(session).await {
+            Ok(sent) => sent,
+            Err((status, why)) => {
+                crate::apply::refused(&self.edge);
+                tracing::error!(
+                    "graft-edge: live configuration refused, the running one goes on: {why}"
+                );
+                return text(status, &format!("{REFUSED}{why}"));
+            }
+        };
+        match crate::apply::apply(&self.edge, sent) {
+            Ok(generation) => text(200, &format!("applied, generation {generation}")),
+            Err(why) => text(400, &format!("{REFUSED}{why}")),
+        }
+    }
+
+    /// `POST fleet?name=value&...`: the agent's report, for the metrics.
+    fn fleet(&self, session: &ServerSession) -> http::Response<Vec<u8>> {
+        let report = session.req_header().uri.query().unwrap_or_default();
+        match self.edge.snapshot().config.fleet_report(report, now_secs()) {
+            Ok(()) => text(200, "reported"),
+            Err(why) => text(400, &why),
+        }
+    }
+}
+
+/// The configuration sent with an apply: `None` when the call has no
+/// body (apply the file); an error when one cannot be read whole (never
+/// the file in its place), with the status to answer.
+async fn sent_text(session: &mut ServerSession) -> Result<Option<Vec<u8>>, (u16, String)> {
+    let head = session.req_header();
+    let length = head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .map(|v| v.as_bytes());
+    if matches!(length, None | Some(b"0"))
+        && !head.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Ok(None);
+    }
+    let over = || {
+        (
+            413,
+            format!("the configuration sent is over {MAX_LIVE_BYTES} bytes, the most a live apply takes"),
+        )
+    };
+    let declared = length
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_LIVE_BYTES as u64) {
+        return Err(over());
+    }
+    let mut text = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if text.len() + chunk.len() > MAX_LIVE_BYTES {
+                    return Err(over());
+                }
+                text.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Some(text)),
+            Err(e) => {
+                return Err((
+                    400,
+                    format!("the configuration sent could not be read: {e}"),
+                ))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let head = session.req_header();
         let get = head.method == http::Method::GET;
         let path = head.uri.path().to_string();
-        let config = self.edge.snapshot.config.clone();
+        let config = self.edge.snapshot().config.clone();
         match (path.as_str(), get) {
             ("/graft/metrics", true) => {
                 return reply(200, PROMETHEUS, crate::metrics::text(&self.edge))
@@ -161,13 +247,13 @@ impl ServeHttp for Admin {
             ("metrics", true) => reply(200, PROMETHEUS, crate::metrics::text(&self.edge)),
             ("totals", true) => reply(200, PROMETHEUS, graft_engine::metrics::totals_text(&config)),
             ("status" | "metrics" | "totals", false) => text(405, "use GET"),
-            ("kill" | "revive", true) => text(405, "use POST"),
+            ("kill" | "revive" | "apply" | "fleet", true) => {
+                text(405, &format!("use POST for {action}"))
+            }
             ("kill", false) => self.switch(session, Kill::Manual),
             ("revive", false) => self.switch(session, Kill::Off),
-            ("apply" | "fleet", _) => text(
-                501,
-                "graft-edge does not take this admin call yet: restart it with the new file",
-            ),
+            ("apply", false) => self.apply(session).await,
+            ("fleet", false) => self.fleet(session),
             _ => text(404, "no such admin action"),
         }
     }

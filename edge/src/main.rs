@@ -16,7 +16,7 @@
 //!
 //! Files, each one concern, each importing only those below it:
 //! `main.rs` (start), `proxy.rs` (Pingora's phases), `admin.rs` (the
-//! admin listener), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
+//! admin listener), `apply.rs` (the live apply), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
 //! (the step protocol on graft-edge), `answer.rs` (an answer on the wire),
 //! `request.rs` (the request modules read), `state.rs` (the configuration
 //! and tables), `settings.rs`. The `Graft-Edge` header is the engine's
@@ -25,6 +25,7 @@
 
 mod admin;
 mod answer;
+mod apply;
 mod body;
 mod metrics;
 mod proxy;
@@ -121,7 +122,7 @@ fn load(file: &Path) -> Result<Edge, String> {
     let zones: Vec<&str> = config.zones.iter().map(|z| z.name.as_str()).collect();
     settings.check_origins(&zones).map_err(|e| e.to_string())?;
     let edge = Edge::new(settings, config)?;
-    let snap = &edge.snapshot;
+    let snap = edge.snapshot();
     tracing::info!(
         "graft-edge: serving {} zones of {} (generation {}); FL1 at {}",
         snap.config.zones.len(),
@@ -158,7 +159,7 @@ fn spawn_flusher(edge: Arc<Edge>) {
         .name("graft-edge-flush".into())
         .spawn(move || loop {
             std::thread::sleep(FLUSH_EVERY);
-            edge.snapshot.config.flush_counts(state::now_secs());
+            edge.flush(state::now_secs());
         })
         .expect("a thread");
 }

@@ -103,7 +103,7 @@ impl Collector for Families {
 
 /// The metrics in Prometheus' text format: the engine's, then graft-edge's.
 pub fn text(edge: &Edge) -> String {
-    let snap = edge.snapshot.clone();
+    let snap = edge.snapshot();
     let engine = graft_engine::metrics::prometheus_text(&snap.config);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Families {

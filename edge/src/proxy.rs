@@ -233,7 +233,7 @@ impl ProxyHttp for EdgeProxy {
         session
             .req_header_mut()
             .remove_header(graft_engine::edge::HEADER);
-        let snap = self.edge.snapshot.clone();
+        let snap = self.edge.snapshot();
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())

@@ -47,6 +47,32 @@ struct File {
     threads: Option<usize>,
     #[serde(default)]
     run_dir: Option<PathBuf>,
+    #[serde(default)]
+    tables: Tables,
+}
+
+/// The sizes of the counter and window tables, in bytes: nginx's
+/// `graft_shared_memory` (its defaults, 32 MiB and 4 MiB). Made once at
+/// start, so that a live apply brings no allocation of its own: a new
+/// configuration that does not fit them is refused. Pages never used cost
+/// nothing.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tables {
+    /// Step counters, graft-edge's own counts and kill switches (at least
+    /// twice what the graft file at start needs, whatever this says).
+    pub counter_bytes: usize,
+    /// Rate-limit and rollback windows.
+    pub window_bytes: usize,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables {
+            counter_bytes: 32 << 20,
+            window_bytes: 4 << 20,
+        }
+    }
 }
 
 /// Time limits, in milliseconds.
@@ -116,6 +142,7 @@ pub struct Settings {
     pub threads: usize,
     /// Where Pingora keeps its pid file and graceful-upgrade socket.
     pub run_dir: PathBuf,
+    pub tables: Tables,
 }
 
 /// A settings file refused: the file, the field, and why.
@@ -234,6 +261,17 @@ impl Settings {
                 format!("{threads} is not from 1 to 1024"),
             ));
         }
+        for (name, bytes) in [
+            ("counter_bytes", file.tables.counter_bytes),
+            ("window_bytes", file.tables.window_bytes),
+        ] {
+            if !(64 << 10..=16 << 30).contains(&bytes) {
+                return Err(refuse(
+                    &format!("tables.{name}"),
+                    format!("{bytes} is not from 65536 (64 KiB) to 17179869184 (16 GiB)"),
+                ));
+            }
+        }
         let relative = |p: &Path| match source.parent() {
             Some(dir) if p.is_relative() => dir.join(p),
             _ => p.to_path_buf(),
@@ -254,6 +292,7 @@ impl Settings {
                     .as_deref()
                     .unwrap_or(Path::new("/run/graft-edge")),
             ),
+            tables: file.tables,
         })
     }
 

@@ -7,20 +7,23 @@
 //! memory, made once at start. graft-edge's own counts (requests per zone,
 //! requests passed to FL1 per step and reason) are keys of the same
 //! counter table: they outlive a new configuration as the steps' do.
+//!
+//! The configuration serving is swapped whole by a live apply
+//! ([`Edge::swap`]): a request holds the [`Snapshot`] it started with to
+//! its end, and a configuration attached to the same tables takes over
+//! the counts, windows and kill switches of the steps it keeps (they are
+//! keyed by zone, place and module names), as nginx's live apply does.
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
+use arc_swap::ArcSwap;
 use graft_engine::shared::{CounterTable, WindowTable};
 use graft_engine::Config;
 
 use crate::settings::Settings;
-
-/// Words of the window table (rate limits, rollback): nginx's default
-/// `graft_shared_memory` second size, 4m.
-const WINDOW_WORDS: usize = 4 * 1024 * 1024 / 8;
 
 /// Why a request went to FL1 from a step: the engine's reasons
 /// (`HandOver::name`), and `phase`: the step has a phase graft-edge does
@@ -59,7 +62,11 @@ pub struct Edge {
     pub settings: Settings,
     /// The keys of requests for a Host no zone serves.
     pub unzoned: ZoneKeys,
-    pub snapshot: Arc<Snapshot>,
+    /// The configuration serving (see [`Edge::snapshot`]).
+    serving: ArcSwap<Snapshot>,
+    /// Configurations replaced that requests in flight still hold: what
+    /// they count is flushed on every tick until the last one lets go.
+    retired: Mutex<Vec<Weak<Snapshot>>>,
     pub counters: CounterTable<'static>,
     pub windows: WindowTable<'static>,
 }
@@ -85,18 +92,53 @@ fn zone_keys(zone: &str, steps: &[graft_engine::Step]) -> ZoneKeys {
 impl Edge {
     /// graft-edge serving `config` with `settings` (the origins checked).
     pub fn new(settings: Settings, config: Config) -> Result<Edge, String> {
-        let counters = CounterTable::new(counter_words(&config)?);
-        let windows = WindowTable::new(leak_words(WINDOW_WORDS));
+        let words =
+            CounterTable::words_for(settings.tables.counter_bytes).max(counter_words(&config)?);
+        let counters = CounterTable::new(leak_words(words));
+        let windows = WindowTable::new(leak_words((settings.tables.window_bytes / 8).max(64)));
         config.attach(counters, windows);
         config.mark_started(now_ms());
-        let snapshot = Arc::new(Snapshot::new(&settings, config)?);
+        let snapshot = Snapshot::new(&settings, config)?;
         Ok(Edge {
             settings,
             unzoned: unzoned_keys(),
-            snapshot,
+            serving: ArcSwap::from_pointee(snapshot),
+            retired: Mutex::new(Vec::new()),
             counters,
             windows,
         })
+    }
+
+    /// The configuration serving now. A request keeps the one it took to
+    /// its end, whatever a live apply swaps in meanwhile.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.serving.load_full()
+    }
+
+    /// Serves `config` from now on (checked, and attached to this
+    /// graft-edge's tables): the one it replaces is flushed now, and on
+    /// every tick while requests hold it.
+    pub fn swap(&self, config: Config) -> Result<(), String> {
+        let next = Snapshot::new(&self.settings, config)?;
+        let old = self.serving.swap(Arc::new(next));
+        old.config.flush_counts(now_secs());
+        if Arc::strong_count(&old) > 1 {
+            lock(&self.retired).push(Arc::downgrade(&old));
+        }
+        Ok(())
+    }
+
+    /// Moves what the threads counted on the steps, of the configuration
+    /// serving and of those requests still hold, into the counter table.
+    pub fn flush(&self, now_secs: u64) {
+        self.serving.load().config.flush_counts(now_secs);
+        lock(&self.retired).retain(|weak| match weak.upgrade() {
+            Some(snap) => {
+                snap.config.flush_counts(now_secs);
+                true
+            }
+            None => false,
+        });
     }
 
     pub fn add(&self, key: u64) {
@@ -104,16 +146,23 @@ impl Edge {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Snapshot {
     fn new(settings: &Settings, config: Config) -> Result<Snapshot, String> {
         let mut origins = Vec::with_capacity(config.zones.len());
         let mut keys = Vec::with_capacity(config.zones.len());
         for zone in &config.zones {
-            origins.push(
-                settings
-                    .origin_of(&zone.name)
-                    .ok_or_else(|| format!("zone \"{}\" has no origin", zone.name))?,
-            );
+            origins.push(settings.origin_of(&zone.name).ok_or_else(|| {
+                format!(
+                    "zone \"{}\" has no origin in {}, and there is no \"{}\"",
+                    zone.name,
+                    settings.source.display(),
+                    crate::settings::DEFAULT_ORIGIN
+                )
+            })?);
             keys.push(zone_keys(&zone.name, &zone.steps));
         }
         Ok(Snapshot {
@@ -124,21 +173,30 @@ impl Snapshot {
     }
 }
 
-/// Zeroed words that live as long as the process, as nginx's shared
-/// memory does.
-fn leak_words(n: usize) -> &'static [AtomicU64] {
-    Box::leak((0..n).map(|_| AtomicU64::new(0)).collect())
+impl Drop for Snapshot {
+    /// The last request on a replaced configuration keeps what it counted.
+    fn drop(&mut self) {
+        self.config.flush_counts(now_secs());
+    }
 }
 
-/// The counter table for `config`: twice the smallest that the engine's
-/// own check accepts (`Config::fits`), for graft-edge's keys beside the
-/// steps' (fewer than half as many) and room to spare.
-fn counter_words(config: &Config) -> Result<&'static [AtomicU64], String> {
+/// Zeroed words that live as long as the process, as nginx's shared
+/// memory does: the allocator's zeroed pages, so that words never used
+/// cost no memory (a table is sized for the largest configuration a
+/// live apply may bring).
+fn leak_words(n: usize) -> &'static [AtomicU64] {
+    Box::leak(bytemuck::allocation::zeroed_slice_box::<AtomicU64>(n))
+}
+
+/// The smallest counter table the engine's own check accepts for `config`
+/// (`Config::fits`), doubled for graft-edge's keys beside the steps'
+/// (fewer than half as many) and room to spare.
+fn counter_words(config: &Config) -> Result<usize, String> {
     let mut words = 1024;
     loop {
         let probe: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
         if config.fits(&CounterTable::new(&probe)).is_ok() {
-            return Ok(leak_words(words * 2));
+            return Ok(words * 2);
         }
         if words >= 1 << 31 {
             return Err(

@@ -434,7 +434,7 @@ fn the_admin_listener_serves_metrics_and_guards_the_admin_api() {
         ("/graft/admin/totals", &*bearer, 200),
         ("/graft/admin/status", &*bearer, 200),
         ("/graft/admin/kill?module=probe", &*bearer, 405),
-        ("/graft/admin/apply", &*bearer, 501),
+        ("/graft/admin/apply", &*bearer, 405),
         ("/graft/admin/nothing", &*bearer, 404),
     ] {
         let r = edge.admin(path, extra);

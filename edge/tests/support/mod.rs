@@ -337,6 +337,18 @@ impl Edge {
         send(self.admin_port, head.as_bytes()).expect("a response from the admin listener")
     }
 
+    /// A call to the admin API with its token and `body` (none: an empty
+    /// one, as `curl -X POST` sends).
+    pub fn admin_api(&self, method: &str, target: &str, body: &[u8]) -> Response {
+        let mut req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        send(self.admin_port, &req).expect("a response from the admin listener")
+    }
+
     pub fn metrics(&self) -> String {
         let r = self.admin("/graft/metrics", "");
         assert_eq!(r.status, 200, "{}", r.text());
