@@ -19,10 +19,11 @@
 //! admin listener), `apply.rs` (the live apply), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
 //! (the step protocol on graft-edge), `answer.rs` (an answer on the wire),
 //! `request.rs` (the request modules read), `state.rs` (the configuration
-//! and tables), `settings.rs`. The `Graft-Edge` header is the engine's
+//! and tables), `access_log.rs`, `settings.rs`. The `Graft-Edge` header is the engine's
 //! (`graft_engine::edge`), beside FL1's judgement of it.
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod admin;
 mod answer;
 mod apply;
@@ -108,6 +109,20 @@ fn main() -> ExitCode {
             edge.settings.run_dir.display()
         );
         return ExitCode::FAILURE;
+    }
+    let mut edge = edge;
+    if let Some(path) = &edge.settings.access_log {
+        match access_log::AccessLog::open(path) {
+            Ok(log) => edge.access_log = Some(log),
+            Err(e) => {
+                eprintln!(
+                    "graft-edge: {}: field \"access_log\": {}: {e}",
+                    file.display(),
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
     }
     graft_engine::dispatch::install_panic_hook();
     let edge = Arc::new(edge);

@@ -10,7 +10,9 @@
 //!   not decide), `phase` (it has a phase graft-edge does not run yet);
 //! - `graft_edge_fl1_unreachable_total{zone}`: requests FL1 was to take and
 //!   could not (each step's failure policy served them; counted as
-//!   `failed` in `graft_requests_total` too).
+//!   `failed` in `graft_requests_total` too);
+//! - `graft_edge_access_log_dropped_total`: access log lines dropped when
+//!   its writer fell behind (with an access log only).
 //!
 //! The share passed to FL1 is `sum(rate(graft_edge_passed_total[5m])) /
 //! sum(rate(graft_edge_requests_total[5m]))`.
@@ -30,6 +32,8 @@ struct Families {
     snap: Arc<Snapshot>,
     counters: CounterTable<'static>,
     unzoned: (u64, u64),
+    /// Access log lines dropped (`None`: no access log).
+    log_dropped: Option<u64>,
 }
 
 impl std::fmt::Debug for Families {
@@ -97,6 +101,15 @@ impl Collector for Families {
             ConstCounter::new(self.counters.get(keys.fl1_unreachable))
                 .encode(family.encode_family(&[("zone", zone)])?)?;
         }
+        if let Some(dropped) = self.log_dropped {
+            let family = encoder.encode_descriptor(
+                "graft_edge_access_log_dropped",
+                "Access log lines dropped because its writer fell behind (its queue was full): requests were never made to wait for the disk.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(dropped).encode(family)?;
+        }
         Ok(())
     }
 }
@@ -110,6 +123,7 @@ pub fn text(edge: &Edge) -> String {
         snap,
         counters: edge.counters,
         unzoned: (edge.unzoned.requests, edge.unzoned.fl1_unreachable),
+        log_dropped: edge.access_log.as_ref().map(|l| l.dropped()),
     }));
     let mut ours = String::new();
     prometheus_client::encoding::text::encode(&mut ours, &registry).expect("writing to a String");

@@ -61,8 +61,13 @@ pub struct Routed {
 }
 
 /// One request's state across Pingora's phases.
-#[derive(Default)]
 pub struct Ctx {
+    /// When its head was read (the access log's `time`).
+    started: std::time::Instant,
+    /// The step FL1 was to take it from, and why (the access log's).
+    passed: Option<(usize, &'static str)>,
+    /// Its zone, once found (the access log's, whoever answered).
+    zone: Option<(Arc<Snapshot>, usize)>,
     routed: Option<Routed>,
     /// Body bytes read before the proxy phase, to put in front of the
     /// next chunk ([`Forward::Prepend`]).
@@ -216,7 +221,15 @@ impl ProxyHttp for EdgeProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            started: std::time::Instant::now(),
+            passed: None,
+            zone: None,
+            routed: None,
+            prepend: None,
+            answer: None,
+            fl1_down: None,
+        }
     }
 
     fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
@@ -265,6 +278,9 @@ impl ProxyHttp for EdgeProxy {
             return Ok(false);
         };
         self.edge.add(snap.keys[zone].requests);
+        if self.edge.access_log.is_some() {
+            ctx.zone = Some((snap.clone(), zone));
+        }
         let z = &snap.config.zones[zone];
         let first = EdgeRequest {
             head: session.req_header(),
@@ -275,6 +291,7 @@ impl ProxyHttp for EdgeProxy {
             // FL1 serves the first step: it takes the whole request, before
             // graft-edge reads any of its body.
             self.count_pass(&snap, zone, 0, reason);
+            ctx.passed = Some((0, reason));
             ctx.routed = Some(Routed {
                 snap,
                 zone: Some(zone),
@@ -325,6 +342,7 @@ impl ProxyHttp for EdgeProxy {
             Ended::Through => Route::Origin(snap.origins[zone]),
             Ended::Pass { from, reason } => {
                 self.count_pass(&snap, zone, from, reason);
+                ctx.passed = Some((from, reason));
                 Route::Fl1 { from }
             }
         };
@@ -534,6 +552,57 @@ impl ProxyHttp for EdgeProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(log) = &self.edge.access_log else {
+            return;
+        };
+        // A subrequest carrying a body read whole is its request's own
+        // line, written by that request.
+        if session.subrequest_ctx.is_some() {
+            return;
+        }
+        // No response: the client went before one (nginx's 499), or one
+        // could not be sent.
+        let status = session
+            .response_written()
+            .map_or(if e.is_some() { 499 } else { 0 }, |r| r.status.as_u16());
+        let routed = ctx.routed.as_ref();
+        let head = session.req_header();
+        let header = |name| {
+            head.headers
+                .get(name)
+                .map(|v: &http::HeaderValue| v.as_bytes())
+        };
+        let entry = crate::access_log::Entry {
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            at: std::time::SystemTime::now(),
+            method: head.method.as_str(),
+            target: routed.map_or(head.raw_path(), |r| &r.facts.raw_uri),
+            version: match head.version {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2.0",
+                _ => "HTTP/1.1",
+            },
+            status,
+            body_bytes: session.body_bytes_sent(),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            zone: ctx
+                .zone
+                .as_ref()
+                .map(|(snap, z)| snap.config.zones[*z].name.as_str()),
+            served_by_fl1: routed.is_some_and(|r| matches!(r.route, Route::Fl1 { .. }))
+                && ctx.answer.is_none()
+                && ctx.fl1_down.is_none(),
+            passed: ctx.passed,
+            seconds: ctx.started.elapsed().as_secs_f64(),
+        };
+        log.write(entry.line());
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {

@@ -12,7 +12,9 @@
 //!   "fl1_key_file": "/etc/graft/edge.key",
 //!   "admin_token_file": "/etc/graft/admin.token",
 //!   "timeouts": { "connect_ms": 1000, "read_ms": 60000, "write_ms": 60000, "idle_ms": 60000,
-//!                 "shutdown_ms": 60000 } }
+//!                 "shutdown_ms": 60000 },
+//!   "tables": { "counter_bytes": 33554432, "window_bytes": 4194304 },
+//!   "access_log": "/var/log/graft-edge/access.log" }
 //! ```
 //!
 //! `origins` names an origin per zone of the graft file (by the zone's
@@ -49,6 +51,9 @@ struct File {
     run_dir: Option<PathBuf>,
     #[serde(default)]
     tables: Tables,
+    /// A path, or `"off"` (the default).
+    #[serde(default)]
+    access_log: Option<PathBuf>,
 }
 
 /// The sizes of the counter and window tables, in bytes: nginx's
@@ -143,6 +148,8 @@ pub struct Settings {
     /// Where Pingora keeps its pid file and graceful-upgrade socket.
     pub run_dir: PathBuf,
     pub tables: Tables,
+    /// The access log's file (`None`: off).
+    pub access_log: Option<PathBuf>,
 }
 
 /// A settings file refused: the file, the field, and why.
@@ -293,6 +300,10 @@ impl Settings {
                     .unwrap_or(Path::new("/run/graft-edge")),
             ),
             tables: file.tables,
+            access_log: file
+                .access_log
+                .filter(|p| p != Path::new("off"))
+                .map(|p| relative(&p)),
         })
     }
 

@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 use graft_engine::shared::{CounterTable, WindowTable};
 use graft_engine::Config;
 
+use crate::access_log::AccessLog;
 use crate::settings::Settings;
 
 /// Why a request went to FL1 from a step: the engine's reasons
@@ -69,6 +70,8 @@ pub struct Edge {
     retired: Mutex<Vec<Weak<Snapshot>>>,
     pub counters: CounterTable<'static>,
     pub windows: WindowTable<'static>,
+    /// The access log, when the settings name one (opened at start).
+    pub access_log: Option<AccessLog>,
 }
 
 /// The keys of requests for a Host no zone serves (zone `""` in the
@@ -106,6 +109,7 @@ impl Edge {
             retired: Mutex::new(Vec::new()),
             counters,
             windows,
+            access_log: None,
         })
     }
 

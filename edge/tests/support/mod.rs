@@ -224,10 +224,22 @@ pub fn settings(
 impl Edge {
     /// graft-edge serving `graft` with `origins` and FL1 at `fl1`.
     pub fn start(graft: &str, origins: serde_json::Value, fl1: &str) -> Edge {
+        Edge::start_with(graft, origins, fl1, |_, _| {})
+    }
+
+    /// graft-edge with its settings changed by `change` (given the
+    /// directory it runs in) before it starts.
+    pub fn start_with(
+        graft: &str,
+        origins: serde_json::Value,
+        fl1: &str,
+        change: impl FnOnce(&mut serde_json::Value, &std::path::Path),
+    ) -> Edge {
         let dir = scratch("run");
         let (port, admin_port) = (free_port(), free_port());
         std::fs::write(dir.join("graft.json"), graft).unwrap();
-        let s = settings(&dir, port, admin_port, origins, fl1);
+        let mut s = settings(&dir, port, admin_port, origins, fl1);
+        change(&mut s, &dir);
         std::fs::write(dir.join("edge.json"), s.to_string()).unwrap();
         let log = std::fs::File::create(dir.join("edge.log")).unwrap();
         let child = Command::new(binary())
@@ -273,6 +285,19 @@ impl Edge {
             child,
             log: "upgraded.log",
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`-USR1`) to this graft-edge.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
 
     /// Waits until this graft-edge exits by itself; `false` if it did not
