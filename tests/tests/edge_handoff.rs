@@ -11,17 +11,32 @@ const KEY: &str = "edge-key-0123456789abcdef0123456789abcdef";
 
 /// Step 0 adds `X-Step0` (headers), step 1 `X-Probe: rust` (probe), both
 /// in `rust`; the echo origin shows what reached it.
+/// Where nginx's own pointers into the request headers show.
+const VARS: &str = r#"
+        location = /vars {
+            access_by_lua_block { require("graft").access() }
+            content_by_lua_block {
+                ngx.say("http_host=", ngx.var.http_host, " cookie_x=", ngx.var.cookie_x,
+                        " ua=", ngx.var.http_user_agent)
+            }
+        }
+"#;
+
 fn start(native: bool, with_key: bool) -> Nginx {
+    start_with(native, with_key.then_some(KEY))
+}
+
+fn start_with(native: bool, key: Option<&str>) -> Nginx {
     let config = json!({ "zones": { "*": { "modules": [
         { "module": "headers", "mode": "rust", "config": { "rules": [
             { "request": [ { "set": "X-Step0", "value": "ran" } ] } ] } },
         { "module": "probe", "mode": "rust", "config": { "continue": true } },
     ] } } });
-    let nginx = Nginx::prepare_custom(&config.to_string(), native, 1, "", "");
+    let nginx = Nginx::prepare_custom(&config.to_string(), native, 1, VARS, "");
     let conf_path = nginx.prefix.join("nginx.conf");
-    if with_key {
+    if let Some(text) = key {
         let key = nginx.prefix.join("edge.key");
-        std::fs::write(&key, KEY).unwrap();
+        std::fs::write(&key, text).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let conf = std::fs::read_to_string(&conf_path).unwrap().replacen(
@@ -31,7 +46,9 @@ fn start(native: bool, with_key: bool) -> Nginx {
         );
         std::fs::write(&conf_path, conf).unwrap();
     }
-    nginx.launch();
+    if key.is_none_or(|k| !k.contains(';')) {
+        nginx.launch();
+    }
     nginx
 }
 
@@ -132,4 +149,53 @@ fn a_forged_or_broken_handoff_gains_nothing_and_is_counted() {
         "{body}"
     );
     assert_eq!(handoffs(&keyless, "no_key"), 1);
+}
+
+#[test]
+fn removing_the_header_leaves_nginx_reading_the_right_headers() {
+    // The header first: every header after it moves in nginx's list, and
+    // what nginx points at (Host, Cookie, User-Agent) must move with it.
+    let nginx = start(false, true);
+    for edge in [
+        header_value("*", 0, KEY.as_bytes()).unwrap(),
+        "junk".to_string(),
+    ] {
+        let r = nginx.raw(
+            format!(
+                "GET /vars HTTP/1.1\r\nGraft-Edge: {edge}\r\nHost: a.test\r\nX-Evil: admin.internal\r\nCookie: x=1\r\nUser-Agent: ua1\r\nX-Other: o\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.text().trim(),
+            "http_host=a.test cookie_x=1 ua=ua1",
+            "after {edge}"
+        );
+    }
+}
+
+#[test]
+fn two_headers_are_refused_and_a_key_the_header_cannot_carry_is_refused_at_load() {
+    let nginx = start(false, true);
+    let good = header_value("*", 2, KEY.as_bytes()).unwrap();
+    let r = nginx.raw(
+        format!("GET /shop HTTP/1.1\r\nHost: a.test\r\nGraft-Edge: {good}\r\nGraft-Edge: {good}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let body = r.text().to_ascii_lowercase();
+    assert!(
+        body.contains("x-step0: ran") && !body.contains("graft-edge"),
+        "{body}"
+    );
+    assert_eq!(handoffs(&nginx, "malformed"), 1);
+    assert_eq!(handoffs(&nginx, "accepted"), 0);
+
+    let bad = start_with(false, Some("edge;key-0123456789abcdef0123456789abcdef"));
+    let out = bad.run(&["-t"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("graft_edge_key") && said.contains("\";\""),
+        "{said}"
+    );
 }

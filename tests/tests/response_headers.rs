@@ -21,6 +21,12 @@ const EXTRA: &str = r#"
                 ngx.say("resp")
             }
         }
+        location /denied/ {
+            access_by_lua_block { require("graft").access() }
+            header_filter_by_lua_block { require("graft").header_filter() }
+            log_by_lua_block { require("graft").log() }
+            content_by_lua_block { ngx.exit(403) }
+        }
         location /bare/ {
             access_by_lua_block { require("graft").access() }
             content_by_lua_block {
@@ -136,4 +142,19 @@ fn a_step_lua_serves_where_no_lua_filter_runs_is_counted_as_failed() {
         (None, Some("Origin"))
     );
     rust.assert_clean_log(&[]);
+}
+
+#[test]
+fn rules_read_the_status_of_nginx_s_own_error_answers() {
+    // nginx's own error page keeps the status in err_status.
+    let rule = json!({ "on_response": { "status": [403] },
+        "response": [ { "set": "X-Denied", "value": "yes" } ] });
+    for mode in ["rust", "lua", "shadow"] {
+        let nginx = Nginx::start_extra(&config(mode, Some(rule.clone())), false, EXTRA);
+        let r = nginx.get("a.test", "/denied/x");
+        assert_eq!(r.status, 403, "{mode}");
+        assert_eq!(r.header("X-Denied"), Some("yes"), "{mode}");
+        assert_eq!(nginx.counter("*", 0, "shadow_diff"), 0, "{mode}");
+        nginx.assert_clean_log(&[]);
+    }
 }

@@ -45,8 +45,6 @@ pub struct RequestCtx {
     /// Steps (zone, step) a team's handler ran through `graft.decide`
     /// before the zone's pipeline reached them: the pipeline passes them.
     pub claimed: SmallVec<[(usize, usize); 2]>,
-    /// Whether its `Graft-Edge` header was judged (`edge.rs`).
-    pub edge_judged: bool,
     /// Response-header changes the native pipeline decided.
     pub response_ops: Vec<HeaderOp>,
     /// Whether the native pipeline has asked nginx for the request body
@@ -62,7 +60,8 @@ pub struct RequestCtx {
     pub body_steps: SmallVec<[(usize, bool, bool); 2]>,
     /// The response-header phase: per step with one, who serves it for
     /// this response (decided once, in graft's header filter).
-    pub response_steps: SmallVec<[(usize, ResponseSide); 1]>,
+    /// (zone, step, side).
+    pub response_steps: SmallVec<[(usize, usize, ResponseSide); 1]>,
     /// Whether graft's header filter decided `response_steps`.
     pub response_steps_decided: bool,
     /// The log phase, as `body_steps`.
@@ -213,7 +212,6 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             resume_at: Some(0),
             fallback: false,
             claimed: SmallVec::new(),
-            edge_judged: false,
             response_ops: Vec::new(),
             body_asked: false,
             body: None,

@@ -17,12 +17,12 @@ use std::ptr::null_mut;
 
 use graft_contract::RequestView;
 use graft_engine::edge::{judge, Refusal, HEADER};
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t};
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t, NGX_DECLINED};
 
 use crate::conf::{main_conf, main_directive, NGX_CONF_ERROR};
 use crate::ctx;
 use crate::guard::guarded;
-use crate::headers::remove_request_header;
+use crate::headers::{refresh_headers_in, remove_request_header};
 use crate::request::NgxRequest;
 use crate::steps::{log_limited, LogFamily};
 
@@ -41,6 +41,14 @@ pub unsafe extern "C" fn set_edge_key(
         }
         // SAFETY: `cf` is the configuration being read (the caller's).
         match unsafe { crate::admin_auth::secret_file(cf, "graft_edge_key", args[1]) } {
+            Some(key) if key.contains(&b';') => {
+                ngx::ngx_conf_log_error!(
+                    ngx::ffi::NGX_LOG_EMERG,
+                    cf,
+                    "graft_edge_key: the key has a \";\", which the Graft-Edge header cannot carry"
+                );
+                NGX_CONF_ERROR
+            }
             Some(key) => {
                 mcf.edge_key = Some(key);
                 null_mut()
@@ -50,10 +58,12 @@ pub unsafe extern "C" fn set_edge_key(
     })
 }
 
-/// Judges the request's `Graft-Edge` header once per main request, before
-/// its pipeline runs (the native access handler, the Lua bridge's resume,
-/// a handler's `graft.decide`): removes it, and on a hand-off this server
-/// accepts marks the steps graft-edge ran as run.
+/// Judges the request's `Graft-Edge` header, first thing in a main
+/// request (graft's post-read handler; the access handler, the Lua
+/// bridge's resume and `graft.decide` ask again, and find it gone):
+/// removes every copy, and on a hand-off this server accepts marks the
+/// steps graft-edge ran as run. Two copies are refused: graft-edge sends
+/// one.
 ///
 /// # Safety
 /// `r` is a live request, not borrowed elsewhere during the call.
@@ -65,21 +75,42 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
     if !std::ptr::eq(r, r.main) {
         return;
     }
-    match ctx::of(r) {
-        Some(c) if !c.edge_judged => c.edge_judged = true,
-        _ => return,
-    }
-    let Some(value) = NgxRequest::new(r).header(b"graft-edge").map(<[u8]>::to_vec) else {
+    let (value, copies) = {
+        let view = NgxRequest::new(r);
+        let mut copies = 0usize;
+        view.for_each_header(&mut |name, _| {
+            if name.trim_ascii().eq_ignore_ascii_case(HEADER.as_bytes()) {
+                copies += 1;
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        (view.header(b"graft-edge").map(<[u8]>::to_vec), copies)
+    };
+    let Some(value) = value else {
         return;
     };
     remove_request_header(&mut r.headers_in.headers, HEADER);
+    // The list moved: nginx's pointers into it (Host, Cookie, ...) follow.
+    if refresh_headers_in(r, false).is_none() {
+        log_limited(
+            r,
+            LogFamily::Failure,
+            format_args!("graft: no memory to remove a {HEADER} header"),
+        );
+    }
     let r: &ngx_http_request_t = r;
     let key = main_conf(r).and_then(|m| m.edge_key.as_deref());
     let Some(ctx) = ctx::of(r) else {
+        // No graft configuration here: nothing to pass, every step runs.
         return;
     };
     let config = ctx.config.clone();
-    let refused = match judge(&value, key) {
+    let judged = if copies > 1 {
+        Err(Refusal::Malformed)
+    } else {
+        judge(&value, key)
+    };
+    let refused = match judged {
         Ok(handoff) => match config.zone_named(handoff.zone) {
             Some(zone) if handoff.from <= config.zones[zone].steps.len() => {
                 for step in 0..handoff.from {
@@ -104,4 +135,15 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
             ),
         );
     }
+}
+
+/// graft's post-read handler for the hand-off: the header is judged and
+/// removed before any phase or variable reads the request.
+pub unsafe extern "C" fn post_read_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guarded((), || {
+        // SAFETY: nginx calls phase handlers with a live request, which
+        // nothing else borrows during this call.
+        unsafe { judge_once(r) }
+    });
+    NGX_DECLINED as ngx_int_t
 }

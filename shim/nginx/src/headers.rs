@@ -122,6 +122,18 @@ fn hide_response_header(list: &mut ngx_list_t, name: &str) {
     }
 }
 
+/// The response's status as the client will get it: nginx's own error
+/// answers (`return 403`, an upstream's 502, an `error_page`'s) keep it in
+/// `err_status`, as `$status` and lua-nginx-module's `ngx.status` read it.
+pub fn response_status(r: &ngx_http_request_t) -> u16 {
+    let status = if r.err_status != 0 {
+        r.err_status
+    } else {
+        r.headers_out.status
+    };
+    u16::try_from(status).unwrap_or(0)
+}
+
 /// The first response header of that name the response has now (a hidden
 /// one, hash 0, is not there); Content-Type from the field nginx keeps it
 /// in.

@@ -92,7 +92,7 @@ fn completed<'z>(r: &ngx_http_request_t, zone: &'z str) -> Completed<'z> {
     let sent = unsafe { r.connection.as_ref() }.map_or(0, |c| c.sent);
     Completed {
         zone,
-        status: u16::try_from(r.headers_out.status).unwrap_or(0),
+        status: crate::headers::response_status(r),
         bytes_sent: u64::try_from(sent).unwrap_or(0),
         time: u64::try_from(ngx_time()).unwrap_or(0),
     }

@@ -167,16 +167,24 @@ unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     })
 }
 
-/// Registers graft's phase handlers (post-read: the capture; access: the
+/// Registers graft's phase handlers (post-read: graft-edge's hand-off,
+/// then the capture; access: the
 /// native pipeline; precontent: the native finish; log: the records of
 /// the steps Rust serves), its header filter and its body filter.
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     guarded(NGX_ERROR as ngx_int_t, || {
-        let handlers: [(ngx_http_phases, ngx_http_handler_pt); 4] = [
+        let handlers: [(ngx_http_phases, ngx_http_handler_pt); 5] = [
             // Captured as the client sent it, before any step changes it.
             (
                 ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
                 Some(capture::capture_handler),
+            ),
+            // Pushed after the capture, so it runs before it (nginx runs a
+            // phase's handlers last pushed first): graft-edge's key is
+            // never captured, nor read by anything after.
+            (
+                ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
+                Some(edge::post_read_handler),
             ),
             (
                 ngx_http_phases_NGX_HTTP_ACCESS_PHASE,

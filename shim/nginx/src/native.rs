@@ -426,11 +426,11 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         let applied = ops.iter().all(|op| {
             response_header(req, op.action, op.name.as_str(), op.value.as_bytes()).is_some()
         });
-        let Some(zone) = zone.and_then(|z| config.zones.get(z)) else {
+        let Some((index, zone)) = zone.and_then(|z| Some((z, config.zones.get(z)?))) else {
             return applied;
         };
         // The response-header phase sees the request phase's changes.
-        let applied = applied && crate::response::run(req, zone).is_ok();
+        let applied = applied && crate::response::run(req, index, zone).is_ok();
         rewrite::start(req, zone);
         applied
     });

@@ -10,6 +10,8 @@
 //! took is counted as failed at the log phase (`check_taken`). A failure
 //! leaves the response's headers as they are, counted and logged: the
 //! response has started, so no failure policy can answer it.
+use std::ffi::c_int;
+
 use graft_contract::{Context, HeaderOp, ResponseView};
 use graft_engine::{run_response_phase, Count, Mode, Step, Zone};
 use ngx::ffi::{ngx_http_request_t, ngx_time};
@@ -25,7 +27,7 @@ struct NgxResponse<'r>(&'r ngx_http_request_t);
 
 impl ResponseView for NgxResponse<'_> {
     fn status(&self) -> u16 {
-        u16::try_from(self.0.headers_out.status).unwrap_or(0)
+        crate::headers::response_status(self.0)
     }
 
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
@@ -57,7 +59,7 @@ pub fn describe(ops: &[HeaderOp]) -> String {
 /// Runs the response-header phase of the zone's steps that have one, in
 /// graft's header filter (main responses only, once). `Err` when nginx
 /// could not take a change (out of memory).
-pub fn run(r: &mut ngx_http_request_t, zone: &Zone) -> Result<(), ()> {
+pub fn run(r: &mut ngx_http_request_t, zone_index: usize, zone: &Zone) -> Result<(), ()> {
     let Some(ctx) = ctx::existing(r) else {
         return Ok(());
     };
@@ -72,7 +74,7 @@ pub fn run(r: &mut ngx_http_request_t, zone: &Zone) -> Result<(), ()> {
         let mode = step.mode_for(&NgxRequest::new(r));
         let side = match mode {
             Mode::Rust => {
-                if let Some(ops) = rust_ops(r, zone, step) {
+                if let Some(ops) = rust_ops(r, zone, step, true) {
                     for op in &ops {
                         response_header(r, op.action, op.name.as_str(), op.value.as_bytes())
                             .ok_or(())?;
@@ -81,22 +83,30 @@ pub fn run(r: &mut ngx_http_request_t, zone: &Zone) -> Result<(), ()> {
                 Side::Rust
             }
             Mode::Shadow => Side::Shadow {
-                rust: rust_ops(r, zone, step)
+                // Lua serves: a Rust failure is its error (counted by the
+                // engine) and a difference, not a failure to serve.
+                rust: rust_ops(r, zone, step, false)
                     .map_or_else(|| "<failed>".to_string(), |ops| describe(&ops)),
                 taken: false,
             },
             _ => Side::Lua { taken: false },
         };
         if let Some(ctx) = ctx::existing(r) {
-            ctx.response_steps.push((i, side));
+            ctx.response_steps.push((zone_index, i, side));
         }
     }
     Ok(())
 }
 
 /// Step `step`'s Rust changes for this response, or `None` when its Rust
-/// side failed (counted as failed, and logged).
-fn rust_ops(r: &ngx_http_request_t, zone: &Zone, step: &Step) -> Option<Vec<HeaderOp>> {
+/// side failed (logged; counted as failed when Rust was to serve it,
+/// `serving`).
+fn rust_ops(
+    r: &ngx_http_request_t,
+    zone: &Zone,
+    step: &Step,
+    serving: bool,
+) -> Option<Vec<HeaderOp>> {
     let windows = shared_windows()?;
     let ctx = Context {
         zone: &zone.name,
@@ -106,7 +116,9 @@ fn rust_ops(r: &ngx_http_request_t, zone: &Zone, step: &Step) -> Option<Vec<Head
     match run_response_phase(step, &NgxRequest::new(r), &NgxResponse(r), &ctx) {
         Ok(ops) => Some(ops),
         Err(why) => {
-            record(r, &zone.name, step, Count::Failed);
+            if serving {
+                record(r, &zone.name, step, Count::Failed);
+            }
             log_limited(
                 r,
                 LogFamily::Failure,
@@ -123,9 +135,13 @@ fn rust_ops(r: &ngx_http_request_t, zone: &Zone, step: &Step) -> Option<Vec<Head
 /// The Lua side asks whether it serves step `step` for this response
 /// (`true`: it then takes it); `None`: graft's header filter did not
 /// decide the step (no response phase, a subrequest).
-pub fn lua_serves(r: &ngx_http_request_t, step: usize) -> Option<bool> {
+pub fn lua_serves(r: &ngx_http_request_t, zone: c_int, step: usize) -> Option<bool> {
+    let zone = usize::try_from(zone).ok()?;
     let ctx = ctx::existing(r)?;
-    let (_, side) = ctx.response_steps.iter_mut().find(|(i, _)| *i == step)?;
+    let (_, _, side) = ctx
+        .response_steps
+        .iter_mut()
+        .find(|(z, i, _)| (*z, *i) == (zone, step))?;
     Some(match side {
         Side::Rust => false,
         Side::Lua { taken } | Side::Shadow { taken, .. } => {
@@ -138,11 +154,24 @@ pub fn lua_serves(r: &ngx_http_request_t, step: usize) -> Option<bool> {
 /// Mode `shadow`: compares the changes the Lua side made (described as
 /// `describe` does) with Rust's, counting a difference and logging it
 /// within the budget of difference lines.
-pub fn compare(r: &ngx_http_request_t, zone: &Zone, index: usize, step: &Step, lua: &[u8]) {
+pub fn compare(
+    r: &ngx_http_request_t,
+    zone: &Zone,
+    zone_index: c_int,
+    index: usize,
+    step: &Step,
+    lua: &[u8],
+) {
     let Some(ctx) = ctx::existing(r) else {
         return;
     };
-    let Some((_, Side::Shadow { rust, .. })) = ctx.response_steps.iter().find(|(i, _)| *i == index)
+    let Ok(zone_index) = usize::try_from(zone_index) else {
+        return;
+    };
+    let Some((_, _, Side::Shadow { rust, .. })) = ctx
+        .response_steps
+        .iter()
+        .find(|(z, i, _)| (*z, *i) == (zone_index, index))
     else {
         return;
     };
@@ -174,13 +203,13 @@ pub fn check_taken(r: &ngx_http_request_t, zone: &Zone) {
     let untaken: Vec<usize> = ctx
         .response_steps
         .iter()
-        .filter(|(_, s)| {
+        .filter(|(_, _, s)| {
             matches!(
                 s,
                 Side::Lua { taken: false } | Side::Shadow { taken: false, .. }
             )
         })
-        .map(|(i, _)| *i)
+        .map(|(_, i, _)| *i)
         .collect();
     for i in untaken {
         let Some(step) = zone.steps.get(i) else {

@@ -76,7 +76,7 @@ fn response_head(r: &ngx_http_request_t) -> ResponseHead<'_> {
         .filter(|h| h.hash != 0)
         .map(|h| str_bytes(&h.value));
     ResponseHead {
-        status: u16::try_from(r.headers_out.status).unwrap_or(0),
+        status: crate::headers::response_status(r),
         content_type: Some(content_type).filter(|c| !c.is_empty()),
         content_encoding,
     }

@@ -6,7 +6,7 @@ use std::ffi::{c_int, c_uchar, c_ulonglong, c_void};
 
 use graft_contract::{Decision, FailurePolicy, HeaderAction, HeaderName, HeaderOp, HeaderValue};
 use graft_engine::protocol::{HandOver, Legacy, Served};
-use graft_engine::{Count, Impl, Mode, Outcome};
+use graft_engine::{Count, Impl, Mode, Outcome, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_time};
 
 use super::marshal::{
@@ -130,7 +130,7 @@ pub unsafe extern "C" fn graft_ffi_run(
             return GRAFT_ERROR;
         };
         let Some(windows) = shared_windows() else {
-            return GRAFT_ERROR;
+            return rust_not_asked(r, zone_name, step, "graft's shared tables are not mapped");
         };
         let view = match config
             .zones
@@ -140,7 +140,9 @@ pub unsafe extern "C" fn graft_ffi_run(
             Some(Ok(body)) => NgxRequest::with_body(r, body),
             // The Lua side asks graft_ffi_body first; a body it did not
             // have read cannot be inspected: Rust does not decide.
-            Some(Err(_)) | None => return GRAFT_ERROR,
+            Some(Err(_)) | None => {
+                return rust_not_asked(r, zone_name, step, "its request body was not read");
+            }
         };
         // The step protocol: the mode for this request (a canary per
         // client, a thrown kill switch), the Rust side run and counted.
@@ -179,6 +181,24 @@ pub unsafe extern "C" fn graft_ffi_run(
             }
         })
     })
+}
+
+/// The Rust side of a step could not be asked (`why`): Lua serves the
+/// step, and where Rust was to serve it that is a fallback, counted and
+/// logged like any other.
+fn rust_not_asked(r: &ngx_http_request_t, zone: &str, step: &Step, why: &str) -> c_int {
+    if step.mode_for(&NgxRequest::new(r)) == Mode::Rust {
+        record(r, zone, step, Count::Fallback);
+        log_limited(
+            r,
+            LogFamily::Failure,
+            format_args!(
+                "graft: zone \"{zone}\" module \"{}\" failed: {why}",
+                step.module_name
+            ),
+        );
+    }
+    GRAFT_ERROR
 }
 
 /// Records how long the Lua side took at a step (the bridge measures one
@@ -483,6 +503,9 @@ pub unsafe extern "C" fn graft_ffi_response_step(
             Ok(found) => found,
             Err(rc) => return rc,
         };
+        if !pipeline_ran_for(r, zone) {
+            return GRAFT_DECLINED;
+        }
         let index = usize::try_from(step_index).unwrap_or(usize::MAX);
         if !ops.is_null() {
             let Some(config) = ctx::config(r).cloned() else {
@@ -492,10 +515,10 @@ pub unsafe extern "C" fn graft_ffi_response_step(
                 return GRAFT_ERROR;
             };
             // SAFETY: `ops` points at `ops_len` bytes (# Safety).
-            crate::response::compare(r, z, index, step, unsafe { bytes(ops, ops_len) });
+            crate::response::compare(r, z, zone, index, step, unsafe { bytes(ops, ops_len) });
             return GRAFT_OK;
         }
-        match crate::response::lua_serves(r, index) {
+        match crate::response::lua_serves(r, zone, index) {
             Some(true) => GRAFT_USE_LUA,
             Some(false) => GRAFT_OK,
             None => GRAFT_DECLINED,
