@@ -16,7 +16,8 @@
 //!
 //! Files, each one concern, each importing only those below it:
 //! `main.rs` (start), `proxy.rs` (Pingora's phases), `admin.rs` (the
-//! admin listener), `apply.rs` (the live apply), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
+//! admin listener), `apply.rs` (the live apply), `connections.rs` (the
+//! connection limit), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
 //! (the step protocol on graft-edge), `answer.rs` (an answer on the wire),
 //! `request.rs` (the request modules read), `state.rs` (the configuration
 //! and tables), `access_log.rs`, `settings.rs`. The `Graft-Edge` header is the engine's
@@ -28,6 +29,7 @@ mod admin;
 mod answer;
 mod apply;
 mod body;
+mod connections;
 mod metrics;
 mod proxy;
 mod request;
@@ -45,7 +47,6 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
-use pingora_proxy::ProxyServiceBuilder;
 
 use crate::settings::{Refused, Settings};
 use crate::state::Edge;
@@ -204,13 +205,20 @@ fn serve(edge: Arc<Edge>, upgrade: bool) -> ExitCode {
     // HTTP/1.1 on the same listeners.
     let mut options = HttpServerOptions::default();
     options.h2c = true;
-    let mut proxy = ProxyServiceBuilder::new(
+    options.keepalive_request_limit = Some(s.limits.keepalive_requests);
+    options.h2_idle_timeout = Some(Duration::from_secs(s.timeouts.client_keepalive_secs()));
+    let mut http = pingora_proxy::http_proxy(
         &server.configuration,
         proxy::EdgeProxy { edge: edge.clone() },
-    )
-    .name("graft-edge")
-    .server_options(options)
-    .build();
+    );
+    http.server_options = Some(options);
+    let mut proxy = Service::new(
+        "graft-edge".to_string(),
+        connections::Limited {
+            app: Arc::new(http),
+            limit: edge.connections.clone(),
+        },
+    );
     for addr in &s.listen {
         proxy.add_tcp(&addr.to_string());
     }

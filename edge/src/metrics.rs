@@ -11,6 +11,8 @@
 //! - `graft_edge_fl1_unreachable_total{zone}`: requests FL1 was to take and
 //!   could not (each step's failure policy served them; counted as
 //!   `failed` in `graft_requests_total` too);
+//! - `graft_edge_connections_refused_total`: client connections closed as
+//!   they came, `limits.max_connections` being open;
 //! - `graft_edge_access_log_dropped_total`: access log lines dropped when
 //!   its writer fell behind (with an access log only).
 //!
@@ -34,6 +36,7 @@ struct Families {
     unzoned: (u64, u64),
     /// Access log lines dropped (`None`: no access log).
     log_dropped: Option<u64>,
+    connections_refused: u64,
 }
 
 impl std::fmt::Debug for Families {
@@ -101,6 +104,13 @@ impl Collector for Families {
             ConstCounter::new(self.counters.get(keys.fl1_unreachable))
                 .encode(family.encode_family(&[("zone", zone)])?)?;
         }
+        let family = encoder.encode_descriptor(
+            "graft_edge_connections_refused",
+            "Client connections closed as they came because limits.max_connections were open.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.connections_refused).encode(family)?;
         if let Some(dropped) = self.log_dropped {
             let family = encoder.encode_descriptor(
                 "graft_edge_access_log_dropped",
@@ -124,6 +134,7 @@ pub fn text(edge: &Edge) -> String {
         counters: edge.counters,
         unzoned: (edge.unzoned.requests, edge.unzoned.fl1_unreachable),
         log_dropped: edge.access_log.as_ref().map(|l| l.dropped()),
+        connections_refused: edge.connections.refused(),
     }));
     let mut ours = String::new();
     prometheus_client::encoding::text::encode(&mut ours, &registry).expect("writing to a String");

@@ -232,6 +232,20 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    /// The client's timeouts, from the settings: the next read of its body,
+    /// the next write of the response, and (a kept-alive HTTP/1
+    /// connection) the wait for its next request.
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        let t = &self.edge.settings.timeouts;
+        session.set_read_timeout(Some(t.client_body()));
+        session.set_write_timeout(Some(t.client_send()));
+        // A client that asked to close is not kept.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(t.client_keepalive_secs()));
+        }
+        Ok(())
+    }
+
     fn allow_spawning_subrequest(&self, session: &Session, _ctx: &Ctx) -> bool {
         session.subrequest_ctx.is_none()
     }
@@ -527,17 +541,24 @@ impl ProxyHttp for EdgeProxy {
                 can_reuse_downstream: false,
             };
         }
-        // Pingora's own choice of status (its default `fail_to_proxy`).
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 500,
-            },
+        // Pingora's own choice of status (its default `fail_to_proxy`),
+        // but for timeouts, answered as nginx answers them: an origin or
+        // FL1 too slow 504, a client's body that stopped coming 408.
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (_, ErrorSource::Upstream) if timed_out => 504,
+            (_, ErrorSource::Upstream) => 502,
+            (ErrorType::ReadTimedout, _) => 408,
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
         };
         if code > 0 {
             let sent = match answer::render(&status_only(code)) {

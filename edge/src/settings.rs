@@ -12,7 +12,9 @@
 //!   "fl1_key_file": "/etc/graft/edge.key",
 //!   "admin_token_file": "/etc/graft/admin.token",
 //!   "timeouts": { "connect_ms": 1000, "read_ms": 60000, "write_ms": 60000, "idle_ms": 60000,
-//!                 "shutdown_ms": 60000 },
+//!                 "shutdown_ms": 60000, "client_body_ms": 60000, "client_send_ms": 60000,
+//!                 "client_keepalive_ms": 75000 },
+//!   "limits": { "max_connections": 10000, "keepalive_requests": 1000 },
 //!   "tables": { "counter_bytes": 33554432, "window_bytes": 4194304 },
 //!   "access_log": "/var/log/graft-edge/access.log" }
 //! ```
@@ -54,6 +56,29 @@ struct File {
     /// A path, or `"off"` (the default).
     #[serde(default)]
     access_log: Option<PathBuf>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// What one client may hold of graft-edge.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Client connections open at once, over every `listen` address
+    /// (nginx's `worker_connections`): one more is closed as it comes.
+    pub max_connections: usize,
+    /// Requests one HTTP/1 connection carries before graft-edge closes it
+    /// (nginx's `keepalive_requests`).
+    pub keepalive_requests: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            keepalive_requests: 1_000,
+        }
+    }
 }
 
 /// The sizes of the counter and window tables, in bytes: nginx's
@@ -86,7 +111,7 @@ impl Default for Tables {
 pub struct Timeouts {
     /// Connecting to an origin or to FL1.
     pub connect_ms: u64,
-    /// Waiting for a read from an origin or FL1 (and for a client's body).
+    /// Waiting for a read from an origin or FL1 (past it, 504).
     pub read_ms: u64,
     /// Waiting for a write to an origin or FL1.
     pub write_ms: u64,
@@ -95,6 +120,16 @@ pub struct Timeouts {
     /// What requests in flight have to finish after a graceful stop
     /// (SIGQUIT), in whole seconds.
     pub shutdown_ms: u64,
+    /// Waiting for the next read of a client's request body (nginx's
+    /// `client_body_timeout`): past it, 408.
+    pub client_body_ms: u64,
+    /// Waiting for a client to take the next write of a response (nginx's
+    /// `send_timeout`): past it, the connection is closed.
+    pub client_send_ms: u64,
+    /// Keeping an idle client connection open for its next request
+    /// (nginx's `keepalive_timeout`; an HTTP/2 connection's idle time
+    /// too), in whole seconds.
+    pub client_keepalive_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -105,6 +140,9 @@ impl Default for Timeouts {
             write_ms: 60_000,
             idle_ms: 60_000,
             shutdown_ms: 60_000,
+            client_body_ms: 60_000,
+            client_send_ms: 60_000,
+            client_keepalive_ms: 75_000,
         }
     }
 }
@@ -125,6 +163,16 @@ impl Timeouts {
     /// In whole seconds (Pingora's unit), at least one.
     pub fn shutdown_secs(&self) -> u64 {
         self.shutdown_ms.div_ceil(1000).max(1)
+    }
+    pub fn client_body(&self) -> Duration {
+        Duration::from_millis(self.client_body_ms)
+    }
+    pub fn client_send(&self) -> Duration {
+        Duration::from_millis(self.client_send_ms)
+    }
+    /// In whole seconds (Pingora's unit for HTTP/1), at least one.
+    pub fn client_keepalive_secs(&self) -> u64 {
+        self.client_keepalive_ms.div_ceil(1000).max(1)
     }
 }
 
@@ -150,6 +198,7 @@ pub struct Settings {
     pub tables: Tables,
     /// The access log's file (`None`: off).
     pub access_log: Option<PathBuf>,
+    pub limits: Limits,
 }
 
 /// A settings file refused: the file, the field, and why.
@@ -253,6 +302,9 @@ impl Settings {
             ("write_ms", t.write_ms),
             ("idle_ms", t.idle_ms),
             ("shutdown_ms", t.shutdown_ms),
+            ("client_body_ms", t.client_body_ms),
+            ("client_send_ms", t.client_send_ms),
+            ("client_keepalive_ms", t.client_keepalive_ms),
         ] {
             if !(1..=3_600_000).contains(&ms) {
                 return Err(refuse(
@@ -279,6 +331,19 @@ impl Settings {
                 ));
             }
         }
+        let l = file.limits;
+        if !(1..=1_000_000).contains(&l.max_connections) {
+            return Err(refuse(
+                "limits.max_connections",
+                format!("{} is not from 1 to 1000000", l.max_connections),
+            ));
+        }
+        if l.keepalive_requests == 0 {
+            return Err(refuse(
+                "limits.keepalive_requests",
+                "0: a connection carries one request at least".into(),
+            ));
+        }
         let relative = |p: &Path| match source.parent() {
             Some(dir) if p.is_relative() => dir.join(p),
             _ => p.to_path_buf(),
@@ -300,6 +365,7 @@ impl Settings {
                     .unwrap_or(Path::new("/run/graft-edge")),
             ),
             tables: file.tables,
+            limits: file.limits,
             access_log: file
                 .access_log
                 .filter(|p| p != Path::new("off"))

@@ -24,6 +24,7 @@ use graft_engine::shared::{CounterTable, WindowTable};
 use graft_engine::Config;
 
 use crate::access_log::AccessLog;
+use crate::connections::Limit;
 use crate::settings::Settings;
 
 /// Why a request went to FL1 from a step: the engine's reasons
@@ -72,6 +73,8 @@ pub struct Edge {
     pub windows: WindowTable<'static>,
     /// The access log, when the settings name one (opened at start).
     pub access_log: Option<AccessLog>,
+    /// The client connections open, within `limits.max_connections`.
+    pub connections: Arc<Limit>,
 }
 
 /// The keys of requests for a Host no zone serves (zone `""` in the
@@ -102,6 +105,7 @@ impl Edge {
         config.attach(counters, windows);
         config.mark_started(now_ms());
         let snapshot = Snapshot::new(&settings, config)?;
+        let connections = Arc::new(Limit::new(settings.limits.max_connections));
         Ok(Edge {
             settings,
             unzoned: unzoned_keys(),
@@ -110,6 +114,7 @@ impl Edge {
             counters,
             windows,
             access_log: None,
+            connections,
         })
     }
 

@@ -5,8 +5,6 @@
 //! started with, and a refused file leaving the running one serving.
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::time::Duration;
 
 use serde_json::json;
@@ -24,31 +22,6 @@ fn graft(generation: &str, extra: serde_json::Value) -> String {
         zones[k] = v.clone();
     }
     json!({ "zones": zones }).to_string()
-}
-
-/// An origin that answers each request after `delay`.
-fn slow_origin(delay: Duration) -> u16 {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                std::thread::sleep(delay);
-                let _ = out.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nslow\n",
-                );
-            });
-        }
-    });
-    port
 }
 
 #[test]
@@ -109,7 +82,7 @@ fn a_new_file_is_swapped_in_whole_and_keeps_what_its_steps_counted() {
 #[test]
 fn a_request_in_flight_finishes_on_the_configuration_it_started_with() {
     let fl1 = Recorder::start("fl1");
-    let slow = slow_origin(Duration::from_millis(1500));
+    let slow = support::slow_origin(Duration::from_millis(1500));
     let edge = Edge::start(
         &graft("a", json!({})),
         json!({ "default": format!("127.0.0.1:{slow}") }),

@@ -183,7 +183,11 @@ fn graft_agent_gives_graft_edge_the_fleet_s_configuration_and_kill_switches() {
         &fl1.addr(),
     );
     let agent = Agent::start(&etcd, &edge);
-    assert_eq!(edge.get("new.test", "/n").text(), "fl1 /n 0\n", "no zone yet");
+    assert_eq!(
+        edge.get("new.test", "/n").text(),
+        "fl1 /n 0\n",
+        "no zone yet"
+    );
 
     // The fleet's configuration: a zone more.
     let b = graft(json!({ "new.test": { "modules": [ { "module": "probe", "mode": "rust" } ] } }));
@@ -199,8 +203,12 @@ fn graft_agent_gives_graft_edge_the_fleet_s_configuration_and_kill_switches() {
     );
     let hash = graft_engine::fleet::config_hash(b.as_bytes());
     converge(&edge, 10, "the server's key", || {
-        etcd.ok(&["get", "--print-value-only", &format!("{PREFIX}/servers/edge-1")])
-            .contains(&hash)
+        etcd.ok(&[
+            "get",
+            "--print-value-only",
+            &format!("{PREFIX}/servers/edge-1"),
+        ])
+        .contains(&hash)
     });
     converge(&edge, 10, "the agent's report", || {
         graft_tests::metric(&edge.metrics(), "graft_fleet_etcd_up{}") == Some(1)

@@ -17,7 +17,8 @@ fn graft() -> String {
                 { "request": [ { "set": "X-Step0", "value": "ran" } ] } ] } },
             { "module": "probe", "mode": "rust", "config": { "continue": true, "decline_on": "/decline" } } ] },
         "body.test": { "body": { "max_bytes": 131072, "over": "inspect" }, "modules": [
-            { "module": "waf", "mode": "rust", "config": { "signatures": ["sql_injection"], "inspect_body": true } } ] }
+            { "module": "waf", "mode": "rust", "config": { "signatures": ["sql_injection"], "inspect_body": true } } ] },
+        "slow.test": { "modules": [] }
     } })
     .to_string()
 }
@@ -95,4 +96,109 @@ fn the_access_log_has_a_line_per_request_and_is_reopened_on_sigusr1() {
         graft_tests::metric(&edge.metrics(), "graft_edge_access_log_dropped_total"),
         Some(0)
     );
+}
+
+/// Reads from `s` until it closes: true if it did within `limit`.
+fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).unwrap();
+    let start = Instant::now();
+    let mut buf = [0; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn connection_limits_and_client_timeouts_come_from_the_settings() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    let fl1 = Recorder::start("fl1");
+    let origin = Recorder::start("origin");
+    let slow = support::slow_origin(Duration::from_millis(2000));
+    let edge = Edge::start_with(
+        &graft(),
+        json!({ "default": origin.addr(), "slow.test": format!("127.0.0.1:{slow}") }),
+        &fl1.addr(),
+        |s, _| {
+            s["timeouts"]["read_ms"] = json!(500);
+            s["limits"] = json!({ "max_connections": 2, "keepalive_requests": 2 });
+            s["timeouts"]["client_keepalive_ms"] = json!(1000);
+            s["timeouts"]["client_body_ms"] = json!(500);
+        },
+    );
+    let connect = || TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+
+    // Two connections open (each waiting for its request): a third is
+    // closed as it comes; once one goes, a new one is served.
+    let (first, _second) = (connect(), connect());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = connect();
+    assert!(closed_within(&mut third, Duration::from_secs(2)));
+    drop(first);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(edge.get("rust.test", "/in").text(), "rust /in\n");
+    assert_eq!(edge.metric("graft_edge_connections_refused_total"), 1);
+    drop(_second);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Two requests on one connection at most, and then it is closed.
+    let mut s = connect();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for i in 0..2 {
+        s.write_all(format!("GET /k{i} HTTP/1.1\r\nHost: rust.test\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut body = vec![0; 9];
+        reader.read_exact(&mut body).unwrap();
+    }
+    assert!(
+        closed_within(&mut s, Duration::from_secs(2)),
+        "after 2 requests"
+    );
+
+    // A kept-alive connection idle for client_keepalive_ms is closed.
+    let mut s = connect();
+    s.write_all(b"GET /idle HTTP/1.1\r\nHost: rust.test\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0; 512];
+    assert!(s.read(&mut buf).unwrap() > 0);
+    assert!(closed_within(&mut s, Duration::from_secs(4)), "idle");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // A body that stops coming: 408 after client_body_ms.
+    let mut s = connect();
+    s.write_all(b"POST /b HTTP/1.1\r\nHost: body.test\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(origin.count(), 0);
+
+    // An origin slower than read_ms: 504, as nginx answers.
+    let started = Instant::now();
+    assert_eq!(edge.get("slow.test", "/s").status, 504);
+    assert!(started.elapsed() < Duration::from_millis(1800));
 }

@@ -406,3 +406,28 @@ pub fn send(port: u16, request: &[u8]) -> Option<Response> {
     let _ = s.read_to_end(&mut buf);
     parse_response(&buf)
 }
+
+/// An origin that answers each request after `delay`.
+pub fn slow_origin(delay: Duration) -> u16 {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                std::thread::sleep(delay);
+                let _ = out.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nslow\n",
+                );
+            });
+        }
+    });
+    port
+}
