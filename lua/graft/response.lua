@@ -210,7 +210,14 @@ function _M.body_filter()
                     out = rest
                 end
             end
-            if ok then
+            if ok and e.rw.gave_up then
+                -- It gave up and handed back what it held, as it came.
+                chunk = out
+                e.dead = true
+                if r then
+                    failed(r, e.zone, e.index, e.module, e.rw.gave_up)
+                end
+            elseif ok then
                 chunk = out
                 local seen = e.shadow
                 if seen then

@@ -301,3 +301,51 @@ fn a_page_whose_rewrite_would_grow_past_the_bound_fails_the_step_counted_logged_
     );
     nginx.assert_clean_log(&[&why]);
 }
+
+/// The Lua twin holds a body whole: past its bound (the Rust side's
+/// memory bound), or when its rewrite throws (head_end's bound), it gives
+/// up, the body goes on whole and as it came, counted and logged.
+#[test]
+fn the_lua_side_gives_up_past_its_bounds_and_passes_the_whole_body() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const LUA: &str = r#"
+        location /lua/ {
+            access_by_lua_block { require("graft").access() }
+            header_filter_by_lua_block { require("graft").header_filter() }
+            body_filter_by_lua_block { require("graft").body_filter() }
+            default_type text/html;
+            alias @PREFIX@/html/native/;
+        }
+"#;
+    let lua = |rules: serde_json::Value| {
+        json!({ "zones": { "localhost": { "modules": [
+            { "module": "html_rewrite", "mode": "lua", "config": rules } ] } } })
+        .to_string()
+    };
+    // Over 8 MiB: the body passes whole, unchanged.
+    let nginx = Nginx::start_extra(&lua(rewrite_config()), false, LUA);
+    let block = page(2).len() - page(1).len();
+    let big = page((9 << 20) / block);
+    assert!(big.len() > 8 << 20);
+    std::fs::write(nginx.prefix.join("html/native/big.html"), &big).unwrap();
+    let r = nginx.get("localhost", "/lua/big.html");
+    assert_eq!(r.status, 200);
+    assert!(r.body == big, "{} bytes of {}", r.body.len(), big.len());
+    assert_eq!(nginx.counter("localhost", 0, "failed"), 1);
+    nginx.assert_clean_log(&["which its Lua side holds whole"]);
+
+    // head_end's copies past 1 MiB: the rewrite throws at the end, and the
+    // whole body it held goes on.
+    let rules = json!({ "head_end": "x".repeat(MAX_SNIPPET) });
+    let nginx = Nginx::start_extra(&lua(rules), false, LUA);
+    let doc = format!(
+        "<!DOCTYPE html>\n<html><head></head>{}<body>b</body></html>\n",
+        "<head></head>".repeat(100)
+    );
+    std::fs::write(nginx.prefix.join("html/native/bomb.html"), &doc).unwrap();
+    let r = nginx.get("localhost", "/lua/bomb.html");
+    assert_eq!(r.status, 200);
+    assert!(r.body == doc.as_bytes(), "{}", r.text().len());
+    assert_eq!(nginx.counter("localhost", 0, "failed"), 1);
+    nginx.assert_clean_log(&["head_end would insert more than"]);
+}

@@ -23,6 +23,13 @@ local _M = { version = "0.1.0" }
 local mt = { __index = _M }
 
 local MAX_TEXT = 64 * 1024
+-- The bounds of the Rust side (modules/html_rewrite): head_end's copies in
+-- one document (MAX_INSERTED), and the memory a rewrite may hold
+-- (MAX_MEMORY; this side holds the body whole, so that bounds the body).
+local MAX_INSERTED = 1024 * 1024
+local MAX_HELD = 8 * 1024 * 1024
+local tostring = tostring
+local pcall = pcall
 
 -- Elements whose content is not markup (lol_html: RawText, RCData,
 -- ScriptData).
@@ -208,6 +215,7 @@ end
 
 -- Rewrites a whole document.
 function _M.rewrite(self, doc)
+    local inserted = 0
     local out = {}
     local text = {}
     local low = lower(doc)
@@ -250,6 +258,11 @@ function _M.rewrite(self, doc)
             local stop = find(doc, ">", lt, true) or n
             local name = match(low, "^</([^\t\n\f\r />]*)", lt)
             if name == "head" and self.head_end then
+                inserted = inserted + #self.head_end
+                if inserted > MAX_INSERTED then
+                    error("head_end would insert more than " .. MAX_INSERTED
+                          .. " bytes into this document (a copy per <head>)")
+                end
                 out[#out + 1] = self.head_end
             end
             out[#out + 1] = sub(doc, lt, stop)
@@ -308,16 +321,39 @@ function _M.on_response_body(self, head)
         return nil
     end
     local module = self
-    local parts = {}
-    return {
-        write = function(_, chunk)
-            parts[#parts + 1] = chunk
+    local parts, held = {}, 0
+    local rw = {}
+    -- Past MAX_HELD, or a rewrite that throws, the rewriter gives up: what
+    -- it held goes on as it came, and `gave_up` says why (graft.response
+    -- counts it as failed and passes the rest as it is).
+    rw.write = function(_, chunk)
+        if rw.gave_up then
+            return chunk
+        end
+        held = held + #chunk
+        parts[#parts + 1] = chunk
+        if held > MAX_HELD then
+            rw.gave_up = "the body is over " .. MAX_HELD .. " bytes, which its Lua side holds whole"
+            local raw = concat(parts)
+            parts = nil
+            return raw
+        end
+        return ""
+    end
+    rw.finish = function()
+        if rw.gave_up then
             return ""
-        end,
-        finish = function()
-            return module:rewrite(concat(parts))
-        end,
-    }
+        end
+        local raw = concat(parts)
+        parts = nil
+        local ok, out = pcall(module.rewrite, module, raw)
+        if ok then
+            return out
+        end
+        rw.gave_up = "its Lua side threw: " .. tostring(out)
+        return raw
+    end
+    return rw
 end
 
 return _M

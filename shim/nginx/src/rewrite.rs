@@ -357,8 +357,10 @@ fn update_chains(r: &ngx_http_request_t, sent: *mut ngx_chain_t) -> Result<(), (
 /// the rest waits in the queue (`r->buffered` says so) until nginx calls
 /// again (its writer, once the client took some: `input` is then null).
 fn stream(rp: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> Result<Option<ngx_int_t>, ()> {
-    // SAFETY: nginx calls body filters with a live request.
-    let r = unsafe { &*rp };
+    // SAFETY: nginx calls body filters with a live request. The next
+    // filter writes through `rp` (r->out, r->buffered): `r` is borrowed
+    // again after each call to it, never held across one.
+    let mut r: &ngx_http_request_t = unsafe { &*rp };
     if !std::ptr::eq(r, r.main) {
         return Ok(None);
     }
@@ -396,6 +398,8 @@ fn stream(rp: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> Result<Option
     if flush_below {
         // SAFETY: this request, and no chain.
         rc = unsafe { next(rp, std::ptr::null_mut()) };
+        // SAFETY: the live request, borrowed again after the call.
+        r = unsafe { &*rp };
         if rc == NGX_ERROR as ngx_int_t {
             return Ok(Some(rc));
         }
@@ -408,6 +412,8 @@ fn stream(rp: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> Result<Option
         }
         // SAFETY: this request, and a chain of graft's buffers.
         rc = unsafe { next(rp, out) };
+        // SAFETY: the live request, borrowed again after the call.
+        r = unsafe { &*rp };
         update_chains(r, out)?;
         if rc == NGX_ERROR as ngx_int_t {
             return Ok(Some(rc));
