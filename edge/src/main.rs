@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use graft_engine::Config;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
@@ -156,7 +157,7 @@ fn check_listeners(s: &Settings) -> Result<(), Refused> {
         .listen
         .iter()
         .enumerate()
-        .map(|(i, a)| (format!("listen[{i}]"), *a))
+        .map(|(i, l)| (format!("listen[{i}]"), l.addr))
         .chain(s.admin_listen.map(|a| ("admin_listen".to_string(), a)));
     for (field, addr) in listeners {
         if let Err(e) = std::net::TcpListener::bind(addr) {
@@ -219,8 +220,28 @@ fn serve(edge: Arc<Edge>, upgrade: bool) -> ExitCode {
             limit: edge.connections.clone(),
         },
     );
-    for addr in &s.listen {
-        proxy.add_tcp(&addr.to_string());
+    for listener in &s.listen {
+        let addr = listener.addr.to_string();
+        match &listener.tls {
+            None => proxy.add_tcp(&addr),
+            // Checked at start (`settings::check_tls`): Pingora loads the
+            // same files again when the listener starts.
+            Some(tls) => {
+                let mut settings = match TlsSettings::intermediate(
+                    &tls.certificate.display().to_string(),
+                    &tls.key.display().to_string(),
+                ) {
+                    Ok(settings) => settings,
+                    Err(e) => {
+                        eprintln!("graft-edge: TLS on {addr}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                // HTTP/2, else HTTP/1.1, by ALPN.
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&addr, None, settings);
+            }
+        }
     }
     server.add_service(proxy);
     if let Some(addr) = s.admin_listen {

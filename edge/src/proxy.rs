@@ -403,7 +403,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -418,6 +418,16 @@ impl ProxyHttp for EdgeProxy {
             {
                 upstream.insert_header(graft_engine::edge::HEADER, value)?;
             }
+        }
+        // A request that came over TLS says so: graft-edge terminated it,
+        // and what is behind it gets plain HTTP (a client's own copy of
+        // the header is replaced).
+        let over_tls = session
+            .as_downstream()
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        if over_tls {
+            upstream.insert_header("X-Forwarded-Proto", "https")?;
         }
         // FL1's modules (ip_access, rate_limit, a canary's share) and the
         // origin see the client's address, not graft-edge's: nginx's

@@ -4,7 +4,9 @@
 //! nothing starts.
 //!
 //! ```json
-//! { "listen": ["0.0.0.0:80"],
+//! { "listen": ["0.0.0.0:80",
+//!              { "address": "0.0.0.0:443", "certificate": "/etc/graft/edge.crt",
+//!                "key": "/etc/graft/edge.pem" }],
 //!   "admin_listen": "127.0.0.1:8091",
 //!   "graft": "/etc/graft/graft.json",
 //!   "origins": { "shop.example": "10.0.0.5:8080", "default": "10.0.0.4:8080" },
@@ -37,7 +39,7 @@ pub const DEFAULT_ORIGIN: &str = "default";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    listen: Vec<String>,
+    listen: Vec<ListenRaw>,
     admin_listen: Option<String>,
     graft: PathBuf,
     origins: BTreeMap<String, String>,
@@ -79,6 +81,38 @@ impl Default for Limits {
             keepalive_requests: 1_000,
         }
     }
+}
+
+/// A client listener as the file says it: an address, or an address with
+/// the certificate and key it terminates TLS with.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ListenRaw {
+    Address(String),
+    Tls(TlsRaw),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsRaw {
+    address: String,
+    certificate: PathBuf,
+    key: PathBuf,
+}
+
+/// A client listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    /// TLS, terminated here (rustls), with HTTP/2 and HTTP/1.1 by ALPN.
+    pub tls: Option<Tls>,
+}
+
+/// A TLS listener's certificate chain and private key (PEM files).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The sizes of the counter and window tables, in bytes: nginx's
@@ -180,7 +214,7 @@ impl Timeouts {
 #[derive(Debug)]
 pub struct Settings {
     pub source: PathBuf,
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listener>,
     pub admin_listen: Option<SocketAddr>,
     pub graft: PathBuf,
     /// Origins by zone name; [`DEFAULT_ORIGIN`] for the others.
@@ -249,17 +283,43 @@ impl Settings {
         let file: File = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let field = e.path().to_string();
             let field = if field == "." { String::new() } else { field };
-            refuse(&field, e.into_inner().to_string())
+            let why = e.into_inner().to_string();
+            let why = if why.contains("untagged enum ListenRaw") {
+                "neither an address (\"host:port\") nor { \"address\", \"certificate\", \"key\" } (and nothing else)".to_string()
+            } else {
+                why
+            };
+            refuse(&field, why)
         })?;
         if file.listen.is_empty() {
             return Err(refuse("listen", "lists no address".into()));
         }
-        let listen = file
-            .listen
-            .iter()
-            .enumerate()
-            .map(|(i, a)| address(a).map_err(|why| refuse(&format!("listen[{i}]"), why)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let relative = |p: &Path| match source.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        };
+        let mut listen = Vec::with_capacity(file.listen.len());
+        for (i, raw) in file.listen.iter().enumerate() {
+            let field = format!("listen[{i}]");
+            listen.push(match raw {
+                ListenRaw::Address(a) => Listener {
+                    addr: address(a).map_err(|why| refuse(&field, why))?,
+                    tls: None,
+                },
+                ListenRaw::Tls(t) => {
+                    let tls = Tls {
+                        certificate: relative(&t.certificate),
+                        key: relative(&t.key),
+                    };
+                    check_tls(&tls).map_err(|(f, why)| refuse(&format!("{field}.{f}"), why))?;
+                    Listener {
+                        addr: address(&t.address)
+                            .map_err(|why| refuse(&format!("{field}.address"), why))?,
+                        tls: Some(tls),
+                    }
+                }
+            });
+        }
         let admin_listen = match &file.admin_listen {
             None => None,
             Some(a) => {
@@ -344,10 +404,6 @@ impl Settings {
                 "0: a connection carries one request at least".into(),
             ));
         }
-        let relative = |p: &Path| match source.parent() {
-            Some(dir) if p.is_relative() => dir.join(p),
-            _ => p.to_path_buf(),
-        };
         Ok(Settings {
             source: source.to_path_buf(),
             listen,
@@ -418,6 +474,57 @@ fn address(text: &str) -> Result<SocketAddr, String> {
     found
         .next()
         .ok_or_else(|| format!("\"{text}\" resolves to no address"))
+}
+
+/// Loads a TLS listener's certificate chain and key as Pingora will, and
+/// checks that the key is the certificate's, so that a listener never
+/// fails to start in a Pingora thread: the field at fault, and why.
+fn check_tls(tls: &Tls) -> Result<(), (&'static str, String)> {
+    let (cert, key) = (&tls.certificate, &tls.key);
+    for (field, path) in [("certificate", cert), ("key", key)] {
+        std::fs::File::open(path).map_err(|e| (field, format!("{}: {e}", path.display())))?;
+    }
+    let mode = std::fs::metadata(key).map_or(0, |m| m.permissions().mode());
+    if mode & 0o007 != 0 {
+        return Err((
+            "key",
+            format!(
+                "{}: mode {:o} lets every local user read or write it: chmod 0640",
+                key.display(),
+                mode & 0o777
+            ),
+        ));
+    }
+    let loaded = pingora_rustls::load_certs_and_key_files(
+        &cert.display().to_string(),
+        &key.display().to_string(),
+    )
+    .map_err(|e| ("certificate", format!("{}: {e}", cert.display())))?;
+    let Some((certs, private_key)) = loaded else {
+        return Err((
+            "certificate",
+            format!(
+                "{} and {}: no PEM certificate in the first, or no PEM private key (PKCS#1, PKCS#8, SEC1) in the second",
+                cert.display(),
+                key.display()
+            ),
+        ));
+    };
+    pingora_rustls::install_default_crypto_provider();
+    pingora_rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, private_key)
+        .map_err(|e| {
+            (
+                "key",
+                format!(
+                    "{} is not the key of {}: {e}",
+                    key.display(),
+                    cert.display()
+                ),
+            )
+        })?;
+    Ok(())
 }
 
 /// A secret's file, as nginx reads its own (`graft_admin_token`): a file
