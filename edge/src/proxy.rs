@@ -6,7 +6,7 @@
 //!   ├─ a step answers ──────────────────────────────────► answer (Content-Length from the body)
 //!   ├─ every step lets it through ─► upstream_peer: the zone's origin
 //!   └─ a step FL1 must serve (mode, decline, error, panic, phase)
-//!       └─► upstream_peer: FL1, with `Graft-Edge: from=<step>; zone=<z>; key=<k>`
+//!       └─► upstream_peer: FL1, with `Graft-Edge: v=2; from=<step>; zone=<z>; ...; mac=<HMAC>`
 //!             FL1 unreachable (fail_to_connect) ─► upstream_peer again: the steps
 //!             from there run here with no legacy side: each one's failure policy
 //!             serves what it cannot (an access control answers 503)
@@ -42,9 +42,12 @@ pub struct EdgeProxy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Origin(SocketAddr),
-    /// FL1, which runs the zone's steps from `from`.
+    /// FL1, which runs the zone's steps from `from`; `fallback`: step
+    /// `from`'s Rust side was asked here and did not decide (FL1 serves
+    /// it from Lua without asking again).
     Fl1 {
         from: usize,
+        fallback: bool,
     },
 }
 
@@ -285,7 +288,10 @@ impl ProxyHttp for EdgeProxy {
                 snap,
                 zone: None,
                 facts,
-                route: Route::Fl1 { from: 0 },
+                route: Route::Fl1 {
+                    from: 0,
+                    fallback: false,
+                },
                 response_ops: Vec::new(),
                 body: None,
             });
@@ -310,7 +316,10 @@ impl ProxyHttp for EdgeProxy {
                 snap,
                 zone: Some(zone),
                 facts,
-                route: Route::Fl1 { from: 0 },
+                route: Route::Fl1 {
+                    from: 0,
+                    fallback: false,
+                },
                 response_ops: Vec::new(),
                 body: None,
             });
@@ -357,7 +366,10 @@ impl ProxyHttp for EdgeProxy {
             Ended::Pass { from, reason } => {
                 self.count_pass(&snap, zone, from, reason);
                 ctx.passed = Some((from, reason));
-                Route::Fl1 { from }
+                Route::Fl1 {
+                    from,
+                    fallback: matches!(reason, "decline" | "error" | "panic"),
+                }
             }
         };
         let routed = Routed {
@@ -381,7 +393,7 @@ impl ProxyHttp for EdgeProxy {
         let Some(routed) = ctx.routed.as_mut() else {
             return Error::e_explain(ErrorType::InternalError, "a request with no route");
         };
-        if let (Route::Fl1 { from }, Some(why)) = (routed.route, ctx.fl1_down.as_deref()) {
+        if let (Route::Fl1 { from, .. }, Some(why)) = (routed.route, ctx.fl1_down.as_deref()) {
             let Some(zone) = routed.zone else {
                 // No zone, no step: nothing here can serve it.
                 return Error::e_explain(ErrorType::HTTPStatus(502), "FL1 cannot be reached");
@@ -411,10 +423,25 @@ impl ProxyHttp for EdgeProxy {
         let Some(routed) = &ctx.routed else {
             return Ok(());
         };
-        if let (Route::Fl1 { from }, Some(zone)) = (routed.route, routed.zone) {
-            let name = &routed.snap.config.zones[zone].name;
+        if let (Route::Fl1 { from, fallback }, Some(zone)) = (routed.route, routed.zone) {
+            // Signed for this request as it goes to FL1 (its method and
+            // target), now, and for the configuration that ran the steps.
+            let handoff = graft_engine::edge::HandOff {
+                zone: &routed.snap.config.zones[zone].name,
+                from,
+                fallback,
+                config: &routed.snap.config.hash,
+                time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
+            let target = upstream.uri.path_and_query().map_or("/", |p| p.as_str());
+            let req = graft_engine::edge::Bound {
+                method: upstream.method.as_str().as_bytes(),
+                target: target.as_bytes(),
+            };
             if let Some(value) =
-                graft_engine::edge::header_value(name, from, &self.edge.settings.fl1_key)
+                graft_engine::edge::header_value(&handoff, req, &self.edge.settings.fl1_key)
             {
                 upstream.insert_header(graft_engine::edge::HEADER, value)?;
             }

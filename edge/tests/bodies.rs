@@ -88,10 +88,7 @@ fn the_origin_and_fl1_get_the_whole_body_however_much_was_read() {
         );
         let seen = fl1.last();
         assert!(seen.body == body, "{size} bytes: FL1 got other bytes");
-        assert_eq!(
-            seen.headers("Graft-Edge"),
-            [format!("from=1; zone=body.test; key={KEY}")]
-        );
+        assert_eq!(seen.handoff(), ("body.test".into(), 1, true));
     }
     assert_eq!(
         edge.metric(r#"graft_request_bodies_over_limit_total{zone="body.test"}"#),

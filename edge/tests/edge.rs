@@ -327,8 +327,8 @@ fn fl1_gets_the_step_to_start_from_and_never_a_clients_header() {
     assert_eq!(r.header("X-Edge-Step0"), Some("ran"));
     let seen = fl1.last();
     assert_eq!(
-        seen.headers("Graft-Edge"),
-        [format!("from=1; zone=two.test; key={KEY}")],
+        seen.handoff(),
+        ("two.test".into(), 1, true),
         "{}",
         seen.head
     );
@@ -338,10 +338,7 @@ fn fl1_gets_the_step_to_start_from_and_never_a_clients_header() {
     let r = edge.get_with("lua.test", "/l", forged);
     assert_eq!(r.text(), "fl1 /l 0\n");
     let seen = fl1.last();
-    assert_eq!(
-        seen.headers("Graft-Edge"),
-        [format!("from=0; zone=lua.test; key={KEY}")]
-    );
+    assert_eq!(seen.handoff(), ("lua.test".into(), 0, false));
     assert!(seen.headers("X-Step0").is_empty());
 
     // No zone for the Host: FL1 takes it as sent, with no hand-off to judge.
@@ -474,10 +471,7 @@ fn a_kill_switch_sends_a_module_s_requests_to_fl1_and_back() {
     );
     assert_eq!((kill.status, kill.text().as_str()), (200, "killed\n"));
     assert_eq!(edge.get("rust.test", "/k").text(), "fl1 /k 0\n");
-    assert_eq!(
-        fl1.last().headers("Graft-Edge"),
-        [format!("from=0; zone=rust.test; key={KEY}")]
-    );
+    assert_eq!(fl1.last().handoff(), ("rust.test".into(), 0, false));
     // Every zone's probe, then none.
     assert_eq!(
         edge.admin_call(
@@ -494,10 +488,7 @@ fn a_kill_switch_sends_a_module_s_requests_to_fl1_and_back() {
         200
     );
     assert_eq!(edge.get("two.test", "/k").text(), "fl1 /k 0\n");
-    assert_eq!(
-        fl1.last().headers("Graft-Edge"),
-        [format!("from=1; zone=two.test; key={KEY}")]
-    );
+    assert_eq!(fl1.last().handoff(), ("two.test".into(), 1, false));
     assert_eq!(
         edge.admin_call("POST", "/graft/admin/revive?module=probe", &bearer)
             .status,

@@ -1,9 +1,11 @@
 //! FL1's side of graft-edge: a request graft-edge passed here with a
 //! `Graft-Edge` header skips the steps graft-edge ran (a step counts a
-//! request once), and only with the key nginx holds (`graft_edge_key`).
-//! The header never reaches the origin, accepted or not; a refused one is
-//! counted and logged, and every step runs.
-use graft_engine::edge::header_value;
+//! request once), only when signed with the key nginx holds
+//! (`graft_edge_key`) for this very request, lately, and for the
+//! configuration nginx serves. The header never reaches the origin,
+//! accepted or not; a refused one is counted and logged, and every step
+//! runs.
+use graft_engine::edge::{header_value, Bound, HandOff, MAX_AGE};
 use graft_tests::{metric, Nginx};
 use serde_json::json;
 
@@ -46,7 +48,7 @@ fn start_with(native: bool, key: Option<&str>) -> Nginx {
         );
         std::fs::write(&conf_path, conf).unwrap();
     }
-    if key.is_none_or(|k| !k.contains(';')) {
+    if key.is_none_or(|k| k.len() >= 32) {
         nginx.launch();
     }
     nginx
@@ -71,6 +73,38 @@ fn handoffs(nginx: &Nginx, result: &str) -> u64 {
     .unwrap_or_else(|| panic!("no handoffs series for {result}:\n{text}"))
 }
 
+/// The configuration nginx serves, by hash.
+fn config_hash(nginx: &Nginx) -> String {
+    let text = nginx.get("localhost", "/graft/metrics").text();
+    let needle = "graft_configuration_info{hash=\"";
+    let at = text.find(needle).unwrap() + needle.len();
+    text[at..at + text[at..].find('"').unwrap()].to_string()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A hand-off as graft-edge writes it, for `GET <target>`.
+fn signed(nginx: &Nginx, zone: &str, from: usize, target: &str, key: &[u8]) -> String {
+    let config = config_hash(nginx);
+    let h = HandOff {
+        zone,
+        from,
+        fallback: false,
+        config: &config,
+        time: now(),
+    };
+    let req = Bound {
+        method: b"GET",
+        target: target.as_bytes(),
+    };
+    header_value(&h, req, key).unwrap()
+}
+
 #[test]
 fn a_handoff_with_the_key_skips_the_steps_graft_edge_ran() {
     for native in [false, true] {
@@ -81,7 +115,7 @@ fn a_handoff_with_the_key_skips_the_steps_graft_edge_ran() {
             "{plain}"
         );
 
-        let from1 = header_value("*", 1, KEY.as_bytes()).unwrap();
+        let from1 = signed(&nginx, "*", 1, "/shop", KEY.as_bytes());
         let passed = send(&nginx, Some(&from1));
         assert!(
             !passed.contains("x-step0"),
@@ -100,7 +134,10 @@ fn a_handoff_with_the_key_skips_the_steps_graft_edge_ran() {
         assert_eq!(nginx.counter("*", 1, "rust"), 2);
 
         // Past the last step: graft-edge ran them all.
-        let all = send(&nginx, Some(&header_value("*", 2, KEY.as_bytes()).unwrap()));
+        let all = send(
+            &nginx,
+            Some(&signed(&nginx, "*", 2, "/shop", KEY.as_bytes())),
+        );
         assert!(
             !all.contains("x-step0") && !all.contains("x-probe"),
             "{all}"
@@ -112,15 +149,24 @@ fn a_handoff_with_the_key_skips_the_steps_graft_edge_ran() {
 #[test]
 fn a_forged_or_broken_handoff_gains_nothing_and_is_counted() {
     let nginx = start(false, true);
-    let wrong = header_value("*", 2, b"another-key-0123456789abcdef0123456789ab").unwrap();
+    let wrong = signed(
+        &nginx,
+        "*",
+        2,
+        "/shop",
+        b"another-key-0123456789abcdef0123456789ab",
+    );
     for (value, result) in [
         (wrong.as_str(), "key"),
         ("from=2; zone=*", "malformed"),
         (
-            &*header_value("no.such.zone", 1, KEY.as_bytes()).unwrap(),
+            &*signed(&nginx, "no.such.zone", 1, "/shop", KEY.as_bytes()),
             "malformed",
         ),
-        (&*header_value("*", 3, KEY.as_bytes()).unwrap(), "malformed"),
+        (
+            &*signed(&nginx, "*", 3, "/shop", KEY.as_bytes()),
+            "malformed",
+        ),
     ] {
         let body = send(&nginx, Some(value));
         assert!(
@@ -142,7 +188,7 @@ fn a_forged_or_broken_handoff_gains_nothing_and_is_counted() {
     let keyless = start(false, false);
     let body = send(
         &keyless,
-        Some(&header_value("*", 2, KEY.as_bytes()).unwrap()),
+        Some(&signed(&nginx, "*", 2, "/shop", KEY.as_bytes())),
     );
     assert!(
         body.contains("x-step0: ran") && !body.contains("graft-edge"),
@@ -157,7 +203,7 @@ fn removing_the_header_leaves_nginx_reading_the_right_headers() {
     // what nginx points at (Host, Cookie, User-Agent) must move with it.
     let nginx = start(false, true);
     for edge in [
-        header_value("*", 0, KEY.as_bytes()).unwrap(),
+        signed(&nginx, "*", 0, "/vars", KEY.as_bytes()),
         "junk".to_string(),
     ] {
         let r = nginx.raw(
@@ -176,9 +222,9 @@ fn removing_the_header_leaves_nginx_reading_the_right_headers() {
 }
 
 #[test]
-fn two_headers_are_refused_and_a_key_the_header_cannot_carry_is_refused_at_load() {
+fn two_headers_are_refused_and_a_weak_key_is_refused_at_load() {
     let nginx = start(false, true);
-    let good = header_value("*", 2, KEY.as_bytes()).unwrap();
+    let good = signed(&nginx, "*", 2, "/shop", KEY.as_bytes());
     let r = nginx.raw(
         format!("GET /shop HTTP/1.1\r\nHost: a.test\r\nGraft-Edge: {good}\r\nGraft-Edge: {good}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
@@ -190,12 +236,74 @@ fn two_headers_are_refused_and_a_key_the_header_cannot_carry_is_refused_at_load(
     assert_eq!(handoffs(&nginx, "malformed"), 1);
     assert_eq!(handoffs(&nginx, "accepted"), 0);
 
-    let bad = start_with(false, Some("edge;key-0123456789abcdef0123456789abcdef"));
+    let bad = start_with(false, Some("short-key"));
     let out = bad.run(&["-t"]);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("graft_edge_key") && said.contains("\";\""),
+        said.contains("graft_edge_key") && said.contains("under 32"),
         "{said}"
     );
+}
+
+#[test]
+fn a_handoff_for_another_request_another_time_or_another_configuration_is_refused() {
+    let nginx = start(false, true);
+    let config = config_hash(&nginx);
+    let at = |time: u64, config: &str, target: &str| {
+        let h = HandOff {
+            zone: "*",
+            from: 2,
+            fallback: false,
+            config,
+            time,
+        };
+        let req = Bound {
+            method: b"GET",
+            target: target.as_bytes(),
+        };
+        header_value(&h, req, KEY.as_bytes()).unwrap()
+    };
+    for (value, result) in [
+        // Seen on another request: its MAC covers method and target.
+        (at(now(), &config, "/other"), "key"),
+        (at(now() - MAX_AGE - 30, &config, "/shop"), "stale"),
+        (at(now(), "0000000000000000", "/shop"), "config"),
+    ] {
+        let body = send(&nginx, Some(&value));
+        assert!(
+            body.contains("x-step0: ran") && body.contains("x-probe: rust"),
+            "{result}: {body}"
+        );
+        assert_eq!(handoffs(&nginx, result), 1, "{result}");
+    }
+    assert_eq!(handoffs(&nginx, "accepted"), 0);
+}
+
+#[test]
+fn after_a_rust_side_that_did_not_decide_on_graft_edge_lua_serves_the_step() {
+    for native in [false, true] {
+        let nginx = start(native, true);
+        let config = config_hash(&nginx);
+        let h = HandOff {
+            zone: "*",
+            from: 1,
+            fallback: true,
+            config: &config,
+            time: now(),
+        };
+        let req = Bound {
+            method: b"GET",
+            target: b"/shop",
+        };
+        let value = header_value(&h, req, KEY.as_bytes()).unwrap();
+        let body = send(&nginx, Some(&value));
+        // Step 1 (probe) from its Lua twin, not asked in Rust again.
+        assert!(
+            !body.contains("x-step0") && body.contains("x-probe: lua"),
+            "native {native}: {body}"
+        );
+        assert_eq!(nginx.counter("*", 1, "fallback"), 1, "native {native}");
+        assert_eq!(nginx.counter("*", 1, "rust"), 0, "native {native}");
+    }
 }

@@ -38,6 +38,33 @@ impl Seen {
     pub fn target(&self) -> String {
         self.head.split(' ').nth(1).unwrap_or_default().to_string()
     }
+
+    /// The hand-off it came with, checked as FL1 checks it (the MAC with
+    /// [`KEY`] over its fields, method and target; the time): (zone,
+    /// from, fallback). Panics when there is none or it does not hold.
+    pub fn handoff(&self) -> (String, usize, bool) {
+        let values = self.headers("Graft-Edge");
+        let [value] = values.as_slice() else {
+            panic!("not one Graft-Edge header: {}", self.head)
+        };
+        let config = value
+            .split("; ")
+            .find_map(|f| f.strip_prefix("config="))
+            .unwrap_or_default();
+        let method = self.head.split(' ').next().unwrap_or_default();
+        let target = self.target();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let req = graft_engine::edge::Bound {
+            method: method.as_bytes(),
+            target: target.as_bytes(),
+        };
+        let h = graft_engine::edge::judge(value.as_bytes(), req, Some(KEY.as_bytes()), config, now)
+            .unwrap_or_else(|e| panic!("{value}: refused ({})", e.reason()));
+        (h.zone.to_string(), h.from, h.fallback)
+    }
 }
 
 /// A server on a loopback port that answers every request with `<name>

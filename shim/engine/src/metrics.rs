@@ -268,7 +268,7 @@ fn refusal_families(
     }
     let mut family = encoder.encode_descriptor(
         "graft_edge_handoffs",
-        "Requests graft-edge passed to this server with a Graft-Edge header, by result: accepted (the steps graft-edge ran are passed), or refused (no_key: no graft_edge_key; malformed; key: another key), when every step runs here.",
+        "Requests graft-edge passed to this server with a Graft-Edge header, by result: accepted (the steps graft-edge ran are passed), or refused (no_key: no graft_edge_key; malformed, or two headers; key: a MAC not this key's for this request; stale: sent over 60 s from this clock; config: graft-edge ran another configuration), when every step runs here.",
         None,
         MetricType::Counter,
     )?;

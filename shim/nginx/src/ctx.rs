@@ -45,6 +45,10 @@ pub struct RequestCtx {
     /// Steps (zone, step) a team's handler ran through `graft.decide`
     /// before the zone's pipeline reached them: the pipeline passes them.
     pub claimed: SmallVec<[(usize, usize); 2]>,
+    /// A hand-off from graft-edge after step (zone, step)'s Rust side did
+    /// not decide there: that step is served from Lua (or its failure
+    /// policy) without asking Rust again.
+    pub edge_fallback: Option<(usize, usize)>,
     /// Response-header changes the native pipeline decided.
     pub response_ops: Vec<HeaderOp>,
     /// Whether the native pipeline has asked nginx for the request body
@@ -212,6 +216,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             resume_at: Some(0),
             fallback: false,
             claimed: SmallVec::new(),
+            edge_fallback: None,
             response_ops: Vec::new(),
             body_asked: false,
             body: None,

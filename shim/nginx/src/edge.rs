@@ -8,7 +8,8 @@
 //!
 //! An accepted header marks the steps graft-edge ran as run here (a rate
 //! limit counts the request once); the pipeline starts at the step
-//! graft-edge could not serve. Accepted or not, the header is removed
+//! graft-edge could not serve, from Lua without asking Rust again when
+//! its Rust side did not decide there (`fallback=1`). Accepted or not, the header is removed
 //! before anything else reads the request: the key never reaches an
 //! origin or a log of request headers. A refused header gains nothing:
 //! every step runs, and the refusal is counted and logged.
@@ -16,15 +17,18 @@ use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 
 use graft_contract::RequestView;
-use graft_engine::edge::{judge, Refusal, HEADER};
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t, NGX_DECLINED};
+use graft_engine::edge::{judge, Bound, Refusal, HEADER};
+use graft_engine::{Count, Mode};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_time, NGX_DECLINED,
+};
 
 use crate::conf::{main_conf, main_directive, NGX_CONF_ERROR};
 use crate::ctx;
 use crate::guard::guarded;
 use crate::headers::{refresh_headers_in, remove_request_header};
 use crate::request::NgxRequest;
-use crate::steps::{log_limited, LogFamily};
+use crate::steps::{log_limited, record, LogFamily};
 
 /// `graft_edge_key <file>;`: the key graft-edge's hand-offs carry.
 pub unsafe extern "C" fn set_edge_key(
@@ -41,14 +45,6 @@ pub unsafe extern "C" fn set_edge_key(
         }
         // SAFETY: `cf` is the configuration being read (the caller's).
         match unsafe { crate::admin_auth::secret_file(cf, "graft_edge_key", args[1]) } {
-            Some(key) if key.contains(&b';') => {
-                ngx::ngx_conf_log_error!(
-                    ngx::ffi::NGX_LOG_EMERG,
-                    cf,
-                    "graft_edge_key: the key has a \";\", which the Graft-Edge header cannot carry"
-                );
-                NGX_CONF_ERROR
-            }
             Some(key) => {
                 mcf.edge_key = Some(key);
                 null_mut()
@@ -105,26 +101,46 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
         return;
     };
     let config = ctx.config.clone();
+    // The request as graft-edge sent it: the MAC covers its method and
+    // target.
+    let bound = Bound {
+        method: str_bytes(&r.method_name),
+        target: str_bytes(&r.unparsed_uri),
+    };
+    let now = u64::try_from(ngx_time()).unwrap_or(0);
+    let mut fallback = None;
     let judged = if copies > 1 {
         Err(Refusal::Malformed)
     } else {
-        judge(&value, key)
+        judge(&value, bound, key, &config.hash, now)
     };
-    let refused = match judged {
-        Ok(handoff) => match config.zone_named(handoff.zone) {
-            Some(zone) if handoff.from <= config.zones[zone].steps.len() => {
-                for step in 0..handoff.from {
-                    if !ctx.claimed.contains(&(zone, step)) {
-                        ctx.claimed.push((zone, step));
+    let refused =
+        match judged {
+            Ok(handoff) => match config.zone_named(handoff.zone) {
+                Some(zone) if handoff.from <= config.zones[zone].steps.len() => {
+                    for step in 0..handoff.from {
+                        if !ctx.claimed.contains(&(zone, step)) {
+                            ctx.claimed.push((zone, step));
+                        }
                     }
+                    // Where this server would ask the same Rust side again,
+                    // Lua serves the step instead: a fallback, counted here.
+                    if let Some(step) = config.zones[zone].steps.get(handoff.from).filter(|s| {
+                        handoff.fallback && s.mode_for(&NgxRequest::new(r)) == Mode::Rust
+                    }) {
+                        ctx.edge_fallback = Some((zone, handoff.from));
+                        fallback = Some((zone, step));
+                    }
+                    None
                 }
-                None
-            }
-            _ => Some(Refusal::Malformed),
-        },
-        Err(refusal) => Some(refusal),
-    };
+                _ => Some(Refusal::Malformed),
+            },
+            Err(refusal) => Some(refusal),
+        };
     config.count_edge_handoff(refused);
+    if let Some((zone, step)) = fallback {
+        record(r, &config.zones[zone].name, step, Count::Fallback);
+    }
     if let Some(refusal) = refused {
         log_limited(
             r,
@@ -135,6 +151,15 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
             ),
         );
     }
+}
+
+fn str_bytes(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 || s.data.is_null() {
+        return &[];
+    }
+    // SAFETY: a set ngx_str_t of a live request points at `len` bytes
+    // that live as long as the request.
+    unsafe { std::slice::from_raw_parts(s.data, s.len) }
 }
 
 /// graft's post-read handler for the hand-off: the header is judged and

@@ -147,7 +147,12 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         ctx.pipeline = Pipeline::Native;
         ctx.ran_zones.push(zone);
         ctx.fallback = false;
-        run_steps(r, zone, &config.zones[zone], 0, false, true)
+        // graft-edge asked a step's Rust side already: from there, Lua.
+        let (from, fell_back) = match ctx.edge_fallback {
+            Some((z, step)) if z == zone => (step, true),
+            _ => (0, false),
+        };
+        run_steps(r, zone, &config.zones[zone], from, fell_back, true)
     })
 }
 

@@ -268,7 +268,11 @@ pub unsafe extern "C" fn graft_ffi_resume(
             // zone runs that zone's steps too.
             _ if !ctx.ran_zones.contains(&zone) => {
                 ctx.ran_zones.push(zone);
-                (Some(0), false)
+                // graft-edge asked this step's Rust side already.
+                match ctx.edge_fallback {
+                    Some((z, step)) if z == zone => (Some(step), true),
+                    _ => (Some(0), false),
+                }
             }
             // The native pipeline ran this zone just now, up to a step.
             Pipeline::Native if ctx.ran_zones.last() == Some(&zone) => {
