@@ -22,15 +22,17 @@ const FAULTS: [Count; 4] = [
     Count::OverBudget,
 ];
 
-struct Snapshot(Arc<Config>);
+/// Every metric family of one configuration, as one collector (not the
+/// live-apply `snapshot::Snapshot`).
+struct Families(Arc<Config>);
 
-impl std::fmt::Debug for Snapshot {
+impl std::fmt::Debug for Families {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Snapshot(generation {})", self.0.generation)
+        write!(f, "Families(generation {})", self.0.generation)
     }
 }
 
-impl Snapshot {
+impl Families {
     /// Every step, with its zone's name.
     fn steps(&self) -> impl Iterator<Item = (&str, &Step)> {
         self.0
@@ -64,7 +66,7 @@ impl Snapshot {
     }
 }
 
-impl Snapshot {
+impl Families {
     /// Each step's sampled time and sample count, per implementation: its
     /// mean where the module's histogram has the distribution.
     fn step_latency(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -117,7 +119,7 @@ fn single(
     }
 }
 
-impl Collector for Snapshot {
+impl Collector for Families {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.step_counts(
             &mut encoder,
@@ -461,7 +463,7 @@ pub fn totals_text(config: &Arc<Config>) -> String {
 
 /// The metrics of every zone and step, in Prometheus' text format.
 pub fn prometheus_text(config: &Arc<Config>) -> String {
-    render(Box::new(Snapshot(config.clone())))
+    render(Box::new(Families(config.clone())))
 }
 
 #[cfg(test)]
