@@ -167,30 +167,67 @@ new-module: ## Write a new product module and everything around it (NAME=geo_blo
 	modules/new-module.sh '$(NAME)'
 
 VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
-IMAGE ?= graft:$(VERSION)
-PROMETHEUS_IMAGE ?= graft-prometheus:$(VERSION)
+# The Debian release the packages and images are for: 12 (bookworm, nginx
+# 1.22.1) or 13 (trixie, nginx 1.26.3); the machine's own by default. The
+# machine's release is built here; the other one in a container of that
+# release (docker/build.Dockerfile), offline, from crates vendored here.
+HOST_DEBIAN := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_ID)
+DEBIAN ?= $(or $(filter 12 13,$(HOST_DEBIAN)),12)
+ifeq ($(filter 12 13,$(DEBIAN)),)
+$(error DEBIAN=$(DEBIAN): graft is packaged for Debian 12 and 13)
+endif
+# Debian 12's names stay as they were; Debian 13's carry its number.
+RELEASE_SUFFIX := $(if $(filter-out 12,$(DEBIAN)),-debian$(DEBIAN))
+DEB_VERSION := $(VERSION)-1$(if $(filter-out 12,$(DEBIAN)),+deb$(DEBIAN))
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+GRAFT_DEB := target/deb/libnginx-mod-http-graft_$(DEB_VERSION)_$(DEB_ARCH).deb
+AGENT_DEB := target/deb/graft-agent_$(DEB_VERSION)_$(DEB_ARCH).deb
+IMAGE ?= graft:$(VERSION)$(RELEASE_SUFFIX)
+PROMETHEUS_IMAGE ?= graft-prometheus:$(VERSION)$(RELEASE_SUFFIX)
+FLEET_IMAGE := graft-fleet-test:$(VERSION)$(RELEASE_SUFFIX)
+VENDOR := $(CARGO_TARGET)/vendor
+DOCKER_OK = @docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
 
-deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian packages (target/deb: libnginx-mod-http-graft, graft-agent)
+.PHONY: vendor
+vendor: ## Copy every crate graft builds with into target/vendor (for builds in containers, which cannot fetch them)
+	cargo vendor --locked --versioned-dirs $(VENDOR) >/dev/null
+
+ifeq ($(DEBIAN),$(HOST_DEBIAN))
+deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian packages (target/deb: libnginx-mod-http-graft, graft-agent; DEBIAN=12|13)
 	$(NGINX_ENV) cargo build --release -p graft-nginx -p graft-agent --target-dir $(PACKAGE_TARGET)
-	rm -f target/deb/*.deb
-	nginx/debian/build.sh $(PACKAGE_MODULE) $(PACKAGE_TARGET)/release/graft-agent target/deb
+	rm -f $(GRAFT_DEB) $(AGENT_DEB)
+	GRAFT_DEB_SUFFIX=$(if $(filter-out 12,$(DEBIAN)),+deb$(DEBIAN)) \
+		nginx/debian/build.sh $(PACKAGE_MODULE) $(PACKAGE_TARGET)/release/graft-agent target/deb
+else
+deb: docker-base vendor
+	$(DOCKER_OK)
+	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -t graft-build:debian$(DEBIAN) \
+		-f docker/build.Dockerfile docker >/dev/null
+	mkdir -p target/deb $(CARGO_TARGET)/debian$(DEBIAN)
+	rm -f $(GRAFT_DEB) $(AGENT_DEB)
+	docker run --rm --network none --user $$(id -u):$$(id -g) \
+		-e GRAFT_DEB_SUFFIX=+deb$(DEBIAN) -e GRAFT_COMMIT=$$(git rev-parse --short HEAD) \
+		-e GRAFT_DATE="$$(git log -1 --format=%aD)" \
+		-v $(CURDIR):/src:ro -v $(VENDOR):/vendor:ro -v $(CARGO_TARGET)/debian$(DEBIAN):/target \
+		-v $(CURDIR)/target/deb:/out graft-build:debian$(DEBIAN) /src/docker/build-deb.sh
+endif
 
-docker-base: ## Make the debian:12 base image from Debian's archive (no registry needed)
-	@docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
-	docker/make-base.sh debian:12
+docker-base: ## Make the debian:12 (or DEBIAN=13) base image from Debian's archive (no registry needed)
+	$(DOCKER_OK)
+	docker/make-base.sh debian:$(DEBIAN)
 
-docker: deb docker-base ## Build the images (graft:<version> from the package, graft-prometheus:<version>)
-	@docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
-	rm -rf target/docker && mkdir -p target/docker
-	cp target/deb/libnginx-mod-http-graft_*.deb target/docker/graft.deb
-	cp target/deb/graft-agent_*.deb target/docker/graft-agent.deb
-	docker build -q --network host -f docker/Dockerfile -t $(IMAGE) target/docker
-	docker build -q --network host -t $(PROMETHEUS_IMAGE) docker/prometheus
+docker: deb docker-base ## Build the images (graft:<version> from the package, graft-prometheus:<version>; DEBIAN=13: <version>-debian13)
+	$(DOCKER_OK)
+	rm -rf target/docker$(RELEASE_SUFFIX) && mkdir -p target/docker$(RELEASE_SUFFIX)
+	cp $(GRAFT_DEB) target/docker$(RELEASE_SUFFIX)/graft.deb
+	cp $(AGENT_DEB) target/docker$(RELEASE_SUFFIX)/graft-agent.deb
+	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -f docker/Dockerfile -t $(IMAGE) target/docker$(RELEASE_SUFFIX)
+	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -t $(PROMETHEUS_IMAGE) docker/prometheus
 
-package-test: docker ## Install the packages in a fresh Debian 12 container and test them there
-	docker build -q --network host --build-arg IMAGE=$(IMAGE) -t graft-fleet-test:$(VERSION) \
+package-test: docker ## Install the packages in a fresh Debian 12 (DEBIAN=13: 13) container and test them there
+	docker build -q --network host --build-arg IMAGE=$(IMAGE) -t $(FLEET_IMAGE) \
 		-f docker/fleet-test.Dockerfile docker
-	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE) graft-fleet-test:$(VERSION)
+	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE) $(FLEET_IMAGE)
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Tests graft where users install it: the package, installed by the image
-# build with `apt install` into a fresh debian:12, runs in a container with
+# build with `apt install` into a fresh debian:12 or debian:13 (make
+# package-test DEBIAN=13; the image says which), runs in a container with
 # no network at all (its nginx answers on the container's own loopback),
 # and every check runs inside it. Then the package is removed the way the
 # README says to go back, and nginx must still start and serve.
@@ -45,6 +46,7 @@ status() { inside curl -sS -o /dev/null -D - --max-time 5 "$@"; }
 # nginx is started by the test (not as the container's first process), so
 # that it can be stopped and started again after the package is removed.
 docker run -d --name "$name" --network none "$image" sleep infinity >/dev/null
+echo "$image: $(inside sh -c '. /etc/os-release; echo "$PRETTY_NAME, $(nginx -v 2>&1 | sed "s/^nginx version: //"), $(dpkg-query -W -f="\${Package} \${Version}" libnginx-mod-http-graft)"')"
 inside sh -c 'rm -f /var/log/nginx/*.log && nginx'
 # Up when the metrics answer.
 for _ in $(seq 50); do

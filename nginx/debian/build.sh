@@ -12,6 +12,10 @@
 # settings in /etc/default.
 #
 #   nginx/debian/build.sh MODULE.so AGENT OUTDIR      (make deb)
+#
+# GRAFT_DEB_SUFFIX is added to the Debian revision (+deb13 for Debian 13's
+# packages, none for Debian 12's); GRAFT_COMMIT and GRAFT_DATE name the
+# commit where git cannot (a build in a container).
 set -eu
 module=$(realpath "$1")
 agent=$(realpath "$2")
@@ -23,7 +27,7 @@ pkg=libnginx-mod-http-graft
 
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml")
 [ -n "$version" ] || { echo "no workspace version in Cargo.toml" >&2; exit 1; }
-debversion=$version-1
+debversion=$version-1${GRAFT_DEB_SUFFIX:-}
 arch=$(dpkg --print-architecture)
 # The ABI of the nginx whose headers the module was built with: Debian's
 # nginx provides exactly one nginx-abi-<version>-<n>.
@@ -55,8 +59,8 @@ done
 install -m 644 "$root/nginx/status.html" "$stage/usr/share/graft/"
 install -m 644 "$root/nginx/example/graft.json" "$root/nginx/example/graft-site.conf" "$stage/usr/share/graft/examples/"
 install -m 644 "$root/README.md" "$root/docs/PORTING.md" "$root/docs/DEVELOPER.md" "$stage/usr/share/doc/$pkg/"
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-date=$(git -C "$root" log -1 --format=%aD 2>/dev/null || date -R)
+commit=${GRAFT_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+date=${GRAFT_DATE:-$(git -C "$root" log -1 --format=%aD 2>/dev/null || date -R)}
 shlibs_dir=$(mktemp -d)
 trap 'rm -rf "$shlibs_dir"' EXIT
 
