@@ -1,15 +1,24 @@
-//! The client listeners' connection limit (`limits.max_connections`),
-//! nginx's `worker_connections` for graft-edge's one process.
+//! The client listeners' connections: the limit (`limits.max_connections`,
+//! nginx's `worker_connections` for graft-edge's one process), and which
+//! HTTP a plain connection speaks.
 //!
-//! Pingora 0.9 has no limit of its own: [`Limited`] wraps its HTTP proxy
-//! as the app of the listening service, and takes a connection in only
-//! while fewer than the limit are open. One over it is closed as it comes
-//! (counted, `graft_edge_connections_refused_total`, and logged at most
-//! once a second), as an overloaded server sheds load; a kept-alive
-//! connection holds its place between its requests.
+//! Pingora 0.9 has no limit of its own: [`Front`] is the app of the
+//! listening service, in front of Pingora's HTTP proxy, and takes a
+//! connection in only while fewer than the limit are open. One over it is
+//! closed as it comes (counted, `graft_edge_connections_refused_total`,
+//! and logged at most once a second), as an overloaded server sheds load.
+//!
+//! HTTP/2 in plain text (h2c, prior knowledge) is told from HTTP/1 here,
+//! by the first three bytes (`PRI`, the HTTP/2 preface's start), rather
+//! than by Pingora's own test: that one waits for the preface's 24 bytes,
+//! so that a shorter HTTP/1 request (`GET / HTTP/1.0` and its empty line
+//! are 18) or a short malformed one would wait for bytes that never come,
+//! unanswered. A connection goes to one of two proxies over the same
+//! `EdgeProxy`: HTTP/1 (and TLS, where ALPN chooses), or h2c.
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -72,17 +81,50 @@ impl Limit {
     }
 }
 
-/// A listening service's app, served within a [`Limit`].
-pub struct Limited<A> {
-    pub app: Arc<A>,
+/// How long a new connection may take to send its first three bytes:
+/// Pingora's own wait for a request head's first read.
+const FIRST_BYTES: Duration = Duration::from_secs(60);
+
+/// The start of HTTP/2's connection preface (`PRI * HTTP/2.0`).
+const H2_PREFACE_START: &[u8; 3] = b"PRI";
+
+/// The listening service's app: the limit, then the proxy for the
+/// connection's HTTP.
+pub struct Front<A> {
+    /// HTTP/1 in plain text, and every TLS connection (ALPN).
+    pub http1: Arc<A>,
+    /// HTTP/2 in plain text, with prior knowledge.
+    pub h2c: Arc<A>,
     pub limit: Arc<Limit>,
 }
 
+impl<A> Front<A> {
+    /// Which proxy serves `stream`; `None`: it closed, or sent nothing
+    /// for [`FIRST_BYTES`], or the server is stopping.
+    async fn proxy_for(&self, stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<&Arc<A>> {
+        if stream.get_ssl_digest().is_some() {
+            return Some(&self.http1);
+        }
+        let mut first = [0u8; 3];
+        let mut stopping = shutdown.clone();
+        let peeked = tokio::select! {
+            peeked = tokio::time::timeout(FIRST_BYTES, stream.try_peek(&mut first)) => peeked,
+            _ = stopping.changed() => return None,
+        };
+        match peeked {
+            Ok(Ok(true)) if &first == H2_PREFACE_START => Some(&self.h2c),
+            // A stream that cannot peek: HTTP/1, whose proxy reads it all.
+            Ok(Ok(_)) => Some(&self.http1),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+}
+
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let id = stream.id();
@@ -90,7 +132,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
             // Dropped: closed.
             return None;
         }
-        let kept = self.app.process_new(stream, shutdown).await;
+        let kept = match self.proxy_for(&mut stream, shutdown).await {
+            Some(proxy) => proxy.process_new(stream, shutdown).await,
+            None => None,
+        };
         if kept.is_none() {
             self.limit.leave(id);
         }
@@ -98,7 +143,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
     }
 
     async fn cleanup(&self) {
-        self.app.cleanup().await
+        self.http1.cleanup().await;
+        self.h2c.cleanup().await;
     }
 }
 

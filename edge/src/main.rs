@@ -204,19 +204,24 @@ fn serve(edge: Arc<Edge>, upgrade: bool) -> ExitCode {
     server.bootstrap();
     // HTTP/2 from clients in plain text too (prior knowledge), beside
     // HTTP/1.1 on the same listeners.
-    let mut options = HttpServerOptions::default();
-    options.h2c = true;
-    options.keepalive_request_limit = Some(s.limits.keepalive_requests);
-    options.h2_idle_timeout = Some(Duration::from_secs(s.timeouts.client_keepalive_secs()));
-    let mut http = pingora_proxy::http_proxy(
-        &server.configuration,
-        proxy::EdgeProxy { edge: edge.clone() },
-    );
-    http.server_options = Some(options);
+    // (`connections::Front` tells the two apart by the first bytes.)
+    let proxy_with = |h2c: bool| {
+        let mut options = HttpServerOptions::default();
+        options.h2c = h2c;
+        options.keepalive_request_limit = Some(s.limits.keepalive_requests);
+        options.h2_idle_timeout = Some(Duration::from_secs(s.timeouts.client_keepalive_secs()));
+        let mut http = pingora_proxy::http_proxy(
+            &server.configuration,
+            proxy::EdgeProxy { edge: edge.clone() },
+        );
+        http.server_options = Some(options);
+        Arc::new(http)
+    };
     let mut proxy = Service::new(
         "graft-edge".to_string(),
-        connections::Limited {
-            app: Arc::new(http),
+        connections::Front {
+            http1: proxy_with(false),
+            h2c: proxy_with(true),
             limit: edge.connections.clone(),
         },
     );

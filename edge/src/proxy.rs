@@ -258,6 +258,35 @@ impl ProxyHttp for EdgeProxy {
             ctx.routed = Some(routed);
             return Ok(false);
         }
+        let limits = &self.edge.settings.limits;
+        // The head as sent, only for a request Pingora may have taken a
+        // Content-Length from (one with a Transfer-Encoding: rare).
+        let raw = session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+            .then(|| {
+                session
+                    .as_downstream()
+                    .as_http1()
+                    .map(|h1| h1.get_headers_raw_bytes())
+            })
+            .flatten();
+        if let Some(status) = crate::request::refused_head(
+            session.req_header(),
+            raw.as_deref(),
+            limits.max_line_bytes,
+            limits.max_head_bytes,
+        ) {
+            log_limited(
+                LogFamily::Decision,
+                format_args!("graft-edge: request refused ({status}): its head is one nginx refuses (too long, or framed twice)"),
+            );
+            session.set_keepalive(None);
+            let (head, body) = answer::render(&status_only(status))?;
+            answer::write(session, head, body).await?;
+            return Ok(true);
+        }
         // Whatever a client says about FL1 is not heard: no step reads it,
         // and no origin or FL1 gets it.
         session
@@ -585,15 +614,16 @@ impl ProxyHttp for EdgeProxy {
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
         );
+        // A client's body that is not HTTP (a bad chunk) 400, and none to a
+        // client that went away.
         let code = match (e.etype(), e.esource()) {
             (ErrorType::HTTPStatus(code), _) => *code,
             (_, ErrorSource::Upstream) if timed_out => 504,
             (_, ErrorSource::Upstream) => 502,
             (ErrorType::ReadTimedout, _) => 408,
-            (
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
-                ErrorSource::Downstream,
-            ) => 0,
+            (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, _) => 0,
+            (ErrorType::InvalidHTTPHeader | ErrorType::H1Error, _) => 400,
+            (ErrorType::Custom("InvalidChunk"), _) => 400,
             (_, ErrorSource::Downstream) => 400,
             (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
         };

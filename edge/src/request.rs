@@ -108,6 +108,52 @@ fn host_of(head: &RequestHeader) -> Option<Vec<u8>> {
     Some(name.to_ascii_lowercase())
 }
 
+/// What nginx refuses of a request head that Pingora takes, before any
+/// step reads it: the status to answer (414 a request line longer than
+/// `max_line`; 400 a header line longer than that, a head longer than
+/// `max_head`, two `Content-Length`s, or a `Content-Length` beside a
+/// `Transfer-Encoding`: framing a server behind could read otherwise).
+/// Pingora drops the `Content-Length` of a request that has both (RFC
+/// 9112's reading): `raw`, the head as the client sent it, tells.
+pub fn refused_head(
+    head: &RequestHeader,
+    raw: Option<&[u8]>,
+    max_line: usize,
+    max_head: usize,
+) -> Option<u16> {
+    // "METHOD target HTTP/1.1" and CR LF.
+    let line = head.method.as_str().len() + head.raw_path().len() + 12;
+    if line > max_line {
+        return Some(414);
+    }
+    let mut total = line;
+    for (name, value) in &head.headers {
+        let len = name.as_str().len() + value.len() + 4;
+        total += len;
+        if len > max_line || total > max_head {
+            return Some(400);
+        }
+    }
+    let lengths = head.headers.get_all(http::header::CONTENT_LENGTH);
+    let mut lengths = lengths.iter();
+    let first = lengths.next();
+    let chunked = head.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if lengths.next().is_some()
+        || first.is_some_and(|v| v.as_bytes().contains(&b','))
+        || (chunked && (first.is_some() || raw.is_some_and(names_content_length)))
+    {
+        return Some(400);
+    }
+    None
+}
+
+/// Whether a raw request head has a `Content-Length` line.
+fn names_content_length(raw: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
 /// A request as one step reads it.
 pub struct EdgeRequest<'a> {
     pub head: &'a RequestHeader,
@@ -254,6 +300,43 @@ mod tests {
         assert!(Facts::of(&head("/", Some("a b")), None).is_err());
         assert!(Facts::of(&head("/", Some("")), None).is_err());
         assert_eq!(Facts::of(&head("/", None), None).unwrap().host, b"");
+    }
+
+    #[test]
+    fn a_head_nginx_refuses_is_refused() {
+        let fine = head("/a", Some("a.test"));
+        assert_eq!(refused_head(&fine, None, 64, 128), None);
+        let long = head(&format!("/{}", "a".repeat(60)), Some("a.test"));
+        assert_eq!(refused_head(&long, None, 64, 128), Some(414));
+        let mut big = head("/a", Some("a.test"));
+        big.insert_header("X-Big", "b".repeat(60)).unwrap();
+        assert_eq!(refused_head(&big, None, 64, 1024), Some(400));
+        let mut many = head("/a", Some("a.test"));
+        for i in 0..10 {
+            many.append_header(format!("X-{i}"), "0123456789").unwrap();
+        }
+        assert_eq!(refused_head(&many, None, 64, 128), Some(400));
+        assert_eq!(refused_head(&many, None, 64, 1024), None);
+        for headers in [
+            &[("Content-Length", "1"), ("Content-Length", "1")][..],
+            &[("Content-Length", "1, 1")],
+            &[("Content-Length", "0"), ("Transfer-Encoding", "chunked")],
+        ] {
+            let mut h = head("/", Some("a.test"));
+            for (n, v) in headers {
+                h.append_header(*n, *v).unwrap();
+            }
+            assert_eq!(refused_head(&h, None, 1024, 4096), Some(400), "{headers:?}");
+        }
+        // Pingora took the Content-Length away: the raw head has it.
+        let mut te = head("/", Some("a.test"));
+        te.append_header("Transfer-Encoding", "chunked").unwrap();
+        assert_eq!(
+            refused_head(&te, Some(b"GET / HTTP/1.1\r\nHost: a\r\n"), 1024, 4096),
+            None
+        );
+        let raw = b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-LENGTH: 0\r\n";
+        assert_eq!(refused_head(&te, Some(raw), 1024, 4096), Some(400));
     }
 
     #[test]

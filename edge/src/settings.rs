@@ -16,7 +16,8 @@
 //!   "timeouts": { "connect_ms": 1000, "read_ms": 60000, "write_ms": 60000, "idle_ms": 60000,
 //!                 "shutdown_ms": 60000, "client_body_ms": 60000, "client_send_ms": 60000,
 //!                 "client_keepalive_ms": 75000 },
-//!   "limits": { "max_connections": 10000, "keepalive_requests": 1000 },
+//!   "limits": { "max_connections": 10000, "keepalive_requests": 1000,
+//!               "max_line_bytes": 8192, "max_head_bytes": 32768 },
 //!   "tables": { "counter_bytes": 33554432, "window_bytes": 4194304 },
 //!   "access_log": "/var/log/graft-edge/access.log" }
 //! ```
@@ -72,6 +73,13 @@ pub struct Limits {
     /// Requests one HTTP/1 connection carries before graft-edge closes it
     /// (nginx's `keepalive_requests`).
     pub keepalive_requests: u32,
+    /// The longest request line (past it, 414) and header line (past it,
+    /// 400): the size of nginx's `large_client_header_buffers`.
+    pub max_line_bytes: usize,
+    /// The longest request head, its request line and every header line
+    /// (past it, 400): nginx's `large_client_header_buffers`, number
+    /// times size.
+    pub max_head_bytes: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +87,8 @@ impl Default for Limits {
         Limits {
             max_connections: 10_000,
             keepalive_requests: 1_000,
+            max_line_bytes: 8 * 1024,
+            max_head_bytes: 32 * 1024,
         }
     }
 }
@@ -396,6 +406,17 @@ impl Settings {
             return Err(refuse(
                 "limits.max_connections",
                 format!("{} is not from 1 to 1000000", l.max_connections),
+            ));
+        }
+        if !(256..=1 << 20).contains(&l.max_line_bytes)
+            || !(l.max_line_bytes..=1 << 20).contains(&l.max_head_bytes)
+        {
+            return Err(refuse(
+                "limits",
+                format!(
+                    "max_line_bytes {} and max_head_bytes {}: from 256 to 1048576, and a line no longer than the head",
+                    l.max_line_bytes, l.max_head_bytes
+                ),
             ));
         }
         if l.keepalive_requests == 0 {

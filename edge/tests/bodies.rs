@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::json;
-use support::{Edge, Recorder, KEY};
+use support::{Edge, Recorder};
 
 const SQLI: &str = "q=1%27+UNION+SELECT+password+FROM+users";
 

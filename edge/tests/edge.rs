@@ -8,7 +8,7 @@ mod support;
 use std::sync::Mutex;
 
 use serde_json::json;
-use support::{fl1, Edge, Recorder, KEY, TOKEN};
+use support::{fl1, Edge, Recorder, TOKEN};
 
 /// A step with a response-header phase: one header added to every
 /// response, one removed, and one on a 403 only.
