@@ -17,7 +17,7 @@
 //! Files, each one concern, each importing only those below it:
 //! `main.rs` (start), `proxy.rs` (Pingora's phases), `admin.rs` (the
 //! admin listener), `apply.rs` (the live apply), `connections.rs` (the
-//! connection limit), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
+//! connection limit, and h2c told from HTTP/1), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
 //! (the step protocol on graft-edge), `answer.rs` (an answer on the wire),
 //! `request.rs` (the request modules read), `state.rs` (the configuration
 //! and tables), `access_log.rs`, `settings.rs`. The `Graft-Edge` header is the engine's
