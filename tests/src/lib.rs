@@ -6,6 +6,7 @@
 //! without it, the release build under `target/` is used.
 pub mod bench;
 pub mod corpus;
+pub mod edge;
 pub mod parity;
 pub mod replay;
 
