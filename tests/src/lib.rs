@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod corpus;
 pub mod edge;
+pub mod flamingo;
 pub mod parity;
 pub mod replay;
 
