@@ -143,6 +143,19 @@ replay: build ## Replay a file of requests through Lua and Rust (CORPUS=requests
 	@[ -n '$(CORPUS)' ] || { echo "make replay CORPUS=<requests file> [CONFIG=<graft file>]"; exit 2; }
 	cargo run --release -q -p graft-tests --bin graft-replay -- --config $(abspath $(CONFIG)) $(REPLAY_SITE) $(abspath $(CORPUS))
 
+# Flamingo: the origin, FL1 and FL2 (graft-edge before an FL1 of its own)
+# on loopback (tests/src/edge.rs), the shipped corpus and a capture sent to
+# FL1 and FL2 at once, every module in lua, then zone by zone in rust;
+# fails on any difference. CAPTURE=a graft_capture file of your own
+# (else 300 requests are captured through FL1 on the fly).
+IN_FLIGHT ?= 256
+CAPTURE ?=
+.PHONY: flamingo
+flamingo: build edge ## Replay the corpus and a capture through FL1 and FL2 at once, zones moved to rust one by one (CAPTURE=, IN_FLIGHT=256)
+	GRAFT_EDGE=$(CARGO_TARGET)/release/graft-edge cargo run --release -q -p graft-tests --bin graft-replay -- \
+		--flamingo --config tests/corpus/config.json --in-flight $(IN_FLIGHT) $(if $(CAPTURE),,--capture 300) \
+		tests/corpus/hostile.txt tests/corpus/requests.txt $(if $(CAPTURE),$(abspath $(CAPTURE)))
+
 corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
 	cargo run --release -q -p graft-tests --bin graft-corpus -- tests/corpus 10000
 
