@@ -164,17 +164,20 @@ corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
 # there).
 BENCH_OUT ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/graft-bench
 
-bench: build ## Measure every variant with wrk and callgrind on loopback (about 15 minutes); writes target/graft-bench/
+# graft-edge (FL2, beside FL1 in the side-by-side part) as `make edge` built it.
+BENCH_ENV := GRAFT_EDGE=$(CARGO_TARGET)/release/graft-edge
+
+bench: build edge ## Measure every variant with wrk and callgrind on loopback, and FL1 beside FL2 (about 20 minutes); writes target/graft-bench/
 	@command -v valgrind >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q valgrind; }
-	cargo run --release -q -p graft-tests --bin graft-bench -- --rounds 3 --seconds 5 --out $(BENCH_OUT)
+	$(BENCH_ENV) cargo run --release -q -p graft-tests --bin graft-bench -- --rounds 3 --seconds 5 --out $(BENCH_OUT)
 	cargo bench -q $(BENCH_CRATES)
 
-# Not a measurement: each variant, job and series once, for a second, at
-# its smallest; fails when one did not run, did not do its work, or wrote
-# no figures. CI runs it after the tests.
+# Not a measurement: each variant, job, series and side-by-side setup
+# once, for a second, at its smallest; fails when one did not run, did not
+# do its work, or wrote no figures. CI runs it after the tests.
 .PHONY: bench-smoke
-bench-smoke: build ## Run every bench variant and series once, briefly (about 2 minutes); fails when one did not run
-	cargo run --release -q -p graft-tests --bin graft-bench -- --smoke --out $(BENCH_OUT)-smoke
+bench-smoke: build edge ## Run every bench variant, series and setup once, briefly (about 3 minutes); fails when one did not run
+	$(BENCH_ENV) cargo run --release -q -p graft-tests --bin graft-bench -- --smoke --out $(BENCH_OUT)-smoke
 
 new-module: ## Write a new product module and everything around it (NAME=geo_block)
 	modules/new-module.sh '$(NAME)'

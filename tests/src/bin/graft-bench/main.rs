@@ -13,7 +13,9 @@
 //!
 //! And how cost grows with WAF rules, bulk redirects and zones, Lua
 //! against native (`--only scaling`, or `--only versus` for the modules
-//! against nginx's own, measures one part alone).
+//! against nginx's own, measures one part alone); and FL1 and FL2 side by
+//! side (`--only side-by-side`): plain nginx proxying, FL1 with its
+//! modules in Lua, FL1 native and graft-edge, in front of one origin.
 //!
 //! Each nginx gets the `graft_shared_memory` its configuration needs
 //! (`graft_tests::bench::sizing`), and after each run every variant's
@@ -23,21 +25,27 @@
 //! their smallest and for a second, and fails unless each wrote its
 //! figures (`make bench-smoke`; no figure of it is a measurement).
 //!
-//!     graft-bench [--rounds N] [--seconds S] [--only scaling|versus|streams] [--smoke] [--out DIR]
+//!     graft-bench [--rounds N] [--seconds S] [--only scaling|versus|streams|side-by-side] [--smoke] [--out DIR]
 //!
-//! Its files: `server.rs` (the nginx of each variant, and wrk against
-//! it), `measure.rs` (each part's measure), `report.rs` (the tables,
-//! `results.json` and the check of its figures), `svg.rs` (the charts).
+//! Its files: `server.rs` (the nginx of each variant, and graft-edge),
+//! `load.rs` (the request mix, wrk, and a fixed-rate client),
+//! `measure.rs` (each part's measure), `side_by_side.rs` (FL1 and FL2
+//! side by side: the setups, their measure, table and figures),
+//! `report.rs` (the tables, `results.json` and the check of its
+//! figures), `svg.rs` (the charts).
 use std::path::PathBuf;
 
 use graft_tests::root;
 use serde_json::{json, Value};
 
+mod load;
 mod measure;
 mod report;
 mod server;
+mod side_by_side;
 mod svg;
 
+use crate::load::{medians, wrk_script, Sample};
 use crate::measure::{
     graft_modules, measure_load, measure_scaling, measure_streams, measure_versus, measure_zones,
     Scale,
@@ -45,7 +53,7 @@ use crate::measure::{
 use crate::report::{
     machine, missing_figures, results_json, scaling_table, streams_table, table, versus_table,
 };
-use crate::server::{medians, wrk_script, Sample};
+use crate::side_by_side::measure_side_by_side;
 use crate::svg::{chart, scaling_chart};
 
 /// How much a run measures: `make bench`'s, or `--smoke`'s, which runs
@@ -76,6 +84,13 @@ fn main() {
             scaling_table(&scaling)
         } else if part == "streams" {
             streams_table(&measure_streams(&out_dir, &run))
+        } else if part == "side-by-side" {
+            let measured = measure_side_by_side(&out_dir, &run);
+            let json = json!({ "machine": machine, "smoke": run.smoke, "rounds": run.rounds,
+                               "seconds": run.seconds, "side_by_side": side_by_side::to_json(&measured) });
+            write_json(&out_dir.join("side-by-side.json"), &json);
+            require_figures(&side_by_side::missing(&json["side_by_side"]));
+            side_by_side::table(&measured)
         } else {
             versus_table(&measure_versus(&out_dir, &run), run.callgrind_requests)
         };
@@ -89,6 +104,7 @@ fn main() {
     let machine = machine();
     eprintln!("machine: {machine}");
     let (samples, calls) = measure_load(&script, &run);
+    let side = measure_side_by_side(&out_dir, &run);
     let memory = measure_zones(&run);
     let versus = measure_versus(&out_dir, &run);
     let scaling = measure_scaling(&out_dir, &run);
@@ -102,6 +118,7 @@ fn main() {
         );
     }
     md.push_str(&table(&medians, &memory, run.zones));
+    md.push_str(&side_by_side::table(&side));
     md.push_str(&versus_table(&versus, run.callgrind_requests));
     md.push_str(&scaling_table(&scaling));
     md.push_str(&streams_table(&streams));
@@ -122,6 +139,7 @@ fn main() {
         })
         .collect();
     json["scaling"] = scaling.iter().map(Scale::to_json).collect();
+    json["side_by_side"] = side_by_side::to_json(&side);
     json["streams"] = streams
         .iter()
         .map(|s| {
@@ -132,11 +150,7 @@ fn main() {
         })
         .collect();
     scaling_chart(&out_dir.join("scaling.svg"), &scaling, &machine);
-    std::fs::write(
-        out_dir.join("results.json"),
-        serde_json::to_string_pretty(&json).unwrap() + "\n",
-    )
-    .unwrap();
+    write_json(&out_dir.join("results.json"), &json);
     let (rps, cpu): (Vec<f64>, Vec<f64>) =
         medians.iter().map(|m| (m.rps, m.cpu_us_per_req)).unzip();
     chart(&out_dir.join("bench.svg"), &rps, &cpu, &machine);
@@ -148,20 +162,29 @@ fn main() {
         out_dir.join("bench.svg").display(),
         out_dir.join("scaling.svg").display()
     );
-    // What was written, read back: every variant, job, series point and
-    // streaming job has its figures.
+    // What was written, read back: every variant, job, series point,
+    // streaming job and side-by-side setup has its figures.
     let written: Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
             .unwrap();
-    let missing = missing_figures(&written, &run);
+    require_figures(&missing_figures(&written, &run));
+}
+
+fn write_json(path: &std::path::Path, json: &Value) {
+    std::fs::write(path, serde_json::to_string_pretty(json).unwrap() + "\n").unwrap();
+}
+
+/// Exits with an error naming each figure a run should have written and
+/// did not (a part that did not run has none).
+fn require_figures(missing: &[String]) {
     if !missing.is_empty() {
         eprintln!("graft-bench: figures missing from results.json:");
-        for m in &missing {
+        for m in missing {
             eprintln!("  {m}");
         }
         std::process::exit(1);
     }
-    eprintln!("every variant, job and series wrote its figures");
+    eprintln!("every part that ran wrote its figures");
 }
 
 /// `--rounds N --seconds S --only PART --smoke --out DIR`: the run, the
@@ -171,7 +194,7 @@ fn parse_args() -> (Run, Option<String>, PathBuf) {
     let (mut rounds, mut seconds, mut only, mut smoke) = (3usize, 5u64, None, false);
     let mut out = root().join("target/graft-bench");
     let usage = || -> ! {
-        eprintln!("usage: graft-bench [--rounds N] [--seconds S] [--only scaling|versus|streams] [--smoke] [--out DIR]");
+        eprintln!("usage: graft-bench [--rounds N] [--seconds S] [--only scaling|versus|streams|side-by-side] [--smoke] [--out DIR]");
         std::process::exit(2);
     };
     while let Some(a) = args.next() {
@@ -191,7 +214,9 @@ fn parse_args() -> (Run, Option<String>, PathBuf) {
             "--only" => {
                 only = Some(
                     args.next()
-                        .filter(|o| ["scaling", "versus", "streams"].contains(&o.as_str()))
+                        .filter(|o| {
+                            ["scaling", "versus", "streams", "side-by-side"].contains(&o.as_str())
+                        })
                         .unwrap_or_else(|| usage()),
                 )
             }

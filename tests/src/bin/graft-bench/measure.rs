@@ -6,11 +6,17 @@ use std::path::{Path, PathBuf};
 use graft_tests::bench::work::Side;
 use serde_json::{json, Value};
 
+use crate::load::{median, medians, run_wrk, Sample};
 use crate::server::{
-    lua_phases, many_zones, median, medians, realistic_config, run_wrk, warn_on_logged_errors,
-    warn_on_logged_errors_at, Sample, Server, Variant, VARIANTS,
+    lua_phases, many_zones, realistic_config, warn_on_logged_errors, warn_on_logged_errors_at,
+    Server, Variant, VARIANTS,
 };
 use crate::Run;
+
+/// wrk against `server`, its worker's CPU per request.
+fn wrk(server: &Server, script: &Path, seconds: u64) -> Sample {
+    run_wrk(server.port, script, seconds, || server.worker_ticks())
+}
 
 /// Throughput, CPU and latency: every variant up at once, runs
 /// alternating; the samples of each variant, and the bridge variant's
@@ -32,7 +38,7 @@ pub(crate) fn measure_load(script: &Path, run: &Run) -> (Vec<Vec<Sample>>, Strin
             let (status, _) = s.get("shop.example", "/admin/users");
             assert_eq!(status, 403, "{}: the WAF did not block", v.name());
         }
-        run_wrk(s, script, 1);
+        wrk(s, script, 1);
     }
     require_same_pages(&servers);
     let mut samples: Vec<Vec<Sample>> = VARIANTS.iter().map(|_| Vec::new()).collect();
@@ -41,7 +47,7 @@ pub(crate) fn measure_load(script: &Path, run: &Run) -> (Vec<Vec<Sample>>, Strin
             let i = (k + round) % VARIANTS.len();
             let (v, s) = &servers[i];
             eprintln!("round {}/{rounds}: {}", round + 1, v.name());
-            samples[i].push(run_wrk(s, script, seconds));
+            samples[i].push(wrk(s, script, seconds));
         }
     }
     let calls = servers
@@ -306,7 +312,7 @@ pub(crate) fn measure_versus(dir: &Path, run: &Run) -> Vec<VersusResult> {
         let mut cpu: [Vec<f64>; 3] = Default::default();
         for _ in 0..rounds {
             for (i, s) in [&plain, &nginx, &graft].into_iter().enumerate() {
-                cpu[i].push(run_wrk(s, &script, seconds).cpu_us_per_req);
+                cpu[i].push(wrk(s, &script, seconds).cpu_us_per_req);
             }
         }
         let [p, n, g] = cpu.map(median);
@@ -523,14 +529,14 @@ pub(crate) fn measure_scaling(dir: &Path, run: &Run) -> Vec<Scale> {
                     status, 200,
                     "{series} {size} {mode}: /index.html answered {status}"
                 );
-                run_wrk(&s, &script, 1);
+                wrk(&s, &script, 1);
                 servers.push((s, start_s));
             }
             let mut cpu: [Vec<f64>; 3] = Default::default();
             for _ in 0..run.scaling_rounds {
-                cpu[0].push(run_wrk(&plain, &script, seconds).cpu_us_per_req);
+                cpu[0].push(wrk(&plain, &script, seconds).cpu_us_per_req);
                 for (k, (s, _)) in servers.iter().enumerate() {
-                    cpu[k + 1].push(run_wrk(s, &script, seconds).cpu_us_per_req);
+                    cpu[k + 1].push(wrk(s, &script, seconds).cpu_us_per_req);
                 }
             }
             let [p, l, n] = cpu.map(median);
@@ -697,7 +703,7 @@ pub(crate) fn measure_streams(dir: &Path, run: &Run) -> Vec<Stream> {
         let mut runs: Vec<Vec<Sample>> = (0..3).map(|_| Vec::new()).collect();
         for _ in 0..rounds {
             for (i, s) in servers.iter().enumerate() {
-                runs[i].push(run_wrk(s, script, seconds));
+                runs[i].push(wrk(s, script, seconds));
             }
         }
         let m: Vec<Sample> = runs.iter().map(|r| medians(r)).collect();

@@ -4,10 +4,11 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::load::Sample;
 use crate::measure::{
     graft_modules, series_sizes, versus_jobs, Scale, Stream, VersusResult, Zones, SERIES,
 };
-use crate::server::{Sample, VARIANTS};
+use crate::server::VARIANTS;
 use crate::Run;
 
 pub(crate) fn machine() -> String {
@@ -25,7 +26,30 @@ pub(crate) fn machine() -> String {
     let nginx = String::from_utf8_lossy(&Command::new("nginx").arg("-v").output().unwrap().stderr)
         .trim()
         .to_string();
-    format!("{cpu}, {cores} cores, Linux {}, {nginx}", kernel.trim())
+    format!(
+        "{cpu}, {cores} cores, Linux {}, {nginx}; {}",
+        kernel.trim(),
+        when()
+    )
+}
+
+/// The run's date (UTC) and the commit measured, when git knows it.
+fn when() -> String {
+    let out = |cmd: &mut Command| {
+        cmd.output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let date = out(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
+    match out(Command::new("git")
+        .arg("-C")
+        .arg(graft_tests::root())
+        .args(["rev-parse", "--short", "HEAD"]))
+    {
+        Some(commit) => format!("{date}, at {commit}"),
+        None => date,
+    }
 }
 
 /// What a run should have written and did not: every variant's req/s, CPU
@@ -111,6 +135,7 @@ pub(crate) fn missing_figures(json: &Value, run: &Run) -> Vec<String> {
             need(format!("{} {key}", s["job"]), &s[key], true);
         }
     }
+    missing.extend(crate::side_by_side::missing(&json["side_by_side"]));
     missing
 }
 

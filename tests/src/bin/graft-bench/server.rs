@@ -1,9 +1,11 @@
-//! The nginx servers graft-bench measures, one per variant, and wrk
-//! against them: a run's requests/s, CPU per request and latency.
+//! The servers graft-bench measures: an nginx per variant (with graft's
+//! module and the Lua side, or plain, with no module), and graft-edge;
+//! their CPU time and memory, read from /proc.
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use graft_tests::bench::sizing::counter_kib as counter_kib_for;
@@ -137,26 +139,74 @@ impl Server {
         http: &str,
         location: &str,
     ) -> Server {
-        let mut server = Server::prepare(name, config, http, location);
+        Server::prepare(name, config, http, location).launch()
+    }
+
+    /// Starts this prepared nginx, and waits for its worker and its
+    /// first answer.
+    fn launch(mut self) -> Server {
         let started = Instant::now();
         graft_tests::run_ok(
             Command::new("nginx")
                 .args([
                     "-p",
-                    server.prefix.to_str().unwrap(),
+                    self.prefix.to_str().unwrap(),
                     "-c",
-                    server.prefix.join("nginx.conf").to_str().unwrap(),
+                    self.prefix.join("nginx.conf").to_str().unwrap(),
                 ])
-                .args(["-e", server.prefix.join("error.log").to_str().unwrap()]),
+                .args(["-e", self.prefix.join("error.log").to_str().unwrap()]),
         );
         // A Lua pipeline with 100,000 zones checks every zone's plan at start.
         let deadline = Instant::now() + Duration::from_secs(300);
-        while server.worker().is_none() || TcpStream::connect(("127.0.0.1", server.port)).is_err() {
+        while self.worker().is_none() || TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "nginx did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
-        server.start_s = started.elapsed().as_secs_f64();
-        server
+        self.start_s = started.elapsed().as_secs_f64();
+        self
+    }
+
+    /// A plain nginx named `name`, one worker, no module loaded (no graft,
+    /// no Lua): `http` more directives of the http block, `location`
+    /// those of its one location.
+    pub(crate) fn start_plain(name: &str, http: &str, location: &str) -> Server {
+        let prefix = bench_dir(name);
+        std::fs::create_dir_all(prefix.join("tmp")).unwrap();
+        let port = graft_tests::free_port();
+        let p = prefix.display();
+        let conf = format!(
+            "# graft-bench: nginx with no module loaded.
+worker_processes 1;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {p}/tmp/body;
+    proxy_temp_path {p}/tmp/proxy;
+    fastcgi_temp_path {p}/tmp/fastcgi;
+    uwsgi_temp_path {p}/tmp/uwsgi;
+    scgi_temp_path {p}/tmp/scgi;
+    {http}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            {location}
+        }}
+    }}
+}}
+"
+        );
+        std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+        Server {
+            prefix,
+            port,
+            counter_kib: None,
+            start_s: 0.0,
+        }
+        .launch()
     }
 
     /// The prefix and nginx.conf of `start_with`, nginx not started.
@@ -166,9 +216,7 @@ impl Server {
         http: &str,
         location: &str,
     ) -> Server {
-        // Outside the clone, where nginx's workers (not root) can read.
-        let prefix = std::env::temp_dir().join("graft-bench").join(name);
-        let _ = std::fs::remove_dir_all(&prefix);
+        let prefix = bench_dir(name);
         std::fs::create_dir_all(prefix.join("tmp")).unwrap();
         std::fs::create_dir_all(prefix.join("html/static")).unwrap();
         // With a head, so that a zone's html_rewrite has its snippet to add.
@@ -330,34 +378,71 @@ impl Server {
 
     /// utime + stime of the worker, in clock ticks.
     pub(crate) fn worker_ticks(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.worker().unwrap())).unwrap();
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        process_ticks(self.worker().unwrap())
+    }
+
+    /// utime + stime of the master and its workers, in clock ticks.
+    pub(crate) fn ticks(&self) -> u64 {
+        let master = self.master().unwrap();
+        let children =
+            std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap();
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .chain([master])
+            .map(process_ticks)
+            .sum()
     }
 
     pub(crate) fn worker_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.worker().unwrap())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
+        process_rss_kib(self.worker().unwrap())
     }
 
     pub(crate) fn get(&self, host: &str, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).unwrap();
-        let r = graft_tests::parse_response(&buf).expect("an HTTP response");
-        (r.status, r.text())
+        get(self.port, host, path, "")
     }
+}
+
+/// `GET path` on `host` from the server on `port`, with `extra` header
+/// lines: its status and body.
+pub(crate) fn get(port: u16, host: &str, path: &str, extra: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let r = graft_tests::parse_response(&buf).expect("an HTTP response");
+    (r.status, r.text())
+}
+
+/// A server's directory of its own, empty, outside the clone (where
+/// nginx's workers, not root, can read).
+fn bench_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("graft-bench").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// utime + stime of process `pid`, every thread of it, those gone
+/// included, in clock ticks (/proc/<pid>/stat).
+pub(crate) fn process_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// VmRSS of process `pid`, in KiB.
+pub(crate) fn process_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
 }
 
 impl Drop for Server {
@@ -375,6 +460,190 @@ impl Drop for Server {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+}
+
+/// The key graft-edge signs its hand-offs with and the FL1 behind it
+/// checks them by, and graft-edge's admin token: the bench's own.
+const EDGE_KEY: &str = "graft-bench-edge-key-0123456789abcdef0123456789";
+const EDGE_TOKEN: &str = "graft-bench-admin-token-0123456789abcdef012345";
+
+/// Pingora's threads for graft-edge's proxy: one, as nginx's one worker.
+pub(crate) const EDGE_THREADS: usize = 1;
+
+/// A file only its owner reads (as graft's key and token files must be).
+fn secret_file(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_path_buf()
+}
+
+/// What FL1's http block says to stand behind graft-edge, as the README
+/// sets it up: graft-edge's key, and the client's address read from
+/// graft-edge's `X-Forwarded-For`.
+pub(crate) fn behind_edge_http() -> String {
+    let key = secret_file(&std::env::temp_dir().join("graft-bench/edge.key"), EDGE_KEY);
+    format!(
+        "graft_edge_key {};\n    set_real_ip_from 127.0.0.1;\n    real_ip_header X-Forwarded-For;",
+        key.display()
+    )
+}
+
+/// The built graft-edge: `GRAFT_EDGE` (the Makefile sets it), else the
+/// release build under `CARGO_TARGET_DIR` or `target/`.
+fn edge_binary() -> PathBuf {
+    std::env::var_os("GRAFT_EDGE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("target"))
+                .join("release/graft-edge")
+        })
+}
+
+/// graft-edge (FL2), run from its built binary, stopped by its pid when
+/// dropped.
+pub(crate) struct Edge {
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) admin_port: u16,
+    child: Child,
+}
+
+impl Edge {
+    /// graft-edge named `name` serving graft's file `config`, every zone's
+    /// origin at port `origin`, FL1 at port `fl1`, with
+    /// [`EDGE_THREADS`] threads, no access log (as the bench's nginx), and
+    /// its counter table of `counter_kib` (the `graft_shared_memory` nginx
+    /// gets for the same file).
+    pub(crate) fn start(
+        name: &str,
+        config: &Value,
+        origin: u16,
+        fl1: u16,
+        counter_kib: usize,
+    ) -> Edge {
+        let binary = edge_binary();
+        assert!(
+            binary.is_file(),
+            "no graft-edge at {} (make edge builds it; GRAFT_EDGE names another)",
+            binary.display()
+        );
+        let dir = bench_dir(name);
+        let (port, admin_port) = (graft_tests::free_port(), graft_tests::free_port());
+        std::fs::write(dir.join("graft.json"), config.to_string()).unwrap();
+        let settings = json!({
+            "listen": [format!("127.0.0.1:{port}")],
+            "admin_listen": format!("127.0.0.1:{admin_port}"),
+            "graft": dir.join("graft.json"),
+            "origins": { "default": format!("127.0.0.1:{origin}") },
+            "fl1": format!("127.0.0.1:{fl1}"),
+            "fl1_key_file": secret_file(&dir.join("edge.key"), EDGE_KEY),
+            "admin_token_file": secret_file(&dir.join("admin.token"), EDGE_TOKEN),
+            "threads": EDGE_THREADS,
+            "tables": { "counter_bytes": counter_kib * 1024, "window_bytes": 4 << 20 },
+            "run_dir": dir,
+        });
+        std::fs::write(dir.join("edge.json"), settings.to_string()).unwrap();
+        let log = std::fs::File::create(dir.join("edge.log")).unwrap();
+        let child = Command::new(&binary)
+            .arg(dir.join("edge.json"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+        let mut edge = Edge {
+            dir,
+            port,
+            admin_port,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err()
+            || TcpStream::connect(("127.0.0.1", admin_port)).is_err()
+        {
+            if let Ok(Some(status)) = edge.child.try_wait() {
+                panic!("{name}: graft-edge exited ({status}):\n{}", edge.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: graft-edge never listened:\n{}",
+                edge.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        edge
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// utime + stime of graft-edge, every thread, in clock ticks.
+    pub(crate) fn ticks(&self) -> u64 {
+        process_ticks(self.pid())
+    }
+
+    pub(crate) fn rss_kib(&self) -> u64 {
+        process_rss_kib(self.pid())
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("edge.log")).unwrap_or_default()
+    }
+
+    /// `GET target` on the admin listener (with the admin token for the
+    /// admin API): its text, which must answer 200.
+    fn admin(&self, target: &str) -> String {
+        let (status, text) = get(
+            self.admin_port,
+            "localhost",
+            target,
+            &format!("Authorization: Bearer {EDGE_TOKEN}\r\n"),
+        );
+        assert_eq!(status, 200, "graft-edge's {target}: {text}");
+        text
+    }
+
+    /// `/graft/metrics`, once graft-edge has moved its threads' counts
+    /// into its table (every 250 ms).
+    pub(crate) fn metrics(&self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        self.admin("/graft/metrics")
+    }
+
+    /// The sum of a family's series in graft-edge's metrics.
+    pub(crate) fn metric_sum(metrics: &str, family: &str) -> u64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} "))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Stops the bench unless graft-edge's counts show every step served
+    /// by its Rust side, none failed or fell back, none lost.
+    pub(crate) fn require_work(&self, what: &str) {
+        std::thread::sleep(Duration::from_millis(300));
+        let totals = self.admin("/graft/admin/totals");
+        if let Err(e) = Served::parse(&totals).and_then(|s| s.check(Side::Rust)) {
+            panic!(
+                "{what} did not do the work it names (Rust serving every step): {e}; its log: {}",
+                self.dir.join("edge.log").display()
+            );
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -419,114 +688,6 @@ pub(crate) fn many_zones(mode: &str, count: usize) -> Value {
         );
     }
     json!({ "zones": zones })
-}
-
-/// The request mix: mostly clean, some blocked, some redirected.
-pub(crate) fn wrk_script(dir: &Path) -> PathBuf {
-    let zones = [
-        "shop.example",
-        "blog.example",
-        "news.example",
-        "docs.example",
-        "m.example",
-    ];
-    let mut reqs = Vec::new();
-    for i in 0..100 {
-        let zone = zones[i % zones.len()];
-        let (path, extra) = match i % 20 {
-            0 => ("/search?q=1%27%20OR%20%271%27=%271".to_string(), ""),
-            1 => ("/admin/users".to_string(), ""),
-            2 => (format!("/legacy/{}", i * 7), ""),
-            3 => ("/old?x=1".to_string(), ""),
-            4 => (
-                "/static/app.js".to_string(),
-                ", [\"User-Agent\"] = \"curl/8.5.0\"",
-            ),
-            _ => (
-                format!(
-                    "/index.html?page={i}&ref=mail&utm_source=news&id={}",
-                    i * 31
-                ),
-                "",
-            ),
-        };
-        reqs.push(format!(
-            "wrk.format(\"GET\", \"{path}\", {{ [\"Host\"] = \"{zone}\", [\"Cookie\"] = \"session=abc123\"{extra} }})"
-        ));
-    }
-    let script = format!(
-        "local reqs = {{\n  {}\n}}\nlocal i = 0\nrequest = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n",
-        reqs.join(",\n  ")
-    );
-    let path = dir.join("mix.lua");
-    std::fs::write(&path, script).unwrap();
-    path
-}
-
-pub(crate) struct Sample {
-    pub(crate) rps: f64,
-    pub(crate) cpu_us_per_req: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-}
-
-pub(crate) fn parse_duration_ms(s: &str) -> f64 {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
-    let v: f64 = num.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => v / 1000.0,
-        "ms" => v,
-        "s" => v * 1000.0,
-        "m" => v * 60_000.0,
-        _ => f64::NAN,
-    }
-}
-
-pub(crate) fn run_wrk(server: &Server, script: &Path, seconds: u64) -> Sample {
-    let before = server.worker_ticks();
-    let out = Command::new("wrk")
-        .args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency", "-s"])
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{}/", server.port))
-        .output()
-        .expect("wrk (make deps installs it)");
-    let after = server.worker_ticks();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let find = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(str::trim))
-            .unwrap_or("nan")
-            .to_string()
-    };
-    let requests: f64 = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN);
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
-    Sample {
-        rps: find("Requests/sec:").parse().unwrap_or(f64::NAN),
-        cpu_us_per_req: (after - before) as f64 / ticks_per_sec * 1e6 / requests,
-        p50_ms: parse_duration_ms(&find("50%")),
-        p99_ms: parse_duration_ms(&find("99%")),
-    }
-}
-
-/// Each figure's median over a variant's runs.
-pub(crate) fn medians(runs: &[Sample]) -> Sample {
-    let of = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
-    Sample {
-        rps: of(|s| s.rps),
-        cpu_us_per_req: of(|s| s.cpu_us_per_req),
-        p50_ms: of(|s| s.p50_ms),
-        p99_ms: of(|s| s.p99_ms),
-    }
-}
-
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 /// Says so when a variant's error log has errors (a static 404 of the
