@@ -4,13 +4,22 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-# Debian 12's packages: the distribution's nginx and Lua module, what
+# The machine's Debian release (12 or 13).
+HOST_DEBIAN := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_ID)
+# Debian's packages: the distribution's nginx and Lua module, what
 # building against them needs, etcd (the fleet test's cluster; protoc
 # for the etcd client's generated gRPC code), cmake (Pingora's zlib-ng,
-# under graft-edge) and curl (graft-edge's HTTP/2 test).
+# under graft-edge) and curl (graft-edge's HTTP/2 test). OpenResty's
+# LuaJIT is luajit2 on Debian 12, luajit on 13.
+DEB_LUAJIT := $(if $(filter 12,$(HOST_DEBIAN)),luajit2 libluajit2-5.1-dev,luajit libluajit-5.1-dev)
 DEB_PACKAGES := nginx nginx-dev libnginx-mod-http-lua libnginx-mod-http-ndk \
-	lua-resty-core lua-cjson luajit2 libluajit2-5.1-dev libclang-dev \
+	lua-resty-core lua-cjson $(DEB_LUAJIT) libclang-dev \
 	binutils wrk chromium etcd-server etcd-client protobuf-compiler cmake curl
+# Rust, when the machine has none: Debian's own rustc-web/cargo-web (1.96,
+# bookworm-security on 12, trixie on 13). Debian 13's rustc (1.85) is too
+# old: graft's dependencies need RUST_MIN (encoding_rs, tonic).
+RUST_PACKAGES := rustc-web cargo-web
+RUST_MIN := 1.88
 # The nginx source tree the module is built against: Debian's nginx-dev
 # (its configure flags in conf_flags) unless NGINX_SRC names another (an
 # upstream release, OpenResty's bundle/nginx-*, a trixie nginx-dev
@@ -79,13 +88,20 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 deps: ## Install the Debian packages graft builds and runs with (when missing)
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done; \
+		command -v cargo >/dev/null || echo $(RUST_PACKAGES)); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		$(SUDO) apt-get update -q; \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
-	@command -v cargo >/dev/null || { echo "graft needs a Rust toolchain (rustup.rs)"; exit 1; }
+	@v=$$(rustc --version 2>/dev/null | sed -n 's/^rustc \([0-9]*\)\.\([0-9]*\)\..*/\1 \2/p'); \
+	set -- $$v 0 0; \
+	if [ "$$1" -lt 1 ] || { [ "$$1" = 1 ] && [ "$$2" -lt $(lastword $(subst ., ,$(RUST_MIN))) ]; }; then \
+		echo "graft needs Rust $(RUST_MIN) or newer (this machine's: $$(rustc --version 2>&1 | head -n1));" \
+			"Debian's $(RUST_PACKAGES) have 1.96 ($(SUDO) apt-get install $(RUST_PACKAGES)), or rustup.rs"; \
+		exit 1; \
+	fi
 
 # nginx-sys needs the headers of the nginx graft is loaded into, and the
 # files `configure` writes for it: run the tree's configure with the flags
@@ -187,7 +203,6 @@ VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"
 # 1.22.1) or 13 (trixie, nginx 1.26.3); the machine's own by default. The
 # machine's release is built here; the other one in a container of that
 # release (docker/build.Dockerfile), offline, from crates vendored here.
-HOST_DEBIAN := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_ID)
 DEBIAN ?= $(or $(filter 12 13,$(HOST_DEBIAN)),12)
 ifeq ($(filter 12 13,$(DEBIAN)),)
 $(error DEBIAN=$(DEBIAN): graft is packaged for Debian 12 and 13)
@@ -206,7 +221,7 @@ DOCKER_OK = @docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get in
 
 .PHONY: vendor
 vendor: ## Copy every crate graft builds with into target/vendor (for builds in containers, which cannot fetch them)
-	cargo vendor --locked --versioned-dirs $(VENDOR) >/dev/null
+	cargo vendor --quiet --locked --versioned-dirs $(VENDOR) >/dev/null
 
 ifeq ($(DEBIAN),$(HOST_DEBIAN))
 deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian packages (target/deb: libnginx-mod-http-graft, graft-agent; DEBIAN=12|13)
@@ -244,6 +259,11 @@ package-test: docker ## Install the packages in a fresh Debian 12 (DEBIAN=13: 13
 	docker build -q --network host --build-arg IMAGE=$(IMAGE) -t $(FLEET_IMAGE) \
 		-f docker/fleet-test.Dockerfile docker
 	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE) $(FLEET_IMAGE)
+
+.PHONY: bare-test
+bare-test: docker-base vendor ## On a bare Debian 12 (DEBIAN=13: 13) in a container, a clean clone's `make run` must serve
+	$(DOCKER_OK)
+	docker/bare-test.sh debian:$(DEBIAN) $(VENDOR)
 
 lint: $(NGINX_BUILD)/ngx_auto_config.h ## clippy and rustfmt, warnings as errors
 	cargo fmt --all --check
