@@ -107,13 +107,20 @@ fn rust_ops(
     step: &Step,
     serving: bool,
 ) -> Option<Vec<HeaderOp>> {
-    let windows = shared_windows()?;
-    let ctx = Context {
-        zone: &zone.name,
-        now_secs: u64::try_from(ngx_time()).unwrap_or(0),
-        windows: &windows,
+    // Without the shared tables the module cannot be run: a failure like
+    // any other, never a step skipped in silence.
+    let outcome = match shared_windows() {
+        Some(windows) => {
+            let ctx = Context {
+                zone: &zone.name,
+                now_secs: u64::try_from(ngx_time()).unwrap_or(0),
+                windows: &windows,
+            };
+            run_response_phase(step, &NgxRequest::new(r), &NgxResponse(r), &ctx)
+        }
+        None => Err("failed: graft's shared tables are not mapped".to_string()),
     };
-    match run_response_phase(step, &NgxRequest::new(r), &NgxResponse(r), &ctx) {
+    match outcome {
         Ok(ops) => Some(ops),
         Err(why) => {
             if serving {
