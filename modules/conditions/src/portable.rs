@@ -298,8 +298,22 @@ impl Portable<'_> {
     /// Two unescaped `-` in a row inside a class (`[--z]`): Rust reads a
     /// literal `-` (or its set difference), PCRE a range that starts at
     /// `-`, or refuses one out of order.
+    ///
+    /// A `-` after a class's leading `]` (`[]-a]`, `[^]-a]`): Rust reads the
+    /// `]` alone and a literal `-`, PCRE a range that starts at `]` (or
+    /// refuses one out of order, `[]-@]`).
     fn dashes_in_class(&self, start: usize, end: usize) -> Result<(), String> {
         let class = &self.pattern.as_bytes()[start..end.min(self.pattern.len())];
+        let open = if class.get(1) == Some(&b'^') { 2 } else { 1 };
+        if let [b']', b'-', next, ..] = class.get(open..).unwrap_or_default() {
+            if *next != b']' {
+                return Err(refusal(
+                    "]-",
+                    start + open,
+                    "a `-` after a class's leading `]`: Rust reads a literal `]` and `-`, PCRE a range that starts at `]`; write `\\]` and `\\-`",
+                ));
+            }
+        }
         let mut escaped = false;
         for (i, pair) in class.windows(2).enumerate() {
             if escaped {

@@ -124,6 +124,9 @@ fn a_payload_past_the_hundredth_argument_is_seen() {
 #[test]
 fn portable_patterns_load() {
     let portable = [
+        "[]-]",
+        "[^]-]",
+        "[]a-]",
         "(?i)^/ADMIN",
         "\\d{3,}",
         "^/a/b$",
@@ -217,6 +220,10 @@ fn unportable_patterns_are_refused_naming_the_construct() {
         ("[a--b]", "`--`"),
         ("[a~~b]", "`~~`"),
         ("[%--]", "`--`"),
+        ("[]-@]", "`]-`"),
+        ("[]-a]", "`]-`"),
+        ("x[^]-a]", "`]-`"),
+        ("\\\u{b}?[]-@\0\0\0\0#ff]+", "`]-`"),
         ("[:alpha:]", "`[:alpha:]`"),
         ("x[.a.]", "`[.a.]`"),
         ("[=a=]", "`[=a=]`"),
