@@ -105,18 +105,22 @@ enum Node {
 /// semantics (as PCRE without UTF mode), size-limited, and only if the Lua
 /// side's PCRE reads it alike ([`check_portable`]).
 ///
-/// Compiled expressions are kept by pattern for the life of the process: a
-/// configuration with ten thousand zones that share patterns compiles each
-/// once, and zones share the compiled program (a `Regex` clone is a
-/// reference count).
+/// Compiled expressions are kept by pattern: a configuration with ten
+/// thousand zones that share patterns compiles each once, zones share the
+/// compiled program (a `Regex` clone is a reference count), and a reload
+/// of the same file compiles nothing again. The cache holds what the last
+/// loads used, not every pattern the process ever saw: [`end_regex_load`]
+/// (called by the engine after each configuration it loads) drops the
+/// expressions that load did not compile, and at most
+/// [`MAX_CACHED_REGEXES`] are kept between two loads (each may be up to
+/// [`REGEX_SIZE_LIMIT`] compiled: reloads with ever new patterns must not
+/// grow a worker without bound).
 pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
     if pattern.len() > MAX_REGEX_LEN {
         return Err(format!("regex longer than {MAX_REGEX_LEN} bytes"));
     }
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
-        return Ok(re.clone());
+    if let Some(re) = regex_cache().get(pattern) {
+        return Ok(re);
     }
     check_portable(pattern).map_err(|e| format!("bad regex: {e}"))?;
     let re = RegexBuilder::new(pattern)
@@ -125,16 +129,55 @@ pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| format!("bad regex: {e}"))?;
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= MAX_CACHED_REGEXES {
-        cache.clear();
-    }
-    cache.insert(pattern.to_string(), re.clone());
+    regex_cache().insert(pattern, &re);
     Ok(re)
 }
 
-/// Bounds the cache of compiled expressions across reloads.
-const MAX_CACHED_REGEXES: usize = 100_000;
+/// Ends a configuration load for the cache of compiled expressions: those
+/// the load did not compile are dropped (a configuration still running
+/// keeps its own; they are freed with it).
+pub fn end_regex_load() {
+    let mut cache = regex_cache();
+    let load = cache.load;
+    cache.by_pattern.retain(|_, (_, used)| *used == load);
+    cache.load += 1;
+}
+
+/// The most compiled expressions kept between two loads.
+pub const MAX_CACHED_REGEXES: usize = 10_000;
+
+/// Compiled expressions by pattern, each with the load that last used it.
+#[derive(Default)]
+struct RegexCache {
+    load: u64,
+    by_pattern: HashMap<String, (Regex, u64)>,
+}
+
+impl RegexCache {
+    fn get(&mut self, pattern: &str) -> Option<Regex> {
+        let load = self.load;
+        self.by_pattern.get_mut(pattern).map(|(re, used)| {
+            *used = load;
+            re.clone()
+        })
+    }
+
+    fn insert(&mut self, pattern: &str, re: &Regex) {
+        if self.by_pattern.len() >= MAX_CACHED_REGEXES {
+            self.by_pattern.clear();
+        }
+        self.by_pattern
+            .insert(pattern.to_string(), (re.clone(), self.load));
+    }
+}
+
+fn regex_cache() -> std::sync::MutexGuard<'static, RegexCache> {
+    static CACHE: OnceLock<Mutex<RegexCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
 
 /// Parses an address prefix (`10.0.0.0/8`, `2001:db8::/32`, or a bare address).
 pub fn parse_prefix(s: &str) -> Result<IpNet, String> {

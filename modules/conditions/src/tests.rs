@@ -359,3 +359,18 @@ fn lua_conditions_get_the_pcre_patterns() {
         json!({ "field": "host", "op": "regex", "value": "^a\\z" })
     );
 }
+
+/// The cache of compiled expressions keeps what the last load used: a
+/// pattern no later load compiled is dropped when that load ends.
+#[test]
+fn the_regex_cache_keeps_what_the_last_load_used() {
+    let (kept, dropped) = ("^/graft-cache-kept$", "^/graft-cache-dropped$");
+    compile_regex(kept).unwrap();
+    compile_regex(dropped).unwrap();
+    end_regex_load();
+    compile_regex(kept).unwrap();
+    end_regex_load();
+    let cache = regex_cache();
+    assert!(cache.by_pattern.contains_key(kept));
+    assert!(!cache.by_pattern.contains_key(dropped));
+}

@@ -220,6 +220,9 @@ impl Config {
         graft_request_log::sample_key();
         let started = std::time::Instant::now();
         let config = Config::parse_inner(source, text)?;
+        // The expressions only the configurations before this one used
+        // leave the cache (those still running keep their own).
+        graft_conditions::end_regex_load();
         tracing::info!(
             "loaded {} zones and {} steps from {} in {} ms (generation {})",
             config.zones.len(),
