@@ -159,7 +159,7 @@ fn a_step_left_to_lua_where_no_lua_filter_runs_is_counted_as_failed_not_skipped_
     assert_eq!(r.status, 200);
     assert!(r.text().contains("a@example.org"), "{}", r.text());
     assert_eq!(nginx.counter("localhost", 0, "failed"), 1);
-    let expected = "no Lua filter took it";
+    let expected = "no Lua body filter took it";
     assert!(
         nginx.error_log().contains(expected),
         "{}",

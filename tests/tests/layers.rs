@@ -126,3 +126,93 @@ fn check_crate_imports(
         }
     }
 }
+
+/// Each package's dependencies, as `Cargo.lock` resolves them (by name).
+fn locked_dependencies() -> std::collections::BTreeMap<String, Vec<String>> {
+    let lock = std::fs::read_to_string(graft_tests::root().join("Cargo.lock")).unwrap();
+    let mut packages = std::collections::BTreeMap::new();
+    for block in lock.split("[[package]]").skip(1) {
+        let name = block
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .map(|n| n.trim_matches('"').to_string())
+            .unwrap();
+        let deps = block
+            .split_once("dependencies = [")
+            .map_or(Vec::new(), |(_, rest)| {
+                rest[..rest.find(']').unwrap()]
+                    .split(',')
+                    .filter_map(|d| d.trim().trim_matches('"').split(' ').next())
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            });
+        packages.entry(name).or_insert_with(Vec::new).extend(deps);
+    }
+    packages
+}
+
+/// The crates a package needs, itself included, all the way down.
+fn closure(deps: &std::collections::BTreeMap<String, Vec<String>>, root: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![root.to_string()];
+    while let Some(p) = todo.pop() {
+        if seen.insert(p.clone()) {
+            todo.extend(deps.get(&p).into_iter().flatten().cloned());
+        }
+    }
+    seen
+}
+
+/// The step protocol and the modules sit below every server that drives
+/// them: the engine (`graft_engine::protocol`) and each product module
+/// know no server (nginx, Lua, Pingora, an async runtime), and no module
+/// knows the engine. So nginx's bridge, its native phases and graft-edge
+/// all drive the same protocol, and none of them can reach into another.
+#[test]
+fn the_engine_and_the_modules_know_no_server() {
+    let deps = locked_dependencies();
+    let servers = [
+        "ngx",
+        "nginx-sys",
+        "mlua",
+        "pingora-core",
+        "pingora-proxy",
+        "tokio",
+        "graft-nginx",
+        "graft-edge",
+        "graft-agent",
+    ];
+    let modules: Vec<String> = deps
+        .keys()
+        .filter(|n| {
+            n.starts_with("graft-") && {
+                let dir = n.trim_start_matches("graft-").replace('-', "_");
+                graft_tests::root().join("modules").join(dir).is_dir()
+            }
+        })
+        .cloned()
+        .collect();
+    assert!(modules.len() >= 8, "the modules found: {modules:?}");
+    let mut wrong = Vec::new();
+    for package in modules
+        .iter()
+        .map(String::as_str)
+        .chain(["graft-engine", "graft-contract"])
+    {
+        let below = closure(&deps, package);
+        for server in servers {
+            if below.contains(server) {
+                wrong.push(format!("{package} depends on {server}"));
+            }
+        }
+        if package != "graft-engine" && below.contains("graft-engine") {
+            wrong.push(format!("{package} depends on graft-engine"));
+        }
+    }
+    // And every server does drive the engine.
+    for server in ["graft-nginx", "graft-edge"] {
+        assert!(closure(&deps, server).contains("graft-engine"), "{server}");
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

@@ -9,7 +9,11 @@
 //! [`Protocol::step`] for each step in order, applying what comes back.
 //! Three servers drive it: nginx's Lua bridge (`graft_ffi_run`), nginx's
 //! native phases, and graft-edge. What a step's legacy side is differs
-//! between them ([`Legacy`]); what a step does does not.
+//! between them ([`Legacy`]); what a step does does not. The phases after
+//! the request's (response headers, response body, log) follow
+//! [`later`].
+pub mod later;
+
 use std::cell::Cell;
 use std::fmt;
 

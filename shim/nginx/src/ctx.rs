@@ -14,6 +14,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use graft_contract::{BodyRewriter, HeaderOp};
+use graft_engine::protocol::later::Sides;
 use graft_engine::Config;
 use ngx::ffi::{ngx_chain_t, ngx_http_request_t, ngx_pool_cleanup_add};
 use smallvec::SmallVec;
@@ -57,19 +58,18 @@ pub struct RequestCtx {
     /// The body as far as a zone reads it (its `max_bytes`, and what was
     /// read), taken once from what nginx read.
     pub body: Option<(usize, Arc<[u8]>, u64)>,
-    /// The response-body phase: per step with one, whether Rust serves it
-    /// for this response (decided once, in the header filter; the Lua side
-    /// asks, `graft_ffi_body_step`).
-    /// (step, Rust serves it, the Lua side took it).
-    pub body_steps: SmallVec<[(usize, bool, bool); 2]>,
-    /// The response-header phase: per step with one, who serves it for
-    /// this response (decided once, in graft's header filter).
-    /// (zone, step, side).
-    pub response_steps: SmallVec<[(usize, usize, ResponseSide); 1]>,
-    /// Whether graft's header filter decided `response_steps`.
+    /// Who serves each step's later phases (response headers, response
+    /// body, log) for this request: decided once, by the first to ask
+    /// (graft's header filter for the response's phases), and whether the
+    /// Lua side took what was left to it (`graft_engine::protocol::later`).
+    pub sides: Sides,
+    /// Whether graft's header filter decided the response-header phase.
     pub response_steps_decided: bool,
-    /// The log phase, as `body_steps`.
-    pub log_steps: SmallVec<[(usize, bool, bool); 2]>,
+    /// Whether graft's header filter started the response-body phase.
+    pub body_started: bool,
+    /// Mode `shadow`: Rust's response-header changes, described, per
+    /// (zone, step), to compare with the Lua side's.
+    pub response_shadows: SmallVec<[(usize, usize, String); 1]>,
     /// The Rust rewriters of this response's body, in step order.
     pub rewriters: Vec<(usize, Box<dyn BodyRewriter>)>,
     /// Mode `shadow`: Rust's rewriters of the body Lua serves, whose output
@@ -117,20 +117,6 @@ impl RequestCtx {
     pub fn has_claims(&self, zone: usize) -> bool {
         self.claimed.iter().any(|&(z, _)| z == zone)
     }
-}
-
-/// How a step's response-header phase is served for this response
-/// (`response.rs` decides it in graft's header filter).
-pub enum ResponseSide {
-    Rust,
-    Lua {
-        taken: bool,
-    },
-    /// Lua serves, Rust's changes (described) are compared with Lua's.
-    Shadow {
-        rust: String,
-        taken: bool,
-    },
 }
 
 /// The body filter's state for one response (in the request's record; `rewrite.rs` drives it).
@@ -220,10 +206,10 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             response_ops: Vec::new(),
             body_asked: false,
             body: None,
-            body_steps: SmallVec::new(),
-            response_steps: SmallVec::new(),
+            sides: Sides::default(),
             response_steps_decided: false,
-            log_steps: SmallVec::new(),
+            body_started: false,
+            response_shadows: SmallVec::new(),
             rewriters: Vec::new(),
             shadows: Vec::new(),
             busy: std::ptr::null_mut(),

@@ -19,14 +19,15 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use graft_contract::{Completed, LogOutcome};
-use graft_engine::{run_log_phase, Count, Mode, Step, Zone};
+use graft_engine::protocol::later::Phase;
+use graft_engine::{run_log_phase, Count, Step, Zone};
 use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_time, NGX_OK};
 
 use crate::conf::{main_directive, NGX_CONF_ERROR};
 use crate::ctx;
 use crate::guard::guarded;
 use crate::request::NgxRequest;
-use crate::steps::{log_limited, record, LogFamily};
+use crate::steps::{check_later_taken, later_failed, later_side, log_limited, record, LogFamily};
 
 /// `graft_log_dir <dir> ...;`: where a module may write files (each an
 /// absolute path with no `.` or `..` part; the directive may be repeated).
@@ -98,30 +99,6 @@ fn completed<'z>(r: &ngx_http_request_t, zone: &'z str) -> Completed<'z> {
     }
 }
 
-/// Whether Rust serves the log phase of step `index` for this request,
-/// decided once (by the first to ask). `lua_asks`: the Lua side is asking
-/// (it then takes the steps it serves).
-pub fn rust_serves(
-    r: &ngx_http_request_t,
-    index: usize,
-    step: &Step,
-    lua_asks: bool,
-) -> Option<bool> {
-    let mode = step.mode_for(&NgxRequest::new(r));
-    let ctx = ctx::existing(r)?;
-    let entry = match ctx.log_steps.iter_mut().position(|e| e.0 == index) {
-        Some(k) => &mut ctx.log_steps[k],
-        None => {
-            ctx.log_steps.push((index, mode == Mode::Rust, false));
-            ctx.log_steps.last_mut()?
-        }
-    };
-    if lua_asks && !entry.1 {
-        entry.2 = true;
-    }
-    Some(entry.1)
-}
-
 /// Mode `shadow`: compares the record the Lua side wrote with Rust's own,
 /// counting a difference (a match is the request phase's to count) and
 /// logging it within the budget of difference lines.
@@ -163,49 +140,27 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some(zone) = ctx.ran_zones.last().and_then(|&z| config.zones.get(z)) else {
             return;
         };
-        crate::response::check_taken(r, zone);
+        let zone_index = ctx.ran_zones.last().copied().unwrap_or_default();
+        crate::response::check_taken(r);
         for (i, step) in zone.steps.iter().enumerate() {
             if step.module.logs_requests() {
-                run_step(r, zone, i, step);
+                run_step(r, zone_index, zone, i, step);
             }
         }
     });
     NGX_OK as ngx_int_t
 }
 
-fn run_step(r: &ngx_http_request_t, zone: &Zone, i: usize, step: &Step) {
-    let Some(rust) = rust_serves(r, i, step, false) else {
+fn run_step(r: &ngx_http_request_t, zone_index: usize, zone: &Zone, i: usize, step: &Step) {
+    let Some(side) = later_side(r, zone_index, &zone.name, i, step, Phase::Log) else {
         return;
     };
-    if !rust {
-        let took = ctx::existing(r)
-            .and_then(|c| c.log_steps.iter().find(|e| e.0 == i).map(|e| e.2))
-            .unwrap_or(false);
-        if !took {
-            record(r, &zone.name, step, Count::Failed);
-            log_limited(
-                r,
-                LogFamily::Failure,
-                format_args!(
-                    "graft: zone \"{}\" module \"{}\" is served by Lua for this request, but no Lua log handler took it (this location runs no graft.log()): no record written",
-                    zone.name, step.module_name
-                ),
-            );
-        }
+    if side.legacy_serves() {
+        check_later_taken(r, Phase::Log);
         return;
     }
     let done = completed(r, &zone.name);
-    let failed = |why: String| {
-        record(r, &zone.name, step, Count::Failed);
-        log_limited(
-            r,
-            LogFamily::Failure,
-            format_args!(
-                "graft: zone \"{}\" module \"{}\" {why}: no record written",
-                zone.name, step.module_name
-            ),
-        );
-    };
+    let failed = |why: String| later_failed(r, &zone.name, step, Phase::Log, &why, true);
     match run_log_phase(step, &NgxRequest::new(r), &done) {
         Ok(LogOutcome::NotSampled) => {}
         Ok(LogOutcome::Dropped { .. }) => step.counters.add(Count::Dropped),

@@ -436,7 +436,7 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         // The response-header phase sees the request phase's changes.
         let applied = applied && crate::response::run(req, index, zone).is_ok();
-        rewrite::start(req, zone);
+        rewrite::start(req, index, zone);
         applied
     });
     if !applied {

@@ -13,14 +13,15 @@
 use std::ffi::c_int;
 
 use graft_contract::{Context, HeaderOp, ResponseView};
-use graft_engine::{run_response_phase, Count, Mode, Step, Zone};
+use graft_engine::protocol::later::{Phase, Side};
+use graft_engine::{run_response_phase, Count, Step, Zone};
 use ngx::ffi::{ngx_http_request_t, ngx_time};
 
-use crate::ctx::{self, ResponseSide as Side};
+use crate::ctx;
 use crate::headers::{response_header, response_header_value};
 use crate::live::shared_windows;
 use crate::request::NgxRequest;
-use crate::steps::{log_limited, record, LogFamily};
+use crate::steps::{check_later_taken, later_failed, later_side, log_limited, record, LogFamily};
 
 /// The response as nginx holds it before its headers are written.
 struct NgxResponse<'r>(&'r ngx_http_request_t);
@@ -71,28 +72,25 @@ pub fn run(r: &mut ngx_http_request_t, zone_index: usize, zone: &Zone) -> Result
         if !step.module.edits_responses() {
             continue;
         }
-        let mode = step.mode_for(&NgxRequest::new(r));
-        let side = match mode {
-            Mode::Rust => {
+        match later_side(r, zone_index, &zone.name, i, step, Phase::ResponseHeaders) {
+            Some(Side::Rust) => {
                 if let Some(ops) = rust_ops(r, zone, step, true) {
                     for op in &ops {
                         response_header(r, op.action, op.name.as_str(), op.value.as_bytes())
                             .ok_or(())?;
                     }
                 }
-                Side::Rust
             }
-            Mode::Shadow => Side::Shadow {
+            Some(Side::Shadow) => {
                 // Lua serves: a Rust failure is its error (counted by the
                 // engine) and a difference, not a failure to serve.
-                rust: rust_ops(r, zone, step, false)
-                    .map_or_else(|| "<failed>".to_string(), |ops| describe(&ops)),
-                taken: false,
-            },
-            _ => Side::Lua { taken: false },
-        };
-        if let Some(ctx) = ctx::existing(r) {
-            ctx.response_steps.push((zone_index, i, side));
+                let rust = rust_ops(r, zone, step, false)
+                    .map_or_else(|| "<failed>".to_string(), |ops| describe(&ops));
+                if let Some(ctx) = ctx::existing(r) {
+                    ctx.response_shadows.push((zone_index, i, rust));
+                }
+            }
+            Some(Side::Legacy) | None => {}
         }
     }
     Ok(())
@@ -123,17 +121,7 @@ fn rust_ops(
     match outcome {
         Ok(ops) => Some(ops),
         Err(why) => {
-            if serving {
-                record(r, &zone.name, step, Count::Failed);
-            }
-            log_limited(
-                r,
-                LogFamily::Failure,
-                format_args!(
-                    "graft: zone \"{}\" module \"{}\" {why}: the response's headers are left as they are",
-                    zone.name, step.module_name
-                ),
-            );
+            later_failed(r, &zone.name, step, Phase::ResponseHeaders, &why, serving);
             None
         }
     }
@@ -144,18 +132,10 @@ fn rust_ops(
 /// decide the step (no response phase, a subrequest).
 pub fn lua_serves(r: &ngx_http_request_t, zone: c_int, step: usize) -> Option<bool> {
     let zone = usize::try_from(zone).ok()?;
-    let ctx = ctx::existing(r)?;
-    let (_, _, side) = ctx
-        .response_steps
-        .iter_mut()
-        .find(|(z, i, _)| (*z, *i) == (zone, step))?;
-    Some(match side {
-        Side::Rust => false,
-        Side::Lua { taken } | Side::Shadow { taken, .. } => {
-            *taken = true;
-            true
-        }
-    })
+    let side = ctx::existing(r)?
+        .sides
+        .legacy_asks(zone, step, Phase::ResponseHeaders)?;
+    Some(side.legacy_serves())
 }
 
 /// Mode `shadow`: compares the changes the Lua side made (described as
@@ -175,8 +155,8 @@ pub fn compare(
     let Ok(zone_index) = usize::try_from(zone_index) else {
         return;
     };
-    let Some((_, _, Side::Shadow { rust, .. })) = ctx
-        .response_steps
+    let Some((_, _, rust)) = ctx
+        .response_shadows
         .iter()
         .find(|(z, i, _)| (*z, *i) == (zone_index, index))
     else {
@@ -203,33 +183,6 @@ pub fn compare(
 /// At the log phase: a step Lua was to serve that no Lua header filter
 /// took (the location runs no `graft.header_filter()`) is counted as
 /// failed and logged: its changes were not made.
-pub fn check_taken(r: &ngx_http_request_t, zone: &Zone) {
-    let Some(ctx) = ctx::existing(r) else {
-        return;
-    };
-    let untaken: Vec<usize> = ctx
-        .response_steps
-        .iter()
-        .filter(|(_, _, s)| {
-            matches!(
-                s,
-                Side::Lua { taken: false } | Side::Shadow { taken: false, .. }
-            )
-        })
-        .map(|(_, i, _)| *i)
-        .collect();
-    for i in untaken {
-        let Some(step) = zone.steps.get(i) else {
-            continue;
-        };
-        record(r, &zone.name, step, Count::Failed);
-        log_limited(
-            r,
-            LogFamily::Failure,
-            format_args!(
-                "graft: zone \"{}\" module \"{}\" is served by Lua for this response, but no Lua header filter took it (this location runs no graft.header_filter()): its response changes were not made",
-                zone.name, step.module_name
-            ),
-        );
-    }
+pub fn check_taken(r: &ngx_http_request_t) {
+    check_later_taken(r, Phase::ResponseHeaders);
 }

@@ -20,7 +20,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use graft_contract::ResponseHead;
-use graft_engine::{guarded_module, start_response_body, Count, Mode, Zone};
+use graft_engine::protocol::later::{Phase, Side};
+use graft_engine::{guarded_module, start_response_body, Count, Zone};
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_chain_add_copy, ngx_chain_t, ngx_chain_update_chains,
     ngx_create_temp_buf, ngx_http_output_body_filter_pt, ngx_http_request_t,
@@ -29,8 +30,8 @@ use ngx::ffi::{
 
 use crate::ctx::{self, Stream};
 use crate::guard::guarded;
-use crate::request::{buf_bytes, NgxRequest};
-use crate::steps::{log_limited, record, LogFamily};
+use crate::request::buf_bytes;
+use crate::steps::{check_later_taken, later_failed, later_side, log_limited, record, LogFamily};
 
 /// The next body filter in nginx's chain (the same code address in every
 /// cycle).
@@ -111,13 +112,14 @@ fn will_rewrite(r: &mut ngx_http_request_t) {
 /// rewriters. Counts `rust` for a body Rust rewrites, `untouched` for one
 /// it leaves as it is (not HTML, compressed), a failure to start as an
 /// error (the body then passes as it is).
-pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
+pub fn start(r: &mut ngx_http_request_t, zone_index: usize, zone: &Zone) {
     let Some(ctx) = ctx::existing(r) else {
         return;
     };
-    if !ctx.body_steps.is_empty() || r.header_only() != 0 {
+    if ctx.body_started || r.header_only() != 0 {
         return;
     }
+    ctx.body_started = true;
     let steps: Vec<(usize, &graft_engine::Step)> = zone
         .steps
         .iter()
@@ -128,14 +130,12 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
         return;
     }
     let head = response_head(r);
-    let mut body_steps = smallvec::SmallVec::new();
     let mut rewriters = Vec::new();
     let mut shadows = Vec::new();
     for (i, step) in steps {
-        let mode = step.mode_for(&NgxRequest::new(r));
-        let rust = mode == Mode::Rust;
-        body_steps.push((i, rust, false));
-        if !rust && mode != Mode::Shadow {
+        let side = later_side(r, zone_index, &zone.name, i, step, Phase::ResponseBody);
+        let rust = side == Some(Side::Rust);
+        if !rust && side != Some(Side::Shadow) {
             continue;
         }
         match start_response_body(step, &head) {
@@ -152,17 +152,7 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
             // In shadow the Lua side, which serves, counts it.
             Ok(None) if rust => step.counters.add(Count::Untouched),
             Ok(None) => {}
-            Err(why) => {
-                record(r, &zone.name, step, Count::Failed);
-                log_limited(
-                    r,
-                    LogFamily::Failure,
-                    format_args!(
-                        "graft: zone \"{}\" module \"{}\" {why}: the response body passes as it is",
-                        zone.name, step.module_name
-                    ),
-                );
-            }
+            Err(why) => later_failed(r, &zone.name, step, Phase::ResponseBody, &why, true),
         }
     }
     if !rewriters.is_empty() {
@@ -173,25 +163,9 @@ pub fn start(r: &mut ngx_http_request_t, zone: &Zone) {
     }
     // The record again: `record` may have logged through the request.
     if let Some(ctx) = ctx::existing(r) {
-        ctx.body_steps = body_steps;
         ctx.rewriters = rewriters;
         ctx.shadows = shadows;
     }
-}
-
-/// Whether Rust serves step `step` of the response's body phase (`None`:
-/// the header filter did not decide, the step has no body phase, or no
-/// pipeline ran for the request). The Lua side asks for the steps it
-/// takes: a step left to Lua that no Lua filter took is a failure.
-pub fn rust_serves(r: &ngx_http_request_t, step: usize) -> Option<bool> {
-    let entry = ctx::existing(r)?
-        .body_steps
-        .iter_mut()
-        .find(|(i, _, _)| *i == step)?;
-    if !entry.1 {
-        entry.2 = true;
-    }
-    Some(entry.1)
 }
 
 /// Mode `shadow`: compares the body the Lua side wrote for step `index`
@@ -233,42 +207,6 @@ pub fn compare(r: &ngx_http_request_t, zone: &Zone, index: usize, lua: &[u8]) {
             lua.len()
         ),
     );
-}
-
-/// Counts and logs, once, each body step left to Lua for this response
-/// that no Lua header filter took (the location runs none): its body
-/// passed as it was.
-fn check_lua_took(r: &ngx_http_request_t) {
-    let Some(ctx) = ctx::existing(r) else {
-        return;
-    };
-    let config = ctx.config.clone();
-    let Some(zone) = ctx.ran_zones.last().and_then(|&z| config.zones.get(z)) else {
-        return;
-    };
-    let missed: Vec<usize> = ctx
-        .body_steps
-        .iter_mut()
-        .filter(|(_, rust, took)| !rust && !took)
-        .map(|e| {
-            e.2 = true;
-            e.0
-        })
-        .collect();
-    for i in missed {
-        let Some(step) = zone.steps.get(i) else {
-            continue;
-        };
-        record(r, &zone.name, step, Count::Failed);
-        log_limited(
-            r,
-            LogFamily::Failure,
-            format_args!(
-                "graft: zone \"{}\" module \"{}\" is served by Lua for this response, but no Lua filter took it (this location runs no graft.header_filter() and graft.body_filter()): the response body passes as it is",
-                zone.name, step.module_name
-            ),
-        );
-    }
 }
 
 /// How much of the body the filter reads at once and feeds to the
@@ -367,8 +305,8 @@ fn stream(rp: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> Result<Option
     let Some(ctx) = ctx::existing(r) else {
         return Ok(None);
     };
-    if ctx.body_steps.iter().any(|(_, rust, took)| !rust && !took) {
-        check_lua_took(r);
+    if ctx.sides.any_not_taken(Phase::ResponseBody) {
+        check_later_taken(r, Phase::ResponseBody);
     }
     let Some(ctx) = ctx::existing(r) else {
         return Ok(None);

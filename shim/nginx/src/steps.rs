@@ -6,11 +6,13 @@
 use std::ffi::c_int;
 
 use graft_contract::FailurePolicy;
+use graft_engine::protocol::later::{Phase, Side};
 use graft_engine::protocol::{Legacy, Protocol, Server};
 use graft_engine::{Count, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
+use crate::ctx;
 use crate::request::{body_prefix, has_body, BodyRead};
 
 /// One call in this many has its latency measured (on either side).
@@ -183,6 +185,80 @@ pub fn record(r: &ngx_http_request_t, zone: &str, step: &Step, what: Count) {
 pub fn fail_step(r: &ngx_http_request_t, zone: &str, step: &Step, why: &str) -> FailurePolicy {
     let server = NgxServer(r);
     protocol(&server, zone, Legacy::Here, false).fail(step, why)
+}
+
+/// Who serves a later phase (response headers, response body, log) of
+/// step `index` of zone `zone_index` for this request: decided once, by
+/// the first to ask, and kept in the request's record. `None`: no record.
+pub fn later_side(
+    r: &ngx_http_request_t,
+    zone_index: usize,
+    zone: &str,
+    index: usize,
+    step: &Step,
+    phase: Phase,
+) -> Option<Side> {
+    let server = NgxServer(r);
+    let p = protocol(&server, zone, Legacy::Here, false);
+    let decide = || p.later_side(step, &crate::request::NgxRequest::new(r));
+    Some(
+        ctx::existing(r)?
+            .sides
+            .decide(zone_index, index, phase, decide),
+    )
+}
+
+/// The Lua side asks who serves a later phase of a step (deciding it when
+/// nobody has): the side, and the step is then taken when it is Lua's.
+pub fn later_legacy_asks(
+    r: &ngx_http_request_t,
+    zone_index: usize,
+    zone: &str,
+    index: usize,
+    step: &Step,
+    phase: Phase,
+) -> Option<Side> {
+    later_side(r, zone_index, zone, index, step, phase)?;
+    ctx::existing(r)?
+        .sides
+        .legacy_asks(zone_index, index, phase)
+}
+
+/// A later phase's Rust side could not serve: counted when it was serving,
+/// logged (`Protocol::later_failed`).
+pub fn later_failed(
+    r: &ngx_http_request_t,
+    zone: &str,
+    step: &Step,
+    phase: Phase,
+    why: &str,
+    serving: bool,
+) {
+    let server = NgxServer(r);
+    protocol(&server, zone, Legacy::Here, false).later_failed(step, phase, why, serving);
+}
+
+/// Counts and logs, once each, the steps of `phase` of the request's last
+/// zone that were left to Lua and that no Lua handler took.
+pub fn check_later_taken(r: &ngx_http_request_t, phase: Phase) {
+    let Some(ctx) = ctx::existing(r) else {
+        return;
+    };
+    if !ctx.sides.any_not_taken(phase) {
+        return;
+    }
+    let config = ctx.config.clone();
+    for (zone, index) in ctx.sides.not_taken(phase) {
+        let Some((z, step)) = config
+            .zones
+            .get(zone)
+            .and_then(|z| Some((z, z.steps.get(index)?)))
+        else {
+            continue;
+        };
+        let server = NgxServer(r);
+        protocol(&server, &z.name, Legacy::Here, false).later_not_taken(step, phase);
+    }
 }
 
 pub use graft_engine::log_budget::LogFamily;

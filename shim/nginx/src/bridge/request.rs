@@ -5,6 +5,7 @@
 use std::ffi::{c_int, c_uchar, c_ulonglong, c_void};
 
 use graft_contract::{Decision, FailurePolicy, HeaderAction, HeaderName, HeaderOp, HeaderValue};
+use graft_engine::protocol::later::{Phase, Side};
 use graft_engine::protocol::{HandOver, Legacy, Served};
 use graft_engine::{Count, Impl, Mode, Outcome, Step};
 use ngx::ffi::{ngx_http_request_t, ngx_time};
@@ -21,7 +22,9 @@ use crate::guard::guarded;
 use crate::live::shared_windows;
 use crate::location::zone_for;
 use crate::request::NgxRequest;
-use crate::steps::{fail_step, log_limited, protocol, record, zone_body, LogFamily, NgxServer};
+use crate::steps::{
+    fail_step, later_legacy_asks, log_limited, protocol, record, zone_body, LogFamily, NgxServer,
+};
 
 /// The index of the zone serving the request (from 0): the zone named
 /// `scope` when `scope_len` > 0 (a Lua handler's `graft.decide`), else the
@@ -400,6 +403,13 @@ pub unsafe extern "C" fn graft_ffi_body(r: *mut c_void, zone: c_int) -> c_int {
     })
 }
 
+/// A zone's and a step's index as the Lua side passed them (checked
+/// against the configuration by `request_step` before).
+fn later_indices(zone: c_int, step_index: c_int) -> (usize, usize) {
+    let index = |i: c_int| usize::try_from(i).unwrap_or(usize::MAX);
+    (index(zone), index(step_index))
+}
+
 /// The response-body phase: `GRAFT_USE_LUA` when the Lua side serves step
 /// `step` of the zone for this response, `GRAFT_OK` when Rust does (as
 /// graft's header filter decided; for a response it did not see, by the
@@ -415,20 +425,18 @@ pub unsafe extern "C" fn graft_ffi_body_step(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
-        let (r, _, step) = match unsafe { request_step(r, zone, step_index) } {
+        let (r, zone_name, step) = match unsafe { request_step(r, zone, step_index) } {
             Ok(found) => found,
             Err(rc) => return rc,
         };
         if !pipeline_ran_for(r, zone) {
             return GRAFT_DECLINED;
         }
-        let index = usize::try_from(step_index).unwrap_or(usize::MAX);
-        let rust = crate::rewrite::rust_serves(r, index)
-            .unwrap_or_else(|| step.mode_for(&NgxRequest::new(r)) == Mode::Rust);
-        if rust {
-            GRAFT_OK
-        } else {
-            GRAFT_USE_LUA
+        let (zone, index) = later_indices(zone, step_index);
+        match later_legacy_asks(r, zone, zone_name, index, step, Phase::ResponseBody) {
+            Some(Side::Rust) => GRAFT_OK,
+            Some(_) => GRAFT_USE_LUA,
+            None => GRAFT_ERROR,
         }
     })
 }
@@ -453,14 +461,14 @@ pub unsafe extern "C" fn graft_ffi_log_step(
 ) -> c_int {
     guarded(GRAFT_ERROR, || {
         // SAFETY: `r` is null or the live request the Lua side passed (# Safety).
-        let (r, _, step) = match unsafe { request_step(r, zone, step_index) } {
+        let (r, zone_name, step) = match unsafe { request_step(r, zone, step_index) } {
             Ok(found) => found,
             Err(rc) => return rc,
         };
         if !pipeline_ran_for(r, zone) {
             return GRAFT_DECLINED;
         }
-        let index = usize::try_from(step_index).unwrap_or(usize::MAX);
+        let (zone_index, index) = later_indices(zone, step_index);
         if !line.is_null() {
             let Some(config) = ctx::config(r).cloned() else {
                 return GRAFT_NO_CONFIG;
@@ -468,15 +476,16 @@ pub unsafe extern "C" fn graft_ffi_log_step(
             let Some(z) = zone_of(&config, zone) else {
                 return GRAFT_ERROR;
             };
-            if step.mode_for(&NgxRequest::new(r)) == Mode::Shadow {
+            let side = ctx::existing(r).and_then(|c| c.sides.get(zone_index, index, Phase::Log));
+            if side == Some(Side::Shadow) {
                 // SAFETY: `line` points at `line_len` bytes (# Safety).
                 crate::log_phase::compare(r, z, step, unsafe { bytes(line, line_len) });
             }
             return GRAFT_OK;
         }
-        match crate::log_phase::rust_serves(r, index, step, true) {
-            Some(true) => GRAFT_OK,
-            Some(false) => GRAFT_USE_LUA,
+        match later_legacy_asks(r, zone_index, zone_name, index, step, Phase::Log) {
+            Some(Side::Rust) => GRAFT_OK,
+            Some(_) => GRAFT_USE_LUA,
             None => GRAFT_ERROR,
         }
     })
