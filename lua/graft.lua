@@ -10,8 +10,8 @@
 --
 --   graft/abi.lua       the C declarations (shim/include/graft.h), constants,
 --                       the ABI check at load, text buffers, the clock
---   graft/request.lua   the request as legacy modules see it
---   graft/plan.lua      a zone's plan, and the check of every legacy module
+--   graft/request.lua   the request as Lua twins see it
+--   graft/plan.lua      a zone's plan, and the check of every Lua twin
 --   graft/pipeline.lua  the steps of a request, decide and apply (hot path)
 --   graft/admin.lua     counters, metrics and the admin API
 --   graft/response.lua  the response-body phase (header and body filters)

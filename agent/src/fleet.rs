@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// A configuration's name in the status keys, the same nginx gives the
 /// one it serves (`graft_configuration_info{hash}`): the first 16 hex
 /// digits of the SHA-256 of its text.
-pub use graft_engine::fleet::config_hash;
+pub use graft_engine::fleet_report::config_hash;
 
 /// The keys of one fleet.
 #[derive(Clone, Debug)]
@@ -169,7 +169,7 @@ impl Default for Gates {
 }
 
 /// Where a rollout stands: the engine's, whose codes the agent reports.
-pub use graft_engine::fleet::RolloutState;
+pub use graft_engine::fleet_report::RolloutState;
 
 /// A staged rollout, as `P/rollout` holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,7 +210,7 @@ impl Rollout {
                 &self.servers[..n.min(self.servers.len())]
             }
             RolloutState::Done => &self.servers,
-            RolloutState::RolledBack => &[],
+            RolloutState::Reverted => &[],
         }
     }
 
@@ -671,7 +671,7 @@ mod tests {
             Next::Wait,
             "b has not taken it"
         );
-        r.state = RolloutState::RolledBack;
+        r.state = RolloutState::Reverted;
         assert!(r.members().is_empty());
         assert_eq!(
             next_step(&r, 1001, |_| Some(part(false, false)), |_| None),

@@ -439,10 +439,10 @@ async fn command(cli: Cli) -> Result<(), String> {
                 return Err(format!("the rollout is not running ({:?})", rollout.state));
             }
             let now = run::now_secs();
-            rollout.state = RolloutState::RolledBack;
+            rollout.state = RolloutState::Reverted;
             rollout.reason = Some(reason.clone());
             rollout.history.push(format!(
-                "{now} rolled back at stage {}: {reason} (by rollout abort)",
+                "{now} reverted at stage {}: {reason} (by rollout abort)",
                 rollout.stage
             ));
             let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
@@ -454,7 +454,7 @@ async fn command(cli: Cli) -> Result<(), String> {
             )
             .await
             .map_err(|_| "the rollout changed meanwhile: look again".to_string())?;
-            println!("rollout {} rolled back", rollout.id);
+            println!("rollout {} reverted", rollout.id);
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::VerifyingKey;
-use graft_engine::fleet::Report;
+use graft_engine::fleet_report::Report;
 use tracing::{error, info, warn};
 
 use crate::admin::{Admin, AdminError};
@@ -72,7 +72,7 @@ struct Agent {
     nginx: Nginx,
     /// The configuration given to nginx, or not, and why.
     config: Configs,
-    /// The kill switches thrown, refused, or to throw again.
+    /// The modules killed, the kills refused, and those to kill again.
     kills: Kills,
     /// This server's part in the running rollout, as judged.
     judged: Option<Judged>,
@@ -87,7 +87,7 @@ struct Nginx {
     started: Option<u64>,
     /// Since when its nginx has not answered (none while it answers).
     silent_since: Option<Instant>,
-    /// The kill switches its nginx said it has thrown, at the last
+    /// The kill switches its nginx said it has killed, at the last
     /// reading (None: it does not say).
     kills: Option<BTreeSet<(String, Option<String>)>>,
     /// The configuration its nginx said it serves, at the last reading
@@ -170,7 +170,7 @@ impl Agent {
             etcd: Etcd::new(contact),
             nginx: Nginx::default(),
             config: Configs::new(load_revision(&opts.state_dir)),
-            kills: Kills::new(load_thrown(&opts.state_dir)),
+            kills: Kills::new(load_killed(&opts.state_dir)),
             judged: None,
             opts,
         }
@@ -225,7 +225,7 @@ impl Agent {
                 // A restart: an nginx that never had a report, or another
                 // start time than the one this agent saw last.
                 let restarted = (!reading.reported
-                    && (self.config.applied.is_some() || !self.kills.thrown.is_empty()))
+                    && (self.config.applied.is_some() || !self.kills.killed.is_empty()))
                     || (self.nginx.started.is_some() && reading.started != self.nginx.started);
                 self.nginx.started = reading.started;
                 if restarted {
@@ -246,8 +246,8 @@ impl Agent {
                     }
                     self.config.applied = None;
                     // Its kill switches went with its shared memory:
-                    // thrown again, every one, even before etcd answers
-                    // (those this agent threw are kept on disk).
+                    // killed again, every one, even before etcd answers
+                    // (those this agent killed are kept on disk).
                     self.kills.stale = true;
                     self.kills.refused.clear();
                     // A configuration it refused is asked again.
@@ -350,7 +350,7 @@ impl Agent {
             revision: applied.map_or(0, |a| a.revision),
             refused: self.config.refused.clone(),
             unverified: self.config.unverified.clone(),
-            kills: self.kills.thrown.iter().map(switch_name).collect(),
+            kills: self.kills.killed.iter().map(switch_name).collect(),
             kills_refused: self
                 .kills
                 .refused
@@ -424,16 +424,16 @@ fn write_file(path: &Path, text: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn thrown_file(dir: &Path) -> PathBuf {
+fn killed_file(dir: &Path) -> PathBuf {
     dir.join("kills.json")
 }
 
-fn load_thrown(dir: &Path) -> BTreeSet<(String, Option<String>)> {
-    match std::fs::read(thrown_file(dir)) {
+fn load_killed(dir: &Path) -> BTreeSet<(String, Option<String>)> {
+    match std::fs::read(killed_file(dir)) {
         Ok(text) => serde_json::from_slice(&text).unwrap_or_else(|e| {
             error!(
-                "{}: {e}: the kill switches thrown before are forgotten",
-                thrown_file(dir).display()
+                "{}: {e}: the modules killed before are forgotten",
+                killed_file(dir).display()
             );
             BTreeSet::new()
         }),
@@ -441,10 +441,10 @@ fn load_thrown(dir: &Path) -> BTreeSet<(String, Option<String>)> {
     }
 }
 
-fn save_thrown(dir: &Path, thrown: &BTreeSet<(String, Option<String>)>) -> std::io::Result<()> {
+fn save_killed(dir: &Path, killed: &BTreeSet<(String, Option<String>)>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let text = serde_json::to_vec(thrown).map_err(std::io::Error::other)?;
-    write_file(&thrown_file(dir), &text)
+    let text = serde_json::to_vec(killed).map_err(std::io::Error::other)?;
+    write_file(&killed_file(dir), &text)
 }
 
 fn revision_file(dir: &Path) -> PathBuf {

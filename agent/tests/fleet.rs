@@ -384,17 +384,17 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     }
 
     // A kill switch written once reaches every server within a second.
-    let thrown = Instant::now();
+    let kill_sent = Instant::now();
     agent_cli(&etcd, prefix, &["kill", "redirects", "--reason", "test"]);
     converge(&servers, 5, "the kill switch", killed);
-    let took = thrown.elapsed();
+    let took = kill_sent.elapsed();
     eprintln!("the kill switch reached every server in {took:?}");
     assert!(
         took < Duration::from_secs(1),
         "the kill switch took {took:?}"
     );
     // Reset by hand on one server, through its own admin API: its agent
-    // sees that its nginx no longer has it, and throws it again.
+    // sees that its nginx no longer has it, and kills it again.
     assert_eq!(
         servers[0]
             .nginx
@@ -405,14 +405,14 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     converge(
         &servers[0..1],
         5,
-        "the kill switch reset by hand, thrown again",
+        "the module revived by hand, killed again",
         killed,
     );
     agent_cli(&etcd, prefix, &["revive", "redirects"]);
-    converge(&servers, 5, "the kill switch reset", |s| !killed(s));
+    converge(&servers, 5, "the module revived", |s| !killed(s));
 
     // A kill switch for a zone the configuration does not have yet: each
-    // nginx refuses it, each server's key says so, and it is thrown as
+    // nginx refuses it, each server's key says so, and it is killed as
     // soon as a configuration brings the zone.
     agent_cli(
         &etcd,
@@ -493,7 +493,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     assert_unchanged(&servers, "/b", "the empty key");
 
     // A kill key that names no switch is said in every server's key and
-    // throws nothing.
+    // kills nothing.
     let out = etcd.etcdctl(&["put", &format!("{prefix}/kill/redirects/"), ""]);
     assert!(out.status.success());
     converge(&servers, 10, "the bad kill key", |s| {
@@ -527,17 +527,17 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     converge(&servers, 10, "a configuration with a member down", |s| {
         serves(s, "/c")
     });
-    let thrown = Instant::now();
+    let kill_sent = Instant::now();
     agent_cli(&etcd, prefix, &["kill", "redirects"]);
     converge(&servers, 5, "the kill switch with a member down", killed);
-    let took = thrown.elapsed();
+    let took = kill_sent.elapsed();
     eprintln!("the kill switch reached every server in {took:?}, one etcd member down");
     assert!(
         took < Duration::from_secs(1),
         "the kill switch took {took:?} with a member down"
     );
     agent_cli(&etcd, prefix, &["revive", "redirects"]);
-    converge(&servers, 5, "the kill switch reset", |s| !killed(s));
+    converge(&servers, 5, "the module revived", |s| !killed(s));
 
     // etcd gone entirely: every server keeps serving, and says so.
     etcd.stop_member(1);
@@ -575,7 +575,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
 }
 
 /// A rollout's state, read from etcd.
-/// Waits up to `secs` for the rollout to be rolled back, and returns it.
+/// Waits up to `secs` for the rollout to be reverted, and returns it.
 fn rolled_back(etcd: &Etcd, prefix: &str, secs: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -765,8 +765,7 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
     // The agent that rolled it back says so as a warning.
     let warned = |s: &Server| {
         log(s).lines().any(|l| {
-            l.contains(" WARN ")
-                && l.contains("rolled back at stage 0: server s0: shadow difference")
+            l.contains(" WARN ") && l.contains("reverted at stage 0: server s0: shadow difference")
         })
     };
     assert!(
@@ -898,7 +897,7 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     });
 
     // nginx started again: it serves the last configuration applied (the
-    // agent wrote it to its graft file) and the agent throws the kill
+    // agent wrote it to its graft file) and the agent kills the kill
     // switch again (shared memory went with the old nginx).
     servers[1].nginx.restart();
     assert_eq!(location(&servers[1]), "/base");
@@ -911,7 +910,7 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
 
     // A rollout whose first server loses a worker: its gate fails.
     agent_cli(&etcd, prefix, &["revive", "redirects"]);
-    converge(&servers, 10, "the kill switch reset", |s| !killed(s));
+    converge(&servers, 10, "the module revived", |s| !killed(s));
     let new = write_file(&dir, "new.json", &redirect_to("/new"));
     agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "30"]);
     converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
@@ -988,7 +987,7 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         |s| serves(s, "/base"),
     );
 
-    // Kill switches thrown while a server's nginx hangs: its agent waits
+    // Kill switches killed while a server's nginx hangs: its agent waits
     // on each call (5 s), longer than the lease of its key (10 s), and
     // the key stays.
     let hung = signal(&servers[2].nginx, "-STOP");
@@ -1075,13 +1074,10 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         },
     );
     assert!(serves(again, "/base"));
-    assert!(
-        killed(again),
-        "an agent that read no key reset a kill switch"
-    );
+    assert!(killed(again), "an agent that read no key revived a module");
 
     // Its nginx started again too, etcd still down (a server rebooted in
-    // an outage): the agent throws the switches it threw before again,
+    // an outage): the agent kills the switches it killed before again,
     // without waiting for its tries of etcd's members (6 s a round).
     servers[1].nginx.restart();
     assert!(serves(&servers[1], "/base"));

@@ -13,7 +13,7 @@
 //!   `POST revive?...` (a kill switch sends the module's requests to FL1:
 //!   they are FL1's in `mode`), `POST apply` (the graft file again, or the
 //!   text sent as the body: `apply.rs`) and `POST fleet?name=value&...`
-//!   (graft-agent's report, `graft_engine::fleet`), each answered with
+//!   (graft-agent's report, `graft_engine::fleet_report`), each answered with
 //!   nginx's statuses and texts, so that graft-agent reads graft-edge as
 //!   it reads nginx.
 use std::sync::Arc;

@@ -56,7 +56,7 @@ fn a_new_file_is_swapped_in_whole_and_keeps_what_its_steps_counted() {
     // The kill switch held: rust.test's probe still goes to FL1.
     assert_eq!(edge.get("rust.test", "/x").text(), "fl1 /x 0\n");
     let m = edge.metrics();
-    let hash = graft_engine::fleet::config_hash(b.as_bytes());
+    let hash = graft_engine::fleet_report::config_hash(b.as_bytes());
     assert_eq!(
         graft_tests::metric(&m, &format!("graft_configuration_info{{hash=\"{hash}\"}}")),
         Some(1),

@@ -201,7 +201,7 @@ fn graft_agent_gives_graft_edge_the_fleet_s_configuration_and_kill_switches() {
     converge(&edge, 10, "the graft file kept", || {
         std::fs::read_to_string(edge.dir.join("graft.json")).unwrap_or_default() == b
     });
-    let hash = graft_engine::fleet::config_hash(b.as_bytes());
+    let hash = graft_engine::fleet_report::config_hash(b.as_bytes());
     converge(&edge, 10, "the server's key", || {
         etcd.ok(&[
             "get",

@@ -1,9 +1,9 @@
-//! The fleet agent's report to nginx (`graft_engine::fleet::parse`, the
+//! The fleet agent's report to nginx (`graft_engine::fleet_report::parse`, the
 //! body of an admin call): no panic; a report taken has known, distinct
 //! names and a rollout state of 0 to 3.
 #![no_main]
 
-use graft_engine::fleet::{parse, FIELDS, ROLLOUT_STATES};
+use graft_engine::fleet_report::{parse, FIELDS, ROLLOUT_STATES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

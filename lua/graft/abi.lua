@@ -115,7 +115,7 @@ int graft_ffi_counters(ngx_http_request_t *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(ngx_http_request_t *r, int zone, int *fallback);
 int graft_ffi_metrics(ngx_http_request_t *r, unsigned char *buf, size_t *len);
 int graft_ffi_totals(ngx_http_request_t *r, unsigned char *buf, size_t *len);
-int graft_ffi_apply(ngx_http_request_t *r, int stage, const unsigned char *text, size_t text_len, unsigned char *buf, size_t *len);
+int graft_ffi_apply(ngx_http_request_t *r, int action, const unsigned char *text, size_t text_len, unsigned char *buf, size_t *len);
 int graft_ffi_kill(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
 int graft_ffi_fleet(ngx_http_request_t *r, const unsigned char *report, size_t report_len, unsigned char *buf, size_t *len);
 int graft_ffi_observe(ngx_http_request_t *r, int zone, int step, int what, unsigned long long nanos);

@@ -118,7 +118,7 @@ end
 --   GET  .../totals                    requests by path over every zone and
 --                                      module, and nginx's own counts
 -- POST /graft/admin/apply: the body is a graft file, checked whole by
--- Rust, then every legacy module it names is loaded and built, then it
+-- Rust, then every Lua twin it names is loaded and built, then it
 -- is committed; any refusal leaves the running configuration serving.
 local function apply(r)
     local text, err = sent_text()
@@ -131,7 +131,7 @@ local function apply(r)
     if rc ~= GRAFT_OK then
         return admin_reply(400, "refused, the running configuration goes on: " .. message)
     end
-    -- Every legacy module the new file names must load and build.
+    -- Every Lua twin the new file names must load and build.
     local checked, why = plan.check(r, GRAFT_PLANS_PENDING)
     if not checked then
         call_with_buffer(function(buf, size)

@@ -1,4 +1,4 @@
--- graft.body: request bodies as legacy modules read them, the Lua twin of
+-- graft.body: request bodies as Lua twins read them, the Lua twin of
 -- graft_contract::body (modules/contract/src/body.rs), byte for byte: the
 -- decoding a Content-Type calls for, and every string of a JSON body,
 -- scanned rather than parsed (no recursion whatever the nesting; a cut or

@@ -49,7 +49,7 @@
 -- token or a value with a control byte.
 --
 -- This file has no ngx dependency, so graft's parity tests load it, and
--- the legacy modules, in a plain LuaJIT.
+-- the Lua twins, in a plain LuaJIT.
 
 local type = type
 local tostring = tostring
@@ -84,7 +84,7 @@ local function same_op(x, y)
     return x.action == y.action and x.name == y.name and (x.value or "") == (y.value or "")
 end
 
--- Lua legacy modules never decline: a "decline" from them means "nothing
+-- Lua twins never decline: a "decline" from them means "nothing
 -- to do", the same as continuing unchanged.
 local function kind_of(d)
     if d.kind == "decline" and not d.rust then

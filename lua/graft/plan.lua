@@ -1,7 +1,7 @@
 -- graft.plan: a zone's plan (its steps, their modes and their legacy
 -- instances), read from the module as JSON and built once per zone and
 -- configuration generation; and the check, at start, reload and live
--- apply, that every legacy module a configuration names loads and builds.
+-- apply, that every Lua twin a configuration names loads and builds.
 local cjson = require "cjson.safe"
 local base = require "resty.core.base"
 local abi = require "graft.abi"
@@ -44,7 +44,7 @@ local function plan_from(data)
             ok, mod = pcall(require, "graft.legacy." .. step.module)
         end
         if not ok then
-            entry.missing = "no Lua implementation of module \"" .. step.module .. "\": " .. tostring(mod)
+            entry.missing = "no Lua twin of module \"" .. step.module .. "\": " .. tostring(mod)
         elseif type(mod) ~= "table" or type(mod.new) ~= "function" then
             entry.missing = "Lua module \"" .. step.module .. "\" has no new(config, zone): it returned "
                             .. tostring(mod)
@@ -84,7 +84,7 @@ end
 -- the master just loaded, or the one a live apply checks), one zone at a
 -- time, and drops them: a worker builds a zone's plan when the zone first
 -- serves. Returns true, or nil and an error naming the zone and module of
--- the first legacy module that cannot be loaded or built (nil and nil:
+-- the first Lua twin that cannot be loaded or built (nil and nil:
 -- no graft_config in this http block).
 function _M.check(r, which)
     local zone = 0

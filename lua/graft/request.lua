@@ -1,4 +1,4 @@
--- graft.request: the request as legacy modules see it (graft.contract's
+-- graft.request: the request as Lua twins see it (graft.contract's
 -- `req`); each field is read from nginx the first time a module asks for
 -- it, and kept for the later steps until a step changes the request.
 local body = require "graft.body"

@@ -2,7 +2,7 @@
 -- the response-header phase, the response-body phase, and the log phase
 -- (at the end of this file).
 --
--- The response-header phase. A zone's steps whose legacy module has
+-- The response-header phase. A zone's steps whose Lua twin has
 -- on_response(req, resp) (headers' rules on the response), for the
 -- responses Lua serves them (graft's header filter decided which, and ran
 -- Rust's before this filter): resp.status, and resp:header(name), the
@@ -14,7 +14,7 @@
 -- Rust's).
 --
 -- The response-body phase. A zone's steps
--- whose legacy module has on_response_body(head) (html_rewrite), for the
+-- whose Lua twin has on_response_body(head) (html_rewrite), for the
 -- responses Lua serves them (graft's header filter in the nginx module
 -- decided which, by mode, canary and kill switch; Rust rewrote the others
 -- before this filter runs):
@@ -241,7 +241,7 @@ function _M.body_filter()
     ngx.arg[1] = chunk
 end
 
--- The log phase: a zone's steps whose legacy module has on_log(req, done)
+-- The log phase: a zone's steps whose Lua twin has on_log(req, done)
 -- (request_log), for the requests Lua serves them (in shadow, Lua writes
 -- and Rust compares its own record):
 --

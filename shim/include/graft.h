@@ -71,7 +71,7 @@ typedef struct ngx_http_request_s ngx_http_request_t;
 #define GRAFT_PLANS_LOADED   0  /* what the master just loaded (init_by_lua) */
 #define GRAFT_PLANS_PENDING  1  /* what a live apply is checking */
 
-/* graft_ffi_apply's `stage`. */
+/* graft_ffi_apply's `action`. */
 #define GRAFT_APPLY_CHECK   0   /* read, validate, keep pending */
 #define GRAFT_APPLY_COMMIT  1   /* swap the pending configuration in */
 #define GRAFT_APPLY_REFUSE  2   /* drop the pending one, count the refusal */
@@ -121,7 +121,7 @@ int graft_ffi_counters(ngx_http_request_t *r, unsigned char *buf, size_t *len);
 int graft_ffi_resume(ngx_http_request_t *r, int zone, int *fallback);
 int graft_ffi_metrics(ngx_http_request_t *r, unsigned char *buf, size_t *len);
 int graft_ffi_totals(ngx_http_request_t *r, unsigned char *buf, size_t *len);
-int graft_ffi_apply(ngx_http_request_t *r, int stage, const unsigned char *text, size_t text_len, unsigned char *buf, size_t *len);
+int graft_ffi_apply(ngx_http_request_t *r, int action, const unsigned char *text, size_t text_len, unsigned char *buf, size_t *len);
 int graft_ffi_kill(ngx_http_request_t *r, const unsigned char *module, size_t module_len, const unsigned char *zone, size_t zone_len, int state, unsigned char *buf, size_t *len);
 int graft_ffi_fleet(ngx_http_request_t *r, const unsigned char *report, size_t report_len, unsigned char *buf, size_t *len);
 int graft_ffi_observe(ngx_http_request_t *r, int zone, int step, int what, unsigned long long nanos);

@@ -49,7 +49,7 @@ fn the_dashboard_shows_this_servers_place_in_its_fleet() {
         dom.contains(r#"<section id="fleet" hidden="">"#),
         "no agent, no fleet: {dom}"
     );
-    // An agent cut off from etcd, after a rollout rolled back that this
+    // An agent cut off from etcd, after a rollout reverted that this
     // server could not go back from.
     let r = nginx.admin(
         "POST",
@@ -61,7 +61,7 @@ fn the_dashboard_shows_this_servers_place_in_its_fleet() {
     for cell in [
         r#"<td data-fleet="etcd" class="bad">unreachable (last answer "#,
         r#"<td data-fleet="config" class="bad">the rollout's, etcd revision 42</td>"#,
-        r#"<td data-fleet="rollout" class="bad">rolled back, stage 1</td>"#,
+        r#"<td data-fleet="rollout" class="bad">reverted, stage 1</td>"#,
         r#"<td data-fleet="healthy" class="bad">failing</td>"#,
         r#"<td data-fleet="reported">"#,
     ] {

@@ -568,7 +568,7 @@ fn a_worker_respawned_after_a_refused_reload_serves_what_was_applied() {
 #[test]
 fn a_worker_respawned_after_a_live_apply_serves_what_was_applied() {
     let nginx = applied_live_over_its_file();
-    // A live apply whose legacy module cannot be built is refused whole.
+    // A live apply whose Lua twin cannot be built is refused whole.
     nginx.write_config(
         &json!({ "zones": { "localhost": { "modules": [
             { "module": "probe", "mode": "rust", "config": { "lua_refuse": true } } ] } } })

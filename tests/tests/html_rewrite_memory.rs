@@ -284,7 +284,7 @@ fn a_page_whose_rewrite_would_grow_past_the_bound_fails_the_step_counted_logged_
     let why = format!("head_end would insert more than {MAX_INSERTED} bytes");
     assert!(
         log.contains(&format!(
-            r#"graft: zone "localhost" module "html_rewrite" failed: html_rewrite: {why}"#
+            r#"graft: zone "localhost" module "html_rewrite" returned an error: html_rewrite: {why}"#
         )) && log.contains("the rest of the response body passes as it is"),
         "{log}"
     );

@@ -112,14 +112,19 @@ fn rust_falls_back_to_lua_on_decline_error_and_panic() {
         "{log}"
     );
     assert!(
-        log.contains(r#"graft: zone "probe.test" module "probe" failed: probe fails on this path"#),
+        log.contains(
+            r#"graft: zone "probe.test" module "probe" returned an error: probe fails on this path"#
+        ),
         "{log}"
     );
     assert!(
         log.contains(r#"graft: zone "probe.test" module "probe" declined"#),
         "{log}"
     );
-    nginx.assert_clean_log(&["module \"probe\" panicked", "module \"probe\" failed"]);
+    nginx.assert_clean_log(&[
+        "module \"probe\" panicked",
+        "module \"probe\" returned an error",
+    ]);
 }
 
 #[test]

@@ -377,7 +377,7 @@ fn too_many_fallbacks_roll_a_module_back_by_itself() {
         ),
         "{log}"
     );
-    nginx.assert_clean_log(&[r#"module "probe" failed"#]);
+    nginx.assert_clean_log(&[r#"module "probe" returned an error"#]);
 }
 
 #[test]

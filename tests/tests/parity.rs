@@ -1,5 +1,5 @@
-//! Parity, the one harness that runs Lua legacy modules outside nginx:
-//! generated configurations and requests through the Lua legacy module
+//! Parity, the one harness that runs Lua twins outside nginx:
+//! generated configurations and requests through the Lua twin
 //! (LuaJIT, through mlua) and the Rust module, for redirects, url_normalize,
 //! ip_access and headers (with the condition language); the whole
 //! decisions must be equal, and a difference prints the shrunk case. (waf
@@ -170,7 +170,7 @@ impl Harness {
         }
     }
 
-    /// The request as the bridge gives it to legacy modules: args as
+    /// The request as the bridge gives it to Lua twins: args as
     /// ngx.req.get_uri_args(0) and headers as ngx.req.get_headers(0).
     fn request(&self, req: &OwnedRequest) -> Table {
         let lua = &self.lua;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::rollout::Judged;
-use super::{blocking, save_revision, save_thrown, switch_name, write_file, Agent};
+use super::{blocking, save_killed, save_revision, switch_name, write_file, Agent};
 use crate::admin::AdminError;
 use crate::fleet::{Counts, Drift, Refused};
 
@@ -73,27 +73,27 @@ impl Configs {
     }
 }
 
-/// The kill switches the agent throws in its nginx.
+/// The kill switches the agent kills in its nginx.
 pub(super) struct Kills {
-    /// Kill switches this agent threw, kept on disk.
-    pub thrown: BTreeSet<(String, Option<String>)>,
+    /// Kill switches this agent killed, kept on disk.
+    pub killed: BTreeSet<(String, Option<String>)>,
     /// Kill switches nginx refused (an unknown module, a zone without
     /// it, no room to store it), and when: asked again after
     /// `KILL_RETRY`, and at once when a configuration is applied.
     pub refused: BTreeMap<(String, Option<String>), (String, Instant)>,
-    /// Whether the kill switches are to be thrown again, every one: a
+    /// Whether the kill switches are to be killed again, every one: a
     /// configuration was applied (it may bring the zone of a switch nginx
-    /// refused), nginx started again, or it lost one this agent threw.
+    /// refused), nginx started again, or it lost one this agent killed.
     pub stale: bool,
     /// Keys under `P/kill/` that name no kill switch.
     pub key_error: Option<String>,
 }
 
 impl Kills {
-    /// `thrown`: those this agent (or the one before it) threw.
-    pub fn new(thrown: BTreeSet<(String, Option<String>)>) -> Kills {
+    /// `killed`: those this agent (or the one before it) killed.
+    pub fn new(killed: BTreeSet<(String, Option<String>)>) -> Kills {
         Kills {
-            thrown,
+            killed,
             refused: BTreeMap::new(),
             stale: false,
             key_error: None,
@@ -308,7 +308,7 @@ impl Agent {
         }
     }
 
-    /// The kill switches the keys throw; a key under `P/kill/` that names
+    /// The kill switches the keys kill; a key under `P/kill/` that names
     /// none (`kill//waf`, `kill/waf/`) is said in the log and the
     /// server's key, never read as some other switch.
     fn wanted_kills(&mut self) -> BTreeSet<(String, Option<String>)> {
@@ -337,21 +337,21 @@ impl Agent {
         wanted
     }
 
-    /// Throws the kill switches the keys throw and resets those they no
-    /// longer do; before the keys were ever read, throws again those this
-    /// agent threw (a restarted nginx while etcd is down) and resets none.
+    /// Kills the modules the keys kill and revives those they no
+    /// longer do; before the keys were ever read, kills again those this
+    /// agent killed (a restarted nginx while etcd is down) and revives none.
     pub(super) fn reconcile_kills(&mut self) {
         let wanted = if self.etcd.synced {
             self.wanted_kills()
         } else {
-            self.kills.thrown.clone()
+            self.kills.killed.clone()
         };
-        // A switch this agent threw that its nginx no longer has (reset
+        // A switch this agent killed that its nginx no longer has (revived
         // through the admin API by hand, its table cleared): all again.
         if let Some(actual) = &self.nginx.kills {
             let lost: Vec<String> = self
                 .kills
-                .thrown
+                .killed
                 .iter()
                 .filter(|k| wanted.contains(*k) && !actual.contains(*k))
                 .filter(|k| !self.kills.refused.contains_key(*k))
@@ -359,7 +359,7 @@ impl Agent {
                 .collect();
             if !lost.is_empty() && !self.kills.stale {
                 warn!(
-                    "nginx does not have the kill switches {} the fleet throws: throwing them again",
+                    "nginx does not have the kill switches {} the fleet kills: killing them again",
                     lost.join(", ")
                 );
                 self.kills.stale = true;
@@ -372,9 +372,9 @@ impl Agent {
         self.kills.refused.retain(|k, _| wanted.contains(k));
         let mut changed = false;
         let mut unreachable = false;
-        let to_throw: Vec<_> = wanted
+        let to_kill: Vec<_> = wanted
             .iter()
-            .filter(|k| stale || !self.kills.thrown.contains(*k))
+            .filter(|k| stale || !self.kills.killed.contains(*k))
             .filter(|k| {
                 self.kills
                     .refused
@@ -383,44 +383,44 @@ impl Agent {
             })
             .cloned()
             .collect();
-        let to_reset: Vec<_> = self.kills.thrown.difference(&wanted).cloned().collect();
-        for (switch, thrown) in to_throw
+        let to_revive: Vec<_> = self.kills.killed.difference(&wanted).cloned().collect();
+        for (switch, killed) in to_kill
             .into_iter()
             .map(|k| (k, true))
-            .chain(to_reset.into_iter().map(|k| (k, false)))
+            .chain(to_revive.into_iter().map(|k| (k, false)))
         {
             let (module, zone) = &switch;
-            match blocking(|| self.opts.admin.switch(module, zone.as_deref(), thrown)) {
+            match blocking(|| self.opts.admin.switch(module, zone.as_deref(), killed)) {
                 Ok(()) => {
                     let place = zone.as_deref().unwrap_or("every zone");
                     info!(
                         "kill switch of {module} in {place} {}",
-                        if thrown { "thrown" } else { "reset" }
+                        if killed { "killed" } else { "revived" }
                     );
                     if let Some(actual) = self.nginx.kills.as_mut() {
-                        if thrown {
+                        if killed {
                             actual.insert(switch.clone());
                         } else {
                             actual.remove(&switch);
                         }
                     }
-                    if thrown {
+                    if killed {
                         self.kills.refused.remove(&switch);
-                        self.kills.thrown.insert(switch);
+                        self.kills.killed.insert(switch);
                     } else {
-                        self.kills.thrown.remove(&switch);
+                        self.kills.killed.remove(&switch);
                     }
                     changed = true;
                 }
                 Err(AdminError::Refused(why)) => {
                     error!("nginx refused the kill switch of {module}: {why}");
-                    if thrown {
-                        // One thrown before stays in `thrown`: nginx
+                    if killed {
+                        // One killed before stays in `killed`: nginx
                         // keeps it (by zone and module names) and a
-                        // revive must reset it.
+                        // revive must revive it.
                         self.kills.refused.insert(switch, (why, Instant::now()));
                     } else {
-                        self.kills.thrown.remove(&switch);
+                        self.kills.killed.remove(&switch);
                         changed = true;
                     }
                 }
@@ -433,7 +433,7 @@ impl Agent {
         // Not every switch reached nginx: all of them again next time.
         self.kills.stale |= stale && unreachable;
         if changed {
-            if let Err(e) = save_thrown(&self.opts.state_dir, &self.kills.thrown) {
+            if let Err(e) = save_killed(&self.opts.state_dir, &self.kills.killed) {
                 error!("{}: {e}", self.opts.state_dir.display());
             }
         }

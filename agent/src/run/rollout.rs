@@ -197,9 +197,9 @@ impl Agent {
                 "done: the fleet's configuration is the new one".to_string()
             }
             Next::RollBack(why) => {
-                rollout.state = RolloutState::RolledBack;
+                rollout.state = RolloutState::Reverted;
                 rollout.reason = Some(why.clone());
-                format!("rolled back at stage {}: {why}", rollout.stage)
+                format!("reverted at stage {}: {why}", rollout.stage)
             }
         };
         rollout

@@ -1,4 +1,4 @@
--- headers, the legacy Lua implementation (the Rust one is modules/headers):
+-- headers, the Lua twin (the Rust one is modules/headers):
 -- the header changes of every rule whose condition holds, in order; a rule
 -- with on_response acts on the response instead (on_response(req, resp)),
 -- when its status is one of the rule's (any, without a list), it lacks the

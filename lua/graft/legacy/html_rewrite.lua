@@ -1,4 +1,4 @@
--- html_rewrite, the legacy Lua implementation (the Rust one is
+-- html_rewrite, the Lua twin (the Rust one is
 -- modules/html_rewrite, on lol_html): the response body is collected
 -- chunk by chunk (ngx.arg in a body filter), and rewritten whole at its
 -- end, as a Lua stack would do it: a small HTML tokenizer (tags,

@@ -1,4 +1,4 @@
--- ip_access, the legacy Lua implementation (the Rust one is
+-- ip_access, the Lua twin (the Rust one is
 -- modules/ip_access): the most specific allow or deny prefix that holds
 -- the client's address decides; else the default.
 

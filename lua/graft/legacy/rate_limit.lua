@@ -1,4 +1,4 @@
--- rate_limit, the legacy Lua implementation (the Rust one is
+-- rate_limit, the Lua twin (the Rust one is
 -- modules/rate_limit): fixed windows counted in the lua_shared_dict
 -- "graft_rate_limit", shared by every worker.
 

@@ -1,4 +1,4 @@
--- Redirects, the legacy Lua implementation (the Rust one is
+-- Redirects, the Lua twin (the Rust one is
 -- modules/redirects; the two must decide alike, rule for rule):
 -- exact rules win over prefix rules, the longest prefix wins, a prefix rule
 -- matches whole segments only (the path is "from", or goes on past it with

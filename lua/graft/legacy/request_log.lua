@@ -1,4 +1,4 @@
--- request_log, the legacy Lua implementation (the Rust one is
+-- request_log, the Lua twin (the Rust one is
 -- modules/request_log): one JSON line per request in the log phase, the
 -- configured fields in order, sampled by an FNV-1a hash of method, target
 -- and client, each text cut to max_value_bytes and written with every

@@ -1,4 +1,4 @@
--- url_normalize, the legacy Lua implementation (the Rust one is
+-- url_normalize, the Lua twin (the Rust one is
 -- modules/url_normalize): decode the path the client sent exactly once,
 -- refuse encoded NUL/CR/LF and bad encodings with 400, resolve "." and
 -- "..", merge slashes, and hand the result to the modules after it.

@@ -1,4 +1,4 @@
--- WAF, the legacy Lua implementation (the Rust one is modules/waf): rules
+-- WAF, the Lua twin (the Rust one is modules/waf): rules
 -- in order (block / allow / log), then signature lists, each compiled into
 -- one alternation and matched with ngx.re (PCRE JIT, compiled-regex cache)
 -- against the decoded path and every query argument's name and value, and

@@ -8,7 +8,7 @@ pub enum Decision {
     /// Answer now; the modules after this one do not run.
     Respond(Response),
     /// Not handled by this implementation: serve the request through the
-    /// Lua implementation of the same module.
+    /// Lua twin of the same module.
     Decline,
 }
 

@@ -43,7 +43,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// A module could not decide about a request. graft serves the request
-/// through the Lua implementation and counts it.
+/// through the Lua twin and counts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleError {
     pub message: String,

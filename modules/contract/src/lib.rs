@@ -5,7 +5,7 @@
 //! about nginx or Lua: the shim implements [`RequestView`] over nginx's own
 //! request structure, tests implement it over [`OwnedRequest`].
 //!
-//! The Lua legacy modules under `lua/graft/legacy/` follow the same contract
+//! The Lua twins under `lua/graft/legacy/` follow the same contract
 //! field for field (see `lua/graft/contract.lua`), so that the two can be
 //! compared decision by decision.
 #![forbid(unsafe_code)]
@@ -35,7 +35,7 @@ pub trait Module: Send + Sync {
     /// module order. The default lets the request continue unchanged.
     ///
     /// Return [`Decision::Decline`] for a request this implementation does
-    /// not handle: graft then serves it through the Lua implementation.
+    /// not handle: graft then serves it through the Lua twin.
     fn on_request(&self, _req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         Ok(Decision::Continue(Changes::default()))
     }

@@ -173,7 +173,7 @@ impl Table {
             |i| hasher.hash_one(from_of(i)),
         ) {
             Entry::Occupied(_) => Ok(false),
-            Entry::Vacant(slot) => {
+            Entry::Vacant(vacant) => {
                 let too_large = || ConfigError::new("rules", "over 4 GiB of redirect text");
                 let n = u32::try_from(rules.len()).map_err(|_| too_large())?;
                 let at = u32::try_from(text.len())
@@ -196,7 +196,7 @@ impl Table {
                     query: rule.query,
                     target_has_query: rule.target_has_query,
                 });
-                slot.insert(n);
+                vacant.insert(n);
                 Ok(true)
             }
         }

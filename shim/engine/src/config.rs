@@ -45,9 +45,9 @@ pub struct Zone {
     /// them (`None` otherwise, even with a `"body"` in the file: no body is
     /// read that no module looks at).
     pub body: Option<BodyLimit>,
-    /// What the Lua side needs to build its legacy modules for this zone,
+    /// What the Lua side needs to build its Lua twins for this zone,
     /// serialized once at load and kept compressed (LZ4), expanded when the
-    /// Lua side asks: at start, to check every zone's legacy modules, and
+    /// Lua side asks: at start, to check every zone's Lua twins, and
     /// when a worker's Lua side first serves the zone (never for a zone
     /// only native locations serve).
     plan: Box<[u8]>,
@@ -75,7 +75,7 @@ pub struct Config {
     shared: OnceLock<CounterTable<'static>>,
     windows: OnceLock<WindowTable<'static>>,
     pub source: PathBuf,
-    /// The name of the text it was parsed from ([`crate::fleet::config_hash`]):
+    /// The name of the text it was parsed from ([`crate::fleet_report::config_hash`]):
     /// what a fleet agent compares with its keys, and what tells whether
     /// the file on disk is still this configuration
     /// ([`Config::file_unapplied`]).
@@ -130,7 +130,7 @@ impl Config {
                 h.clone()
             }
             _ => {
-                let h = crate::fleet::config_hash(&std::fs::read(&self.source).ok()?);
+                let h = crate::fleet_report::config_hash(&std::fs::read(&self.source).ok()?);
                 *seen = Some((self.source.clone(), len, modified, h.clone()));
                 h
             }

@@ -10,7 +10,7 @@ use crate::shared::{CounterTable, SwitchError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Count {
-    /// Served by the Lua implementation (mode `lua`, or the served side of `shadow`).
+    /// Served by the Lua twin (mode `lua`, or the served side of `shadow`).
     Lua = 0,
     /// Served by the Rust implementation.
     Rust = 1,
@@ -238,9 +238,9 @@ pub fn series(
         .collect()
 }
 
-fn latency_key(base: u64, imp: Impl, slot: u64) -> u64 {
+fn latency_key(base: u64, imp: Impl, bucket: u64) -> u64 {
     const LATENCY: u64 = 0x6C61_7465_6E63_7900; // "latency"
-    mix(base ^ LATENCY ^ (u64::from(imp as u8) << 48) ^ slot.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    mix(base ^ LATENCY ^ (u64::from(imp as u8) << 48) ^ bucket.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// A module's latency histogram for one implementation, summed over its
@@ -327,7 +327,7 @@ impl Counters {
         let _ = self.shared.set(table);
     }
 
-    fn slot_key(&self, what: Count) -> u64 {
+    fn count_key(&self, what: Count) -> u64 {
         self.key ^ (u64::from(what as u8) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 
@@ -356,7 +356,7 @@ impl Counters {
             if n == 0 {
                 continue;
             }
-            t.add(self.slot_key(what), n);
+            t.add(self.count_key(what), n);
             if SERVED.contains(&what) {
                 t.add_in_minute(series_key(self.series_base, what, minute), minute, n);
             }
@@ -368,7 +368,7 @@ impl Counters {
     pub fn get(&self, what: Count) -> u64 {
         let local = self.local[what as usize].load(Ordering::Relaxed);
         match self.shared.get() {
-            Some(t) => t.get(self.slot_key(what)) + local,
+            Some(t) => t.get(self.count_key(what)) + local,
             None => local,
         }
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::snapshot::{Snapshot, HEADER_WORDS};
 
 /// How many differences the ring keeps.
-pub const SLOTS: usize = 16;
+pub const ENTRIES: usize = 16;
 /// The largest entry, in bytes (longer descriptions are cut).
 pub const ENTRY_BYTES: usize = 2048;
 /// The longest description of one decision kept in an entry.
@@ -17,7 +17,7 @@ const FIELD_BYTES: usize = 600;
 
 /// Words the ring needs.
 pub const fn words() -> usize {
-    1 + SLOTS * (HEADER_WORDS + ENTRY_BYTES / 8)
+    1 + ENTRIES * (HEADER_WORDS + ENTRY_BYTES / 8)
 }
 
 /// One difference: where, on which request, and both decisions described.
@@ -32,7 +32,7 @@ pub struct Difference<'s> {
 
 pub struct DiffRing<'a> {
     next: &'a AtomicU64,
-    slots: Vec<Snapshot<'a>>,
+    entries: Vec<Snapshot<'a>>,
 }
 
 fn cut(s: &str, limit: usize) -> &str {
@@ -54,12 +54,12 @@ impl<'a> DiffRing<'a> {
             "a diff ring needs words() words"
         );
         let (next, rest) = words.split_first().expect("checked above");
-        let slots = rest
+        let entries = rest
             .chunks(HEADER_WORDS + ENTRY_BYTES / 8)
-            .take(SLOTS)
+            .take(ENTRIES)
             .map(Snapshot::new)
             .collect();
-        DiffRing { next, slots }
+        DiffRing { next, entries }
     }
 
     /// Keeps one difference, over the oldest one kept.
@@ -78,16 +78,16 @@ impl<'a> DiffRing<'a> {
             }
             limit /= 2;
         };
-        let slot = &self.slots[(seq % SLOTS as u64) as usize];
-        // Never waits for a slot another writer holds: that entry is left
+        let place = &self.entries[(seq % ENTRIES as u64) as usize];
+        // Never waits for a place another writer holds: that entry is left
         // out (the counters still count the difference).
-        let _ = slot.publish_within(entry.as_bytes(), me, alive, std::time::Duration::ZERO);
+        let _ = place.publish_within(entry.as_bytes(), me, alive, std::time::Duration::ZERO);
     }
 
     /// The differences kept, newest first.
     pub fn recent(&self) -> Vec<Value> {
         let mut entries: Vec<Value> = self
-            .slots
+            .entries
             .iter()
             .filter_map(|s| s.read())
             .filter(|(epoch, _)| *epoch > 0)
@@ -121,9 +121,12 @@ mod tests {
             ring.push(&d, 1, |_| true);
         }
         let recent = ring.recent();
-        assert_eq!(recent.len(), SLOTS);
+        assert_eq!(recent.len(), ENTRIES);
         assert_eq!(recent[0]["request"], "GET /39");
-        assert_eq!(recent[SLOTS - 1]["request"], format!("GET /{}", 40 - SLOTS));
+        assert_eq!(
+            recent[ENTRIES - 1]["request"],
+            format!("GET /{}", 40 - ENTRIES)
+        );
         assert_eq!(recent[0]["lua"].as_str().unwrap().len(), FIELD_BYTES);
     }
 

@@ -18,8 +18,10 @@ pub enum Outcome {
     Decided(Decision),
     /// The module said "not mine".
     Declined,
-    /// The module returned an error.
-    Failed(String),
+    /// The module returned an error (counted `error`; the request falls
+    /// back). Not `failed`: that is a step no side could decide, served by
+    /// its failure policy.
+    Errored(String),
     /// The module panicked; the message is the panic's.
     Panicked(String),
 }
@@ -67,7 +69,7 @@ pub fn guarded_module<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             step.counters.add(Count::Error);
-            Err(format!("failed: {}", e.message))
+            Err(format!("returned an error: {}", e.message))
         }
         Err(payload) => {
             step.counters.add(Count::Panic);
@@ -97,7 +99,7 @@ pub fn run_response_phase(
     let ops = guarded_module(step, || step.module.on_response(req, resp, ctx))?;
     check_response_ops(&ops).map_err(|e| {
         step.counters.add(Count::Error);
-        format!("failed: its response-header phase {e}")
+        format!("returned an error: its response-header phase {e}")
     })?;
     Ok(ops)
 }
@@ -125,14 +127,14 @@ pub fn run_request_phase(step: &Step, req: &dyn RequestView, ctx: &Context) -> O
         // before any of it is applied.
         Ok(Ok(mut decision)) => match decision.check_framing() {
             Ok(()) => Outcome::Decided(decision),
-            Err(e) => Outcome::Failed(format!("its decision {e}")),
+            Err(e) => Outcome::Errored(format!("its decision {e}")),
         },
-        Ok(Err(e)) => Outcome::Failed(e.message),
+        Ok(Err(e)) => Outcome::Errored(e.message),
         Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
     };
     match outcome {
         Outcome::Declined => step.counters.add(Count::Decline),
-        Outcome::Failed(_) => step.counters.add(Count::Error),
+        Outcome::Errored(_) => step.counters.add(Count::Error),
         Outcome::Panicked(_) => step.counters.add(Count::Panic),
         Outcome::Decided(_) => {}
     }

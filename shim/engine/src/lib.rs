@@ -13,7 +13,7 @@
 //! - [`shared`]: the counter table and the window table every worker maps;
 //! - [`diff_ring`]: the last shadow differences, for the dashboard;
 //! - [`snapshot`]: the configuration text applied live, for every worker;
-//! - [`fleet`]: what a server's fleet agent reports, for the metrics;
+//! - [`fleet_report`]: what a server's fleet agent reports, for the metrics;
 //! - [`log_budget`]: how many log lines a second each family may write.
 //!
 //! The nginx shim (`shim/nginx`) owns a [`Config`] per nginx cycle and calls
@@ -28,7 +28,7 @@ pub mod diff_ring;
 pub mod dispatch;
 pub mod edge;
 pub mod error;
-pub mod fleet;
+pub mod fleet_report;
 pub mod log_budget;
 pub mod metrics;
 pub mod protocol;

@@ -357,7 +357,7 @@ fn fleet_families(config: &Config, encoder: &mut DescriptorEncoder) -> Result<()
                     None,
                     MetricType::Gauge,
                 )?;
-                for (i, state) in crate::fleet::ROLLOUT_STATES.iter().enumerate() {
+                for (i, state) in crate::fleet_report::ROLLOUT_STATES.iter().enumerate() {
                     ConstGauge::new(i64::from(value == i as u64))
                         .encode(family.encode_family(&[("state", *state)])?)?;
                 }
@@ -430,11 +430,11 @@ impl Collector for Totals {
         }
         let mut family = encoder.encode_descriptor(
             "graft_kill_switch",
-            "The kill switches thrown (1 by an operator, 2 by an automatic rollback): a module's in every zone, or in one zone. Only those thrown.",
+            "The modules killed (1 by an operator, 2 by an automatic rollback): a module's in every zone, or in one zone. Only those killed.",
             None,
             MetricType::Gauge,
         )?;
-        for ((module, zone), v) in self.0.switches_thrown() {
+        for ((module, zone), v) in self.0.switches_killed() {
             let gauge = ConstGauge::new(v as i64);
             match zone {
                 Some(zone) => {

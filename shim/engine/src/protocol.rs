@@ -123,7 +123,7 @@ impl<'a, S: Server + ?Sized> Protocol<'a, S> {
     ) -> Served {
         let mode = self.mode(step, req);
         if fell_back {
-            let earlier = Outcome::Failed("it did not decide earlier for this request".into());
+            let earlier = Outcome::Errored("it did not decide earlier for this request".into());
             return self.not_decided(step, HandOver::Rust(earlier));
         }
         match mode {
@@ -168,7 +168,7 @@ impl<'a, S: Server + ?Sized> Protocol<'a, S> {
             self.server.log(
                 LogFamily::Budget,
                 format_args!(
-                    "graft: zone \"{}\" module \"{}\" was rolled back to lua, but this location runs no Lua bridge: Rust serves on (reset the switch, or kill it by hand)",
+                    "graft: zone \"{}\" module \"{}\" was rolled back to lua, but this location runs no Lua bridge: Rust serves on (revive it, or kill it by hand)",
                     self.zone, step.module_name
                 ),
             );
@@ -281,7 +281,7 @@ impl<'a, S: Server + ?Sized> Protocol<'a, S> {
         let (family, what, detail) = match outcome {
             Outcome::Decided(_) => return,
             Outcome::Declined => (LogFamily::Decline, "declined", ""),
-            Outcome::Failed(e) => (LogFamily::Failure, "failed: ", e.as_str()),
+            Outcome::Errored(e) => (LogFamily::Failure, "returned an error: ", e.as_str()),
             Outcome::Panicked(e) => (LogFamily::Failure, "panicked: ", e.as_str()),
         };
         self.server.log(

@@ -702,7 +702,7 @@ mod tests {
     }
 
     #[test]
-    fn threads_throwing_and_resetting_keep_the_thrown_count() {
+    fn threads_killing_and_reviving_keep_the_killed_count() {
         let slots = table(2 * (1 + 64));
         let t = CounterTable::new(&slots);
         std::thread::scope(|s| {

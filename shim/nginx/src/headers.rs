@@ -48,7 +48,7 @@ pub fn push_header(
     // SAFETY: `pool` is the request's pool (this function's contract), so
     // ngx_pnalloc returns at least `key.len` writable bytes (or null), which
     // ngx_hash_strlow fills with the lower-case copy of the key's `key.len`
-    // bytes. ngx_list_push returns an uninitialised slot of the list's
+    // bytes. ngx_list_push returns an uninitialised element of the list's
     // element type (ngx_table_elt_t for header lists), or null: it is
     // written whole before a reference to it is made.
     unsafe {
@@ -59,8 +59,8 @@ pub fn push_header(
         // nginx's hash of the lower-case name, as its parser sets it: a
         // proxy finds the headers it overrides by it.
         let hash = ngx_hash_strlow(lower, key.data, key.len).max(1);
-        let slot = ngx_list_push(list) as *mut ngx_table_elt_t;
-        if slot.is_null() {
+        let elt_at = ngx_list_push(list) as *mut ngx_table_elt_t;
+        if elt_at.is_null() {
             return None;
         }
         let mut elt: ngx_table_elt_t = std::mem::zeroed();
@@ -68,8 +68,8 @@ pub fn push_header(
         elt.key = key;
         elt.value = value;
         elt.lowcase_key = lower;
-        slot.write(elt);
-        Some(slot)
+        elt_at.write(elt);
+        Some(elt_at)
     }
 }
 
@@ -341,8 +341,8 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Opt
                 };
                 #[cfg(not(nginx1_23_0))]
                 if let Some(array) = array {
-                    let slot = ngx_array_push(array) as *mut *mut ngx_table_elt_t;
-                    *slot.as_mut()? = h;
+                    let place = ngx_array_push(array) as *mut *mut ngx_table_elt_t;
+                    *place.as_mut()? = h;
                     continue;
                 }
                 if let Some((_, field)) = singles

@@ -1,7 +1,8 @@
 //! The life of graft's configuration in nginx: `graft_config` and
 //! `graft_shared_memory` (loaded and checked while nginx reads its files,
 //! so that `nginx -t`, start-up and reload refuse a bad one), the shared
-//! tables every worker counts in, the live apply in two stages, and each
+//! tables every worker counts in, the live apply in two calls (check,
+//! then commit or refuse), and each
 //! worker catching up with a configuration applied live elsewhere.
 //!
 //! The parsed configuration lives in the module's main conf, allocated from
@@ -370,10 +371,10 @@ fn retire(old: Arc<Config>) {
     }
 }
 
-/// First stage of a live apply: reads and validates the file (or `sent`,
+/// A live apply's check: reads and validates the file (or `sent`,
 /// a text the admin API was sent in its place, validated the same way and
 /// named after the file) and keeps it pending, for the Lua side to check
-/// its legacy modules; returns the pending generation. Nothing serves it
+/// its Lua twins; returns the pending generation. Nothing serves it
 /// yet.
 pub fn prepare_live(r: &ngx_http_request_t, sent: Option<Vec<u8>>) -> Result<u64, String> {
     let mcf = main_conf(r).ok_or("no graft_config")?;
@@ -420,7 +421,7 @@ fn count_refused(counters: CounterTable<'static>) {
     counters.add(graft_engine::counters::refused_key(), 1);
 }
 
-/// Second stage of a live apply: swaps the pending configuration in, in
+/// A live apply's commit: swaps the pending configuration in, in
 /// this worker at once and in every other worker within `EPOCH_CHECK_MS`
 /// (they load these very bytes, not the file again).
 pub fn commit_live(r: &ngx_http_request_t) -> Result<u64, String> {

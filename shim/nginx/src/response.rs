@@ -116,7 +116,7 @@ fn rust_ops(
             };
             run_response_phase(step, &NgxRequest::new(r), &NgxResponse(r), &ctx)
         }
-        None => Err("failed: graft's shared tables are not mapped".to_string()),
+        None => Err("could not run: graft's shared tables are not mapped".to_string()),
     };
     match outcome {
         Ok(ops) => Some(ops),

@@ -262,7 +262,7 @@ impl Config {
             shared: OnceLock::new(),
             windows: OnceLock::new(),
             source: source.to_path_buf(),
-            hash: crate::fleet::config_hash(text),
+            hash: crate::fleet_report::config_hash(text),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             zones,
             by_host,

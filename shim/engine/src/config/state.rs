@@ -1,7 +1,7 @@
 //! What a configuration keeps in the tables every worker shares: its
 //! steps' counts and kill switches, the admin API's and the hand-offs'
 //! counts, the fleet agent's report, when nginx and its workers started;
-//! and the thresholds that throw a step's kill switch by themselves.
+//! and the thresholds that kill a step's kill switch by themselves.
 use std::collections::BTreeMap;
 
 use graft_contract::Windows;
@@ -117,18 +117,18 @@ impl Config {
             .map_or(0, |t| t.get(crate::counters::body_over_key(zone)))
     }
 
-    /// Stores a fleet agent's report (`name=value&...`, see [`crate::fleet`])
+    /// Stores a fleet agent's report (`name=value&...`, see [`crate::fleet_report`])
     /// for every worker's metrics; a report refused stores nothing.
     pub fn fleet_report(&self, report: &str, now_secs: u64) -> Result<(), String> {
-        let fields = crate::fleet::parse(report)?;
+        let fields = crate::fleet_report::parse(report)?;
         let table = self.shared.get().ok_or("no shared memory")?;
-        crate::fleet::store(table, &fields, now_secs);
+        crate::fleet_report::store(table, &fields, now_secs);
         Ok(())
     }
 
     /// The last fleet report, if an agent ever sent one.
-    pub fn fleet(&self) -> Option<crate::fleet::Stored> {
-        crate::fleet::read(self.shared.get()?)
+    pub fn fleet(&self) -> Option<crate::fleet_report::Stored> {
+        crate::fleet_report::read(self.shared.get()?)
     }
 
     /// Marks the time this nginx started, the first time a configuration
@@ -136,8 +136,8 @@ impl Config {
     /// fork): a reload keeps it.
     pub fn mark_started(&self, now_ms: u64) {
         if let Some(t) = self.shared.get() {
-            if t.get(crate::fleet::started_key()) == 0 {
-                t.set(crate::fleet::started_key(), now_ms);
+            if t.get(crate::fleet_report::started_key()) == 0 {
+                t.set(crate::fleet_report::started_key(), now_ms);
             }
         }
     }
@@ -146,7 +146,7 @@ impl Config {
     pub fn started_ms(&self) -> u64 {
         self.shared
             .get()
-            .map_or(0, |t| t.get(crate::fleet::started_key()))
+            .map_or(0, |t| t.get(crate::fleet_report::started_key()))
     }
 
     /// Counts a worker process started by the master's `cycle` (a number
@@ -155,11 +155,11 @@ impl Config {
     /// again after one died; a reload's new workers are a new cycle's.
     pub fn count_worker_start(&self, cycle: u64, workers: u64) {
         if let Some(t) = self.shared.get() {
-            t.add(crate::fleet::worker_starts_key(), 1);
-            let key = crate::fleet::cycle_workers_key();
+            t.add(crate::fleet_report::worker_starts_key(), 1);
+            let key = crate::fleet_report::cycle_workers_key();
             t.add_in_minute(key, cycle, 1);
             if t.get_in_minute(key, cycle) > workers {
-                t.add(crate::fleet::worker_restarts_key(), 1);
+                t.add(crate::fleet_report::worker_restarts_key(), 1);
             }
         }
     }
@@ -168,7 +168,7 @@ impl Config {
     pub fn worker_restarts(&self) -> u64 {
         self.shared
             .get()
-            .map_or(0, |t| t.get(crate::fleet::worker_restarts_key()))
+            .map_or(0, |t| t.get(crate::fleet_report::worker_restarts_key()))
     }
 
     /// Worker processes started since the shared table was mapped (nginx's
@@ -177,7 +177,7 @@ impl Config {
     pub fn worker_starts(&self) -> u64 {
         self.shared
             .get()
-            .map_or(0, |t| t.get(crate::fleet::worker_starts_key()))
+            .map_or(0, |t| t.get(crate::fleet_report::worker_starts_key()))
     }
 
     /// Graft files a running nginx refused (on reload or in a live apply)
@@ -194,7 +194,7 @@ impl Config {
         self.windows.get().map_or(0, WindowTable::evictions)
     }
 
-    /// Throws (or resets, with `Kill::Off`) the kill switch of `module`, in
+    /// Kills (or revives, with `Kill::Off`) `module`, in
     /// `zone` or, without one, in every zone.
     pub fn set_kill(&self, zone: Option<&str>, module: &str, kill: Kill) -> Result<(), Error> {
         let not_found = |what: String| Error::new(ErrorKind::NotFound, what);
@@ -212,8 +212,8 @@ impl Config {
                     .filter(|s| s.module_name == module)
                     .collect();
                 if steps.is_empty() {
-                    // A switch outlives the configuration it was thrown
-                    // in (it is keyed by zone and module names): resetting
+                    // A switch outlives the configuration it was killed
+                    // in (it is keyed by zone and module names): reviving
                     // one whose zone or step a later configuration dropped
                     // clears it, so that it cannot come back with them.
                     if kill == Kill::Off {
@@ -247,33 +247,33 @@ impl Config {
         Ok(())
     }
 
-    /// The kill switches thrown (1 by an operator, 2 by a rollback), as
+    /// The modules killed (1 by an operator, 2 by a rollback), as
     /// this configuration can name them: each registered module's in
     /// every zone, and each of its zones' own for the modules it has.
     /// What a fleet agent checks its switches against.
-    pub fn switches_thrown(&self) -> BTreeMap<(&'static str, Option<&str>), u64> {
-        let mut thrown = BTreeMap::new();
+    pub fn switches_killed(&self) -> BTreeMap<(&'static str, Option<&str>), u64> {
+        let mut killed = BTreeMap::new();
         let Some(t) = self.shared.get() else {
-            return thrown;
+            return killed;
         };
         if !t.any_switch() {
-            return thrown;
+            return killed;
         }
         for module in registry::names() {
             let v = t.switch(kill_key(None, module));
             if v != 0 {
-                thrown.insert((module, None), v);
+                killed.insert((module, None), v);
             }
         }
         for zone in &self.zones {
             for step in &zone.steps {
                 let v = step.counters.zone_switch();
                 if v != 0 {
-                    thrown.insert((step.module_name, Some(zone.name.as_str())), v);
+                    killed.insert((step.module_name, Some(zone.name.as_str())), v);
                 }
             }
         }
-        thrown
+        killed
     }
 
     /// The counters of every step, as JSON.
@@ -388,10 +388,10 @@ impl Threshold {
         }
     }
 
-    /// Throws a step's kill switch as a rollback, unless it is thrown
+    /// Kills a step's kill switch as a rollback, unless it is killed
     /// already: the reason (`Ok`, with `why` the threshold crossed), or why
-    /// it could not be thrown (`Err`: the step goes on in its mode).
-    pub fn throw(
+    /// it could not be killed (`Err`: the step goes on in its mode).
+    pub fn kill(
         counters: &Counters,
         why: impl FnOnce() -> String,
     ) -> Option<Result<String, String>> {

@@ -18,7 +18,7 @@ use crate::{Count, Counters};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// The legacy Lua implementation only.
+    /// The Lua twin only.
     Lua,
     /// The Rust implementation; Lua serves a request Rust declines, fails or panics on.
     Rust,
@@ -95,7 +95,7 @@ pub struct Budget {
 pub const MAX_BUDGET_US: u64 = 10_000_000;
 
 impl Rollback {
-    /// The share of requests gone wrong that throws the step's switch.
+    /// The share of requests gone wrong that kills the step's switch.
     pub(crate) fn threshold(&self) -> Threshold {
         Threshold {
             max_rate: self.max_rate,
@@ -107,7 +107,7 @@ impl Rollback {
 }
 
 impl Budget {
-    /// The share of calls over the budget that throws the step's switch,
+    /// The share of calls over the budget that kills the step's switch,
     /// with a `max_rate`.
     pub(crate) fn threshold(&self) -> Option<Threshold> {
         Some(Threshold {
@@ -162,9 +162,9 @@ fn default_window() -> u32 {
 
 impl Step {
     /// Counts what served a request at this step and, with a rollback
-    /// configured, throws the step's kill switch when the share that went
+    /// configured, kills the step's kill switch when the share that went
     /// wrong crosses it. Returns the reason when it did (`Ok`), or why the
-    /// switch could not be thrown (`Err`: the step goes on in its mode).
+    /// switch could not be killed (`Err`: the step goes on in its mode).
     pub fn record(&self, what: Count, now_secs: u64) -> Option<Result<String, String>> {
         self.counters.add(what);
         let rollback = self.rollback.as_ref()?;
@@ -178,7 +178,7 @@ impl Step {
         if !tally.crossed {
             return None;
         }
-        Threshold::throw(&self.counters, || {
+        Threshold::kill(&self.counters, || {
             format!(
                 "{} of {} requests went wrong in {} s, over {}%",
                 tally.bad,
@@ -192,7 +192,7 @@ impl Step {
     /// Judges one Rust call's time against the step's budget (nothing to
     /// do without one): a call over it is counted; with a threshold, every
     /// call is counted in the budget's window and the step's kill switch is
-    /// thrown when the share over it crosses the threshold.
+    /// killed when the share over it crosses the threshold.
     pub fn check_budget(&self, nanos: u64, now_secs: u64) -> Option<OverBudget> {
         let budget = self.budget.as_ref()?;
         let over = nanos > budget.us.saturating_mul(1000);
@@ -203,7 +203,7 @@ impl Step {
             (Some(threshold), Some(windows)) => {
                 let tally = threshold.count(windows, &self.window_key, over, now_secs);
                 if over && tally.crossed {
-                    Threshold::throw(&self.counters, || {
+                    Threshold::kill(&self.counters, || {
                         format!(
                             "{} of {} calls went over its time budget of {} µs in {} s, over {}%",
                             tally.bad,
@@ -241,7 +241,7 @@ impl Step {
 
     /// How this request is served at this step: `Lua`, `Rust` or `Shadow`
     /// (a canary step resolves to `Rust` or `Lua` for the request's client;
-    /// a thrown kill switch makes it `Lua`).
+    /// a module killed makes it `Lua`).
     pub fn mode_for(&self, req: &dyn RequestView) -> Mode {
         if self.mode != Mode::Lua && self.counters.kill() != Kill::Off {
             return Mode::Lua;
@@ -256,7 +256,7 @@ impl Step {
     /// would send every request to the step's failure policy (a 503 for an
     /// access control), and a client able to trip the threshold (slow or
     /// big requests) would turn the control into an outage. `true` with
-    /// the mode: an automatic rollback is thrown and was passed over (the
+    /// the mode: an automatic rollback is killed and was passed over (the
     /// caller counts and logs it). An operator's kill switch still holds.
     pub fn mode_where_no_lua(&self, req: &dyn RequestView) -> (Mode, bool) {
         match self.counters.kill() {

@@ -219,11 +219,11 @@ fn a_rollback_threshold_sends_the_step_back_to_lua() {
     let why = step
         .record(Count::Fallback, 1000)
         .expect("3 of 13 is over 20%")
-        .expect("the switch is thrown");
+        .expect("the switch is killed");
     assert!(why.contains("3 of 13"), "{why}");
     assert_eq!(step.mode_for(&req), Mode::Lua);
     assert_eq!(step.counters.kill(), Kill::Automatic);
-    assert_eq!(step.record(Count::Fallback, 1000), None, "thrown once");
+    assert_eq!(step.record(Count::Fallback, 1000), None, "killed once");
     c.set_kill(Some("a.com"), "probe", Kill::Off).unwrap();
     assert_eq!(step.mode_for(&req), Mode::Rust);
 }
@@ -257,13 +257,13 @@ fn calls_over_a_time_budget_are_counted_and_past_its_threshold_roll_the_step_bac
     let why = over(300_000)
         .rollback
         .expect("3 of 9 is over 25%")
-        .expect("the switch is thrown");
+        .expect("the switch is killed");
     assert_eq!(
         why,
         "rolled back to lua: 3 of 9 calls went over its time budget of 100 µs in 60 s, over 25%"
     );
     assert_eq!(with_threshold.mode_for(&req), Mode::Lua);
-    assert_eq!(over(300_000).rollback, None, "thrown once");
+    assert_eq!(over(300_000).rollback, None, "killed once");
     assert_eq!(with_threshold.counters.get(Count::OverBudget), 4);
     for _ in 0..20 {
         let o = count_only.check_budget(1_000_000, 1000).expect("over");
@@ -383,7 +383,7 @@ fn a_worker_started_past_its_cycles_count_is_a_restart() {
 }
 
 #[test]
-fn the_totals_name_the_kill_switches_thrown() {
+fn the_totals_name_the_kill_switches_killed() {
     let c = std::sync::Arc::new(
         parse(r#"{ "zones": { "*": { "modules": [ { "module": "probe", "mode": "rust" } ] },
         "a.com": { "modules": [ { "module": "probe", "mode": "rust" }, { "module": "probe", "mode": "rust" } ] } } }"#)
@@ -393,11 +393,11 @@ fn the_totals_name_the_kill_switches_thrown() {
     c.attach(counters, windows);
     let text = crate::metrics::totals_text(&c);
     assert!(text.contains("# TYPE graft_kill_switch gauge"), "{text}");
-    assert!(!text.contains("graft_kill_switch{"), "none thrown: {text}");
+    assert!(!text.contains("graft_kill_switch{"), "none killed: {text}");
     c.set_kill(None, "probe", Kill::Manual).unwrap();
     c.set_kill(Some("a.com"), "probe", Kill::Automatic).unwrap();
     assert_eq!(
-        c.switches_thrown().into_iter().collect::<Vec<_>>(),
+        c.switches_killed().into_iter().collect::<Vec<_>>(),
         vec![(("probe", None), 1), (("probe", Some("a.com")), 2)]
     );
     let text = crate::metrics::totals_text(&c);
@@ -413,7 +413,7 @@ fn the_totals_name_the_kill_switches_thrown() {
 }
 
 #[test]
-fn a_kill_switch_outlives_its_zone_and_is_reset_without_it() {
+fn a_kill_switch_outlives_its_zone_and_is_revived_without_it() {
     let with_zone = parse(GOOD).unwrap();
     let (counters, windows) = leaked_tables();
     let table = counters;

@@ -55,7 +55,7 @@ pub unsafe extern "C" fn graft_ffi_admin_check(r: *mut c_void) -> c_int {
 }
 
 /// One zone's plan (zones from 0, in the configuration's order), for the
-/// Lua side to load and check every legacy module a configuration names
+/// Lua side to load and check every Lua twin a configuration names
 /// before it serves, one zone at a time (so that checking ten thousand
 /// zones never holds them all): `GRAFT_DONE` past the last zone. `which`
 /// is `GRAFT_PLANS_LOADED` for the configuration the master has just
@@ -145,8 +145,9 @@ pub unsafe extern "C" fn graft_ffi_totals(
     })
 }
 
-/// Applies the configuration file live (admin), in two stages so that the
-/// Lua side can check its legacy modules in between:
+/// Applies the configuration file live (admin), in two calls (`action`:
+/// check, then commit or refuse) so that the Lua side can check its Lua
+/// twins in between:
 /// `GRAFT_APPLY_CHECK` reads and validates the file (or the `text_len`
 /// bytes at `text` when `text` is not null: a configuration sent to the
 /// admin API, by graft-agent from etcd) and keeps it pending
@@ -163,7 +164,7 @@ pub unsafe extern "C" fn graft_ffi_totals(
 #[no_mangle]
 pub unsafe extern "C" fn graft_ffi_apply(
     r: *mut c_void,
-    stage: c_int,
+    action: c_int,
     text: *const c_uchar,
     text_len: usize,
     buf: *mut c_uchar,
@@ -178,7 +179,7 @@ pub unsafe extern "C" fn graft_ffi_apply(
         if unsafe { refused_by_admin_guard(r, buf, len) } {
             return GRAFT_ERROR;
         }
-        let result = match stage {
+        let result = match action {
             GRAFT_APPLY_CHECK => crate::live::prepare_live(
                 r,
                 // SAFETY: `text` is null or points at `text_len` readable
@@ -195,7 +196,7 @@ pub unsafe extern "C" fn graft_ffi_apply(
                 crate::live::refuse_live();
                 Ok("refused".to_string())
             }
-            _ => Err(format!("no apply stage {stage}")),
+            _ => Err(format!("no apply action {action}")),
         };
         let (rc, message) = match result {
             Ok(m) => (GRAFT_OK, m),
@@ -279,7 +280,7 @@ pub unsafe extern "C" fn graft_ffi_kill(
 }
 
 /// Stores a report of this server's fleet agent (`name=value&...`, the
-/// names of `graft_engine::fleet::FIELDS`) for `/graft/metrics` in every
+/// names of `graft_engine::fleet_report::FIELDS`) for `/graft/metrics` in every
 /// worker. On error (an unknown name, a value not a whole number), `buf`
 /// says why and nothing is stored.
 ///

@@ -174,7 +174,7 @@ pub unsafe extern "C" fn graft_ffi_run(
                 buf.fail("declined".into(), out);
                 GRAFT_DECLINED
             }
-            Outcome::Failed(e) => {
+            Outcome::Errored(e) => {
                 buf.fail(e, out);
                 GRAFT_ERROR
             }
@@ -196,7 +196,7 @@ fn rust_not_asked(r: &ngx_http_request_t, zone: &str, step: &Step, why: &str) ->
             r,
             LogFamily::Failure,
             format_args!(
-                "graft: zone \"{zone}\" module \"{}\" failed: {why}",
+                "graft: zone \"{zone}\" module \"{}\" could not be asked: {why}",
                 step.module_name
             ),
         );

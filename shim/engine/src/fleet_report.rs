@@ -33,7 +33,11 @@ pub const ROLLOUT_STATES: [&str; 4] = ["none", "running", "done", "rolled_back"]
 pub enum RolloutState {
     Running,
     Done,
-    RolledBack,
+    /// A gate failed: every server went back to the fleet's
+    /// configuration. `rolled_back` on the wire (etcd, metrics), as alert
+    /// rules match it.
+    #[serde(rename = "rolled_back")]
+    Reverted,
 }
 
 impl RolloutState {
@@ -43,7 +47,7 @@ impl RolloutState {
         match self {
             RolloutState::Running => 1,
             RolloutState::Done => 2,
-            RolloutState::RolledBack => 3,
+            RolloutState::Reverted => 3,
         }
     }
 }
@@ -112,8 +116,8 @@ pub const FIELDS: [(&str, &str); 11] = [
     ("etcd_contact", "Unix time of the agent's last successful call to etcd"),
     ("config_revision", "etcd revision of the configuration this server serves (0: none from etcd yet)"),
     ("rollout_stage", "The stage (from 0) of the rollout this server last saw"),
-    ("rollout_state", "The state of the rollout this server last saw: 0 none, 1 running, 2 done, 3 rolled back"),
-    ("rollout_serving", "1 when this server serves a rollout's configuration rather than the fleet's (while the rollout runs, or after it was rolled back when its nginx refused the fleet's)"),
+    ("rollout_state", "The state of the rollout this server last saw: 0 none, 1 running, 2 done, 3 reverted (rolled_back)"),
+    ("rollout_serving", "1 when this server serves a rollout's configuration rather than the fleet's (while the rollout runs, or after it was reverted when its nginx refused the fleet's)"),
     ("healthy", "1 when this server's health gates pass (fallback and shadow-difference rates, refused configurations, worker restarts)"),
     ("drift", "1 when this server's nginx serves another configuration than the fleet's keys say (applied by hand through its admin API, or the keys' refused) and its agent could not apply the keys' again"),
     ("drift_repairs", "Times this server's agent found its nginx serving another configuration than the one it had applied from the keys, and applied the keys' again (since the agent started)"),
@@ -266,7 +270,7 @@ mod tests {
             etcd_contact: 1_795_000_000,
             config_revision: 42,
             rollout_stage: 2,
-            rollout_state: Some(RolloutState::RolledBack),
+            rollout_state: Some(RolloutState::Reverted),
             rollout_serving: true,
             healthy: false,
             drift: Some((true, 3)),
@@ -300,7 +304,7 @@ mod tests {
         for state in [
             RolloutState::Running,
             RolloutState::Done,
-            RolloutState::RolledBack,
+            RolloutState::Reverted,
         ] {
             assert_eq!(
                 serde_json::to_value(state).unwrap(),
