@@ -2,7 +2,7 @@
 //!
 //! `graft-agent run` sits beside each nginx and makes it serve what the
 //! fleet's keys say; the other commands are the operator's: put the
-//! fleet's configuration, throw and reset kill switches, start, follow and
+//! fleet's configuration, kill and revive modules, start, follow and
 //! abort a staged rollout. See README.md, "Running a fleet".
 mod admin;
 mod fleet;
@@ -171,7 +171,7 @@ enum RolloutCommand {
     },
     /// The rollout and the servers' part in it.
     Status,
-    /// Roll every server back to the fleet's configuration.
+    /// Revert the rollout: every server back to the fleet's configuration.
     Abort {
         #[arg(long, default_value = "aborted by an operator")]
         reason: String,
@@ -209,21 +209,13 @@ async fn command(cli: Cli) -> Result<(), String> {
     let keys = Keys::new(&cli.prefix)?;
     let timeout = Duration::from_millis(cli.timeout_ms.max(1));
     match &cli.command {
-        Command::Keygen { name } => {
-            let private = name.with_extension("key");
-            let public = name.with_extension("pub");
-            let fingerprint = sign::keygen(&private, &public)?;
-            println!(
-                "{} (private: keep it to the operators) and {} (for graft-agent run --verify-key): key {fingerprint}",
-                private.display(),
-                public.display()
-            );
-            return Ok(());
-        }
+        Command::Keygen { name } => return keygen(name),
         Command::Sign { key, file } => {
             let key = sign::load_signing_key(key)?;
-            let text = checked(file)?;
-            println!("{}", sign::sign(&key, keys.prefix(), text.as_bytes()));
+            println!(
+                "{}",
+                sign::sign(&key, keys.prefix(), checked(file)?.as_bytes())
+            );
             return Ok(());
         }
         _ => {}
@@ -236,100 +228,41 @@ async fn command(cli: Cli) -> Result<(), String> {
             .as_deref()
             .zip(cli.etcd_password_file.as_deref()),
     )?;
-    if let Command::Run {
-        name,
-        admin,
-        admin_token_file,
-        file,
-        state_dir,
-        interval_ms,
-        verify_key,
-    } = cli.command
-    {
-        let name = match name {
-            Some(name) => name,
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .map_err(|e| format!("no --name, and no host name: {e}"))?,
-        };
-        fleet::check_name(&name)?;
-        let token = std::fs::read_to_string(&admin_token_file).map_err(|e| {
-            format!(
-                "the admin token file {}: {e} (nginx's graft_admin_token names it)",
-                admin_token_file.display()
-            )
-        })?;
-        let verify = verify_key
-            .iter()
-            .map(|path| sign::load_verifying_key(path))
-            .collect::<Result<Vec<_>, _>>()?;
-        return run::run(run::Options {
-            endpoints: cli.etcd,
-            access,
-            verify,
-            keys,
-            name,
-            admin: admin::Admin::new(&admin, &token),
-            file,
-            state_dir,
-            interval: Duration::from_millis(interval_ms),
-            timeout,
-        })
-        .await;
+    if let Command::Run { .. } = cli.command {
+        return run_agent(cli, keys, access, timeout).await;
     }
     let (mut client, _) = run::connect_any(&cli.etcd, 0, timeout, &keys.config(), &access)
         .await
         .map_err(|e| format!("no etcd member answers: {e}"))?;
+    let client = &mut client;
     match cli.command {
         Command::Run { .. } | Command::Keygen { .. } | Command::Sign { .. } => {
             unreachable!("handled above")
         }
-        Command::Put { file, key } => {
-            let text = checked(&file)?;
-            let signature = signed(key.as_deref(), &keys, &text)?;
-            // A running rollout ends by writing its own configuration
-            // there: a put meanwhile would be lost, so it is refused.
-            let (_, revision) = rollout_idle(&mut client, &keys).await?;
-            write_if_rollout_unchanged(
-                &mut client,
-                &keys,
-                revision,
-                [
-                    TxnOp::put(keys.config(), text, None),
-                    signature_op(keys.config_sig(), signature),
-                ],
-            )
-            .await
-            .map_err(|e| format!("{e}: wait for it, or abort it"))?;
-            println!(
-                "{}: the fleet's configuration is {}",
-                keys.config(),
-                fleet::config_hash(&std::fs::read(&file).unwrap_or_default())
-            );
-        }
+        Command::Put { file, key } => put(client, &keys, &file, key.as_deref()).await,
         Command::Kill {
             module,
             zone,
             reason,
         } => {
+            let at = keys.kill(&module, zone.as_deref());
             client
-                .put(keys.kill(&module, zone.as_deref()), reason, None)
+                .put(at.clone(), reason, None)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("thrown: {}", keys.kill(&module, zone.as_deref()));
+            println!("killed: {at}");
+            Ok(())
         }
         Command::Revive { module, zone } => {
+            let at = keys.kill(&module, zone.as_deref());
             client
-                .delete(keys.kill(&module, zone.as_deref()), None)
+                .delete(at.clone(), None)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("reset: {}", keys.kill(&module, zone.as_deref()));
+            println!("revived: {at}");
+            Ok(())
         }
-        Command::Status => {
-            for (_, status) in statuses(&mut client, &keys).await? {
-                println!("{}", serde_json::to_string(&status).unwrap_or_default());
-            }
-        }
+        Command::Status => print_statuses(client, &keys).await,
         Command::Rollout(RolloutCommand::Start {
             file,
             key,
@@ -342,121 +275,247 @@ async fn command(cli: Cli) -> Result<(), String> {
             max_worker_restarts,
             max_silent,
         }) => {
-            let text = checked(&file)?;
-            let signature = signed(key.as_deref(), &keys, &text)?;
-            let servers: Vec<String> = statuses(&mut client, &keys)
-                .await?
-                .into_iter()
-                .map(|(name, _)| name)
-                .collect();
-            let stages = fleet::stage_counts(&stages, servers.len())?;
-            // The store's revision now: every rollout written reads a
-            // later one (the write below holds only if the rollout key is
-            // as read), so it names this rollout alone.
-            let (now_revision, revision) = rollout_idle(&mut client, &keys).await?;
-            let has_config = client
-                .get(keys.config(), Some(GetOptions::new().with_count_only()))
-                .await
-                .map_err(|e| e.to_string())?
-                .count()
-                > 0;
-            if !has_config {
-                return Err(format!(
-                    "{} is empty: a rollout needs a configuration to roll back to (graft-agent put)",
-                    keys.config()
-                ));
-            }
-            let now = run::now_secs();
-            let rollout = Rollout {
-                id: format!("r{now_revision}-{}", fleet::config_hash(text.as_bytes())),
-                config: text,
-                servers,
-                stages,
-                hold_secs: hold,
-                gates: Gates {
-                    max_fallback_rate,
-                    max_shadow_diff_rate,
-                    min_requests,
-                    max_refused,
-                    max_worker_restarts,
-                    max_silent_secs: max_silent,
-                },
-                stage: 0,
-                stage_started: now,
-                state: RolloutState::Running,
-                reason: None,
-                history: vec![format!("{now} started: stage 0")],
+            let gates = Gates {
+                max_fallback_rate,
+                max_shadow_diff_rate,
+                min_requests,
+                max_refused,
+                max_worker_restarts,
+                max_silent_secs: max_silent,
             };
-            rollout.check()?;
-            rollout.gates.check()?;
-            let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
-            write_if_rollout_unchanged(
-                &mut client,
-                &keys,
-                revision,
-                [
-                    TxnOp::put(keys.rollout(), json, None),
-                    signature_op(keys.rollout_sig(), signature),
-                ],
-            )
-            .await?;
-            println!(
-                "rollout {} started: stages {:?} of servers {:?}, each held {hold} s",
-                rollout.id, rollout.stages, rollout.servers
-            );
+            let plan = (stages.as_slice(), hold, gates);
+            rollout_start(client, &keys, &file, key.as_deref(), plan).await
         }
-        Command::Rollout(RolloutCommand::Status) => {
-            let got = client
-                .get(keys.rollout(), None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let Some(kv) = got.kvs().first() else {
-                println!("no rollout");
-                return Ok(());
-            };
-            let mut rollout: serde_json::Value = serde_json::from_slice(kv.value())
-                .map_err(|e| format!("{}: {e}", keys.rollout()))?;
-            if let Some(config) = rollout.get_mut("config") {
-                *config = fleet::config_hash(config.as_str().unwrap_or_default().as_bytes()).into();
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&rollout).unwrap_or_default()
-            );
-            for (_, status) in statuses(&mut client, &keys).await? {
-                println!("{}", serde_json::to_string(&status).unwrap_or_default());
-            }
-        }
+        Command::Rollout(RolloutCommand::Status) => rollout_status(client, &keys).await,
         Command::Rollout(RolloutCommand::Abort { reason }) => {
-            let got = client
-                .get(keys.rollout(), None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let kv = got.kvs().first().ok_or("no rollout")?;
-            let mut rollout: Rollout = serde_json::from_slice(kv.value())
-                .map_err(|e| format!("{}: {e}", keys.rollout()))?;
-            if rollout.state != RolloutState::Running {
-                return Err(format!("the rollout is not running ({:?})", rollout.state));
-            }
-            let now = run::now_secs();
-            rollout.state = RolloutState::Reverted;
-            rollout.reason = Some(reason.clone());
-            rollout.history.push(format!(
-                "{now} reverted at stage {}: {reason} (by rollout abort)",
-                rollout.stage
-            ));
-            let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
-            write_if_rollout_unchanged(
-                &mut client,
-                &keys,
-                kv.mod_revision(),
-                [TxnOp::put(keys.rollout(), json, None)],
-            )
-            .await
-            .map_err(|_| "the rollout changed meanwhile: look again".to_string())?;
-            println!("rollout {} reverted", rollout.id);
+            rollout_abort(client, &keys, &reason).await
         }
     }
+}
+
+/// `graft-agent keygen`: an operator's key pair.
+fn keygen(name: &std::path::Path) -> Result<(), String> {
+    let private = name.with_extension("key");
+    let public = name.with_extension("pub");
+    let fingerprint = sign::keygen(&private, &public)?;
+    println!(
+        "{} (private: keep it to the operators) and {} (for graft-agent run --verify-key): key {fingerprint}",
+        private.display(),
+        public.display()
+    );
+    Ok(())
+}
+
+/// `graft-agent run`: the agent beside one nginx, until it is stopped.
+async fn run_agent(
+    cli: Cli,
+    keys: Keys,
+    access: run::EtcdAccess,
+    timeout: Duration,
+) -> Result<(), String> {
+    let Command::Run {
+        name,
+        admin,
+        admin_token_file,
+        file,
+        state_dir,
+        interval_ms,
+        verify_key,
+    } = cli.command
+    else {
+        return Err("not the run command".into());
+    };
+    let name = match name {
+        Some(name) => name,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .map_err(|e| format!("no --name, and no host name: {e}"))?,
+    };
+    fleet::check_name(&name)?;
+    let token = std::fs::read_to_string(&admin_token_file).map_err(|e| {
+        format!(
+            "the admin token file {}: {e} (nginx's graft_admin_token names it)",
+            admin_token_file.display()
+        )
+    })?;
+    let verify = verify_key
+        .iter()
+        .map(|path| sign::load_verifying_key(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    run::run(run::Options {
+        endpoints: cli.etcd,
+        access,
+        verify,
+        keys,
+        name,
+        admin: admin::Admin::new(&admin, &token),
+        file,
+        state_dir,
+        interval: Duration::from_millis(interval_ms),
+        timeout,
+    })
+    .await
+}
+
+/// `graft-agent put`: the fleet's configuration (refused while a rollout
+/// runs: it ends by writing its own configuration there).
+async fn put(
+    client: &mut Client,
+    keys: &Keys,
+    file: &std::path::Path,
+    key: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let text = checked(file)?;
+    let signature = signed(key, keys, &text)?;
+    let (_, revision) = rollout_idle(client, keys).await?;
+    write_if_rollout_unchanged(
+        client,
+        keys,
+        revision,
+        [
+            TxnOp::put(keys.config(), text, None),
+            signature_op(keys.config_sig(), signature),
+        ],
+    )
+    .await
+    .map_err(|e| format!("{e}: wait for it, or abort it"))?;
+    println!(
+        "{}: the fleet's configuration is {}",
+        keys.config(),
+        fleet::config_hash(&std::fs::read(file).unwrap_or_default())
+    );
+    Ok(())
+}
+
+/// `graft-agent status`: every server's key, one JSON line each.
+async fn print_statuses(client: &mut Client, keys: &Keys) -> Result<(), String> {
+    for (_, status) in statuses(client, keys).await? {
+        println!("{}", serde_json::to_string(&status).unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// `graft-agent rollout start`: a new rollout of `file` over the servers
+/// there are now, `plan` its stages, hold time and gates.
+async fn rollout_start(
+    client: &mut Client,
+    keys: &Keys,
+    file: &std::path::Path,
+    key: Option<&std::path::Path>,
+    plan: (&[String], u64, Gates),
+) -> Result<(), String> {
+    let (stages, hold, gates) = plan;
+    let text = checked(file)?;
+    let signature = signed(key, keys, &text)?;
+    let servers: Vec<String> = statuses(client, keys)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let stages = fleet::stage_counts(stages, servers.len())?;
+    // The store's revision now: every rollout written reads a later one
+    // (the write below holds only if the rollout key is as read), so it
+    // names this rollout alone.
+    let (now_revision, revision) = rollout_idle(client, keys).await?;
+    let has_config = client
+        .get(keys.config(), Some(GetOptions::new().with_count_only()))
+        .await
+        .map_err(|e| e.to_string())?
+        .count()
+        > 0;
+    if !has_config {
+        return Err(format!(
+            "{} is empty: a rollout needs a configuration to go back to (graft-agent put)",
+            keys.config()
+        ));
+    }
+    let now = run::now_secs();
+    let rollout = Rollout {
+        id: format!("r{now_revision}-{}", fleet::config_hash(text.as_bytes())),
+        config: text,
+        servers,
+        stages,
+        hold_secs: hold,
+        gates,
+        stage: 0,
+        stage_started: now,
+        state: RolloutState::Running,
+        reason: None,
+        history: vec![format!("{now} started: stage 0")],
+    };
+    rollout.check()?;
+    rollout.gates.check()?;
+    let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
+    write_if_rollout_unchanged(
+        client,
+        keys,
+        revision,
+        [
+            TxnOp::put(keys.rollout(), json, None),
+            signature_op(keys.rollout_sig(), signature),
+        ],
+    )
+    .await?;
+    println!(
+        "rollout {} started: stages {:?} of servers {:?}, each held {hold} s",
+        rollout.id, rollout.stages, rollout.servers
+    );
+    Ok(())
+}
+
+/// `graft-agent rollout status`: the rollout (its configuration by name)
+/// and every server's key.
+async fn rollout_status(client: &mut Client, keys: &Keys) -> Result<(), String> {
+    let got = client
+        .get(keys.rollout(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(kv) = got.kvs().first() else {
+        println!("no rollout");
+        return Ok(());
+    };
+    let mut rollout: serde_json::Value =
+        serde_json::from_slice(kv.value()).map_err(|e| format!("{}: {e}", keys.rollout()))?;
+    if let Some(config) = rollout.get_mut("config") {
+        *config = fleet::config_hash(config.as_str().unwrap_or_default().as_bytes()).into();
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&rollout).unwrap_or_default()
+    );
+    print_statuses(client, keys).await
+}
+
+/// `graft-agent rollout abort`: the running rollout reverted, every
+/// server back to the fleet's configuration.
+async fn rollout_abort(client: &mut Client, keys: &Keys, reason: &str) -> Result<(), String> {
+    let got = client
+        .get(keys.rollout(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let kv = got.kvs().first().ok_or("no rollout")?;
+    let mut rollout: Rollout =
+        serde_json::from_slice(kv.value()).map_err(|e| format!("{}: {e}", keys.rollout()))?;
+    if rollout.state != RolloutState::Running {
+        return Err(format!("the rollout is not running ({:?})", rollout.state));
+    }
+    let now = run::now_secs();
+    rollout.state = RolloutState::Reverted;
+    rollout.reason = Some(reason.to_string());
+    rollout.history.push(format!(
+        "{now} reverted at stage {}: {reason} (by rollout abort)",
+        rollout.stage
+    ));
+    let json = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
+    write_if_rollout_unchanged(
+        client,
+        keys,
+        kv.mod_revision(),
+        [TxnOp::put(keys.rollout(), json, None)],
+    )
+    .await
+    .map_err(|_| "the rollout changed meanwhile: look again".to_string())?;
+    println!("rollout {} reverted", rollout.id);
     Ok(())
 }
 

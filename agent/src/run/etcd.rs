@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, TlsOptions, WatchOptions,
+    LeaseKeeper, PutOptions, TlsOptions, WatchOptions, WatchResponse,
 };
 use tracing::info;
 
@@ -181,52 +181,8 @@ impl Agent {
     /// fails.
     pub(super) async fn connected(&mut self) -> Result<(), String> {
         let t = self.opts.timeout;
-        // Members that do not answer take two timeouts each to give up
-        // on: meanwhile the server goes on being looked after (a
-        // restarted nginx gets its kill switches, nginx hears the agent).
-        let endpoints = self.opts.endpoints.clone();
-        let probe = self.opts.keys.config();
-        let access = self.opts.access.clone();
-        let connecting = connect_any(&endpoints, self.etcd.member, t, &probe, &access);
-        tokio::pin!(connecting);
-        let mut tick = tokio::time::interval(self.opts.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.reset();
-        let connected = loop {
-            tokio::select! {
-                connected = &mut connecting => break connected,
-                _ = tick.tick() => self.local().await,
-            }
-        };
-        let (mut client, member) = connected.inspect_err(|_| self.etcd.member += 1)?;
-        // After a failure, the next try starts with the next member.
-        self.etcd.member = member + 1;
-        let prefix = self.opts.keys.all();
-        let got = within(
-            t,
-            "reading the fleet's keys",
-            client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let revision = got.header().map_or(0, |h| h.revision());
-        self.etcd.view = got
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    (kv.value().to_vec(), kv.mod_revision()),
-                )
-            })
-            .collect();
-        // Every server is news again once read whole.
-        self.etcd.heard = self
-            .etcd
-            .view
-            .keys()
-            .filter_map(|k| self.opts.keys.server_of(k))
-            .map(|name| (name.to_string(), Instant::now()))
-            .collect();
+        let mut client = self.reach().await?;
+        let revision = self.read_all(&mut client).await?;
         let lease = within(t, "granting a lease", client.lease_grant(LEASE_TTL, None))
             .await?
             .id();
@@ -239,19 +195,16 @@ impl Agent {
             t,
             self.etcd.contact.clone(),
         );
-        let mut watch = within(
-            t,
-            "watching",
-            client.watch(
-                prefix.as_str(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
+        let prefix = self.opts.keys.all();
+        let watching = client.watch(
+            prefix.as_str(),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
             ),
-        )
-        .await?;
+        );
+        let mut watch = within(t, "watching", watching).await?;
         if !self.etcd.up {
             info!(
                 "etcd answers: {} keys under {prefix} at revision {revision}",
@@ -271,40 +224,8 @@ impl Agent {
                     let message = message
                         .map_err(|e| format!("watching: {e}"))?
                         .ok_or("the watch ended")?;
-                    if message.canceled() {
-                        return Err(format!(
-                            "the watch was cancelled ({}; compacted at {})",
-                            message.cancel_reason(),
-                            message.compact_revision()
-                        ));
-                    }
-                    let mut ours = false;
-                    for event in message.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let key = String::from_utf8_lossy(kv.key()).into_owned();
-                        // The servers' keys move the rollout (each tick
-                        // reads them); the others change what this
-                        // server serves.
-                        let server = self.opts.keys.server_of(&key).map(str::to_string);
-                        ours |= server.is_none();
-                        match event.event_type() {
-                            EventType::Put => {
-                                if let Some(server) = server {
-                                    self.etcd.heard.insert(server, Instant::now());
-                                }
-                                self.etcd.view.insert(key, (kv.value().to_vec(), kv.mod_revision()));
-                            }
-                            EventType::Delete => {
-                                if let Some(server) = server {
-                                    self.etcd.heard.remove(&server);
-                                }
-                                self.etcd.view.remove(&key);
-                            }
-                        }
-                    }
-                    self.etcd.contact.store(now_secs(), Ordering::Relaxed);
                     // A change is applied at once, not at the next tick.
-                    if ours {
+                    if self.watched(&message)? {
                         self.local().await;
                     }
                 }
@@ -318,6 +239,101 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Connects to a member, trying each in turn from the one after the
+    /// last that failed. Members that do not answer take two timeouts each
+    /// to give up on: meanwhile the server goes on being looked after (a
+    /// restarted nginx gets its kill switches, nginx hears the agent).
+    async fn reach(&mut self) -> Result<Client, String> {
+        let endpoints = self.opts.endpoints.clone();
+        let probe = self.opts.keys.config();
+        let access = self.opts.access.clone();
+        let t = self.opts.timeout;
+        let connecting = connect_any(&endpoints, self.etcd.member, t, &probe, &access);
+        tokio::pin!(connecting);
+        let mut tick = tokio::time::interval(self.opts.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        let connected = loop {
+            tokio::select! {
+                connected = &mut connecting => break connected,
+                _ = tick.tick() => self.local().await,
+            }
+        };
+        let (client, member) = connected.inspect_err(|_| self.etcd.member += 1)?;
+        // After a failure, the next try starts with the next member.
+        self.etcd.member = member + 1;
+        Ok(client)
+    }
+
+    /// Reads every key under the fleet's prefix into the agent's view:
+    /// the store's revision it read them at.
+    async fn read_all(&mut self, client: &mut Client) -> Result<i64, String> {
+        let prefix = self.opts.keys.all();
+        let got = within(
+            self.opts.timeout,
+            "reading the fleet's keys",
+            client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        self.etcd.view = got
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    (kv.value().to_vec(), kv.mod_revision()),
+                )
+            })
+            .collect();
+        // Every server is news again once read whole.
+        self.etcd.heard = self
+            .etcd
+            .view
+            .keys()
+            .filter_map(|k| self.opts.keys.server_of(k))
+            .map(|name| (name.to_string(), Instant::now()))
+            .collect();
+        Ok(got.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Takes a watch message's events into the view: `true` when one
+    /// changes what this server serves (a key not a server's; the
+    /// servers' keys move the rollout, which each tick reads).
+    fn watched(&mut self, message: &WatchResponse) -> Result<bool, String> {
+        if message.canceled() {
+            return Err(format!(
+                "the watch was cancelled ({}; compacted at {})",
+                message.cancel_reason(),
+                message.compact_revision()
+            ));
+        }
+        let mut ours = false;
+        for event in message.events() {
+            let Some(kv) = event.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let server = self.opts.keys.server_of(&key).map(str::to_string);
+            ours |= server.is_none();
+            match event.event_type() {
+                EventType::Put => {
+                    if let Some(server) = server {
+                        self.etcd.heard.insert(server, Instant::now());
+                    }
+                    self.etcd
+                        .view
+                        .insert(key, (kv.value().to_vec(), kv.mod_revision()));
+                }
+                EventType::Delete => {
+                    if let Some(server) = server {
+                        self.etcd.heard.remove(&server);
+                    }
+                    self.etcd.view.remove(&key);
+                }
+            }
+        }
+        self.etcd.contact.store(now_secs(), Ordering::Relaxed);
+        Ok(ours)
     }
 
     pub(super) async fn write_status(
