@@ -47,14 +47,10 @@ install -m 644 "$here/mod-http-graft.conf" "$stage/usr/share/nginx/modules-avail
 
 # The Lua side, where Debian's LuaJIT finds it without lua_package_path
 # (/usr/share/lua/5.1 is where lua-resty-core lives too). The benchmark's
-# and the test module's Lua files stay out.
+# and the test module's Lua files live under lua/testing/, never installed.
 install -m 644 "$root/lua/graft.lua" "$stage/usr/share/lua/5.1/"
-for f in "$root"/lua/graft/*.lua; do
-    [ "$(basename "$f")" = bench.lua ] || install -m 644 "$f" "$stage/usr/share/lua/5.1/graft/"
-done
-for f in "$root"/lua/graft/legacy/*.lua; do
-    [ "$(basename "$f")" = probe.lua ] || install -m 644 "$f" "$stage/usr/share/lua/5.1/graft/legacy/"
-done
+install -m 644 "$root"/lua/graft/*.lua "$stage/usr/share/lua/5.1/graft/"
+install -m 644 "$root"/lua/graft/legacy/*.lua "$stage/usr/share/lua/5.1/graft/legacy/"
 
 install -m 644 "$root/nginx/status.html" "$stage/usr/share/graft/"
 install -m 644 "$root/nginx/example/graft.json" "$root/nginx/example/graft-site.conf" "$stage/usr/share/graft/examples/"

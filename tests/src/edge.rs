@@ -130,7 +130,7 @@ http {{
     fastcgi_temp_path {p}/tmp/fastcgi;
     uwsgi_temp_path {p}/tmp/uwsgi;
     scgi_temp_path {p}/tmp/scgi;
-    lua_package_path \"{p}/graft/lua/?.lua;;\";
+    lua_package_path \"{p}/graft/lua/?.lua;{p}/graft/lua/testing/?.lua;;\";
     # Bodies are the fronts' to limit: the origin reads what reaches it.
     client_max_body_size 0;
     keepalive_requests 100000;

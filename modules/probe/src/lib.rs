@@ -1,5 +1,5 @@
 //! `probe`: a module for graft's own tests of modes and fallback, with a Lua
-//! twin in `lua/graft/legacy/probe.lua`.
+//! twin in `lua/testing/graft/legacy/probe.lua` (test-only Lua lives under `lua/testing/`, which no package installs).
 //!
 //! It answers 200 with the body `rust <path>` and the header
 //! `X-Graft-Impl: rust` (the Lua twin says `lua`), or with `continue` lets
