@@ -33,6 +33,7 @@ mod connections;
 mod metrics;
 mod proxy;
 mod request;
+mod response_body;
 mod settings;
 mod state;
 mod steps;

@@ -5,6 +5,7 @@
 //! - [`corpus`]: the request-corpus format, written by captures, read by replays;
 //! - [`registry`]: the Rust product modules graft knows, in a fixed order;
 //! - [`dispatch`]: runs one module for one request under `catch_unwind`;
+//! - [`body_phase`]: one response's body rewriters, in step order, bounded;
 //! - [`edge`]: the `Graft-Edge` header of a request graft-edge passes to
 //!   FL1, and FL1's judgement of it;
 //! - [`protocol`]: the step protocol every server drives (mode, run,
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod body_phase;
 pub mod config;
 pub mod corpus;
 pub mod counters;
