@@ -30,6 +30,7 @@ mod answer;
 mod apply;
 mod body;
 mod connections;
+mod log_phase;
 mod metrics;
 mod proxy;
 mod request;

@@ -75,8 +75,13 @@ pub struct Ctx {
     started: std::time::Instant,
     /// The step FL1 was to take it from, and why (the access log's).
     passed: Option<(usize, &'static str)>,
-    /// Its zone, once found (the access log's, whoever answered).
+    /// Its zone, once found (the access log's and the log phase's,
+    /// whoever answered).
     zone: Option<(Arc<Snapshot>, usize)>,
+    /// What its steps made of it, when graft-edge answered it in the
+    /// request phase (the log phase's view of it; a routed request's is
+    /// in `routed`).
+    answered: Option<Facts>,
     routed: Option<Routed>,
     /// Body bytes read before the proxy phase, to put in front of the
     /// next chunk ([`Forward::Prepend`]).
@@ -247,6 +252,7 @@ impl ProxyHttp for EdgeProxy {
             started: std::time::Instant::now(),
             passed: None,
             zone: None,
+            answered: None,
             routed: None,
             prepend: None,
             answer: None,
@@ -347,9 +353,7 @@ impl ProxyHttp for EdgeProxy {
             return Ok(false);
         };
         self.edge.add(snap.keys[zone].requests);
-        if self.edge.access_log.is_some() {
-            ctx.zone = Some((snap.clone(), zone));
-        }
+        ctx.zone = Some((snap.clone(), zone));
         let z = &snap.config.zones[zone];
         let first = EdgeRequest {
             head: session.req_header(),
@@ -383,6 +387,7 @@ impl ProxyHttp for EdgeProxy {
                 let resp = status_only(status);
                 let zone = Some((&snap, zone));
                 send_answer(session, &self.edge, zone, Some(&facts), None, &[], &resp).await?;
+                ctx.answered = Some(facts);
                 return Ok(true);
             }
             Read::Body(b) => Some(b),
@@ -412,6 +417,7 @@ impl ProxyHttp for EdgeProxy {
                     &resp,
                 )
                 .await?;
+                ctx.answered = Some(facts);
                 return Ok(true);
             }
             Ended::Through => Route::Origin(snap.origins[zone]),
@@ -435,7 +441,12 @@ impl ProxyHttp for EdgeProxy {
         match forward {
             Forward::Replayed => {}
             Forward::Prepend(bytes) => ctx.prepend = Some(bytes),
-            Forward::Whole(chunks) => return send_whole(session, routed, chunks).await,
+            Forward::Whole(chunks) => {
+                // The subrequest serves it; its route is this request's
+                // too (the access log's and the log phase's).
+                ctx.routed = Some(routed.clone());
+                return send_whole(session, routed, chunks).await;
+            }
         }
         ctx.routed = Some(routed);
         Ok(false)
@@ -729,11 +740,8 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let Some(log) = &self.edge.access_log else {
-            return;
-        };
         // A subrequest carrying a body read whole is its request's own
-        // line, written by that request.
+        // line and record, written by that request.
         if session.subrequest_ctx.is_some() {
             return;
         }
@@ -743,6 +751,36 @@ impl ProxyHttp for EdgeProxy {
             .response_written()
             .map_or(if e.is_some() { 499 } else { 0 }, |r| r.status.as_u16());
         let routed = ctx.routed.as_ref();
+        let served_by_fl1 = routed.is_some_and(|r| matches!(r.route, Route::Fl1 { .. }))
+            && ctx.answer.is_none()
+            && ctx.fl1_down.is_none();
+        // FL1 ran the log phase of what it served.
+        if let (Some((snap, z)), false) = (&ctx.zone, served_by_fl1) {
+            let zone = &snap.config.zones[*z];
+            let facts = routed.map(|r| &r.facts).or(ctx.answered.as_ref());
+            if let Some(facts) =
+                facts.filter(|_| zone.steps.iter().any(|s| s.module.logs_requests()))
+            {
+                let req = EdgeRequest {
+                    head: session.req_header(),
+                    facts,
+                    body: routed.and_then(|r| r.body.as_deref()),
+                };
+                let head = session
+                    .response_written()
+                    .map_or(0, crate::log_phase::head_bytes);
+                let done = graft_contract::Completed {
+                    zone: &zone.name,
+                    status,
+                    bytes_sent: head + session.body_bytes_sent() as u64,
+                    time: crate::state::now_secs(),
+                };
+                crate::log_phase::run(zone, &req, &done);
+            }
+        }
+        let Some(log) = &self.edge.access_log else {
+            return;
+        };
         let head = session.req_header();
         let header = |name| {
             head.headers
@@ -770,9 +808,7 @@ impl ProxyHttp for EdgeProxy {
                 .zone
                 .as_ref()
                 .map(|(snap, z)| snap.config.zones[*z].name.as_str()),
-            served_by_fl1: routed.is_some_and(|r| matches!(r.route, Route::Fl1 { .. }))
-                && ctx.answer.is_none()
-                && ctx.fl1_down.is_none(),
+            served_by_fl1,
             passed: ctx.passed,
             seconds: ctx.started.elapsed().as_secs_f64(),
         };

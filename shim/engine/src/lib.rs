@@ -15,7 +15,8 @@
 //! - [`diff_ring`]: the last shadow differences, for the dashboard;
 //! - [`snapshot`]: the configuration text applied live, for every worker;
 //! - [`fleet`]: what a server's fleet agent reports, for the metrics;
-//! - [`log_budget`]: how many log lines a second each family may write.
+//! - [`log_budget`]: how many log lines a second each family may write;
+//! - [`record_file`]: a log phase's records appended to their files.
 //!
 //! The nginx shim (`shim/nginx`) owns a [`Config`] per nginx cycle and calls
 //! in here; tests call in here directly.
@@ -34,6 +35,7 @@ pub mod fleet;
 pub mod log_budget;
 pub mod metrics;
 pub mod protocol;
+pub mod record_file;
 pub mod registry;
 pub mod shared;
 pub mod snapshot;
