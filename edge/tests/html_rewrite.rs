@@ -22,10 +22,11 @@ fn rewrite(mode: &str) -> serde_json::Value {
         "obfuscate_emails": true } })
 }
 
-/// A WAF that answers 403 (`/admin`) and 406 (a scanner's agent), then
-/// html_rewrite in `mode`.
+/// url_normalize (400 for an encoded CR or LF), a WAF that answers 403
+/// (`/admin`) and 406 (a scanner's agent), then html_rewrite in `mode`.
 fn zone(mode: &str) -> serde_json::Value {
     json!({ "modules": [
+        { "module": "url_normalize", "mode": "rust" },
         { "module": "waf", "mode": "rust", "config": { "rules": [
             { "id": "admin", "action": "block", "when": { "field": "path", "op": "prefix", "value": "/admin" } },
             { "id": "scanner", "action": "block", "status": 406,
@@ -59,6 +60,9 @@ fn pages_from_the_origin_and_from_graft_edge_are_rewritten_as_fl1_rewrites_them(
         ("GET", "/plain", ""),
         ("HEAD", "/html/7/", ""),
         ("HEAD", "/admin", ""),
+        // nginx takes it (url_normalize refuses it, and its page is
+        // rewritten): graft-edge must not refuse it before the steps.
+        ("GET", "/crlf%0d%0a", ""),
     ];
     for host in ["rust.test", "lua.test"] {
         for (method, target, extra) in cases {
@@ -93,6 +97,9 @@ fn pages_from_the_origin_and_from_graft_edge_are_rewritten_as_fl1_rewrites_them(
     assert_eq!(page.header("Transfer-Encoding"), Some("chunked"));
     let denied = get(trio.edge.port, "GET", "rust.test", "/admin", "");
     assert!(denied.text().contains(&format!("{HEAD_END}</head>")));
+    let refused = get(trio.edge.port, "GET", "rust.test", "/crlf%0d%0a", "");
+    assert_eq!(refused.status, 400);
+    assert!(refused.text().contains(&format!("{HEAD_END}</head>")));
 
     // In rust, nothing went to FL1; with html_rewrite in lua, every
     // request of the zone went to FL1 whole, counted on html_rewrite (its
