@@ -7,7 +7,9 @@
 //!   by the step they were passed from (its module) and why: `mode` (the
 //!   step is not graft-edge's for this request: its mode, a canary's Lua
 //!   share, a kill switch), `decline`, `error`, `panic` (its Rust side did
-//!   not decide), `phase` (it has a phase graft-edge does not run yet);
+//!   not decide), `phase` (it has a phase graft-edge does not run: no
+//!   module has one today); and `zone=""`, `module=""`, `reason="zone"`:
+//!   a Host no zone serves, passed to FL1 as sent;
 //! - `graft_edge_fl1_unreachable_total{zone}`: requests FL1 was to take and
 //!   could not (each step's failure policy served them; counted as
 //!   `failed` in `graft_requests_total` too);
@@ -17,7 +19,8 @@
 //!   its writer fell behind (with an access log only).
 //!
 //! The share passed to FL1 is `sum(rate(graft_edge_passed_total[5m])) /
-//! sum(rate(graft_edge_requests_total[5m]))`.
+//! sum(rate(graft_edge_requests_total[5m]))`, requests for a Host no zone
+//! serves included on both sides.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -73,7 +76,7 @@ impl Collector for Families {
         }
         let mut family = encoder.encode_descriptor(
             "graft_edge_passed",
-            "Requests graft-edge passed to FL1, per zone, the module of the step FL1 took them from, and why: mode (the step is not graft-edge's for the request: its mode, a canary's Lua share, a kill switch), decline, error, panic (its Rust side did not decide), phase (a phase graft-edge does not run yet).",
+            "Requests graft-edge passed to FL1, per zone, the module of the step FL1 took them from, and why: mode (the step is not graft-edge's for the request: its mode, a canary's Lua share, a kill switch), decline, error, panic (its Rust side did not decide), phase (a phase graft-edge does not run), zone (zone \"\": a Host no zone serves, passed as sent).",
             None,
             MetricType::Counter,
         )?;
@@ -94,6 +97,10 @@ impl Collector for Families {
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
+        // Every request for a Host no zone serves goes to FL1 as sent.
+        let labels = [("zone", ""), ("module", ""), ("reason", "zone")];
+        ConstCounter::new(self.counters.get(unzoned.requests))
+            .encode(family.encode_family(&labels)?)?;
         let mut family = encoder.encode_descriptor(
             "graft_edge_fl1_unreachable",
             "Requests FL1 was to take and could not be sent to (each step's failure policy served them, counted as failed in graft_requests_total).",

@@ -10,8 +10,13 @@
 //!             FL1 unreachable (fail_to_connect) ─► upstream_peer again: the steps
 //!             from there run here with no legacy side: each one's failure policy
 //!             serves what it cannot (an access control answers 503)
-//! response_filter ── the response-header changes of the steps that ran
+//! response_filter ── the response-header changes of the steps that ran,
+//!   then (the origin's response) the start of the body phase
+//! response_body_filter ── the body phase (html_rewrite), as it streams
 //! ```
+//!
+//! graft-edge's own answers go through the header and body phases whole
+//! ([`send_answer`]); FL1's come back as FL1 gave them (it ran both).
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,6 +35,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::answer;
 use crate::body::{self, Forward, Read};
 use crate::request::{EdgeRequest, Facts};
+use crate::response_body::{self, BodyPhase, Started};
 use crate::state::{reason_index, Edge, Snapshot};
 use crate::steps::{self, log_limited, Ended, Request};
 
@@ -69,8 +75,13 @@ pub struct Ctx {
     started: std::time::Instant,
     /// The step FL1 was to take it from, and why (the access log's).
     passed: Option<(usize, &'static str)>,
-    /// Its zone, once found (the access log's, whoever answered).
+    /// Its zone, once found (the access log's and the log phase's,
+    /// whoever answered).
     zone: Option<(Arc<Snapshot>, usize)>,
+    /// What its steps made of it, when graft-edge answered it in the
+    /// request phase (the log phase's view of it; a routed request's is
+    /// in `routed`).
+    answered: Option<Facts>,
     routed: Option<Routed>,
     /// Body bytes read before the proxy phase, to put in front of the
     /// next chunk ([`Forward::Prepend`]).
@@ -80,6 +91,9 @@ pub struct Ctx {
     answer: Option<Response>,
     /// Why FL1 could not be reached, once it could not.
     fl1_down: Option<String>,
+    /// The origin's response body, rewritten as it streams (a lock
+    /// never contended: Pingora's context must be `Sync`).
+    body: Option<std::sync::Mutex<BodyPhase>>,
 }
 
 impl EdgeProxy {
@@ -151,25 +165,35 @@ impl EdgeProxy {
     }
 }
 
-/// Sends an answer graft-edge gives for a request of `zone`, its header
-/// finished as any response's (`steps::finish_response`).
+/// Sends an answer graft-edge gives for a request of `zone` (its
+/// configuration and index), its header finished as any response's
+/// (`steps::finish_response`) and its body through the zone's body phase
+/// (html_rewrite), as FL1 runs both on the pages its steps answer.
 async fn send_answer(
     session: &mut Session,
     edge: &Edge,
-    zone: Option<&graft_engine::Zone>,
+    zone: Option<(&Arc<Snapshot>, usize)>,
     facts: Option<&Facts>,
     body: Option<&[u8]>,
     ops: &[HeaderOp],
     resp: &Response,
 ) -> Result<()> {
-    let (mut head, bytes) = answer::render(resp)?;
+    let (mut head, mut bytes) = answer::render(resp)?;
     if let Some(facts) = facts {
         let req = EdgeRequest {
             head: session.req_header(),
             facts,
             body,
         };
-        steps::finish_response(zone, &edge.windows, &req, ops, &mut head);
+        let z = zone.map(|(snap, z)| &snap.config.zones[z]);
+        steps::finish_response(z, &edge.windows, &req, ops, &mut head);
+        if let Some((snap, z)) = zone {
+            match response_body::rewrite_answer(snap, z, &req, &mut head, bytes) {
+                Ok(rewritten) => bytes = rewritten,
+                // A body step that failed answers in this one's place.
+                Err(answer) => (head, bytes) = answer::render(&answer)?,
+            }
+        }
     }
     answer::write(session, head, bytes).await
 }
@@ -228,10 +252,12 @@ impl ProxyHttp for EdgeProxy {
             started: std::time::Instant::now(),
             passed: None,
             zone: None,
+            answered: None,
             routed: None,
             prepend: None,
             answer: None,
             fl1_down: None,
+            body: None,
         }
     }
 
@@ -327,19 +353,19 @@ impl ProxyHttp for EdgeProxy {
             return Ok(false);
         };
         self.edge.add(snap.keys[zone].requests);
-        if self.edge.access_log.is_some() {
-            ctx.zone = Some((snap.clone(), zone));
-        }
+        ctx.zone = Some((snap.clone(), zone));
         let z = &snap.config.zones[zone];
         let first = EdgeRequest {
             head: session.req_header(),
             facts: &facts,
             body: None,
         };
-        if let Some(reason) = steps::passed_whole(z, &first) {
-            // FL1 serves the first step: it takes the whole request, before
-            // graft-edge reads any of its body.
-            self.count_pass(&snap, zone, 0, reason);
+        if let Some((step, reason)) = steps::passed_whole(z, &first) {
+            // FL1 serves the first step (or a body step: see
+            // `passed_whole`): it takes the whole request, before
+            // graft-edge reads any of its body; counted on the step that
+            // keeps it there.
+            self.count_pass(&snap, zone, step, reason);
             ctx.passed = Some((0, reason));
             ctx.routed = Some(Routed {
                 snap,
@@ -359,7 +385,9 @@ impl ProxyHttp for EdgeProxy {
             Read::Refuse(status) => {
                 session.set_keepalive(None);
                 let resp = status_only(status);
-                send_answer(session, &self.edge, Some(z), Some(&facts), None, &[], &resp).await?;
+                let zone = Some((&snap, zone));
+                send_answer(session, &self.edge, zone, Some(&facts), None, &[], &resp).await?;
+                ctx.answered = Some(facts);
                 return Ok(true);
             }
             Read::Body(b) => Some(b),
@@ -382,13 +410,14 @@ impl ProxyHttp for EdgeProxy {
                 send_answer(
                     session,
                     &self.edge,
-                    Some(z),
+                    Some((&snap, zone)),
                     Some(&facts),
                     body,
                     &response_ops,
                     &resp,
                 )
                 .await?;
+                ctx.answered = Some(facts);
                 return Ok(true);
             }
             Ended::Through => Route::Origin(snap.origins[zone]),
@@ -412,7 +441,12 @@ impl ProxyHttp for EdgeProxy {
         match forward {
             Forward::Replayed => {}
             Forward::Prepend(bytes) => ctx.prepend = Some(bytes),
-            Forward::Whole(chunks) => return send_whole(session, routed, chunks).await,
+            Forward::Whole(chunks) => {
+                // The subrequest serves it; its route is this request's
+                // too (the access log's and the log phase's).
+                ctx.routed = Some(routed.clone());
+                return send_whole(session, routed, chunks).await;
+            }
         }
         ctx.routed = Some(routed);
         Ok(false)
@@ -532,9 +566,13 @@ impl ProxyHttp for EdgeProxy {
         let Some(routed) = &ctx.routed else {
             return Ok(());
         };
-        match routed.route {
-            // FL1 ran the response-header phase of the zone's steps.
-            Route::Fl1 { .. } => steps::apply_to_response(upstream, &routed.response_ops),
+        let started = match routed.route {
+            // FL1 ran the response-header and body phases of the zone's
+            // steps.
+            Route::Fl1 { .. } => {
+                steps::apply_to_response(upstream, &routed.response_ops);
+                Started::Untouched
+            }
             Route::Origin(_) => {
                 let req = EdgeRequest {
                     head: session.req_header(),
@@ -549,9 +587,59 @@ impl ProxyHttp for EdgeProxy {
                     &routed.response_ops,
                     upstream,
                 );
+                match routed.zone {
+                    Some(z) => response_body::start(&routed.snap, z, &req, upstream),
+                    None => Started::Untouched,
+                }
+            }
+        };
+        match started {
+            Started::Untouched => {}
+            Started::Rewrite(phase) => {
+                if session.req_header().version == http::Version::HTTP_10 {
+                    // No length and no chunks: the body ends with the
+                    // connection.
+                    session.set_keepalive(None);
+                }
+                ctx.body = Some(std::sync::Mutex::new(phase));
+            }
+            Started::Answer(answer) => {
+                let status = answer.status;
+                ctx.answer = Some(answer);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(status),
+                    "a response-body step failed: answered by its failure policy",
+                );
             }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(phase) = ctx.body.as_mut() else {
+            return Ok(None);
+        };
+        let phase = phase.get_mut().unwrap_or_else(|e| e.into_inner());
+        let piece = body.take().unwrap_or_default();
+        match phase.write(&piece, end_of_stream) {
+            Ok(out) => *body = (!out.is_empty()).then(|| Bytes::from(out)),
+            Err(why) => {
+                // Cut: no last chunk, the connection closes.
+                ctx.body = None;
+                session.set_keepalive(None);
+                return Error::e_explain(ErrorType::InternalError, why);
+            }
+        }
+        if end_of_stream {
+            ctx.body = None;
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -581,10 +669,19 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if session.response_written().is_some() {
+            // The response has started (its body failed on the way, or
+            // was cut): nothing more can be said on it, and what was sent
+            // must not end as if whole.
+            return FailToProxy {
+                error_code: session.response_written().map_or(0, |r| r.status.as_u16()),
+                can_reuse_downstream: false,
+            };
+        }
         if let Some(resp) = ctx.answer.take() {
             let sent = match &ctx.routed {
                 Some(r) => {
-                    let zone = r.zone.map(|z| &r.snap.config.zones[z]);
+                    let zone = r.zone.map(|z| (&r.snap, z));
                     let body = r.body.as_deref();
                     send_answer(
                         session,
@@ -643,11 +740,8 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let Some(log) = &self.edge.access_log else {
-            return;
-        };
         // A subrequest carrying a body read whole is its request's own
-        // line, written by that request.
+        // line and record, written by that request.
         if session.subrequest_ctx.is_some() {
             return;
         }
@@ -657,6 +751,36 @@ impl ProxyHttp for EdgeProxy {
             .response_written()
             .map_or(if e.is_some() { 499 } else { 0 }, |r| r.status.as_u16());
         let routed = ctx.routed.as_ref();
+        let served_by_fl1 = routed.is_some_and(|r| matches!(r.route, Route::Fl1 { .. }))
+            && ctx.answer.is_none()
+            && ctx.fl1_down.is_none();
+        // FL1 ran the log phase of what it served.
+        if let (Some((snap, z)), false) = (&ctx.zone, served_by_fl1) {
+            let zone = &snap.config.zones[*z];
+            let facts = routed.map(|r| &r.facts).or(ctx.answered.as_ref());
+            if let Some(facts) =
+                facts.filter(|_| zone.steps.iter().any(|s| s.module.logs_requests()))
+            {
+                let req = EdgeRequest {
+                    head: session.req_header(),
+                    facts,
+                    body: routed.and_then(|r| r.body.as_deref()),
+                };
+                let head = session
+                    .response_written()
+                    .map_or(0, crate::log_phase::head_bytes);
+                let done = graft_contract::Completed {
+                    zone: &zone.name,
+                    status,
+                    bytes_sent: head + session.body_bytes_sent() as u64,
+                    time: crate::state::now_secs(),
+                };
+                crate::log_phase::run(zone, &req, &done);
+            }
+        }
+        let Some(log) = &self.edge.access_log else {
+            return;
+        };
         let head = session.req_header();
         let header = |name| {
             head.headers
@@ -684,9 +808,7 @@ impl ProxyHttp for EdgeProxy {
                 .zone
                 .as_ref()
                 .map(|(snap, z)| snap.config.zones[*z].name.as_str()),
-            served_by_fl1: routed.is_some_and(|r| matches!(r.route, Route::Fl1 { .. }))
-                && ctx.answer.is_none()
-                && ctx.fl1_down.is_none(),
+            served_by_fl1,
             passed: ctx.passed,
             seconds: ctx.started.elapsed().as_secs_f64(),
         };

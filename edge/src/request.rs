@@ -47,10 +47,14 @@ impl Facts {
             Some(q) => (&raw_uri[..q], Some(&raw_uri[q + 1..])),
             None => (&raw_uri[..], None),
         };
+        // nginx's reading: a decoded CR or LF is kept (url_normalize,
+        // a step, refuses it where the zone runs it), a NUL refused.
         let path = normalizer()
-            .normalize(raw_path)
+            .nginx_uri(raw_path)
             .map_err(|_| {
-                BadRequest("a path nginx refuses (bad encoding, or \"..\" above the root)")
+                BadRequest(
+                    "a path nginx refuses (bad encoding, an encoded NUL, or \"..\" above the root)",
+                )
             })?
             .ok_or(BadRequest("a target that is not a path"))?;
         let host = host_of(head).ok_or(BadRequest("a Host that is not a host name"))?;

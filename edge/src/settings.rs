@@ -19,7 +19,8 @@
 //!   "limits": { "max_connections": 10000, "keepalive_requests": 1000,
 //!               "max_line_bytes": 8192, "max_head_bytes": 32768 },
 //!   "tables": { "counter_bytes": 33554432, "window_bytes": 4194304 },
-//!   "access_log": "/var/log/graft-edge/access.log" }
+//!   "access_log": "/var/log/graft-edge/access.log",
+//!   "log_dirs": ["/var/log/graft"] }
 //! ```
 //!
 //! `origins` names an origin per zone of the graft file (by the zone's
@@ -61,6 +62,8 @@ struct File {
     access_log: Option<PathBuf>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    log_dirs: Vec<PathBuf>,
 }
 
 /// What one client may hold of graft-edge.
@@ -243,6 +246,11 @@ pub struct Settings {
     /// The access log's file (`None`: off).
     pub access_log: Option<PathBuf>,
     pub limits: Limits,
+    /// Where a module may write files (request_log's records), nginx's
+    /// `graft_log_dir`: a graft file whose module writes anywhere else is
+    /// refused, at start and at a live apply (none named: no module may
+    /// write a file).
+    pub log_dirs: Vec<PathBuf>,
 }
 
 /// A settings file refused: the file, the field, and why.
@@ -425,7 +433,23 @@ impl Settings {
                 "0: a connection carries one request at least".into(),
             ));
         }
+        let mut log_dirs = Vec::with_capacity(file.log_dirs.len());
+        for (i, dir) in file.log_dirs.iter().enumerate() {
+            let text = dir.to_string_lossy();
+            let text = text.trim_end_matches('/');
+            if !text.starts_with('/') || text.split('/').any(|p| p == "." || p == "..") {
+                return Err(refuse(
+                    &format!("log_dirs[{i}]"),
+                    format!(
+                        "\"{}\" is not an absolute directory with no \".\" or \"..\" part",
+                        dir.display()
+                    ),
+                ));
+            }
+            log_dirs.push(PathBuf::from(text));
+        }
         Ok(Settings {
+            log_dirs,
             source: source.to_path_buf(),
             listen,
             admin_listen,

@@ -161,6 +161,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Snapshot {
     fn new(settings: &Settings, config: Config) -> Result<Snapshot, String> {
+        // A graft file, even one from a fleet's store, never chooses where
+        // graft-edge writes: only under the settings' log_dirs.
+        config
+            .check_files_under(&settings.log_dirs, "log_dirs", "graft-edge's settings")
+            .map_err(|e| {
+                format!(
+                    "{}: {e} ({}: field \"log_dirs\")",
+                    config.source.display(),
+                    settings.source.display()
+                )
+            })?;
         let mut origins = Vec::with_capacity(config.zones.len());
         let mut keys = Vec::with_capacity(config.zones.len());
         for zone in &config.zones {

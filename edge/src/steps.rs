@@ -86,12 +86,6 @@ pub struct Request<'a> {
     pub response_ops: &'a mut Vec<HeaderOp>,
 }
 
-/// Whether `step` has a phase graft-edge does not run yet (a response
-/// body's, the log's): FL1 serves such a step.
-pub fn runs_elsewhere(step: &Step) -> bool {
-    step.module.rewrites_bodies() || step.module.logs_requests()
-}
-
 /// A response as Pingora holds it before its header is sent.
 pub struct EdgeResponse<'a>(pub &'a ResponseHeader);
 
@@ -178,16 +172,24 @@ pub fn apply_to_response(resp: &mut ResponseHeader, ops: &[HeaderOp]) {
 }
 
 /// Why FL1 takes the whole request, before graft-edge reads any of its
-/// body: its zone's first step is not graft-edge's for this request (its
-/// mode, a kill switch, a canary's share: `mode`; a phase graft-edge does
-/// not run: `phase`). `None`: graft-edge runs the first step (or the zone
-/// has none).
-pub fn passed_whole(zone: &Zone, req: &EdgeRequest<'_>) -> Option<&'static str> {
+/// body, and the step that keeps it there (its mode, a kill switch, a
+/// canary's share: `mode`): the zone's first step is not graft-edge's for
+/// this request, or one of its response-body or log steps is not: FL1
+/// runs those phases for every request of the zone, its steps' answers
+/// included, and graft-edge cannot give an answer FL1 would rewrite or
+/// log. `None`: graft-edge runs the first step (or the zone has none).
+pub fn passed_whole(zone: &Zone, req: &EdgeRequest<'_>) -> Option<(usize, &'static str)> {
     let first = zone.steps.first()?;
     if first.mode_for(req) != Mode::Rust {
-        return Some("mode");
+        return Some((0, "mode"));
     }
-    runs_elsewhere(first).then_some("phase")
+    zone.steps
+        .iter()
+        .position(|s| {
+            (s.module.rewrites_bodies() || s.module.logs_requests())
+                && s.mode_for(req) != Mode::Rust
+        })
+        .map(|i| (i, "mode"))
 }
 
 /// Runs the steps of `zone` from `from`, in order, through the protocol;
@@ -206,23 +208,6 @@ pub fn run(
             facts: req.facts,
             body: req.body,
         };
-        let mode = match legacy {
-            Legacy::None => step.mode_where_no_lua(&view).0,
-            _ => step.mode_for(&view),
-        };
-        if mode == Mode::Rust && runs_elsewhere(step) {
-            if legacy == Legacy::Ahead {
-                return Ended::Pass {
-                    from: i,
-                    reason: "phase",
-                };
-            }
-            let why = "graft-edge does not run its response-body or log phase yet, and FL1 cannot be reached";
-            match policy(&p, step, why) {
-                Some(answer) => return Ended::Answer(answer),
-                None => continue,
-            }
-        }
         let decision = match p.step(step, &view, windows, false) {
             Served::Decision(d) => d,
             Served::HandOver(why) => {

@@ -350,6 +350,12 @@ fn fl1_gets_the_step_to_start_from_and_never_a_clients_header() {
         fl1.last().head
     );
     assert_eq!(edge.metric(r#"graft_edge_requests_total{zone=""}"#), 1);
+    // ... and counted as passed, so that the passed series over the
+    // requests series is the share FL1 still serves.
+    assert_eq!(
+        edge.metric(r#"graft_edge_passed_total{zone="",module="",reason="zone"}"#),
+        1
+    );
     assert_eq!(
         edge.metric(r#"graft_edge_passed_total{zone="two.test",module="probe",reason="decline"}"#),
         1

@@ -142,8 +142,10 @@ pub struct ResponseHead<'a> {
     pub content_encoding: Option<&'a [u8]>,
 }
 
-/// One response body's rewriter: chunks in, chunks out.
-pub trait BodyRewriter {
+/// One response body's rewriter: chunks in, chunks out. `Send`: a server
+/// may carry a response from one thread to another between two chunks
+/// (graft-edge's tasks move between its worker threads).
+pub trait BodyRewriter: Send {
     /// Takes the next chunk of the body and appends to `out` what can be
     /// written so far.
     fn write(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), ModuleError>;

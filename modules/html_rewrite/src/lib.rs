@@ -27,15 +27,14 @@
 //! twin is `lua/graft/legacy/html_rewrite.lua`.
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use graft_contract::{
     parse_config, BodyRewriter, ConfigError, Configured, Factory, Module, ModuleError, ResponseHead,
 };
 use lol_html::html_content::{ContentType, TextType};
-use lol_html::{doc_text, element, HtmlRewriter, MemorySettings, Settings};
+use lol_html::send::{HtmlRewriter, Settings};
+use lol_html::{doc_text, element, MemorySettings};
 use serde::Deserialize;
 
 pub const NAME: &str = "html_rewrite";
@@ -211,23 +210,30 @@ pub fn obfuscate(text: &str) -> String {
     out
 }
 
-/// One document's rewriter: `lol_html`'s, writing into `out`.
+/// One document's rewriter: `lol_html`'s (its `Send` kind: a server may
+/// move a response between threads), writing into `out`. The lock is
+/// never contended: the rewriter and its sink are one response's, used by
+/// one thread at a time.
 struct Rewriter {
     inner: Option<HtmlRewriter<'static, Sink>>,
-    out: Rc<RefCell<Vec<u8>>>,
+    out: Arc<Mutex<Vec<u8>>>,
 }
 
-struct Sink(Rc<RefCell<Vec<u8>>>);
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl lol_html::OutputSink for Sink {
     fn handle_chunk(&mut self, chunk: &[u8]) {
-        self.0.borrow_mut().extend_from_slice(chunk);
+        lock(&self.0).extend_from_slice(chunk);
     }
 }
 
 impl Rewriter {
     fn new(rules: Arc<Rules>) -> Self {
-        let out = Rc::new(RefCell::new(Vec::new()));
+        let out = Arc::new(Mutex::new(Vec::new()));
         let mut elements = Vec::new();
         if let Some(snippet) = rules.head_end.clone() {
             let mut inserted = 0usize;
@@ -259,31 +265,30 @@ impl Rewriter {
         }
         let mut texts = Vec::new();
         if rules.obfuscate_emails {
-            let buf = Rc::new(RefCell::new(String::new()));
-            let too_long = Rc::new(std::cell::Cell::new(false));
+            let mut buf = String::new();
+            let mut too_long = false;
             texts.push(doc_text!(move |t| {
                 if t.text_type() != TextType::Data {
                     return Ok(());
                 }
-                let mut buf = buf.borrow_mut();
-                if !too_long.get() {
+                if !too_long {
                     buf.push_str(t.as_str());
                     if buf.len() > MAX_TEXT {
                         // Too long to hold: what was held goes out as it
                         // was, and the rest of the node passes.
-                        too_long.set(true);
-                        let held = std::mem::take(&mut *buf);
+                        too_long = true;
+                        let held = std::mem::take(&mut buf);
                         t.replace(&held, ContentType::Html);
                     } else {
                         t.remove();
                     }
                 }
                 if t.last_in_text_node() {
-                    if !too_long.get() {
-                        let whole = std::mem::take(&mut *buf);
+                    if !too_long {
+                        let whole = std::mem::take(&mut buf);
                         t.replace(&obfuscate(&whole), ContentType::Html);
                     }
-                    too_long.set(false);
+                    too_long = false;
                     buf.clear();
                 }
                 Ok(())
@@ -296,7 +301,7 @@ impl Rewriter {
                 max_allowed_memory_usage: MAX_MEMORY,
                 ..MemorySettings::new()
             },
-            ..Settings::new()
+            ..Settings::new_send()
         };
         let inner = HtmlRewriter::new(settings, Sink(out.clone()));
         Rewriter {
@@ -306,7 +311,7 @@ impl Rewriter {
     }
 
     fn drain(&self, out: &mut Vec<u8>) {
-        let mut written = self.out.borrow_mut();
+        let mut written = lock(&self.out);
         if out.is_empty() {
             // Handed over, not copied: a long write is held once.
             std::mem::swap(out, &mut written);

@@ -54,6 +54,11 @@ impl Refusal {
 
 /// Decodes `%XX` once.
 pub fn decode_once(raw: &[u8]) -> Result<Vec<u8>, Refusal> {
+    decode(raw, &[0, b'\r', b'\n'])
+}
+
+/// Decodes `%XX` once, refusing a decoded byte of `refused`.
+fn decode(raw: &[u8], refused: &[u8]) -> Result<Vec<u8>, Refusal> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -70,7 +75,7 @@ pub fn decode_once(raw: &[u8]) -> Result<Vec<u8>, Refusal> {
             i += 1;
         }
     }
-    if out.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+    if out.iter().any(|b| refused.contains(b)) {
         return Err(Refusal::ControlByte);
     }
     Ok(out)
@@ -79,11 +84,25 @@ pub fn decode_once(raw: &[u8]) -> Result<Vec<u8>, Refusal> {
 impl UrlNormalize {
     /// The normalized path of a raw request target (`/a/../b?x` → `/b`).
     pub fn normalize(&self, raw_uri: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+        self.resolve(raw_uri, &[0, b'\r', b'\n'])
+    }
+
+    /// nginx's own `$uri` of a raw request target: as [`normalize`]
+    /// reads it, but for a decoded CR or LF, which nginx keeps (refusing
+    /// them is this module's choice, not nginx's); an encoded NUL nginx
+    /// refuses too.
+    ///
+    /// [`normalize`]: UrlNormalize::normalize
+    pub fn nginx_uri(&self, raw_uri: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+        self.resolve(raw_uri, &[0])
+    }
+
+    fn resolve(&self, raw_uri: &[u8], refused: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
         let raw_path = raw_uri.split(|&b| b == b'?').next().unwrap_or_default();
         if raw_path.first() != Some(&b'/') {
             return Ok(None);
         }
-        let decoded = decode_once(raw_path)?;
+        let decoded = decode(raw_path, refused)?;
         let segments: Vec<&[u8]> = decoded[1..].split(|&b| b == b'/').collect();
         let last = segments.len() - 1;
         let mut out: Vec<&[u8]> = Vec::with_capacity(segments.len());
@@ -179,6 +198,11 @@ mod tests {
     fn refuses_what_it_must() {
         assert_eq!(norm("/a%00b"), Err(Refusal::ControlByte));
         assert_eq!(norm("/a%0d%0aX"), Err(Refusal::ControlByte));
+        let n = UrlNormalize {
+            merge_slashes: true,
+        };
+        assert_eq!(n.nginx_uri(b"/a/%0d%0aX"), Ok(Some(b"/a/\r\nX".to_vec())));
+        assert_eq!(n.nginx_uri(b"/a%00b"), Err(Refusal::ControlByte));
         assert_eq!(norm("/a%zz"), Err(Refusal::BadEncoding));
         assert_eq!(norm("/a%4"), Err(Refusal::BadEncoding));
         assert_eq!(norm("/.."), Err(Refusal::AboveRoot));

@@ -142,6 +142,17 @@ impl Config {
     /// directories nginx's `graft_log_dir` names): the first that is not,
     /// with its zone, module and field.
     pub fn check_files(&self, dirs: &[std::path::PathBuf]) -> Result<(), String> {
+        self.check_files_under(dirs, "graft_log_dir", "nginx")
+    }
+
+    /// [`Config::check_files`] for a server whose setting `setting` names
+    /// the directories (`server` names none: the text says so).
+    pub fn check_files_under(
+        &self,
+        dirs: &[std::path::PathBuf],
+        setting: &str,
+        server: &str,
+    ) -> Result<(), String> {
         for zone in &self.zones {
             for (i, step) in zone.steps.iter().enumerate() {
                 for (field, file) in step.module.files() {
@@ -150,7 +161,7 @@ impl Config {
                         continue;
                     }
                     let named = match dirs {
-                        [] => "nginx names none".to_string(),
+                        [] => format!("{server} names none"),
                         dirs => dirs
                             .iter()
                             .map(|d| d.display().to_string())
@@ -158,7 +169,7 @@ impl Config {
                             .join(", "),
                     };
                     return Err(format!(
-                        "zone \"{}\": module #{i} \"{}\": field \"config.{field}\": \"{file}\" is not under a directory graft_log_dir names ({named})",
+                        "zone \"{}\": module #{i} \"{}\": field \"config.{field}\": \"{file}\" is not under a directory {setting} names ({named})",
                         zone.name, step.module_name
                     ));
                 }

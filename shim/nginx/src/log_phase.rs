@@ -10,16 +10,12 @@
 //!
 //! Records are appended to their file by the worker, one `write` a line
 //! (files opened once a worker and path, like nginx's own access logs,
-//! blocking as theirs are). A file that cannot be opened or written is a
-//! failure of the step: counted and logged, never silent.
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Arc;
-
+//! blocking as theirs are: `graft_engine::record_file`, graft-edge's
+//! writer too). A file that cannot be opened or written is a failure of
+//! the step: counted and logged, never silent.
 use graft_contract::{Completed, LogOutcome};
 use graft_engine::protocol::later::Phase;
+use graft_engine::record_file::append;
 use graft_engine::{run_log_phase, Count, Step, Zone};
 use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_time, NGX_OK};
 
@@ -53,37 +49,6 @@ pub unsafe extern "C" fn set_log_dir(
             mcf.log_dirs.push(std::path::PathBuf::from(dir));
         }
         std::ptr::null_mut()
-    })
-}
-
-thread_local! {
-    /// This worker's open record files, by path.
-    static FILES: RefCell<HashMap<Arc<str>, std::fs::File>> = RefCell::new(HashMap::new());
-}
-
-/// Appends one line to a record file.
-fn append(path: &Arc<str>, line: &str) -> std::io::Result<()> {
-    FILES.with_borrow_mut(|files| {
-        if !files.contains_key(path) {
-            // Records carry request text: a file graft creates is its
-            // owner's and its group's to read, never every local user's.
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o640)
-                .open(&**path)?;
-            files.insert(path.clone(), f);
-        }
-        let f = files.get_mut(path).expect("inserted above");
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        let r = f.write_all(&buf);
-        if r.is_err() {
-            // Opened again next time (a rotated or removed file).
-            files.remove(path);
-        }
-        r
     })
 }
 
