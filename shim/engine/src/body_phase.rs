@@ -44,7 +44,7 @@ impl Rewriters {
         serves: impl Fn(&Step) -> Result<(), String>,
         failed: &mut Vec<Failed>,
     ) -> Rewriters {
-        let mut active = Vec::new();
+        let mut rewriters = Rewriters::default();
         for (i, step) in zone.steps.iter().enumerate() {
             if !step.module.rewrites_bodies() {
                 continue;
@@ -53,13 +53,33 @@ impl Rewriters {
                 failed.push(Failed { step: i, why });
                 continue;
             }
-            match start_response_body(step, head) {
-                Ok(Some(rw)) => active.push((i, rw)),
-                Ok(None) => step.counters.add(Count::Untouched),
-                Err(why) => failed.push(Failed { step: i, why }),
+            if let Err(why) = rewriters.start_step(i, step, head) {
+                failed.push(Failed { step: i, why });
             }
         }
-        Rewriters { active }
+        rewriters
+    }
+
+    /// Starts step `i`'s rewriter for a response with `head` (steps are
+    /// started in step order): added, or counted `untouched` when its
+    /// module leaves this response as it is; `Err`: why it failed (counted
+    /// on the step as an error or a panic).
+    pub fn start_step(
+        &mut self,
+        i: usize,
+        step: &Step,
+        head: &ResponseHead<'_>,
+    ) -> Result<(), String> {
+        match start_response_body(step, head)? {
+            Some(rw) => self.active.push((i, rw)),
+            None => step.counters.add(Count::Untouched),
+        }
+        Ok(())
+    }
+
+    /// Takes every rewriter out: the rest of the body passes as it is.
+    pub fn clear(&mut self) {
+        self.active.clear();
     }
 
     /// Whether no step rewrites this response (any longer).
@@ -112,7 +132,8 @@ impl Rewriters {
     }
 }
 
-fn bounded(written: &[u8], from: &[u8]) -> Result<(), ModuleError> {
+/// A step's error when it wrote more than [`MAX_HELD`] from one piece.
+pub fn bounded(written: &[u8], from: &[u8]) -> Result<(), ModuleError> {
     if written.len() > MAX_HELD {
         return Err(ModuleError::new(format!(
             "wrote {} bytes from {} bytes of the body, more than the {MAX_HELD} graft holds for a response",

@@ -71,7 +71,7 @@ pub struct RequestCtx {
     /// (zone, step), to compare with the Lua side's.
     pub response_shadows: SmallVec<[(usize, usize, String); 1]>,
     /// The Rust rewriters of this response's body, in step order.
-    pub rewriters: Vec<(usize, Box<dyn BodyRewriter>)>,
+    pub rewriters: graft_engine::body_phase::Rewriters,
     /// Mode `shadow`: Rust's rewriters of the body Lua serves, whose output
     /// is only hashed, to compare with Lua's at its end.
     pub shadows: Vec<ShadowBody>,
@@ -210,7 +210,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             response_steps_decided: false,
             body_started: false,
             response_shadows: SmallVec::new(),
-            rewriters: Vec::new(),
+            rewriters: Default::default(),
             shadows: Vec::new(),
             busy: std::ptr::null_mut(),
             free: std::ptr::null_mut(),

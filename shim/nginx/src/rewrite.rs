@@ -12,7 +12,7 @@
 //! in a few buffers of its own (`OUT_BUFS`), reused; while all of them
 //! wait for the client it takes no more input and leaves it unconsumed,
 //! so that a large file or an unbuffered upstream waits too, as nginx's
-//! gzip filter does: what a response holds is bounded (`MAX_HELD`), not
+//! gzip filter does: what a response holds is bounded (`graft_engine::body_phase::MAX_HELD`), not
 //! its body's length. A rewriter that fails or panics, or writes past
 //! that bound, is counted and logged, and the rest of the body passes as
 //! it is (what it held of a tag it was reading is lost); the step's
@@ -20,6 +20,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use graft_contract::ResponseHead;
+use graft_engine::body_phase::{bounded, Failed, Rewriters};
 use graft_engine::protocol::later::{Phase, Side};
 use graft_engine::{guarded_module, start_response_body, Count, Zone};
 use ngx::ffi::{
@@ -130,29 +131,30 @@ pub fn start(r: &mut ngx_http_request_t, zone_index: usize, zone: &Zone) {
         return;
     }
     let head = response_head(r);
-    let mut rewriters = Vec::new();
+    let mut rewriters = Rewriters::default();
     let mut shadows = Vec::new();
     for (i, step) in steps {
-        let side = later_side(r, zone_index, &zone.name, i, step, Phase::ResponseBody);
-        let rust = side == Some(Side::Rust);
-        if !rust && side != Some(Side::Shadow) {
-            continue;
-        }
-        match start_response_body(step, &head) {
-            Ok(Some(rw)) if !rust => shadows.push(ctx::ShadowBody {
-                step: i,
-                rewriter: rw,
-                hash: Default::default(),
-                len: 0,
-                failed: None,
-                done: None,
-            }),
+        match later_side(r, zone_index, &zone.name, i, step, Phase::ResponseBody) {
             // The request phase counted which side served the request.
-            Ok(Some(rw)) => rewriters.push((i, rw)),
-            // In shadow the Lua side, which serves, counts it.
-            Ok(None) if rust => step.counters.add(Count::Untouched),
-            Ok(None) => {}
-            Err(why) => later_failed(r, &zone.name, step, Phase::ResponseBody, &why, true),
+            Some(Side::Rust) => {
+                if let Err(why) = rewriters.start_step(i, step, &head) {
+                    later_failed(r, &zone.name, step, Phase::ResponseBody, &why, true);
+                }
+            }
+            // Lua serves, and counts it; Rust's output is only hashed.
+            Some(Side::Shadow) => match start_response_body(step, &head) {
+                Ok(Some(rw)) => shadows.push(ctx::ShadowBody {
+                    step: i,
+                    rewriter: rw,
+                    hash: Default::default(),
+                    len: 0,
+                    failed: None,
+                    done: None,
+                }),
+                Ok(None) => {}
+                Err(why) => later_failed(r, &zone.name, step, Phase::ResponseBody, &why, false),
+            },
+            Some(Side::Legacy) | None => {}
         }
     }
     if !rewriters.is_empty() {
@@ -219,13 +221,6 @@ const SLICE: usize = 16 * 1024;
 /// made it (an upstream, the Lua module) waits as well.
 const OUT_SIZE: usize = 32 * 1024;
 const OUT_BUFS: usize = 4;
-/// The most a step may write from one slice of the body: past it the step
-/// fails (counted, logged) and the rest of the body passes as it is. With
-/// the output buffers, one slice and what a rewriter holds itself
-/// (`html_rewrite`: `lol_html`'s 8 MiB at most), this bounds what graft
-/// holds for one response, whatever the body's length and however slowly
-/// the client reads.
-pub const MAX_HELD: usize = 16 << 20;
 /// graft's bit in `r->buffered` while it holds some of the body (nginx's
 /// own bits there: SSI 0x01, sub_filter 0x02, the copy filter 0x04).
 const BUFFERED: u32 = 0x08;
@@ -602,40 +597,12 @@ fn rewrite_slice(r: &ngx_http_request_t, slice: &[u8], last: bool) -> Result<Vec
     let ctx = ctx::existing(r).ok_or(())?;
     let config = ctx.config.clone();
     let zone = ctx.ran_zones.last().and_then(|&z| config.zones.get(z));
-    let bounded = |written: &[u8], from: &[u8]| {
-        if written.len() > MAX_HELD {
-            Err(graft_contract::ModuleError::new(format!(
-                "wrote {} bytes from {} bytes of the body, more than the {MAX_HELD} graft holds for a response",
-                written.len(),
-                from.len()
-            )))
-        } else {
-            Ok(())
-        }
-    };
-    let mut data = slice.to_vec();
     let mut failed = Vec::new();
-    for (k, (i, rw)) in ctx.rewriters.iter_mut().enumerate() {
-        let Some(step) = zone.and_then(|z| z.steps.get(*i)) else {
-            continue;
-        };
-        let mut out = Vec::with_capacity(data.len() + 64);
-        let result = guarded_module(step, || {
-            rw.write(&data, &mut out)?;
-            if last {
-                rw.end(&mut out)?;
-            }
-            bounded(&out, &data)
-        });
-        match result {
-            Ok(()) => data = out,
-            Err(why) => failed.push((k, *i, why)),
-        }
-    }
-    for (k, i, why) in failed.into_iter().rev() {
-        if let Some(ctx) = ctx::existing(r) {
-            ctx.rewriters.remove(k);
-        }
+    let data = match zone {
+        Some(z) => ctx.rewriters.write(z, slice, last, &mut failed),
+        None => slice.to_vec(),
+    };
+    for Failed { step: i, why } in failed {
         if let Some((zone, step)) = zone.and_then(|z| z.steps.get(i).map(|s| (z, s))) {
             record(r, &zone.name, step, Count::Failed);
             log_limited(
