@@ -2,7 +2,8 @@
 # The newcomer's path, where a newcomer has it: a bare Debian (the
 # debootstrap base: no Rust, no make, nothing of graft's), a clean clone,
 # the README's `make run`, then /, /graft/status and /graft/metrics must
-# answer. `make run` installs what it needs from Debian's archive (the
+# answer; then the ABI and JIT tests run there, on that release's LuaJIT
+# and lua-resty-core. `make run` installs what it needs from Debian's archive (the
 # container reaches it on Docker's bridge network, its own loopback
 # keeping nginx's ports to itself).
 #
@@ -95,6 +96,13 @@ check "/graft/metrics counts" 'graft_requests_total{zone="localhost",module="red
 check "the README's redirect, in shadow mode" "Location: /new?a=1" \
     inside curl -sS -o /dev/null -D - --max-time 5 -H "Host: localhost" "http://127.0.0.1:8080/old?a=1"
 check "make stop stops it" "stopped" inside sh -c 'cd /root/graft && make stop'
+
+# The Lua side on this release's LuaJIT and lua-resty-core, against the
+# module make run built: the ABI test (graft.h, the Lua cdef and the
+# module's exports agree; a module of another ABI refused at start) and
+# the JIT test (graft's pipeline compiles with no trace aborted in it).
+phase "the ABI and JIT tests" inside sh -c 'cd /root/graft && cargo test --release -p graft-tests --test abi --test jit 2>&1 | tee /root/abi-jit.log'
+check "the ABI and JIT tests ran and passed" "all passed" inside awk '/^test result:/ { p += $4; f += $6 } END { print (p > 0 && f == 0) ? "all passed: " p : p " passed, " f " failed" }' /root/abi-jit.log
 
 echo "bare test: $((checks - failures)) passed, $failures failed"
 [ "$failures" = 0 ] && [ "$checks" -gt 0 ]
