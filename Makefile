@@ -216,6 +216,7 @@ AGENT_DEB := target/deb/graft-agent_$(DEB_VERSION)_$(DEB_ARCH).deb
 EDGE_DEB := target/deb/graft-edge_$(DEB_VERSION)_$(DEB_ARCH).deb
 IMAGE ?= graft:$(VERSION)$(RELEASE_SUFFIX)
 PROMETHEUS_IMAGE ?= graft-prometheus:$(VERSION)$(RELEASE_SUFFIX)
+EDGE_IMAGE ?= graft-edge:$(VERSION)$(RELEASE_SUFFIX)
 FLEET_IMAGE := graft-fleet-test:$(VERSION)$(RELEASE_SUFFIX)
 VENDOR := $(CARGO_TARGET)/vendor
 DOCKER_OK = @docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
@@ -249,12 +250,14 @@ docker-base: ## Make the debian:12 (or DEBIAN=13) base image from Debian's archi
 	$(DOCKER_OK)
 	docker/make-base.sh debian:$(DEBIAN)
 
-docker: deb docker-base ## Build the images (graft:<version> from the package, graft-prometheus:<version>; DEBIAN=13: <version>-debian13)
+docker: deb docker-base ## Build the images (graft:<version> from the package, graft-edge:<version>, graft-prometheus:<version>; DEBIAN=13: <version>-debian13)
 	$(DOCKER_OK)
 	rm -rf target/docker$(RELEASE_SUFFIX) && mkdir -p target/docker$(RELEASE_SUFFIX)
 	cp $(GRAFT_DEB) target/docker$(RELEASE_SUFFIX)/graft.deb
 	cp $(AGENT_DEB) target/docker$(RELEASE_SUFFIX)/graft-agent.deb
+	cp $(EDGE_DEB) target/docker$(RELEASE_SUFFIX)/graft-edge.deb
 	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -f docker/Dockerfile -t $(IMAGE) target/docker$(RELEASE_SUFFIX)
+	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -f docker/edge.Dockerfile -t $(EDGE_IMAGE) target/docker$(RELEASE_SUFFIX)
 	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -t $(PROMETHEUS_IMAGE) docker/prometheus
 
 package-test: docker ## Install the packages in a fresh Debian 12 (DEBIAN=13: 13) container and test them there
