@@ -262,8 +262,8 @@ docker: deb docker-base ## Build the images (graft:<version> from the package, g
 
 package-test: docker ## Install the packages in a fresh Debian 12 (DEBIAN=13: 13) container and test them there
 	docker build -q --network host --build-arg IMAGE=$(IMAGE) -t $(FLEET_IMAGE) \
-		-f docker/fleet-test.Dockerfile docker
-	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE) $(FLEET_IMAGE)
+		-f docker/fleet-test.Dockerfile target/docker$(RELEASE_SUFFIX)
+	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE) $(FLEET_IMAGE) $(EDGE_IMAGE)
 
 .PHONY: bare-test
 bare-test: docker-base vendor ## On a bare Debian 12 (DEBIAN=13: 13) in a container, a clean clone's `make run` must serve
