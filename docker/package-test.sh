@@ -433,7 +433,9 @@ if [[ $booted == running || $booted == degraded ]]; then
     for _ in $(seq 30); do sd_status http://127.0.0.1:8090/ >/dev/null 2>&1 && break; sleep 0.2; done
     check "a crash (SIGKILL) is restarted" "NRestarts=1 active" \
         in_sd sh -c 'echo $(systemctl show -p NRestarts graft-edge) $(systemctl is-active graft-edge)'
+    # (graft-edge's writer opens the file again within 250 ms of the signal.)
     in_sd logrotate -f /etc/logrotate.d/graft-edge
+    sleep 0.5
     sd_status http://127.0.0.1:8090/after-rotation >/dev/null
     sleep 0.5
     check "logrotate's postrotate makes graft-edge reopen its access log" "GET /after-rotation" \
