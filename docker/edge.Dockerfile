@@ -21,11 +21,18 @@ RUN apt-get update -q \
  && rm /etc/graft/edge.key /etc/graft/edge-admin.token
 
 # The key and the token are made when a container starts, never baked into
-# the image (every container of it would share them); then graft-edge runs
-# as its own user with no capability, as graft-edge.service runs it
-# (/run/graft-edge is what the unit's RuntimeDirectory= makes).
+# the image (every container of it would share them); or the key is the
+# one nginx holds, from the file GRAFT_EDGE_KEY_FROM names (a volume the
+# two containers share: docker/compose.yaml), waited for up to 10 s. Then
+# graft-edge runs as its own user with no capability, as
+# graft-edge.service runs it (/run/graft-edge is what the unit's
+# RuntimeDirectory= makes).
 RUN printf '%s\n' '#!/bin/sh' \
         'set -e' \
+        'if [ -n "${GRAFT_EDGE_KEY_FROM:-}" ]; then' \
+        '    for _ in $(seq 50); do [ -s "$GRAFT_EDGE_KEY_FROM" ] && break; sleep 0.2; done' \
+        '    install -m 0640 -o root -g graft-edge "$GRAFT_EDGE_KEY_FROM" /etc/graft/edge.key' \
+        'fi' \
         'for secret in edge.key edge-admin.token; do' \
         '    if ! [ -s /etc/graft/$secret ]; then' \
         '        (umask 077 && head -c 32 /dev/urandom | base64 >/etc/graft/$secret)' \

@@ -36,7 +36,9 @@ name=graft-package-test-$$
 failures=0
 checks=0
 
+shared=$(mktemp -d)
 cleanup() {
+    rm -rf "$shared"
     docker rm -f "$name-prometheus" "$name-edge-image" "$name" "$name-fleet" "$name-edge" \
         "$name-systemd" >/dev/null 2>&1 || true
 }
@@ -144,9 +146,13 @@ check "Prometheus fires GraftConfigurationRefused" '"alertname":"GraftConfigurat
 docker rm -f "$name-prometheus" >/dev/null
 
 # graft-edge's image, as docker/compose.yaml runs it: in graft's network
-# namespace, in front of its nginx, with the same graft file.
+# namespace, in front of its nginx, with the same graft file, and its key
+# from a volume (compose's is the one nginx reads).
+(umask 077 && head -c 32 /dev/urandom | base64 >"$shared/edge.key")
 docker run -d --name "$name-edge-image" --network "container:$name" \
-    -v "$here/../nginx/example/graft.json:/etc/nginx/graft.json:ro" "$edge_image" >/dev/null
+    -v "$here/../nginx/example/graft.json:/etc/nginx/graft.json:ro" \
+    -v "$shared:/etc/graft/edge-shared:ro" -e GRAFT_EDGE_KEY_FROM=/etc/graft/edge-shared/edge.key \
+    "$edge_image" >/dev/null
 for _ in $(seq 50); do
     inside curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8090/ 2>/dev/null && break
     sleep 0.2
@@ -156,8 +162,10 @@ check "graft-edge's image serves in front of graft's nginx, with the headers mod
 check "... its WAF blocks a rule's path" "HTTP/1.1 403" status http://127.0.0.1:8090/admin/users
 check "... it runs as graft-edge, with no capability" "graft-edge 0000000000000000" \
     docker exec "$name-edge-image" sh -c 'echo "$(stat -c %U /proc/1) $(sed -n "s/^CapEff:\t//p" /proc/1/status)"'
-check "... with secrets made at its start, for root and its group only" "640 root graft-edge" \
-    docker exec "$name-edge-image" stat -c '%a %U %G' /etc/graft/edge.key /etc/graft/edge-admin.token
+check "... with the key it was given and a token made at its start, for root and its group only" \
+    "640 root graft-edge $(cat "$shared/edge.key")
+640 root graft-edge" docker exec "$name-edge-image" sh -c \
+    'echo "$(stat -c "%a %U %G" /etc/graft/edge.key) $(cat /etc/graft/edge.key)"; stat -c "%a %U %G" /etc/graft/edge-admin.token'
 docker rm -f "$name-edge-image" >/dev/null
 
 # Going back: take graft's lines out, remove the package; nginx still starts.
