@@ -301,6 +301,15 @@ check "... and nothing of it was started" "none" \
     in_edge sh -c 'grep -lx graft-edge /proc/[0-9]*/comm 2>/dev/null || echo none'
 check "... its shipped settings listen on loopback only" '"listen": ["127.0.0.1:8090"]' \
     in_edge cat /etc/graft/edge.json
+# An upgrade (the postinst again) keeps the secrets nginx shares, and
+# takes back what every local user could read.
+secrets_before=$(in_edge md5sum /etc/graft/edge.key /etc/graft/edge-admin.token)
+in_edge chmod 0644 /etc/graft/edge.key
+in_edge /var/lib/dpkg/info/graft-edge.postinst configure "$(in_edge dpkg-query -W -f='${Version}' graft-edge)"
+check "an upgrade keeps its key and token" "$secrets_before" \
+    in_edge md5sum /etc/graft/edge.key /etc/graft/edge-admin.token
+check "... and makes a world-readable key its group's again" "640 root graft-edge" \
+    in_edge stat -c '%a %U %G' /etc/graft/edge.key
 verified=$(in_edge systemd-analyze verify "$unit" 2>&1) && [ -z "$verified" ] \
     && pass "graft-edge's unit: systemd reads it without a complaint" \
     || fail "graft-edge's unit: systemd reads it without a complaint: $verified"
