@@ -213,8 +213,10 @@ DEB_VERSION := $(VERSION)-1$(if $(filter-out 12,$(DEBIAN)),+deb$(DEBIAN))
 DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 GRAFT_DEB := target/deb/libnginx-mod-http-graft_$(DEB_VERSION)_$(DEB_ARCH).deb
 AGENT_DEB := target/deb/graft-agent_$(DEB_VERSION)_$(DEB_ARCH).deb
+EDGE_DEB := target/deb/graft-edge_$(DEB_VERSION)_$(DEB_ARCH).deb
 IMAGE ?= graft:$(VERSION)$(RELEASE_SUFFIX)
 PROMETHEUS_IMAGE ?= graft-prometheus:$(VERSION)$(RELEASE_SUFFIX)
+EDGE_IMAGE ?= graft-edge:$(VERSION)$(RELEASE_SUFFIX)
 FLEET_IMAGE := graft-fleet-test:$(VERSION)$(RELEASE_SUFFIX)
 VENDOR := $(CARGO_TARGET)/vendor
 DOCKER_OK = @docker info >/dev/null 2>&1 || { echo "no Docker engine: apt-get install docker.io, then start dockerd"; exit 1; }
@@ -224,18 +226,19 @@ vendor: ## Copy every crate graft builds with into target/vendor (for builds in 
 	cargo vendor --quiet --locked --versioned-dirs $(VENDOR) >/dev/null
 
 ifeq ($(DEBIAN),$(HOST_DEBIAN))
-deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian packages (target/deb: libnginx-mod-http-graft, graft-agent; DEBIAN=12|13)
-	$(NGINX_ENV) cargo build --release -p graft-nginx -p graft-agent --target-dir $(PACKAGE_TARGET)
-	rm -f $(GRAFT_DEB) $(AGENT_DEB)
+deb: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the Debian packages (target/deb: libnginx-mod-http-graft, graft-agent, graft-edge; DEBIAN=12|13)
+	$(NGINX_ENV) cargo build --release -p graft-nginx -p graft-agent -p graft-edge --target-dir $(PACKAGE_TARGET)
+	rm -f $(GRAFT_DEB) $(AGENT_DEB) $(EDGE_DEB)
 	GRAFT_DEB_SUFFIX=$(if $(filter-out 12,$(DEBIAN)),+deb$(DEBIAN)) \
-		nginx/debian/build.sh $(PACKAGE_MODULE) $(PACKAGE_TARGET)/release/graft-agent target/deb
+		nginx/debian/build.sh $(PACKAGE_MODULE) $(PACKAGE_TARGET)/release/graft-agent \
+		$(PACKAGE_TARGET)/release/graft-edge target/deb
 else
 deb: docker-base vendor
 	$(DOCKER_OK)
 	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -t graft-build:debian$(DEBIAN) \
 		-f docker/build.Dockerfile docker >/dev/null
 	mkdir -p target/deb $(CARGO_TARGET)/debian$(DEBIAN)
-	rm -f $(GRAFT_DEB) $(AGENT_DEB)
+	rm -f $(GRAFT_DEB) $(AGENT_DEB) $(EDGE_DEB)
 	docker run --rm --network none --user $$(id -u):$$(id -g) \
 		-e GRAFT_DEB_SUFFIX=+deb$(DEBIAN) -e GRAFT_COMMIT=$$(git rev-parse --short HEAD) \
 		-e GRAFT_DATE="$$(git log -1 --format=%aD)" \
@@ -247,18 +250,20 @@ docker-base: ## Make the debian:12 (or DEBIAN=13) base image from Debian's archi
 	$(DOCKER_OK)
 	docker/make-base.sh debian:$(DEBIAN)
 
-docker: deb docker-base ## Build the images (graft:<version> from the package, graft-prometheus:<version>; DEBIAN=13: <version>-debian13)
+docker: deb docker-base ## Build the images (graft:<version> from the package, graft-edge:<version>, graft-prometheus:<version>; DEBIAN=13: <version>-debian13)
 	$(DOCKER_OK)
 	rm -rf target/docker$(RELEASE_SUFFIX) && mkdir -p target/docker$(RELEASE_SUFFIX)
 	cp $(GRAFT_DEB) target/docker$(RELEASE_SUFFIX)/graft.deb
 	cp $(AGENT_DEB) target/docker$(RELEASE_SUFFIX)/graft-agent.deb
+	cp $(EDGE_DEB) target/docker$(RELEASE_SUFFIX)/graft-edge.deb
 	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -f docker/Dockerfile -t $(IMAGE) target/docker$(RELEASE_SUFFIX)
+	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -f docker/edge.Dockerfile -t $(EDGE_IMAGE) target/docker$(RELEASE_SUFFIX)
 	docker build -q --network host --build-arg BASE=debian:$(DEBIAN) -t $(PROMETHEUS_IMAGE) docker/prometheus
 
 package-test: docker ## Install the packages in a fresh Debian 12 (DEBIAN=13: 13) container and test them there
 	docker build -q --network host --build-arg IMAGE=$(IMAGE) -t $(FLEET_IMAGE) \
-		-f docker/fleet-test.Dockerfile docker
-	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE) $(FLEET_IMAGE)
+		-f docker/fleet-test.Dockerfile target/docker$(RELEASE_SUFFIX)
+	docker/package-test.sh $(IMAGE) $(PROMETHEUS_IMAGE) $(FLEET_IMAGE) $(EDGE_IMAGE)
 
 .PHONY: bare-test
 bare-test: docker-base vendor ## On a bare Debian 12 (DEBIAN=13: 13) in a container, a clean clone's `make run` must serve

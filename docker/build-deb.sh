@@ -31,5 +31,6 @@ fi
 echo "building for Debian $VERSION_ID: $(rustc --version), nginx $(dpkg-query -W -f='${Version}' nginx)"
 cd /src
 NGINX_SOURCE_DIR=/usr/share/nginx/src NGINX_BUILD_DIR=/target/nginx \
-    cargo build --locked --release -p graft-nginx -p graft-agent --target-dir /target
-nginx/debian/build.sh /target/release/libngx_http_graft_module.so /target/release/graft-agent /out
+    cargo build --locked --release -p graft-nginx -p graft-agent -p graft-edge --target-dir /target
+nginx/debian/build.sh /target/release/libngx_http_graft_module.so /target/release/graft-agent \
+    /target/release/graft-edge /out

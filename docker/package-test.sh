@@ -15,16 +15,33 @@
 # no network: a configuration and a kill switch from etcd reach nginx, and
 # with etcd gone nginx serves on.
 #
-#   docker/package-test.sh IMAGE PROMETHEUS-IMAGE FLEET-IMAGE  (make package-test)
+# Then graft-edge: its image (docker/edge.Dockerfile, the compose service)
+# in front of graft's nginx, in the first container's network namespace;
+# and its package, installed with apt into the fleet image, checked there:
+# its user, secrets and settings, its unit (systemd's analyzer), its
+# `--check`, the binary started as the unit starts it in front of that
+# container's nginx, its admin listener, a reload, its log rotated, a
+# stop by its pid, and a purge. Then, where systemd can be a container's
+# init here, graft-edge.service itself under systemd, its hardening
+# applied: start, reload, a refused file, a crash, log rotation, stop.
+#
+#   docker/package-test.sh IMAGE PROMETHEUS-IMAGE FLEET-IMAGE EDGE-IMAGE  (make package-test)
 set -euo pipefail
 image=$1
 prometheus=$2
 fleet_image=$3
+edge_image=$4
+here=$(cd "$(dirname "$0")" && pwd)
 name=graft-package-test-$$
 failures=0
 checks=0
 
-cleanup() { docker rm -f "$name-prometheus" "$name" "$name-fleet" >/dev/null 2>&1 || true; }
+shared=$(mktemp -d)
+cleanup() {
+    rm -rf "$shared"
+    docker rm -f "$name-prometheus" "$name-edge-image" "$name" "$name-fleet" "$name-edge" \
+        "$name-systemd" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
 inside() { docker exec "$name" "$@"; }
@@ -127,6 +144,29 @@ done
 check "Prometheus fires GraftConfigurationRefused" '"alertname":"GraftConfigurationRefused"' \
     query 'query?query=ALERTS%7Balertname%3D%22GraftConfigurationRefused%22%2Calertstate%3D%22firing%22%7D'
 docker rm -f "$name-prometheus" >/dev/null
+
+# graft-edge's image, as docker/compose.yaml runs it: in graft's network
+# namespace, in front of its nginx, with the same graft file, and its key
+# from a volume (compose's is the one nginx reads).
+(umask 077 && head -c 32 /dev/urandom | base64 >"$shared/edge.key")
+docker run -d --name "$name-edge-image" --network "container:$name" \
+    -v "$here/../nginx/example/graft.json:/etc/nginx/graft.json:ro" \
+    -v "$shared:/etc/graft/edge-shared:ro" -e GRAFT_EDGE_KEY_FROM=/etc/graft/edge-shared/edge.key \
+    "$edge_image" >/dev/null
+for _ in $(seq 50); do
+    inside curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8090/ 2>/dev/null && break
+    sleep 0.2
+done
+check "graft-edge's image serves in front of graft's nginx, with the headers module's header" \
+    "X-Frame-Options: DENY" status http://127.0.0.1:8090/
+check "... its WAF blocks a rule's path" "HTTP/1.1 403" status http://127.0.0.1:8090/admin/users
+check "... it runs as graft-edge, with no capability" "graft-edge 0000000000000000" \
+    docker exec "$name-edge-image" sh -c 'echo "$(stat -c %U /proc/1) $(sed -n "s/^CapEff:\t//p" /proc/1/status)"'
+check "... with the key it was given and a token made at its start, for root and its group only" \
+    "640 root graft-edge $(cat "$shared/edge.key")
+640 root graft-edge" docker exec "$name-edge-image" sh -c \
+    'echo "$(stat -c "%a %U %G" /etc/graft/edge.key) $(cat /etc/graft/edge.key)"; stat -c "%a %U %G" /etc/graft/edge-admin.token'
+docker rm -f "$name-edge-image" >/dev/null
 
 # Going back: take graft's lines out, remove the package; nginx still starts.
 inside rm /etc/nginx/sites-enabled/graft
@@ -240,5 +280,190 @@ check "... its exposure, as systemd rates it, is low" "OK" \
     in_fleet systemd-analyze security --offline=yes --threshold=20 /lib/systemd/system/graft-agent.service
 docker rm -f "$name-fleet" >/dev/null
 
-echo "package test: $((checks - failures)) passed, $failures failed"
+# graft-edge from its package, in a container of its own: the fleet image
+# has graft's nginx, systemd's analyzer, logrotate and the graft-edge
+# package, installed with apt.
+docker run -d --name "$name-edge" --network none "$fleet_image" sleep infinity >/dev/null
+in_edge() { docker exec "$name-edge" "$@"; }
+edge_status() { in_edge curl -sS -o /dev/null -D - --max-time 5 "$@"; }
+unit=/lib/systemd/system/graft-edge.service
+check "graft-edge is installed" "graft-edge $(in_edge dpkg-query -W -f='${Version}' libnginx-mod-http-graft)" \
+    in_edge dpkg-query -W -f='${Package} ${Version}' graft-edge
+check "... in /usr/sbin" "graft-edge [--check | --upgrade]" in_edge sh -c '/usr/sbin/graft-edge --help 2>&1; true'
+check "the package made graft-edge's user" "graft-edge" in_edge id -un graft-edge
+check "... its settings and logrotate snippet are conffiles" "/etc/graft/edge.json
+/etc/logrotate.d/graft-edge" in_edge cat /var/lib/dpkg/info/graft-edge.conffiles
+check "... its hand-off key and admin token are for root and its group only" \
+    "640 root graft-edge
+640 root graft-edge" in_edge stat -c '%a %U %G' /etc/graft/edge.key /etc/graft/edge-admin.token
+check "... its unit is installed, not enabled" "disabled" in_edge sh -c 'systemctl is-enabled graft-edge 2>&1; true'
+check "... and nothing of it was started" "none" \
+    in_edge sh -c 'grep -lx graft-edge /proc/[0-9]*/comm 2>/dev/null || echo none'
+check "... its shipped settings listen on loopback only" '"listen": ["127.0.0.1:8090"]' \
+    in_edge cat /etc/graft/edge.json
+# An upgrade (the postinst again) keeps the secrets nginx shares, and
+# takes back what every local user could read.
+secrets_before=$(in_edge md5sum /etc/graft/edge.key /etc/graft/edge-admin.token)
+in_edge chmod 0644 /etc/graft/edge.key
+in_edge /var/lib/dpkg/info/graft-edge.postinst configure "$(in_edge dpkg-query -W -f='${Version}' graft-edge)"
+check "an upgrade keeps its key and token" "$secrets_before" \
+    in_edge md5sum /etc/graft/edge.key /etc/graft/edge-admin.token
+check "... and makes a world-readable key its group's again" "640 root graft-edge" \
+    in_edge stat -c '%a %U %G' /etc/graft/edge.key
+verified=$(in_edge systemd-analyze verify "$unit" 2>&1) && [ -z "$verified" ] \
+    && pass "graft-edge's unit: systemd reads it without a complaint" \
+    || fail "graft-edge's unit: systemd reads it without a complaint: $verified"
+check "... its exposure, as systemd rates it, is low" "OK" \
+    in_edge systemd-analyze security --offline=yes --threshold=20 "$unit"
+# The unit's own command lines, run as it runs them: its user and group,
+# its one capability (ambient), no new privileges, its umask; what its
+# RuntimeDirectory= and LogsDirectory= make, made.
+pre=$(in_edge sed -n 's/^ExecStartPre=//p' "$unit")
+start=$(in_edge sed -n 's/^ExecStart=//p' "$unit")
+reload=$(in_edge sed -n 's/^ExecReload=//p' "$unit")
+as_unit() {
+    in_edge sh -c "umask 0027; setpriv --reuid=graft-edge --regid=graft-edge --init-groups --no-new-privs \
+        --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+        --bounding-set=-all,+net_bind_service $*"
+}
+check "graft-edge --check passes with the shipped settings, as the unit runs it" "are fine" as_unit "$pre"
+# FL1: the container's nginx with graft, taking graft-edge's hand-off (its
+# key, the client's address from X-Forwarded-For), as README says.
+in_edge sh -c 'printf "%s\n" "graft_edge_key /etc/graft/edge.key;" "set_real_ip_from 127.0.0.1;" \
+    "real_ip_header X-Forwarded-For;" >/etc/nginx/conf.d/graft-edge.conf && rm -f /var/log/nginx/*.log && nginx'
+in_edge install -d -o graft-edge -g graft-edge -m 750 /run/graft-edge
+# (A shell beside it keeps its exit status: the container's first process
+# reaps no child.)
+in_edge sh -c "umask 0027; setsid sh -c 'setpriv --reuid=graft-edge --regid=graft-edge --init-groups \
+    --no-new-privs --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+    --bounding-set=-all,+net_bind_service $start & echo \$! >/tmp/edge.pid; wait \$!; echo \$? >/tmp/edge.status' \
+    >/tmp/edge.log 2>&1 </dev/null &"
+for _ in $(seq 50); do in_edge test -s /tmp/edge.pid && break; sleep 0.1; done
+edge_pid=$(in_edge cat /tmp/edge.pid)
+for _ in $(seq 50); do
+    in_edge curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8090/ 2>/dev/null && break
+    sleep 0.2
+done
+check "graft-edge runs as its user, with the one capability the unit gives" \
+    "graft-edge 0000000000000400" in_edge sh -c "echo \"\$(stat -c %U /proc/$edge_pid) \$(sed -n 's/^CapEff:\t//p' /proc/$edge_pid/status)\""
+check "a page through graft-edge, from nginx, with the headers module's header" "X-Frame-Options: DENY" \
+    edge_status http://127.0.0.1:8090/
+check "graft-edge's WAF blocks a rule's path" "HTTP/1.1 403" edge_status http://127.0.0.1:8090/admin/users
+check "a step in shadow goes to nginx (the redirect)" "Location: /new" edge_status http://127.0.0.1:8090/old
+# Three requests were passed from the redirects step (in shadow: nginx's):
+# the first that found graft-edge up, /, /old.
+check "nginx accepted graft-edge's hand-offs (the key the package made)" \
+    'graft_edge_handoffs_total{result="accepted"} 3' in_edge curl -fsS http://127.0.0.1:8080/graft/metrics
+check "graft-edge's /graft/metrics, on its admin listener" 'graft_edge_passed_total{zone="*",module="redirects",reason="mode"} 3' \
+    in_edge curl -fsS http://127.0.0.1:8091/graft/metrics
+check "... its admin API with the package's token" "HTTP/1.1 200" \
+    in_edge sh -c 'curl -sS -o /dev/null -D - -H "Authorization: Bearer $(cat /etc/graft/edge-admin.token)" http://127.0.0.1:8091/graft/admin/metrics'
+check "... and without it, refused" "HTTP/1.1 401" edge_status http://127.0.0.1:8091/graft/admin/metrics
+check "its access log: graft-edge served the block, nginx the rest" "\"GET /admin/users HTTP/1.1\" 403" \
+    in_edge cat /var/log/graft-edge/access.log
+check "... made for its user and group only" "640 graft-edge graft-edge" \
+    in_edge stat -c '%a %U %G' /var/log/graft-edge/access.log
+# systemctl reload, as the unit runs it: a live apply of the graft file.
+check "the unit's reload applies the graft file again" "graft-edge: reloaded" as_unit "$reload"
+in_edge cp /etc/nginx/graft.json /tmp/graft.json.good
+in_edge sed -i 's/"op": "prefix"/"op": "prefixx"/' /etc/nginx/graft.json
+check "... and fails on a bad one, naming the field" "rules[0].when" as_unit "$reload; true"
+check "... which the unit's --check refuses with status 1 (not restarted)" "status 1" \
+    as_unit "$pre; echo status \$?"
+check "... while the running configuration blocks on" "HTTP/1.1 403" edge_status http://127.0.0.1:8090/admin/users
+in_edge cp /tmp/graft.json.good /etc/nginx/graft.json
+in_edge chmod 0644 /etc/graft/edge.key
+check "graft-edge refuses a hand-off key every local user may read" 'field "fl1_key_file"' as_unit "$pre; true"
+in_edge chmod 0640 /etc/graft/edge.key
+# logrotate with the package's snippet, then SIGUSR1 (its postrotate,
+# under systemd): the new file takes the next request.
+check "logrotate rotates the access log with the package's snippet" "access.log.1" \
+    in_edge sh -c 'logrotate -f /etc/logrotate.d/graft-edge 2>&1; ls /var/log/graft-edge'
+in_edge sh -c "kill -USR1 $edge_pid"
+sleep 0.5
+edge_status http://127.0.0.1:8090/after-rotation >/dev/null
+sleep 0.5
+check "... and graft-edge writes the new file after SIGUSR1" "GET /after-rotation" \
+    in_edge cat /var/log/graft-edge/access.log
+in_edge sh -c "kill -TERM $edge_pid"
+for _ in $(seq 75); do in_edge test -s /tmp/edge.status && break; sleep 0.2; done
+# Exit status 0: the unit's Restart=on-failure leaves a stop stopped.
+check "graft-edge stops on SIGTERM, by its pid, with status 0, within the unit's stop timeout" "status 0" \
+    in_edge sh -c 'echo "status $(cat /tmp/edge.status 2>/dev/null || echo none: still running)"'
+check "... and its listener is closed" "Failed to connect" \
+    in_edge sh -c 'curl -sS -o /dev/null --max-time 5 http://127.0.0.1:8090/ 2>&1; true'
+check "the package purges" "Purging configuration files for graft-edge" \
+    in_edge env DEBIAN_FRONTEND=noninteractive apt-get purge -y graft-edge
+check "... its secrets and settings with it, not nginx's token" "[admin.token ]" \
+    in_edge sh -c 'echo "[$(ls /etc/graft | tr "\n" " ")]"'
+check "... nor its logrotate snippet and logs" "gone" \
+    in_edge sh -c 'test -e /etc/logrotate.d/graft-edge || test -e /var/log/graft-edge || echo gone'
+docker rm -f "$name-edge" >/dev/null
+
+# graft-edge.service under systemd, the container's init: it needs
+# CAP_SYS_ADMIN, no seccomp filter and the host's cgroups (read-only), and
+# still no network.
+skipped=0
+docker run -d --name "$name-systemd" --network none --cap-add SYS_ADMIN \
+    --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:ro \
+    "$fleet_image" /lib/systemd/systemd >/dev/null 2>&1 || true
+in_sd() { docker exec "$name-systemd" "$@"; }
+sd_status() { in_sd curl -sS -o /dev/null -D - --max-time 5 "$@"; }
+# (Its bus comes up a moment after the container.)
+for _ in $(seq 50); do
+    booted=$(in_sd timeout 30 systemctl is-system-running --wait 2>&1 || true)
+    [[ $booted == running || $booted == degraded ]] && break
+    sleep 0.2
+done
+if [[ $booted == running || $booted == degraded ]]; then
+    # nginx's logs as files (the image sends them to the container's
+    # stderr), taking graft-edge's hand-off.
+    in_sd sh -c 'rm -f /var/log/nginx/*.log && printf "%s\n" "graft_edge_key /etc/graft/edge.key;" \
+        "set_real_ip_from 127.0.0.1;" "real_ip_header X-Forwarded-For;" >/etc/nginx/conf.d/graft-edge.conf &&
+        systemctl restart nginx'
+    check "under systemd: graft-edge.service starts" "active" \
+        in_sd sh -c 'systemctl enable --now graft-edge 2>/dev/null; systemctl is-active graft-edge'
+    main_pid() { in_sd systemctl show -p MainPID --value graft-edge; }
+    pid=$(main_pid)
+    check "... as its user, no new privileges, CAP_NET_BIND_SERVICE alone" \
+        "graft-edge 1 0000000000000400" in_sd sh -c "echo \$(stat -c %U /proc/$pid) \
+            \$(sed -n 's/^NoNewPrivs:\t//p' /proc/$pid/status) \$(sed -n 's/^CapEff:\t//p' /proc/$pid/status)"
+    check "... the file system read-only to it (ProtectSystem=strict)" "ro," \
+        in_sd awk '$5 == "/" { print $6 "," }' "/proc/$pid/mountinfo"
+    check "... serving in front of nginx" "X-Frame-Options: DENY" sd_status http://127.0.0.1:8090/
+    check "... passing it what it does not serve" "Location: /new" sd_status http://127.0.0.1:8090/old
+    check "systemctl reload applies the graft file" "reloaded: applied" \
+        in_sd sh -c 'systemctl reload graft-edge && journalctl -u graft-edge --no-pager -n 5'
+    in_sd cp /etc/nginx/graft.json /tmp/graft.json.good
+    in_sd sed -i 's/"op": "prefix"/"op": "prefixx"/' /etc/nginx/graft.json
+    check "... refuses a bad one, graft-edge serving on" "reload failed active" \
+        in_sd sh -c 'systemctl reload graft-edge 2>/dev/null && echo reloaded || echo reload failed $(systemctl is-active graft-edge)'
+    in_sd sh -c 'systemctl restart graft-edge 2>/dev/null; sleep 3' || true
+    check "a restart on a bad file fails once, naming the field, and is not retried" \
+        "NRestarts=0 ActiveState=failed starts refused: 1" in_sd sh -c 'echo $(systemctl show -p ActiveState -p NRestarts graft-edge) \
+            starts refused: $(journalctl -u graft-edge --no-pager | grep -c "graft-edge: /etc/nginx/graft.json: zone .*rules\[0\]\.when")'
+    in_sd cp /tmp/graft.json.good /etc/nginx/graft.json
+    in_sd systemctl start graft-edge
+    in_sd sh -c "kill -KILL $(main_pid)"
+    for _ in $(seq 30); do [[ $(in_sd systemctl show -p NRestarts --value graft-edge) == 1 ]] && break; sleep 0.2; done
+    for _ in $(seq 30); do sd_status http://127.0.0.1:8090/ >/dev/null 2>&1 && break; sleep 0.2; done
+    check "a crash (SIGKILL) is restarted" "NRestarts=1 active" \
+        in_sd sh -c 'echo $(systemctl show -p NRestarts graft-edge) $(systemctl is-active graft-edge)'
+    # (graft-edge's writer opens the file again within 250 ms of the signal.)
+    in_sd logrotate -f /etc/logrotate.d/graft-edge
+    sleep 0.5
+    sd_status http://127.0.0.1:8090/after-rotation >/dev/null
+    sleep 0.5
+    check "logrotate's postrotate makes graft-edge reopen its access log" "GET /after-rotation" \
+        in_sd cat /var/log/graft-edge/access.log
+    check "systemctl stop stops it, with success" "Result=success ActiveState=inactive" \
+        in_sd sh -c 'systemctl stop graft-edge; echo $(systemctl show -p Result -p ActiveState graft-edge)'
+else
+    skipped=1
+    echo "skip graft-edge.service under systemd: systemd does not boot as a container's init here: ${booted:0:200}"
+fi
+docker rm -f "$name-systemd" >/dev/null 2>&1 || true
+
+echo "package test: $((checks - failures)) passed, $failures failed$([ "$skipped" = 0 ] || echo ", graft-edge under systemd skipped")"
 [ "$failures" = 0 ] && [ "$checks" -gt 0 ]

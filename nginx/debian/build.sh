@@ -9,9 +9,12 @@
 #
 # Beside it, graft-agent_<version>_<arch>.deb: the fleet agent in /usr/bin,
 # its systemd unit (not enabled: /etc/default/graft-agent first) and its
-# settings in /etc/default.
+# settings in /etc/default; and graft-edge_<version>_<arch>.deb: the
+# all-Rust server in /usr/sbin, its systemd unit (not enabled), its
+# settings in /etc/graft (loopback only), its logrotate snippet and its
+# reload helper (edge/).
 #
-#   nginx/debian/build.sh MODULE.so AGENT OUTDIR      (make deb)
+#   nginx/debian/build.sh MODULE.so AGENT EDGE OUTDIR      (make deb)
 #
 # GRAFT_DEB_SUFFIX is added to the Debian revision (+deb13 for Debian 13's
 # packages, none for Debian 12's); GRAFT_COMMIT and GRAFT_DATE name the
@@ -19,8 +22,9 @@
 set -eu
 module=$(realpath "$1")
 agent=$(realpath "$2")
-mkdir -p "$3"
-out=$(cd "$3" && pwd)
+edge=$(realpath "$3")
+mkdir -p "$4"
+out=$(cd "$4" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 pkg=libnginx-mod-http-graft
@@ -109,3 +113,19 @@ install -m 644 "$here/agent/graft-agent.service" "$astage/lib/systemd/system/"
 install -m 644 "$here/agent/graft-agent.default" "$astage/etc/default/graft-agent"
 finish graft-agent "$astage" "$here/agent/control.in" usr/bin/graft-agent \
     "$here/agent/postinst" "$here/agent/postrm"
+
+# graft-edge.
+estage=$out/stage-edge
+rm -rf "$estage"
+mkdir -p "$estage/usr/sbin" "$estage/lib/systemd/system" "$estage/etc/graft" \
+    "$estage/etc/logrotate.d" "$estage/usr/share/graft-edge" "$estage/usr/share/doc/graft-edge"
+strip --remove-section=.comment --remove-section=.note --strip-unneeded \
+    -o "$estage/usr/sbin/graft-edge" "$edge"
+chmod 755 "$estage/usr/sbin/graft-edge"
+install -m 644 "$here/edge/graft-edge.service" "$estage/lib/systemd/system/"
+install -m 644 "$here/edge/edge.json" "$estage/etc/graft/edge.json"
+install -m 644 "$here/edge/graft-edge.logrotate" "$estage/etc/logrotate.d/graft-edge"
+install -m 755 "$here/edge/reload" "$estage/usr/share/graft-edge/reload"
+install -m 644 "$root/README.md" "$estage/usr/share/doc/graft-edge/"
+finish graft-edge "$estage" "$here/edge/control.in" usr/sbin/graft-edge \
+    "$here/edge/postinst" "$here/edge/prerm" "$here/edge/postrm"
