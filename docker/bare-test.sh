@@ -101,8 +101,13 @@ check "make stop stops it" "stopped" inside sh -c 'cd /root/graft && make stop'
 # module make run built: the ABI test (graft.h, the Lua cdef and the
 # module's exports agree; a module of another ABI refused at start) and
 # the JIT test (graft's pipeline compiles with no trace aborted in it).
-phase "the ABI and JIT tests" inside sh -c 'cd /root/graft && cargo test --release -p graft-tests --test abi --test jit 2>&1 | tee /root/abi-jit.log'
-check "the ABI and JIT tests ran and passed" "all passed" inside awk '/^test result:/ { p += $4; f += $6 } END { print (p > 0 && f == 0) ? "all passed: " p : p " passed, " f " failed" }' /root/abi-jit.log
+# On Debian 12 `make test` runs them on the host (CI's own machine), so
+# here they run on the other releases only (BARE_ABI_JIT=1 forces them).
+release=$(inside sh -c '. /etc/os-release; echo "$VERSION_ID"')
+if [ "$release" != 12 ] || [ "${BARE_ABI_JIT:-}" = 1 ]; then
+    phase "the ABI and JIT tests" inside sh -c 'cd /root/graft && cargo test --release -p graft-tests --test abi --test jit 2>&1 | tee /root/abi-jit.log'
+    check "the ABI and JIT tests ran and passed" "all passed" inside awk '/^test result:/ { p += $4; f += $6 } END { print (p > 0 && f == 0) ? "all passed: " p : p " passed, " f " failed" }' /root/abi-jit.log
+fi
 
 echo "bare test: $((checks - failures)) passed, $failures failed"
 [ "$failures" = 0 ] && [ "$checks" -gt 0 ]
