@@ -238,7 +238,7 @@ fn in_a_native_location_a_failing_step_never_skips_the_later_ones() {
     req.extend_from_slice(b" HTTP/1.1\r\nHost: redirect.test\r\nConnection: close\r\n\r\n");
     let r = nginx.raw(&req);
     assert_eq!(r.status, 403, "{}", r.text());
-    nginx.assert_clean_log(&["could not decide", "failed:", "panicked"]);
+    nginx.assert_clean_log(&["could not decide", "returned an error:", "panicked"]);
 }
 
 const REDIRECT_EXTRA: &str = r#"
@@ -670,7 +670,7 @@ fn whatever_fails_at_a_step_the_steps_after_it_still_decide() {
             assert_eq!(r.status, want, "{zone} {path}: {}", r.text());
         }
     }
-    nginx.assert_clean_log(&["could not decide", "failed:", "panicked"]);
+    nginx.assert_clean_log(&["could not decide", "returned an error:", "panicked"]);
 }
 
 #[test]

@@ -134,7 +134,7 @@ fn a_handler_calls_one_module_in_every_mode() {
     let r = nginx.get("lua.test", "/own/boom");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(nginx.counter("lua.test", 0, "failed"), 1);
-    nginx.assert_clean_log(&["could not decide", "failed:"]);
+    nginx.assert_clean_log(&["could not decide", "returned an error:"]);
 }
 
 #[test]
