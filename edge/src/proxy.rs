@@ -124,6 +124,20 @@ impl EdgeProxy {
         );
     }
 
+    /// Answers a request nginx refuses before any phase as nginx does:
+    /// `status` and nginx's page, no step run, the connection closed;
+    /// counted (`graft_edge_refused_total`) and logged with `why`.
+    async fn refuse(&self, session: &mut Session, status: u16, why: &str) -> Result<()> {
+        self.edge.refused(status);
+        log_limited(
+            LogFamily::Decision,
+            format_args!("graft-edge: request refused ({status}): {why}"),
+        );
+        session.set_keepalive(None);
+        let (head, body) = answer::render(&status_only(status))?;
+        answer::write(session, head, body).await
+    }
+
     /// FL1 cannot be reached for a request it was to serve from step
     /// `from`: that step's failure policy serves it, and the steps after
     /// it run here with no legacy side. `Some(answer)` when one answers,
@@ -298,19 +312,13 @@ impl ProxyHttp for EdgeProxy {
                     .map(|h1| h1.get_headers_raw_bytes())
             })
             .flatten();
-        if let Some(status) = crate::request::refused_head(
+        if let Some((status, why)) = crate::request::refused_head(
             session.req_header(),
             raw.as_deref(),
             limits.max_line_bytes,
             limits.max_head_bytes,
         ) {
-            log_limited(
-                LogFamily::Decision,
-                format_args!("graft-edge: request refused ({status}): its head is one nginx refuses (too long, or framed twice)"),
-            );
-            session.set_keepalive(None);
-            let (head, body) = answer::render(&status_only(status))?;
-            answer::write(session, head, body).await?;
+            self.refuse(session, status, why).await?;
             return Ok(true);
         }
         // Whatever a client says about FL1 is not heard: no step reads it,
@@ -326,13 +334,7 @@ impl ProxyHttp for EdgeProxy {
         let mut facts = match Facts::of(session.req_header(), client) {
             Ok(f) => f,
             Err(bad) => {
-                log_limited(
-                    LogFamily::Decision,
-                    format_args!("graft-edge: request refused: {}", bad.0),
-                );
-                session.set_keepalive(None);
-                let (head, body) = answer::render(&status_only(400))?;
-                answer::write(session, head, body).await?;
+                self.refuse(session, 400, bad.0).await?;
                 return Ok(true);
             }
         };

@@ -32,6 +32,10 @@ use crate::settings::Settings;
 /// not run yet (a response body's, the log's), so FL1 serves it.
 pub const REASONS: [&str; 5] = ["mode", "decline", "error", "panic", "phase"];
 
+/// The statuses of the requests graft-edge refuses before any step, as
+/// nginx does before any phase (`request::refused_head`, `Facts::of`).
+pub const REFUSED: [u16; 3] = [400, 405, 414];
+
 /// The index of a reason's name in [`REASONS`].
 pub fn reason_index(name: &str) -> usize {
     REASONS.iter().position(|r| *r == name).unwrap_or(0)
@@ -81,6 +85,11 @@ pub struct Edge {
 /// metrics: no zone of graft's has an empty name).
 pub fn unzoned_keys() -> ZoneKeys {
     zone_keys("", &[])
+}
+
+/// The key of the requests refused with `status` before any step.
+pub fn refused_key(status: u16) -> u64 {
+    key(("refused", status))
 }
 
 fn zone_keys(zone: &str, steps: &[graft_engine::Step]) -> ZoneKeys {
@@ -152,6 +161,11 @@ impl Edge {
 
     pub fn add(&self, key: u64) {
         self.counters.add(key, 1);
+    }
+
+    /// Counts a request refused with `status` before any step.
+    pub fn refused(&self, status: u16) {
+        self.add(refused_key(status));
     }
 }
 
