@@ -7,8 +7,7 @@
 //!   by the step they were passed from (its module) and why: `mode` (the
 //!   step is not graft-edge's for this request: its mode, a canary's Lua
 //!   share, a kill switch), `decline`, `error`, `panic` (its Rust side did
-//!   not decide), `phase` (it has a phase graft-edge does not run: no
-//!   module has one today); and `zone=""`, `module=""`, `reason="zone"`:
+//!   not decide); and `zone=""`, `module=""`, `reason="zone"`:
 //!   a Host no zone serves, passed to FL1 as sent;
 //! - `graft_edge_refused_total{status}`: requests refused before any step,
 //!   as nginx refuses them before any phase, with nginx's status and page
@@ -81,7 +80,7 @@ impl Collector for Families {
         }
         let mut family = encoder.encode_descriptor(
             "graft_edge_passed",
-            "Requests graft-edge passed to FL1, per zone, the module of the step FL1 took them from, and why: mode (the step is not graft-edge's for the request: its mode, a canary's Lua share, a kill switch), decline, error, panic (its Rust side did not decide), phase (a phase graft-edge does not run), zone (zone \"\": a Host no zone serves, passed as sent).",
+            "Requests graft-edge passed to FL1, per zone, the module of the step FL1 took them from, and why: mode (the step is not graft-edge's for the request: its mode, a canary's Lua share, a kill switch), decline, error, panic (its Rust side did not decide), zone (zone \"\": a Host no zone serves, passed as sent).",
             None,
             MetricType::Counter,
         )?;

@@ -28,9 +28,9 @@ use crate::connections::Limit;
 use crate::settings::Settings;
 
 /// Why a request went to FL1 from a step: the engine's reasons
-/// (`HandOver::name`), and `phase`: the step has a phase graft-edge does
-/// not run yet (a response body's, the log's), so FL1 serves it.
-pub const REASONS: [&str; 5] = ["mode", "decline", "error", "panic", "phase"];
+/// (`HandOver::name`). graft-edge runs every phase a module has, so none
+/// goes to FL1 for a phase graft-edge lacks.
+pub const REASONS: [&str; 4] = ["mode", "decline", "error", "panic"];
 
 /// The statuses of the requests graft-edge refuses before any step, as
 /// nginx does before any phase (`request::refused_head`, `Facts::of`).
