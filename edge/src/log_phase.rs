@@ -15,29 +15,21 @@
 //! (`failed`) and logged within the failure lines' budget, never silent;
 //! records over the module's rate are counted `dropped`.
 use graft_contract::{Completed, LogOutcome};
-use graft_engine::log_budget::LogFamily;
+use graft_engine::protocol::later::{Phase, Side};
 use graft_engine::protocol::Legacy;
 use graft_engine::record_file::append;
-use graft_engine::{run_log_phase, Count, Mode, Zone};
+use graft_engine::{run_log_phase, Count, Zone};
 use pingora_http::ResponseHeader;
 
 use crate::request::EdgeRequest;
-use crate::steps::{self, log_limited};
+use crate::steps;
 
 /// Runs the log phase of `zone`'s steps for a request graft-edge served.
 pub fn run(zone: &Zone, req: &EdgeRequest<'_>, done: &Completed<'_>) {
+    let p = steps::protocol(&zone.name, Legacy::None);
     for step in zone.steps.iter().filter(|s| s.module.logs_requests()) {
-        let failed = |why: String| {
-            steps::protocol(&zone.name, Legacy::None).record(step, Count::Failed);
-            log_limited(
-                LogFamily::Failure,
-                format_args!(
-                    "graft: zone \"{}\" module \"{}\" {why}: no record written",
-                    zone.name, step.module_name
-                ),
-            );
-        };
-        if step.mode_where_no_lua(req).0 != Mode::Rust {
+        let failed = |why: String| p.later_failed(step, Phase::Log, &why, true);
+        if p.later_side(step, req) != Side::Rust {
             failed("is not in rust for this request any more (a kill switch, a rollback), and graft-edge runs no Lua".into());
             continue;
         }

@@ -7,9 +7,13 @@
 //!   by the step they were passed from (its module) and why: `mode` (the
 //!   step is not graft-edge's for this request: its mode, a canary's Lua
 //!   share, a kill switch), `decline`, `error`, `panic` (its Rust side did
-//!   not decide), `phase` (it has a phase graft-edge does not run: no
-//!   module has one today); and `zone=""`, `module=""`, `reason="zone"`:
+//!   not decide); and `zone=""`, `module=""`, `reason="zone"`:
 //!   a Host no zone serves, passed to FL1 as sent;
+//! - `graft_edge_refused_total{status}`: requests refused before any step,
+//!   as nginx refuses them before any phase, with nginx's status and page
+//!   (`request::refused_head`: 400 a method nginx does not read, a head
+//!   over the limits, a body framed twice; 405 `TRACE`; 414 a request line
+//!   over the limits; and 400 a path or Host nginx refuses);
 //! - `graft_edge_fl1_unreachable_total{zone}`: requests FL1 was to take and
 //!   could not (each step's failure policy served them; counted as
 //!   `failed` in `graft_requests_total` too);
@@ -31,7 +35,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::state::{Edge, Snapshot, ZoneKeys, REASONS};
+use crate::state::{refused_key, Edge, Snapshot, ZoneKeys, REASONS, REFUSED};
 
 struct Families {
     snap: Arc<Snapshot>,
@@ -76,7 +80,7 @@ impl Collector for Families {
         }
         let mut family = encoder.encode_descriptor(
             "graft_edge_passed",
-            "Requests graft-edge passed to FL1, per zone, the module of the step FL1 took them from, and why: mode (the step is not graft-edge's for the request: its mode, a canary's Lua share, a kill switch), decline, error, panic (its Rust side did not decide), phase (a phase graft-edge does not run), zone (zone \"\": a Host no zone serves, passed as sent).",
+            "Requests graft-edge passed to FL1, per zone, the module of the step FL1 took them from, and why: mode (the step is not graft-edge's for the request: its mode, a canary's Lua share, a kill switch), decline, error, panic (its Rust side did not decide), zone (zone \"\": a Host no zone serves, passed as sent).",
             None,
             MetricType::Counter,
         )?;
@@ -101,6 +105,16 @@ impl Collector for Families {
         let labels = [("zone", ""), ("module", ""), ("reason", "zone")];
         ConstCounter::new(self.counters.get(unzoned.requests))
             .encode(family.encode_family(&labels)?)?;
+        let mut family = encoder.encode_descriptor(
+            "graft_edge_refused",
+            "Requests graft-edge refused before any step, by status, as nginx refuses them before any phase: 400 (a method nginx does not read, a head over the limits, a body framed twice, a path or Host nginx refuses), 405 (TRACE), 414 (a request line over the limits).",
+            None,
+            MetricType::Counter,
+        )?;
+        for status in REFUSED {
+            ConstCounter::new(self.counters.get(refused_key(status)))
+                .encode(family.encode_family(&[("status", status.to_string())])?)?;
+        }
         let mut family = encoder.encode_descriptor(
             "graft_edge_fl1_unreachable",
             "Requests FL1 was to take and could not be sent to (each step's failure policy served them, counted as failed in graft_requests_total).",

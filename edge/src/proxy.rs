@@ -5,7 +5,7 @@
 //!   │                 ─ steps in order (Protocol::step, FL1 ahead)
 //!   ├─ a step answers ──────────────────────────────────► answer (Content-Length from the body)
 //!   ├─ every step lets it through ─► upstream_peer: the zone's origin
-//!   └─ a step FL1 must serve (mode, decline, error, panic, phase)
+//!   └─ a step FL1 must serve (mode, decline, error, panic)
 //!       └─► upstream_peer: FL1, with `Graft-Edge: v=2; from=<step>; zone=<z>; ...; mac=<HMAC>`
 //!             FL1 unreachable (fail_to_connect) ─► upstream_peer again: the steps
 //!             from there run here with no legacy side: each one's failure policy
@@ -108,20 +108,53 @@ impl EdgeProxy {
         Box::new(peer)
     }
 
-    /// Counts and logs a request passed to FL1 from step `from` of its zone.
-    fn count_pass(&self, snap: &Snapshot, zone: usize, from: usize, reason: &'static str) {
+    /// Counts a request passed to FL1 on step `step` of its zone, the one
+    /// that sent it there, and logs it: FL1 takes it from that step, or
+    /// (`whole`) from step 0, a response-body or log step keeping it
+    /// there whole.
+    fn count_pass(
+        &self,
+        snap: &Snapshot,
+        zone: usize,
+        step: usize,
+        reason: &'static str,
+        whole: bool,
+    ) {
         let z = &snap.config.zones[zone];
-        if let Some(keys) = snap.keys[zone].passed.get(from) {
+        if let Some(keys) = snap.keys[zone].passed.get(step) {
             self.edge.add(keys[reason_index(reason)]);
         }
-        let module = z.steps.get(from).map_or("", |s| s.module_name);
+        let module = z.steps.get(step).map_or("", |s| s.module_name);
+        let name = &z.name;
+        if whole && step > 0 {
+            log_limited(
+                LogFamily::Decline,
+                format_args!(
+                    "graft-edge: zone \"{name}\": passed to FL1 whole from step 0, for step {step} (module \"{module}\"): {reason}"
+                ),
+            );
+        } else {
+            log_limited(
+                LogFamily::Decline,
+                format_args!(
+                    "graft-edge: zone \"{name}\": passed to FL1 from step {step} (module \"{module}\"): {reason}"
+                ),
+            );
+        }
+    }
+
+    /// Answers a request nginx refuses before any phase as nginx does:
+    /// `status` and nginx's page, no step run, the connection closed;
+    /// counted (`graft_edge_refused_total`) and logged with `why`.
+    async fn refuse(&self, session: &mut Session, status: u16, why: &str) -> Result<()> {
+        self.edge.refused(status);
         log_limited(
-            LogFamily::Decline,
-            format_args!(
-                "graft-edge: zone \"{}\": passed to FL1 from step {from} (module \"{module}\"): {reason}",
-                z.name
-            ),
+            LogFamily::Decision,
+            format_args!("graft-edge: request refused ({status}): {why}"),
         );
+        session.set_keepalive(None);
+        let (head, body) = answer::render(&status_only(status))?;
+        answer::write(session, head, body).await
     }
 
     /// FL1 cannot be reached for a request it was to serve from step
@@ -298,19 +331,13 @@ impl ProxyHttp for EdgeProxy {
                     .map(|h1| h1.get_headers_raw_bytes())
             })
             .flatten();
-        if let Some(status) = crate::request::refused_head(
+        if let Some((status, why)) = crate::request::refused_head(
             session.req_header(),
             raw.as_deref(),
             limits.max_line_bytes,
             limits.max_head_bytes,
         ) {
-            log_limited(
-                LogFamily::Decision,
-                format_args!("graft-edge: request refused ({status}): its head is one nginx refuses (too long, or framed twice)"),
-            );
-            session.set_keepalive(None);
-            let (head, body) = answer::render(&status_only(status))?;
-            answer::write(session, head, body).await?;
+            self.refuse(session, status, why).await?;
             return Ok(true);
         }
         // Whatever a client says about FL1 is not heard: no step reads it,
@@ -326,13 +353,7 @@ impl ProxyHttp for EdgeProxy {
         let mut facts = match Facts::of(session.req_header(), client) {
             Ok(f) => f,
             Err(bad) => {
-                log_limited(
-                    LogFamily::Decision,
-                    format_args!("graft-edge: request refused: {}", bad.0),
-                );
-                session.set_keepalive(None);
-                let (head, body) = answer::render(&status_only(400))?;
-                answer::write(session, head, body).await?;
+                self.refuse(session, 400, bad.0).await?;
                 return Ok(true);
             }
         };
@@ -365,7 +386,7 @@ impl ProxyHttp for EdgeProxy {
             // `passed_whole`): it takes the whole request, before
             // graft-edge reads any of its body; counted on the step that
             // keeps it there.
-            self.count_pass(&snap, zone, step, reason);
+            self.count_pass(&snap, zone, step, reason, true);
             ctx.passed = Some((0, reason));
             ctx.routed = Some(Routed {
                 snap,
@@ -422,7 +443,7 @@ impl ProxyHttp for EdgeProxy {
             }
             Ended::Through => Route::Origin(snap.origins[zone]),
             Ended::Pass { from, reason } => {
-                self.count_pass(&snap, zone, from, reason);
+                self.count_pass(&snap, zone, from, reason, false);
                 ctx.passed = Some((from, reason));
                 Route::Fl1 {
                     from,

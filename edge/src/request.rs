@@ -113,29 +113,42 @@ fn host_of(head: &RequestHeader) -> Option<Vec<u8>> {
 }
 
 /// What nginx refuses of a request head that Pingora takes, before any
-/// step reads it: the status to answer (414 a request line longer than
-/// `max_line`; 400 a header line longer than that, a head longer than
-/// `max_head`, two `Content-Length`s, or a `Content-Length` beside a
-/// `Transfer-Encoding`: framing a server behind could read otherwise).
-/// Pingora drops the `Content-Length` of a request that has both (RFC
-/// 9112's reading): `raw`, the head as the client sent it, tells.
+/// phase (so before any step reads it, and with nginx's page, which no
+/// body step rewrites): the status to answer and why. In nginx's order:
+/// 400 a method of other bytes than `A`-`Z`, `_` and `-`; 414 a request
+/// line longer than `max_line`; 400 a header line longer than that, a
+/// head longer than `max_head`, two `Content-Length`s, or a
+/// `Content-Length` beside a `Transfer-Encoding` (framing a server behind
+/// could read otherwise); 405 `TRACE`. Pingora drops the `Content-Length`
+/// of a request that has both (RFC 9112's reading): `raw`, the head as
+/// the client sent it, tells.
 pub fn refused_head(
     head: &RequestHeader,
     raw: Option<&[u8]>,
     max_line: usize,
     max_head: usize,
-) -> Option<u16> {
+) -> Option<(u16, &'static str)> {
+    let method = head.method.as_str().as_bytes();
+    if !method
+        .iter()
+        .all(|&b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    {
+        return Some((
+            400,
+            "a method nginx does not read (a byte other than A-Z, _ or -)",
+        ));
+    }
     // "METHOD target HTTP/1.1" and CR LF.
-    let line = head.method.as_str().len() + head.raw_path().len() + 12;
+    let line = method.len() + head.raw_path().len() + 12;
     if line > max_line {
-        return Some(414);
+        return Some((414, "a request line over limits.max_line_bytes"));
     }
     let mut total = line;
     for (name, value) in &head.headers {
         let len = name.as_str().len() + value.len() + 4;
         total += len;
         if len > max_line || total > max_head {
-            return Some(400);
+            return Some((400, "a header line or a head over graft-edge's limits"));
         }
     }
     let lengths = head.headers.get_all(http::header::CONTENT_LENGTH);
@@ -146,7 +159,10 @@ pub fn refused_head(
         || first.is_some_and(|v| v.as_bytes().contains(&b','))
         || (chunked && (first.is_some() || raw.is_some_and(names_content_length)))
     {
-        return Some(400);
+        return Some((400, "a body framed twice"));
+    }
+    if head.method.as_str() == "TRACE" {
+        return Some((405, "TRACE, which nginx never serves"));
     }
     None
 }
@@ -309,18 +325,18 @@ mod tests {
     #[test]
     fn a_head_nginx_refuses_is_refused() {
         let fine = head("/a", Some("a.test"));
-        assert_eq!(refused_head(&fine, None, 64, 128), None);
+        assert_eq!(refused_head(&fine, None, 64, 128).map(|r| r.0), None);
         let long = head(&format!("/{}", "a".repeat(60)), Some("a.test"));
-        assert_eq!(refused_head(&long, None, 64, 128), Some(414));
+        assert_eq!(refused_head(&long, None, 64, 128).map(|r| r.0), Some(414));
         let mut big = head("/a", Some("a.test"));
         big.insert_header("X-Big", "b".repeat(60)).unwrap();
-        assert_eq!(refused_head(&big, None, 64, 1024), Some(400));
+        assert_eq!(refused_head(&big, None, 64, 1024).map(|r| r.0), Some(400));
         let mut many = head("/a", Some("a.test"));
         for i in 0..10 {
             many.append_header(format!("X-{i}"), "0123456789").unwrap();
         }
-        assert_eq!(refused_head(&many, None, 64, 128), Some(400));
-        assert_eq!(refused_head(&many, None, 64, 1024), None);
+        assert_eq!(refused_head(&many, None, 64, 128).map(|r| r.0), Some(400));
+        assert_eq!(refused_head(&many, None, 64, 1024).map(|r| r.0), None);
         for headers in [
             &[("Content-Length", "1"), ("Content-Length", "1")][..],
             &[("Content-Length", "1, 1")],
@@ -330,17 +346,34 @@ mod tests {
             for (n, v) in headers {
                 h.append_header(*n, *v).unwrap();
             }
-            assert_eq!(refused_head(&h, None, 1024, 4096), Some(400), "{headers:?}");
+            assert_eq!(
+                refused_head(&h, None, 1024, 4096).map(|r| r.0),
+                Some(400),
+                "{headers:?}"
+            );
         }
         // Pingora took the Content-Length away: the raw head has it.
         let mut te = head("/", Some("a.test"));
         te.append_header("Transfer-Encoding", "chunked").unwrap();
         assert_eq!(
-            refused_head(&te, Some(b"GET / HTTP/1.1\r\nHost: a\r\n"), 1024, 4096),
+            refused_head(&te, Some(b"GET / HTTP/1.1\r\nHost: a\r\n"), 1024, 4096).map(|r| r.0),
             None
         );
         let raw = b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-LENGTH: 0\r\n";
-        assert_eq!(refused_head(&te, Some(raw), 1024, 4096), Some(400));
+        assert_eq!(
+            refused_head(&te, Some(raw), 1024, 4096).map(|r| r.0),
+            Some(400)
+        );
+        // nginx's methods: A-Z, _ and -; TRACE refused with 405 once the
+        // head is read.
+        let method = |m: &str| {
+            let h = RequestHeader::build(m, b"/", None).unwrap();
+            refused_head(&h, None, 1024, 4096).map(|r| r.0)
+        };
+        assert_eq!(method("PROP_FIND-X"), None);
+        assert_eq!(method("get"), Some(400));
+        assert_eq!(method("G3T"), Some(400));
+        assert_eq!(method("TRACE"), Some(405));
     }
 
     #[test]

@@ -30,8 +30,9 @@ use bytes::Bytes;
 use graft_contract::{FailurePolicy, Response, ResponseHead};
 use graft_engine::body_phase::{Failed, Rewriters};
 use graft_engine::log_budget::LogFamily;
+use graft_engine::protocol::later::Side;
 use graft_engine::protocol::Legacy;
-use graft_engine::{Count, Mode, Zone};
+use graft_engine::{Count, Zone};
 use pingora_http::ResponseHeader;
 
 use crate::request::EdgeRequest;
@@ -83,7 +84,7 @@ pub fn start(
         content_encoding: header("content-encoding"),
     };
     let mut failed = Vec::new();
-    let rewriters = Rewriters::start(z, &view, |step| serves(step, req), &mut failed);
+    let rewriters = Rewriters::start(z, &view, |step| serves(z, step, req), &mut failed);
     if let Some(answer) = fail(z, failed, false) {
         return Started::Answer(answer);
     }
@@ -98,10 +99,11 @@ pub fn start(
     })
 }
 
-/// Whether Rust serves a body step for this response: there is no Lua
-/// here.
-fn serves(step: &graft_engine::Step, req: &EdgeRequest<'_>) -> Result<(), String> {
-    if step.mode_where_no_lua(req).0 == Mode::Rust {
+/// Whether Rust serves a body step for this response, as the step
+/// protocol's later phases decide (`Protocol::later_side`): there is no
+/// Lua here.
+fn serves(zone: &Zone, step: &graft_engine::Step, req: &EdgeRequest<'_>) -> Result<(), String> {
+    if steps::protocol(&zone.name, Legacy::None).later_side(step, req) == Side::Rust {
         Ok(())
     } else {
         Err("is not in rust for this response any more (a kill switch, a rollback), and graft-edge runs no Lua".into())

@@ -28,9 +28,13 @@ use crate::connections::Limit;
 use crate::settings::Settings;
 
 /// Why a request went to FL1 from a step: the engine's reasons
-/// (`HandOver::name`), and `phase`: the step has a phase graft-edge does
-/// not run yet (a response body's, the log's), so FL1 serves it.
-pub const REASONS: [&str; 5] = ["mode", "decline", "error", "panic", "phase"];
+/// (`HandOver::name`). graft-edge runs every phase a module has, so none
+/// goes to FL1 for a phase graft-edge lacks.
+pub const REASONS: [&str; 4] = ["mode", "decline", "error", "panic"];
+
+/// The statuses of the requests graft-edge refuses before any step, as
+/// nginx does before any phase (`request::refused_head`, `Facts::of`).
+pub const REFUSED: [u16; 3] = [400, 405, 414];
 
 /// The index of a reason's name in [`REASONS`].
 pub fn reason_index(name: &str) -> usize {
@@ -81,6 +85,11 @@ pub struct Edge {
 /// metrics: no zone of graft's has an empty name).
 pub fn unzoned_keys() -> ZoneKeys {
     zone_keys("", &[])
+}
+
+/// The key of the requests refused with `status` before any step.
+pub fn refused_key(status: u16) -> u64 {
+    key(("refused", status))
 }
 
 fn zone_keys(zone: &str, steps: &[graft_engine::Step]) -> ZoneKeys {
@@ -152,6 +161,11 @@ impl Edge {
 
     pub fn add(&self, key: u64) {
         self.counters.add(key, 1);
+    }
+
+    /// Counts a request refused with `status` before any step.
+    pub fn refused(&self, status: u16) {
+        self.add(refused_key(status));
     }
 }
 

@@ -8,9 +8,10 @@ use graft_contract::{
     Context, Decision, FailurePolicy, HeaderAction, HeaderOp, Response, ResponseView,
 };
 use graft_engine::log_budget::{self, LogFamily};
+use graft_engine::protocol::later::{Phase, Side};
 use graft_engine::protocol::{Legacy, Protocol, Served, Server};
 use graft_engine::shared::WindowTable;
-use graft_engine::{run_response_phase, Count, Mode, Step, Zone};
+use graft_engine::{run_response_phase, Mode, Step, Zone};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::request::{apply, EdgeRequest, Facts};
@@ -104,10 +105,12 @@ impl ResponseView for EdgeResponse<'_> {
 /// or an origin's): the response-header changes the request phase of the
 /// steps asked for (`ops`), then the response-header phase of the zone's
 /// steps that have one (`Module::on_response`), in order, as nginx's
-/// header filter does. A step whose phase fails, or that graft-edge cannot
-/// serve for this request (not in `rust`: there is no Lua here), leaves
-/// the headers as they are, counted as failed and logged: the response
-/// has started, no failure policy can answer it. (A response FL1 gives
+/// header filter does, each served by the side the step protocol's later
+/// phases give (`Protocol::later_side`). A step whose phase fails, or that
+/// graft-edge cannot serve for this request (not in `rust`: there is no
+/// Lua here), leaves the headers as they are, counted as failed and
+/// logged (`Protocol::later_failed`): the response has started, no
+/// failure policy can answer it. (A response FL1 gives
 /// gets `ops` alone: FL1 ran the response-header phase.)
 pub fn finish_response(
     zone: Option<&Zone>,
@@ -120,9 +123,9 @@ pub fn finish_response(
     let Some(zone) = zone else {
         return;
     };
+    let p = protocol(&zone.name, Legacy::None);
     for step in zone.steps.iter().filter(|s| s.module.edits_responses()) {
-        let p = protocol(&zone.name, Legacy::None);
-        let why = if step.mode_where_no_lua(req).0 == Mode::Rust {
+        let why = if p.later_side(step, req) == Side::Rust {
             let ctx = Context {
                 zone: &zone.name,
                 now_secs: now_secs(),
@@ -138,14 +141,7 @@ pub fn finish_response(
         } else {
             "is not in rust for this request, and graft-edge runs no Lua".to_string()
         };
-        p.record(step, Count::Failed);
-        log_limited(
-            LogFamily::Failure,
-            format_args!(
-                "graft: zone \"{}\" module \"{}\" {why}: the response's headers are left as they are",
-                zone.name, step.module_name
-            ),
-        );
+        p.later_failed(step, Phase::ResponseHeaders, &why, true);
     }
 }
 
@@ -183,11 +179,12 @@ pub fn passed_whole(zone: &Zone, req: &EdgeRequest<'_>) -> Option<(usize, &'stat
     if first.mode_for(req) != Mode::Rust {
         return Some((0, "mode"));
     }
+    let p = protocol(&zone.name, Legacy::Ahead);
     zone.steps
         .iter()
         .position(|s| {
             (s.module.rewrites_bodies() || s.module.logs_requests())
-                && s.mode_for(req) != Mode::Rust
+                && p.later_side(s, req).legacy_serves()
         })
         .map(|i| (i, "mode"))
 }

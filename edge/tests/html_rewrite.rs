@@ -114,10 +114,19 @@ fn pages_from_the_origin_and_from_graft_edge_are_rewritten_as_fl1_rewrites_them(
         )
         .unwrap_or(0)
     };
-    assert_eq!(passed("rust.test", "phase"), 0, "{m}");
-    assert_eq!(passed("rust.test", "mode"), 0);
-    assert_eq!(passed("lua.test", "phase"), 0);
+    assert_eq!(passed("rust.test", "mode"), 0, "{m}");
+    // No module has a phase graft-edge does not run: no such reason.
+    assert!(!m.contains(r#"reason="phase""#), "{m}");
     assert_eq!(passed("lua.test", "mode"), cases.len() as u64);
+    // Its log line says FL1 took it whole, from step 0, for html_rewrite.
+    let log = trio.edge.log();
+    assert!(
+        log.contains(
+            r#"zone "lua.test": passed to FL1 whole from step 0, for step 2 (module "html_rewrite"): mode"#
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("passed to FL1 from step 2"), "{log}");
     assert!(
         !m.contains(
             r#"graft_requests_total{zone="rust.test",module="html_rewrite",path="failed"} 1"#

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 pub use capture::{capture, live_sample};
-pub use compare::{explain, observe, IGNORED};
+pub use compare::{accepted, explain, observe, ACCEPTED, IGNORED};
 pub use lanes::{lanes, zone_of};
 use wire::{finish, open};
 
@@ -115,6 +115,9 @@ pub struct Run {
     /// Per request: its zone, and the two responses (FL1's, FL2's).
     pub zones: Vec<Option<String>>,
     pub pairs: Vec<(Observed, Observed)>,
+    /// Per request: the accepted difference its pair is, if any
+    /// ([`ACCEPTED`]): left out of the comparison, and counted.
+    pub accepted: Vec<Option<&'static str>>,
     /// graft-edge's `graft_edge_requests_total`, by zone.
     pub edge_requests: BTreeMap<String, u64>,
     /// graft-edge's `graft_edge_passed_total`, non-zero series only.
@@ -125,12 +128,22 @@ pub struct Run {
 }
 
 impl Run {
+    /// The pairs that differ, the accepted differences left out.
     pub fn differences(&self) -> impl Iterator<Item = (usize, &Observed, &Observed)> {
         self.pairs
             .iter()
             .enumerate()
-            .filter(|(_, (a, b))| a != b)
+            .filter(|(i, (a, b))| a != b && self.accepted[*i].is_none())
             .map(|(i, (a, b))| (i, a, b))
+    }
+
+    /// The pairs not compared, by accepted difference ([`ACCEPTED`]).
+    pub fn not_compared(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for name in self.accepted.iter().flatten() {
+            *out.entry(*name).or_default() += 1;
+        }
+        out
     }
 
     pub fn different(&self) -> usize {
@@ -160,20 +173,21 @@ impl Run {
             .collect()
     }
 
-    /// The table per zone (requests, equal, different, passed to FL1 and
-    /// its share), each zone followed by a line per module that passed
+    /// The table per zone (requests, equal, different, not compared (an
+    /// accepted difference), passed to FL1 and its share), each zone followed by a line per module that passed
     /// requests (by reason), then every difference.
     pub fn render(&self, requests: &[CorpusRequest]) -> String {
         let mut out = format!("\n## {}\n\n", self.name);
-        out.push_str("| zone / module | requests | equal | different | passed to FL1 | share passed | by reason |\n");
-        out.push_str("|---|---:|---:|---:|---:|---:|---|\n");
-        let mut zones: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-        for (z, (a, b)) in self.zones.iter().zip(&self.pairs) {
+        out.push_str("| zone / module | requests | equal | different | not compared | passed to FL1 | share passed | by reason |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---|\n");
+        let mut zones: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+        for ((z, (a, b)), skipped) in self.zones.iter().zip(&self.pairs).zip(&self.accepted) {
             let e = zones.entry(z.as_deref().unwrap_or(NO_ZONE)).or_default();
             e.0 += 1;
             e.1 += usize::from(a == b);
+            e.2 += usize::from(skipped.is_some());
         }
-        for (zone, (n, equal)) in &zones {
+        for (zone, (n, equal, skipped)) in &zones {
             let (passed, total) = if *zone == NO_ZONE {
                 (self.no_zone(), self.no_zone())
             } else {
@@ -183,13 +197,13 @@ impl Run {
                 )
             };
             out.push_str(&format!(
-                "| {zone}{} | {n} | {equal} | {} | {passed} | {} | |\n",
+                "| {zone}{} | {n} | {equal} | {} | {skipped} | {passed} | {} | |\n",
                 if self.rust_zones.iter().any(|z| z == zone) {
                     " (rust)"
                 } else {
                     ""
                 },
-                n - equal,
+                n - equal - skipped,
                 share(passed, total)
             ));
             let mut modules: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -201,7 +215,7 @@ impl Run {
             }
             for (module, reasons) in modules {
                 out.push_str(&format!(
-                    "| ↳ {module} | | | | {} | | {} |\n",
+                    "| ↳ {module} | | | | | {} | | {} |\n",
                     self.passed_in(zone)
                         .iter()
                         .filter(|(p, _)| p.module == module)
@@ -213,12 +227,18 @@ impl Run {
         }
         let (passed, total) = self.passed_share();
         out.push_str(&format!(
-            "| all | {} | {} | {} | {passed} | {} | |\n",
+            "| all | {} | {} | {} | {} | {passed} | {} | |\n",
             self.pairs.len(),
-            self.pairs.len() - self.different(),
+            self.pairs.iter().filter(|(a, b)| a == b).count(),
             self.different(),
+            self.accepted.iter().flatten().count(),
             share(passed, total)
         ));
+        for (name, n) in self.not_compared() {
+            out.push_str(&format!(
+                "\nnot compared: {n} (an accepted difference: {name})"
+            ));
+        }
         for (i, a, b) in self.differences() {
             let mut line = requests[i].to_line();
             if line.len() > 300 {
@@ -306,6 +326,11 @@ pub fn run(
         name: name.to_string(),
         rust_zones: rust_zones.to_vec(),
         zones: requests.iter().map(|r| zone_of(config, r)).collect(),
+        accepted: requests
+            .iter()
+            .zip(&pairs)
+            .map(|(r, (a, b))| (a != b).then(|| accepted(r, a, b)).flatten())
+            .collect(),
         pairs,
         edge_requests,
         passed,
@@ -373,15 +398,16 @@ pub fn flamingo(
 /// The share passed to FL1, run by run: one line each.
 pub fn summary(runs: &[Run]) -> String {
     let mut out = String::from(
-        "| run | requests | different | passed to FL1 | share passed | log errors |\n|---|---:|---:|---:|---:|---:|\n",
+        "| run | requests | different | not compared | passed to FL1 | share passed | log errors |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in runs {
         let (passed, total) = r.passed_share();
         out.push_str(&format!(
-            "| {} | {} | {} | {passed} of {total} | {} | {} |\n",
+            "| {} | {} | {} | {} | {passed} of {total} | {} | {} |\n",
             r.name,
             r.pairs.len(),
             r.different(),
+            r.accepted.iter().flatten().count(),
             share(passed, total),
             r.log_errors.len()
         ));

@@ -2,9 +2,10 @@
 //! the shipped corpus (the hostile set, then the generated one) sent to
 //! FL1 and to FL2 (graft-edge in front of an FL1 of its own) at once,
 //! with every module in `lua`, then in `rust`. Every pair of responses
-//! must be alike; with every module in `lua` graft-edge passes every
-//! request to FL1 whole, and with every module in `rust` it passes none
-//! for its mode.
+//! must be alike (the accepted differences of `flamingo::ACCEPTED` left
+//! out, and counted); with every module in `lua` graft-edge passes every
+//! request to FL1 whole, and with every module in `rust` none (a Host no
+//! zone serves goes to FL1 as sent, in both).
 //!
 //! Needs the built graft-edge (`make edge`, or `GRAFT_EDGE`).
 use graft_tests::corpus::{self, CorpusRequest};
@@ -46,13 +47,7 @@ fn unlike(run: &Run, requests: &[CorpusRequest]) -> Option<String> {
     })
 }
 
-// It finds real differences today (README, "Flamingo"): graft-edge does
-// not run html_rewrite's body phase on the pages it answers, and Pingora's
-// request parsing refuses or accepts some requests nginx treats otherwise.
-// Run it with `cargo test --test flamingo -- --ignored` (or `make
-// flamingo`) until graft-edge closes them; it is not a check that passes.
 #[test]
-#[ignore = "graft-edge still differs from FL1: html_rewrite's body phase and request-line parsing (README, Flamingo)"]
 fn fl1_and_fl2_answer_alike_and_fl2_keeps_what_is_in_rust() {
     let (config, requests) = shipped();
     let all = zones(&config);
@@ -66,34 +61,30 @@ fn fl1_and_fl2_answer_alike_and_fl2_keeps_what_is_in_rust() {
         .iter()
         .filter_map(|r| unlike(r, &requests))
         .collect();
+    // A Host no zone serves goes to FL1 as sent, in every run.
+    let unzoned = |p: &flamingo::Passed| p.zone.is_empty() && p.reason == "zone";
 
-    // Every module in lua: every request of a zone goes to FL1 whole,
-    // from its first step, for that step's mode.
+    // Every module in lua: every request goes to FL1 whole, from its
+    // zone's first step, for that step's mode.
     let (passed, total) = lua.passed_share();
     if total == 0 || passed != total {
         wrong.push(format!(
             "every module in lua: {passed} of {total} passed to FL1"
         ));
     }
-    for p in lua.passed.keys() {
+    for p in lua.passed.keys().filter(|p| !unzoned(p)) {
         let first = config["zones"][&p.zone]["modules"][0]["module"].as_str();
         if p.reason != "mode" || Some(p.module.as_str()) != first {
             wrong.push(format!("every module in lua: passed {p:?}"));
         }
     }
-    // Every module in rust: nothing goes to FL1 for its mode, nor for a
-    // step's failure; only from a step with a phase graft-edge does not
-    // run yet (html_rewrite's response body).
-    for (p, n) in &rust.passed {
-        if p.reason != "phase" || p.module != "html_rewrite" {
-            wrong.push(format!("every module in rust: {n} passed {p:?}"));
-        }
+    // Every module in rust: nothing of a zone goes to FL1, for any reason.
+    for (p, n) in rust.passed.iter().filter(|(p, _)| !unzoned(p)) {
+        wrong.push(format!("every module in rust: {n} passed {p:?}"));
     }
-    let (passed, total) = rust.passed_share();
-    if total == 0 || passed >= total {
-        wrong.push(format!(
-            "every module in rust: {passed} of {total} passed to FL1"
-        ));
+    let (_, total) = rust.passed_share();
+    if total == 0 {
+        wrong.push("every module in rust: graft-edge took no request".to_string());
     }
     assert!(
         wrong.is_empty(),
