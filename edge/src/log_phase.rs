@@ -14,11 +14,11 @@
 //! cannot be opened or written is a failure of the step: counted
 //! (`failed`) and logged within the failure lines' budget, never silent;
 //! records over the module's rate are counted `dropped`.
-use graft_contract::{Completed, LogOutcome};
+use graft_contract::Completed;
 use graft_engine::protocol::later::{Phase, Side};
 use graft_engine::protocol::Legacy;
-use graft_engine::record_file::append;
-use graft_engine::{run_log_phase, Count, Zone};
+use graft_engine::record_file::log_step;
+use graft_engine::Zone;
 use pingora_http::ResponseHeader;
 
 use crate::request::EdgeRequest;
@@ -33,15 +33,8 @@ pub fn run(zone: &Zone, req: &EdgeRequest<'_>, done: &Completed<'_>) {
             failed("is not in rust for this request any more (a kill switch, a rollback), and graft-edge runs no Lua".into());
             continue;
         }
-        match run_log_phase(step, req, done) {
-            Ok(LogOutcome::NotSampled) => {}
-            Ok(LogOutcome::Dropped { .. }) => step.counters.add(Count::Dropped),
-            Ok(LogOutcome::Write { path, line }) => {
-                if let Err(e) = append(&path, &line) {
-                    failed(format!("cannot write to {path}: {e}"));
-                }
-            }
-            Err(why) => failed(why),
+        if let Err(why) = log_step(step, req, done) {
+            failed(why);
         }
     }
 }

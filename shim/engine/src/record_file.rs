@@ -44,6 +44,29 @@ pub fn append(path: &Arc<str>, line: &str) -> std::io::Result<()> {
     })
 }
 
+/// Runs `step`'s log phase for a request its server served, and writes
+/// the record: `Err` why no record was written when one was due (the
+/// module's error or panic, a file that cannot be written), for the
+/// server to count and log as the step's failure. A record over the
+/// module's rate is counted `dropped`.
+pub fn log_step(
+    step: &crate::Step,
+    req: &dyn graft_contract::RequestView,
+    done: &graft_contract::Completed<'_>,
+) -> Result<(), String> {
+    use graft_contract::LogOutcome;
+    match crate::run_log_phase(step, req, done)? {
+        LogOutcome::NotSampled => Ok(()),
+        LogOutcome::Dropped { .. } => {
+            step.counters.add(crate::Count::Dropped);
+            Ok(())
+        }
+        LogOutcome::Write { path, line } => {
+            append(&path, &line).map_err(|e| format!("cannot write to {path}: {e}"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@
 //! the step: counted and logged, never silent.
 use graft_contract::{Completed, LogOutcome};
 use graft_engine::protocol::later::Phase;
-use graft_engine::record_file::append;
+use graft_engine::record_file::log_step;
 use graft_engine::{run_log_phase, Count, Step, Zone};
 use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_time, NGX_OK};
 
@@ -125,15 +125,7 @@ fn run_step(r: &ngx_http_request_t, zone_index: usize, zone: &Zone, i: usize, st
         return;
     }
     let done = completed(r, &zone.name);
-    let failed = |why: String| later_failed(r, &zone.name, step, Phase::Log, &why, true);
-    match run_log_phase(step, &NgxRequest::new(r), &done) {
-        Ok(LogOutcome::NotSampled) => {}
-        Ok(LogOutcome::Dropped { .. }) => step.counters.add(Count::Dropped),
-        Ok(LogOutcome::Write { path, line }) => {
-            if let Err(e) = append(&path, &line) {
-                failed(format!("cannot write to {path}: {e}"));
-            }
-        }
-        Err(why) => failed(why),
+    if let Err(why) = log_step(step, &NgxRequest::new(r), &done) {
+        later_failed(r, &zone.name, step, Phase::Log, &why, true);
     }
 }
