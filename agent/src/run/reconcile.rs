@@ -346,25 +346,7 @@ impl Agent {
         } else {
             self.kills.killed.clone()
         };
-        // A switch this agent killed that its nginx no longer has (revived
-        // through the admin API by hand, its table cleared): all again.
-        if let Some(actual) = &self.nginx.kills {
-            let lost: Vec<String> = self
-                .kills
-                .killed
-                .iter()
-                .filter(|k| wanted.contains(*k) && !actual.contains(*k))
-                .filter(|k| !self.kills.refused.contains_key(*k))
-                .map(switch_name)
-                .collect();
-            if !lost.is_empty() && !self.kills.stale {
-                warn!(
-                    "nginx does not have the kill switches {} the fleet kills: killing them again",
-                    lost.join(", ")
-                );
-                self.kills.stale = true;
-            }
-        }
+        self.notice_lost_kills(&wanted);
         let stale = std::mem::take(&mut self.kills.stale);
         if stale {
             self.kills.refused.clear();
@@ -372,62 +354,11 @@ impl Agent {
         self.kills.refused.retain(|k, _| wanted.contains(k));
         let mut changed = false;
         let mut unreachable = false;
-        let to_kill: Vec<_> = wanted
-            .iter()
-            .filter(|k| stale || !self.kills.killed.contains(*k))
-            .filter(|k| {
-                self.kills
-                    .refused
-                    .get(*k)
-                    .is_none_or(|(_, at)| at.elapsed() >= KILL_RETRY)
-            })
-            .cloned()
-            .collect();
-        let to_revive: Vec<_> = self.kills.killed.difference(&wanted).cloned().collect();
-        for (switch, killed) in to_kill
-            .into_iter()
-            .map(|k| (k, true))
-            .chain(to_revive.into_iter().map(|k| (k, false)))
-        {
-            let (module, zone) = &switch;
-            match blocking(|| self.opts.admin.switch(module, zone.as_deref(), killed)) {
-                Ok(()) => {
-                    let place = zone.as_deref().unwrap_or("every zone");
-                    info!(
-                        "kill switch of {module} in {place} {}",
-                        if killed { "killed" } else { "revived" }
-                    );
-                    if let Some(actual) = self.nginx.kills.as_mut() {
-                        if killed {
-                            actual.insert(switch.clone());
-                        } else {
-                            actual.remove(&switch);
-                        }
-                    }
-                    if killed {
-                        self.kills.refused.remove(&switch);
-                        self.kills.killed.insert(switch);
-                    } else {
-                        self.kills.killed.remove(&switch);
-                    }
-                    changed = true;
-                }
-                Err(AdminError::Refused(why)) => {
-                    error!("nginx refused the kill switch of {module}: {why}");
-                    if killed {
-                        // One killed before stays in `killed`: nginx
-                        // keeps it (by zone and module names) and a
-                        // revive must revive it.
-                        self.kills.refused.insert(switch, (why, Instant::now()));
-                    } else {
-                        self.kills.killed.remove(&switch);
-                        changed = true;
-                    }
-                }
-                Err(e) => {
-                    unreachable = true;
-                    self.nginx_failed(e);
-                }
+        for (switch, killed) in self.kills_to_send(&wanted, stale) {
+            match self.send_kill(switch, killed) {
+                Sent::Changed => changed = true,
+                Sent::Unchanged => {}
+                Sent::Unreachable => unreachable = true,
             }
         }
         // Not every switch reached nginx: all of them again next time.
@@ -438,4 +369,110 @@ impl Agent {
             }
         }
     }
+
+    /// A switch this agent killed that its nginx no longer has (revived
+    /// through the admin API by hand, its table cleared): every one is
+    /// sent again.
+    fn notice_lost_kills(&mut self, wanted: &BTreeSet<(String, Option<String>)>) {
+        let Some(actual) = &self.nginx.kills else {
+            return;
+        };
+        let lost: Vec<String> = self
+            .kills
+            .killed
+            .iter()
+            .filter(|k| wanted.contains(*k) && !actual.contains(*k))
+            .filter(|k| !self.kills.refused.contains_key(*k))
+            .map(switch_name)
+            .collect();
+        if !lost.is_empty() && !self.kills.stale {
+            warn!(
+                "nginx does not have the kill switches {} the fleet kills: killing them again",
+                lost.join(", ")
+            );
+            self.kills.stale = true;
+        }
+    }
+
+    /// The switches to send nginx: `true` to kill (those wanted and not
+    /// killed yet, every one when `stale`; one nginx refused waits
+    /// `KILL_RETRY`), `false` to revive (those killed and no longer wanted).
+    fn kills_to_send(
+        &self,
+        wanted: &BTreeSet<(String, Option<String>)>,
+        stale: bool,
+    ) -> Vec<((String, Option<String>), bool)> {
+        let to_kill = wanted
+            .iter()
+            .filter(|k| stale || !self.kills.killed.contains(*k))
+            .filter(|k| {
+                self.kills
+                    .refused
+                    .get(*k)
+                    .is_none_or(|(_, at)| at.elapsed() >= KILL_RETRY)
+            })
+            .map(|k| (k.clone(), true));
+        let to_revive = self
+            .kills
+            .killed
+            .difference(wanted)
+            .map(|k| (k.clone(), false));
+        to_kill.chain(to_revive).collect()
+    }
+
+    /// Kills (`killed`) or revives one module in nginx, and keeps what
+    /// nginx said.
+    fn send_kill(&mut self, switch: (String, Option<String>), killed: bool) -> Sent {
+        let (module, zone) = &switch;
+        match blocking(|| self.opts.admin.switch(module, zone.as_deref(), killed)) {
+            Ok(()) => {
+                let place = zone.as_deref().unwrap_or("every zone");
+                info!(
+                    "kill switch of {module} in {place} {}",
+                    if killed { "killed" } else { "revived" }
+                );
+                if let Some(actual) = self.nginx.kills.as_mut() {
+                    if killed {
+                        actual.insert(switch.clone());
+                    } else {
+                        actual.remove(&switch);
+                    }
+                }
+                if killed {
+                    self.kills.refused.remove(&switch);
+                    self.kills.killed.insert(switch);
+                } else {
+                    self.kills.killed.remove(&switch);
+                }
+                Sent::Changed
+            }
+            Err(AdminError::Refused(why)) => {
+                error!("nginx refused the kill switch of {module}: {why}");
+                if killed {
+                    // One killed before stays in `killed`: nginx keeps it
+                    // (by zone and module names) and a revive must revive
+                    // it.
+                    self.kills.refused.insert(switch, (why, Instant::now()));
+                    Sent::Unchanged
+                } else {
+                    self.kills.killed.remove(&switch);
+                    Sent::Changed
+                }
+            }
+            Err(e) => {
+                self.nginx_failed(e);
+                Sent::Unreachable
+            }
+        }
+    }
+}
+
+/// What sending one kill switch to nginx came to.
+enum Sent {
+    /// nginx took it (or refused a revive: the agent forgets the switch).
+    Changed,
+    /// nginx refused a kill: asked again after `KILL_RETRY`.
+    Unchanged,
+    /// nginx could not be reached.
+    Unreachable,
 }
