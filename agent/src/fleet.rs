@@ -452,14 +452,14 @@ fn stale_after(rollout: &Rollout) -> u64 {
 }
 
 /// What any agent does next about a running rollout, seeing every
-/// server's status: move to the next stage (or finish), roll back, or
+/// server's status: move to the next stage (or finish), revert, or
 /// wait.
 #[derive(Debug, PartialEq)]
 pub enum Next {
     Wait,
     Advance,
     Finish,
-    RollBack(String),
+    Revert(String),
 }
 
 /// `heard_for(server)`: how long, in seconds, since the agent deciding
@@ -486,7 +486,7 @@ pub fn next_step(
             .and_then(|s| s.rollout.as_ref().filter(|p| p.id == rollout.id));
         match part {
             Some(part) if !part.healthy => {
-                return Next::RollBack(format!(
+                return Next::Revert(format!(
                     "server {server}: {}",
                     part.reason.as_deref().unwrap_or("unhealthy")
                 ))
@@ -494,7 +494,7 @@ pub fn next_step(
             // Its agent has not written it for long: what it said of its
             // health is not news (its agent waits on a hung nginx).
             Some(_) if heard_for(server).is_some_and(|s| s > stale_after(rollout)) => {
-                return Next::RollBack(format!(
+                return Next::Revert(format!(
                     "server {server}: its state was last written {} s ago, over {} s",
                     heard_for(server).unwrap_or_default(),
                     stale_after(rollout)
@@ -506,7 +506,7 @@ pub fn next_step(
                     None => "has no readable key (its agent stopped or cannot reach etcd)",
                     Some(_) => "has not taken the configuration",
                 };
-                return Next::RollBack(format!(
+                return Next::Revert(format!(
                     "server {server}: {why} {silent_for} s after stage {} started, over {} s",
                     rollout.stage, rollout.gates.max_silent_secs
                 ));
@@ -590,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn a_members_state_written_long_ago_rolls_back() {
+    fn a_members_state_written_long_ago_reverts_the_rollout() {
         let r = rollout();
         let now = 1000 + 60;
         let ready = |_: &str| Some(part(true, true));
@@ -600,7 +600,7 @@ mod tests {
             Next::Advance,
             "never heard: its key is new"
         );
-        let Next::RollBack(why) = next_step(&r, now, ready, |_| Some(31)) else {
+        let Next::Revert(why) = next_step(&r, now, ready, |_| Some(31)) else {
             panic!("a stale part moved the rollout on");
         };
         assert!(
@@ -639,7 +639,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stage_waits_for_its_servers_and_one_failed_gate_rolls_back() {
+    fn a_stage_waits_for_its_servers_and_one_failed_gate_reverts_it() {
         let mut r = rollout();
         assert!(r.check().is_ok());
         assert_eq!(r.members(), ["a"]);
@@ -659,7 +659,7 @@ mod tests {
         );
         assert!(matches!(
             next_step(&r, 1001, |_| Some(part(false, false)), |_| None),
-            Next::RollBack(why) if why.starts_with("server a: shadow difference")
+            Next::Revert(why) if why.starts_with("server a: shadow difference")
         ));
         r.stage = 2;
         assert_eq!(
@@ -683,7 +683,7 @@ mod tests {
     }
 
     #[test]
-    fn a_server_of_a_stage_not_heard_for_too_long_rolls_back() {
+    fn a_server_of_a_stage_not_heard_for_too_long_reverts_the_rollout() {
         let mut r = rollout();
         r.stage = 1;
         let late = r.stage_started + r.gates.max_silent_secs + 1;
@@ -693,7 +693,7 @@ mod tests {
         assert_eq!(next_step(&r, on_time, without_b, |_| None), Next::Wait);
         assert!(matches!(
             next_step(&r, late, without_b, |_| None),
-            Next::RollBack(why) if why.starts_with("server b: has no readable key")
+            Next::Revert(why) if why.starts_with("server b: has no readable key")
         ));
         // b has a key but never took the configuration.
         let b_untaken = |s: &str| {
@@ -705,7 +705,7 @@ mod tests {
         };
         assert!(matches!(
             next_step(&r, late, b_untaken, |_| None),
-            Next::RollBack(why) if why.starts_with("server b: has not taken")
+            Next::Revert(why) if why.starts_with("server b: has not taken")
         ));
         // c is not in the stage: its silence is not judged.
         let without_c = |s: &str| (s != "c").then(|| part(true, true));

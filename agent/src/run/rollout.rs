@@ -122,22 +122,14 @@ impl Agent {
         });
     }
 
-    /// Moves the running rollout on, or rolls it back, as every agent
+    /// Moves the running rollout on, or reverts it, as every agent
     /// would: the change is made only if nobody changed the rollout since
     /// this agent read it.
     pub(super) async fn drive_rollout(&mut self, client: &mut Client) -> Result<(), String> {
         let Ok(Some((mut rollout, revision))) = self.rollout() else {
             return Ok(());
         };
-        let statuses: BTreeMap<String, Status> = self
-            .etcd
-            .view
-            .iter()
-            .filter_map(|(k, (v, _))| {
-                let name = self.opts.keys.server_of(k)?;
-                Some((name.to_string(), serde_json::from_slice(v).ok()?))
-            })
-            .collect();
+        let statuses = self.server_statuses();
         let now = now_secs();
         let next = next_step(
             &rollout,
@@ -145,30 +137,82 @@ impl Agent {
             |s| statuses.get(s).cloned(),
             |s| self.etcd.heard.get(s).map(|t| t.elapsed().as_secs()),
         );
-        // Moving on holds only if no member's key changed since it was
-        // read (one that just failed a gate is heard first) and, to
-        // finish, if nobody put another fleet configuration meanwhile.
+        let guards = self.rollout_guards(&rollout, revision, &next);
+        let reverts = matches!(next, Next::Revert(_));
+        let Some((line, also)) = self.take_step(&mut rollout, next, now) else {
+            return Ok(());
+        };
+        rollout
+            .history
+            .push(format!("{now} {line} (by {})", self.opts.name));
+        let text = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
+        let mut ops = vec![TxnOp::put(self.opts.keys.rollout(), text.as_str(), None)];
+        ops.extend(also);
+        let done = within(
+            self.opts.timeout,
+            "moving the rollout",
+            client.txn(Txn::new().when(guards).and_then(ops)),
+        )
+        .await?;
+        if done.succeeded() && reverts {
+            warn!("rollout {}: {line}", rollout.id);
+        } else if done.succeeded() {
+            info!("rollout {}: {line}", rollout.id);
+        }
+        Ok(())
+    }
+
+    /// Every server's key as last read, by name.
+    fn server_statuses(&self) -> BTreeMap<String, Status> {
+        self.etcd
+            .view
+            .iter()
+            .filter_map(|(k, (v, _))| {
+                let name = self.opts.keys.server_of(k)?;
+                Some((name.to_string(), serde_json::from_slice(v).ok()?))
+            })
+            .collect()
+    }
+
+    /// What must hold for the move to be written: the rollout key as
+    /// read; to move on, no member's key changed since it was read (one
+    /// that just failed a gate is heard first); to finish, nobody put
+    /// another fleet configuration meanwhile.
+    fn rollout_guards(&self, rollout: &Rollout, revision: i64, next: &Next) -> Vec<Compare> {
+        let read = |key: String| {
+            let at = self.etcd.view.get(&key).map_or(0, |(_, r)| *r);
+            Compare::mod_revision(key, CompareOp::Equal, at)
+        };
         let mut guards = vec![Compare::mod_revision(
             self.opts.keys.rollout(),
             CompareOp::Equal,
             revision,
         )];
         if matches!(next, Next::Advance | Next::Finish) {
-            for server in rollout.members() {
-                let key = self.opts.keys.server(server);
-                let read = self.etcd.view.get(&key).map_or(0, |(_, r)| *r);
-                guards.push(Compare::mod_revision(key, CompareOp::Equal, read));
-            }
+            guards.extend(
+                rollout
+                    .members()
+                    .iter()
+                    .map(|s| read(self.opts.keys.server(s))),
+            );
         }
-        if next == Next::Finish {
-            let key = self.opts.keys.config();
-            let read = self.etcd.view.get(&key).map_or(0, |(_, r)| *r);
-            guards.push(Compare::mod_revision(key, CompareOp::Equal, read));
+        if *next == Next::Finish {
+            guards.push(read(self.opts.keys.config()));
         }
+        guards
+    }
+
+    /// The rollout as `next` leaves it, the line its history gets and the
+    /// other writes that go with it; `None` when it waits.
+    fn take_step(
+        &self,
+        rollout: &mut Rollout,
+        next: Next,
+        now: u64,
+    ) -> Option<(String, Vec<TxnOp>)> {
         let mut also = Vec::new();
-        let rolls_back = matches!(next, Next::RollBack(_));
         let line = match next {
-            Next::Wait => return Ok(()),
+            Next::Wait => return None,
             Next::Advance => {
                 rollout.stage += 1;
                 rollout.stage_started = now;
@@ -196,29 +240,12 @@ impl Agent {
                 });
                 "done: the fleet's configuration is the new one".to_string()
             }
-            Next::RollBack(why) => {
+            Next::Revert(why) => {
                 rollout.state = RolloutState::Reverted;
                 rollout.reason = Some(why.clone());
                 format!("reverted at stage {}: {why}", rollout.stage)
             }
         };
-        rollout
-            .history
-            .push(format!("{now} {line} (by {})", self.opts.name));
-        let text = serde_json::to_string(&rollout).map_err(|e| e.to_string())?;
-        let mut ops = vec![TxnOp::put(self.opts.keys.rollout(), text.as_str(), None)];
-        ops.extend(also);
-        let done = within(
-            self.opts.timeout,
-            "moving the rollout",
-            client.txn(Txn::new().when(guards).and_then(ops)),
-        )
-        .await?;
-        if done.succeeded() && rolls_back {
-            warn!("rollout {}: {line}", rollout.id);
-        } else if done.succeeded() {
-            info!("rollout {}: {line}", rollout.id);
-        }
-        Ok(())
+        Some((line, also))
     }
 }
