@@ -124,7 +124,11 @@ pid {p}/nginx.pid;
 error_log {p}/error.log info;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    # Each request with its connection and place on it: which request came
+    # before another on one upstream connection (kept with GRAFT_KEEP=1).
+    log_format conn '$connection $connection_requests $status $request_length '
+                    '$body_bytes_sent \"$request\" $http_host';
+    access_log {p}/access.log conn;
     client_body_temp_path {p}/tmp/body;
     proxy_temp_path {p}/tmp/proxy;
     fastcgi_temp_path {p}/tmp/fastcgi;
@@ -300,7 +304,7 @@ impl Drop for Edge {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !crate::keep_dirs() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
