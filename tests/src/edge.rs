@@ -102,6 +102,11 @@ fn secret_file(path: &Path, text: &str) -> PathBuf {
 /// the request headers sorted, the body's length; an HTML page for
 /// `/html/<n>/...`), once the headers of [`ORIGIN_LEAVES_OUT`] are
 /// cleared. Deterministic: the same request gives the same bytes.
+///
+/// The body is read before `Content-Length` is cleared: cleared first,
+/// nginx takes the request for one without a body, reads none of it, and
+/// on a kept-alive connection (graft-edge's) parses the body as the next
+/// request, answering the request sent next on it 400.
 pub fn start_origin() -> Nginx {
     let prefix = scratch("origin");
     lay_out_prefix(&prefix);
@@ -110,9 +115,12 @@ pub fn start_origin() -> Nginx {
         admin_port: 0,
         prefix,
     };
-    let clear: String = ORIGIN_LEAVES_OUT
-        .iter()
-        .map(|h| format!("            ngx.req.clear_header(\"{h}\")\n"))
+    let clear: String = std::iter::once("            ngx.req.read_body()\n".to_string())
+        .chain(
+            ORIGIN_LEAVES_OUT
+                .iter()
+                .map(|h| format!("            ngx.req.clear_header(\"{h}\")\n")),
+        )
         .collect();
     let p = nginx.prefix.display();
     let conf = format!(
@@ -124,7 +132,11 @@ pid {p}/nginx.pid;
 error_log {p}/error.log info;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    # Each request with its connection and place on it: which request came
+    # before another on one upstream connection (kept with GRAFT_KEEP=1).
+    log_format conn '$connection $connection_requests $status $request_length '
+                    '$body_bytes_sent \"$request\" $http_host';
+    access_log {p}/access.log conn;
     client_body_temp_path {p}/tmp/body;
     proxy_temp_path {p}/tmp/proxy;
     fastcgi_temp_path {p}/tmp/fastcgi;
@@ -300,7 +312,7 @@ impl Drop for Edge {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !crate::keep_dirs() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

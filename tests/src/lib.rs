@@ -140,6 +140,13 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Where the test prefixes live: outside the clone (which may be private
 /// to its owner), in a directory nginx's workers can enter.
+/// Whether a passing run's directories stay to read: `GRAFT_KEEP=1` keeps
+/// every nginx prefix and graft-edge directory (their logs, the origin's
+/// access log) under [`tests_dir`]; by default only a failing test's stay.
+pub fn keep_dirs() -> bool {
+    std::env::var("GRAFT_KEEP").is_ok_and(|v| v == "1")
+}
+
 pub fn tests_dir() -> PathBuf {
     let dir = std::env::temp_dir().join("graft-tests");
     std::fs::create_dir_all(&dir).unwrap();
@@ -549,8 +556,9 @@ impl Drop for Nginx {
                     .status();
             }
         }
-        // A passing test's prefix goes; a failing one's stays, to read.
-        if !std::thread::panicking() {
+        // A passing test's prefix goes (unless GRAFT_KEEP=1); a failing
+        // one's stays, to read.
+        if !std::thread::panicking() && !keep_dirs() {
             let _ = std::fs::remove_dir_all(&self.prefix);
         }
     }
