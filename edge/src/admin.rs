@@ -70,7 +70,7 @@ impl Admin {
         };
         let token = self.edge.settings.admin_token.as_deref();
         let refusal = judge(token, &call).err()?;
-        self.edge.snapshot().config.count_admin_refused(refusal);
+        self.edge.serving().config.count_admin_refused(refusal);
         log_limited(
             LogFamily::Failure,
             format_args!("graft-edge: admin API: {}", refusal.why()),
@@ -116,7 +116,7 @@ impl Admin {
                 &format!("module=<name> [zone=<zone>], each at most {MAX_NAME} bytes"),
             );
         }
-        let snap = self.edge.snapshot();
+        let snap = self.edge.serving();
         let config = &snap.config;
         let zone = zone.filter(|z| !z.is_empty());
         match config.set_kill(zone.as_deref(), &module, kill) {
@@ -166,7 +166,7 @@ impl Admin {
     /// `POST fleet?name=value&...`: the agent's report, for the metrics.
     fn fleet(&self, session: &ServerSession) -> http::Response<Vec<u8>> {
         let report = session.req_header().uri.query().unwrap_or_default();
-        match self.edge.snapshot().config.fleet_report(report, now_secs()) {
+        match self.edge.serving().config.fleet_report(report, now_secs()) {
             Ok(()) => text(200, "reported"),
             Err(why) => text(400, &why),
         }
@@ -225,7 +225,7 @@ impl ServeHttp for Admin {
         let head = session.req_header();
         let get = head.method == http::Method::GET;
         let path = head.uri.path().to_string();
-        let config = self.edge.snapshot().config.clone();
+        let config = self.edge.serving().config.clone();
         match (path.as_str(), get) {
             ("/graft/metrics", true) => {
                 return reply(200, PROMETHEUS, crate::metrics::text(&self.edge))

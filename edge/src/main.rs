@@ -141,7 +141,7 @@ fn load(file: &Path) -> Result<Edge, String> {
     let zones: Vec<&str> = config.zones.iter().map(|z| z.name.as_str()).collect();
     settings.check_origins(&zones).map_err(|e| e.to_string())?;
     let edge = Edge::new(settings, config)?;
-    let snap = edge.snapshot();
+    let snap = edge.serving();
     tracing::info!(
         "graft-edge: serving {} zones of {} (generation {}); FL1 at {}",
         snap.config.zones.len(),

@@ -35,10 +35,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::state::{refused_key, Edge, Snapshot, ZoneKeys, REASONS, REFUSED};
+use crate::state::{refused_key, Edge, Serving, ZoneKeys, REASONS, REFUSED};
 
 struct Families {
-    snap: Arc<Snapshot>,
+    snap: Arc<Serving>,
     counters: CounterTable<'static>,
     unzoned: (u64, u64),
     /// Access log lines dropped (`None`: no access log).
@@ -147,7 +147,7 @@ impl Collector for Families {
 
 /// The metrics in Prometheus' text format: the engine's, then graft-edge's.
 pub fn text(edge: &Edge) -> String {
-    let snap = edge.snapshot();
+    let snap = edge.serving();
     let engine = graft_engine::metrics::prometheus_text(&snap.config);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Families {

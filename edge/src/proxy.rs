@@ -36,7 +36,7 @@ use crate::answer;
 use crate::body::{self, Forward, Read};
 use crate::request::{EdgeRequest, Facts};
 use crate::response_body::{self, BodyPhase, Started};
-use crate::state::{reason_index, Edge, Snapshot};
+use crate::state::{reason_index, Edge, Serving};
 use crate::steps::{self, log_limited, Ended, Request};
 
 /// graft-edge's `ProxyHttp`.
@@ -61,7 +61,7 @@ pub enum Route {
 /// subrequest that carries its body, [`Forward::Whole`]).
 #[derive(Clone)]
 pub struct Routed {
-    pub snap: Arc<Snapshot>,
+    pub snap: Arc<Serving>,
     pub zone: Option<usize>,
     pub facts: Facts,
     pub route: Route,
@@ -77,7 +77,7 @@ pub struct Ctx {
     passed: Option<(usize, &'static str)>,
     /// Its zone, once found (the access log's and the log phase's,
     /// whoever answered).
-    zone: Option<(Arc<Snapshot>, usize)>,
+    zone: Option<(Arc<Serving>, usize)>,
     /// What its steps made of it, when graft-edge answered it in the
     /// request phase (the log phase's view of it; a routed request's is
     /// in `routed`).
@@ -114,7 +114,7 @@ impl EdgeProxy {
     /// there whole.
     fn count_pass(
         &self,
-        snap: &Snapshot,
+        snap: &Serving,
         zone: usize,
         step: usize,
         reason: &'static str,
@@ -205,7 +205,7 @@ impl EdgeProxy {
 async fn send_answer(
     session: &mut Session,
     edge: &Edge,
-    zone: Option<(&Arc<Snapshot>, usize)>,
+    zone: Option<(&Arc<Serving>, usize)>,
     facts: Option<&Facts>,
     body: Option<&[u8]>,
     ops: &[HeaderOp],
@@ -345,7 +345,7 @@ impl ProxyHttp for EdgeProxy {
         session
             .req_header_mut()
             .remove_header(graft_engine::edge::HEADER);
-        let snap = self.edge.snapshot();
+        let snap = self.edge.serving();
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())

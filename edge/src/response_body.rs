@@ -36,12 +36,12 @@ use graft_engine::{Count, Zone};
 use pingora_http::ResponseHeader;
 
 use crate::request::EdgeRequest;
-use crate::state::Snapshot;
+use crate::state::Serving;
 use crate::steps::{self, log_limited};
 
 /// One response's body phase, while it streams.
 pub struct BodyPhase {
-    snap: Arc<Snapshot>,
+    snap: Arc<Serving>,
     zone: usize,
     rewriters: Rewriters,
 }
@@ -68,7 +68,7 @@ fn no_body(req: &EdgeRequest<'_>, head: &ResponseHeader) -> bool {
 /// (its header phase done), and changes the header for a body that will
 /// be rewritten.
 pub fn start(
-    snap: &Arc<Snapshot>,
+    snap: &Arc<Serving>,
     zone: usize,
     req: &EdgeRequest<'_>,
     head: &mut ResponseHeader,
@@ -190,7 +190,7 @@ fn fail(zone: &Zone, failed: Vec<Failed>, started: bool) -> Option<Response> {
 /// length it now has. `Err`: a step whose policy answers failed, and its
 /// answer goes in this one's place, as it is.
 pub fn rewrite_answer(
-    snap: &Arc<Snapshot>,
+    snap: &Arc<Serving>,
     zone: usize,
     req: &EdgeRequest<'_>,
     head: &mut ResponseHeader,

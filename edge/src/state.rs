@@ -9,7 +9,7 @@
 //! counter table: they outlive a new configuration as the steps' do.
 //!
 //! The configuration serving is swapped whole by a live apply
-//! ([`Edge::swap`]): a request holds the [`Snapshot`] it started with to
+//! ([`Edge::swap`]): a request holds the [`Serving`] it started with to
 //! its end, and a configuration attached to the same tables takes over
 //! the counts, windows and kill switches of the steps it keeps (they are
 //! keyed by zone, place and module names), as nginx's live apply does.
@@ -56,7 +56,7 @@ pub struct ZoneKeys {
 }
 
 /// A configuration with what graft-edge adds to it.
-pub struct Snapshot {
+pub struct Serving {
     pub config: Arc<Config>,
     /// Per zone (by index), its origin.
     pub origins: Vec<SocketAddr>,
@@ -68,11 +68,11 @@ pub struct Edge {
     pub settings: Settings,
     /// The keys of requests for a Host no zone serves.
     pub unzoned: ZoneKeys,
-    /// The configuration serving (see [`Edge::snapshot`]).
-    serving: ArcSwap<Snapshot>,
+    /// The configuration serving (see [`Edge::serving`]).
+    serving: ArcSwap<Serving>,
     /// Configurations replaced that requests in flight still hold: what
     /// they count is flushed on every tick until the last one lets go.
-    retired: Mutex<Vec<Weak<Snapshot>>>,
+    retired: Mutex<Vec<Weak<Serving>>>,
     pub counters: CounterTable<'static>,
     pub windows: WindowTable<'static>,
     /// The access log, when the settings name one (opened at start).
@@ -113,12 +113,12 @@ impl Edge {
         let windows = WindowTable::new(leak_words((settings.tables.window_bytes / 8).max(64)));
         config.attach(counters, windows);
         config.mark_started(now_ms());
-        let snapshot = Snapshot::new(&settings, config)?;
+        let first = Serving::new(&settings, config)?;
         let connections = Arc::new(Limit::new(settings.limits.max_connections));
         Ok(Edge {
             settings,
             unzoned: unzoned_keys(),
-            serving: ArcSwap::from_pointee(snapshot),
+            serving: ArcSwap::from_pointee(first),
             retired: Mutex::new(Vec::new()),
             counters,
             windows,
@@ -129,7 +129,7 @@ impl Edge {
 
     /// The configuration serving now. A request keeps the one it took to
     /// its end, whatever a live apply swaps in meanwhile.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub fn serving(&self) -> Arc<Serving> {
         self.serving.load_full()
     }
 
@@ -137,7 +137,7 @@ impl Edge {
     /// graft-edge's tables): the one it replaces is flushed now, and on
     /// every tick while requests hold it.
     pub fn swap(&self, config: Config) -> Result<(), String> {
-        let next = Snapshot::new(&self.settings, config)?;
+        let next = Serving::new(&self.settings, config)?;
         let old = self.serving.swap(Arc::new(next));
         old.config.flush_counts(now_secs());
         if Arc::strong_count(&old) > 1 {
@@ -173,8 +173,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Snapshot {
-    fn new(settings: &Settings, config: Config) -> Result<Snapshot, String> {
+impl Serving {
+    fn new(settings: &Settings, config: Config) -> Result<Serving, String> {
         // A graft file, even one from a fleet's store, never chooses where
         // graft-edge writes: only under the settings' log_dirs.
         config
@@ -199,7 +199,7 @@ impl Snapshot {
             })?);
             keys.push(zone_keys(&zone.name, &zone.steps));
         }
-        Ok(Snapshot {
+        Ok(Serving {
             config: Arc::new(config),
             origins,
             keys,
@@ -207,7 +207,7 @@ impl Snapshot {
     }
 }
 
-impl Drop for Snapshot {
+impl Drop for Serving {
     /// The last request on a replaced configuration keeps what it counted.
     fn drop(&mut self) {
         self.config.flush_counts(now_secs());
