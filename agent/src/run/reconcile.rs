@@ -234,10 +234,7 @@ impl Agent {
             applied.source = source;
             applied.rollout = rollout_id;
             if self.config.last_revision != revision {
-                self.config.last_revision = revision;
-                if let Err(e) = save_revision(&self.opts.state_dir, revision) {
-                    error!("{}: {e}", self.opts.state_dir.display());
-                }
+                self.remember_revision(revision);
             }
             return;
         }
@@ -260,51 +257,81 @@ impl Agent {
         } else {
             blocking(|| self.opts.admin.apply(&text))
         };
+        let given = Given {
+            hash,
+            revision,
+            source,
+            rollout_id,
+        };
         match applied {
-            Ok(message) => {
-                info!("applied the {source} configuration {hash} (etcd revision {revision}): {message}");
-                self.nginx.serves = Some(hash.clone());
-                self.config.file_error = write_file(&self.opts.file, &text).err().map(|e| {
-                    let why = format!("{}: {e}", self.opts.file.display());
-                    error!("{why}: a restarted nginx would not serve this configuration");
-                    why
-                });
-                let baseline = blocking(|| self.opts.admin.counts()).map(|r| r.counts).ok();
-                self.config.applied = Some(Applied {
-                    hash,
-                    revision,
-                    source,
-                    rollout: rollout_id,
-                    at: Instant::now(),
-                    baseline,
-                });
-                self.config.refused = None;
-                self.nginx.error = None;
-                self.kills.stale = true;
-                self.config.last_revision = revision;
-                if let Err(e) = save_revision(&self.opts.state_dir, revision) {
-                    error!("{}: {e}", self.opts.state_dir.display());
-                }
-            }
-            Err(AdminError::Refused(reason)) => {
-                error!("nginx refused the {source} configuration {hash} (etcd revision {revision}), the running one goes on: {reason}");
-                self.config.refused = Some(Refused {
-                    config: hash,
-                    reason,
-                });
-                if let Some(id) = rollout_id {
-                    self.judged = Some(Judged {
-                        id,
-                        failed: Some(format!(
-                            "refused the configuration: {}",
-                            self.config.refused.as_ref().map_or("", |r| &r.reason)
-                        )),
-                        counts: Counts::default(),
-                        ready: false,
-                    });
-                }
-            }
+            Ok(message) => self.taken(&text, given, &message),
+            Err(AdminError::Refused(reason)) => self.refused_by_nginx(given, reason),
             Err(e) => self.nginx_failed(e),
+        }
+    }
+
+    /// nginx took a configuration: the graft file kept for a restart, the
+    /// counts its gates start from, the kill switches given again.
+    fn taken(&mut self, text: &[u8], given: Given, message: &str) {
+        let Given {
+            hash,
+            revision,
+            source,
+            rollout_id,
+        } = given;
+        info!("applied the {source} configuration {hash} (etcd revision {revision}): {message}");
+        self.nginx.serves = Some(hash.clone());
+        self.config.file_error = write_file(&self.opts.file, text).err().map(|e| {
+            let why = format!("{}: {e}", self.opts.file.display());
+            error!("{why}: a restarted nginx would not serve this configuration");
+            why
+        });
+        let baseline = blocking(|| self.opts.admin.counts()).map(|r| r.counts).ok();
+        self.config.applied = Some(Applied {
+            hash,
+            revision,
+            source,
+            rollout: rollout_id,
+            at: Instant::now(),
+            baseline,
+        });
+        self.config.refused = None;
+        self.nginx.error = None;
+        self.kills.stale = true;
+        self.remember_revision(revision);
+    }
+
+    /// nginx refused a configuration: the running one goes on, and a
+    /// rollout's fails this server's gate.
+    fn refused_by_nginx(&mut self, given: Given, reason: String) {
+        let Given {
+            hash,
+            revision,
+            source,
+            rollout_id,
+        } = given;
+        error!("nginx refused the {source} configuration {hash} (etcd revision {revision}), the running one goes on: {reason}");
+        let failed = format!("refused the configuration: {reason}");
+        self.config.refused = Some(Refused {
+            config: hash,
+            reason,
+        });
+        if let Some(id) = rollout_id {
+            self.judged = Some(Judged {
+                id,
+                failed: Some(failed),
+                counts: Counts::default(),
+                ready: false,
+            });
+        }
+    }
+
+    /// The etcd revision of the configuration nginx serves, kept in the
+    /// state directory.
+    fn remember_revision(&mut self, revision: i64) {
+        self.config.last_revision = revision;
+        if let Err(e) = save_revision(&self.opts.state_dir, revision) {
+            error!("{}: {e}", self.opts.state_dir.display());
         }
     }
 
@@ -475,4 +502,12 @@ enum Sent {
     Unchanged,
     /// nginx could not be reached.
     Unreachable,
+}
+
+/// A configuration given to nginx: its name, where it came from.
+struct Given {
+    hash: String,
+    revision: i64,
+    source: &'static str,
+    rollout_id: Option<String>,
 }
