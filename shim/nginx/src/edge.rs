@@ -17,7 +17,7 @@ use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 
 use graft_contract::RequestView;
-use graft_engine::edge::{judge, Bound, Refusal, HEADER};
+use graft_engine::edge::{judge, Bound, HandOff, Refusal, HEADER};
 use graft_engine::{Count, Mode};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_time, NGX_DECLINED,
@@ -71,18 +71,7 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
     if !std::ptr::eq(r, r.main) {
         return;
     }
-    let (value, copies) = {
-        let view = NgxRequest::new(r);
-        let mut copies = 0usize;
-        view.for_each_header(&mut |name, _| {
-            if name.trim_ascii().eq_ignore_ascii_case(HEADER.as_bytes()) {
-                copies += 1;
-            }
-            std::ops::ControlFlow::Continue(())
-        });
-        (view.header(b"graft-edge").map(<[u8]>::to_vec), copies)
-    };
-    let Some(value) = value else {
+    let Some((value, copies)) = edge_header(r) else {
         return;
     };
     remove_request_header(&mut r.headers_in.headers, HEADER);
@@ -114,32 +103,21 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
     } else {
         judge(&value, bound, key, &config.hash, now)
     };
-    let refused =
-        match judged {
-            Ok(handoff) => match config.zone_named(handoff.zone) {
-                Some(zone) if handoff.from <= config.zones[zone].steps.len() => {
-                    for step in 0..handoff.from {
-                        if !ctx.claimed.contains(&(zone, step)) {
-                            ctx.claimed.push((zone, step));
-                        }
-                    }
-                    // Where this server would ask the same Rust side again,
-                    // Lua serves the step instead: a fallback, counted here.
-                    if let Some(step) = config.zones[zone].steps.get(handoff.from).filter(|s| {
-                        handoff.fallback && s.mode_for(&NgxRequest::new(r)) == Mode::Rust
-                    }) {
-                        ctx.edge_fallback = Some((zone, handoff.from));
-                        fallback = Some((zone, step));
-                    }
-                    None
-                }
-                _ => Some(Refusal::Malformed),
-            },
-            Err(refusal) => Some(refusal),
-        };
+    let refused = match judged {
+        Ok(handoff) => match config.zone_named(handoff.zone) {
+            Some(zone) if handoff.from <= config.zones[zone].steps.len() => {
+                fallback =
+                    take_over(r, ctx, zone, &config.zones[zone], &handoff).map(|step| (zone, step));
+                None
+            }
+            _ => Some(Refusal::Malformed),
+        },
+        Err(refusal) => Some(refusal),
+    };
     config.count_edge_handoff(refused);
     if let Some((zone, step)) = fallback {
-        record(r, &config.zones[zone].name, step, Count::Fallback);
+        let z = &config.zones[zone];
+        record(r, &z.name, &z.steps[step], Count::Fallback);
     }
     if let Some(refusal) = refused {
         log_limited(
@@ -151,6 +129,44 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
             ),
         );
     }
+}
+
+/// The request's `Graft-Edge` header and how many copies of it came, or
+/// `None` when it has none.
+fn edge_header(r: &ngx_http_request_t) -> Option<(Vec<u8>, usize)> {
+    let view = NgxRequest::new(r);
+    let mut copies = 0usize;
+    view.for_each_header(&mut |name, _| {
+        if name.trim_ascii().eq_ignore_ascii_case(HEADER.as_bytes()) {
+            copies += 1;
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    Some((view.header(b"graft-edge")?.to_vec(), copies))
+}
+
+/// An accepted hand-off: the steps graft-edge ran (before `from`) are
+/// claimed as run; where this server would ask the same Rust side again
+/// (`fallback=1`, the step in `rust` here too), Lua serves the step
+/// instead, and its index is returned to be counted as a fallback.
+fn take_over(
+    r: &ngx_http_request_t,
+    ctx: &mut ctx::RequestCtx,
+    zone_index: usize,
+    zone: &graft_engine::Zone,
+    handoff: &HandOff<'_>,
+) -> Option<usize> {
+    for step in 0..handoff.from {
+        if !ctx.claimed.contains(&(zone_index, step)) {
+            ctx.claimed.push((zone_index, step));
+        }
+    }
+    let step = zone.steps.get(handoff.from)?;
+    if handoff.fallback && step.mode_for(&NgxRequest::new(r)) == Mode::Rust {
+        ctx.edge_fallback = Some((zone_index, handoff.from));
+        return Some(handoff.from);
+    }
+    None
 }
 
 fn str_bytes(s: &ngx_str_t) -> &[u8] {
