@@ -53,13 +53,17 @@ impl Limit {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether connection `id` may be served: it is open already (a
-    /// kept-alive one, back for its next request), or there is room.
-    fn enter(&self, id: UniqueIDType) -> bool {
+    /// Whether connection `id` may be served, and how: it is open
+    /// already (a kept-alive HTTP/1 one, back for its next request), or
+    /// new and there is room; `None`: refused.
+    fn enter(&self, id: UniqueIDType) -> Option<Entry> {
         let mut open = self.open();
-        if open.contains(&id) || open.len() < self.max {
+        if open.contains(&id) {
+            return Some(Entry::Back);
+        }
+        if open.len() < self.max {
             open.insert(id);
-            return true;
+            return Some(Entry::New);
         }
         drop(open);
         self.refused.fetch_add(1, Ordering::Relaxed);
@@ -73,12 +77,23 @@ impl Limit {
                 self.refused()
             );
         }
-        false
+        None
     }
 
     fn leave(&self, id: UniqueIDType) {
         self.open().remove(&id);
     }
+}
+
+/// How a connection comes to [`Limit::enter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Just accepted (or its TLS handshake just done).
+    New,
+    /// A kept-alive HTTP/1 connection back for its next request: only
+    /// HTTP/1's proxy hands a connection back, so it is not peeked at
+    /// again (a system call a request saved).
+    Back,
 }
 
 /// How long a new connection may take to send its first three bytes:
@@ -128,11 +143,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let id = stream.id();
-        if !self.limit.enter(id) {
+        let proxy = match self.limit.enter(id) {
             // Dropped: closed.
-            return None;
-        }
-        let kept = match self.proxy_for(&mut stream, shutdown).await {
+            None => return None,
+            Some(Entry::Back) => Some(&self.http1),
+            Some(Entry::New) => self.proxy_for(&mut stream, shutdown).await,
+        };
+        let kept = match proxy {
             Some(proxy) => proxy.process_new(stream, shutdown).await,
             None => None,
         };
@@ -155,11 +172,16 @@ mod tests {
     #[test]
     fn a_connection_past_the_limit_is_refused_and_a_kept_one_comes_back() {
         let limit = Limit::new(2);
-        assert!(limit.enter(10) && limit.enter(11));
-        assert!(!limit.enter(12));
-        assert!(limit.enter(10), "kept alive, back for its next request");
+        assert_eq!(limit.enter(10), Some(Entry::New));
+        assert_eq!(limit.enter(11), Some(Entry::New));
+        assert_eq!(limit.enter(12), None);
+        assert_eq!(
+            limit.enter(10),
+            Some(Entry::Back),
+            "kept alive, back for its next request"
+        );
         limit.leave(11);
-        assert!(limit.enter(12));
+        assert_eq!(limit.enter(12), Some(Entry::New));
         assert_eq!(limit.refused(), 1);
     }
 }
