@@ -435,6 +435,22 @@ if [[ $booted == running || $booted == degraded ]]; then
     check "... passing it what it does not serve" "Location: /new" sd_status http://127.0.0.1:8090/old
     check "systemctl reload applies the graft file" "reloaded: applied" \
         in_sd sh -c 'systemctl reload graft-edge && journalctl -u graft-edge --no-pager -n 5'
+    # The graceful upgrade, with requests coming meanwhile (150 on new
+    # connections, one each 20 ms).
+    pid=$(main_pid)
+    in_sd sh -c 'setsid sh -c "for i in \$(seq 150); do curl -s -o /dev/null -w \"%{http_code}\n\" --max-time 5 http://127.0.0.1:8090/; sleep 0.02; done >/tmp/codes; echo end >>/tmp/codes" >/dev/null 2>&1 </dev/null &'
+    sleep 0.5
+    check "graft-edge's upgrade (SIGUSR2) hands its listeners to a new process under systemd" \
+        "graft-edge: upgraded: pid $pid handed its listeners" in_sd /usr/share/graft-edge/upgrade
+    check "... which systemd takes as the unit's main process" "active new" in_sd sh -c \
+        "echo \$(systemctl is-active graft-edge) \$([ \"\$(systemctl show -p MainPID --value graft-edge)\" != $pid ] && echo new)"
+    for _ in $(seq 100); do in_sd grep -q end /tmp/codes 2>/dev/null && break; sleep 0.2; done
+    check "... no request refused or failed meanwhile" "150 of 150" in_sd sh -c \
+        'echo $(grep -c "^200$" /tmp/codes) of $(grep -c "^[0-9]" /tmp/codes)'
+    check "... and the old process exits once its requests are done" "gone" in_sd sh -c \
+        "for i in \$(seq 200); do [ -e /proc/$pid ] || { echo gone; exit; }; sleep 0.1; done; echo still there"
+    check "an upgrade of the package upgrades a running graft-edge the same way" "graft-edge: upgraded: pid" \
+        in_sd sh -c '/var/lib/dpkg/info/graft-edge.postinst configure 0.0.1 2>&1; systemctl is-active graft-edge'
     in_sd cp /etc/nginx/graft.json /tmp/graft.json.good
     in_sd sed -i 's/"op": "prefix"/"op": "prefixx"/' /etc/nginx/graft.json
     check "... refuses a bad one, graft-edge serving on" "reload failed active" \

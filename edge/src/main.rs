@@ -12,13 +12,15 @@
 //! and graft-edge exits with status 1. `--upgrade` takes the listening
 //! sockets of the graft-edge running with the same settings, once that one
 //! gets SIGQUIT (Pingora's graceful upgrade: no connection is refused, the
-//! old process finishes its requests and exits).
+//! old process finishes its requests and exits). SIGUSR2 does both: the
+//! running process starts its successor and hands over (`upgrade.rs`).
 //!
 //! Files, each one concern, each importing only those below it:
 //! `main.rs` (start), `proxy.rs` (Pingora's phases), `admin.rs` (the
 //! admin listener), `apply.rs` (the live apply), `connections.rs` (the
 //! connection limit, and h2c told from HTTP/1), `metrics.rs`, `body.rs` (request bodies), `steps.rs`
 //! (the step protocol on graft-edge), `answer.rs` (an answer on the wire),
+//! `upgrade.rs` (SIGUSR2: a graceful upgrade of itself),
 //! `request.rs` (the request modules read), `state.rs` (the configuration
 //! and tables), `access_log.rs`, `settings.rs`. The `Graft-Edge` header is the engine's
 //! (`graft_engine::edge`), beside FL1's judgement of it.
@@ -38,6 +40,7 @@ mod response_body;
 mod settings;
 mod state;
 mod steps;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,6 +61,10 @@ use crate::state::Edge;
 /// counter table (nginx's workers do it on a 250 ms timer): the per-minute
 /// series the dashboard draws.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// Pingora's upgrade socket, in the settings' `run_dir`: where a process
+/// started with `--upgrade` waits for the running one's listeners.
+const UPGRADE_SOCK: &str = "upgrade.sock";
 
 fn usage() -> ExitCode {
     eprintln!("usage: graft-edge [--check | --upgrade] <settings.json>");
@@ -131,6 +138,7 @@ fn main() -> ExitCode {
     graft_engine::dispatch::install_panic_hook();
     let edge = Arc::new(edge);
     spawn_flusher(edge.clone());
+    listen_for_upgrades(&edge.settings, &file);
     serve(edge, upgrade)
 }
 
@@ -173,6 +181,17 @@ fn check_listeners(s: &Settings) -> Result<(), Refused> {
     Ok(())
 }
 
+/// SIGUSR2 starts a graceful upgrade to the binary this process was
+/// started from ([`upgrade`]); without it (logged), graft-edge serves on,
+/// upgraded by hand (`--upgrade`, then SIGQUIT).
+fn listen_for_upgrades(s: &Settings, file: &Path) {
+    let started = std::env::current_exe()
+        .and_then(|exe| upgrade::on_sigusr2(exe, file.to_path_buf(), s.run_dir.join(UPGRADE_SOCK)));
+    if let Err(e) = started {
+        tracing::error!("graft-edge: SIGUSR2 will not upgrade this process: {e}");
+    }
+}
+
 fn spawn_flusher(edge: Arc<Edge>) {
     std::thread::Builder::new()
         .name("graft-edge-flush".into())
@@ -193,7 +212,7 @@ fn serve(edge: Arc<Edge>, upgrade: bool) -> ExitCode {
     let conf = ServerConf {
         threads: s.threads,
         pid_file: s.run_dir.join("graft-edge.pid").display().to_string(),
-        upgrade_sock: s.run_dir.join("upgrade.sock").display().to_string(),
+        upgrade_sock: s.run_dir.join(UPGRADE_SOCK).display().to_string(),
         grace_period_seconds: Some(s.timeouts.shutdown_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
@@ -203,7 +222,12 @@ fn serve(edge: Arc<Edge>, upgrade: bool) -> ExitCode {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // Upgrading: this returns once the running process handed its
+    // listeners over (or Pingora exits, failing to get them).
     server.bootstrap();
+    if upgrade {
+        upgrade::took_over();
+    }
     // HTTP/2 from clients in plain text too (prior knowledge), beside
     // HTTP/1.1 on the same listeners.
     // (`connections::Front` tells the two apart by the first bytes.)

@@ -5,8 +5,6 @@
 //! when FL1 is down, and the files it refuses.
 mod support;
 
-use std::sync::Mutex;
-
 use serde_json::json;
 use support::{fl1, Edge, Recorder, TOKEN};
 
@@ -693,37 +691,150 @@ fn http2_from_clients_is_served_and_passed_alike() {
     }
 }
 
+/// Requests sent one after another on new connections until `stop`:
+/// how many were served, and what each one that was not got.
+fn keep_asking(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let (mut served, mut failed) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let got = support::send(
+                port,
+                b"GET /u HTTP/1.1\r\nHost: rust.test\r\nConnection: close\r\n\r\n",
+            );
+            match got {
+                Some(r) if r.status == 200 && r.text() == "rust /u\n" => served += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        (served, failed)
+    })
+}
+
+/// Whether process `pid` is gone (or a zombie) within `limit`.
+fn gone_within(pid: u32, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+            {
+                return true
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
+#[test]
+fn sigusr2_upgrades_in_place_refusing_no_connection_and_tells_systemd() {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let fl1 = Recorder::start("fl1");
+    let origin = Recorder::start("origin");
+    // systemd's notify socket, as the unit's NotifyAccess=all hears it.
+    let notify_dir = support::scratch("notify");
+    let notify_path = notify_dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut old = Edge::start_in_env(
+        &graft(),
+        origins(&origin),
+        &fl1.addr(),
+        |_, _| {},
+        &[("NOTIFY_SOCKET", notify_path.as_os_str())],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = keep_asking(old.port, stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    old.signal("-USR2");
+    let mut message = [0u8; 256];
+    let n = notify
+        .recv(&mut message)
+        .unwrap_or_else(|e| panic!("no word to systemd: {e}\n{}", old.log()));
+    let message = String::from_utf8_lossy(&message[..n]).to_string();
+    let new: u32 = message
+        .strip_prefix("MAINPID=")
+        .and_then(|m| m.strip_suffix("\nREADY=1\n"))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{message:?}"));
+    assert_ne!(new, old.pid());
+    assert!(
+        old.exited_within(std::time::Duration::from_secs(30)),
+        "the old graft-edge did not exit:\n{}",
+        old.log()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (served, failed) = client.join().unwrap();
+    let after = support::send(
+        old.port,
+        b"GET /after HTTP/1.1\r\nHost: rust.test\r\nConnection: close\r\n\r\n",
+    );
+    // The new process is not this test's child: stopped by its pid.
+    let stopped = std::process::Command::new("kill")
+        .args(["-INT", &new.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(gone_within(new, std::time::Duration::from_secs(10)));
+    let log = old.log();
+    assert!(
+        failed.is_empty(),
+        "{} refused or failed: {:?}\n{log}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(served > 50, "{served}");
+    assert_eq!(
+        after.map(|r| r.text()),
+        Some("rust /after\n".to_string()),
+        "{log}"
+    );
+    assert!(log.contains("upgrading to a new graft-edge"), "{log}");
+}
+
+#[test]
+fn sigusr2_with_a_refused_file_leaves_the_running_graft_edge_serving() {
+    let fl1 = Recorder::start("fl1");
+    let origin = Recorder::start("origin");
+    let edge = Edge::start(&graft(), origins(&origin), &fl1.addr());
+    std::fs::write(edge.dir.join("graft.json"), "{ not json").unwrap();
+    edge.signal("-USR2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !edge.log().contains("upgrade refused") {
+        assert!(std::time::Instant::now() < deadline, "{}", edge.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = edge.log();
+    assert!(
+        log.contains("graft.json"),
+        "the child's refusal, naming the file:\n{log}"
+    );
+    assert_eq!(edge.get("rust.test", "/still").text(), "rust /still\n");
+}
+
 #[test]
 fn a_graceful_upgrade_refuses_no_connection() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let fl1 = Recorder::start("fl1");
     let origin = Recorder::start("origin");
     let mut old = Edge::start(&graft(), origins(&origin), &fl1.addr());
-    let port = old.port;
-    let (stop, served, failed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(Mutex::new(Vec::new())),
-    );
-    let client = {
-        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let got = support::send(
-                    port,
-                    b"GET /u HTTP/1.1\r\nHost: rust.test\r\nConnection: close\r\n\r\n",
-                );
-                match got {
-                    Some(r) if r.status == 200 && r.text() == "rust /u\n" => {
-                        served.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => failed.lock().unwrap().push(format!("{other:?}")),
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        })
-    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = keep_asking(old.port, stop.clone());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let new = old.upgrade();
     assert!(
@@ -733,8 +844,7 @@ fn a_graceful_upgrade_refuses_no_connection() {
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    client.join().unwrap();
-    let failed = failed.lock().unwrap();
+    let (served, failed) = client.join().unwrap();
     assert!(
         failed.is_empty(),
         "{} refused or failed: {:?}\n{}",
@@ -742,11 +852,7 @@ fn a_graceful_upgrade_refuses_no_connection() {
         failed.first(),
         new.log()
     );
-    assert!(
-        served.load(Ordering::Relaxed) > 50,
-        "{}",
-        served.load(Ordering::Relaxed)
-    );
+    assert!(served > 50, "{served}");
     assert_eq!(new.get("rust.test", "/after").text(), "rust /after\n");
     assert!(new.metrics().contains("graft_edge_requests_total"));
 }

@@ -12,7 +12,7 @@
 # settings in /etc/default; and graft-edge_<version>_<arch>.deb: the
 # all-Rust server in /usr/sbin, its systemd unit (not enabled), its
 # settings in /etc/graft (loopback only), its logrotate snippet and its
-# reload helper (edge/).
+# reload and upgrade helpers (edge/).
 #
 #   nginx/debian/build.sh MODULE.so AGENT EDGE OUTDIR      (make deb)
 #
@@ -126,6 +126,7 @@ install -m 644 "$here/edge/graft-edge.service" "$estage/lib/systemd/system/"
 install -m 644 "$here/edge/edge.json" "$estage/etc/graft/edge.json"
 install -m 644 "$here/edge/graft-edge.logrotate" "$estage/etc/logrotate.d/graft-edge"
 install -m 755 "$here/edge/reload" "$estage/usr/share/graft-edge/reload"
+install -m 755 "$here/edge/upgrade" "$estage/usr/share/graft-edge/upgrade"
 install -m 644 "$root/README.md" "$estage/usr/share/doc/graft-edge/"
 finish graft-edge "$estage" "$here/edge/control.in" usr/sbin/graft-edge \
     "$here/edge/postinst" "$here/edge/prerm" "$here/edge/postrm"

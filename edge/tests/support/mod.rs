@@ -262,6 +262,18 @@ impl Edge {
         fl1: &str,
         change: impl FnOnce(&mut serde_json::Value, &std::path::Path),
     ) -> Edge {
+        Edge::start_in_env(graft, origins, fl1, change, &[])
+    }
+
+    /// As [`Edge::start_with`], with `env` added to graft-edge's
+    /// environment.
+    pub fn start_in_env(
+        graft: &str,
+        origins: serde_json::Value,
+        fl1: &str,
+        change: impl FnOnce(&mut serde_json::Value, &std::path::Path),
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Edge {
         let dir = scratch("run");
         let (port, admin_port) = (free_port(), free_port());
         std::fs::write(dir.join("graft.json"), graft).unwrap();
@@ -271,6 +283,7 @@ impl Edge {
         let log = std::fs::File::create(dir.join("edge.log")).unwrap();
         let child = Command::new(binary())
             .arg(dir.join("edge.json"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
