@@ -148,7 +148,7 @@ test: build ## Run every test
 		END { printf "%d passed, %d failed\n", passed, failed; exit (passed == 0 || failed > 0) }' build/test.log
 
 diff: build ## Replay the shipped corpus through Lua and Rust and show every difference
-	cargo run --release -q -p graft-tests --bin graft-replay -- --config tests/corpus/config.json $(REPLAY_SITE) \
+	cargo run --release -q -p graft-tools --bin graft-replay -- --config tests/corpus/config.json $(REPLAY_SITE) \
 		tests/corpus/hostile.txt tests/corpus/requests.txt
 
 parity: build ## Run one module's parity test through nginx (NAME=bot_filter; INIT=, SITE=, NATIVE=1: the team's own code)
@@ -157,7 +157,7 @@ parity: build ## Run one module's parity test through nginx (NAME=bot_filter; IN
 
 replay: build ## Replay a file of requests through Lua and Rust (CORPUS=requests.txt, CONFIG=graft.json; INIT=, SITE=, NATIVE=1)
 	@[ -n '$(CORPUS)' ] || { echo "make replay CORPUS=<requests file> [CONFIG=<graft file>]"; exit 2; }
-	cargo run --release -q -p graft-tests --bin graft-replay -- --config $(abspath $(CONFIG)) $(REPLAY_SITE) $(abspath $(CORPUS))
+	cargo run --release -q -p graft-tools --bin graft-replay -- --config $(abspath $(CONFIG)) $(REPLAY_SITE) $(abspath $(CORPUS))
 
 # Flamingo: the origin, FL1 and FL2 (graft-edge before an FL1 of its own)
 # on loopback (tests/src/edge.rs), the shipped corpus and a capture sent to
@@ -168,12 +168,12 @@ IN_FLIGHT ?= 256
 CAPTURE ?=
 .PHONY: flamingo
 flamingo: build edge ## Replay the corpus and a capture through FL1 and FL2 at once, zones moved to rust one by one (CAPTURE=, IN_FLIGHT=256)
-	GRAFT_EDGE=$(CARGO_TARGET)/release/graft-edge cargo run --release -q -p graft-tests --bin graft-replay -- \
+	GRAFT_EDGE=$(CARGO_TARGET)/release/graft-edge cargo run --release -q -p graft-tools --bin graft-replay -- \
 		--flamingo --config tests/corpus/config.json --in-flight $(IN_FLIGHT) $(if $(CAPTURE),,--capture 300) \
 		tests/corpus/hostile.txt tests/corpus/requests.txt $(if $(CAPTURE),$(abspath $(CAPTURE)))
 
 corpus: ## Regenerate the replay corpus (tests/corpus) from its fixed seed
-	cargo run --release -q -p graft-tests --bin graft-corpus -- tests/corpus 10000
+	cargo run --release -q -p graft-tools --bin graft-corpus -- tests/corpus 10000
 
 # The bench's files go beside the build: target/graft-bench, or under
 # CARGO_TARGET_DIR when it is set (with GRAFT_MODULE naming the module built
@@ -185,7 +185,7 @@ BENCH_ENV := GRAFT_EDGE=$(CARGO_TARGET)/release/graft-edge
 
 bench: build edge ## Measure every variant with wrk and callgrind on loopback, and FL1 beside FL2 (about 20 minutes); writes target/graft-bench/
 	@command -v valgrind >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q valgrind; }
-	$(BENCH_ENV) cargo run --release -q -p graft-tests --bin graft-bench -- --rounds 3 --seconds 5 --out $(BENCH_OUT)
+	$(BENCH_ENV) cargo run --release -q -p graft-tools --bin graft-bench -- --rounds 3 --seconds 5 --out $(BENCH_OUT)
 	cargo bench -q $(BENCH_CRATES)
 
 # Not a measurement: each variant, job, series and side-by-side setup
@@ -193,7 +193,7 @@ bench: build edge ## Measure every variant with wrk and callgrind on loopback, a
 # do its work, or wrote no figures. CI runs it after the tests.
 .PHONY: bench-smoke
 bench-smoke: build edge ## Run every bench variant, series and setup once, briefly (about 3 minutes); fails when one did not run
-	$(BENCH_ENV) cargo run --release -q -p graft-tests --bin graft-bench -- --smoke --out $(BENCH_OUT)-smoke
+	$(BENCH_ENV) cargo run --release -q -p graft-tools --bin graft-bench -- --smoke --out $(BENCH_OUT)-smoke
 
 new-module: ## Write a new product module and everything around it (NAME=geo_block)
 	modules/new-module.sh '$(NAME)'

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use graft_tests::{free_port, metric, tests_dir, Nginx};
+use graft_tests::{free_port, metric, tests_dir, Nginx, Scenario};
 use serde_json::json;
 
 /// One etcd member, started and stopped by the test.
@@ -361,11 +361,13 @@ fn killed(server: &Server) -> bool {
 
 #[test]
 fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
+    let mut scenario = Scenario::start("a three-member etcd cluster and three servers start");
     let mut etcd = Etcd::start(3);
     let prefix = "/graft/fleet-a";
     let servers = start_servers(&etcd, prefix, &redirect_to("/local"));
     let dir = servers[0].nginx.prefix.clone();
 
+    scenario.part("the fleet's configuration reaches every server");
     agent_cli(
         &etcd,
         prefix,
@@ -383,7 +385,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         assert_eq!(metric(&metrics(s), "graft_fleet_etcd_up{}"), Some(1));
     }
 
-    // A kill switch written once reaches every server within a second.
+    scenario.part("a kill switch written once reaches every server within a second");
     let kill_sent = Instant::now();
     agent_cli(&etcd, prefix, &["kill", "redirects", "--reason", "test"]);
     converge(&servers, 5, "the kill switch", killed);
@@ -393,8 +395,9 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         took < Duration::from_secs(1),
         "the kill switch took {took:?}"
     );
-    // Reset by hand on one server, through its own admin API: its agent
-    // sees that its nginx no longer has it, and kills it again.
+    scenario.part("a module revived by hand on one server is killed again by its agent");
+    // Revived through the server's own admin API: its agent sees that its
+    // nginx no longer has the switch, and kills it again.
     assert_eq!(
         servers[0]
             .nginx
@@ -411,9 +414,9 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     agent_cli(&etcd, prefix, &["revive", "redirects"]);
     converge(&servers, 5, "the module revived", |s| !killed(s));
 
-    // A kill switch for a zone the configuration does not have yet: each
-    // nginx refuses it, each server's key says so, and it is killed as
-    // soon as a configuration brings the zone.
+    scenario.part("a kill switch for a zone not there yet is killed when the zone comes");
+    // Each nginx refuses it, each server's key says so, and it is killed
+    // as soon as a configuration brings the zone.
     agent_cli(
         &etcd,
         prefix,
@@ -444,8 +447,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         later_killed(s) == Some(1)
     });
     assert!(servers.iter().all(|s| !killed(s)), "only that zone's");
-    // A configuration drops the zone, the switch is revived meanwhile:
-    // the zone brought back again is not killed.
+    scenario.part("a zone dropped, revived meanwhile, comes back not killed");
     let later = write_file(&dir, "later.json", &with_later.to_string());
     let b = write_file(&dir, "b.json", &redirect_to("/b"));
     agent_cli(&etcd, prefix, &["put", &b]);
@@ -469,8 +471,8 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         serves(s, "/b")
     });
 
-    // Garbage in etcd is refused by every server, said in its key and
-    // its metrics, and changes nothing.
+    scenario.part("garbage in etcd is refused by every server and changes nothing");
+    // Said in each server's key and metrics.
     let refused = |s: &Server| metric(&metrics(s), "graft_configuration_refused_total{}").unwrap();
     let before: Vec<u64> = servers.iter().map(refused).collect();
     let out = etcd.etcdctl(&["put", &format!("{prefix}/config"), "{\"zones\": garbage"]);
@@ -483,8 +485,8 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     }
     assert_unchanged(&servers, "/b", "a refused configuration");
 
-    // So is an empty configuration key (sent as an empty body, nginx
-    // would apply its own file).
+    scenario.part("an empty configuration key is refused and changes nothing");
+    // (Sent as an empty body, nginx would apply its own file.)
     let out = etcd.etcdctl(&["put", &format!("{prefix}/config"), ""]);
     assert!(out.status.success());
     converge(&servers, 10, "the empty key refused", |s| {
@@ -492,8 +494,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     });
     assert_unchanged(&servers, "/b", "the empty key");
 
-    // A kill key that names no switch is said in every server's key and
-    // kills nothing.
+    scenario.part("a kill key that names no switch is said in every key and kills nothing");
     let out = etcd.etcdctl(&["put", &format!("{prefix}/kill/redirects/"), ""]);
     assert!(out.status.success());
     converge(&servers, 10, "the bad kill key", |s| {
@@ -504,7 +505,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     let out = etcd.etcdctl(&["del", &format!("{prefix}/kill/redirects/")]);
     assert!(out.status.success());
 
-    // So is a rollout that is not one.
+    scenario.part("an unreadable rollout is said in every key and changes nothing");
     let out = etcd.etcdctl(&["put", &format!("{prefix}/rollout"), "[1, 2"]);
     assert!(out.status.success());
     converge(&servers, 10, "the unreadable rollout", |s| {
@@ -517,7 +518,9 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     let out = etcd.etcdctl(&["del", &format!("{prefix}/rollout")]);
     assert!(out.status.success());
 
-    // One etcd member gone: nothing changes.
+    scenario.part(
+        "with one etcd member down, configurations and kill switches still reach every server",
+    );
     etcd.stop_member(0);
     agent_cli(
         &etcd,
@@ -539,7 +542,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
     agent_cli(&etcd, prefix, &["revive", "redirects"]);
     converge(&servers, 5, "the module revived", |s| !killed(s));
 
-    // etcd gone entirely: every server keeps serving, and says so.
+    scenario.part("with etcd down, every server keeps serving and says so");
     etcd.stop_member(1);
     etcd.stop_member(2);
     converge(&servers, 10, "etcd down in the metrics", |s| {
@@ -554,7 +557,7 @@ fn kill_switches_and_configurations_reach_every_server_whatever_etcd_does() {
         s.nginx.assert_clean_log(&[]);
     }
 
-    // etcd back: the servers catch up with what is written then.
+    scenario.part("etcd back, the servers catch up with what is written then");
     for i in 0..3 {
         etcd.start_member(i);
     }
@@ -608,6 +611,7 @@ fn rollout(etcd: &Etcd, prefix: &str) -> serde_json::Value {
 
 #[test]
 fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
+    let mut scenario = Scenario::start("three servers serve the base configuration, with traffic");
     let etcd = Etcd::start(3);
     let prefix = "/graft/fleet-b";
     let servers = Arc::new(start_servers(&etcd, prefix, &redirect_to("/local")));
@@ -638,7 +642,7 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         })
     };
 
-    // A good configuration: one server, then two, then all.
+    scenario.part("a good configuration is rolled out to one server, then two, then all");
     let good = write_file(&dir, "good.json", &redirect_to("/new"));
     agent_cli(
         &etcd,
@@ -691,10 +695,11 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The servers took it in their order, a stage at a time, each stage
-    // held for its two seconds first. The loop sees a server up to one
-    // round late (an etcdctl run each round), and the first server seen
-    // late makes a stage look shorter than it was held: 250 ms of slack.
+    scenario.part("the servers took it in their order, a stage at a time, each held first");
+    // Each stage held for its two seconds first. The loop sees a server up
+    // to one round late (an etcdctl run each round), and the first server
+    // seen late makes a stage look shorter than it was held: 250 ms of
+    // slack.
     let first: Vec<Duration> = first.into_iter().map(Option::unwrap).collect();
     let held = Duration::from_millis(1750);
     assert!(
@@ -713,8 +718,11 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         "the fleet's configuration is the one rolled out"
     );
 
-    // A configuration whose module differs from its Lua side in shadow:
-    // the first server's gate fails, and it goes back by itself.
+    scenario.part(
+        "a configuration that differs in shadow fails the first server's gate and is reverted",
+    );
+    // Its module differs from its Lua side in shadow: the first server's
+    // gate fails, and it goes back by itself.
     let bad = json!({ "zones": { "localhost": { "modules": [
         { "module": "redirects", "mode": "rust", "config": { "rules": [ { "from": "/a", "to": "/bad" } ] } },
         { "module": "probe", "mode": "shadow" } ] } } })
@@ -755,6 +763,7 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
     converge(&servers, 10, "the rollback", |s| serves(s, "/new"));
     stop.store(true, Ordering::Relaxed);
     traffic.join().unwrap();
+    scenario.part("the agents' logs and the metrics tell of the revert");
     // Each server took the good rollout once; the first took the bad one
     // too and went back, the other two never took it.
     let log = |s: &Server| std::fs::read_to_string(s.nginx.prefix.join("agent.log")).unwrap();
@@ -788,8 +797,8 @@ fn a_rollout_goes_stage_by_stage_and_a_failed_gate_rolls_every_server_back() {
         "a rollback leaves the fleet's configuration as it was"
     );
 
-    // An operator's abort rolls a running rollout back the same way; a
-    // second abort has nothing to abort.
+    scenario
+        .part("an operator's abort reverts a running rollout, and a second has nothing to abort");
     let later = write_file(&dir, "later.json", &redirect_to("/later"));
     agent_cli(&etcd, prefix, &["rollout", "start", &later, "--hold", "30"]);
     converge(&servers[0..1], 10, "the first stage", |s| {
@@ -882,6 +891,7 @@ fn idle_servers_pass_stages_held_longer_than_their_silence_gate() {
 
 #[test]
 fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gate() {
+    let mut scenario = Scenario::start("three servers serve a configuration with a module killed");
     let etcd = Etcd::start(1);
     let prefix = "/graft/fleet-c";
     let mut servers = start_servers(&etcd, prefix, &redirect_to("/local"));
@@ -896,9 +906,10 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         serves(s, "/base") && killed(s)
     });
 
-    // nginx started again: it serves the last configuration applied (the
-    // agent wrote it to its graft file) and the agent kills the kill
-    // switch again (shared memory went with the old nginx).
+    scenario
+        .part("nginx started again serves the last configuration and gets its kill switch again");
+    // The agent wrote the configuration to its graft file, and kills the
+    // kill switch again (shared memory went with the old nginx).
     servers[1].nginx.restart();
     assert_eq!(location(&servers[1]), "/base");
     converge(
@@ -908,7 +919,7 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         killed,
     );
 
-    // A rollout whose first server loses a worker: its gate fails.
+    scenario.part("a rollout whose first server loses a worker fails its gate");
     agent_cli(&etcd, prefix, &["revive", "redirects"]);
     converge(&servers, 10, "the module revived", |s| !killed(s));
     let new = write_file(&dir, "new.json", &redirect_to("/new"));
@@ -927,8 +938,8 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     );
     converge(&servers, 10, "the rollback", |s| serves(s, "/base"));
 
-    // An nginx started again while it serves a rollout's configuration
-    // fails its gates too (its counts started again from zero).
+    scenario.part("an nginx started again while it serves a rollout fails its gates");
+    // Its counts started again from zero.
     agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "30"]);
     converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
     servers[0].nginx.restart();
@@ -939,8 +950,8 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     );
     converge(&servers, 10, "the rollback", |s| serves(s, "/base"));
 
-    // A hung nginx (stopped by a signal) on the first server: its agent
-    // cannot read its health, and fails its silence gate.
+    scenario.part("a hung nginx on the first server fails its silence gate");
+    // Stopped by a signal: its agent cannot read its health.
     let start = [
         "rollout",
         "start",
@@ -968,9 +979,10 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     }
     converge(&servers, 15, "the rollback", |s| serves(s, "/base"));
 
-    // The first server's agent stops: its key goes with its lease, the
-    // other agents cannot read its health and roll the rollout back. The
-    // agent, started again, takes its server back too.
+    scenario.part("the first server's agent stopped: its key goes, the rollout is reverted");
+    // Its key goes with its lease, the other agents cannot read its
+    // health and roll the rollout back. The agent, started again, takes
+    // its server back too.
     agent_cli(&etcd, prefix, &start);
     converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
     let _ = servers[0].agent.kill();
@@ -987,9 +999,11 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         |s| serves(s, "/base"),
     );
 
-    // Kill switches killed while a server's nginx hangs: its agent waits
-    // on each call (5 s), longer than the lease of its key (10 s), and
-    // the key stays.
+    scenario.part(
+        "kill switches thrown while a server's nginx hangs: its key stays, they reach it later",
+    );
+    // Its agent waits on each call (5 s), longer than the lease of its
+    // key (10 s), and the key stays.
     let hung = signal(&servers[2].nginx, "-STOP");
     agent_cli(&etcd, prefix, &["kill", "redirects"]);
     agent_cli(&etcd, prefix, &["kill", "redirects", "--zone", "localhost"]);
@@ -1014,8 +1028,9 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
         &["revive", "redirects", "--zone", "localhost"],
     );
 
-    // The agent started again while etcd is down: it changes nothing (it
-    // has read no key yet) and the metrics still name the revision served.
+    scenario.part("an agent started again while etcd is down changes nothing");
+    // It has read no key yet, and the metrics still name the revision
+    // served.
     agent_cli(&etcd, prefix, &["kill", "redirects"]);
     converge(&servers, 10, "the kill switch", killed);
     let revision = |s: &Server| metric(&metrics(s), "graft_fleet_config_revision{}").unwrap();
@@ -1076,9 +1091,10 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
     assert!(serves(again, "/base"));
     assert!(killed(again), "an agent that read no key revived a module");
 
-    // Its nginx started again too, etcd still down (a server rebooted in
-    // an outage): the agent kills the switches it killed before again,
-    // without waiting for its tries of etcd's members (6 s a round).
+    scenario.part("its nginx started again too, etcd still down, gets its kill switches again");
+    // A server rebooted in an outage: the agent kills the switches it
+    // killed before again, without waiting for its tries of etcd's
+    // members (6 s a round).
     servers[1].nginx.restart();
     assert!(serves(&servers[1], "/base"));
     converge(
@@ -1096,6 +1112,7 @@ fn a_restarted_nginx_gets_its_kill_switches_again_and_a_dying_worker_fails_a_gat
 /// gets the rollout's back, the others the fleet's.
 #[test]
 fn a_configuration_applied_by_hand_is_reported_and_replaced_by_the_fleets() {
+    let mut scenario = Scenario::start("three servers serve the base configuration, unverified");
     let mut etcd = Etcd::start(1);
     let prefix = "/graft/fleet-e";
     let servers = start_servers(&etcd, prefix, &redirect_to("/local"));
@@ -1142,8 +1159,9 @@ fn a_configuration_applied_by_hand_is_reported_and_replaced_by_the_fleets() {
     let base = base_hash(&servers[0]);
     assert_eq!(repairs(&servers[0]), Some(0));
 
-    // With etcd up: put back within a few ticks, counted, warned, and the
-    // server's key names what its nginx served.
+    scenario
+        .part("with etcd up, a configuration applied by hand is put back, counted and warned of");
+    // Within a few ticks, and the server's key names what its nginx served.
     by_hand(&servers[0], "/hand");
     converge(&servers[0..1], 5, "the fleet's configuration again", |s| {
         serves(s, "/base") && repairs(s) == Some(1)
@@ -1162,7 +1180,7 @@ fn a_configuration_applied_by_hand_is_reported_and_replaced_by_the_fleets() {
         assert_eq!(repairs(s), Some(0), "{}", s.name);
     }
 
-    // With etcd down, from the keys last read.
+    scenario.part("with etcd down, it is put back from the keys last read");
     etcd.stop_member(0);
     converge(&servers[0..1], 10, "etcd down in the metrics", |s| {
         metric(&metrics(s), "graft_fleet_etcd_up{}") == Some(0)
@@ -1180,8 +1198,7 @@ fn a_configuration_applied_by_hand_is_reported_and_replaced_by_the_fleets() {
         server_key(&etcd, prefix, s).is_some_and(|key| key.contains(r#""repairs":2"#))
     });
 
-    // During a rollout: its member gets the rollout's configuration back,
-    // a server not in the stage the fleet's.
+    scenario.part("during a rollout, its member gets the rollout's back, a server not in the stage the fleet's");
     let new = write_file(&dir, "new.json", &redirect_to("/new"));
     agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "60"]);
     converge(&servers[0..1], 10, "the first stage", |s| serves(s, "/new"));
@@ -1217,6 +1234,8 @@ fn unverified(etcd: &Etcd, prefix: &str, server: &Server) -> Option<String> {
 
 #[test]
 fn agents_with_operator_keys_apply_only_signed_configurations() {
+    let mut scenario =
+        Scenario::start("two servers with the operator's key serve a signed configuration");
     let etcd = Etcd::start(1);
     let prefix = "/graft/fleet-signed";
     let dir = tests_dir().join(format!("keys-{}-{}", std::process::id(), free_port()));
@@ -1266,9 +1285,10 @@ fn agents_with_operator_keys_apply_only_signed_configurations() {
         );
     }
 
-    // A writer to etcd without the key: its configuration, unsigned, by
-    // another key, or with the signature of another text, changes
-    // nothing, and every server says why.
+    scenario.part(
+        "a configuration unsigned, signed by another key or for another text changes nothing",
+    );
+    // Written to etcd by a writer without the key: every server says why.
     let evil = redirect_to("/evil");
     let config_key = format!("{prefix}/config");
     let sig_key = format!("{prefix}/config.sig");
@@ -1305,8 +1325,8 @@ fn agents_with_operator_keys_apply_only_signed_configurations() {
         log(&servers[0])
     );
 
-    // Signed with the operator's key by `graft-agent sign`, as etcdctl
-    // writes it: applied.
+    scenario.part("signed with the operator's key by graft-agent sign, it is applied");
+    // As etcdctl writes it.
     let by_operator = agent_cli(
         &etcd,
         prefix,
@@ -1326,8 +1346,8 @@ fn agents_with_operator_keys_apply_only_signed_configurations() {
     );
     converge(&servers, 10, "the base again", |s| serves(s, "/base"));
 
-    // An unsigned rollout fails its first stage's gate and goes back;
-    // a signed one goes through, its signature becoming the fleet's.
+    scenario.part("an unsigned rollout is reverted, a signed one goes through");
+    // The signed one's signature becomes the fleet's.
     let new = file("new.json", "/new");
     agent_cli(&etcd, prefix, &["rollout", "start", &new, "--hold", "1"]);
     let r = rolled_back(&etcd, prefix, 15);
@@ -1354,7 +1374,7 @@ fn agents_with_operator_keys_apply_only_signed_configurations() {
         etcd.get(&format!("{prefix}/config.sig")),
         etcd.get(&format!("{prefix}/rollout.sig"))
     );
-    // A put without a key takes the old signature away with it.
+    scenario.part("a put without a key takes the old signature away with it");
     agent_cli(&etcd, prefix, &["put", &file("base.json", "/base")]);
     assert_eq!(etcd.get(&format!("{prefix}/config.sig")), None);
     refused_serving("an unsigned put", "it is not signed", "/new");
@@ -1506,6 +1526,7 @@ echo wrong-password > wrong.password
 
 #[test]
 fn an_agent_reaches_etcd_over_tls_only_with_a_certificate_and_a_user() {
+    let mut scenario = Scenario::start("an etcd member over TLS with users takes a put with both");
     let prefix = "/graft/fleet-tls";
     let etcd = TlsEtcd::start(prefix);
     let cli = |tls: &[String], args: &[&str]| {
@@ -1548,8 +1569,9 @@ fn an_agent_reaches_etcd_over_tls_only_with_a_certificate_and_a_user() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Without a certificate, with one of no CA the member trusts, with a
-    // wrong password, with no user, or in plain HTTP: nothing is read.
+    scenario.part(
+        "with no certificate or a stranger's, a wrong password, no user or no TLS, nothing is read",
+    );
     let no_cert: Vec<String> = good.iter().skip(6).cloned().collect();
     let no_cert = [vec!["--etcd-ca".to_string(), etcd.file("ca.crt")], no_cert].concat();
     let no_user: Vec<String> = good[..6].to_vec();
@@ -1602,8 +1624,7 @@ fn an_agent_reaches_etcd_over_tls_only_with_a_certificate_and_a_user() {
         .unwrap();
     assert!(String::from_utf8_lossy(&http_with_tls.stderr).contains("not an https:// URL"));
 
-    // An agent with them serves the fleet's configuration and writes
-    // its key.
+    scenario.part("an agent with them serves the fleet's configuration and writes its key");
     let nginx = Nginx::start_workers(&redirect_to("/local"), 2);
     let good_args: Vec<&str> = good.iter().map(String::as_str).collect();
     let agent = spawn_agent_with(

@@ -54,37 +54,75 @@ impl std::fmt::Debug for Families {
 
 impl Collector for Families {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let config = &self.snap.config;
         let unzoned = ZoneKeys {
             requests: self.unzoned.0,
             fl1_unreachable: self.unzoned.1,
             passed: Vec::new(),
         };
-        let zones = || {
-            config
-                .zones
-                .iter()
-                .map(|z| z.name.as_str())
-                .zip(self.snap.keys.iter())
-                .chain(std::iter::once(("", &unzoned)))
-        };
-        let mut family = encoder.encode_descriptor(
-            "graft_edge_requests",
-            "Requests graft-edge took, per zone (zone \"\": a Host no zone serves, passed to FL1 as sent).",
-            None,
-            MetricType::Counter,
+        self.per_zone(
+            &mut encoder,
+            (
+                "graft_edge_requests",
+                "Requests graft-edge took, per zone (zone \"\": a Host no zone serves, passed to FL1 as sent).",
+            ),
+            &unzoned,
+            |keys| keys.requests,
         )?;
-        for (zone, keys) in zones() {
-            ConstCounter::new(self.counters.get(keys.requests))
+        self.passed(&mut encoder, &unzoned)?;
+        self.refused(&mut encoder)?;
+        self.per_zone(
+            &mut encoder,
+            (
+                "graft_edge_fl1_unreachable",
+                "Requests FL1 was to take and could not be sent to (each step's failure policy served them, counted as failed in graft_requests_total).",
+            ),
+            &unzoned,
+            |keys| keys.fl1_unreachable,
+        )?;
+        self.listener(&mut encoder)
+    }
+}
+
+impl Families {
+    /// A counter family with one series per zone, then one for the Hosts
+    /// no zone serves (`zone=""`, `unzoned`), each the count `key` names.
+    fn per_zone(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help): (&str, &str),
+        unzoned: &ZoneKeys,
+        key: fn(&ZoneKeys) -> u64,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        let zones = self
+            .snap
+            .config
+            .zones
+            .iter()
+            .map(|z| z.name.as_str())
+            .zip(self.snap.keys.iter())
+            .chain(std::iter::once(("", unzoned)));
+        for (zone, keys) in zones {
+            ConstCounter::new(self.counters.get(key(keys)))
                 .encode(family.encode_family(&[("zone", zone)])?)?;
         }
+        Ok(())
+    }
+
+    /// `graft_edge_passed`: per zone, module and reason, then every
+    /// request for a Host no zone serves (`unzoned`), passed as sent.
+    fn passed(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        unzoned: &ZoneKeys,
+    ) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
             "graft_edge_passed",
             "Requests graft-edge passed to FL1, per zone, the module of the step FL1 took them from, and why: mode (the step is not graft-edge's for the request: its mode, a canary's Lua share, a kill switch), decline, error, panic (its Rust side did not decide), zone (zone \"\": a Host no zone serves, passed as sent).",
             None,
             MetricType::Counter,
         )?;
-        for (zone, keys) in config.zones.iter().zip(&self.snap.keys) {
+        for (zone, keys) in self.snap.config.zones.iter().zip(&self.snap.keys) {
             // A module twice in a zone is one series.
             let mut by_module: BTreeMap<(&str, usize), u64> = BTreeMap::new();
             for (step, passed) in zone.steps.iter().zip(&keys.passed) {
@@ -104,7 +142,11 @@ impl Collector for Families {
         // Every request for a Host no zone serves goes to FL1 as sent.
         let labels = [("zone", ""), ("module", ""), ("reason", "zone")];
         ConstCounter::new(self.counters.get(unzoned.requests))
-            .encode(family.encode_family(&labels)?)?;
+            .encode(family.encode_family(&labels)?)
+    }
+
+    /// `graft_edge_refused`: the requests refused before any step, by status.
+    fn refused(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
             "graft_edge_refused",
             "Requests graft-edge refused before any step, by status, as nginx refuses them before any phase: 400 (a method nginx does not read, a head over the limits, a body framed twice, a path or Host nginx refuses), 405 (TRACE), 414 (a request line over the limits).",
@@ -115,16 +157,12 @@ impl Collector for Families {
             ConstCounter::new(self.counters.get(refused_key(status)))
                 .encode(family.encode_family(&[("status", status.to_string())])?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "graft_edge_fl1_unreachable",
-            "Requests FL1 was to take and could not be sent to (each step's failure policy served them, counted as failed in graft_requests_total).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (zone, keys) in zones() {
-            ConstCounter::new(self.counters.get(keys.fl1_unreachable))
-                .encode(family.encode_family(&[("zone", zone)])?)?;
-        }
+        Ok(())
+    }
+
+    /// The listener's own: connections closed over the limit, and access
+    /// log lines dropped (with an access log only).
+    fn listener(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let family = encoder.encode_descriptor(
             "graft_edge_connections_refused",
             "Client connections closed as they came because limits.max_connections were open.",

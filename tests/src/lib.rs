@@ -658,3 +658,45 @@ mod tests {
         assert_eq!(d.header("X-A"), Some("caf\u{e9}"));
     }
 }
+
+/// The parts of a long scenario test, in order: [`Scenario::part`] names
+/// the one under way, and when anything panics during it (an assertion
+/// of the test's or of a helper's, an `unwrap`), the test's output ends
+/// with the part it broke in, e.g. `a_rollout_goes_stage_by_stage_and_...:
+/// broke in part 2, a good configuration is rolled out to one server,
+/// then two, then all`.
+///
+/// Made first in the test, it is dropped last: after the servers and
+/// clusters the test started, whose logs they print on a failure.
+#[derive(Debug)]
+pub struct Scenario {
+    part: usize,
+    what: &'static str,
+}
+
+impl Scenario {
+    /// The scenario starts, with its first part.
+    pub fn start(what: &'static str) -> Scenario {
+        Scenario { part: 1, what }
+    }
+
+    /// The next part of the scenario, and what it shows.
+    pub fn part(&mut self, what: &'static str) {
+        self.part += 1;
+        self.what = what;
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let thread = std::thread::current();
+            eprintln!(
+                "{}: broke in part {}, {}",
+                thread.name().unwrap_or("the scenario"),
+                self.part,
+                self.what
+            );
+        }
+    }
+}

@@ -169,6 +169,8 @@ fn closure(deps: &std::collections::BTreeMap<String, Vec<String>>, root: &str) -
 /// know no server (nginx, Lua, Pingora, an async runtime), and no module
 /// knows the engine. So nginx's bridge, its native phases and graft-edge
 /// all drive the same protocol, and none of them can reach into another.
+/// Nor do they know the harness (`graft-tests`) or the user tools over it
+/// (`graft-tools`); the tools run on the harness, not the other way round.
 #[test]
 fn the_engine_and_the_modules_know_no_server() {
     let deps = locked_dependencies();
@@ -182,6 +184,8 @@ fn the_engine_and_the_modules_know_no_server() {
         "graft-nginx",
         "graft-edge",
         "graft-agent",
+        "graft-tests",
+        "graft-tools",
     ];
     let modules: Vec<String> = deps
         .keys()
@@ -214,5 +218,13 @@ fn the_engine_and_the_modules_know_no_server() {
     for server in ["graft-nginx", "graft-edge"] {
         assert!(closure(&deps, server).contains("graft-engine"), "{server}");
     }
+    assert!(
+        closure(&deps, "graft-tools").contains("graft-tests"),
+        "graft-tools runs on the harness"
+    );
+    assert!(
+        !closure(&deps, "graft-tests").contains("graft-tools"),
+        "the harness depends on graft-tools"
+    );
     assert!(wrong.is_empty(), "{wrong:#?}");
 }

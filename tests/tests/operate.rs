@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use graft_tests::corpus::CorpusRequest;
-use graft_tests::{metric, replay, Nginx};
+use graft_tests::{metric, replay, Nginx, Scenario};
 use serde_json::json;
 
 fn config() -> String {
@@ -633,6 +633,7 @@ fn a_configuration_sent_to_the_admin_api_is_validated_as_the_file_and_served_by_
 
 #[test]
 fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_counted() {
+    let mut scenario = Scenario::start("no agent reported: no fleet series, two workers started");
     let nginx = Nginx::start_workers(&config(), 2);
     let text = metrics(&nginx);
     assert!(
@@ -641,6 +642,7 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     );
     assert_eq!(metric(&text, "graft_worker_starts_total{}"), Some(2));
 
+    scenario.part("an agent's report reaches the metrics, every field");
     let r = nginx.admin(
         "POST",
         "/graft/admin/fleet?etcd_up=1&etcd_contact=1700000000&config_revision=42&rollout_stage=2&rollout_state=1&rollout_serving=1&healthy=1",
@@ -664,6 +666,7 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     }
     assert!(metric(&text, "graft_fleet_report_timestamp_seconds{}").unwrap() > 1_700_000_000);
 
+    scenario.part("a refused report stores nothing, a good one replaces what it names");
     for bad in [
         "/graft/admin/fleet?etcd_up=0&nope=1",
         "/graft/admin/fleet?etcd_up=0&config_revision=x",
@@ -683,13 +686,13 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     assert_eq!(metric(&text, "graft_fleet_etcd_up{}"), Some(0));
     assert_eq!(metric(&text, "graft_fleet_config_revision{}"), Some(42));
 
-    // The admin listener serves the same metrics.
+    scenario.part("the admin listener serves the same metrics");
     let r = nginx.admin("GET", "/graft/admin/metrics");
     assert_eq!(r.status, 200);
     assert_eq!(metric(&r.text(), "graft_fleet_etcd_up{}"), Some(0));
 
-    // The totals (what an agent's gates read): requests by path summed
-    // over every zone and module, as the full metrics count them.
+    scenario.part("the totals sum requests by path over every zone and module");
+    // What an agent's gates read, as the full metrics count them.
     for (host, path) in [
         ("localhost", "/old"),
         ("localhost", "/panic"),
@@ -757,7 +760,7 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     assert_eq!(metric(&totals, "graft_worker_starts_total{}"), Some(2));
     assert_eq!(metric(&totals, "graft_worker_restarts_total{}"), Some(0));
 
-    // A reload's new workers are started, not started again.
+    scenario.part("a reload's new workers are started, not started again");
     nginx.reload();
     let totals = || nginx.admin("GET", "/graft/admin/totals").text();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -767,6 +770,7 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     }
     assert_eq!(metric(&totals(), "graft_worker_restarts_total{}"), Some(0));
 
+    scenario.part("a worker that died is started again, and counted so");
     let before = nginx.worker_pids();
     assert!(Command::new("kill")
         .args(["-KILL", &before[0].to_string()])

@@ -213,6 +213,72 @@ local function start_tag(self, doc, lt)
     return concat(out), lname, j
 end
 
+-- The text gathered since the last markup goes out (its e-mail addresses
+-- obfuscated when the configuration asks), and `text` is emptied.
+local function flush(self, out, text)
+    local count = #text
+    if count == 0 then
+        return
+    end
+    local t = concat(text)
+    for k = count, 1, -1 do
+        text[k] = nil
+    end
+    if self.obfuscate_emails and #t <= MAX_TEXT then
+        t = _M.obfuscate(t)
+    end
+    out[#out + 1] = t
+end
+
+-- Markup from `lt` through its `close` (a comment's "-->", searched from
+-- `from`; anything else's ">"), or to the document's end with none,
+-- copied as it is; returns where the document goes on.
+local function copy_markup(doc, n, out, lt, close, from)
+    local e = find(doc, close, from, true)
+    local stop = e and e + #close - 1 or n
+    out[#out + 1] = sub(doc, lt, stop)
+    return stop + 1
+end
+
+-- An end tag at `lt`, copied as it is; before "</head>", the
+-- configuration's head_end, counted against MAX_INSERTED. Returns where
+-- the document goes on and the bytes inserted so far.
+local function end_tag(self, doc, low, n, out, lt, inserted)
+    local stop = find(doc, ">", lt, true) or n
+    local name = match(low, "^</([^\t\n\f\r />]*)", lt)
+    if name == "head" and self.head_end then
+        inserted = inserted + #self.head_end
+        if inserted > MAX_INSERTED then
+            error("head_end would insert more than " .. MAX_INSERTED
+                  .. " bytes into this document (a copy per <head>)")
+        end
+        out[#out + 1] = self.head_end
+    end
+    out[#out + 1] = sub(doc, lt, stop)
+    return stop + 1, inserted
+end
+
+-- The content of a raw-text element (`name`, from `i`): it runs to its
+-- own end tag, markup or not, and is copied as it is. Returns where its
+-- end tag starts (past the document's end with none).
+local function raw_content(doc, low, n, out, i, name)
+    local e = i - 1
+    local stop
+    repeat
+        e = find(low, "</" .. name, e + 1, true)
+        if not e then
+            break
+        end
+        local c = sub(low, e + 2 + #name, e + 2 + #name)
+        if c == "" or find(c, "[\t\n\f\r />]") then
+            stop = e
+        end
+    until stop
+    stop = stop or (n + 1)
+    out[#out + 1] = sub(doc, i, stop - 1)
+    return stop
+end
+
 -- Rewrites a whole document.
 function _M.rewrite(self, doc)
     local inserted = 0
@@ -221,17 +287,6 @@ function _M.rewrite(self, doc)
     local low = lower(doc)
     local n = #doc
     local i = 1
-    local function flush()
-        if #text == 0 then
-            return
-        end
-        local t = concat(text)
-        text = {}
-        if self.obfuscate_emails and #t <= MAX_TEXT then
-            t = _M.obfuscate(t)
-        end
-        out[#out + 1] = t
-    end
     while i <= n do
         local lt = find(doc, "<", i, true)
         if not lt then
@@ -243,65 +298,32 @@ function _M.rewrite(self, doc)
         end
         local nb = byte(doc, lt + 1)
         if sub(doc, lt, lt + 3) == "<!--" then
-            flush()
-            local e = find(doc, "-->", lt + 4, true)
-            local stop = e and e + 2 or n
-            out[#out + 1] = sub(doc, lt, stop)
-            i = stop + 1
+            flush(self, out, text)
+            i = copy_markup(doc, n, out, lt, "-->", lt + 4)
         elseif nb == 33 or nb == 63 then -- "<!" (doctype) or "<?"
-            flush()
-            local stop = find(doc, ">", lt, true) or n
-            out[#out + 1] = sub(doc, lt, stop)
-            i = stop + 1
+            flush(self, out, text)
+            i = copy_markup(doc, n, out, lt, ">", lt)
         elseif nb == 47 and byte(doc, lt + 2) and is_alpha(byte(doc, lt + 2)) then -- "</x"
-            flush()
-            local stop = find(doc, ">", lt, true) or n
-            local name = match(low, "^</([^\t\n\f\r />]*)", lt)
-            if name == "head" and self.head_end then
-                inserted = inserted + #self.head_end
-                if inserted > MAX_INSERTED then
-                    error("head_end would insert more than " .. MAX_INSERTED
-                          .. " bytes into this document (a copy per <head>)")
-                end
-                out[#out + 1] = self.head_end
-            end
-            out[#out + 1] = sub(doc, lt, stop)
-            i = stop + 1
+            flush(self, out, text)
+            i, inserted = end_tag(self, doc, low, n, out, lt, inserted)
         elseif nb == 47 and lt + 2 <= n then
             -- "</" and no letter: "</>" or a bogus comment, up to ">".
-            flush()
-            local stop = find(doc, ">", lt, true) or n
-            out[#out + 1] = sub(doc, lt, stop)
-            i = stop + 1
+            flush(self, out, text)
+            i = copy_markup(doc, n, out, lt, ">", lt)
         elseif nb and is_alpha(nb) then
-            flush()
+            flush(self, out, text)
             local tag, name, after = start_tag(self, doc, lt)
             out[#out + 1] = tag
             i = after
             if RAW[name] then
-                -- Its content runs to its own end tag, markup or not.
-                local e = i - 1
-                local stop
-                repeat
-                    e = find(low, "</" .. name, e + 1, true)
-                    if not e then
-                        break
-                    end
-                    local c = sub(low, e + 2 + #name, e + 2 + #name)
-                    if c == "" or find(c, "[\t\n\f\r />]") then
-                        stop = e
-                    end
-                until stop
-                stop = stop or (n + 1)
-                out[#out + 1] = sub(doc, i, stop - 1)
-                i = stop
+                i = raw_content(doc, low, n, out, i, name)
             end
         else
             text[#text + 1] = "<"
             i = lt + 1
         end
     end
-    flush()
+    flush(self, out, text)
     return concat(out)
 end
 

@@ -139,6 +139,37 @@ impl Collector for Families {
             "outcome",
             &FAULTS,
         )?;
+        self.latency_histograms(&mut encoder)?;
+        self.step_latency(&mut encoder)?;
+        self.step_budgets(&mut encoder)?;
+        self.later_count(
+            &mut encoder,
+            (
+                "graft_response_bodies_untouched",
+                "Responses a step with a response-body phase left as they were (not text/html, or compressed), per zone and module (such steps only).",
+            ),
+            |step| step.module.rewrites_bodies(),
+            Count::Untouched,
+        )?;
+        self.later_count(
+            &mut encoder,
+            (
+                "graft_log_records_dropped",
+                "Records a step with a log phase did not write because they were over its module's rate, per zone and module (such steps only).",
+            ),
+            |step| step.module.logs_requests(),
+            Count::Dropped,
+        )?;
+        self.kill_switches(&mut encoder)?;
+        self.bodies_over_limit(&mut encoder)?;
+        process_families(&self.0, &mut encoder)
+    }
+}
+
+impl Families {
+    /// Each module's decision time per implementation, summed over its
+    /// zones: a histogram.
+    fn latency_histograms(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
             "graft_latency_seconds",
             "Time one implementation of a module took to decide, summed over its zones, sampled one call in 32.",
@@ -154,7 +185,11 @@ impl Collector for Families {
                     .encode_histogram::<NoLabels>(l.sum_secs, l.count, &l.buckets, None)?;
             }
         }
-        self.step_latency(&mut encoder)?;
+        Ok(())
+    }
+
+    /// The time budget of each step that has one.
+    fn step_budgets(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
             "graft_step_budget_seconds",
             "The time budget of one Rust call at a step (steps with a budget only): compare with graft_step_latency_seconds_total / graft_step_latency_samples_total.",
@@ -167,28 +202,28 @@ impl Collector for Families {
                 ConstGauge::new(b.us as f64 / 1e6).encode(family.encode_family(&labels)?)?;
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "graft_response_bodies_untouched",
-            "Responses a step with a response-body phase left as they were (not text/html, or compressed), per zone and module (such steps only).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (zone, step) in self.steps().filter(|(_, s)| s.module.rewrites_bodies()) {
+        Ok(())
+    }
+
+    /// A counter family of one count of a later phase (`what`), with one
+    /// series per step whose module `has` that phase.
+    fn later_count(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help): (&str, &str),
+        has: fn(&Step) -> bool,
+        what: Count,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (zone, step) in self.steps().filter(|(_, s)| has(s)) {
             let labels = [("zone", zone), ("module", step.module_name)];
-            ConstCounter::new(step.counters.get(Count::Untouched))
-                .encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(step.counters.get(what)).encode(family.encode_family(&labels)?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "graft_log_records_dropped",
-            "Records a step with a log phase did not write because they were over its module's rate, per zone and module (such steps only).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (zone, step) in self.steps().filter(|(_, s)| s.module.logs_requests()) {
-            let labels = [("zone", zone), ("module", step.module_name)];
-            ConstCounter::new(step.counters.get(Count::Dropped))
-                .encode(family.encode_family(&labels)?)?;
-        }
+        Ok(())
+    }
+
+    /// Each step's kill switch: off, killed by an operator, or by a rollback.
+    fn kill_switches(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
             "graft_module_killed",
             "1 when an operator's kill switch sends the module back to Lua, 2 when an automatic rollback did, else 0.",
@@ -199,6 +234,11 @@ impl Collector for Families {
             let labels = [("zone", zone), ("module", step.module_name)];
             ConstGauge::new(step.counters.kill() as i64).encode(family.encode_family(&labels)?)?;
         }
+        Ok(())
+    }
+
+    /// The requests over their zone's body limit, per zone that reads bodies.
+    fn bodies_over_limit(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let config = &self.0;
         let mut family = encoder.encode_descriptor(
             "graft_request_bodies_over_limit",
@@ -211,7 +251,7 @@ impl Collector for Families {
             ConstCounter::new(config.bodies_over(&zone.name))
                 .encode(family.encode_family(&labels)?)?;
         }
-        process_families(config, &mut encoder)
+        Ok(())
     }
 }
 

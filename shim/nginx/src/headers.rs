@@ -227,41 +227,66 @@ pub fn response_header(
     Some(())
 }
 
-/// The fields of `r->headers_in` that point at the first request header
-/// of their name, by name.
-fn single_fields(
-    hi: &mut ngx_http_headers_in_t,
-) -> [(&'static str, *mut *mut ngx_table_elt_t); 28] {
-    [
-        ("host", addr_of_mut!(hi.host)),
-        ("connection", addr_of_mut!(hi.connection)),
-        ("if-modified-since", addr_of_mut!(hi.if_modified_since)),
-        ("if-unmodified-since", addr_of_mut!(hi.if_unmodified_since)),
-        ("if-match", addr_of_mut!(hi.if_match)),
-        ("if-none-match", addr_of_mut!(hi.if_none_match)),
-        ("user-agent", addr_of_mut!(hi.user_agent)),
-        ("referer", addr_of_mut!(hi.referer)),
-        ("content-length", addr_of_mut!(hi.content_length)),
-        ("content-range", addr_of_mut!(hi.content_range)),
-        ("content-type", addr_of_mut!(hi.content_type)),
-        ("range", addr_of_mut!(hi.range)),
-        ("if-range", addr_of_mut!(hi.if_range)),
-        ("transfer-encoding", addr_of_mut!(hi.transfer_encoding)),
-        ("te", addr_of_mut!(hi.te)),
-        ("expect", addr_of_mut!(hi.expect)),
-        ("upgrade", addr_of_mut!(hi.upgrade)),
-        ("accept-encoding", addr_of_mut!(hi.accept_encoding)),
-        ("via", addr_of_mut!(hi.via)),
-        ("authorization", addr_of_mut!(hi.authorization)),
-        ("keep-alive", addr_of_mut!(hi.keep_alive)),
-        ("x-real-ip", addr_of_mut!(hi.x_real_ip)),
-        ("accept", addr_of_mut!(hi.accept)),
-        ("accept-language", addr_of_mut!(hi.accept_language)),
-        ("depth", addr_of_mut!(hi.depth)),
-        ("destination", addr_of_mut!(hi.destination)),
-        ("overwrite", addr_of_mut!(hi.overwrite)),
-        ("date", addr_of_mut!(hi.date)),
-    ]
+/// Where nginx keeps every request header of a name, in order (Cookie,
+/// X-Forwarded-For): a list linked through each header's `next` since
+/// nginx 1.23.0, an array of pointers before.
+#[cfg(nginx1_23_0)]
+type Every = *mut *mut ngx_table_elt_t;
+#[cfg(not(nginx1_23_0))]
+type Every = *mut ngx_array_t;
+
+/// The fields of `r->headers_in` that point into the request-header list,
+/// by name, taken together from one borrow of it.
+struct ListFields {
+    /// Those that point at the first header of their name.
+    first: [(&'static str, *mut *mut ngx_table_elt_t); 28],
+    /// Those that keep every header of their name (Cookie,
+    /// X-Forwarded-For).
+    every: [(&'static str, Every); 2],
+}
+
+/// The fields of `r->headers_in` that point into the request-header list.
+fn list_fields(hi: &mut ngx_http_headers_in_t) -> ListFields {
+    #[cfg(nginx1_23_0)]
+    let cookie = addr_of_mut!(hi.cookie);
+    #[cfg(not(nginx1_23_0))]
+    let cookie = addr_of_mut!(hi.cookies);
+    ListFields {
+        first: [
+            ("host", addr_of_mut!(hi.host)),
+            ("connection", addr_of_mut!(hi.connection)),
+            ("if-modified-since", addr_of_mut!(hi.if_modified_since)),
+            ("if-unmodified-since", addr_of_mut!(hi.if_unmodified_since)),
+            ("if-match", addr_of_mut!(hi.if_match)),
+            ("if-none-match", addr_of_mut!(hi.if_none_match)),
+            ("user-agent", addr_of_mut!(hi.user_agent)),
+            ("referer", addr_of_mut!(hi.referer)),
+            ("content-length", addr_of_mut!(hi.content_length)),
+            ("content-range", addr_of_mut!(hi.content_range)),
+            ("content-type", addr_of_mut!(hi.content_type)),
+            ("range", addr_of_mut!(hi.range)),
+            ("if-range", addr_of_mut!(hi.if_range)),
+            ("transfer-encoding", addr_of_mut!(hi.transfer_encoding)),
+            ("te", addr_of_mut!(hi.te)),
+            ("expect", addr_of_mut!(hi.expect)),
+            ("upgrade", addr_of_mut!(hi.upgrade)),
+            ("accept-encoding", addr_of_mut!(hi.accept_encoding)),
+            ("via", addr_of_mut!(hi.via)),
+            ("authorization", addr_of_mut!(hi.authorization)),
+            ("keep-alive", addr_of_mut!(hi.keep_alive)),
+            ("x-real-ip", addr_of_mut!(hi.x_real_ip)),
+            ("accept", addr_of_mut!(hi.accept)),
+            ("accept-language", addr_of_mut!(hi.accept_language)),
+            ("depth", addr_of_mut!(hi.depth)),
+            ("destination", addr_of_mut!(hi.destination)),
+            ("overwrite", addr_of_mut!(hi.overwrite)),
+            ("date", addr_of_mut!(hi.date)),
+        ],
+        every: [
+            ("cookie", cookie),
+            ("x-forwarded-for", addr_of_mut!(hi.x_forwarded_for)),
+        ],
+    }
 }
 
 /// Recomputes every pointer nginx keeps into the request-header list from
@@ -273,26 +298,15 @@ fn single_fields(
 pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Option<()> {
     let pool = r.pool;
     let hi = &mut r.headers_in;
-    let singles = single_fields(hi);
-    // SAFETY: every pointer in `singles` is a field of r->headers_in; the
-    // arrays are nginx's ngx_array_t of ngx_table_elt_t pointers, set up
-    // here when nginx has not yet; list elements live in the request pool.
+    let fields = list_fields(hi);
+    // SAFETY: `fields` are fields of r->headers_in and `pool` is the
+    // request's pool, as clear_fields and point_at ask; the list's parts
+    // hold `nelts` elements each, in the request pool. No reference to
+    // all of `hi` is taken while `fields` are in use: it is reached field
+    // by field (`user`, `passwd`, `headers`; `host` and `server` once the
+    // walk is done).
     unsafe {
-        for (_, field) in &singles {
-            **field = null_mut();
-        }
-        // Cookie and X-Forwarded-For: arrays of pointers before nginx
-        // 1.23.0, lists linked through each header's `next` since.
-        #[cfg(not(nginx1_23_0))]
-        {
-            reset_array(pool, &mut hi.cookies)?;
-            reset_array(pool, &mut hi.x_forwarded_for)?;
-        }
-        #[cfg(nginx1_23_0)]
-        {
-            hi.cookie = null_mut();
-            hi.x_forwarded_for = null_mut();
-        }
+        clear_fields(pool, &fields)?;
         // The user and password come from Authorization: parsed again on use.
         hi.user = ngx_str_t {
             len: 0,
@@ -306,53 +320,7 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Opt
         while let Some(p) = part.as_mut() {
             let elts = p.elts as *mut ngx_table_elt_t;
             for i in 0..p.nelts {
-                let h = elts.add(i);
-                let key = key_of(&*h);
-                // Since 1.23.0 every header links to the next of its name:
-                // unlinked here (elements a removal moved hold stale
-                // links), linked again below for Cookie and
-                // X-Forwarded-For; a single field points at the first
-                // alone, as lua-nginx-module leaves it.
-                #[cfg(nginx1_23_0)]
-                {
-                    (*h).next = null_mut();
-                    let head = if key.eq_ignore_ascii_case(b"cookie") {
-                        Some(addr_of_mut!(hi.cookie))
-                    } else if key.eq_ignore_ascii_case(b"x-forwarded-for") {
-                        Some(addr_of_mut!(hi.x_forwarded_for))
-                    } else {
-                        None
-                    };
-                    if let Some(mut link) = head {
-                        while !(*link).is_null() {
-                            link = addr_of_mut!((**link).next);
-                        }
-                        *link = h;
-                        continue;
-                    }
-                }
-                #[cfg(not(nginx1_23_0))]
-                let array = if key.eq_ignore_ascii_case(b"cookie") {
-                    Some(&mut hi.cookies)
-                } else if key.eq_ignore_ascii_case(b"x-forwarded-for") {
-                    Some(&mut hi.x_forwarded_for)
-                } else {
-                    None
-                };
-                #[cfg(not(nginx1_23_0))]
-                if let Some(array) = array {
-                    let place = ngx_array_push(array) as *mut *mut ngx_table_elt_t;
-                    *place.as_mut()? = h;
-                    continue;
-                }
-                if let Some((_, field)) = singles
-                    .iter()
-                    .find(|(n, _)| key.eq_ignore_ascii_case(n.as_bytes()))
-                {
-                    if (**field).is_null() {
-                        **field = h;
-                    }
-                }
+                point_at(&fields, elts.add(i))?;
             }
             part = p.next;
         }
@@ -364,6 +332,89 @@ pub fn refresh_headers_in(r: &mut ngx_http_request_t, host_changed: bool) -> Opt
                     data: null_mut(),
                 },
             };
+        }
+    }
+    Some(())
+}
+
+/// Empties every field that points into the request-header list, before
+/// the list is walked again.
+///
+/// # Safety
+/// `fields` are fields of a live request's headers_in and `pool` its pool.
+unsafe fn clear_fields(pool: *mut ngx_pool_t, fields: &ListFields) -> Option<()> {
+    #[cfg(nginx1_23_0)]
+    let _ = pool;
+    // SAFETY: the caller's contract: each pointer is a field of the live
+    // headers_in, not borrowed elsewhere during this call.
+    unsafe {
+        for (_, field) in &fields.first {
+            **field = null_mut();
+        }
+        for (_, every) in &fields.every {
+            // Arrays before nginx 1.23.0 (made here when nginx has not),
+            // lists since.
+            #[cfg(not(nginx1_23_0))]
+            reset_array(pool, &mut **every)?;
+            #[cfg(nginx1_23_0)]
+            {
+                **every = null_mut();
+            }
+        }
+    }
+    Some(())
+}
+
+/// Points the field nginx keeps for header `h`'s name at it: appended to
+/// Cookie's or X-Forwarded-For's, or set in a single field still empty
+/// (the first header of a name wins); any other header is left alone.
+///
+/// # Safety
+/// `fields` are fields of a live request's headers_in, emptied by
+/// `clear_fields` for this walk of its list, and `h` an element of that
+/// list.
+unsafe fn point_at(fields: &ListFields, h: *mut ngx_table_elt_t) -> Option<()> {
+    // SAFETY: the caller's contract: `h` is a live element of the list,
+    // and each field pointer a field of the same live headers_in, not
+    // borrowed elsewhere during this call.
+    unsafe {
+        let key = key_of(&*h);
+        // Since 1.23.0 every header links to the next of its name:
+        // unlinked here (elements a removal moved hold stale links),
+        // linked again below for Cookie and X-Forwarded-For; a single
+        // field points at the first alone, as lua-nginx-module leaves it.
+        #[cfg(nginx1_23_0)]
+        {
+            (*h).next = null_mut();
+        }
+        if let Some((_, every)) = fields
+            .every
+            .iter()
+            .find(|(n, _)| key.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            #[cfg(nginx1_23_0)]
+            {
+                let mut link = *every;
+                while !(*link).is_null() {
+                    link = addr_of_mut!((**link).next);
+                }
+                *link = h;
+            }
+            #[cfg(not(nginx1_23_0))]
+            {
+                let place = ngx_array_push(*every) as *mut *mut ngx_table_elt_t;
+                *place.as_mut()? = h;
+            }
+            return Some(());
+        }
+        if let Some((_, field)) = fields
+            .first
+            .iter()
+            .find(|(n, _)| key.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            if (**field).is_null() {
+                **field = h;
+            }
         }
     }
     Some(())

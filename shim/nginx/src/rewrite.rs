@@ -382,85 +382,27 @@ fn fill(r: &ngx_http_request_t) -> Result<*mut ngx_chain_t, ()> {
     loop {
         let ctx = ctx::existing(r).ok_or(())?;
         // SAFETY: `tail` is null or the last link of `out`, graft's own.
-        let room = unsafe { tail.as_ref() }
-            .and_then(|l| unsafe { l.buf.as_ref() })
-            .map_or(0, |b| {
-                // SAFETY: a buffer of graft's, `last` within start..end.
-                usize::try_from(unsafe { b.end.offset_from(b.last) }).unwrap_or(0)
-            });
+        let room = unsafe { room(tail) };
         let st = &mut ctx.stream;
         if st.at < st.pending.len() {
             if room == 0 {
                 let Some(link) = get_buf(r)? else {
                     break;
                 };
-                // SAFETY: a link and buffer of graft's, from get_buf.
-                unsafe {
-                    let b = &mut *(*link).buf;
-                    b.pos = b.start;
-                    b.last = b.start;
-                    b.set_temporary(1);
-                    b.set_recycled(1);
-                    b.set_flush(0);
-                    b.set_last_buf(0);
-                    match tail.as_mut() {
-                        Some(t) => t.next = link,
-                        None => out = link,
-                    }
-                }
+                // SAFETY: a link and buffer of graft's, from get_buf;
+                // `tail` is null or the last link of `out`.
+                unsafe { append_buf(&mut out, tail, link, true) };
                 tail = link;
                 continue;
             }
-            let n = room.min(st.pending.len() - st.at);
-            // SAFETY: `room` bytes are free after the tail buffer's `last`.
-            unsafe {
-                let b = &mut *(*tail).buf;
-                std::ptr::copy_nonoverlapping(st.pending.as_ptr().add(st.at), b.last, n);
-                b.last = b.last.add(n);
-            }
-            st.at += n;
-            if st.at == st.pending.len() {
-                st.pending.clear();
-                st.at = 0;
-            }
+            // SAFETY: `tail` is the last link of `out` (room is not 0),
+            // with `room` bytes free after its buffer's `last`.
+            unsafe { write_pending(st, tail, room) };
             continue;
         }
         if st.flush || st.last && !st.done {
-            let link = if tail.is_null() {
-                let Some(link) = get_buf(r)? else {
-                    break;
-                };
-                // An empty buffer that only ends or flushes the body is a
-                // special one: no memory flags, or nginx's writer calls
-                // it a zero-size buffer.
-                // SAFETY: a link and buffer of graft's, from get_buf.
-                unsafe {
-                    let b = &mut *(*link).buf;
-                    b.pos = b.start;
-                    b.last = b.start;
-                    b.set_temporary(0);
-                    b.set_recycled(0);
-                    b.set_flush(0);
-                    b.set_last_buf(0);
-                }
-                out = link;
-                link
-            } else {
-                tail
-            };
-            let ctx = ctx::existing(r).ok_or(())?;
-            let st = &mut ctx.stream;
-            // SAFETY: as above.
-            unsafe {
-                let b = &mut *(*link).buf;
-                if st.last {
-                    b.set_last_buf(1);
-                    st.done = true;
-                } else {
-                    b.set_flush(1);
-                }
-            }
-            st.flush = false;
+            // SAFETY: `tail` is null or the last link of `out`.
+            unsafe { end_output(r, &mut out, tail) }?;
             break;
         }
         if st.input.is_null() || st.last {
@@ -469,6 +411,111 @@ fn fill(r: &ngx_http_request_t) -> Result<*mut ngx_chain_t, ()> {
         feed_slice(r)?;
     }
     Ok(out)
+}
+
+/// The bytes free after the `last` of the output's last buffer (0 with no
+/// buffer yet).
+///
+/// # Safety
+/// `tail` is null or the last link of an output chain of graft's.
+unsafe fn room(tail: *mut ngx_chain_t) -> usize {
+    // SAFETY: the caller's contract: `tail` is null or a link of graft's,
+    // and its buffer one of graft's.
+    unsafe { tail.as_ref() }
+        .and_then(|l| unsafe { l.buf.as_ref() })
+        .map_or(0, |b| {
+            // SAFETY: a buffer of graft's, `last` within start..end.
+            usize::try_from(unsafe { b.end.offset_from(b.last) }).unwrap_or(0)
+        })
+}
+
+/// Links a free buffer of graft's at the output's end, emptied and its
+/// flags cleared: memory flags (`data`) for bytes, none for an empty
+/// buffer that only ends or flushes the body, a special one (with them,
+/// nginx's writer calls it a zero-size buffer).
+///
+/// # Safety
+/// `link` is a link and buffer of graft's, from `get_buf`; `tail` is null
+/// or the last link of `*out`.
+unsafe fn append_buf(
+    out: &mut *mut ngx_chain_t,
+    tail: *mut ngx_chain_t,
+    link: *mut ngx_chain_t,
+    data: bool,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let b = &mut *(*link).buf;
+        b.pos = b.start;
+        b.last = b.start;
+        b.set_temporary(u32::from(data));
+        b.set_recycled(u32::from(data));
+        b.set_flush(0);
+        b.set_last_buf(0);
+        match tail.as_mut() {
+            Some(t) => t.next = link,
+            None => *out = link,
+        }
+    }
+}
+
+/// Copies as much of the pending output as fits after the last buffer's
+/// `last`; the pending bytes are let go once all of them are out.
+///
+/// # Safety
+/// `tail` is a link of graft's whose buffer has `room` bytes free after
+/// its `last`.
+unsafe fn write_pending(st: &mut Stream, tail: *mut ngx_chain_t, room: usize) {
+    let n = room.min(st.pending.len() - st.at);
+    // SAFETY: the caller's contract: `room` bytes are free after the tail
+    // buffer's `last`, and `n` is at most that.
+    unsafe {
+        let b = &mut *(*tail).buf;
+        std::ptr::copy_nonoverlapping(st.pending.as_ptr().add(st.at), b.last, n);
+        b.last = b.last.add(n);
+    }
+    st.at += n;
+    if st.at == st.pending.len() {
+        st.pending.clear();
+        st.at = 0;
+    }
+}
+
+/// Marks the output's last buffer (an empty one when there is none yet)
+/// as the body's end, or as a flush; with no free buffer, the mark waits
+/// for the next round.
+///
+/// # Safety
+/// `tail` is null or the last link of `*out`, graft's own.
+unsafe fn end_output(
+    r: &ngx_http_request_t,
+    out: &mut *mut ngx_chain_t,
+    tail: *mut ngx_chain_t,
+) -> Result<(), ()> {
+    let link = if tail.is_null() {
+        let Some(link) = get_buf(r)? else {
+            return Ok(());
+        };
+        // SAFETY: a link and buffer of graft's, from get_buf; no tail.
+        unsafe { append_buf(out, tail, link, false) };
+        link
+    } else {
+        tail
+    };
+    let ctx = ctx::existing(r).ok_or(())?;
+    let st = &mut ctx.stream;
+    // SAFETY: `link` is the last link of `*out`, graft's own.
+    unsafe {
+        let b = &mut *(*link).buf;
+        if st.last {
+            b.set_last_buf(1);
+            st.done = true;
+        } else {
+            b.set_flush(1);
+        }
+    }
+    st.flush = false;
+    Ok(())
 }
 
 /// A free output buffer of graft's, or a new one while fewer than
