@@ -114,8 +114,8 @@ build: deps $(NGINX_BUILD)/ngx_auto_config.h ## Build the nginx module against t
 	$(NGINX_ENV) cargo build --release -p graft-nginx $(TEST_FEATURES) --target-dir $(NGINX_TARGET)
 	@echo "module: $(MODULE) (nginx $$(sed -n 's/.*define NGINX_VERSION *"\(.*\)"/\1/p' $(NGINX_SOURCE)/src/core/nginx.h), from $(abspath $(NGINX_SRC)))"
 
-edge: deps ## Build graft-edge, the all-Rust server on Pingora (target/release/graft-edge)
-	cargo build --release -p graft-edge
+edge: deps ## Build graft-edge, the all-Rust server on Pingora (target/release/graft-edge), and Pingora alone for the bench
+	cargo build --release -p graft-edge --bins --example pingora_floor
 
 run: build ## Start nginx with graft on 127.0.0.1:8080 (RUN_PORT=, CONFIG=your graft file, INIT=, SITE=, NATIVE=1)
 	@if [ -f $(RUN_PREFIX)/nginx.pid ] && kill -0 $$(cat $(RUN_PREFIX)/nginx.pid) 2>/dev/null; then \

@@ -647,6 +647,63 @@ impl Drop for Edge {
     }
 }
 
+/// Pingora alone (`edge/examples/pingora_floor.rs`, built beside
+/// graft-edge): a proxy with no graft in it, every request to one origin,
+/// on [`EDGE_THREADS`] threads. Stopped by its pid when dropped.
+pub(crate) struct PingoraFloor {
+    pub(crate) port: u16,
+    child: Child,
+}
+
+impl PingoraFloor {
+    pub(crate) fn start(origin: u16) -> PingoraFloor {
+        let binary = edge_binary()
+            .with_file_name("examples")
+            .join("pingora_floor");
+        assert!(
+            binary.is_file(),
+            "no pingora_floor at {} (make edge builds it beside graft-edge)",
+            binary.display()
+        );
+        let port = graft_tests::free_port();
+        let dir = bench_dir("sbs-pingora");
+        let log = std::fs::File::create(dir.join("pingora.log")).unwrap();
+        let mut child = Command::new(&binary)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{origin}"))
+            .arg(EDGE_THREADS.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("pingora_floor exited ({status}): see {}", dir.display());
+            }
+            assert!(Instant::now() < deadline, "pingora_floor never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PingoraFloor { port, child }
+    }
+
+    /// utime + stime of its process, every thread, in clock ticks.
+    pub(crate) fn ticks(&self) -> u64 {
+        process_ticks(self.child.id() as i32)
+    }
+
+    pub(crate) fn rss_kib(&self) -> u64 {
+        process_rss_kib(self.child.id() as i32)
+    }
+}
+
+impl Drop for PingoraFloor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The shipped ten-zone configuration, in one mode, with a `localhost`
 /// zone for the bridge-call loop and a rate limit that never triggers.
 pub(crate) fn realistic_config(mode: &str) -> Value {

@@ -8,11 +8,14 @@
 //! fixed-rate client ─┼─ FL1 with graft_native on (modules in rust) ────┼─► origin (plain nginx,
 //!                    ├─ FL2: graft-edge (modules in rust) ─────────────┤   a fixed small page)
 //!                    │            └─ passes nothing to: FL1 behind ────┤
-//!                    └─ graft-edge with no step (FL2's floor) ─────────┘
+//!                    ├─ graft-edge with no step (FL2's floor) ─────────┤
+//!                    └─ Pingora alone, no graft ───────────────────────┘
 //! ```
 //!
 //! graft-edge with no step stands to FL2 as plain nginx to FL1: what the
-//! server costs before any module runs.
+//! server costs before any module runs. Pingora alone (its `ProxyHttp`
+//! with nothing but an origin) is what graft-edge is built on: the part
+//! of FL2's floor that is Pingora's and tokio's, not graft-edge's.
 //!
 //! Each front has one worker (nginx) or one proxy thread (Pingora's
 //! `threads`: graft-edge); each keeps its connections to the origin. For
@@ -32,8 +35,8 @@ use serde_json::{json, Value};
 
 use crate::load::{connect, exchange, median, medians, mix, paced, run_wrk, Sample, TICKS_PER_SEC};
 use crate::server::{
-    behind_edge_http, lua_phases, realistic_config, warn_on_logged_errors_at, Edge, Server,
-    EDGE_THREADS,
+    behind_edge_http, lua_phases, realistic_config, warn_on_logged_errors_at, Edge, PingoraFloor,
+    Server, EDGE_THREADS,
 };
 use crate::Run;
 
@@ -51,14 +54,16 @@ pub(crate) enum Setup {
     Fl1Native,
     Fl2,
     EdgeFloor,
+    Pingora,
 }
 
-pub(crate) const SETUPS: [Setup; 5] = [
+pub(crate) const SETUPS: [Setup; 6] = [
     Setup::Plain,
     Setup::Fl1Lua,
     Setup::Fl1Native,
     Setup::Fl2,
     Setup::EdgeFloor,
+    Setup::Pingora,
 ];
 
 impl Setup {
@@ -69,6 +74,7 @@ impl Setup {
             Setup::Fl1Native => "FL1 with graft_native on (modules in rust)",
             Setup::Fl2 => "FL2: graft-edge (modules in rust), FL1 behind",
             Setup::EdgeFloor => "graft-edge with no step (FL2's floor)",
+            Setup::Pingora => "Pingora alone, no graft (under FL2's floor)",
         }
     }
 
@@ -79,13 +85,14 @@ impl Setup {
             Setup::Fl1Native => "fl1_native",
             Setup::Fl2 => "fl2",
             Setup::EdgeFloor => "edge_floor",
+            Setup::Pingora => "pingora",
         }
     }
 
     /// Whether it runs the six modules (else every request reaches the
     /// origin).
     fn runs_modules(self) -> bool {
-        !matches!(self, Setup::Plain | Setup::EdgeFloor)
+        !matches!(self, Setup::Plain | Setup::EdgeFloor | Setup::Pingora)
     }
 }
 
@@ -136,10 +143,11 @@ pub(crate) struct SideBySide {
     pub(crate) fl2_passed: u64,
 }
 
-/// A front: an nginx, or graft-edge.
+/// A front: an nginx, graft-edge, or Pingora alone.
 enum Front {
     Nginx(Server),
     Edge(Edge),
+    Pingora(PingoraFloor),
 }
 
 impl Front {
@@ -147,23 +155,26 @@ impl Front {
         match self {
             Front::Nginx(s) => s.port,
             Front::Edge(e) => e.port,
+            Front::Pingora(p) => p.port,
         }
     }
 
     /// CPU time of the server's own processes: nginx's master and worker,
-    /// or graft-edge's process.
+    /// or graft-edge's (Pingora's) process.
     fn ticks(&self) -> u64 {
         match self {
             Front::Nginx(s) => s.ticks(),
             Front::Edge(e) => e.ticks(),
+            Front::Pingora(p) => p.ticks(),
         }
     }
 
-    /// nginx's worker's, or graft-edge's.
+    /// nginx's worker's, or graft-edge's (Pingora's) process's.
     fn rss_kib(&self) -> u64 {
         match self {
             Front::Nginx(s) => s.worker_rss_kib(),
             Front::Edge(e) => e.rss_kib(),
+            Front::Pingora(p) => p.rss_kib(),
         }
     }
 }
@@ -236,6 +247,7 @@ pub(crate) fn measure_side_by_side(dir: &Path, run: &Run) -> SideBySide {
         Front::Nginx(fl1_native),
         Front::Edge(edge),
         Front::Edge(floor),
+        Front::Pingora(PingoraFloor::start(origin.port)),
     ];
     let requests: Vec<Vec<u8>> = mix().iter().map(|r| r.bytes()).collect();
     require_same_answers(&fronts, &requests);
@@ -305,7 +317,8 @@ pub(crate) fn measure_side_by_side(dir: &Path, run: &Run) -> SideBySide {
         })
         .collect();
     // Each did the work it names.
-    let [_, Front::Nginx(fl1_lua), Front::Nginx(fl1_native), Front::Edge(edge), _] = &fronts else {
+    let [_, Front::Nginx(fl1_lua), Front::Nginx(fl1_native), Front::Edge(edge), _, _] = &fronts
+    else {
         unreachable!()
     };
     fl1_lua.require_work(Side::Lua, Setup::Fl1Lua.name());
@@ -412,7 +425,7 @@ fn require_same_answers(fronts: &[Front], requests: &[Vec<u8>]) {
 pub(crate) fn to_json(s: &SideBySide) -> Value {
     let by = |setup: Setup| s.figures.iter().find(|f| f.setup == setup).unwrap();
     let (lua, native, fl2) = (by(Setup::Fl1Lua), by(Setup::Fl1Native), by(Setup::Fl2));
-    let (plain, floor) = (by(Setup::Plain), by(Setup::EdgeFloor));
+    let (plain, floor, pingora) = (by(Setup::Plain), by(Setup::EdgeFloor), by(Setup::Pingora));
     let setups: Vec<Value> = s
         .figures
         .iter()
@@ -446,6 +459,7 @@ pub(crate) fn to_json(s: &SideBySide) -> Value {
             "fl1_lua_above_plain": lua.cpu_us_per_req - plain.cpu_us_per_req,
             "fl1_native_above_plain": native.cpu_us_per_req - plain.cpu_us_per_req,
             "fl2_above_edge_floor": fl2.cpu_us_per_req - floor.cpu_us_per_req,
+            "edge_floor_above_pingora": floor.cpu_us_per_req - pingora.cpu_us_per_req,
         },
         "goals": {
             "fl2_vs_fl1_cpu": fl2.cpu_us_per_req / lua.cpu_us_per_req,
@@ -463,7 +477,7 @@ pub(crate) fn to_json(s: &SideBySide) -> Value {
 pub(crate) fn table(s: &SideBySide) -> String {
     let by = |setup: Setup| s.figures.iter().find(|f| f.setup == setup).unwrap();
     let (lua, native, fl2) = (by(Setup::Fl1Lua), by(Setup::Fl1Native), by(Setup::Fl2));
-    let (plain, floor) = (by(Setup::Plain), by(Setup::EdgeFloor));
+    let (plain, floor, pingora) = (by(Setup::Plain), by(Setup::EdgeFloor), by(Setup::Pingora));
     let mut md = format!(
         "\nFL1 and FL2 side by side: the setups in front of one origin (a plain nginx answering a {}-byte page), the shipped ten zones with six modules (url_normalize, ip_access, waf, redirects, headers, rate_limit), the same mix. One nginx worker; graft-edge with `threads: {EDGE_THREADS}` (Pingora's proxy on one thread). Highest req/s: wrk -t1 -c{CONNECTIONS}; CPU per request: the server's own processes (nginx's master and worker, graft-edge's process), from /proc, over {} requests at {:.0} req/s (half the slowest setup's highest), and under wrk; p50 and p99 at that rate ({CONNECTIONS} connections, open loop, timed from when each request was due when its connection was busy); RSS: nginx's worker, graft-edge's process, after the runs. FL2 passed {} of {} requests to FL1.\n\n| setup | highest req/s | CPU µs/req | vs FL1 | vs FL1 native | CPU µs/req under wrk | RSS MiB | vs FL1 | vs FL1 native | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         ORIGIN_PAGE.len(),
@@ -500,10 +514,12 @@ pub(crate) fn table(s: &SideBySide) -> String {
         met(fl2.p99_ms <= native.p99_ms),
     ));
     md.push_str(&format!(
-        "The six modules' own CPU per request, above their server's floor: FL1 (Lua) {:.1} µs and FL1 native {:.1} µs above plain nginx's, FL2 {:.1} µs above graft-edge's with no step.\n",
+        "The six modules' own CPU per request, above their server's floor: FL1 (Lua) {:.1} µs and FL1 native {:.1} µs above plain nginx's, FL2 {:.1} µs above graft-edge's with no step. graft-edge with no step takes {:.1} µs above Pingora alone; Pingora alone {:.2}× plain nginx's CPU per request.\n",
         lua.cpu_us_per_req - plain.cpu_us_per_req,
         native.cpu_us_per_req - plain.cpu_us_per_req,
         fl2.cpu_us_per_req - floor.cpu_us_per_req,
+        floor.cpu_us_per_req - pingora.cpu_us_per_req,
+        pingora.cpu_us_per_req / plain.cpu_us_per_req,
     ));
     md
 }
@@ -564,10 +580,10 @@ mod tests {
     #[test]
     fn a_setup_not_run_or_a_request_passed_is_missing() {
         assert!(missing(&figures(&SETUPS, 0)).is_empty());
-        let m = missing(&figures(&SETUPS[..4], 0));
+        let m = missing(&figures(&SETUPS[..5], 0));
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(
-            m[0].contains("no step") && m[0].contains("not run"),
+            m[0].contains("Pingora alone") && m[0].contains("not run"),
             "{m:?}"
         );
         let m = missing(&figures(&SETUPS, 3));
