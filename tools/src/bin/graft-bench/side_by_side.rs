@@ -1,5 +1,5 @@
 //! The seeds' headline, side by side (`--only side-by-side`, and part of
-//! every run): four setups in front of one origin, serving the same mix
+//! every run): six setups in front of one origin, serving the same mix
 //! with the same six modules.
 //!
 //! ```text
