@@ -171,9 +171,12 @@ docker rm -f "$name-edge-image" >/dev/null
 # Going back: take graft's lines out, remove the package; nginx still starts.
 inside rm /etc/nginx/sites-enabled/graft
 inside ln -s ../sites-available/default /etc/nginx/sites-enabled/default
+# (The image has no pgrep: the master is waited for by its pid.)
 stop_nginx() {
+    local pid
+    pid=$(inside cat /run/nginx.pid 2>/dev/null) || return 0
     inside nginx -s quit 2>/dev/null
-    for _ in $(seq 50); do inside pgrep -x nginx >/dev/null || break; sleep 0.2; done
+    for _ in $(seq 50); do inside test -e "/proc/$pid" || break; sleep 0.2; done
 }
 stop_nginx
 # The module loaded and no site using it: nginx serves as before.
