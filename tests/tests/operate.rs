@@ -789,6 +789,58 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     );
 }
 
+/// The same for a step's later phases: in a native-only location an
+/// automatic rollback leaves its response-header phase to Rust, as its
+/// request phase, rather than to a Lua header filter the location does
+/// not run (which would count every response `failed` and drop the
+/// step's headers).
+#[test]
+fn a_rollback_leaves_a_native_only_locations_response_phase_to_rust() {
+    let config = json!({ "zones": { "localhost": { "modules": [
+        { "module": "probe", "mode": "rust", "on_failure": { "respond": 503 },
+          "config": { "slow_on": "/native/slow", "slow_us": 20000, "response_header": true },
+          "budget": { "us": 5000, "max_rate": 0.5, "min_requests": 4, "window": 60 } } ] } } })
+    .to_string();
+    let nginx = Nginx::start(&config);
+    for _ in 0..4 {
+        let r = nginx.get("localhost", "/native/slow");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.header("X-Probe-Response"),
+            Some("rust"),
+            "{}",
+            nginx.error_log()
+        );
+    }
+    assert_eq!(nginx.counter("localhost", 0, "killed"), 2, "rolled back");
+    let r = nginx.get("localhost", "/native/page");
+    assert_eq!((r.status, r.text().as_str()), (200, "rust /native/page\n"));
+    assert_eq!(
+        r.header("X-Probe-Response"),
+        Some("rust"),
+        "the response phase served as the request phase: {}",
+        nginx.error_log()
+    );
+    assert_eq!(
+        nginx.counter("localhost", 0, "failed"),
+        0,
+        "{}",
+        nginx.error_log()
+    );
+    // An operator's kill switch holds there: no Lua takes the phase, the
+    // response keeps its headers as they are, counted and logged.
+    let r = nginx.admin("POST", "/graft/admin/kill?module=probe");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = nginx.get("localhost", "/native/page");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("X-Probe-Response"), None);
+    nginx.assert_clean_log(&[
+        "this location runs no Lua bridge",
+        "no Lua header filter took it",
+        "could not decide",
+    ]);
+}
+
 /// Where no Lua can serve a step (a native-only location), an automatic
 /// rollback cannot send it back to Lua: that would answer every request
 /// with the step's failure policy, and a client able to make calls slow

@@ -8,13 +8,15 @@
 //! it declines, returns an error, or panics; the Lua twin throws on
 //! `lua_error_on`, answers no decision on `lua_bad_on`, and refuses to be
 //! built with `lua_refuse`. On paths under `slow_on` its Rust side takes
-//! `slow_us` microseconds first (a call over a time budget). Shadow mode always sees a difference between
+//! `slow_us` microseconds first (a call over a time budget). With
+//! `response_header` it has a response-header phase too, which sets
+//! `X-Probe-Response: rust` (`lua`). Shadow mode always sees a difference between
 //! the two.
 #![forbid(unsafe_code)]
 
 use graft_contract::{
-    parse_config, ConfigError, Configured, Context, Decision, Factory, HeaderName, HeaderValue,
-    Module, ModuleError, RequestView, Response,
+    parse_config, ConfigError, Configured, Context, Decision, Factory, HeaderAction, HeaderName,
+    HeaderOp, HeaderValue, Module, ModuleError, RequestView, Response, ResponseView,
 };
 use serde::Deserialize;
 
@@ -42,6 +44,10 @@ pub struct Probe {
     /// Continue (with `X-Probe: rust`) instead of answering.
     #[serde(default, rename = "continue")]
     go_on: bool,
+    /// A response-header phase: every main response gets
+    /// `X-Probe-Response: rust` (`lua` from the Lua twin).
+    #[serde(default)]
+    response_header: bool,
     /// The Lua twin's failures (the Rust side accepts and ignores them).
     #[serde(default)]
     #[allow(dead_code)]
@@ -76,6 +82,26 @@ fn starts_with(path: &[u8], prefix: &Option<String>) -> bool {
 }
 
 impl Module for Probe {
+    fn edits_responses(&self) -> bool {
+        self.response_header
+    }
+
+    fn on_response(
+        &self,
+        _req: &dyn RequestView,
+        _resp: &dyn ResponseView,
+        _ctx: &Context,
+    ) -> Result<Vec<HeaderOp>, ModuleError> {
+        if !self.response_header {
+            return Ok(Vec::new());
+        }
+        Ok(vec![HeaderOp {
+            action: HeaderAction::Set,
+            name: HeaderName::new("X-Probe-Response")?,
+            value: HeaderValue::new("rust")?,
+        }])
+    }
+
     fn on_request(&self, req: &dyn RequestView, _ctx: &Context) -> Result<Decision, ModuleError> {
         let path = req.path();
         if starts_with(path, &self.panic_on) {
@@ -104,8 +130,8 @@ impl Module for Probe {
         }
         if self.go_on {
             return Ok(Decision::Continue(graft_contract::Changes {
-                request_headers: vec![graft_contract::HeaderOp {
-                    action: graft_contract::HeaderAction::Set,
+                request_headers: vec![HeaderOp {
+                    action: HeaderAction::Set,
                     name: HeaderName::new("X-Probe")?,
                     value: HeaderValue::new("rust")?,
                 }],

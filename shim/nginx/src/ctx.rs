@@ -65,6 +65,10 @@ pub struct RequestCtx {
     pub sides: Sides,
     /// Whether graft's header filter decided the response-header phase.
     pub response_steps_decided: bool,
+    /// Whether the native pipeline ran the request's steps (in either of
+    /// its phases), and whether the Lua bridge took the request.
+    pub native_ran: bool,
+    pub lua_bridge: bool,
     /// Whether graft's header filter started the response-body phase.
     pub body_started: bool,
     /// Mode `shadow`: Rust's response-header changes, described, per
@@ -84,6 +88,15 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// Whether the request's steps met no Lua: the native pipeline ran
+    /// them and the Lua bridge never took the request (a native-only
+    /// location, or a native answer before any Lua ran). Its later phases
+    /// then pass over an automatic rollback as its request phase did, and
+    /// leave nothing to a Lua handler that will not run.
+    pub fn no_lua(&self) -> bool {
+        self.native_ran && !self.lua_bridge
+    }
+
     /// Whether step `step` of zone `zone` has run for this request, or
     /// will without being asked again: a step runs once a request, whoever
     /// reaches it first (the native pipeline, the Lua bridge, the native
@@ -208,6 +221,8 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             body: None,
             sides: Sides::default(),
             response_steps_decided: false,
+            native_ran: false,
+            lua_bridge: false,
             body_started: false,
             response_shadows: SmallVec::new(),
             rewriters: Default::default(),

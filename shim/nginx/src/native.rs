@@ -244,6 +244,9 @@ fn run_steps(
     } else {
         Legacy::None
     };
+    if let Some(ctx) = ctx::existing(r) {
+        ctx.native_ran = true;
+    }
     for (i, step) in zone.steps.iter().enumerate().skip(from) {
         // A step runs once a request: one a team's handler ran first
         // (`graft.decide`) is passed.

@@ -198,14 +198,18 @@ pub fn later_side(
     step: &Step,
     phase: Phase,
 ) -> Option<Side> {
+    let ctx = ctx::existing(r)?;
+    // Where the request's steps met no Lua, as its request phase: an
+    // automatic rollback passed over, nothing left to a Lua handler.
+    let legacy = if ctx.no_lua() {
+        Legacy::None
+    } else {
+        Legacy::Here
+    };
     let server = NgxServer(r);
-    let p = protocol(&server, zone, Legacy::Here, false);
+    let p = protocol(&server, zone, legacy, false);
     let decide = || p.later_side(step, &crate::request::NgxRequest::new(r));
-    Some(
-        ctx::existing(r)?
-            .sides
-            .decide(zone_index, index, phase, decide),
-    )
+    Some(ctx.sides.decide(zone_index, index, phase, decide))
 }
 
 /// The Lua side asks who serves a later phase of a step (deciding it when

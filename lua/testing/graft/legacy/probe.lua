@@ -4,7 +4,8 @@
 -- served. For tests of failures: it throws on paths under `lua_error_on`,
 -- returns no decision under `lua_bad_on`, and refuses to be built with
 -- `lua_refuse`. With `answer` ({status, headers, body}) both sides answer
--- exactly that.
+-- exactly that. With `response_header`, its response-header phase sets
+-- X-Probe-Response: lua.
 
 local error = error
 local ipairs = ipairs
@@ -54,6 +55,13 @@ function _M.on_request(self, req)
         headers = { { "X-Graft-Impl", "lua" }, { "Content-Type", "text/plain" } },
         body = "lua " .. path .. "\n",
     }
+end
+
+function _M.on_response(self, req, resp)
+    if self.conf.response_header then
+        return { { action = "set", name = "X-Probe-Response", value = "lua" } }
+    end
+    return {}
 end
 
 return _M

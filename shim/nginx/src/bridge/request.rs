@@ -284,6 +284,7 @@ pub unsafe extern "C" fn graft_ffi_resume(
             _ => (None, false),
         };
         ctx.pipeline = Pipeline::Taken;
+        ctx.lua_bridge = true;
         let claimed = if ctx.has_claims(zone) {
             GRAFT_RESUME_CLAIMED
         } else {
