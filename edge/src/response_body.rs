@@ -29,15 +29,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use graft_contract::{FailurePolicy, Response, ResponseHead};
 use graft_engine::body_phase::{Failed, Rewriters};
-use graft_engine::log_budget::LogFamily;
 use graft_engine::protocol::later::Side;
 use graft_engine::protocol::Legacy;
-use graft_engine::{Count, Zone};
+use graft_engine::Zone;
 use pingora_http::ResponseHeader;
 
 use crate::request::EdgeRequest;
 use crate::state::Serving;
-use crate::steps::{self, log_limited};
+use crate::steps;
 
 /// One response's body phase, while it streams.
 pub struct BodyPhase {
@@ -155,7 +154,6 @@ fn fail(zone: &Zone, failed: Vec<Failed>, started: bool) -> Option<Response> {
         let Some(step) = zone.steps.get(i) else {
             continue;
         };
-        p.record(step, Count::Failed);
         let what = match (step.on_failure, started) {
             (FailurePolicy::Continue, _) => {
                 "the rest of the response body passes as it is".to_string()
@@ -167,13 +165,7 @@ fn fail(zone: &Zone, failed: Vec<Failed>, started: bool) -> Option<Response> {
                 format!("its failure policy answers {status}")
             }
         };
-        log_limited(
-            LogFamily::Failure,
-            format_args!(
-                "graft: zone \"{}\" module \"{}\" {why}: {what}",
-                zone.name, step.module_name
-            ),
-        );
+        p.body_rewriter_failed(step, &why, &what);
         if answer.is_none() {
             if let FailurePolicy::Respond(_) = step.on_failure {
                 if let graft_contract::Decision::Respond(r) = step.failure_decision() {

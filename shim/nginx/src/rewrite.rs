@@ -32,7 +32,10 @@ use ngx::ffi::{
 use crate::ctx::{self, Stream};
 use crate::guard::guarded;
 use crate::request::buf_bytes;
-use crate::steps::{check_later_taken, later_failed, later_side, log_limited, record, LogFamily};
+use crate::steps::{
+    body_rewriter_failed, check_later_taken, later_failed, later_side, log_limited, record,
+    LogFamily,
+};
 
 /// The next body filter in nginx's chain (the same code address in every
 /// cycle).
@@ -651,15 +654,7 @@ fn rewrite_slice(r: &ngx_http_request_t, slice: &[u8], last: bool) -> Result<Vec
     };
     for Failed { step: i, why } in failed {
         if let Some((zone, step)) = zone.and_then(|z| z.steps.get(i).map(|s| (z, s))) {
-            record(r, &zone.name, step, Count::Failed);
-            log_limited(
-                r,
-                LogFamily::Failure,
-                format_args!(
-                    "graft: zone \"{}\" module \"{}\" {why}: the rest of the response body passes as it is",
-                    zone.name, step.module_name
-                ),
-            );
+            body_rewriter_failed(r, &zone.name, step, &why);
         }
     }
     let ctx = ctx::existing(r).ok_or(())?;

@@ -242,6 +242,18 @@ pub fn later_failed(
     protocol(&server, zone, Legacy::Here, false).later_failed(step, phase, why, serving);
 }
 
+/// A response-body rewriter failed on a slice of the body: counted,
+/// logged, and the rest of the body passes as it is
+/// (`Protocol::body_rewriter_failed`).
+pub fn body_rewriter_failed(r: &ngx_http_request_t, zone: &str, step: &Step, why: &str) {
+    let server = NgxServer(r);
+    protocol(&server, zone, Legacy::Here, false).body_rewriter_failed(
+        step,
+        why,
+        "the rest of the response body passes as it is",
+    );
+}
+
 /// Counts and logs, once each, the steps of `phase` of the request's last
 /// zone that were left to Lua and that no Lua handler took.
 pub fn check_later_taken(r: &ngx_http_request_t, phase: Phase) {

@@ -177,13 +177,24 @@ impl<S: Server + ?Sized> Protocol<'_, S> {
         if serving {
             self.record(step, Count::Failed);
         }
+        self.log_failure(step, why, phase.left());
+    }
+
+    /// A response-body rewriter that failed on the body (an error, a
+    /// panic, more output held than `MAX_HELD`): counted `failed` and
+    /// logged with what became of the response (`what`: the rest passes as
+    /// it is, the response is cut, or a policy's answer goes in its place).
+    pub fn body_rewriter_failed(&self, step: &Step, why: &str, what: &str) {
+        self.record(step, Count::Failed);
+        self.log_failure(step, why, what);
+    }
+
+    fn log_failure(&self, step: &Step, why: &str, what: &str) {
         self.server.log(
             LogFamily::Failure,
             format_args!(
-                "graft: zone \"{}\" module \"{}\" {why}: {}",
-                self.zone,
-                step.module_name,
-                phase.left()
+                "graft: zone \"{}\" module \"{}\" {why}: {what}",
+                self.zone, step.module_name
             ),
         );
     }
