@@ -184,12 +184,24 @@ fn domain_len(run: &[u8]) -> Option<usize> {
 /// domain just after it ([`domain_len`]) becomes `&#64;`. Scans left to
 /// right; after an address, from its end. The Lua twin does exactly this.
 pub fn obfuscate(text: &str) -> String {
+    obfuscate_after(None, text)
+}
+
+/// [`obfuscate`] of a text that follows `before`, the last byte of the
+/// same text node already written (an `@` at the start of `text` is an
+/// address's when `before` is an address character).
+fn obfuscate_after(before: Option<u8>, text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len() + 8);
     let mut from = 0; // copied up to here
     let mut i = 0;
     while i < b.len() {
-        if b[i] != b'@' || i == 0 || !is_local(b[i - 1]) {
+        let local_before = if i == 0 {
+            before.is_some_and(is_local)
+        } else {
+            is_local(b[i - 1])
+        };
+        if b[i] != b'@' || !local_before {
             i += 1;
             continue;
         }
@@ -265,31 +277,47 @@ impl Rewriter {
         }
         let mut texts = Vec::new();
         if rules.obfuscate_emails {
-            let mut buf = String::new();
+            // A text node's chunks pass as they come until one has an
+            // `@`: only an `@` ever changes, so what comes before the
+            // first one is written untouched (its last byte kept: it says
+            // whether that `@` follows an address). From there the node
+            // is held to its end, where its addresses are known. A node
+            // over MAX_TEXT, held or not, passes as it is from there:
+            // what was held goes out as it was.
+            let mut held = String::new();
+            let mut holding = false;
+            let mut node_len = 0usize;
+            let mut before: Option<u8> = None;
             let mut too_long = false;
             texts.push(doc_text!(move |t| {
                 if t.text_type() != TextType::Data {
                     return Ok(());
                 }
                 if !too_long {
-                    buf.push_str(t.as_str());
-                    if buf.len() > MAX_TEXT {
-                        // Too long to hold: what was held goes out as it
-                        // was, and the rest of the node passes.
+                    let chunk = t.as_str();
+                    node_len += chunk.len();
+                    if node_len > MAX_TEXT {
                         too_long = true;
-                        let held = std::mem::take(&mut buf);
-                        t.replace(&held, ContentType::Html);
-                    } else {
+                        if holding {
+                            held.push_str(chunk);
+                            let held = std::mem::take(&mut held);
+                            t.replace(&held, ContentType::Html);
+                        }
+                    } else if holding || chunk.contains('@') {
+                        holding = true;
+                        held.push_str(chunk);
                         t.remove();
+                    } else if let Some(&last) = chunk.as_bytes().last() {
+                        before = Some(last);
                     }
                 }
                 if t.last_in_text_node() {
-                    if !too_long {
-                        let whole = std::mem::take(&mut buf);
-                        t.replace(&obfuscate(&whole), ContentType::Html);
+                    if holding && !too_long {
+                        let text = std::mem::take(&mut held);
+                        t.replace(&obfuscate_after(before, &text), ContentType::Html);
                     }
-                    too_long = false;
-                    buf.clear();
+                    held.clear();
+                    (holding, node_len, before, too_long) = (false, 0, None, false);
                 }
                 Ok(())
             }));

@@ -154,3 +154,36 @@ proptest! {
         prop_assert_eq!(rewrite_in(all(), &parts), whole);
     }
 }
+
+#[test]
+fn a_text_node_passes_untouched_up_to_its_first_at_and_is_held_from_there() {
+    let mail = json!({ "obfuscate_emails": true });
+    // The `@` starts a chunk after a chunk that ended the address's local
+    // part: that one was written, and its last byte still counts.
+    let out = rewrite_in(
+        mail.clone(),
+        &[
+            b"<p>write to ann",
+            b"@example.org or ",
+            b"x @y.com, b",
+            b"@c.de</p>",
+        ],
+    );
+    assert_eq!(
+        out,
+        "<p>write to ann&#64;example.org or x @y.com, b&#64;c.de</p>"
+    );
+    // A chunk that ends before the `@` with a byte that is not an
+    // address's: no address.
+    let out = rewrite_in(mail.clone(), &[b"<p>see (", b"@example.org)</p>"]);
+    assert_eq!(out, "<p>see (@example.org)</p>");
+    // Over MAX_TEXT, held or not, a node passes as it is (the Lua twin
+    // leaves such a node whole too).
+    let long = "y".repeat(MAX_TEXT);
+    let early = format!("<p>ann@example.org {long}</p>");
+    let late = format!("<p>{long} ann@example.org</p>");
+    for doc in [&early, &late] {
+        let chunks: Vec<&[u8]> = doc.as_bytes().chunks(1000).collect();
+        assert_eq!(&rewrite_in(mail.clone(), &chunks), doc);
+    }
+}

@@ -1,0 +1,98 @@
+//! html_rewrite against lol_html alone, on graft-bench's HTML rewriting
+//! job: the same 122 KB document (the sample pieces), fed in 16 KB
+//! chunks as nginx's body filter gets them.
+//!
+//! - lol_html alone, no handler: the parser and serializer, the floor;
+//! - lol_html alone, the three handlers the module runs (`head` append,
+//!   `[href]`/`[src]`/`[action]` upgrades, every text node), each doing
+//!   nothing: what matching them costs;
+//! - the module with each rule alone, and with the three rules, as
+//!   graft-bench configures it.
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use graft_contract::BodyRewriter;
+use graft_html_rewrite::{sample, HtmlRewrite};
+use lol_html::send::{HtmlRewriter, Settings};
+use lol_html::{doc_text, element};
+use serde_json::json;
+use std::hint::black_box;
+
+const CHUNK: usize = 16 * 1024;
+
+fn document() -> Vec<u8> {
+    let pieces: Vec<String> = sample::PIECES.iter().map(|p| p.to_string()).collect();
+    let body: Vec<String> = (0..160).flat_map(|_| pieces.iter().cloned()).collect();
+    sample::document(&pieces[..4], &body).into_bytes()
+}
+
+fn through_module(rw: &HtmlRewrite, doc: &[u8]) -> usize {
+    let mut r = rw.rewriter();
+    let mut out = Vec::with_capacity(doc.len() + 4096);
+    for chunk in doc.chunks(CHUNK) {
+        r.write(chunk, &mut out).unwrap();
+    }
+    r.end(&mut out).unwrap();
+    out.len()
+}
+
+fn through_lol_html(doc: &[u8], handlers: bool) -> usize {
+    let mut n = 0usize;
+    let settings = if handlers {
+        Settings {
+            element_content_handlers: vec![
+                element!("head", |_el| Ok(())),
+                element!("[href]", |_el| Ok(())),
+                element!("[src]", |_el| Ok(())),
+                element!("[action]", |_el| Ok(())),
+            ],
+            document_content_handlers: vec![doc_text!(|_t| Ok(()))],
+            ..Settings::new_send()
+        }
+    } else {
+        Settings::new_send()
+    };
+    let mut r = HtmlRewriter::new(settings, |c: &[u8]| n += c.len());
+    for chunk in doc.chunks(CHUNK) {
+        r.write(chunk).unwrap();
+    }
+    r.end().unwrap();
+    n
+}
+
+fn bench(c: &mut Criterion) {
+    let doc = document();
+    let mut g = c.benchmark_group("html_rewrite");
+    g.throughput(Throughput::Bytes(doc.len() as u64));
+    g.bench_function("lol_html alone, no handler", |b| {
+        b.iter(|| through_lol_html(black_box(&doc), false))
+    });
+    g.bench_function("lol_html alone, the module's handlers doing nothing", |b| {
+        b.iter(|| through_lol_html(black_box(&doc), true))
+    });
+    let configs = [
+        (
+            "module: head_end",
+            json!({ "head_end": "<script src=\"/rum.js\"></script>" }),
+        ),
+        (
+            "module: https_hosts",
+            json!({ "https_hosts": ["example.com", "cdn.example.com"] }),
+        ),
+        (
+            "module: obfuscate_emails",
+            json!({ "obfuscate_emails": true }),
+        ),
+        (
+            "module: the three rules (graft-bench's job)",
+            json!({ "head_end": "<script src=\"/rum.js\"></script>",
+                    "https_hosts": ["example.com", "cdn.example.com"], "obfuscate_emails": true }),
+        ),
+    ];
+    for (name, config) in configs {
+        let rw = HtmlRewrite::from_config(&config).unwrap();
+        g.bench_function(name, |b| b.iter(|| through_module(&rw, black_box(&doc))));
+    }
+    g.finish();
+}
+
+criterion_group! { name = benches; config = Criterion::default().warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2)).sample_size(20); targets = bench }
+criterion_main!(benches);
