@@ -9,7 +9,6 @@
 //! - the module with each rule alone, and with the three rules, as
 //!   graft-bench configures it.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use graft_contract::BodyRewriter;
 use graft_html_rewrite::{sample, HtmlRewrite};
 use lol_html::send::{HtmlRewriter, Settings};
 use lol_html::{doc_text, element};
