@@ -715,6 +715,23 @@ fn keep_asking(
     })
 }
 
+/// Waits for the old graft-edge of an upgrade to exit, then (a moment
+/// later, the new one serving) stops `keep_asking`'s client: what it got.
+fn once_old_exits(
+    old: &mut Edge,
+    stop: &std::sync::atomic::AtomicBool,
+    client: std::thread::JoinHandle<(usize, Vec<String>)>,
+) -> (usize, Vec<String>) {
+    assert!(
+        old.exited_within(std::time::Duration::from_secs(30)),
+        "the old graft-edge did not exit:\n{}",
+        old.log()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    client.join().unwrap()
+}
+
 /// Whether process `pid` is gone (or a zombie) within `limit`.
 fn gone_within(pid: u32, limit: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
@@ -738,7 +755,7 @@ fn gone_within(pid: u32, limit: std::time::Duration) -> bool {
 #[test]
 fn sigusr2_upgrades_in_place_refusing_no_connection_and_tells_systemd() {
     use std::os::unix::net::UnixDatagram;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let fl1 = Recorder::start("fl1");
     let origin = Recorder::start("origin");
@@ -771,14 +788,7 @@ fn sigusr2_upgrades_in_place_refusing_no_connection_and_tells_systemd() {
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("{message:?}"));
     assert_ne!(new, old.pid());
-    assert!(
-        old.exited_within(std::time::Duration::from_secs(30)),
-        "the old graft-edge did not exit:\n{}",
-        old.log()
-    );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let (served, failed) = client.join().unwrap();
+    let (served, failed) = once_old_exits(&mut old, &stop, client);
     let after = support::send(
         old.port,
         b"GET /after HTTP/1.1\r\nHost: rust.test\r\nConnection: close\r\n\r\n",
@@ -828,7 +838,7 @@ fn sigusr2_with_a_refused_file_leaves_the_running_graft_edge_serving() {
 
 #[test]
 fn a_graceful_upgrade_refuses_no_connection() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let fl1 = Recorder::start("fl1");
     let origin = Recorder::start("origin");
@@ -837,14 +847,7 @@ fn a_graceful_upgrade_refuses_no_connection() {
     let client = keep_asking(old.port, stop.clone());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let new = old.upgrade();
-    assert!(
-        old.exited_within(std::time::Duration::from_secs(30)),
-        "the old graft-edge did not exit:\n{}",
-        old.log()
-    );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let (served, failed) = client.join().unwrap();
+    let (served, failed) = once_old_exits(&mut old, &stop, client);
     assert!(
         failed.is_empty(),
         "{} refused or failed: {:?}\n{}",

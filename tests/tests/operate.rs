@@ -789,6 +789,32 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
     );
 }
 
+/// nginx with one probe step in `rust` (its policy 503, `extra` added to
+/// its configuration) that a native-only location's slow calls roll back
+/// to Lua by its time budget; `each` checks the four slow answers.
+fn rolled_back_in_native_only(
+    extra: serde_json::Value,
+    each: impl Fn(&Nginx, &graft_tests::Response),
+) -> Nginx {
+    let mut probe = json!({ "slow_on": "/native/slow", "slow_us": 20000 });
+    probe
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let config = json!({ "zones": { "localhost": { "modules": [
+        { "module": "probe", "mode": "rust", "on_failure": { "respond": 503 }, "config": probe,
+          "budget": { "us": 5000, "max_rate": 0.5, "min_requests": 4, "window": 60 } } ] } } })
+    .to_string();
+    let nginx = Nginx::start(&config);
+    for _ in 0..4 {
+        let r = nginx.get("localhost", "/native/slow");
+        assert_eq!(r.status, 200, "{}", r.text());
+        each(&nginx, &r);
+    }
+    assert_eq!(nginx.counter("localhost", 0, "killed"), 2, "rolled back");
+    nginx
+}
+
 /// The same for a step's later phases: in a native-only location an
 /// automatic rollback leaves its response-header phase to Rust, as its
 /// request phase, rather than to a Lua header filter the location does
@@ -796,23 +822,14 @@ fn a_fleet_report_reaches_the_metrics_whole_or_not_at_all_and_worker_starts_are_
 /// step's headers).
 #[test]
 fn a_rollback_leaves_a_native_only_locations_response_phase_to_rust() {
-    let config = json!({ "zones": { "localhost": { "modules": [
-        { "module": "probe", "mode": "rust", "on_failure": { "respond": 503 },
-          "config": { "slow_on": "/native/slow", "slow_us": 20000, "response_header": true },
-          "budget": { "us": 5000, "max_rate": 0.5, "min_requests": 4, "window": 60 } } ] } } })
-    .to_string();
-    let nginx = Nginx::start(&config);
-    for _ in 0..4 {
-        let r = nginx.get("localhost", "/native/slow");
-        assert_eq!(r.status, 200, "{}", r.text());
+    let nginx = rolled_back_in_native_only(json!({ "response_header": true }), |nginx, r| {
         assert_eq!(
             r.header("X-Probe-Response"),
             Some("rust"),
             "{}",
             nginx.error_log()
         );
-    }
-    assert_eq!(nginx.counter("localhost", 0, "killed"), 2, "rolled back");
+    });
     let r = nginx.get("localhost", "/native/page");
     assert_eq!((r.status, r.text().as_str()), (200, "rust /native/page\n"));
     assert_eq!(
@@ -849,17 +866,7 @@ fn a_rollback_leaves_a_native_only_locations_response_phase_to_rust() {
 /// holds everywhere.
 #[test]
 fn a_rollback_never_turns_a_native_only_location_into_an_outage() {
-    let config = json!({ "zones": { "localhost": { "modules": [
-        { "module": "probe", "mode": "rust", "on_failure": { "respond": 503 },
-          "config": { "slow_on": "/native/slow", "slow_us": 20000 },
-          "budget": { "us": 5000, "max_rate": 0.5, "min_requests": 4, "window": 60 } } ] } } })
-    .to_string();
-    let nginx = Nginx::start(&config);
-    for _ in 0..4 {
-        let r = nginx.get("localhost", "/native/slow");
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    assert_eq!(nginx.counter("localhost", 0, "killed"), 2, "rolled back");
+    let nginx = rolled_back_in_native_only(json!({}), |_, _| {});
     // The native-only location: still Rust, never the 503 of the policy.
     let r = nginx.get("localhost", "/native/page");
     assert_eq!((r.status, r.text().as_str()), (200, "rust /native/page\n"));
