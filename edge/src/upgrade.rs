@@ -35,18 +35,28 @@ pub fn on_sigusr2(exe: PathBuf, settings: PathBuf, sock: PathBuf) -> std::io::Re
     std::thread::Builder::new()
         .name("graft-edge-upgrade".into())
         .spawn(move || {
+            // Kept listening to the end: a SIGUSR2 while this process
+            // finishes its requests must not find the signal's default
+            // action (ending the process at once).
+            let mut handed_over: Option<u32> = None;
             for _ in signals.forever() {
+                if let Some(pid) = handed_over {
+                    tracing::warn!(
+                        "graft-edge: SIGUSR2 ignored: this process has handed its listeners to pid {pid} and is finishing its requests"
+                    );
+                    continue;
+                }
                 match start(&exe, &settings, &sock) {
                     Ok(pid) => {
                         tracing::warn!(
                             "graft-edge: upgrading to a new graft-edge ({}, pid {pid}): handing the listeners over, then finishing the requests in flight",
                             exe.display()
                         );
+                        handed_over = Some(pid);
+                        // Pingora hands the listeners over and exits.
                         if let Err(e) = signal_hook::low_level::raise(SIGQUIT) {
                             tracing::error!("graft-edge: upgrade: SIGQUIT to this process: {e}");
                         }
-                        // Pingora exits this process now.
-                        return;
                     }
                     Err(why) => tracing::error!(
                         "graft-edge: upgrade refused, this graft-edge serving on: {why}"

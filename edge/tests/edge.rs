@@ -788,7 +788,18 @@ fn sigusr2_upgrades_in_place_refusing_no_connection_and_tells_systemd() {
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("{message:?}"));
     assert_ne!(new, old.pid());
+    // A second SIGUSR2 while the old one finishes its requests is ignored,
+    // and says so; the old one is not ended at once.
+    old.signal("-USR2");
+    let asked_twice = std::time::Instant::now();
     let (served, failed) = once_old_exits(&mut old, &stop, client);
+    // (Pingora keeps the old process 5 s after it hands the listeners
+    // over, then gives its requests shutdown_ms.)
+    assert!(
+        asked_twice.elapsed() >= std::time::Duration::from_secs(2),
+        "the old graft-edge ended at once on a second SIGUSR2:\n{}",
+        old.log()
+    );
     let after = support::send(
         old.port,
         b"GET /after HTTP/1.1\r\nHost: rust.test\r\nConnection: close\r\n\r\n",
@@ -814,6 +825,10 @@ fn sigusr2_upgrades_in_place_refusing_no_connection_and_tells_systemd() {
         "{log}"
     );
     assert!(log.contains("upgrading to a new graft-edge"), "{log}");
+    assert!(
+        log.contains("SIGUSR2 ignored: this process has handed its listeners to pid"),
+        "{log}"
+    );
 }
 
 #[test]
