@@ -25,10 +25,25 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Stream, UniqueIDType};
 use pingora_core::server::ShutdownWatch;
 
-/// The connections open, by their descriptor, and those refused.
+/// A connection: its descriptor and its client's address. The
+/// descriptor alone is not enough: Pingora closes a connection's socket
+/// before [`Front`] hears that it ended, and the kernel may hand the same
+/// number to a new connection meanwhile, which would read as the old one
+/// back for its next request (and the old one's end would then uncount
+/// it).
+type Key = (UniqueIDType, Option<std::net::SocketAddr>);
+
+fn key(stream: &Stream) -> Key {
+    let peer = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+    (stream.id(), peer)
+}
+
+/// The connections open, by [`Key`], and those refused.
 pub struct Limit {
     max: usize,
-    open: Mutex<HashSet<UniqueIDType>>,
+    open: Mutex<HashSet<Key>>,
     refused: AtomicU64,
     /// The second a refusal was last logged.
     logged: AtomicU64,
@@ -44,19 +59,24 @@ impl Limit {
         }
     }
 
+    /// Connections open now.
+    pub fn open_now(&self) -> usize {
+        self.open().len()
+    }
+
     /// Connections refused since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, HashSet<UniqueIDType>> {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashSet<Key>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether connection `id` may be served, and how: it is open
     /// already (a kept-alive HTTP/1 one, back for its next request), or
     /// new and there is room; `None`: refused.
-    fn enter(&self, id: UniqueIDType) -> Option<Entry> {
+    fn enter(&self, id: Key) -> Option<Entry> {
         let mut open = self.open();
         if open.contains(&id) {
             return Some(Entry::Back);
@@ -80,7 +100,7 @@ impl Limit {
         None
     }
 
-    fn leave(&self, id: UniqueIDType) {
+    fn leave(&self, id: Key) {
         self.open().remove(&id);
     }
 }
@@ -142,7 +162,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let id = stream.id();
+        let id = key(&stream);
         let proxy = match self.limit.enter(id) {
             // Dropped: closed.
             None => return None,
@@ -169,19 +189,36 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
 mod tests {
     use super::*;
 
+    fn at(fd: UniqueIDType, port: u16) -> Key {
+        (fd, Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
     #[test]
     fn a_connection_past_the_limit_is_refused_and_a_kept_one_comes_back() {
         let limit = Limit::new(2);
-        assert_eq!(limit.enter(10), Some(Entry::New));
-        assert_eq!(limit.enter(11), Some(Entry::New));
-        assert_eq!(limit.enter(12), None);
+        assert_eq!(limit.enter(at(10, 4000)), Some(Entry::New));
+        assert_eq!(limit.enter(at(11, 4001)), Some(Entry::New));
+        assert_eq!(limit.enter(at(12, 4002)), None);
         assert_eq!(
-            limit.enter(10),
+            limit.enter(at(10, 4000)),
             Some(Entry::Back),
             "kept alive, back for its next request"
         );
-        limit.leave(11);
-        assert_eq!(limit.enter(12), Some(Entry::New));
+        limit.leave(at(11, 4001));
+        assert_eq!(limit.enter(at(12, 4002)), Some(Entry::New));
         assert_eq!(limit.refused(), 1);
+    }
+
+    #[test]
+    fn a_descriptor_taken_again_before_its_old_connection_left_is_a_new_connection() {
+        let limit = Limit::new(2);
+        assert_eq!(limit.enter(at(10, 4000)), Some(Entry::New));
+        // Its socket closed, descriptor 10 goes to another client before
+        // the old connection's end is heard.
+        assert_eq!(limit.enter(at(10, 4100)), Some(Entry::New));
+        limit.leave(at(10, 4000));
+        // The new one still counts: one more fits, not two.
+        assert_eq!(limit.enter(at(11, 4001)), Some(Entry::New));
+        assert_eq!(limit.enter(at(12, 4002)), None);
     }
 }

@@ -19,6 +19,8 @@
 //!   `failed` in `graft_requests_total` too);
 //! - `graft_edge_connections_refused_total`: client connections closed as
 //!   they came, `limits.max_connections` being open;
+//! - `graft_edge_connections_open`: client connections open now (those
+//!   the limit counts; nginx's stub_status `Active connections`);
 //! - `graft_edge_access_log_dropped_total`: access log lines dropped when
 //!   its writer fell behind (with an access log only).
 //!
@@ -32,6 +34,7 @@ use graft_engine::shared::CounterTable;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -44,6 +47,7 @@ struct Families {
     /// Access log lines dropped (`None`: no access log).
     log_dropped: Option<u64>,
     connections_refused: u64,
+    connections_open: u64,
 }
 
 impl std::fmt::Debug for Families {
@@ -160,8 +164,8 @@ impl Families {
         Ok(())
     }
 
-    /// The listener's own: connections closed over the limit, and access
-    /// log lines dropped (with an access log only).
+    /// The listener's own: connections closed over the limit and open
+    /// now, and access log lines dropped (with an access log only).
     fn listener(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let family = encoder.encode_descriptor(
             "graft_edge_connections_refused",
@@ -170,6 +174,13 @@ impl Families {
             MetricType::Counter,
         )?;
         ConstCounter::new(self.connections_refused).encode(family)?;
+        let family = encoder.encode_descriptor(
+            "graft_edge_connections_open",
+            "Client connections open now, as limits.max_connections counts them.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.connections_open as i64).encode(family)?;
         if let Some(dropped) = self.log_dropped {
             let family = encoder.encode_descriptor(
                 "graft_edge_access_log_dropped",
@@ -194,6 +205,7 @@ pub fn text(edge: &Edge) -> String {
         unzoned: (edge.unzoned.requests, edge.unzoned.fl1_unreachable),
         log_dropped: edge.access_log.as_ref().map(|l| l.dropped()),
         connections_refused: edge.connections.refused(),
+        connections_open: edge.connections.open_now() as u64,
     }));
     let mut ours = String::new();
     prometheus_client::encoding::text::encode(&mut ours, &registry).expect("writing to a String");
