@@ -119,6 +119,7 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
                 // The zone answered: its pipeline is over (and its later
                 // phases, a response-body step, see the answer as theirs).
                 ctx.pipeline = Pipeline::Taken;
+                ctx.native_ran = true;
                 ctx.ran_zones.push(zone);
                 ctx.resume_at = None;
                 // Finalized here, not returned: under `satisfy any` a 401
@@ -227,6 +228,7 @@ fn run_steps(
     // Only a hand-on to the Lua bridge names a step to resume at.
     if let Some(ctx) = ctx::existing(r) {
         ctx.resume_at = None;
+        ctx.native_ran = true;
     }
     let body = match zone_body(r, zone) {
         Ok(body) => body,
@@ -244,9 +246,6 @@ fn run_steps(
     } else {
         Legacy::None
     };
-    if let Some(ctx) = ctx::existing(r) {
-        ctx.native_ran = true;
-    }
     for (i, step) in zone.steps.iter().enumerate().skip(from) {
         // A step runs once a request: one a team's handler ran first
         // (`graft.decide`) is passed.

@@ -504,6 +504,26 @@ fn edge_binary() -> PathBuf {
         })
 }
 
+/// Waits (30 s at most) until `child` listens on every port of `ports`;
+/// panics, with its log, when it exits first or never does.
+fn wait_listening(child: &mut Child, ports: &[u16], what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ports
+        .iter()
+        .any(|&p| TcpStream::connect(("127.0.0.1", p)).is_err())
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}):\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never listened:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// graft-edge (FL2), run from its built binary, stopped by its pid when
 /// dropped.
 pub(crate) struct Edge {
@@ -561,20 +581,10 @@ impl Edge {
             admin_port,
             child,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err()
-            || TcpStream::connect(("127.0.0.1", admin_port)).is_err()
-        {
-            if let Ok(Some(status)) = edge.child.try_wait() {
-                panic!("{name}: graft-edge exited ({status}):\n{}", edge.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: graft-edge never listened:\n{}",
-                edge.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (what, log) = (format!("{name}: graft-edge"), edge.dir.join("edge.log"));
+        wait_listening(&mut edge.child, &[port, admin_port], &what, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        });
         edge
     }
 
@@ -589,10 +599,6 @@ impl Edge {
 
     pub(crate) fn rss_kib(&self) -> u64 {
         process_rss_kib(self.pid())
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("edge.log")).unwrap_or_default()
     }
 
     /// `GET target` on the admin listener (with the admin token for the
@@ -676,14 +682,9 @@ impl PingoraFloor {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("pingora_floor exited ({status}): see {}", dir.display());
-            }
-            assert!(Instant::now() < deadline, "pingora_floor never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(&mut child, &[port], "pingora_floor", || {
+            std::fs::read_to_string(dir.join("pingora.log")).unwrap_or_default()
+        });
         PingoraFloor { port, child }
     }
 
