@@ -335,6 +335,20 @@ impl Portable<'_> {
         Ok(())
     }
 
+    /// A range that ends at an unescaped `[` (`[a-[]`): Rust reads a
+    /// literal `[`, PCRE the start of POSIX syntax where one follows
+    /// (`[a-[:alpha:]]` is its "invalid range"), a `[` elsewhere.
+    fn range_to_bracket(&self, end: &ast::Literal) -> Result<(), String> {
+        if end.kind != LiteralKind::Verbatim || end.c != '[' {
+            return Ok(());
+        }
+        Err(refusal(
+            "-[",
+            end.span.start.offset.saturating_sub(1),
+            "a range that ends at `[`: Rust reads a literal `[`, PCRE the start of a POSIX class where `[:...:]` follows; write `\\[`",
+        ))
+    }
+
     fn posix_outside_class(&self, at: usize) -> Result<(), String> {
         let rest = &self.pattern.as_bytes()[at + 1..];
         let Some(&t) = rest.first().filter(|t| matches!(t, b':' | b'.' | b'=')) else {
@@ -399,7 +413,8 @@ impl ast::Visitor for Portable<'_> {
             ClassSetItem::Literal(l) => self.class_literal(l),
             ClassSetItem::Range(r) => {
                 self.class_literal(&r.start)?;
-                self.class_literal(&r.end)
+                self.class_literal(&r.end)?;
+                self.range_to_bracket(&r.end)
             }
             ClassSetItem::Unicode(c) => self.refuse(&c.span, UNICODE_CLASS),
             ClassSetItem::Bracketed(b) => self.refuse(
