@@ -206,7 +206,7 @@ pub fn run(
             body: req.body,
         };
         let decision = match p.step(step, &view, windows, false) {
-            Served::Decision(d) => d,
+            Served::Decision(d) => d.into_decision(),
             Served::HandOver(why) => {
                 return Ended::Pass {
                     from: i,

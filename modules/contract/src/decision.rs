@@ -32,6 +32,14 @@ impl Changes {
             && self.response_headers.is_empty()
             && self.log.is_empty()
     }
+
+    /// Empty, and never allocated: dropping it frees nothing.
+    pub fn holds_nothing(&self) -> bool {
+        self.uri.is_none()
+            && self.request_headers.capacity() == 0
+            && self.response_headers.capacity() == 0
+            && self.log.capacity() == 0
+    }
 }
 
 /// An answer sent in place of the normal content.
@@ -160,6 +168,15 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_change_list_that_allocated_is_not_one_that_holds_nothing() {
+        assert!(Changes::default().holds_nothing());
+        let mut emptied = Changes::default();
+        emptied.log.push("x".into());
+        emptied.log.clear();
+        assert!(emptied.is_empty() && !emptied.holds_nothing());
+    }
 
     fn respond(status: u16, headers: &[(&str, &str)], body: &str) -> Decision {
         Decision::Respond(Response {

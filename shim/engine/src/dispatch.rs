@@ -15,7 +15,7 @@ use crate::{Count, Step};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// A decision to serve: continue (with changes) or respond.
-    Decided(Decision),
+    Decided(Decided),
     /// The module said "not mine".
     Declined,
     /// The module returned an error (counted `error`; the request falls
@@ -24,6 +24,45 @@ pub enum Outcome {
     Errored(String),
     /// The module panicked; the message is the panic's.
     Panicked(String),
+}
+
+/// A decision to serve, kept small while it moves through the step
+/// protocol to the server: a continue that changes nothing (what most
+/// steps answer on most requests) carries nothing and allocates nothing;
+/// any other decision is boxed once, where its changes already allocated.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decided(Option<Box<Decision>>);
+
+impl Decided {
+    pub fn new(decision: Decision) -> Decided {
+        match decision {
+            Decision::Continue(changes) if changes.is_empty() => Decided(None),
+            decision => Decided(Some(Box::new(decision))),
+        }
+    }
+
+    /// A continue with no change: nothing for the server to apply.
+    pub fn is_unchanged(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The decision itself (an unchanged continue is made here, with no
+    /// allocation).
+    pub fn into_decision(self) -> Decision {
+        self.0
+            .map_or_else(|| Decision::Continue(Default::default()), |d| *d)
+    }
+
+    /// The decision, `None` for an unchanged continue.
+    pub fn decision(&self) -> Option<&Decision> {
+        self.0.as_deref()
+    }
+}
+
+impl From<Decision> for Decided {
+    fn from(decision: Decision) -> Decided {
+        Decided::new(decision)
+    }
 }
 
 thread_local! {
@@ -45,6 +84,17 @@ pub fn install_panic_hook() {
     });
 }
 
+/// Runs `f`, a module's code, with a panic caught and kept from the
+/// default hook (one lookup of the thread's flag for both marks).
+fn in_module<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    IN_MODULE.with(|flag| {
+        flag.set(true);
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        flag.set(false);
+        result
+    })
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
@@ -62,10 +112,7 @@ pub fn guarded_module<T>(
     step: &Step,
     f: impl FnOnce() -> Result<T, graft_contract::ModuleError>,
 ) -> Result<T, String> {
-    IN_MODULE.with(|f| f.set(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    IN_MODULE.with(|f| f.set(false));
-    match result {
+    match in_module(f) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             step.counters.add(Count::Error);
@@ -118,15 +165,20 @@ pub fn run_log_phase(
 /// (`Decision::check_framing`) is the step's error. Serving counts (lua, rust, fallback, shadow) are the
 /// caller's, who knows which decision was served.
 pub fn run_request_phase(step: &Step, req: &dyn RequestView, ctx: &Context) -> Outcome {
-    IN_MODULE.with(|f| f.set(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(|| step.module.on_request(req, ctx)));
-    IN_MODULE.with(|f| f.set(false));
+    let result = in_module(|| step.module.on_request(req, ctx));
     let outcome = match result {
         Ok(Ok(Decision::Decline)) => Outcome::Declined,
+        Ok(Ok(Decision::Continue(changes))) if changes.is_empty() => {
+            if changes.holds_nothing() {
+                // Nothing was ever allocated in it: its drop would free nothing.
+                std::mem::forget(changes);
+            }
+            Outcome::Decided(Decided(None))
+        }
         // A decision that cannot go on the wire as it is fails whole,
         // before any of it is applied.
         Ok(Ok(mut decision)) => match decision.check_framing() {
-            Ok(()) => Outcome::Decided(decision),
+            Ok(()) => Outcome::Decided(Decided(Some(Box::new(decision)))),
             Err(e) => Outcome::Errored(format!("its decision {e}")),
         },
         Ok(Err(e)) => Outcome::Errored(e.message),

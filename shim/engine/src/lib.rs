@@ -44,6 +44,6 @@ pub use config::{BodyLimit, Config, Mode, OverLimit, Step, Zone};
 pub use counters::{Count, Counters, Impl, Kill};
 pub use dispatch::{
     guarded_module, run_log_phase, run_request_phase, run_response_phase, start_response_body,
-    Outcome,
+    Decided, Outcome,
 };
 pub use error::{Error, ErrorKind};

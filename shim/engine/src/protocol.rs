@@ -17,10 +17,10 @@ pub mod later;
 use std::cell::Cell;
 use std::fmt;
 
-use graft_contract::{Context, Decision, FailurePolicy, RequestView, Windows};
+use graft_contract::{Context, FailurePolicy, RequestView, Windows};
 
 use crate::log_budget::LogFamily;
-use crate::{run_request_phase, Count, Impl, Mode, Outcome, Step};
+use crate::{run_request_phase, Count, Decided, Impl, Mode, Outcome, Step};
 
 /// What the protocol needs from the server that drives it.
 pub trait Server {
@@ -80,7 +80,7 @@ impl HandOver {
 #[derive(Debug)]
 pub enum Served {
     /// Serve this: the Rust side's decision, or the failure policy's.
-    Decision(Decision),
+    Decision(Decided),
     /// The legacy side takes the request from this step.
     HandOver(HandOver),
     /// `shadow` with the legacy side here: the Rust side's outcome, for it
@@ -187,7 +187,7 @@ impl<'a, S: Server + ?Sized> Protocol<'a, S> {
             HandOver::Rust(_) => NO_LUA_AFTER_RUST,
         };
         self.fail(step, text);
-        Served::Decision(step.failure_decision())
+        Served::Decision(step.failure_decision().into())
     }
 
     /// Runs the step's Rust side, timing one call in [`SAMPLE_EVERY`] for
@@ -315,7 +315,7 @@ mod tests {
     use std::cell::RefCell;
     use std::path::Path;
 
-    use graft_contract::{LocalWindows, OwnedRequest};
+    use graft_contract::{Decision, LocalWindows, OwnedRequest};
 
     use super::*;
     use crate::Config;
@@ -366,7 +366,10 @@ mod tests {
             let config = probe("rust", "\"continue\"");
             let server = Lines::default();
             let s = served(&config, legacy, "/x", &server);
-            assert!(matches!(s, Served::Decision(Decision::Respond(_))), "{s:?}");
+            assert!(
+                matches!(&s, Served::Decision(d) if matches!(d.decision(), Some(Decision::Respond(_)))),
+                "{s:?}"
+            );
             let c = &config.zones[0].steps[0].counters;
             assert_eq!(c.get(Count::Rust), 1);
             assert_eq!(c.get(Count::Native), u64::from(legacy != Legacy::Here));
@@ -391,7 +394,10 @@ mod tests {
             let config = probe("rust", r#"{ "respond": 503 }"#);
             let server = Lines::default();
             match served(&config, Legacy::None, path, &server) {
-                Served::Decision(Decision::Respond(r)) => assert_eq!(r.status, 503),
+                Served::Decision(d) => match d.into_decision() {
+                    Decision::Respond(r) => assert_eq!(r.status, 503),
+                    other => panic!("{other:?}"),
+                },
                 other => panic!("{other:?}"),
             }
             let c = &config.zones[0].steps[0].counters;
@@ -424,7 +430,7 @@ mod tests {
         // Nowhere to go: the failure policy, never a silent pass.
         assert!(matches!(
             served(&config, Legacy::None, "/x", &server),
-            Served::Decision(Decision::Continue(_))
+            Served::Decision(d) if d.decision().is_none_or(|d| matches!(d, Decision::Continue(_)))
         ));
         assert_eq!(config.zones[0].steps[0].counters.get(Count::Failed), 1);
     }

@@ -264,7 +264,7 @@ fn run_steps(
             )
         };
         let decision = match served {
-            Served::Decision(d) => d,
+            Served::Decision(d) => d.into_decision(),
             Served::HandOver(why) => {
                 return hand_on(r, i, matches!(why, HandOver::Rust(_)));
             }

@@ -175,7 +175,10 @@ fn a_panic_in_a_module_is_an_outcome_and_is_counted() {
     assert_eq!(out, Outcome::Panicked("probe panics on /boom/x".into()));
     assert_eq!(probe.counters.get(Count::Panic), 1);
     match run_request_phase(probe, &OwnedRequest::get("example.com", "/fine"), &ctx) {
-        Outcome::Decided(Decision::Respond(r)) => assert_eq!(r.body, b"rust /fine\n"),
+        Outcome::Decided(d) => match d.into_decision() {
+            Decision::Respond(r) => assert_eq!(r.body, b"rust /fine\n"),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{other:?}"),
     }
     let counters: serde_json::Value = serde_json::from_str(&c.counters_json(0)).unwrap();

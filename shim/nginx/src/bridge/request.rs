@@ -4,7 +4,7 @@
 //! side decided.
 use std::ffi::{c_int, c_uchar, c_ulonglong, c_void};
 
-use graft_contract::{Decision, FailurePolicy, HeaderAction, HeaderName, HeaderOp, HeaderValue};
+use graft_contract::{FailurePolicy, HeaderAction, HeaderName, HeaderOp, HeaderValue};
 use graft_engine::protocol::later::{Phase, Side};
 use graft_engine::protocol::{HandOver, Legacy, Served};
 use graft_engine::{Count, Impl, Mode, Outcome, Step};
@@ -158,16 +158,14 @@ pub unsafe extern "C" fn graft_ffi_run(
             Served::HandOver(HandOver::Rust(outcome)) | Served::Shadow(outcome) => outcome,
             Served::Decision(d) => Outcome::Decided(d),
         };
-        if let Outcome::Decided(Decision::Continue(changes)) = &outcome {
-            if changes.is_empty() {
-                // Nothing to hand over, so nothing is kept.
-                *out = empty_decision();
-                return GRAFT_OK;
-            }
+        if matches!(&outcome, Outcome::Decided(d) if d.is_unchanged()) {
+            // Nothing to hand over, so nothing is kept.
+            *out = empty_decision();
+            return GRAFT_OK;
         }
         OUT.with_borrow_mut(|buf| match outcome {
             Outcome::Decided(d) => {
-                buf.fill(d, out);
+                buf.fill(d.into_decision(), out);
                 GRAFT_OK
             }
             Outcome::Declined => {
