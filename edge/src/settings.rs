@@ -603,10 +603,12 @@ mod tests {
         p
     }
 
-    fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("graft-edge-settings-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A directory of the test's own, removed when the test ends.
+    fn dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("graft-edge-settings-")
+            .tempdir()
+            .unwrap()
     }
 
     fn parse(text: &str) -> Result<Settings, Refused> {
@@ -616,7 +618,7 @@ mod tests {
     #[test]
     fn a_whole_file_reads_back() {
         let d = dir();
-        let key = key_file(&d, "key", 0o600);
+        let key = key_file(d.path(), "key", 0o600);
         let s = parse(&format!(
             r#"{{ "listen": ["127.0.0.1:8000"], "admin_listen": "127.0.0.1:8001", "graft": "graft.json",
                  "origins": {{ "a.test": "127.0.0.1:9000", "default": "127.0.0.1:9001" }},
@@ -636,8 +638,8 @@ mod tests {
     #[test]
     fn every_refusal_names_its_field() {
         let d = dir();
-        let key = key_file(&d, "key2", 0o600);
-        let open = key_file(&d, "open", 0o644);
+        let key = key_file(d.path(), "key2", 0o600);
+        let open = key_file(d.path(), "open", 0o644);
         let base = |extra: &str| {
             format!(
                 r#"{{ "listen": ["127.0.0.1:8000"], "graft": "g.json", "origins": {{ "default": "127.0.0.1:9" }},
