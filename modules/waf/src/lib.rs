@@ -44,15 +44,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use graft_conditions::{
     compile_regex, lua_conditions_in, pcre_pattern, Condition, EqualsIndex, Subject,
-    REGEX_SIZE_LIMIT,
 };
 use graft_contract::body::{self, decode};
 use graft_contract::{
     parse_config, Changes, ConfigError, Configured, Context, Decision, Factory, FailurePolicy,
     HeaderVisitor, Module, ModuleError, RequestView, Response,
 };
-use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde::Deserialize;
+use signatures::{Signatures, Targets};
+
+mod signatures;
 
 pub const NAME: &str = "waf";
 pub const MAX_RULES: usize = 10_000;
@@ -204,7 +205,7 @@ pub struct Waf {
     rules: Vec<Rule>,
     folds: Vec<Fold>,
     /// Every pattern of every enabled list, and the list each belongs to.
-    signatures: Option<Arc<RegexSet>>,
+    signatures: Option<Arc<Signatures>>,
     pattern_list: Vec<usize>,
     list_names: Vec<String>,
     signature_action: Action,
@@ -290,40 +291,34 @@ impl Waf {
     /// their decoding.
     fn signature_hit(&self, subject: &Subject, sent: Option<&[u8]>) -> Option<usize> {
         let set = self.signatures.as_ref()?;
-        let mut first: Option<usize> = None;
-        let mut check = |value: &[u8]| {
-            // Most values match nothing: a yes-or-no search first, which
-            // allocates nothing; which lists matched only on a match.
-            if !set.is_match(value) {
-                return;
-            }
-            for p in set.matches(value).iter() {
-                let list = self.pattern_list[p];
-                first = Some(first.map_or(list, |f| f.min(list)));
-            }
-        };
-        check(subject.req.path());
+        let mut targets = Targets::default();
+        targets.push(subject.req.path());
         for (name, value) in subject.args() {
-            check(name);
-            check(value);
+            targets.push(name);
+            targets.push(value);
         }
         if self.inspect_body {
             for (name, value) in subject.body_args() {
-                check(name);
-                check(value);
+                targets.push(name);
+                targets.push(value);
             }
-            subject.json_strings().for_each(&mut check);
+            subject.json_strings().for_each(|s| targets.push(s));
             // And the bytes themselves, whatever the Content-Type says:
             // a backend that reads a JSON or form body more leniently than
             // graft's decoders still never gets a payload graft's
             // signatures did not see.
             if let Some(raw) = subject.req.body() {
-                check(raw);
+                targets.push_apart(raw);
             }
             if let Some(sent) = sent {
-                check(sent);
+                targets.push_apart(sent);
             }
         }
+        let mut first: Option<usize> = None;
+        set.matches(&targets, |p| {
+            let list = self.pattern_list[p];
+            first = Some(first.map_or(list, |f| f.min(list)));
+        });
         first
     }
 
@@ -376,21 +371,15 @@ impl RequestView for Decoded<'_> {
     }
 }
 
-/// The compiled set for a choice of lists, compiled once per choice for the
-/// life of the process and shared by every zone that makes it.
-fn signature_set(lists: &[String], patterns: &[&str]) -> Result<Arc<RegexSet>, ConfigError> {
-    static SETS: OnceLock<Mutex<HashMap<Vec<String>, Arc<RegexSet>>>> = OnceLock::new();
+/// The compiled lists for a choice of lists, compiled once per choice for
+/// the life of the process and shared by every zone that makes it.
+fn signature_set(lists: &[String], patterns: &[&str]) -> Result<Arc<Signatures>, ConfigError> {
+    static SETS: OnceLock<Mutex<HashMap<Vec<String>, Arc<Signatures>>>> = OnceLock::new();
     let sets = SETS.get_or_init(Default::default);
     if let Some(set) = sets.lock().unwrap_or_else(|e| e.into_inner()).get(lists) {
         return Ok(set.clone());
     }
-    let set = Arc::new(
-        RegexSetBuilder::new(patterns)
-            .unicode(false)
-            .size_limit(REGEX_SIZE_LIMIT * 8)
-            .build()
-            .map_err(|e| ConfigError::new("signatures", e.to_string()))?,
-    );
+    let set = Arc::new(Signatures::new(patterns).map_err(|e| ConfigError::new("signatures", e))?);
     sets.lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(lists.to_vec(), set.clone());

@@ -1,0 +1,474 @@
+//! The signature lists, compiled: one regex set over every pattern, and a
+//! literal pass before it.
+//!
+//! Most of what the WAF reads matches no signature, and a regex set pays
+//! for each value it is asked about (its engine's setup: about 110 ns a
+//! value, for the 800 values of a 16 KB form) and reads each byte through
+//! a lazy DFA of every pattern at once. So the targets of a request are
+//! first joined into one buffer (one value a line) and searched once for
+//! the literals the patterns need: for each pattern, the set of literals
+//! every one of its matches starts with (`regex-syntax`'s prefix
+//! extraction, from the very syntax tree the regex compiles). Where none of
+//! a pattern's literals occurs, the pattern cannot match any target, and
+//! no regex runs for it. A pattern whose literal is there runs once over
+//! the joined buffer (where `^` and `$` hold at each line's ends, so a
+//! target reads as it reads alone), and only where it matches there, over
+//! each target: the verdict is always a target's own.
+//!
+//! The literals are searched for with one leftmost automaton, restarted a
+//! byte past each find's start. That finds every occurrence because no
+//! literal kept is the start of another (a longer one gives its pattern
+//! to the shorter, which occurs wherever it does), so at most one literal
+//! starts at any byte.
+//!
+//! The pass is a filter and never a verdict. It finds a literal wherever
+//! one occurs in a target, ASCII case-insensitively (as the `(?i)`
+//! patterns, in bytes mode, fold): a literal found where the pattern then
+//! does not match (a line break inside it, a case the pattern does not
+//! fold, an assertion that fails) only costs that pattern's run. A set
+//! whose patterns do not all yield literals (one that starts with a class
+//! of many bytes, say) is searched as before: the set over each target.
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use graft_conditions::REGEX_SIZE_LIMIT;
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+
+/// The compiled lists: what `Waf` asks about a request's targets.
+pub(crate) struct Signatures {
+    /// Every pattern at once, for a set with no literal pass.
+    set: RegexSet,
+    literals: Option<Literals>,
+}
+
+/// The literal pass: the literals of every pattern in one automaton, and
+/// each pattern on its own for the ones whose literal is found.
+struct Literals {
+    automaton: AhoCorasick,
+    /// The patterns each literal (by its index in the automaton) stands for.
+    patterns_of: Vec<Vec<usize>>,
+    each: Vec<Regex>,
+    /// Each pattern for the joined buffer, where it can be asked there
+    /// (`^` and `$` at each line's ends: [`joined_regex`]).
+    joined: Vec<Option<Regex>>,
+}
+
+/// A request's targets: the short ones (path, arguments, form fields, JSON
+/// strings) joined in one buffer, one a line; the long ones (the body's
+/// bytes, as read and as sent) apart, never copied.
+#[derive(Default)]
+pub(crate) struct Targets<'a> {
+    joined: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    apart: Vec<&'a [u8]>,
+}
+
+impl<'a> Targets<'a> {
+    pub(crate) fn push(&mut self, value: &[u8]) {
+        let start = self.joined.len();
+        self.joined.extend_from_slice(value);
+        self.spans.push((start, self.joined.len()));
+        self.joined.push(b'\n');
+    }
+
+    pub(crate) fn push_apart(&mut self, value: &'a [u8]) {
+        self.apart.push(value);
+    }
+
+    fn short(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|&(s, e)| &self.joined[s..e])
+    }
+
+    fn each(&self) -> impl Iterator<Item = &[u8]> {
+        self.short().chain(self.apart.iter().copied())
+    }
+}
+
+impl Signatures {
+    pub(crate) fn new(patterns: &[&str]) -> Result<Signatures, String> {
+        let set = RegexSetBuilder::new(patterns)
+            .unicode(false)
+            .size_limit(REGEX_SIZE_LIMIT * 8)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Signatures {
+            set,
+            literals: Literals::new(patterns),
+        })
+    }
+
+    /// Whether a literal pass runs before any regex.
+    #[cfg(test)]
+    pub(crate) fn has_literal_pass(&self) -> bool {
+        self.literals.is_some()
+    }
+
+    /// Calls `hit` with every pattern that matches some target (a pattern
+    /// may come more than once).
+    pub(crate) fn matches(&self, targets: &Targets, mut hit: impl FnMut(usize)) {
+        let Some(literals) = &self.literals else {
+            for value in targets.each() {
+                // Most values match nothing: a yes-or-no search first,
+                // which allocates nothing; which patterns only on a match.
+                if self.set.is_match(value) {
+                    self.set.matches(value).iter().for_each(&mut hit);
+                }
+            }
+            return;
+        };
+        let candidates = literals.candidates(targets);
+        for p in candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(p, &c)| c.then_some(p))
+        {
+            let regex = &literals.each[p];
+            // One search of the joined buffer first: no match there, no
+            // match in any of its targets; a match there is then looked
+            // for target by target (it may span two).
+            let short = match &literals.joined[p] {
+                Some(joined) if !joined.is_match(&targets.joined) => false,
+                _ => targets.short().any(|value| regex.is_match(value)),
+            };
+            if short || targets.apart.iter().any(|value| regex.is_match(value)) {
+                hit(p);
+            }
+        }
+    }
+
+    /// The patterns the literal pass would run for `targets` (every one,
+    /// without a literal pass).
+    #[cfg(test)]
+    pub(crate) fn candidates(&self, targets: &Targets) -> Vec<bool> {
+        match &self.literals {
+            Some(l) => l.candidates(targets),
+            None => vec![true; self.set.len()],
+        }
+    }
+}
+
+impl Literals {
+    /// The pass, where every pattern has literals its matches start with
+    /// (`None`: some pattern has none, or the automaton cannot be built).
+    fn new(patterns: &[&str]) -> Option<Literals> {
+        let mut by_literal: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut each = Vec::with_capacity(patterns.len());
+        let mut joined = Vec::with_capacity(patterns.len());
+        for (p, pattern) in patterns.iter().enumerate() {
+            by_literal.extend(prefix_literals(pattern)?.into_iter().map(|l| (l, p)));
+            each.push(regex(pattern, false).ok()?);
+            joined.push(joined_regex(pattern));
+        }
+        // No literal kept is the start of another: a literal that starts
+        // with a shorter one gives its pattern to the shorter one (where it
+        // occurs, the shorter one does, at the same place). Then at most
+        // one literal starts at any byte, and a leftmost search restarted
+        // one byte past each find's start finds every one.
+        by_literal.sort();
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut patterns_of: Vec<Vec<usize>> = Vec::new();
+        for (literal, p) in by_literal {
+            match literals.last() {
+                Some(last) if literal.starts_with(last) => {
+                    let of = patterns_of.last_mut().expect("one per literal");
+                    if !of.contains(&p) {
+                        of.push(p);
+                    }
+                }
+                _ => {
+                    literals.push(literal);
+                    patterns_of.push(vec![p]);
+                }
+            }
+        }
+        let automaton = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            // A few dozen short literals: a small DFA, the fastest walk.
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&literals)
+            .ok()?;
+        Some(Literals {
+            automaton,
+            patterns_of,
+            each,
+            joined,
+        })
+    }
+
+    /// Which patterns have a literal somewhere in the targets.
+    fn candidates(&self, targets: &Targets) -> Vec<bool> {
+        let mut found = vec![false; self.each.len()];
+        let mut left = found.len();
+        for hay in std::iter::once(targets.joined.as_slice()).chain(targets.apart.iter().copied()) {
+            let mut at = 0;
+            while let Some(m) = self
+                .automaton
+                .find(aho_corasick::Input::new(hay).range(at..))
+            {
+                for &p in &self.patterns_of[m.pattern().as_usize()] {
+                    if !found[p] {
+                        found[p] = true;
+                        left -= 1;
+                    }
+                }
+                if left == 0 {
+                    return found;
+                }
+                at = m.start() + 1;
+            }
+        }
+        found
+    }
+}
+
+fn regex(pattern: &str, multi_line: bool) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .multi_line(multi_line)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+/// `pattern` for the joined buffer: with `^` and `$` at every line's ends,
+/// each target (its own line) reads there as it reads alone. Inside a
+/// target the bytes are the same; at its ends, the line break beside it
+/// is, to `^`, `$` and to `\b` or `\B` (a byte that is no word's), what
+/// the end of the text is. So a match in a target is a match in the
+/// buffer. `None` for a pattern with `\A` or `\z` (they hold only at the
+/// buffer's ends), which is asked target by target.
+fn joined_regex(pattern: &str) -> Option<Regex> {
+    use regex_syntax::hir::Look;
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .multi_line(true)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let looks = hir.properties().look_set();
+    if looks.contains(Look::Start) || looks.contains(Look::End) {
+        return None;
+    }
+    regex(pattern, true).ok()
+}
+
+/// The literals every match of `pattern` starts with, lower-cased (the
+/// automaton folds ASCII case); `None` where there is no such finite set,
+/// or it holds the empty string (a match could start anywhere).
+fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    // The syntax the regex crate compiles, in the same mode (bytes, no
+    // Unicode), so the literals are those of the regex that runs.
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = seq.literals()?;
+    if literals.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    let mut lower: Vec<Vec<u8>> = literals
+        .iter()
+        .map(|l| l.as_bytes().to_ascii_lowercase())
+        .collect();
+    lower.sort_unstable();
+    lower.dedup();
+    Some(lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_lists_all_have_a_literal_pass() {
+        let lists = crate::signature_lists();
+        let mut names: Vec<&String> = lists.keys().collect();
+        names.sort();
+        for name in names {
+            let patterns: Vec<&str> = lists[name].iter().map(String::as_str).collect();
+            for p in &patterns {
+                assert!(
+                    prefix_literals(p).is_some(),
+                    "{name}: {p} has no prefix literals"
+                );
+            }
+            assert!(Signatures::new(&patterns).unwrap().has_literal_pass());
+        }
+    }
+
+    #[test]
+    fn a_pattern_held_to_the_texts_ends_is_not_asked_of_the_joined_buffer() {
+        assert!(joined_regex("\\Aadmin\\z").is_none());
+        assert!(joined_regex("(?-m)^admin").is_none());
+        assert!(joined_regex("^admin$").is_some());
+        let s = Signatures::new(&["\\Aadmin\\z", "(^|/)\\.\\.(/|$)"]).unwrap();
+        let mut t = Targets::default();
+        t.push(b"x");
+        t.push(b"admin");
+        t.push(b"..");
+        let mut hits = Vec::new();
+        s.matches(&t, |p| hits.push(p));
+        assert_eq!(hits, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_pattern_a_match_can_start_anywhere_turns_the_pass_off() {
+        assert_eq!(prefix_literals("[a-z]+x"), None);
+        assert_eq!(prefix_literals("a?b?"), None);
+        let s = Signatures::new(&["(?i)<script", "\\w+=\\d"]).unwrap();
+        assert!(!s.has_literal_pass());
+    }
+
+    #[test]
+    fn the_literals_fold_case_and_look_through_assertions() {
+        assert_eq!(
+            prefix_literals("(?i)\\bunion\\b"),
+            Some(vec![b"union".to_vec()])
+        );
+        // `^` matches the empty string here: ".." alone is one of them.
+        let dots = prefix_literals(r"(^|[/\\])\.\.([/\\]|$)").unwrap();
+        assert!(dots.contains(&b"..".to_vec()), "{dots:?}");
+    }
+
+    #[test]
+    fn a_literal_is_looked_for_within_each_target_in_any_case() {
+        let s = Signatures::new(&["(?i)<script\\b"]).unwrap();
+        let mut t = Targets::default();
+        t.push(b"a<scr");
+        t.push(b"ipt b");
+        assert_eq!(s.candidates(&t), vec![false]);
+        let mut t = Targets::default();
+        t.push(b"x<scri");
+        t.push(b"pt");
+        t.push(b"<sCrIpT");
+        let mut hits = Vec::new();
+        s.matches(&t, |p| hits.push(p));
+        assert_eq!(hits, vec![0]);
+    }
+
+    /// The literal pass never changes a verdict: over targets made of the
+    /// shipped patterns' pieces, in any case, split anywhere, the patterns
+    /// found are those the set finds in each target.
+    mod against_the_set {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const PIECES: &[&str] = &[
+            "union",
+            "select",
+            " ",
+            "  ",
+            "'",
+            "\"",
+            "or",
+            "and",
+            "1",
+            "=",
+            "1=1",
+            "<script",
+            "<",
+            ">",
+            "script",
+            "..",
+            "/",
+            "\\",
+            "%2e",
+            "%2E",
+            "etc",
+            "/etc/passwd",
+            "c:\\windows\\",
+            "on",
+            "error",
+            "load",
+            "=",
+            "javascript",
+            ":",
+            "sleep",
+            "(",
+            ";",
+            "drop",
+            "table",
+            "information_schema",
+            "<svg",
+            "<iframe",
+            "\n",
+            "\t",
+            "a",
+            "Z",
+            "_",
+            "0",
+            "&",
+            "+",
+            "benchmark",
+            "pg_sleep",
+            "mouseover",
+            "hosts",
+            "embed",
+            "object",
+            "delete from",
+        ];
+
+        fn every_list() -> Vec<&'static str> {
+            let lists = crate::signature_lists();
+            let mut names: Vec<&String> = lists.keys().collect();
+            names.sort();
+            names
+                .into_iter()
+                .flat_map(|n| lists[n].iter().map(String::as_str))
+                .collect()
+        }
+
+        fn target() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec((0..PIECES.len(), any::<bool>(), any::<u8>()), 0..12).prop_map(
+                |parts| {
+                    let mut out = Vec::new();
+                    for (i, upper, byte) in parts {
+                        let piece = PIECES[i].as_bytes();
+                        if byte > 240 {
+                            out.push(byte);
+                        } else if upper {
+                            out.extend(piece.to_ascii_uppercase());
+                        } else {
+                            out.extend_from_slice(piece);
+                        }
+                    }
+                    out
+                },
+            )
+        }
+
+        fn found(s: &Signatures, targets: &Targets) -> Vec<usize> {
+            let mut hits = Vec::new();
+            s.matches(targets, |p| hits.push(p));
+            hits.sort_unstable();
+            hits.dedup();
+            hits
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn the_same_patterns_match(
+                short in prop::collection::vec(target(), 0..6),
+                long in prop::collection::vec(target(), 0..2),
+            ) {
+                let patterns = every_list();
+                let with = Signatures::new(&patterns).unwrap();
+                prop_assert!(with.literals.is_some());
+                let without = Signatures { set: with.set.clone(), literals: None };
+                let mut targets = Targets::default();
+                for t in &short {
+                    targets.push(t);
+                }
+                for t in &long {
+                    targets.push_apart(t);
+                }
+                prop_assert_eq!(found(&with, &targets), found(&without, &targets));
+            }
+        }
+    }
+}
