@@ -49,6 +49,17 @@ fn bench(c: &mut Criterion) {
     c.bench_function("waf 16 KB form body", |b| {
         b.iter(|| inspect.on_request(black_box(&form), &ctx))
     });
+    // A body made to trip the literal pass: 16 KB of one signature's
+    // literal (`;`, of `; drop table`), in no form, matching nothing.
+    let mut dense = OwnedRequest::get("shop.example", "/index.html");
+    dense.method = b"POST".to_vec();
+    dense
+        .headers
+        .push((b"Content-Type".to_vec(), b"text/plain".to_vec()));
+    dense.body = Some(b";".repeat(16_200));
+    c.bench_function("waf 16 KB of one literal", |b| {
+        b.iter(|| inspect.on_request(black_box(&dense), &ctx))
+    });
 }
 
 /// graft-bench's form: the same bytes.

@@ -12,14 +12,13 @@
 //! a pattern's literals occurs, the pattern cannot match any target, and
 //! no regex runs for it. A pattern whose literal is there runs once over
 //! the joined buffer (where `^` and `$` hold at each line's ends, so a
-//! target reads as it reads alone), and only where it matches there, over
-//! each target: the verdict is always a target's own.
+//! target reads as it reads alone) and over the body's bytes; only where
+//! one matches the joined buffer does the set read each short target, as
+//! before: the verdict is always a target's own. A request that finds the
+//! pass more than [`MAX_REPORTS`] literals is read by the set whole.
 //!
-//! The literals are searched for with one leftmost automaton, restarted a
-//! byte past each find's start. That finds every occurrence because no
-//! literal kept is the start of another (a longer one gives its pattern
-//! to the shorter, which occurs wherever it does), so at most one literal
-//! starts at any byte.
+//! The literals are searched for in one walk of an Aho-Corasick DFA that
+//! reports every occurrence, overlapping ones too.
 //!
 //! The pass is a filter and never a verdict. It finds a literal wherever
 //! one occurs in a target, ASCII case-insensitively (as the `(?i)`
@@ -33,6 +32,12 @@ use graft_conditions::REGEX_SIZE_LIMIT;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
+/// How many literals the pass finds in a request before it stops and the
+/// set reads every target instead: a report costs about 10 ns, so a body
+/// made of literals costs the pass at most about 10 µs on top of what the
+/// set alone costs.
+const MAX_REPORTS: usize = 1024;
+
 /// The compiled lists: what `Waf` asks about a request's targets.
 pub(crate) struct Signatures {
     /// Every pattern at once, for a set with no literal pass.
@@ -44,8 +49,8 @@ pub(crate) struct Signatures {
 /// each pattern on its own for the ones whose literal is found.
 struct Literals {
     automaton: AhoCorasick,
-    /// The patterns each literal (by its index in the automaton) stands for.
-    patterns_of: Vec<Vec<usize>>,
+    /// The pattern each literal (by its index in the automaton) is one of.
+    patterns_of: Vec<usize>,
     each: Vec<Regex>,
     /// Each pattern for the joined buffer, where it can be asked there
     /// (`^` and `$` at each line's ends: [`joined_regex`]).
@@ -106,31 +111,45 @@ impl Signatures {
     /// may come more than once).
     pub(crate) fn matches(&self, targets: &Targets, mut hit: impl FnMut(usize)) {
         let Some(literals) = &self.literals else {
-            for value in targets.each() {
-                // Most values match nothing: a yes-or-no search first,
-                // which allocates nothing; which patterns only on a match.
-                if self.set.is_match(value) {
-                    self.set.matches(value).iter().for_each(&mut hit);
-                }
-            }
-            return;
+            return self.set_over(targets.each(), hit);
         };
-        let candidates = literals.candidates(targets);
+        // A request made of literals (a body of `;` over and over) ends
+        // the pass early: the set then reads every target, as without one.
+        let Some(candidates) = literals.candidates(targets) else {
+            return self.set_over(targets.each(), hit);
+        };
+        let mut short_may_match = false;
         for p in candidates
             .iter()
             .enumerate()
             .filter_map(|(p, &c)| c.then_some(p))
         {
-            let regex = &literals.each[p];
-            // One search of the joined buffer first: no match there, no
-            // match in any of its targets; a match there is then looked
-            // for target by target (it may span two).
-            let short = match &literals.joined[p] {
-                Some(joined) if !joined.is_match(&targets.joined) => false,
-                _ => targets.short().any(|value| regex.is_match(value)),
-            };
-            if short || targets.apart.iter().any(|value| regex.is_match(value)) {
+            // One search of the joined buffer: no match there, no match
+            // in any of its targets.
+            short_may_match |= literals.joined[p]
+                .as_ref()
+                .is_none_or(|joined| joined.is_match(&targets.joined));
+            if targets
+                .apart
+                .iter()
+                .any(|value| literals.each[p].is_match(value))
+            {
                 hit(p);
+            }
+        }
+        // A match there may span two targets: the set reads each one, and
+        // its verdict is the target's own.
+        if short_may_match {
+            self.set_over(targets.short(), hit);
+        }
+    }
+
+    fn set_over<'t>(&self, values: impl Iterator<Item = &'t [u8]>, mut hit: impl FnMut(usize)) {
+        for value in values {
+            // Most values match nothing: a yes-or-no search first, which
+            // allocates nothing; which patterns only on a match.
+            if self.set.is_match(value) {
+                self.set.matches(value).iter().for_each(&mut hit);
             }
         }
     }
@@ -139,8 +158,8 @@ impl Signatures {
     /// without a literal pass).
     #[cfg(test)]
     pub(crate) fn candidates(&self, targets: &Targets) -> Vec<bool> {
-        match &self.literals {
-            Some(l) => l.candidates(targets),
+        match self.literals.as_ref().and_then(|l| l.candidates(targets)) {
+            Some(found) => found,
             None => vec![true; self.set.len()],
         }
     }
@@ -158,31 +177,14 @@ impl Literals {
             each.push(regex(pattern, false).ok()?);
             joined.push(joined_regex(pattern));
         }
-        // No literal kept is the start of another: a literal that starts
-        // with a shorter one gives its pattern to the shorter one (where it
-        // occurs, the shorter one does, at the same place). Then at most
-        // one literal starts at any byte, and a leftmost search restarted
-        // one byte past each find's start finds every one.
-        by_literal.sort();
-        let mut literals: Vec<Vec<u8>> = Vec::new();
-        let mut patterns_of: Vec<Vec<usize>> = Vec::new();
-        for (literal, p) in by_literal {
-            match literals.last() {
-                Some(last) if literal.starts_with(last) => {
-                    let of = patterns_of.last_mut().expect("one per literal");
-                    if !of.contains(&p) {
-                        of.push(p);
-                    }
-                }
-                _ => {
-                    literals.push(literal);
-                    patterns_of.push(vec![p]);
-                }
-            }
-        }
+        let (literals, patterns_of): (Vec<Vec<u8>>, Vec<usize>) = by_literal.into_iter().unzip();
         let automaton = AhoCorasick::builder()
             .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostFirst)
+            // Every literal found, overlapping ones too (a leftmost find
+            // could hide a shorter literal inside it), in one walk: a body
+            // made of one literal over and over costs a report a byte, not
+            // a new search a byte.
+            .match_kind(MatchKind::Standard)
             // A few dozen short literals: a small DFA, the fastest walk.
             .kind(Some(AhoCorasickKind::DFA))
             .build(&literals)
@@ -195,29 +197,29 @@ impl Literals {
         })
     }
 
-    /// Which patterns have a literal somewhere in the targets.
-    fn candidates(&self, targets: &Targets) -> Vec<bool> {
+    /// Which patterns have a literal somewhere in the targets; `None` past
+    /// [`MAX_REPORTS`] literals found.
+    fn candidates(&self, targets: &Targets) -> Option<Vec<bool>> {
         let mut found = vec![false; self.each.len()];
         let mut left = found.len();
+        let mut reports = 0;
         for hay in std::iter::once(targets.joined.as_slice()).chain(targets.apart.iter().copied()) {
-            let mut at = 0;
-            while let Some(m) = self
-                .automaton
-                .find(aho_corasick::Input::new(hay).range(at..))
-            {
-                for &p in &self.patterns_of[m.pattern().as_usize()] {
-                    if !found[p] {
-                        found[p] = true;
-                        left -= 1;
+            for m in self.automaton.find_overlapping_iter(hay) {
+                reports += 1;
+                if reports > MAX_REPORTS {
+                    return None;
+                }
+                let p = self.patterns_of[m.pattern().as_usize()];
+                if !found[p] {
+                    found[p] = true;
+                    left -= 1;
+                    if left == 0 {
+                        return Some(found);
                     }
                 }
-                if left == 0 {
-                    return found;
-                }
-                at = m.start() + 1;
             }
         }
-        found
+        Some(found)
     }
 }
 
@@ -312,6 +314,21 @@ mod tests {
         let mut hits = Vec::new();
         s.matches(&t, |p| hits.push(p));
         assert_eq!(hits, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_request_made_of_literals_is_read_by_the_set() {
+        let s = Signatures::new(&["(?i);\\s*drop\\s+table", "(?i)<script", "(?i)union"]).unwrap();
+        let semicolons = b"; ".repeat(MAX_REPORTS + 1);
+        let mut t = Targets::default();
+        t.push(b"a");
+        t.push(b"<SCRIPT>");
+        t.push_apart(&semicolons);
+        // Past the reports, every pattern is the set's to read.
+        assert_eq!(s.candidates(&t), vec![true, true, true]);
+        let mut hits = Vec::new();
+        s.matches(&t, |p| hits.push(p));
+        assert_eq!(hits, vec![1]);
     }
 
     #[test]
