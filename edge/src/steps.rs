@@ -206,6 +206,8 @@ pub fn run(
             body: req.body,
         };
         let decision = match p.step(step, &view, windows, false) {
+            // Nothing to log or apply.
+            Served::Decision(d) if d.is_unchanged() => continue,
             Served::Decision(d) => d.into_decision(),
             Served::HandOver(why) => {
                 return Ended::Pass {

@@ -16,7 +16,6 @@
 use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 
-use graft_contract::RequestView;
 use graft_engine::edge::{judge, Bound, HandOff, Refusal, HEADER};
 use graft_engine::{Count, Mode};
 use ngx::ffi::{
@@ -134,15 +133,22 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
 /// The request's `Graft-Edge` header and how many copies of it came, or
 /// `None` when it has none.
 fn edge_header(r: &ngx_http_request_t) -> Option<(Vec<u8>, usize)> {
-    let view = NgxRequest::new(r);
+    // One pass over the headers (every request makes it, twice: a client
+    // may send the header to any server), most names told apart by their
+    // length alone.
     let mut copies = 0usize;
-    view.for_each_header(&mut |name, _| {
-        if name.trim_ascii().eq_ignore_ascii_case(HEADER.as_bytes()) {
-            copies += 1;
+    let mut first = None;
+    NgxRequest::new(r).for_each_table_elt(|h| {
+        if h.key.len >= HEADER.len() {
+            let name = crate::request::bytes(&h.key);
+            if name.trim_ascii().eq_ignore_ascii_case(HEADER.as_bytes()) {
+                copies += 1;
+                first.get_or_insert_with(|| crate::request::bytes(&h.value).to_vec());
+            }
         }
         std::ops::ControlFlow::Continue(())
     });
-    Some((view.header(b"graft-edge")?.to_vec(), copies))
+    Some((first?, copies))
 }
 
 /// An accepted hand-off: the steps graft-edge ran (before `from`) are

@@ -264,6 +264,8 @@ fn run_steps(
             )
         };
         let decision = match served {
+            // Nothing to log or apply.
+            Served::Decision(d) if d.is_unchanged() => continue,
             Served::Decision(d) => d.into_decision(),
             Served::HandOver(why) => {
                 return hand_on(r, i, matches!(why, HandOver::Rust(_)));

@@ -112,7 +112,7 @@ pub fn body_prefix(r: &ngx_http_request_t, max: usize) -> BodyRead {
     }
 }
 
-fn bytes(s: &ngx_str_t) -> &[u8] {
+pub(crate) fn bytes(s: &ngx_str_t) -> &[u8] {
     if s.len == 0 || s.data.is_null() {
         &[]
     } else {
@@ -157,7 +157,7 @@ impl RequestView for NgxRequest<'_> {
 
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
         let mut found = None;
-        self.for_each_table_elt(&mut |h| {
+        self.for_each_table_elt(|h| {
             if bytes(&h.key).eq_ignore_ascii_case(name) {
                 found = Some(bytes(&h.value));
                 ControlFlow::Break(())
@@ -169,7 +169,7 @@ impl RequestView for NgxRequest<'_> {
     }
 
     fn for_each_header(&self, f: &mut HeaderVisitor<'_>) {
-        self.for_each_table_elt(&mut |h| f(bytes(&h.key), bytes(&h.value)));
+        self.for_each_table_elt(|h| f(bytes(&h.key), bytes(&h.value)));
     }
 
     fn body(&self) -> Option<&[u8]> {
@@ -201,8 +201,12 @@ impl RequestView for NgxRequest<'_> {
 }
 
 impl<'r> NgxRequest<'r> {
-    /// Walks the request's header list, part by part, in the order received.
-    fn for_each_table_elt(&self, f: &mut dyn FnMut(&'r ngx_table_elt_t) -> ControlFlow<()>) {
+    /// Walks the request's header list, part by part, in the order received
+    /// (generic, so that a caller's test of each header is inlined).
+    pub(crate) fn for_each_table_elt(
+        &self,
+        mut f: impl FnMut(&'r ngx_table_elt_t) -> ControlFlow<()>,
+    ) {
         let mut part: *const ngx_list_part_t = &self.r.headers_in.headers.part;
         // SAFETY: an ngx_list_t of a live request: each part holds `nelts`
         // ngx_table_elt_t and links to the next, the last one to null.
