@@ -237,7 +237,7 @@ fn regex(pattern: &str, multi_line: bool) -> Result<Regex, regex::Error> {
 /// is, to `^`, `$` and to `\b` or `\B` (a byte that is no word's), what
 /// the end of the text is. So a match in a target is a match in the
 /// buffer. `None` for a pattern with `\A` or `\z` (they hold only at the
-/// buffer's ends), which is asked target by target.
+/// buffer's ends) or a CRLF anchor, which is asked target by target.
 fn joined_regex(pattern: &str) -> Option<Regex> {
     use regex_syntax::hir::Look;
     let hir = regex_syntax::ParserBuilder::new()
@@ -247,8 +247,14 @@ fn joined_regex(pattern: &str) -> Option<Regex> {
         .build()
         .parse(pattern)
         .ok()?;
+    // `\A` and `\z`, and (should a pattern ever have them: the
+    // portability check refuses `(?R)`) CRLF anchors, which a target's
+    // `\r` before the joined buffer's `\n` would fail.
     let looks = hir.properties().look_set();
-    if looks.contains(Look::Start) || looks.contains(Look::End) {
+    if [Look::Start, Look::End, Look::StartCRLF, Look::EndCRLF]
+        .into_iter()
+        .any(|l| looks.contains(l))
+    {
         return None;
     }
     regex(pattern, true).ok()
@@ -306,6 +312,7 @@ mod tests {
         assert!(joined_regex("\\Aadmin\\z").is_none());
         assert!(joined_regex("(?-m)^admin").is_none());
         assert!(joined_regex("^admin$").is_some());
+        assert!(joined_regex("(?R)\\r$").is_none());
         let s = Signatures::new(&["\\Aadmin\\z", "(^|/)\\.\\.(/|$)"]).unwrap();
         let mut t = Targets::default();
         t.push(b"x");
