@@ -779,9 +779,7 @@ impl ProxyHttp for EdgeProxy {
         if let (Some((snap, z)), false) = (&ctx.zone, served_by_fl1) {
             let zone = &snap.config.zones[*z];
             let facts = routed.map(|r| &r.facts).or(ctx.answered.as_ref());
-            if let Some(facts) =
-                facts.filter(|_| zone.steps.iter().any(|s| s.module.logs_requests()))
-            {
+            if let Some(facts) = facts.filter(|_| zone.later.log) {
                 let req = EdgeRequest {
                     head: session.req_header(),
                     facts,

@@ -73,7 +73,7 @@ pub fn start(
     head: &mut ResponseHeader,
 ) -> Started {
     let z = &snap.config.zones[zone];
-    if no_body(req, head) || !z.steps.iter().any(|s| s.module.rewrites_bodies()) {
+    if no_body(req, head) || !z.later.response_body {
         return Started::Untouched;
     }
     let header = |name: &str| head.headers.get(name).map(|v| v.as_bytes());

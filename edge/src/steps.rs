@@ -120,7 +120,7 @@ pub fn finish_response(
     resp: &mut ResponseHeader,
 ) {
     apply_to_response(resp, ops);
-    let Some(zone) = zone else {
+    let Some(zone) = zone.filter(|z| z.later.response_headers) else {
         return;
     };
     let p = protocol(&zone.name, Legacy::None);

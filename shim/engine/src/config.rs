@@ -45,12 +45,42 @@ pub struct Zone {
     /// them (`None` otherwise, even with a `"body"` in the file: no body is
     /// read that no module looks at).
     pub body: Option<BodyLimit>,
+    /// Which phases after the request's the zone's steps have, known at
+    /// load: a server does no work a request for a phase none of them has.
+    pub later: LaterPhases,
     /// What the Lua side needs to build its Lua twins for this zone,
     /// serialized once at load and kept compressed (LZ4), expanded when the
     /// Lua side asks: at start, to check every zone's Lua twins, and
     /// when a worker's Lua side first serves the zone (never for a zone
     /// only native locations serve).
     plan: Box<[u8]>,
+}
+
+/// Whether any of a zone's steps edits response headers
+/// (`Module::edits_responses`), rewrites response bodies
+/// (`Module::rewrites_bodies`) or writes a record per request
+/// (`Module::logs_requests`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaterPhases {
+    pub response_headers: bool,
+    pub response_body: bool,
+    pub log: bool,
+}
+
+impl LaterPhases {
+    /// The phases `steps` have.
+    pub fn of(steps: &[Step]) -> LaterPhases {
+        LaterPhases {
+            response_headers: steps.iter().any(|s| s.module.edits_responses()),
+            response_body: steps.iter().any(|s| s.module.rewrites_bodies()),
+            log: steps.iter().any(|s| s.module.logs_requests()),
+        }
+    }
+
+    /// Whether the response (its headers or its body) is any step's.
+    pub fn response(self) -> bool {
+        self.response_headers || self.response_body
+    }
 }
 
 impl Zone {

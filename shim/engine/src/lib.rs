@@ -40,7 +40,7 @@ pub mod registry;
 pub mod shared;
 pub mod snapshot;
 
-pub use config::{BodyLimit, Config, Mode, OverLimit, Step, Zone};
+pub use config::{BodyLimit, Config, LaterPhases, Mode, OverLimit, Step, Zone};
 pub use counters::{Count, Counters, Impl, Kill};
 pub use dispatch::{
     guarded_module, run_log_phase, run_request_phase, run_response_phase, start_response_body,

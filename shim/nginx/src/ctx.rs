@@ -36,6 +36,10 @@ pub struct RequestCtx {
     /// only): a step's edit of the Host header never moves the request to
     /// another zone's steps.
     pub host_zone: Option<Option<usize>>,
+    /// Whether the request's `Graft-Edge` header was judged (`edge`): it
+    /// is judged once, first thing, and asked for again only where that
+    /// may not have happened.
+    pub edge_judged: bool,
     /// The step where the native pipeline stopped and handed the request
     /// on (to the Lua bridge if the location runs it, else to the native
     /// finish in the precontent phase); `None` when it ran every step.
@@ -212,6 +216,7 @@ pub fn of(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             pipeline: Pipeline::NotStarted,
             ran_zones: SmallVec::new(),
             host_zone: None,
+            edge_judged: *slot(r) == judged_mark(),
             resume_at: Some(0),
             fallback: false,
             claimed: SmallVec::new(),
@@ -251,7 +256,7 @@ pub fn existing(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
     // time in a worker, and graft holds no two of these borrows at once.
     unsafe {
         let slot = slot(r);
-        if !(*slot).is_null() {
+        if !(*slot).is_null() && *slot != judged_mark() {
             return (*slot as *mut RequestCtx).as_mut();
         }
         let mut cln = (*r.pool).cleanup;
@@ -265,6 +270,37 @@ pub fn existing(r: &ngx_http_request_t) -> Option<&mut RequestCtx> {
             cln = c.next;
         }
         None
+    }
+}
+
+/// What graft's r->ctx slot holds for a request whose `Graft-Edge`
+/// header was judged before it had a record (graft's post-read handler):
+/// the address of a static that is never read, never a record.
+static EDGE_JUDGED: u8 = 0;
+
+fn judged_mark() -> *mut c_void {
+    &EDGE_JUDGED as *const u8 as *mut c_void
+}
+
+/// Whether the request's `Graft-Edge` header was judged already.
+pub fn edge_judged(r: &ngx_http_request_t) -> bool {
+    // SAFETY: our r->ctx slot of a live request: null, the mark or a record.
+    if unsafe { *slot(r) } == judged_mark() {
+        return true;
+    }
+    existing(r).is_some_and(|c| c.edge_judged)
+}
+
+/// Marks the request's `Graft-Edge` header as judged: in its record, or
+/// in graft's r->ctx slot until it has one (an internal redirect clears
+/// the slot, and a request with no record is then judged again: the
+/// header is gone by then, so that only costs a look).
+pub fn mark_edge_judged(r: &ngx_http_request_t) {
+    match existing(r) {
+        Some(c) => c.edge_judged = true,
+        // SAFETY: our r->ctx slot of a live request, which holds no record
+        // (`existing` found none): the mark goes where null was.
+        None => unsafe { *slot(r) = judged_mark() },
     }
 }
 

@@ -55,8 +55,9 @@ pub unsafe extern "C" fn set_edge_key(
 
 /// Judges the request's `Graft-Edge` header, first thing in a main
 /// request (graft's post-read handler; the access handler, the Lua
-/// bridge's resume and `graft.decide` ask again, and find it gone):
-/// removes every copy, and on a hand-off this server accepts marks the
+/// bridge's resume and `graft.decide` ask again, for a request another
+/// post-read handler kept from graft's, and find it judged): removes
+/// every copy, and on a hand-off this server accepts marks the
 /// steps graft-edge ran as run. Two copies are refused: graft-edge sends
 /// one.
 ///
@@ -67,9 +68,10 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
     let Some(r) = (unsafe { r.as_mut() }) else {
         return;
     };
-    if !std::ptr::eq(r, r.main) {
+    if !std::ptr::eq(r, r.main) || ctx::edge_judged(r) {
         return;
     }
+    ctx::mark_edge_judged(r);
     let Some((value, copies)) = edge_header(r) else {
         return;
     };
@@ -133,7 +135,7 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
 /// The request's `Graft-Edge` header and how many copies of it came, or
 /// `None` when it has none.
 fn edge_header(r: &ngx_http_request_t) -> Option<(Vec<u8>, usize)> {
-    // One pass over the headers (every request makes it, twice: a client
+    // One pass over the headers (every request makes it, once: a client
     // may send the header to any server), most names told apart by their
     // length alone.
     let mut copies = 0usize;

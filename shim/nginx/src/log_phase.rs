@@ -107,6 +107,9 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let zone_index = ctx.ran_zones.last().copied().unwrap_or_default();
         crate::response::check_taken(r);
+        if !zone.later.log {
+            return;
+        }
         for (i, step) in zone.steps.iter().enumerate() {
             if step.module.logs_requests() {
                 run_step(r, zone_index, zone, i, step);

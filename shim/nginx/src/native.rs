@@ -438,6 +438,11 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some((index, zone)) = zone.and_then(|z| Some((z, config.zones.get(z)?))) else {
             return applied;
         };
+        // A zone whose steps leave the response alone has no more to do
+        // here (known at load).
+        if !zone.later.response() {
+            return applied;
+        }
         // The response-header phase sees the request phase's changes.
         let applied = applied && crate::response::run(req, index, zone).is_ok();
         rewrite::start(req, index, zone);

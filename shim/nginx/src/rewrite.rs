@@ -120,7 +120,7 @@ pub fn start(r: &mut ngx_http_request_t, zone_index: usize, zone: &Zone) {
     let Some(ctx) = ctx::existing(r) else {
         return;
     };
-    if ctx.body_started || r.header_only() != 0 {
+    if !zone.later.response_body || ctx.body_started || r.header_only() != 0 {
         return;
     }
     ctx.body_started = true;

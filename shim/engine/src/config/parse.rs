@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    Budget, Canary, Config, Mode, Rollback, Step, Zone, DEFAULT_ZONE, MAX_FILE_BYTES,
+    Budget, Canary, Config, LaterPhases, Mode, Rollback, Step, Zone, DEFAULT_ZONE, MAX_FILE_BYTES,
     MAX_MODULES_PER_ZONE, MAX_ZONES,
 };
 use crate::error::{Error, ErrorKind};
@@ -362,6 +362,7 @@ fn parse_zone(host: &str, raw: &RawValue) -> Result<Zone, InZone> {
     }
     Ok(Zone {
         name: host.to_string(),
+        later: LaterPhases::of(&steps),
         plan: lz4_flex::compress_prepend_size(zone_plan.to_string().as_bytes()).into_boxed_slice(),
         steps,
         body,
