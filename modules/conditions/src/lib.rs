@@ -34,7 +34,7 @@ use std::ops::ControlFlow;
 use std::sync::{Mutex, OnceLock};
 
 use graft_contract::body::{for_each_json_string, BodyKind};
-use graft_contract::{args::for_each_arg, ConfigError, RequestView};
+use graft_contract::{args::decode_args, ConfigError, RequestView};
 use ipnet::IpNet;
 use prefix_trie::joint::set::JointPrefixSet;
 use regex::bytes::{Regex, RegexBuilder};
@@ -548,12 +548,7 @@ impl DecodedArgs {
     fn of_query(query: Option<&[u8]>) -> DecodedArgs {
         let mut out = DecodedArgs::default();
         if let Some(q) = query {
-            for_each_arg(q, |n, v| {
-                out.bytes.extend_from_slice(n);
-                let name_end = out.bytes.len();
-                out.bytes.extend_from_slice(v.unwrap_or_default());
-                out.ends.push((name_end, out.bytes.len()));
-            });
+            decode_args(q, &mut out.bytes, &mut out.ends);
         }
         out
     }
