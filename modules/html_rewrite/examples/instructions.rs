@@ -30,7 +30,11 @@ fn main() {
         None => {
             let pieces: Vec<String> = sample::PIECES.iter().map(|p| p.to_string()).collect();
             let body: Vec<String> = (0..160).flat_map(|_| pieces.iter().cloned()).collect();
-            (sample::document(&pieces[..4], &body).into_bytes(), 10, arg.clone())
+            (
+                sample::document(&pieces[..4], &body).into_bytes(),
+                10,
+                arg.clone(),
+            )
         }
     };
     let module = HtmlRewrite::from_config(&json!({

@@ -158,10 +158,13 @@ pub fn upgrade(value: &str, hosts: &[String]) -> Option<String> {
     let rest = &value[7..];
     let end = rest.find(['/', '?', '#', ':']).unwrap_or(rest.len());
     let host = &rest[..end];
-    hosts
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(host))
-        .then(|| format!("https://{rest}"))
+    hosts.iter().any(|h| h.eq_ignore_ascii_case(host)).then(|| {
+        // Not `format!`: its machinery was 4 % of rewriting a page of links.
+        let mut up = String::with_capacity(8 + rest.len());
+        up.push_str("https://");
+        up.push_str(rest);
+        up
+    })
 }
 
 fn is_local(b: u8) -> bool {
