@@ -82,11 +82,11 @@ struct Rules {
     links: [(&'static str, Selector); 3],
 }
 
-/// A selector the module names, parsed.
-fn selector(css: &str) -> Selector {
-    // Constant selectors: a failure here is a bug, caught by every test.
+/// A selector the module names, parsed (constant selectors: an error here
+/// is a bug, refused as a configuration error rather than a panic).
+fn selector(css: &str) -> Result<Selector, ConfigError> {
     css.parse()
-        .unwrap_or_else(|e| panic!("html_rewrite: selector {css}: {e}"))
+        .map_err(|e| ConfigError::new("", format!("html_rewrite's selector {css}: {e}")))
 }
 
 impl HtmlRewrite {
@@ -124,8 +124,12 @@ impl HtmlRewrite {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             obfuscate_emails: c.obfuscate_emails,
-            head: selector("head"),
-            links: ["href", "src", "action"].map(|a| (a, selector(&format!("[{a}]")))),
+            head: selector("head")?,
+            links: [
+                ("href", selector("[href]")?),
+                ("src", selector("[src]")?),
+                ("action", selector("[action]")?),
+            ],
         })))
     }
 

@@ -20,6 +20,7 @@ use graft_contract::{
     HeaderName, HeaderValue, Module, ModuleError, RequestView, Response,
 };
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 pub const NAME: &str = "rate_limit";
 pub const MAX_LIMITS: usize = 64;
@@ -136,7 +137,9 @@ impl Module for RateLimit {
 
     fn on_request(&self, req: &dyn RequestView, ctx: &Context) -> Result<Decision, ModuleError> {
         let subject = Subject::new(req);
-        let mut key = Vec::with_capacity(128);
+        // On the stack for a key of up to 128 bytes (a zone, a limit's
+        // name, an address): no allocation a request.
+        let mut key = SmallVec::<[u8; 128]>::new();
         for limit in &self.limits {
             if !limit.when.as_ref().is_none_or(|c| c.eval(&subject)) {
                 continue;
