@@ -9,53 +9,12 @@
 //! - the module with each rule alone, and with the three rules, as
 //!   graft-bench configures it.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use graft_html_rewrite::{sample, HtmlRewrite};
-use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{doc_text, element};
+use graft_html_rewrite::HtmlRewrite;
 use serde_json::json;
 use std::hint::black_box;
 
-const CHUNK: usize = 16 * 1024;
-
-fn document() -> Vec<u8> {
-    let pieces: Vec<String> = sample::PIECES.iter().map(|p| p.to_string()).collect();
-    let body: Vec<String> = (0..160).flat_map(|_| pieces.iter().cloned()).collect();
-    sample::document(&pieces[..4], &body).into_bytes()
-}
-
-fn through_module(rw: &HtmlRewrite, doc: &[u8]) -> usize {
-    let mut r = rw.rewriter();
-    let mut out = Vec::with_capacity(doc.len() + 4096);
-    for chunk in doc.chunks(CHUNK) {
-        r.write(chunk, &mut out).unwrap();
-    }
-    r.end(&mut out).unwrap();
-    out.len()
-}
-
-fn through_lol_html(doc: &[u8], handlers: bool) -> usize {
-    let mut n = 0usize;
-    let settings = if handlers {
-        Settings {
-            element_content_handlers: vec![
-                element!("head", |_el| Ok(())),
-                element!("[href]", |_el| Ok(())),
-                element!("[src]", |_el| Ok(())),
-                element!("[action]", |_el| Ok(())),
-            ],
-            document_content_handlers: vec![doc_text!(|_t| Ok(()))],
-            ..Settings::new_send()
-        }
-    } else {
-        Settings::new_send()
-    };
-    let mut r = HtmlRewriter::new(settings, |c: &[u8]| n += c.len());
-    for chunk in doc.chunks(CHUNK) {
-        r.write(chunk).unwrap();
-    }
-    r.end().unwrap();
-    n
-}
+mod common;
+use common::{document, through_lol_html, through_module};
 
 fn bench(c: &mut Criterion) {
     let doc = document();

@@ -12,10 +12,15 @@
 //! With `page_` before the mode (`page_module`, `page_lol_html`, ...), it
 //! rewrites graft-bench's 635-byte page (the one its variants serve) 1,000
 //! times instead: a response's whole cost (divide by 1,000).
-use graft_html_rewrite::{sample, HtmlRewrite};
-use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{doc_text, element};
+//!
+//! The document, the chunks and the handlers are the criterion bench's
+//! (`benches/common`).
+use graft_html_rewrite::HtmlRewrite;
 use serde_json::json;
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::{document, through_lol_html, through_module};
 
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_else(|| "module".into());
@@ -27,15 +32,7 @@ fn main() {
             );
             (page.into_bytes(), 1000, what.to_string())
         }
-        None => {
-            let pieces: Vec<String> = sample::PIECES.iter().map(|p| p.to_string()).collect();
-            let body: Vec<String> = (0..160).flat_map(|_| pieces.iter().cloned()).collect();
-            (
-                sample::document(&pieces[..4], &body).into_bytes(),
-                10,
-                arg.clone(),
-            )
-        }
+        None => (document(), 10, arg.clone()),
     };
     let module = HtmlRewrite::from_config(&json!({
         "head_end": "<script src=\"/rum.js\"></script>",
@@ -46,38 +43,9 @@ fn main() {
     let mut total = 0usize;
     for _ in 0..times {
         total += match what.as_str() {
-            "module" => {
-                let mut r = module.rewriter();
-                let mut out = Vec::with_capacity(doc.len() + 4096);
-                for chunk in doc.chunks(16 * 1024) {
-                    r.write(chunk, &mut out).unwrap();
-                }
-                r.end(&mut out).unwrap();
-                out.len()
-            }
-            lol => {
-                let mut n = 0usize;
-                let settings = if lol == "lol_html_handlers" {
-                    Settings {
-                        element_content_handlers: vec![
-                            element!("head", |_el| Ok(())),
-                            element!("[href]", |_el| Ok(())),
-                            element!("[src]", |_el| Ok(())),
-                            element!("[action]", |_el| Ok(())),
-                        ],
-                        document_content_handlers: vec![doc_text!(|_t| Ok(()))],
-                        ..Settings::new_send()
-                    }
-                } else {
-                    Settings::new_send()
-                };
-                let mut r = HtmlRewriter::new(settings, |c: &[u8]| n += c.len());
-                for chunk in doc.chunks(16 * 1024) {
-                    r.write(chunk).unwrap();
-                }
-                r.end().unwrap();
-                n
-            }
+            "module" => through_module(&module, &doc),
+            "lol_html_handlers" => through_lol_html(&doc, true),
+            _ => through_lol_html(&doc, false),
         };
     }
     println!("{arg}: {} bytes in, {total} out", doc.len() * times);

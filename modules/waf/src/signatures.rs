@@ -568,6 +568,28 @@ mod tests {
             )
         }
 
+        /// The lists with their literal pass, and the same set without.
+        fn with_and_without(patterns: &[&str]) -> (Signatures, Signatures) {
+            let with = Signatures::new(patterns).unwrap();
+            let without = Signatures {
+                set: with.set.clone(),
+                literals: None,
+            };
+            (with, without)
+        }
+
+        /// Short values joined, long ones apart, as the WAF builds them.
+        fn targets_of<'a>(short: &[Vec<u8>], long: &'a [Vec<u8>]) -> Targets<'a> {
+            let mut targets = Targets::default();
+            for t in short {
+                targets.push(t);
+            }
+            for t in long {
+                targets.push_apart(t);
+            }
+            targets
+        }
+
         fn found(s: &Signatures, targets: &Targets) -> Vec<usize> {
             let mut hits = Vec::new();
             s.matches(targets, |p| hits.push(p));
@@ -584,16 +606,9 @@ mod tests {
                 long in prop::collection::vec(target(), 0..2),
             ) {
                 let patterns = every_list();
-                let with = Signatures::new(&patterns).unwrap();
+                let (with, without) = with_and_without(&patterns);
                 prop_assert!(with.literals.is_some());
-                let without = Signatures { set: with.set.clone(), literals: None };
-                let mut targets = Targets::default();
-                for t in &short {
-                    targets.push(t);
-                }
-                for t in &long {
-                    targets.push_apart(t);
-                }
+                let targets = targets_of(&short, &long);
                 prop_assert_eq!(found(&with, &targets), found(&without, &targets));
             }
         }
@@ -629,15 +644,8 @@ mod tests {
                 long in prop::collection::vec(long_target(), 1..3),
             ) {
                 let patterns = every_list();
-                let with = Signatures::new(&patterns).unwrap();
-                let without = Signatures { set: with.set.clone(), literals: None };
-                let mut targets = Targets::default();
-                for t in &short {
-                    targets.push(t);
-                }
-                for t in &long {
-                    targets.push_apart(t);
-                }
+                let (with, without) = with_and_without(&patterns);
+                let targets = targets_of(&short, &long);
                 prop_assert_eq!(found(&with, &targets), found(&without, &targets));
                 let mut values: Vec<&[u8]> = vec![&targets.joined];
                 values.extend(long.iter().map(Vec::as_slice));

@@ -282,25 +282,24 @@ fn judged_mark() -> *mut c_void {
     &EDGE_JUDGED as *const u8 as *mut c_void
 }
 
-/// Whether the request's `Graft-Edge` header was judged already.
-pub fn edge_judged(r: &ngx_http_request_t) -> bool {
+/// Marks the request's `Graft-Edge` header as judged, and says whether
+/// it was not yet (the caller judges it then): in its record, or in
+/// graft's r->ctx slot until it has one (an internal redirect clears the
+/// slot, and a request with no record is then judged again: the header
+/// is gone by then, so that only costs a look).
+pub fn judge_edge_first(r: &ngx_http_request_t) -> bool {
     // SAFETY: our r->ctx slot of a live request: null, the mark or a record.
     if unsafe { *slot(r) } == judged_mark() {
-        return true;
+        return false;
     }
-    existing(r).is_some_and(|c| c.edge_judged)
-}
-
-/// Marks the request's `Graft-Edge` header as judged: in its record, or
-/// in graft's r->ctx slot until it has one (an internal redirect clears
-/// the slot, and a request with no record is then judged again: the
-/// header is gone by then, so that only costs a look).
-pub fn mark_edge_judged(r: &ngx_http_request_t) {
     match existing(r) {
-        Some(c) => c.edge_judged = true,
-        // SAFETY: our r->ctx slot of a live request, which holds no record
-        // (`existing` found none): the mark goes where null was.
-        None => unsafe { *slot(r) = judged_mark() },
+        Some(c) => !std::mem::replace(&mut c.edge_judged, true),
+        None => {
+            // SAFETY: our r->ctx slot of a live request, which holds no
+            // record (`existing` found none): the mark goes where null was.
+            unsafe { *slot(r) = judged_mark() };
+            true
+        }
     }
 }
 

@@ -68,10 +68,9 @@ pub unsafe fn judge_once(r: *mut ngx_http_request_t) {
     let Some(r) = (unsafe { r.as_mut() }) else {
         return;
     };
-    if !std::ptr::eq(r, r.main) || ctx::edge_judged(r) {
+    if !std::ptr::eq(r, r.main) || !ctx::judge_edge_first(r) {
         return;
     }
-    ctx::mark_edge_judged(r);
     let Some((value, copies)) = edge_header(r) else {
         return;
     };
@@ -142,14 +141,8 @@ fn edge_header(r: &ngx_http_request_t) -> Option<(Vec<u8>, usize)> {
     let mut first = None;
     NgxRequest::new(r).for_each_table_elt(|h| {
         if h.key.len >= HEADER.len() {
-            let name = crate::request::bytes(&h.key).trim_ascii();
-            // Its first letter first: a name as long (`User-Agent`) is
-            // passed over on one byte.
-            if name
-                .first()
-                .is_some_and(|b| b.eq_ignore_ascii_case(&HEADER.as_bytes()[0]))
-                && name.eq_ignore_ascii_case(HEADER.as_bytes())
-            {
+            let name = crate::request::bytes(&h.key);
+            if name.trim_ascii().eq_ignore_ascii_case(HEADER.as_bytes()) {
                 copies += 1;
                 first.get_or_insert_with(|| crate::request::bytes(&h.value).to_vec());
             }
